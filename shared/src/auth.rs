@@ -1,0 +1,92 @@
+//! Access tokens: HS256 JWTs carrying the subject, its project and its permissions.
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The claims of a Comet access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    /// The subject (a user id, or a name for minted service tokens).
+    pub sub: String,
+    /// The project every request with this token is scoped to.
+    pub project_id: Uuid,
+    /// Granted permissions, e.g. `jobs:read`.
+    pub permissions: Vec<String>,
+    /// Unique token id (revocation targets it).
+    pub jti: Uuid,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+impl Claims {
+    /// New claims valid for `ttl_secs` from now, with a fresh `jti`.
+    pub fn new(sub: &str, project_id: Uuid, permissions: Vec<String>, ttl_secs: i64) -> Self {
+        let now = Utc::now().timestamp();
+        Self {
+            sub: sub.to_owned(),
+            project_id,
+            permissions,
+            jti: Uuid::new_v4(),
+            iat: now,
+            exp: now + ttl_secs,
+        }
+    }
+
+    /// Whether the token grants `permission`.
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission || p == "*")
+    }
+}
+
+/// Signs claims with the HS256 secret.
+pub fn mint(secret: &SecretString, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+}
+
+/// Verifies signature, algorithm and expiry; returns the claims.
+pub fn verify(secret: &SecretString, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+        &validation,
+    )
+    .map(|d| d.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        "0123456789abcdef0123456789abcdef".into()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_keeps_its_claims() {
+        let c = Claims::new("ops", Uuid::now_v7(), vec!["jobs:read".into()], 60);
+        let t = mint(&secret(), &c).unwrap();
+        assert_eq!(verify(&secret(), &t).unwrap(), c);
+    }
+
+    #[test]
+    fn an_expired_or_foreign_token_is_refused() {
+        let c = Claims::new("ops", Uuid::now_v7(), vec![], -60);
+        assert!(verify(&secret(), &mint(&secret(), &c).unwrap()).is_err());
+        let c = Claims::new("ops", Uuid::now_v7(), vec![], 60);
+        let other: SecretString = "another-secret-another-secret-xx".into();
+        assert!(verify(&secret(), &mint(&other, &c).unwrap()).is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Comet's shared library: everything the API and the worker have in common.
+//!
+//! # Layout
+//! - [`config`]: the typed [`config::Settings`], read from the environment once.
+//! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
+//! - [`jobs`]: job definitions, their queues and retry policies.
+//! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
+//! - [`auth`]: access-token claims, minting and verification.
+//! - [`telemetry`]: logging and metrics set-up.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod jobs;
+pub mod queue;
+pub mod telemetry;
+
+pub use db::MIGRATOR;

@@ -1,0 +1,18 @@
+-- Cancel a job that has not started (waiting, delayed or retrying). A running job cannot be
+-- cancelled here: its worker owns it until the attempt ends.
+-- KEYS[1] = queue base. ARGV[1] = job id. Returns the job's state before the call ('' = none).
+local base = KEYS[1]
+local id = ARGV[1]
+local jk = base .. 'job:' .. id
+local state = redis.call('HGET', jk, 'state')
+if not state then return '' end
+local from = { waiting = 'ready', delayed = 'delayed', retrying = 'retry' }
+if from[state] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREM', base .. from[state], id)
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
+  redis.call('HINCRBY', jk, 'tok', 1)
+  redis.call('ZADD', base .. 'cancelled', now, id)
+end
+return state

@@ -1,0 +1,53 @@
+-- Lease up to N ready jobs to one worker (after promoting a bounded number of due jobs).
+-- KEYS[1] = queue base. ARGV: worker name, max jobs, lease ms, promote limit.
+-- Each fetch counts an attempt and bumps the job's fencing token.
+-- Returns { next_due_ms or -1, now_ms, then 8 fields per job:
+--   id, kind, payload, attempts, max_attempts, token, project, request id }
+local base = KEYS[1]
+local worker, n, lease, plimit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ready = base .. 'ready'
+for _, set in ipairs({ 'delayed', 'retry' }) do
+  local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, plimit)
+  for _, id in ipairs(due) do
+    local jk = base .. 'job:' .. id
+    local rs = redis.call('HGET', jk, 'rs')
+    redis.call('ZREM', base .. set, id)
+    if rs then
+      redis.call('ZADD', ready, rs, id)
+      redis.call('HSET', jk, 'state', 'waiting')
+    end
+  end
+end
+local out = { -1, now }
+local popped = redis.call('ZPOPMIN', ready, n)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local jk = base .. 'job:' .. id
+  if redis.call('EXISTS', jk) == 1 then
+    local att = redis.call('HINCRBY', jk, 'att', 1)
+    local tok = redis.call('HINCRBY', jk, 'tok', 1)
+    redis.call('HSET', jk, 'state', 'active', 'started', now, 'worker', worker)
+    redis.call('ZADD', base .. 'active', now + lease, id)
+    local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid')
+    out[#out + 1] = id
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = att
+    out[#out + 1] = f[3]
+    out[#out + 1] = tok
+    out[#out + 1] = f[4] or ''
+    out[#out + 1] = f[5] or ''
+  end
+end
+local nd = -1
+for _, set in ipairs({ 'delayed', 'retry' }) do
+  local first = redis.call('ZRANGE', base .. set, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local s = tonumber(first[2])
+    if nd < 0 or s < nd then nd = s end
+  end
+end
+out[1] = nd
+return out

@@ -1,0 +1,73 @@
+-- One bounded maintenance pass over a queue: promote due delayed/retry jobs, take back expired
+-- leases (the attempt stays counted; out of attempts means dead), trim finished jobs past their
+-- retention. Safe to run from every worker process at once.
+-- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
+--   max kept completed jobs, max kept errors per job.
+-- Returns { promoted, reaped, dead_by_reap, trimmed }.
+local base = KEYS[1]
+local limit, keep_done, keep_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_done, keep_errs = tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ready = base .. 'ready'
+local promoted, reaped, died, trimmed = 0, 0, 0, 0
+for _, set in ipairs({ 'delayed', 'retry' }) do
+  local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local jk = base .. 'job:' .. id
+    local rs = redis.call('HGET', jk, 'rs')
+    redis.call('ZREM', base .. set, id)
+    if rs then
+      redis.call('ZADD', ready, rs, id)
+      redis.call('HSET', jk, 'state', 'waiting')
+      promoted = promoted + 1
+    end
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', base .. 'active', '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  local jk = base .. 'job:' .. id
+  redis.call('ZREM', base .. 'active', id)
+  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors')
+  if cur[1] then
+    reaped = reaped + 1
+    redis.call('HINCRBY', jk, 'tok', 1)
+    local err = 'lease expired: worker ' .. (cur[4] or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
+    local errs = {}
+    if cur[5] then errs = cjson.decode(cur[5]) end
+    errs[#errs + 1] = { attempt = tonumber(cur[1]), error = err, at = now, worker = cur[4] or '' }
+    while #errs > keep_errs do table.remove(errs, 1) end
+    if tonumber(cur[1]) >= tonumber(cur[2]) then
+      redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', cjson.encode(errs), 'last_error', err)
+      redis.call('ZADD', base .. 'dead', now, id)
+      redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+      died = died + 1
+    else
+      redis.call('HSET', jk, 'state', 'waiting', 'errors', cjson.encode(errs), 'last_error', err)
+      redis.call('HDEL', jk, 'worker')
+      redis.call('ZADD', ready, cur[3], id)
+    end
+  end
+end
+if promoted + reaped - died > 0 then redis.call('PUBLISH', base .. 'wake', promoted + reaped - died) end
+local function trim(set, older_than)
+  local old = redis.call('ZRANGEBYSCORE', base .. set, '-inf', older_than, 'LIMIT', 0, limit)
+  for _, id in ipairs(old) do
+    redis.call('DEL', base .. 'job:' .. id)
+    redis.call('ZREM', base .. set, id)
+    trimmed = trimmed + 1
+  end
+end
+trim('completed', now - keep_done)
+trim('dead', now - keep_dead)
+trim('cancelled', now - keep_dead)
+local extra = redis.call('ZCARD', base .. 'completed') - max_done
+if extra > 0 then
+  local old = redis.call('ZRANGE', base .. 'completed', 0, math.min(extra, limit) - 1)
+  for _, id in ipairs(old) do
+    redis.call('DEL', base .. 'job:' .. id)
+    redis.call('ZREM', base .. 'completed', id)
+    trimmed = trimmed + 1
+  end
+end
+return { promoted, reaped, died, trimmed }

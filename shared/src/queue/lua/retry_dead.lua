@@ -1,0 +1,13 @@
+-- Put a dead job back to waiting with a fresh set of attempts (its error history is kept).
+-- KEYS[1] = queue base. ARGV[1] = job id. Returns 1 if retried, 0 if the job is not dead.
+local base = KEYS[1]
+local id = ARGV[1]
+local jk = base .. 'job:' .. id
+if redis.call('HGET', jk, 'state') ~= 'dead' then return 0 end
+redis.call('ZREM', base .. 'dead', id)
+redis.call('HSET', jk, 'state', 'waiting', 'att', 0)
+redis.call('HINCRBY', jk, 'tok', 1)
+redis.call('HDEL', jk, 'finished', 'worker')
+redis.call('ZADD', base .. 'ready', redis.call('HGET', jk, 'rs'), id)
+redis.call('PUBLISH', base .. 'wake', 1)
+return 1

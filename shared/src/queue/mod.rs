@@ -1,0 +1,578 @@
+//! The Redis queue: Comet's own transport for apalis (see `ARCHITECTURE.md`).
+//!
+//! This module owns the Redis key layout, the Lua scripts that move jobs between states, and
+//! [`Queues`], the client the API uses to enqueue and inspect jobs. [`backend`] adapts the same
+//! scripts to apalis' `Backend` trait for the worker.
+//!
+//! Key layout, per queue `q` under prefix `p` (every key of a queue shares the hash tag `{q}`, so
+//! a Redis Cluster keeps a queue on one slot and each script touches one slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p:{q}:job:<id>` | hash | the job: payload, state, attempts, token, errors, progress, times |
+//! | `p:{q}:ready` | zset | waiting jobs, by priority then FIFO sequence |
+//! | `p:{q}:delayed` / `p:{q}:retry` | zset | jobs not due yet, by due time (ms, Redis clock) |
+//! | `p:{q}:active` | zset | leased jobs, by lease deadline (ms) |
+//! | `p:{q}:completed` / `dead` / `cancelled` | zset | finished jobs, by finish time, trimmed |
+//! | `p:{q}:idem:<key>` | string | idempotency key → first job id, with a TTL |
+//! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
+//! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
+
+pub mod backend;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::config::QueueSettings;
+
+/// Most jobs one enqueue script call carries (bounded work per call).
+pub const ENQUEUE_CHUNK: usize = 1000;
+/// Most items one ack/heartbeat/release call carries.
+pub(crate) const OUTCOME_CHUNK: usize = 500;
+/// Most errors kept per job (one per attempt, the oldest dropped first).
+pub(crate) const KEPT_ERRORS: usize = 25;
+
+/// The Lua scripts, loaded once per process (EVALSHA, re-sent on NOSCRIPT).
+pub(crate) struct Scripts {
+    pub enqueue: Script,
+    pub fetch: Script,
+    pub ack: Script,
+    pub heartbeat: Script,
+    pub release: Script,
+    pub maintain: Script,
+    pub retry_dead: Script,
+    pub cancel: Script,
+}
+
+impl Scripts {
+    fn load() -> Self {
+        Self {
+            enqueue: Script::new(include_str!("lua/enqueue.lua")),
+            fetch: Script::new(include_str!("lua/fetch.lua")),
+            ack: Script::new(include_str!("lua/ack.lua")),
+            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
+            maintain: Script::new(include_str!("lua/maintain.lua")),
+            retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
+            cancel: Script::new(include_str!("lua/cancel.lua")),
+        }
+    }
+}
+
+/// Errors from the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Redis did not answer or refused the command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A job's payload could not be serialised.
+    #[error("payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// A Redis reply had an unexpected type.
+    #[error("redis reply: {0}")]
+    Parse(#[from] redis::ParsingError),
+    /// Redis answered something the scripts never return (a bug or a foreign key).
+    #[error("unexpected reply from redis: {0}")]
+    Protocol(String),
+}
+
+/// The states a job moves through (see the state machine in `ARCHITECTURE.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Written to the Postgres outbox, not yet relayed to Redis.
+    Pending,
+    /// Ready to run, waiting for a worker.
+    Waiting,
+    /// Scheduled for a later `runAt`.
+    Delayed,
+    /// Leased by a worker and running.
+    Active,
+    /// Failed an attempt; waiting for its backoff to pass.
+    Retrying,
+    /// Finished successfully.
+    Completed,
+    /// Out of attempts or failed permanently; kept with its errors, can be retried.
+    Dead,
+    /// Cancelled before it ran.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state held in Redis, with the sorted set that indexes it.
+    pub const REDIS: [(JobState, &'static str); 7] = [
+        (JobState::Waiting, "ready"),
+        (JobState::Delayed, "delayed"),
+        (JobState::Active, "active"),
+        (JobState::Retrying, "retry"),
+        (JobState::Completed, "completed"),
+        (JobState::Dead, "dead"),
+        (JobState::Cancelled, "cancelled"),
+    ];
+
+    /// The state's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Waiting => "waiting",
+            JobState::Delayed => "delayed",
+            JobState::Active => "active",
+            JobState::Retrying => "retrying",
+            JobState::Completed => "completed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::REDIS
+            .iter()
+            .map(|(st, _)| *st)
+            .chain([JobState::Pending])
+            .find(|st| st.as_str() == s)
+    }
+
+    fn set(self) -> Option<&'static str> {
+        Self::REDIS
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map(|(_, k)| *k)
+    }
+}
+
+/// A job ready to be enqueued: what the outbox stores and the enqueue script receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Chosen at enqueue (UUID v7), so a relay that pushes twice cannot make two jobs.
+    pub id: Uuid,
+    /// The queue (one per job kind).
+    pub queue: String,
+    /// The job kind (the handler that runs it).
+    pub kind: String,
+    /// The serialised job arguments.
+    pub payload: serde_json::Value,
+    /// Run no earlier than this (server time); `None` runs at once.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Higher runs first within the queue (-1000..=1000, default 0).
+    pub priority: i16,
+    /// Attempts before the job goes dead.
+    pub max_attempts: u32,
+    /// A second enqueue with the same key returns the first job's id.
+    pub idempotency_key: Option<String>,
+    /// The tenant the job belongs to.
+    pub project_id: Uuid,
+    /// The request that enqueued it, carried into the job's logs.
+    pub request_id: Option<String>,
+}
+
+/// The result of one enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id (the first job's, for a duplicate idempotency key).
+    pub id: Uuid,
+    /// False when an earlier job with the same id or idempotency key was returned instead.
+    pub created: bool,
+}
+
+/// One failed attempt, as kept on the job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptError {
+    /// The attempt number (1-based).
+    pub attempt: u32,
+    /// The error the attempt ended with.
+    pub error: String,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// The worker that ran it.
+    pub worker: String,
+}
+
+/// A job as the queue knows it: what `GET /api/v1/jobs/{id}` shows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    /// The job id.
+    pub id: Uuid,
+    /// The job kind.
+    pub kind: String,
+    /// The queue it runs on.
+    pub queue: String,
+    /// Its current state.
+    pub state: JobState,
+    /// Attempts started so far (a lost worker's attempt counts).
+    pub attempts: u32,
+    /// Attempts allowed before it goes dead.
+    pub max_attempts: u32,
+    /// Priority within the queue (higher first).
+    pub priority: i16,
+    /// When it is (or was) due.
+    pub run_at: Option<DateTime<Utc>>,
+    /// The error of every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Progress reported by the running job, if any.
+    #[schema(value_type = Option<Object>)]
+    pub progress: Option<serde_json::Value>,
+    /// What the job returned, once completed.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// The tenant it belongs to.
+    pub project_id: Option<Uuid>,
+    /// The request that enqueued it.
+    pub request_id: Option<String>,
+    /// The worker that ran its latest attempt.
+    pub worker: Option<String>,
+    /// When it was enqueued.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed, died or was cancelled.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Job counts of one queue by state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueCounts {
+    /// Queue name.
+    pub queue: String,
+    /// Ready and waiting for a worker.
+    pub waiting: u64,
+    /// Scheduled for later.
+    pub delayed: u64,
+    /// Running now.
+    pub active: u64,
+    /// Waiting for a retry.
+    pub retrying: u64,
+    /// Completed (within retention).
+    pub completed: u64,
+    /// Dead (within retention).
+    pub dead: u64,
+    /// Cancelled (within retention).
+    pub cancelled: u64,
+}
+
+/// The client for Comet's Redis queues: enqueue, inspect, retry, cancel.
+///
+/// Cheap to clone; one multiplexed connection that reconnects by itself.
+#[derive(Clone)]
+pub struct Queues {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) client: redis::Client,
+    pub(crate) prefix: Arc<str>,
+    pub(crate) settings: Arc<QueueSettings>,
+    pub(crate) scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+fn ms_to_time(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+impl Queues {
+    /// Connects lazily: the first command connects, and a lost connection is re-made with
+    /// backoff, so a process starts (and stays up) while Redis is down.
+    pub fn new(
+        client: redis::Client,
+        prefix: &str,
+        settings: QueueSettings,
+    ) -> Result<Self, QueueError> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            conn,
+            client,
+            prefix: prefix.into(),
+            settings: Arc::new(settings),
+            scripts: Arc::new(Scripts::load()),
+        })
+    }
+
+    /// The key prefix (`<prefix>:{<queue>}:`) of one queue; the braces are the hash tag.
+    pub fn base(&self, queue: &str) -> String {
+        format!("{}:{{{}}}:", self.prefix, queue)
+    }
+
+    /// The shared multiplexed connection (for job handlers' own Redis work).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The queue settings in force.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Whether Redis answers (for `/ready`).
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Enqueues one job straight into Redis (for jobs that follow no database write; jobs that
+    /// do go through the outbox instead).
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, QueueError> {
+        let out = self
+            .enqueue_many(&job.queue, std::slice::from_ref(job))
+            .await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| QueueError::Protocol("empty enqueue reply".into()))
+    }
+
+    /// Enqueues many jobs of one queue, 1000 per script call.
+    pub async fn enqueue_many(
+        &self,
+        queue: &str,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let base = self.base(queue);
+        let ttl = self.settings.idempotency_ttl.as_millis() as u64;
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.enqueue.key(&base);
+            inv.arg(ttl).arg(chunk.len());
+            for job in chunk {
+                debug_assert_eq!(job.queue, queue);
+                inv.arg(job.id.to_string())
+                    .arg(&job.kind)
+                    .arg(serde_json::to_string(&job.payload)?)
+                    .arg(job.run_at.map_or(0, |t| t.timestamp_millis()))
+                    .arg(job.priority.clamp(-1000, 1000))
+                    .arg(job.max_attempts.max(1))
+                    .arg(job.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(job.project_id.to_string())
+                    .arg(job.request_id.as_deref().unwrap_or(""));
+            }
+            let mut conn = self.conn.clone();
+            let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+            for pair in reply.chunks(2) {
+                let id: String = redis::from_redis_value_ref(&pair[0])?;
+                let created: i64 = redis::from_redis_value_ref(&pair[1])?;
+                let id = Uuid::parse_str(&id).map_err(|e| QueueError::Protocol(e.to_string()))?;
+                out.push(Enqueued {
+                    id,
+                    created: created == 1,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One job of one queue, or `None`.
+    pub async fn job(&self, queue: &str, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
+        let mut conn = self.conn.clone();
+        let map: HashMap<String, String> = conn
+            .hgetall(format!("{}job:{}", self.base(queue), id))
+            .await?;
+        Ok(Self::record(queue, map))
+    }
+
+    /// Finds a job by id across the given queues (one round trip).
+    pub async fn find_job(
+        &self,
+        queues: &[&str],
+        id: Uuid,
+    ) -> Result<Option<JobRecord>, QueueError> {
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.hgetall(format!("{}job:{}", self.base(q), id));
+        }
+        let mut conn = self.conn.clone();
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(queues
+            .iter()
+            .zip(maps)
+            .find_map(|(q, m)| Self::record(q, m)))
+    }
+
+    fn record(queue: &str, map: HashMap<String, String>) -> Option<JobRecord> {
+        let id = Uuid::parse_str(map.get("id")?).ok()?;
+        let num = |k: &str| map.get(k).and_then(|v| v.parse::<i64>().ok());
+        let text = |k: &str| map.get(k).filter(|v| !v.is_empty()).cloned();
+        fn json<T: serde::de::DeserializeOwned>(
+            map: &HashMap<String, String>,
+            k: &str,
+        ) -> Option<T> {
+            map.get(k).and_then(|v| serde_json::from_str(v).ok())
+        }
+        #[derive(Deserialize)]
+        struct RawError {
+            attempt: u32,
+            error: String,
+            at: i64,
+            worker: String,
+        }
+        let errors: Vec<RawError> = json(&map, "errors").unwrap_or_default();
+        Some(JobRecord {
+            id,
+            kind: text("kind").unwrap_or_default(),
+            queue: queue.to_owned(),
+            state: map
+                .get("state")
+                .and_then(|s| JobState::parse(s))
+                .unwrap_or(JobState::Waiting),
+            attempts: num("att").unwrap_or(0).max(0) as u32,
+            max_attempts: num("max").unwrap_or(1) as u32,
+            priority: num("pri").unwrap_or(0) as i16,
+            run_at: num("run_at").and_then(ms_to_time),
+            errors: errors
+                .into_iter()
+                .map(|e| AttemptError {
+                    attempt: e.attempt,
+                    error: e.error,
+                    at: ms_to_time(e.at).unwrap_or_default(),
+                    worker: e.worker,
+                })
+                .collect(),
+            last_error: text("last_error"),
+            progress: json(&map, "progress"),
+            result: json(&map, "result"),
+            project_id: map.get("project").and_then(|p| Uuid::parse_str(p).ok()),
+            request_id: text("rid"),
+            worker: text("worker"),
+            created_at: num("created").and_then(ms_to_time),
+            started_at: num("started").and_then(ms_to_time),
+            finished_at: num("finished").and_then(ms_to_time),
+        })
+    }
+
+    /// Counts per state of one queue (one round trip).
+    pub async fn counts(&self, queue: &str) -> Result<QueueCounts, QueueError> {
+        let base = self.base(queue);
+        let mut pipe = redis::pipe();
+        for (_, set) in JobState::REDIS {
+            pipe.zcard(format!("{base}{set}"));
+        }
+        let mut conn = self.conn.clone();
+        let c: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(QueueCounts {
+            queue: queue.to_owned(),
+            waiting: c[0],
+            delayed: c[1],
+            active: c[2],
+            retrying: c[3],
+            completed: c[4],
+            dead: c[5],
+            cancelled: c[6],
+        })
+    }
+
+    /// Jobs of one queue in one state, newest first for finished states, in run order otherwise;
+    /// returns the page and the total in that state.
+    pub async fn list(
+        &self,
+        queue: &str,
+        state: JobState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, u64), QueueError> {
+        let Some(set) = state.set() else {
+            return Ok((Vec::new(), 0));
+        };
+        let key = format!("{}{}", self.base(queue), set);
+        let newest_first = matches!(
+            state,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        );
+        let (start, stop) = (offset as isize, (offset + limit.max(1)) as isize - 1);
+        let mut conn = self.conn.clone();
+        let (ids, total): (Vec<String>, u64) = if newest_first {
+            redis::pipe()
+                .zrevrange(&key, start, stop)
+                .zcard(&key)
+                .query_async(&mut conn)
+                .await?
+        } else {
+            redis::pipe()
+                .zrange(&key, start, stop)
+                .zcard(&key)
+                .query_async(&mut conn)
+                .await?
+        };
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(format!("{}job:{}", self.base(queue), id));
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok((
+            maps.into_iter()
+                .filter_map(|m| Self::record(queue, m))
+                .collect(),
+            total,
+        ))
+    }
+
+    /// Puts a dead job back to waiting with fresh attempts; false if it is not dead.
+    pub async fn retry_dead(&self, queue: &str, id: Uuid) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .retry_dead
+            .key(self.base(queue))
+            .arg(id.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Cancels a job that has not started; returns its state before the call (`None`: no such
+    /// job). Only waiting, delayed and retrying jobs become cancelled.
+    pub async fn cancel(&self, queue: &str, id: Uuid) -> Result<Option<JobState>, QueueError> {
+        let mut conn = self.conn.clone();
+        let before: String = self
+            .scripts
+            .cancel
+            .key(self.base(queue))
+            .arg(id.to_string())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(JobState::parse(&before))
+    }
+
+    /// Deletes every key under this client's prefix (tests and benchmarks only).
+    pub async fn purge(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                let n: u64 = conn.del(&keys).await?;
+                deleted += n;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Job handlers, one module per job kind.
+
+pub mod ping;

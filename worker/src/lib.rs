@@ -1,0 +1,126 @@
+//! Comet's worker: runs every job kind from the Redis queue under apalis.
+//!
+//! # Layout
+//! - [`jobs`]: one handler per job kind, each a plain async function of the job and the
+//!   [`JobContext`].
+//! - [`registry`]: registers every kind with its queue, concurrency, timeout and retry policy.
+//! - [`http`]: `/health`, `/ready` and `/metrics` on `WORKER_PORT`.
+//! - [`run`]: wires the monitor, the outbox relay and the HTTP server, and shuts them down in
+//!   order on SIGTERM/SIGINT.
+
+pub mod http;
+pub mod jobs;
+pub mod registry;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use shared::{config::Settings, queue::Queues};
+use sqlx::PgPool;
+
+/// What every job handler gets: built once from the settings.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The Redis queues.
+    pub queues: Queues,
+    /// The settings.
+    pub settings: Arc<Settings>,
+}
+
+/// A name unique to this process (host, pid, random suffix): a restarted worker registers at
+/// once, never colliding with its predecessor's name.
+pub fn process_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Runs the worker until `shutdown` resolves, then stops fetching, lets running jobs finish
+/// within `SHUTDOWN_TIMEOUT_SECS`, releases what is left, and returns.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let pool = shared::db::pool(&settings).context("Failed to configure the Postgres pool")?;
+    let queues = Queues::new(
+        settings
+            .redis_client()
+            .context("Failed to configure Redis")?,
+        &settings.redis_prefix,
+        settings.queue.clone(),
+    )
+    .context("Failed to configure the Redis queue")?;
+    let ctx = JobContext {
+        pool: pool.clone(),
+        queues: queues.clone(),
+        settings: settings.clone(),
+    };
+    let name = process_name();
+    tracing::info!(worker = %name, "worker starting");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait_stop = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let http = tokio::spawn(http::serve(
+        listener,
+        pool.clone(),
+        queues.clone(),
+        wait_stop(),
+    ));
+    let relay = tokio::spawn(shared::db::outbox::run_relay(
+        pool.clone(),
+        queues.clone(),
+        settings.outbox_poll,
+        wait_stop(),
+    ));
+
+    let (monitor, handles) = registry::monitor(&ctx, &name)?;
+    let signal = {
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: no new jobs are fetched; running jobs may finish");
+            let _ = stop_tx.send(true);
+            Ok(())
+        }
+    };
+    let res = monitor
+        .shutdown_timeout(settings.shutdown_timeout)
+        .run_with_signal(signal)
+        .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "monitor stopped with an error");
+    }
+    let _ = stop_tx.send(true);
+    let mut released = 0;
+    for h in handles.lock().expect("handles").iter() {
+        released += tokio::time::timeout(Duration::from_secs(5), h.release_held())
+            .await
+            .unwrap_or(0);
+    }
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "jobs still running at the shutdown timeout were released to run again"
+        );
+    }
+    let _ = relay.await;
+    let _ = http.await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
