@@ -1,1 +1,135 @@
-fn main() {}
+//! `comet-api`: serves the API, or runs one of its admin commands (migrate, seed, token).
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use shared::{auth::Claims, config::Settings};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "comet-api",
+    about = "Comet's HTTP API and admin commands",
+    version
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on PORT (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create the demo project and print an admin token for it.
+    Seed,
+    /// Mint an access token for local use.
+    Token {
+        /// A permission to grant (repeatable), e.g. jobs:read.
+        #[arg(long = "permission", short = 'p', required = true)]
+        permissions: Vec<String>,
+        /// The project (default: the demo project).
+        #[arg(long)]
+        project: Option<Uuid>,
+        /// The subject.
+        #[arg(long, default_value = "cli")]
+        sub: String,
+        /// Lifetime in seconds (default JWT_TTL_SECS).
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::from_env()?;
+    shared::telemetry::init_tracing(settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let pool = shared::db::pool(&settings)?;
+            shared::MIGRATOR
+                .run(&pool)
+                .await
+                .context("Failed to run migrations")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Seed => {
+            let pool = shared::db::pool(&settings)?;
+            let mut conn = pool
+                .acquire()
+                .await
+                .context("Failed to connect to Postgres")?;
+            let project = shared::db::projects::ensure(&mut conn, "demo").await?;
+            let claims = Claims::new(
+                "demo-admin",
+                project,
+                comet_api::auth::ALL
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
+                settings.jwt_ttl.as_secs() as i64,
+            );
+            let token = shared::auth::mint(&settings.jwt_secret, &claims)?;
+            println!("demo project: {project}");
+            println!(
+                "demo admin token (all permissions, {}s):",
+                settings.jwt_ttl.as_secs()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Token {
+            permissions,
+            project,
+            sub,
+            ttl,
+        } => {
+            let project = match project {
+                Some(p) => p,
+                None => {
+                    let pool = shared::db::pool(&settings)?;
+                    let mut conn = pool
+                        .acquire()
+                        .await
+                        .context("Failed to connect to Postgres")?;
+                    shared::db::projects::ensure(&mut conn, "demo").await?
+                }
+            };
+            let ttl = ttl.unwrap_or(settings.jwt_ttl.as_secs() as i64);
+            let claims = Claims::new(&sub, project, permissions, ttl);
+            println!("{}", shared::auth::mint(&settings.jwt_secret, &claims)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let addr = ("0.0.0.0", settings.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("Failed to bind PORT {}", settings.port))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    let state = comet_api::state(settings)?;
+    comet_api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

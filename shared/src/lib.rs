@@ -14,5 +14,7 @@ pub mod db;
 pub mod jobs;
 pub mod queue;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use db::MIGRATOR;

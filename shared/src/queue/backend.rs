@@ -832,8 +832,9 @@ where
                 attempt = h.attempt, request_id = h.request_id.as_deref().unwrap_or("")),
             None => tracing::info_span!("job", queue = shared.queue),
         };
-        let fut = self.inner.call(task).instrument(span);
-        Box::pin(async move {
+        let fut = self.inner.call(task);
+        Box::pin(
+            async move {
             let started = std::time::Instant::now();
             let res = fut.await.map_err(Into::into);
             let Some(h) = handle else { return res };
@@ -880,7 +881,9 @@ where
                 kind,
             }));
             res
-        })
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -8,7 +8,7 @@ local base = KEYS[1]
 local keep, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local applied, stale = 0, 0
+local applied, stale, retried = 0, 0, 0
 for i = 0, n - 1 do
   local o = 3 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -35,6 +35,7 @@ for i = 0, n - 1 do
           'last_error', err)
         redis.call('ZADD', base .. 'retry', now + delay, id)
         redis.call('HINCRBY', base .. 'stats', 'retried', 1)
+        retried = retried + 1
       else
         redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err)
         redis.call('ZADD', base .. 'dead', now, id)
@@ -43,4 +44,6 @@ for i = 0, n - 1 do
     end
   end
 end
+-- idle workers re-fetch, learn the retry's due time and sleep exactly until then
+if retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end
 return { applied, stale }

@@ -1,0 +1,111 @@
+//! The success half of the JSON envelope: `{"data": …}`, with `meta.pagination` for lists.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `{"data": T}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    /// The payload.
+    pub data: T,
+}
+
+impl<T> Data<T> {
+    /// Wraps a payload.
+    pub fn new(data: T) -> Self {
+        Self { data }
+    }
+}
+
+/// Pagination of a list.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    /// 1-based page number.
+    pub page: u32,
+    /// Items per page.
+    pub per_page: u32,
+    /// Items in all pages.
+    pub total: u64,
+    /// Whether a next page exists.
+    pub has_next: bool,
+    /// Whether a previous page exists.
+    pub has_prev: bool,
+}
+
+/// `meta` of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListMeta {
+    /// Pagination.
+    pub pagination: Pagination,
+}
+
+/// `{"data": [T], "meta": {"pagination": …}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    /// The page's items.
+    pub data: Vec<T>,
+    /// Pagination.
+    pub meta: ListMeta,
+}
+
+/// `?page=&perPage=` (1-based; perPage 1..=100, default 20).
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page number, from 1.
+    #[serde(default = "one")]
+    pub page: u32,
+    /// Items per page, 1 to 100.
+    #[serde(default = "twenty")]
+    pub per_page: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn twenty() -> u32 {
+    20
+}
+
+impl PageParams {
+    /// Validated page and size.
+    pub fn check(self) -> Result<Self, crate::error::ApiError> {
+        if self.page == 0 {
+            return Err(crate::error::ApiError::invalid(
+                "page",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&self.per_page) {
+            return Err(crate::error::ApiError::invalid(
+                "perPage",
+                "must be between 1 and 100",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Rows to skip.
+    pub fn offset(self) -> usize {
+        (self.page as usize - 1) * self.per_page as usize
+    }
+
+    /// Wraps a page of items.
+    pub fn list<T>(self, data: Vec<T>, total: u64) -> List<T> {
+        let seen = self.offset() as u64 + data.len() as u64;
+        List {
+            data,
+            meta: ListMeta {
+                pagination: Pagination {
+                    page: self.page,
+                    per_page: self.per_page,
+                    total,
+                    has_next: seen < total,
+                    has_prev: self.page > 1,
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Comet's HTTP API: thin axum handlers that check permissions, validate, write, and enqueue.
+//! Slow or failure-prone work never runs in a request: the API answers `202` with a job id.
+//!
+//! # Layout
+//! - [`routes`]: one module per feature, each with its `router()` (utoipa-axum, so every route
+//!   is in the OpenAPI document by construction).
+//! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
+//! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors.
+//! - [`request_id`]: `x-request-id` on every response and log line.
+//! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
+
+pub mod auth;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod request_id;
+pub mod routes;
+
+use std::{sync::Arc, sync::OnceLock, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::{config::Settings, queue::Queues};
+use sqlx::PgPool;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::error::ApiError;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The Redis queues.
+    pub queues: Queues,
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Comet API", description = "Comet's admin and alerting API. Every response uses \
+the JSON envelope: `{\"data\": …}` or `{\"error\": {\"code\", \"message\", \"details\"?, \"requestId\"}}`. \
+Each operation's `bearer` security scopes name the permission it needs."),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorEnvelope, error::ErrorBody)),
+    tags((name = "jobs", description = "Job status and control"), (name = "ops", description = "Health and metrics"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(openapi_json))
+        .merge(routes::health::router())
+        .merge(routes::jobs::router())
+        .merge(routes::queues::router())
+}
+
+/// The OpenAPI document of every route (built once).
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static SPEC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    SPEC.get_or_init(|| api_router().split_for_parts().1)
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "ops",
+    responses((status = 200, content_type = "application/json", body = Object)))]
+async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
+    axum::Json(openapi())
+}
+
+async fn http_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("comet_http_requests_total", "route" => route.clone(), "method" => method,
+        "status" => status)
+    .increment(1);
+    metrics::histogram!("comet_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// The whole application, ready to serve or to drive in tests.
+pub fn app(state: AppState) -> Router {
+    let timeout = state.settings.request_timeout;
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(|req: Request| async move {
+            ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
+        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(1024 * 1024))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(middleware::from_fn(http_metrics))
+        .layer(middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// Builds the state from settings (lazy pools: the API starts while a dependency is down).
+pub fn state(settings: Settings) -> anyhow::Result<AppState> {
+    use anyhow::Context as _;
+    let pool = shared::db::pool(&settings).context("Failed to configure the Postgres pool")?;
+    let queues = Queues::new(
+        settings
+            .redis_client()
+            .context("Failed to configure Redis")?,
+        &settings.redis_prefix,
+        settings.queue.clone(),
+    )
+    .context("Failed to configure the Redis queue")?;
+    Ok(AppState {
+        pool,
+        queues,
+        settings: Arc::new(settings),
+        metrics: shared::telemetry::metrics_handle(),
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long the API waits for Postgres at start-up before giving up on migrations.
+pub const MIGRATE_WAIT: Duration = Duration::from_secs(30);
