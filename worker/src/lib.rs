@@ -108,7 +108,8 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let mut released = 0;
-    for h in handles.lock().expect("handles").iter() {
+    let held: Vec<_> = handles.lock().expect("handles").clone();
+    for h in &held {
         released += tokio::time::timeout(Duration::from_secs(5), h.release_held())
             .await
             .unwrap_or(0);

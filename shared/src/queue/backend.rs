@@ -576,9 +576,13 @@ impl<J: JobArgs> QueueBackend<J> {
     }
 
     fn to_task(&self, job: FetchedJob) -> Result<Task<J>, (FetchedJob, String)> {
-        let args: J = match serde_json::from_str(&job.payload) {
+        let mut de = serde_json::Deserializer::from_str(&job.payload);
+        let args: J = match serde_path_to_error::deserialize(&mut de) {
             Ok(a) => a,
-            Err(e) => return Err((job, format!("invalid payload: {e}"))),
+            Err(e) => {
+                let error = format!("invalid payload at `{}`: {}", e.path(), e.inner());
+                return Err((job, error));
+            }
         };
         let handle = JobHandle {
             id: job.id,

@@ -1,0 +1,11 @@
+//! The API's integration tests: the real app served in-process on a random port, each test over
+//! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
+//! run.
+
+mod auth;
+mod envelope;
+mod health;
+mod helpers;
+mod jobs;
+mod openapi;
+mod queues;

@@ -1,0 +1,8 @@
+//! The worker's integration tests, against real Postgres and Redis (each test isolated by its
+//! own database and Redis prefix) and, where the behaviour is about processes, the real
+//! `comet-worker` binary.
+
+mod helpers;
+mod outbox;
+mod processes;
+mod queue;

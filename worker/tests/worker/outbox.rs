@@ -1,0 +1,101 @@
+//! The transactional outbox: a job exists if and only if its transaction commits.
+
+use std::time::Duration;
+
+use shared::{
+    db::outbox,
+    queue::{JobState, Queues},
+    testing::{TestEnv, eventually},
+};
+
+use crate::helpers::{InProcessWorker, PrivateRedis, ping_job};
+
+#[tokio::test]
+async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
+    let env = TestEnv::new().await;
+    let worker = InProcessWorker::start(&env).await;
+    let job = ping_job(&env, |p| p.record = true);
+
+    let mut tx = env.pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &job).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    // A job committed afterwards does run: once it has, the relay has had its chance.
+    let later = ping_job(&env, |_| {});
+    let mut tx = env.pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &later).await.unwrap();
+    tx.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "the committed job completes",
+        || async {
+            let j = env.queues.job("ping", later.id).await.ok()??;
+            (j.state == JobState::Completed).then_some(())
+        },
+    )
+    .await;
+
+    assert!(env.queues.job("ping", job.id).await.unwrap().is_none());
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    assert!(crate::helpers::pongs(&env.queues).await.is_empty());
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
+    let mut redis = PrivateRedis::reserve();
+    let url = redis.url();
+    let env = TestEnv::with(|s| s.redis_url = url.clone().into()).await;
+    let worker = InProcessWorker::start(&env).await;
+
+    let job = ping_job(&env, |p| p.record = true);
+    let mut tx = env.pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &job).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // Redis is down: the job waits in Postgres and shows as pending.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 1);
+    let pending = outbox::pending_job(&env.pool, env.project_id, job.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.state, JobState::Pending);
+
+    redis.start().await;
+    let queues: &Queues = &env.queues;
+    eventually(
+        Duration::from_secs(30),
+        "the job completes after Redis comes up",
+        || async {
+            let j = queues.job("ping", job.id).await.ok()??;
+            (j.state == JobState::Completed).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    assert_eq!(
+        crate::helpers::pongs(queues).await.get(&job.id.to_string()),
+        Some(&1)
+    );
+    worker.stop().await;
+    redis.stop();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_relay_that_pushes_the_same_row_twice_creates_one_job() {
+    let env = TestEnv::new().await;
+    let job = ping_job(&env, |_| {});
+    let mut tx = env.pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &job).await.unwrap();
+    tx.commit().await.unwrap();
+    // The relay crashed after pushing but before deleting: the row is pushed again.
+    let first = env.queues.enqueue(&job).await.unwrap();
+    assert!(first.created);
+    assert_eq!(outbox::relay_once(&env.pool, &env.queues).await.unwrap(), 1);
+    assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    env.cleanup().await;
+}
