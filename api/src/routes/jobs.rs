@@ -219,13 +219,13 @@ impl PingRequest {
                 format!("{m} is not between 1 and 100"),
             ));
         }
-        if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > 200 || k.chars().any(char::is_control) {
-                return Err(ApiError::invalid(
-                    "idempotencyKey",
-                    "must be 1 to 200 printable characters",
-                ));
-            }
+        if let Some(k) = &self.idempotency_key
+            && (k.is_empty() || k.len() > 200 || k.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                "idempotencyKey",
+                "must be 1 to 200 printable characters",
+            ));
         }
         Ok(())
     }

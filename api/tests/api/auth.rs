@@ -239,3 +239,21 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
     }
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_case_insensitively() {
+    let app = TestApp::spawn().await;
+    let token = app.token(&["queues:read"]);
+
+    // RFC 9110 §11.1: the authentication scheme is a case-insensitive token
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let resp = send(
+            app.request(Method::GET, "/api/v1/queues")
+                .header(header::AUTHORIZATION, format!("{scheme} {token}")),
+        )
+        .await;
+
+        assert_eq!(resp.status(), StatusCode::OK, "scheme {scheme:?}");
+    }
+    app.cleanup().await;
+}

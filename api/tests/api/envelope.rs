@@ -272,3 +272,26 @@ async fn requests_without_an_id_get_distinct_ids() {
     assert!(uuid::Uuid::parse_str(&a).is_ok(), "a UUID: {a}");
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_request_that_times_out_gets_503_in_the_envelope() {
+    // a look-up that falls through to an unreachable Postgres waits for the pool's 5 s acquire
+    // timeout, well past this 1 s request timeout
+    let env = shared::testing::TestEnv::new().await;
+    let mut settings = env.settings.clone();
+    settings.database_url = "postgres://postgres@127.0.0.1:1/comet".into();
+    settings.request_timeout = std::time::Duration::from_secs(1);
+    let app = TestApp::serve(env, settings).await;
+
+    let started = std::time::Instant::now();
+    let resp = app
+        .get_job(&crate::helpers::random_id(), &app.admin_token())
+        .await;
+
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the request timeout cut the request short"
+    );
+    assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+    app.cleanup().await;
+}

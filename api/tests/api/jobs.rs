@@ -490,3 +490,82 @@ async fn a_job_runs_no_earlier_than_its_run_at() {
     );
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn concurrent_pings_with_one_idempotency_key_create_exactly_one_job() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let body = json!({"idempotencyKey": "burst"});
+
+    let answers = futures::future::join_all((0..10).map(|_| app.ping(&body, &token))).await;
+
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for resp in answers {
+        let body = json_with_status(resp, StatusCode::ACCEPTED).await;
+        ids.insert(body["data"]["jobId"].as_str().expect("jobId").to_owned());
+        created += usize::from(body["data"]["created"] == true);
+    }
+    assert_eq!(ids.len(), 1, "one job id for every answer: {ids:?}");
+    assert_eq!(created, 1, "exactly one answer says it created the job");
+    let counts = app.env.queues.counts("ping").await.expect("counts");
+    assert_eq!(counts.waiting, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_concurrent_retries_of_a_dead_job_requeue_it_once() {
+    let mut app = TestApp::spawn().await;
+    app.start_worker().await;
+    let token = app.admin_token();
+    let id = app.enqueue_ping(&json!({"failPermanently": true})).await;
+    app.wait_for_state(&id, "dead").await;
+    // with the worker gone the retried job stays waiting, so both retries see the same state
+    app.stop_worker().await;
+
+    let (a, b) = tokio::join!(app.retry_job(&id, &token), app.retry_job(&id, &token));
+
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::ACCEPTED, StatusCode::CONFLICT]);
+    let job = app.job(&id).await;
+    assert_eq!(job["state"], "waiting");
+    assert_eq!(job["attempts"], 0);
+    let counts = app.env.queues.counts("ping").await.expect("counts");
+    assert_eq!((counts.waiting, counts.dead), (1, 0));
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_job_still_in_the_outbox_shows_as_pending_to_its_project_only() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let other = app.env.other_project("other").await;
+    let new = shared::jobs::enqueue(
+        &shared::jobs::Ping::new(app.project_id()),
+        Default::default(),
+    )
+    .expect("a job");
+    let mut conn = app.env.pool.acquire().await.expect("a connection");
+    shared::db::outbox::enqueue(&mut conn, &new)
+        .await
+        .expect("written to the outbox");
+    drop(conn);
+    let id = new.id.to_string();
+
+    let job = app.job(&id).await;
+    let theirs = app.get_job(&id, &app.admin_token_for(other)).await;
+    let cancel = app.cancel_job(&id, &token).await;
+    let retry = app.retry_job(&id, &token).await;
+
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["attempts"], 0);
+    assert_error(theirs, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(cancel, StatusCode::CONFLICT, "conflict").await;
+    assert_error(retry, StatusCode::CONFLICT, "conflict").await;
+    // the worker's relay hands it to the queue, where it runs
+    app.start_worker().await;
+    let job = app.wait_for_state(&id, "completed").await;
+    assert_eq!(job["attempts"], 1);
+    app.cleanup().await;
+}

@@ -175,3 +175,76 @@ fn no_route_is_registered_outside_utoipa_axum() {
         offenders.join("\n")
     );
 }
+
+/// The operation's path with every parameter replaced by `value`.
+fn with_params(path: &str, value: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                value
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn every_status_a_route_answers_is_documented() {
+    let app = TestApp::spawn().await;
+    let down = TestApp::spawn_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let spec = served_spec(&app).await;
+    let token = app.admin_token();
+    let mut undocumented = Vec::new();
+
+    for op in operations(&spec) {
+        let mut answers = Vec::new();
+        let authed =
+            |app: &TestApp, path: &str| app.request(op.method.clone(), path).bearer_auth(&token);
+        if op.path.contains('{') {
+            let path = with_params(&op.path, "not-a-uuid");
+            let mut req = authed(&app, &path);
+            if op.has_body {
+                req = req.json(&serde_json::json!({}));
+            }
+            answers.push(("a malformed path parameter", send(req).await.status()));
+        }
+        if op.has_body {
+            let path = &op.concrete_path;
+            let no_type = authed(&app, path).body("{}");
+            let malformed = authed(&app, path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{");
+            let wrong_shape = authed(&app, path).json(&serde_json::json!({"noSuchField": 1}));
+            answers.push(("a body without content type", send(no_type).await.status()));
+            answers.push(("malformed JSON", send(malformed).await.status()));
+            let oversized = authed(&app, path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(format!("{{\"k\": \"{}\"}}", "k".repeat(1024 * 1024 + 16)));
+            answers.push(("JSON of the wrong shape", send(wrong_shape).await.status()));
+            answers.push(("a body over 1 MiB", send(oversized).await.status()));
+        }
+        answers.push((
+            "Redis down",
+            send(op.request(&down, Some(&token))).await.status(),
+        ));
+
+        for (case, status) in answers {
+            if !op.responses.contains(&status.as_u16().to_string()) {
+                undocumented.push(format!(
+                    "{op}: {case} → {status} (documented: {:?})",
+                    op.responses
+                ));
+            }
+        }
+    }
+
+    assert!(
+        undocumented.is_empty(),
+        "statuses the API answers but its OpenAPI document does not list:\n{}",
+        undocumented.join("\n")
+    );
+    down.cleanup().await;
+    app.cleanup().await;
+}

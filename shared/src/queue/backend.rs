@@ -211,7 +211,7 @@ impl Shared {
             .arg(1000)
             .invoke_async(&mut conn)
             .await?;
-        if reply.len() < 2 || (reply.len() - 2) % 8 != 0 {
+        if reply.len() < 2 || !(reply.len() - 2).is_multiple_of(8) {
             return Err(QueueError::Protocol(format!(
                 "fetch reply of {} items",
                 reply.len()
@@ -575,13 +575,13 @@ impl<J: JobArgs> QueueBackend<J> {
         BackendHandle(self.shared.clone())
     }
 
-    fn to_task(&self, job: FetchedJob) -> Result<Task<J>, (FetchedJob, String)> {
+    fn to_task(&self, job: FetchedJob) -> Result<Task<J>, Box<(FetchedJob, String)>> {
         let mut de = serde_json::Deserializer::from_str(&job.payload);
         let args: J = match serde_path_to_error::deserialize(&mut de) {
             Ok(a) => a,
             Err(e) => {
                 let error = format!("invalid payload at `{}`: {}", e.path(), e.inner());
-                return Err((job, error));
+                return Err(Box::new((job, error)));
             }
         };
         let handle = JobHandle {
@@ -647,7 +647,8 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                         for job in jobs {
                             match self.to_task(job) {
                                 Ok(task) => self.buffer.push_back(task),
-                                Err((job, error)) => {
+                                Err(bad) => {
+                                    let (job, error) = *bad;
                                     tracing::error!(queue = self.shared.queue, job_id = %job.id,
                                         %error, "job has an unreadable payload; it goes dead");
                                     self.shared.inflight.fetch_sub(1, Ordering::SeqCst);
