@@ -1,19 +1,27 @@
-//! Queue counts for ops: how many jobs wait, run, retry and died, per queue (no tenant data).
+//! Queue views for platform operators: counts per state, and the jobs in one state.
+//!
+//! `queues:read` is a platform-operator permission: these views span every project (like a
+//! Sidekiq or BullMQ dashboard). Tenant users hold `jobs:*`, which only ever see their project.
 
 use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use shared::queue::QueueCounts;
+use shared::queue::{JobRecord, JobState, QueueCounts};
 
 use crate::{
     AppState,
     auth::{Authorized, QueuesRead},
-    envelope::Data,
-    error::{ApiJson, Result},
+    envelope::{Data, List, PageParams},
+    error::{ApiError, ApiJson, Result},
+    extract::{ApiPath, ApiQuery},
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_queues))
+    OpenApiRouter::new()
+        .routes(routes!(list_queues))
+        .routes(routes!(list_queue_jobs))
 }
 
 /// Job counts per queue and state.
@@ -34,4 +42,66 @@ async fn list_queues(
         out.push(s.queues.counts(q).await?);
     }
     Ok(ApiJson(Data::new(out)))
+}
+
+/// `?state=&page=&perPage=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// The state to list (not `pending`: those are still in Postgres).
+    pub state: JobState,
+    /// Page number, from 1.
+    #[serde(default = "one")]
+    pub page: u32,
+    /// Items per page, 1 to 100.
+    #[serde(default = "twenty")]
+    pub per_page: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn twenty() -> u32 {
+    20
+}
+
+/// The jobs of one queue in one state: finished states newest first, others in run order.
+///
+/// Permission: `queues:read` (platform operators; spans every project).
+#[utoipa::path(get, path = "/api/v1/queues/{queue}/jobs", tag = "jobs",
+    params(("queue" = String, Path, description = "Queue name"), ListJobsQuery),
+    security(("bearer" = ["queues:read"])),
+    responses((status = 200, body = inline(List<JobRecord>)),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope)))]
+async fn list_queue_jobs(
+    _auth: Authorized<QueuesRead>,
+    State(s): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> Result<ApiJson<List<JobRecord>>> {
+    let queue = shared::jobs::QUEUES
+        .iter()
+        .find(|name| **name == queue)
+        .ok_or(ApiError::NotFound("queue"))?;
+    if q.state == JobState::Pending {
+        return Err(ApiError::invalid(
+            "state",
+            "pending jobs are not in a queue yet",
+        ));
+    }
+    let page = PageParams {
+        page: q.page,
+        per_page: q.per_page,
+    }
+    .check()?;
+    let (jobs, total) = s
+        .queues
+        .list(queue, q.state, page.offset(), page.per_page as usize)
+        .await?;
+    Ok(ApiJson(page.list(jobs, total)))
 }

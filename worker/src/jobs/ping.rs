@@ -32,8 +32,19 @@ pub async fn run(job: Ping, ctx: Data<JobContext>, handle: JobHandle) -> Result<
         let key = format!("{}pongs", ctx.queues.base("ping"));
         let _: i64 = conn.hincr(key, handle.id.to_string(), 1).await?;
     }
-    if job.sleep_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(job.sleep_ms.min(MAX_SLEEP_MS))).await;
+    let total = job.sleep_ms.min(MAX_SLEEP_MS);
+    if total >= 1000 {
+        // A long ping reports its progress, as every long job does, in ten steps.
+        for step in 1..=10u64 {
+            tokio::time::sleep(Duration::from_millis(total / 10)).await;
+            let progress =
+                serde_json::json!({ "done": step * 10, "total": 100, "unit": "percent" });
+            if let Err(e) = handle.progress(&progress).await {
+                tracing::warn!(error = %e, "could not record progress");
+            }
+        }
+    } else if total > 0 {
+        tokio::time::sleep(Duration::from_millis(total)).await;
     }
     if job.fail_permanently {
         return Err(AbortError::new("ping asked to fail permanently").into());

@@ -273,3 +273,22 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     assert!(j.errors[0].error.contains("lease expired"));
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_long_job_reports_progress_while_it_runs() {
+    let env = TestEnv::new().await;
+    let job = ping_job(&env, |p| p.sleep_ms = 3_000);
+    env.queues.enqueue(&job).await.unwrap();
+    let worker = InProcessWorker::start(&env).await;
+    let midway = eventually(Duration::from_secs(15), "progress while active", || async {
+        let j = env.queues.job("ping", job.id).await.ok()??;
+        (j.state == JobState::Active && j.progress.is_some()).then_some(j)
+    })
+    .await;
+    let done_midway = midway.progress.unwrap()["done"].as_u64().unwrap();
+    assert!((10..100).contains(&done_midway), "{done_midway}");
+    let done = crate::helpers::wait_finished(&env.queues, &[job.id], Duration::from_secs(15)).await;
+    assert_eq!(done[0].progress.as_ref().unwrap()["done"], 100);
+    worker.stop().await;
+    env.cleanup().await;
+}
