@@ -46,6 +46,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The Prometheus recorder's handle.
     pub metrics: PrometheusHandle,
+    /// Sessions, revocation markers and rate limits (Redis).
+    pub sessions: shared::sessions::Sessions,
+    /// Revocations this process made (fallback when Redis is unreachable).
+    pub revocations: Arc<auth::RevocationCache>,
 }
 
 #[derive(OpenApi)]
@@ -154,6 +158,8 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     .context("Failed to configure the Redis queue")?;
     Ok(AppState {
         pool,
+        sessions: shared::sessions::Sessions::new(&queues),
+        revocations: Arc::default(),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),
@@ -166,7 +172,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // connect info: the client address for per-IP login rate limits
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -20,6 +20,9 @@ pub struct Claims {
     pub jti: Uuid,
     /// Issued at (seconds since the epoch).
     pub iat: i64,
+    /// Issued at, in milliseconds (revocation markers compare against it).
+    #[serde(default)]
+    pub iat_ms: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
 }
@@ -27,13 +30,15 @@ pub struct Claims {
 impl Claims {
     /// New claims valid for `ttl_secs` from now, with a fresh `jti`.
     pub fn new(sub: &str, project_id: Uuid, permissions: Vec<String>, ttl_secs: i64) -> Self {
-        let now = Utc::now().timestamp();
+        let now_ms = Utc::now().timestamp_millis();
+        let now = now_ms.div_euclid(1000);
         Self {
             sub: sub.to_owned(),
             project_id,
             permissions,
             jti: Uuid::new_v4(),
             iat: now,
+            iat_ms: now_ms,
             exp: now + ttl_secs,
         }
     }

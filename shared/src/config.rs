@@ -67,6 +67,69 @@ pub struct Settings {
     pub worker_queues: Option<Vec<String>>,
     /// `QUEUE_CONCURRENCY`: per-queue concurrency overrides, `ping=64,send_invitation=8`.
     pub queue_concurrency: HashMap<String, usize>,
+    /// User management, invitations and email.
+    pub users: UserSettings,
+}
+
+/// A fixed-window rate limit: `count` actions per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Actions allowed per window.
+    pub count: u64,
+    /// The window.
+    pub window: Duration,
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (count, secs) = s
+            .split_once('/')
+            .ok_or_else(|| "expected COUNT/SECONDS, e.g. 20/3600".to_owned())?;
+        let count: u64 = count.trim().parse().map_err(|e| format!("count: {e}"))?;
+        let secs: u64 = secs.trim().parse().map_err(|e| format!("seconds: {e}"))?;
+        if count == 0 || secs == 0 {
+            return Err("count and seconds must be positive".into());
+        }
+        Ok(Self {
+            count,
+            window: Duration::from_secs(secs),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.count, self.window.as_secs())
+    }
+}
+
+/// Settings of the user-management panel.
+#[derive(Debug, Clone)]
+pub struct UserSettings {
+    /// `APP_BASE_URL`: the dashboard's URL; invitation links point at
+    /// `<APP_BASE_URL>/invitations/accept?token=…` (default `http://localhost:8080`).
+    pub app_base_url: String,
+    /// `ALLOWED_INVITE_DOMAINS`: comma list of email domains invitees and inviters must use
+    /// (empty: no restriction).
+    pub allowed_invite_domains: Vec<String>,
+    /// `INVITATION_EXPIRY_DAYS`: how long an invitation works (default 30).
+    pub invitation_expiry_days: u32,
+    /// `SMTP_URL`: e.g. `smtp://user:pass@mail:587?tls=required`; unset: emails are written as
+    /// `.eml` files to `EMAIL_OUTBOX_DIR` (refused in production).
+    pub smtp_url: Option<SecretString>,
+    /// `FROM_EMAIL`: the sender (default `Comet <no-reply@comet.local>`).
+    pub from_email: String,
+    /// `EMAIL_OUTBOX_DIR`: where emails go without SMTP (default `outbox`).
+    pub email_outbox_dir: String,
+    /// `RATE_LIMIT_INVITE_PER_USER`: invites and resends per inviter (default `20/3600`).
+    pub invite_per_user: RateLimit,
+    /// `RATE_LIMIT_INVITE_PER_PROJECT`: invites and resends per project (default `200/3600`).
+    pub invite_per_project: RateLimit,
+    /// `RATE_LIMIT_LOGIN_PER_IP`: login attempts per client IP (default `30/60`).
+    pub login_per_ip: RateLimit,
+    /// `RATE_LIMIT_LOGIN_PER_EMAIL`: login attempts per email (default `10/300`).
+    pub login_per_email: RateLimit,
 }
 
 /// Settings of the Redis queue.
@@ -242,7 +305,73 @@ impl Settings {
                 queue_concurrency.insert(q, n);
             }
         }
+        let smtp_url = env.get("SMTP_URL");
+        if smtp_url.is_none() && app_env == "production" {
+            return Err(ConfigError::Invalid {
+                name: "SMTP_URL",
+                reason: "is required in production (the file outbox is for development)".into(),
+            });
+        }
+        let users = UserSettings {
+            app_base_url: env
+                .get("APP_BASE_URL")
+                .unwrap_or_else(|| "http://localhost:8080".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            allowed_invite_domains: env
+                .get("ALLOWED_INVITE_DOMAINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+                        .filter(|d| !d.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            invitation_expiry_days: env.parse("INVITATION_EXPIRY_DAYS", 30)?,
+            smtp_url: smtp_url.map(Into::into),
+            from_email: env
+                .get("FROM_EMAIL")
+                .unwrap_or_else(|| "Comet <no-reply@comet.local>".into()),
+            email_outbox_dir: env
+                .get("EMAIL_OUTBOX_DIR")
+                .unwrap_or_else(|| "outbox".into()),
+            invite_per_user: env.parse(
+                "RATE_LIMIT_INVITE_PER_USER",
+                RateLimit {
+                    count: 20,
+                    window: Duration::from_secs(3600),
+                },
+            )?,
+            invite_per_project: env.parse(
+                "RATE_LIMIT_INVITE_PER_PROJECT",
+                RateLimit {
+                    count: 200,
+                    window: Duration::from_secs(3600),
+                },
+            )?,
+            login_per_ip: env.parse(
+                "RATE_LIMIT_LOGIN_PER_IP",
+                RateLimit {
+                    count: 30,
+                    window: Duration::from_secs(60),
+                },
+            )?,
+            login_per_email: env.parse(
+                "RATE_LIMIT_LOGIN_PER_EMAIL",
+                RateLimit {
+                    count: 10,
+                    window: Duration::from_secs(300),
+                },
+            )?,
+        };
+        if users.invitation_expiry_days == 0 {
+            return Err(ConfigError::Invalid {
+                name: "INVITATION_EXPIRY_DAYS",
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(Self {
+            users,
             database_url: database_url.into(),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 10)?,
             redis_url: redis_url.into(),

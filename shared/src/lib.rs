@@ -6,6 +6,8 @@
 //! - [`jobs`]: job definitions, their queues and retry policies.
 //! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
 //! - [`auth`]: access-token claims, minting and verification.
+//! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
+//! - [`sessions`]: sessions, revocation and rate limits in Redis.
 //! - [`telemetry`]: logging and metrics set-up.
 
 pub mod auth;
@@ -13,6 +15,8 @@ pub mod config;
 pub mod db;
 pub mod jobs;
 pub mod queue;
+pub mod secrets;
+pub mod sessions;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

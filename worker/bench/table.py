@@ -72,7 +72,8 @@ def main():
     ]
     concs = sorted({int(r["conc"]) for r in comet + bull if str(r.get("op", "")).startswith("process")})
     for c in concs:
-        specs.append((f"process 50k no-op jobs, c={c}", "process-keepResults",
+        n = next((r["n"] for r in comet + bull if str(r.get("op", "")).startswith("process")), "N")
+        specs.append((f"process {n:,} no-op jobs, c={c}", "process-keepResults",
                       "process-removeOnComplete", c, "jobs_per_s", "jobs/s", 2.0, True))
     lat_concs = sorted({int(r["conc"]) for r in comet + bull if r.get("op") == "latency"})
     for c in lat_concs:
@@ -127,7 +128,7 @@ def main():
 
         def cmds(rows, op):
             v, s = c(rows, op, "redis_cmds_per_job"), c(rows, op, "redis_scripts_per_job")
-            return "—" if v is None else f"{v:.1f} ({s:.2f})"
+            return "—" if v is None else f"{v:.1f} ({s:.3f})"
 
         def mib(rows, op):
             v = c(rows, op, "peak_rss_kb")

@@ -38,6 +38,51 @@ pub struct TestApp {
     server_stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<Worker>,
+    guard: CleanupGuard,
+}
+
+/// Drops the test's database and Redis keys if the test ends without [`TestApp::cleanup`]
+/// (a failed assertion panics before it): failing tests leave nothing behind either.
+struct CleanupGuard {
+    /// `None` once the regular clean-up ran.
+    armed: Option<(Settings, String)>,
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        let Some((settings, db_name)) = self.armed.take() else {
+            return;
+        };
+        // the test's runtime is unwinding; clean up on a runtime of our own
+        let cleaner = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for clean-up");
+            rt.block_on(async move {
+                let (Ok(pool), Ok(client)) = (shared::db::pool(&settings), settings.redis_client())
+                else {
+                    return;
+                };
+                let Ok(queues) = shared::queue::Queues::new(
+                    client,
+                    &settings.redis_prefix,
+                    settings.queue.clone(),
+                ) else {
+                    return;
+                };
+                let env = TestEnv {
+                    settings,
+                    pool,
+                    queues,
+                    project_id: Uuid::nil(),
+                    db_name,
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(20), env.cleanup()).await;
+            });
+        });
+        let _ = cleaner.join();
+    }
 }
 
 impl TestApp {
@@ -70,10 +115,14 @@ impl TestApp {
             .timeout(Duration::from_secs(40))
             .build()
             .expect("http client");
+        let guard = CleanupGuard {
+            armed: Some((env.settings.clone(), env.db_name.clone())),
+        };
         Self {
             address,
             client,
             env,
+            guard,
             server_stop: Some(server_stop),
             server: Some(server),
             worker: None,
@@ -118,7 +167,9 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
-        self.env.cleanup().await;
+        let Self { env, mut guard, .. } = self;
+        env.cleanup().await;
+        guard.armed = None;
     }
 
     /// The demo project every test starts with.
@@ -280,9 +331,17 @@ pub async fn send(req: RequestBuilder) -> Response {
 /// The response's body as JSON, after asserting its status.
 pub async fn json_with_status(resp: Response, status: StatusCode) -> Value {
     let actual = resp.status();
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
     let text = resp.text().await.expect("a body");
     assert_eq!(actual, status, "unexpected status; body: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("a JSON body ({e}): {text}"))
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!("the {actual} is not JSON ({e}); content-type {content_type}, body {text:?}")
+    })
 }
 
 /// Asserts an error envelope with this status and code, whose `requestId` is the response's

@@ -1,7 +1,11 @@
 //! Postgres: the pool, the embedded migrations, and all SQL, one module per aggregate.
 
+pub mod audit;
+pub mod invitations;
 pub mod outbox;
 pub mod projects;
+pub mod roles;
+pub mod users;
 
 use std::time::Duration;
 

@@ -3,9 +3,9 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Creates a project if none has this name; returns its id.
+/// Creates a project (with its default roles) if none has this name; returns its id.
 pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<Uuid, sqlx::Error> {
-    sqlx::query_scalar(
+    let id: Uuid = sqlx::query_scalar(
         r#"
         WITH ins AS (
             INSERT INTO projects (project_id, name) VALUES ($1, $2)
@@ -18,6 +18,8 @@ pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<Uuid, sqlx::E
     )
     .bind(Uuid::now_v7())
     .bind(name)
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    super::roles::ensure_defaults(conn, id).await?;
+    Ok(id)
 }

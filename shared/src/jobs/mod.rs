@@ -5,6 +5,7 @@
 //! the worker only runs them.
 
 mod ping;
+mod users;
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use ping::{MAX_SLEEP_MS, Ping};
+pub use users::{RevokeSessions, SendInvitation};
 
 use crate::queue::{NewJob, backend::JobArgs};
 
@@ -41,7 +43,7 @@ pub trait Job: JobArgs {
 }
 
 /// Every queue name, for look-ups by job id and for the worker's registration.
-pub const QUEUES: &[&str] = &[Ping::QUEUE];
+pub const QUEUES: &[&str] = &[Ping::QUEUE, SendInvitation::QUEUE, RevokeSessions::QUEUE];
 
 /// Options for enqueuing one job.
 #[derive(Debug, Clone, Default)]

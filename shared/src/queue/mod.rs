@@ -317,6 +317,11 @@ impl Queues {
         self.conn.clone()
     }
 
+    /// The key prefix every Comet key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The queue settings in force.
     pub fn settings(&self) -> &QueueSettings {
         &self.settings

@@ -1,0 +1,186 @@
+//! Roles and their permissions, per project. Every project starts with `admin` (every
+//! permission but the platform operators' `queues:read`) and `member` (read-only).
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A role as shown with a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    /// The role id.
+    #[serde(alias = "role_id")]
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+}
+
+/// A role with its permissions.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    /// The role id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// The permissions it grants.
+    pub permissions: Vec<String>,
+}
+
+/// Creates the default roles of a project if missing.
+pub async fn ensure_defaults(conn: &mut PgConnection, project_id: Uuid) -> Result<(), sqlx::Error> {
+    for (name, description, perms) in [
+        (
+            "admin",
+            "Manages users, roles and jobs",
+            &[
+                "user:create",
+                "user:read",
+                "user:update",
+                "user:deactivate",
+                "audit:read",
+                "jobs:read",
+                "jobs:write",
+            ][..],
+        ),
+        (
+            "member",
+            "Reads users and jobs",
+            &["user:read", "jobs:read"][..],
+        ),
+    ] {
+        let role_id: Uuid = sqlx::query_scalar(
+            r#"
+            INSERT INTO roles (role_id, project_id, name, description) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name
+            RETURNING role_id
+            "#,
+        )
+        .bind(Uuid::now_v7())
+        .bind(project_id)
+        .bind(name)
+        .bind(description)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            r#"
+            INSERT INTO role_permissions (role_id, permission)
+            SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING
+            "#,
+        )
+        .bind(role_id)
+        .bind(perms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every role of a project with its permissions.
+pub async fn list(pool: &PgPool, project_id: Uuid) -> Result<Vec<Role>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT r.role_id AS id, r.name, r.description,
+               coalesce(array_agg(rp.permission ORDER BY rp.permission)
+                        FILTER (WHERE rp.permission IS NOT NULL), '{}') AS permissions
+        FROM roles r LEFT JOIN role_permissions rp ON rp.role_id = r.role_id
+        WHERE r.project_id = $1
+        GROUP BY r.role_id ORDER BY r.name
+        "#,
+    )
+    .bind(project_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The roles among `ids` that exist in the project.
+pub async fn existing(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<RoleRef>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT role_id AS id, name FROM roles WHERE project_id = $1 AND role_id = ANY($2) ORDER BY name",
+    )
+    .bind(project_id)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// A project's role by name.
+pub async fn by_name(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    name: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT role_id FROM roles WHERE project_id = $1 AND name = $2")
+        .bind(project_id)
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Gives a user a role (no-op if held); false if the user or role is not in the project.
+pub async fn assign(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    role_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        r#"
+        INSERT INTO user_roles (project_id, user_id, role_id)
+        SELECT $1, u.user_id, r.role_id FROM users u, roles r
+        WHERE u.project_id = $1 AND u.user_id = $2 AND r.project_id = $1 AND r.role_id = $3
+        ON CONFLICT DO NOTHING
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(role_id)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Takes a role from a user; false if the user did not hold it.
+pub async fn unassign(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    role_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        "DELETE FROM user_roles WHERE project_id = $1 AND user_id = $2 AND role_id = $3",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(role_id)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// The permissions a user holds through its roles.
+pub async fn permissions_of(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        SELECT DISTINCT rp.permission FROM user_roles ur
+        JOIN role_permissions rp ON rp.role_id = ur.role_id
+        WHERE ur.project_id = $1 AND ur.user_id = $2 ORDER BY 1
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,367 @@
+//! Users of a project: invited, active or deactivated.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, types::Json};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::roles::RoleRef;
+
+/// A user's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum UserStatus {
+    /// Invited, has not accepted yet.
+    Invited,
+    /// Accepted; can log in.
+    Active,
+    /// Deactivated; sessions revoked, cannot log in.
+    Deactivated,
+}
+
+impl UserStatus {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Invited => "INVITED",
+            UserStatus::Active => "ACTIVE",
+            UserStatus::Deactivated => "DEACTIVATED",
+        }
+    }
+
+    /// From the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            UserStatus::Invited,
+            UserStatus::Active,
+            UserStatus::Deactivated,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// The user id.
+    pub id: Uuid,
+    /// Email (lower case, unique in the project).
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Status.
+    pub status: UserStatus,
+    /// Roles held.
+    pub roles: Vec<RoleRef>,
+    /// Last authenticated change (updated at most every 5 minutes).
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// Created (invited) at.
+    pub created_at: DateTime<Utc>,
+    /// Last changed at.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    user_id: Uuid,
+    email: String,
+    name: Option<String>,
+    status: String,
+    roles: Json<Vec<RoleRef>>,
+    last_seen_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.user_id,
+            email: r.email,
+            name: r.name,
+            status: UserStatus::parse(&r.status).unwrap_or(UserStatus::Deactivated),
+            roles: r.roles.0,
+            last_seen_at: r.last_seen_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const SELECT_USER: &str = r#"
+    SELECT u.user_id, u.email, u.name, u.status, u.last_seen_at, u.created_at, u.updated_at,
+           coalesce((SELECT json_agg(json_build_object('id', r.role_id, 'name', r.name) ORDER BY r.name)
+                     FROM user_roles ur JOIN roles r ON r.role_id = ur.role_id
+                     WHERE ur.project_id = u.project_id AND ur.user_id = u.user_id), '[]') AS roles
+    FROM users u
+"#;
+
+/// Creates an `INVITED` user; the caller maps `users_project_email_key` to a 409.
+pub async fn create_invited(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+    name: Option<&str>,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO users (user_id, project_id, email, name, status) VALUES ($1, $2, $3, $4, 'INVITED') RETURNING user_id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(project_id)
+    .bind(email)
+    .bind(name)
+    .fetch_one(conn)
+    .await
+}
+
+/// Creates an `ACTIVE` user with a password (seeding the demo admin); returns its id, or the
+/// existing user's id.
+pub async fn ensure_active(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        INSERT INTO users (user_id, project_id, email, name, status, password_hash)
+        VALUES ($1, $2, $3, $4, 'ACTIVE', $5)
+        ON CONFLICT (project_id, email) DO UPDATE
+            SET status = 'ACTIVE', password_hash = EXCLUDED.password_hash
+        RETURNING user_id
+        "#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(project_id)
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .fetch_one(conn)
+    .await
+}
+
+/// One user of the project.
+pub async fn find(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<User>, sqlx::Error> {
+    let sql = format!("{SELECT_USER} WHERE u.project_id = $1 AND u.user_id = $2");
+    let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(User::from))
+}
+
+/// What login needs to know about the users with an email, in every project.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoginCandidate {
+    /// The project.
+    pub project_id: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// Its status.
+    pub status: String,
+    /// Its password hash (`None` until an invitation is accepted).
+    pub password_hash: Option<String>,
+}
+
+/// The users with this email: in one project if given, else in every project (login only).
+pub async fn login_candidates(
+    pool: &PgPool,
+    email: &str,
+    project_id: Option<Uuid>,
+) -> Result<Vec<LoginCandidate>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT project_id, user_id, status, password_hash FROM users
+        WHERE email = $1 AND ($2::uuid IS NULL OR project_id = $2)
+        ORDER BY created_at LIMIT 10
+        "#,
+    )
+    .bind(email)
+    .bind(project_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Filters of the user list.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Only this status.
+    pub status: Option<UserStatus>,
+    /// Only holders of this role.
+    pub role_id: Option<Uuid>,
+    /// Substring of email or name (case-insensitive).
+    pub search: Option<String>,
+}
+
+fn like_pattern(search: &Option<String>) -> Option<String> {
+    search.as_ref().map(|s| {
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    })
+}
+
+const FILTER: &str = r#"
+    WHERE u.project_id = $1
+      AND ($2::text IS NULL OR u.status = $2)
+      AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM user_roles f
+                                       WHERE f.project_id = u.project_id AND f.user_id = u.user_id AND f.role_id = $3))
+      AND ($4::text IS NULL OR u.email ILIKE $4 OR u.name ILIKE $4)
+"#;
+
+/// A page of the project's users (oldest first), the total matching, and the project's
+/// ACTIVE count.
+pub async fn list(
+    pool: &PgPool,
+    project_id: Uuid,
+    filter: &UserFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<User>, i64, i64), sqlx::Error> {
+    let pattern = like_pattern(&filter.search);
+    let status = filter.status.map(UserStatus::as_str);
+    let sql = format!("{SELECT_USER} {FILTER} ORDER BY u.created_at, u.user_id OFFSET $5 LIMIT $6");
+    let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(status)
+        .bind(filter.role_id)
+        .bind(&pattern)
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    let sql = format!(
+        "SELECT count(*), (SELECT count(*) FROM users WHERE project_id = $1 AND status = 'ACTIVE') FROM users u {FILTER}"
+    );
+    let (total, active): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(status)
+        .bind(filter.role_id)
+        .bind(&pattern)
+        .fetch_one(pool)
+        .await?;
+    Ok((rows.into_iter().map(User::from).collect(), total, active))
+}
+
+/// Every matching user, streamed (for CSV export).
+pub fn stream<'a>(
+    pool: &'a PgPool,
+    project_id: Uuid,
+    filter: &UserFilter,
+) -> futures::stream::BoxStream<'a, Result<User, sqlx::Error>> {
+    use futures::StreamExt;
+    let pattern = like_pattern(&filter.search);
+    let status = filter.status.map(UserStatus::as_str);
+    let role = filter.role_id;
+    let sql = format!("{SELECT_USER} {FILTER} ORDER BY u.created_at, u.user_id");
+    async_stream_rows(pool, sql, project_id, status, role, pattern)
+        .map(|r| r.map(User::from))
+        .boxed()
+}
+
+fn async_stream_rows<'a>(
+    pool: &'a PgPool,
+    sql: String,
+    project_id: Uuid,
+    status: Option<&'static str>,
+    role: Option<Uuid>,
+    pattern: Option<String>,
+) -> futures::stream::BoxStream<'a, Result<UserRow, sqlx::Error>> {
+    use futures::StreamExt;
+    futures::stream::once(async move {
+        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+            .bind(project_id)
+            .bind(status)
+            .bind(role)
+            .bind(pattern)
+            .fetch(pool)
+    })
+    .flatten()
+    .boxed()
+}
+
+/// Sets a user's status; returns the previous one (`None`: no such user in the project).
+pub async fn set_status(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    status: UserStatus,
+) -> Result<Option<UserStatus>, sqlx::Error> {
+    let before: Option<String> = sqlx::query_scalar(
+        r#"
+        UPDATE users u SET status = $3 FROM (SELECT status FROM users
+            WHERE project_id = $1 AND user_id = $2 FOR UPDATE) old
+        WHERE u.project_id = $1 AND u.user_id = $2 RETURNING old.status
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(status.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(before.as_deref().and_then(UserStatus::parse))
+}
+
+/// The status of a user, locking its row for the rest of the transaction.
+pub async fn lock_status(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<UserStatus>, sqlx::Error> {
+    let s: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM users WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(s.as_deref().and_then(UserStatus::parse))
+}
+
+/// Activates an invited user with its password (and name, if given).
+pub async fn activate(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    password_hash: &str,
+    name: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        r#"
+        UPDATE users SET status = 'ACTIVE', password_hash = $3, name = coalesce($4, name)
+        WHERE project_id = $1 AND user_id = $2 AND status = 'INVITED'
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(password_hash)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Records activity.
+pub async fn touch_last_seen(
+    pool: &PgPool,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET last_seen_at = now() WHERE project_id = $1 AND user_id = $2")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Jobs of the user-management panel: `send_invitation` and `revoke_sessions`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Job, RetryPolicy};
+
+/// Sends (or re-sends) an invitation email.
+///
+/// Carries the token sealed with [`crate::secrets::seal`]: the worker opens it, re-reads the
+/// invitation, and sends only if the invitation still has this token (not resent, accepted or
+/// deleted since).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendInvitation {
+    /// The tenant.
+    pub project_id: Uuid,
+    /// The invitation.
+    pub invitation_id: Uuid,
+    /// The invited user.
+    pub user_id: Uuid,
+    /// Who invited (for the email's wording).
+    pub inviter_id: Option<Uuid>,
+    /// The token, sealed.
+    pub sealed_token: String,
+    /// A resend (audited as `invitation.resent`).
+    pub resent: bool,
+}
+
+impl Job for SendInvitation {
+    const QUEUE: &'static str = "send_invitation";
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 8,
+        backoff_base: Duration::from_secs(2),
+        backoff_cap: Duration::from_secs(300),
+        timeout: Duration::from_secs(60),
+        concurrency: 8,
+    };
+    fn project_id(&self) -> Uuid {
+        self.project_id
+    }
+}
+
+/// Revokes every session of a user: blacklists each live token for its remaining life,
+/// deletes the session records, audits the revocation. (The API has already made the user's
+/// older tokens invalid synchronously; this is the per-session clean-up.)
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevokeSessions {
+    /// The tenant.
+    pub project_id: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// Who asked (user id), if anyone.
+    pub actor_id: Option<Uuid>,
+    /// Why: `deactivated`, `role_changed`, …
+    pub reason: String,
+    /// Tokens issued before this instant (ms) are revoked; the job re-asserts the API's marker
+    /// in case Redis lost it.
+    pub revoked_before_ms: i64,
+}
+
+impl Job for RevokeSessions {
+    const QUEUE: &'static str = "revoke_sessions";
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 10,
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(60),
+        timeout: Duration::from_secs(30),
+        concurrency: 16,
+    };
+    fn project_id(&self) -> Uuid {
+        self.project_id
+    }
+}

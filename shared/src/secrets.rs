@@ -1,0 +1,117 @@
+//! Secrets at rest: random tokens and their hashes, sealed tokens for job payloads, passwords.
+//!
+//! An invitation token is shown once (in the email). Postgres keeps only its SHA-256; the
+//! `send_invitation` job carries it sealed (ChaCha20-Poly1305 under a key derived from
+//! `JWT_SECRET`), so neither Postgres nor Redis holds it in the clear.
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, aead::Aead};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// A new random token: 32 bytes from the OS CSPRNG, base64url without padding.
+pub fn new_token() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// The SHA-256 of a token, hex (what is stored and looked up).
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn seal_key(secret: &SecretString) -> Key {
+    let mut h = Sha256::new();
+    h.update(b"comet/job-payload-seal/v1:");
+    h.update(secret.expose_secret().as_bytes());
+    Key::from(<[u8; 32]>::from(h.finalize()))
+}
+
+/// Seals a short secret for a job payload: base64url(nonce ‖ ciphertext).
+pub fn seal(secret: &SecretString, plaintext: &str) -> String {
+    let cipher = ChaCha20Poly1305::new(&seal_key(secret));
+    let nonce_bytes = rand::random::<[u8; 12]>();
+    let ct = cipher
+        .encrypt(&Nonce::from(nonce_bytes), plaintext.as_bytes())
+        .expect("encrypting a short string cannot fail");
+    let mut out = nonce_bytes.to_vec();
+    out.extend_from_slice(&ct);
+    URL_SAFE_NO_PAD.encode(out)
+}
+
+/// Opens what [`seal`] made; `None` if it was tampered with or sealed under another key.
+pub fn open(secret: &SecretString, sealed: &str) -> Option<String> {
+    let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if raw.len() < 12 {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(12);
+    let cipher = ChaCha20Poly1305::new(&seal_key(secret));
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    let pt = cipher.decrypt(&Nonce::from(nonce), ct).ok()?;
+    String::from_utf8(pt).ok()
+}
+
+/// Hashes a password with Argon2id (PHC string).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Checks a password against its PHC hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when no user matched, so a login takes as long either way.
+pub fn dummy_password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("not-a-real-password").expect("hash"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_32_random_bytes_and_their_hash_is_stable() {
+        let t = new_token();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&t).unwrap().len(), 32);
+        assert_ne!(t, new_token());
+        assert_eq!(token_hash(&t), token_hash(&t));
+        assert_eq!(token_hash(&t).len(), 64);
+    }
+
+    #[test]
+    fn a_sealed_token_opens_only_under_the_same_key_and_untampered() {
+        let k: SecretString = "0123456789abcdef0123456789abcdef".into();
+        let other: SecretString = "fedcba9876543210fedcba9876543210".into();
+        let sealed = seal(&k, "tok");
+        assert_eq!(open(&k, &sealed).as_deref(), Some("tok"));
+        assert_eq!(open(&other, &sealed), None);
+        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(open(&k, &URL_SAFE_NO_PAD.encode(bytes)), None);
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_password() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Sessions, revocation and rate limits, in Redis (shared by every API process).
+//!
+//! Keys under `<prefix>:auth:`:
+//! - `session:<jti>` hash (user, project, issued, expires, user agent, ip), expiring with the
+//!   token; `user-sessions:<user>` set of the user's jtis.
+//! - `revoked-jti:<jti>`: a logged-out or revoked token, kept for its remaining life.
+//! - `revoked-before:<user>`: "tokens issued before T (ms) are revoked", written synchronously
+//!   by deactivation and role changes, kept for one token lifetime.
+//! - `seen:<user>`: the 5-minute gate of activity tracking.
+//! - `rate:<name>:<key>`: fixed-window rate-limit counters.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+use uuid::Uuid;
+
+use crate::{auth::Claims, queue::Queues};
+
+/// The session store.
+#[derive(Clone)]
+pub struct Sessions {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+/// A session record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The token id.
+    pub jti: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// Expiry (seconds since the epoch).
+    pub expires: i64,
+}
+
+/// What a token check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not revoked.
+    Valid,
+    /// Logged out or revoked.
+    Revoked,
+}
+
+/// A refused rate-limited action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// Seconds until the window resets.
+    pub retry_after: u64,
+}
+
+impl Sessions {
+    /// The store on the queues' Redis connection.
+    pub fn new(queues: &Queues) -> Self {
+        Self {
+            conn: queues.connection(),
+            prefix: format!("{}:auth:", queues.prefix()),
+        }
+    }
+
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    /// Records a new session for a freshly minted token.
+    pub async fn create(
+        &self,
+        claims: &Claims,
+        user_id: Uuid,
+        user_agent: &str,
+        ip: &str,
+    ) -> redis::RedisResult<()> {
+        let ttl = (claims.exp - claims.iat).max(1);
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                self.key("session", claims.jti),
+                &[
+                    ("user", user_id.to_string()),
+                    ("project", claims.project_id.to_string()),
+                    ("issued", claims.iat.to_string()),
+                    ("expires", claims.exp.to_string()),
+                    ("ua", user_agent.chars().take(256).collect()),
+                    ("ip", ip.to_owned()),
+                ],
+            )
+            .expire(self.key("session", claims.jti), ttl)
+            .sadd(self.key("user-sessions", user_id), claims.jti.to_string())
+            .expire(self.key("user-sessions", user_id), ttl)
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// The live sessions of a user.
+    pub async fn of_user(&self, user_id: Uuid) -> redis::RedisResult<Vec<Session>> {
+        let mut conn = self.conn.clone();
+        let jtis: Vec<String> = conn.smembers(self.key("user-sessions", user_id)).await?;
+        let mut out = Vec::new();
+        for jti in jtis {
+            let Ok(jti) = Uuid::parse_str(&jti) else {
+                continue;
+            };
+            let expires: Option<i64> = conn.hget(self.key("session", jti), "expires").await?;
+            match expires {
+                Some(expires) => out.push(Session {
+                    jti,
+                    user_id,
+                    expires,
+                }),
+                None => {
+                    let _: i64 = conn
+                        .srem(self.key("user-sessions", user_id), jti.to_string())
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revokes one token for its remaining life and deletes its session record.
+    pub async fn revoke_jti(
+        &self,
+        user_id: Option<Uuid>,
+        jti: Uuid,
+        expires: i64,
+    ) -> redis::RedisResult<()> {
+        let remaining = (expires - chrono::Utc::now().timestamp()).max(1) as u64;
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(self.key("revoked-jti", jti), 1, remaining)
+            .del(self.key("session", jti));
+        if let Some(u) = user_id {
+            pipe.srem(self.key("user-sessions", u), jti.to_string());
+        }
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Marks every token of the user issued before `before_ms` as revoked, for `token_ttl`.
+    pub async fn revoke_user_before(
+        &self,
+        user_id: Uuid,
+        before_ms: i64,
+        token_ttl: Duration,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        // never move the marker backwards (two revocations racing)
+        let script = redis::Script::new(
+            r"local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+              if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+              return 1",
+        );
+        let _: i64 = script
+            .key(self.key("revoked-before", user_id))
+            .arg(before_ms)
+            .arg(token_ttl.as_secs().max(1) + 60)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a token was revoked (one round trip).
+    pub async fn check(&self, claims: &Claims) -> redis::RedisResult<Verdict> {
+        let mut conn = self.conn.clone();
+        let user = Uuid::parse_str(&claims.sub).ok();
+        let mut pipe = redis::pipe();
+        pipe.exists(self.key("revoked-jti", claims.jti));
+        if let Some(u) = user {
+            pipe.get(self.key("revoked-before", u));
+        }
+        let (revoked, before): (bool, Option<i64>) = if user.is_some() {
+            pipe.query_async(&mut conn).await?
+        } else {
+            let (r,): (bool,) = pipe.query_async(&mut conn).await?;
+            (r, None)
+        };
+        if revoked || before.is_some_and(|t| claims.iat_ms < t) {
+            Ok(Verdict::Revoked)
+        } else {
+            Ok(Verdict::Valid)
+        }
+    }
+
+    /// True at most once per `every` per user across all processes (`SET NX EX`).
+    pub async fn activity_gate(&self, user_id: Uuid, every: Duration) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key("seen", user_id))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(every.as_secs().max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Counts one action against a fixed-window limit; `Err(Limited)` when over it.
+    pub async fn rate_limit(
+        &self,
+        name: &str,
+        key: &str,
+        limit: &crate::config::RateLimit,
+    ) -> redis::RedisResult<Result<(), Limited>> {
+        let script = redis::Script::new(
+            r"local n = redis.call('INCR', KEYS[1])
+              if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+              return { n, redis.call('PTTL', KEYS[1]) }",
+        );
+        let mut conn = self.conn.clone();
+        let (count, pttl): (u64, i64) = script
+            .key(self.key("rate", format!("{name}:{key}")))
+            .arg(limit.window.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        if count > limit.count {
+            Ok(Err(Limited {
+                retry_after: (pttl.max(0) as u64).div_ceil(1000).max(1),
+            }))
+        } else {
+            Ok(Ok(()))
+        }
+    }
+}
