@@ -10,6 +10,7 @@
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
 pub mod auth;
+pub mod csv_export;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -86,6 +87,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::jobs::router())
         .merge(routes::queues::router())
+        .merge(routes::auth::router())
+        .merge(routes::users::router())
+        .merge(routes::invitations::router())
+        .merge(routes::audit::router())
 }
 
 /// The OpenAPI document of every route (built once).
@@ -135,9 +140,16 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                // inside the request-id middleware, so the envelope carries the request id
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        ApiError::Unavailable("the service (request timed out)").into_response()
+                    }
+                }
+            },
         ))
         .layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn(request_id::middleware))

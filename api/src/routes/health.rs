@@ -42,10 +42,14 @@ async fn health() -> axum::Json<Data<Health>> {
     responses((status = 200, body = inline(Data<Readiness>)),
               (status = 503, body = inline(Data<Readiness>))))]
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
-    let (pg, redis) = tokio::join!(sqlx::query("SELECT 1").execute(&s.pool), s.queues.ping());
+    let limit = std::time::Duration::from_secs(2);
+    let (pg, redis) = tokio::join!(
+        tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&s.pool)),
+        tokio::time::timeout(limit, s.queues.ping())
+    );
     let r = Readiness {
-        postgres: pg.is_ok(),
-        redis: redis.is_ok(),
+        postgres: matches!(pg, Ok(Ok(_))),
+        redis: matches!(redis, Ok(Ok(_))),
     };
     let status = if r.postgres && r.redis {
         StatusCode::OK

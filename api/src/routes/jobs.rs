@@ -112,6 +112,8 @@ async fn get_job(
               (status = 401, body = crate::error::ErrorEnvelope),
               (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 503, body = crate::error::ErrorEnvelope),
               (status = 409, body = crate::error::ErrorEnvelope)))]
 async fn retry_job(
     auth: Authorized<JobsWrite>,
@@ -140,6 +142,8 @@ async fn retry_job(
               (status = 401, body = crate::error::ErrorEnvelope),
               (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 503, body = crate::error::ErrorEnvelope),
               (status = 409, body = crate::error::ErrorEnvelope)))]
 async fn cancel_job(
     auth: Authorized<JobsWrite>,
@@ -241,6 +245,8 @@ impl PingRequest {
               (status = 400, body = crate::error::ErrorEnvelope),
               (status = 401, body = crate::error::ErrorEnvelope),
               (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 413, body = crate::error::ErrorEnvelope),
+              (status = 415, body = crate::error::ErrorEnvelope),
               (status = 422, body = crate::error::ErrorEnvelope),
               (status = 503, body = crate::error::ErrorEnvelope)))]
 async fn enqueue_ping(

@@ -65,7 +65,7 @@ async fn ready_returns_503_naming_postgres_when_postgres_is_unreachable() {
 }
 
 #[tokio::test]
-async fn enqueuing_while_redis_is_unreachable_returns_503_never_500() {
+async fn job_and_queue_routes_return_503_never_500_while_redis_is_unreachable() {
     let app = app_without_redis().await;
     let token = app.admin_token();
 

@@ -187,7 +187,7 @@ async fn retry_and_cancel_return_400_for_an_id_that_is_not_a_uuid() {
 }
 
 #[tokio::test]
-async fn get_job_returns_404_for_an_unknown_id() {
+async fn get_retry_and_cancel_return_404_for_an_unknown_id() {
     let app = TestApp::spawn().await;
     let token = app.admin_token();
     let id = random_id();
@@ -324,7 +324,7 @@ async fn retrying_a_dead_job_runs_it_again_and_keeps_its_error_history() {
 }
 
 #[tokio::test]
-async fn retrying_a_dead_job_that_now_succeeds_completes_it() {
+async fn retrying_a_permanently_failed_job_runs_it_once_more() {
     let mut app = TestApp::spawn().await;
     app.start_worker().await;
     let token = app.admin_token();

@@ -401,11 +401,14 @@ impl Shared {
                     Err(e) => record_redis_error(self.queue, "heartbeat", &e.into()),
                 }
             }
+            // The worker registry (for ops views): this worker's last heartbeat; names unseen for
+            // an hour are dropped, so restarts do not grow it.
             let mut conn = self.queues.conn.clone();
-            let registered: Result<(), redis::RedisError> = redis::cmd("ZADD")
-                .arg(format!("{}:workers", self.queues.prefix))
-                .arg(chrono::Utc::now().timestamp_millis())
-                .arg(&*self.worker)
+            let now = chrono::Utc::now().timestamp_millis();
+            let key = format!("{}:workers", self.queues.prefix);
+            let registered: Result<(), redis::RedisError> = redis::pipe()
+                .zadd(&key, &*self.worker, now)
+                .zrembyscore(&key, "-inf", now - 3_600_000)
                 .query_async(&mut conn)
                 .await;
             if let Err(e) = registered {
