@@ -42,6 +42,9 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// 410: the resource existed but is no longer usable (an expired invitation).
+    #[error("{0}")]
+    Gone(&'static str),
     /// 413: the body is too large.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -112,6 +115,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")

@@ -60,7 +60,14 @@ the JSON envelope: `{\"data\": …}` or `{\"error\": {\"code\", \"message\", \"d
 Each operation's `bearer` security scopes name the permission it needs."),
     modifiers(&BearerAuth),
     components(schemas(error::ErrorEnvelope, error::ErrorBody)),
-    tags((name = "jobs", description = "Job status and control"), (name = "ops", description = "Health and metrics"))
+    tags(
+        (name = "auth", description = "Login and logout"),
+        (name = "users", description = "Users, invitations, roles, deactivation"),
+        (name = "invitations", description = "Accepting an invitation"),
+        (name = "audit", description = "The audit log"),
+        (name = "jobs", description = "Job status and control"),
+        (name = "ops", description = "Health and metrics")
+    )
 )]
 struct ApiDoc;
 

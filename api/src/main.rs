@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("Failed to connect to Postgres")?;
             let project = shared::db::projects::ensure(&mut conn, "demo").await?;
+            let (email, password) = seed_admin(&mut conn, project).await?;
             let claims = Claims::new(
                 "demo-admin",
                 project,
@@ -80,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
                 settings.jwt_ttl.as_secs()
             );
             println!("{token}");
+            println!("demo admin user (role admin; log in with POST /api/v1/auth/login):");
+            println!("  email:    {email}");
+            println!("  password: {password}");
+            println!("  (a new password on every seed; it is not stored anywhere but here)");
             Ok(())
         }
         Command::Token {
@@ -105,6 +110,36 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The demo admin's email.
+const DEMO_ADMIN_EMAIL: &str = "admin@comet.local";
+
+/// Creates (or re-activates) the demo admin user with a fresh random password and the `admin`
+/// role; returns its email and password, to be printed once.
+async fn seed_admin(
+    conn: &mut sqlx::PgConnection,
+    project: Uuid,
+) -> anyhow::Result<(&'static str, String)> {
+    let password = shared::secrets::new_token();
+    let hash = shared::secrets::hash_password(&password)
+        .map_err(|e| anyhow::anyhow!("Failed to hash the demo admin's password: {e}"))?;
+    let user = shared::db::users::ensure_active(
+        &mut *conn,
+        project,
+        DEMO_ADMIN_EMAIL,
+        "Demo admin",
+        &hash,
+    )
+    .await
+    .context("Failed to create the demo admin user")?;
+    let admin = shared::db::roles::by_name(&mut *conn, project, "admin")
+        .await?
+        .context("The demo project has no admin role")?;
+    shared::db::roles::assign(&mut *conn, project, user, admin)
+        .await
+        .context("Failed to give the demo admin its role")?;
+    Ok((DEMO_ADMIN_EMAIL, password))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -8,11 +8,14 @@
 //! - [`auth`]: access-token claims, minting and verification.
 //! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
 //! - [`sessions`]: sessions, revocation and rate limits in Redis.
+//! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
+//!   `.eml` files).
 //! - [`telemetry`]: logging and metrics set-up.
 
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod email;
 pub mod jobs;
 pub mod queue;
 pub mod secrets;

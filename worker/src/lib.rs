@@ -15,11 +15,11 @@ pub mod registry;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use shared::{config::Settings, queue::Queues};
+use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
 use sqlx::PgPool;
 
 /// What every job handler gets: built once from the settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct JobContext {
     /// Postgres.
     pub pool: PgPool,
@@ -27,6 +27,35 @@ pub struct JobContext {
     pub queues: Queues,
     /// The settings.
     pub settings: Arc<Settings>,
+    /// Renders and sends emails (templates parsed once).
+    pub mailer: Mailer,
+    /// Sessions and revocation, on the queues' Redis connection.
+    pub sessions: Sessions,
+}
+
+impl JobContext {
+    /// The context for `settings`: the pool and queues are the process's own; the mailer is
+    /// built here, so a malformed `SMTP_URL` or `FROM_EMAIL` fails start-up.
+    pub fn new(settings: Arc<Settings>, pool: PgPool, queues: Queues) -> anyhow::Result<Self> {
+        let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
+        Ok(Self {
+            sessions: Sessions::new(&queues),
+            pool,
+            queues,
+            settings,
+            mailer,
+        })
+    }
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `Sessions` has no `Debug`; the settings' secrets print redacted
+        f.debug_struct("JobContext")
+            .field("queues", &self.queues)
+            .field("mailer", &self.mailer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A name unique to this process (host, pid, random suffix): a restarted worker registers at
@@ -60,13 +89,9 @@ pub async fn run(
         settings.queue.clone(),
     )
     .context("Failed to configure the Redis queue")?;
-    let ctx = JobContext {
-        pool: pool.clone(),
-        queues: queues.clone(),
-        settings: settings.clone(),
-    };
+    let ctx = JobContext::new(settings.clone(), pool.clone(), queues.clone())?;
     let name = process_name();
-    tracing::info!(worker = %name, "worker starting");
+    tracing::info!(worker = %name, email = %ctx.mailer.describe(), "worker starting");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait_stop = move || {

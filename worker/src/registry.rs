@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::{monitor::Monitor, worker::builder::WorkerBuilder};
 use shared::{
-    jobs::{Job, Ping},
+    jobs::{Job, Ping, RevokeSessions, SendInvitation},
     queue::backend::{BackendHandle, BackendOptions, QueueBackend},
 };
 
@@ -40,24 +40,38 @@ pub fn monitor(ctx: &JobContext, process: &str) -> anyhow::Result<(Monitor, Hand
     let mut monitor = Monitor::new();
     let mut registered = Vec::new();
 
-    if runs(ctx, Ping::QUEUE) {
-        let (ctx, handles, process) = (ctx.clone(), handles.clone(), process.to_owned());
-        let opts = options::<Ping>(&ctx);
-        registered.push(format!("{}×{}", Ping::QUEUE, opts.concurrency));
-        monitor = monitor.register(move |run| {
-            let name = format!("{}@{process}#{run}", Ping::QUEUE);
-            let backend =
-                QueueBackend::<Ping>::new(ctx.queues.clone(), Ping::QUEUE, &name, opts.clone());
-            handles.lock().expect("handles").push(backend.handle());
-            WorkerBuilder::new(name)
-                .backend(backend)
-                .concurrency(opts.concurrency)
-                .timeout(Ping::POLICY.timeout)
-                .catch_panic()
-                .data(ctx.clone())
-                .build(jobs::ping::run)
-        });
+    // Registers job kind `$job` (if this process runs its queue) with `$handler`: its own queue
+    // and backend, concurrency from `options`, its policy's timeout, panics caught. (A macro:
+    // apalis's handler bounds make a generic function far harder to read.)
+    macro_rules! register {
+        ($job:ty, $handler:path) => {
+            if runs(ctx, <$job>::QUEUE) {
+                let (ctx, handles, process) = (ctx.clone(), handles.clone(), process.to_owned());
+                let opts = options::<$job>(&ctx);
+                registered.push(format!("{}×{}", <$job>::QUEUE, opts.concurrency));
+                monitor = monitor.register(move |run| {
+                    let name = format!("{}@{process}#{run}", <$job>::QUEUE);
+                    let backend = QueueBackend::<$job>::new(
+                        ctx.queues.clone(),
+                        <$job>::QUEUE,
+                        &name,
+                        opts.clone(),
+                    );
+                    handles.lock().expect("handles").push(backend.handle());
+                    WorkerBuilder::new(name)
+                        .backend(backend)
+                        .concurrency(opts.concurrency)
+                        .timeout(<$job>::POLICY.timeout)
+                        .catch_panic()
+                        .data(ctx.clone())
+                        .build($handler)
+                });
+            }
+        };
     }
+    register!(Ping, jobs::ping::run);
+    register!(SendInvitation, jobs::send_invitation::run);
+    register!(RevokeSessions, jobs::revoke_sessions::run);
 
     if registered.is_empty() {
         anyhow::bail!(

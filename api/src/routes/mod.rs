@@ -1,6 +1,10 @@
 //! The API's routes, one module per feature; each exposes `router()` built with utoipa-axum so
 //! a route cannot exist without its OpenAPI entry.
 
+pub mod audit;
+pub mod auth;
 pub mod health;
+pub mod invitations;
 pub mod jobs;
 pub mod queues;
+pub mod users;

@@ -2,6 +2,7 @@
 //! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
 //! run.
 
+mod audit;
 mod auth;
 mod envelope;
 mod health;
@@ -9,3 +10,5 @@ mod helpers;
 mod jobs;
 mod openapi;
 mod queues;
+mod sessions;
+mod users;

@@ -69,6 +69,31 @@ pub async fn record(conn: &mut PgConnection, e: NewEntry<'_>) -> Result<(), sqlx
     Ok(())
 }
 
+/// Records an entry if its project exists; false if it does not. For anonymous callers who
+/// name a project (a failed login with a `projectId`): the name is theirs, not a verified one.
+pub async fn record_if_project_exists(
+    conn: &mut PgConnection,
+    e: NewEntry<'_>,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        r#"
+        INSERT INTO audit_log (audit_id, project_id, actor_id, action, target_type, target_id, metadata, request_id)
+        SELECT $1, p.project_id, $3, $4, $5, $6, $7, $8 FROM projects p WHERE p.project_id = $2
+        "#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(e.project_id)
+    .bind(e.actor_id)
+    .bind(e.action)
+    .bind(e.target_type)
+    .bind(e.target_id)
+    .bind(e.metadata)
+    .bind(e.request_id)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
 /// Filters of the audit list.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -129,28 +154,53 @@ pub async fn list(
     Ok((rows, total))
 }
 
-/// Every matching entry, newest first, streamed (CSV export).
-pub fn stream<'a>(
-    pool: &'a PgPool,
+/// Rows an export reads per query.
+const EXPORT_BATCH: i64 = 500;
+
+/// Every matching entry, newest first, streamed for CSV export.
+///
+/// Reads in keyset-paginated batches, so a slow download never holds a pooled connection, and
+/// owns its pool handle (a cheap clone) so the stream can outlive the handler that starts it.
+pub fn stream(
+    pool: PgPool,
     project_id: Uuid,
     f: &AuditFilter,
-) -> futures::stream::BoxStream<'a, Result<Entry, sqlx::Error>> {
+) -> futures::stream::BoxStream<'static, Result<Entry, sqlx::Error>> {
     use futures::StreamExt;
     let f = f.clone();
-    futures::stream::once(async move {
-        let sql = format!(
-            "SELECT audit_id AS id, actor_id, action, target_type, target_id, metadata, request_id, at
-             FROM audit_log {FILTER} ORDER BY at DESC, audit_id DESC"
-        );
-        sqlx::query_as::<_, Entry>(sqlx::AssertSqlSafe(sql))
-            .bind(project_id)
-            .bind(f.action)
-            .bind(f.actor_id)
-            .bind(f.target_id)
-            .bind(f.from)
-            .bind(f.to)
-            .fetch(pool)
+    let sql = format!(
+        "SELECT audit_id AS id, actor_id, action, target_type, target_id, metadata, request_id, at
+         FROM audit_log {FILTER}
+           AND ($7::timestamptz IS NULL OR (at, audit_id) < ($7::timestamptz, $8::uuid))
+         ORDER BY at DESC, audit_id DESC LIMIT $9"
+    );
+    // the state is the last entry seen (`Some(None)`: start; `None`: done)
+    futures::stream::unfold(Some(None::<(DateTime<Utc>, Uuid)>), move |state| {
+        let (pool, sql, f) = (pool.clone(), sql.clone(), f.clone());
+        async move {
+            let before = state?;
+            let rows: Result<Vec<Entry>, _> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(project_id)
+                .bind(f.action)
+                .bind(f.actor_id)
+                .bind(f.target_id)
+                .bind(f.from)
+                .bind(f.to)
+                .bind(before.map(|b| b.0))
+                .bind(before.map(|b| b.1))
+                .bind(EXPORT_BATCH)
+                .fetch_all(&pool)
+                .await;
+            Some(match rows {
+                Err(e) => (vec![Err(e)], None),
+                Ok(rows) => {
+                    let next = (rows.len() as i64 == EXPORT_BATCH)
+                        .then(|| rows.last().map(|r| (r.at, r.id)));
+                    (rows.into_iter().map(Ok).collect(), next)
+                }
+            })
+        }
     })
-    .flatten()
+    .flat_map(futures::stream::iter)
     .boxed()
 }

@@ -64,6 +64,19 @@ pub async fn by_token_hash(
         .await
 }
 
+/// The invitation with this token hash, without locking it: callers that also lock the user
+/// lock the user first (the order every user-management write follows), then the invitation.
+pub async fn find_by_token_hash(
+    conn: &mut PgConnection,
+    token_hash: &str,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM user_invitations WHERE token_hash = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(token_hash)
+        .fetch_optional(conn)
+        .await
+}
+
 /// One invitation of the project.
 pub async fn get(
     pool: &PgPool,
@@ -127,6 +140,20 @@ pub async fn delete(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes the invitation of a user, if any (the user was deactivated before accepting).
+pub async fn delete_of_user(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query("DELETE FROM user_invitations WHERE project_id = $1 AND user_id = $2")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(res.rows_affected() == 1)
 }
 
 /// Marks the email of an invitation (with this token) accepted by the mail server.

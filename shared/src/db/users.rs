@@ -254,40 +254,53 @@ pub async fn list(
     Ok((rows.into_iter().map(User::from).collect(), total, active))
 }
 
-/// Every matching user, streamed (for CSV export).
-pub fn stream<'a>(
-    pool: &'a PgPool,
+/// Rows an export reads per query.
+const EXPORT_BATCH: i64 = 500;
+
+/// Every matching user (oldest first), streamed for CSV export.
+///
+/// Reads in keyset-paginated batches, so a slow download never holds a pooled connection, and
+/// owns its pool handle (a cheap clone) so the stream can outlive the handler that starts it.
+pub fn stream(
+    pool: PgPool,
     project_id: Uuid,
     filter: &UserFilter,
-) -> futures::stream::BoxStream<'a, Result<User, sqlx::Error>> {
+) -> futures::stream::BoxStream<'static, Result<User, sqlx::Error>> {
     use futures::StreamExt;
     let pattern = like_pattern(&filter.search);
     let status = filter.status.map(UserStatus::as_str);
     let role = filter.role_id;
-    let sql = format!("{SELECT_USER} {FILTER} ORDER BY u.created_at, u.user_id");
-    async_stream_rows(pool, sql, project_id, status, role, pattern)
-        .map(|r| r.map(User::from))
-        .boxed()
-}
-
-fn async_stream_rows<'a>(
-    pool: &'a PgPool,
-    sql: String,
-    project_id: Uuid,
-    status: Option<&'static str>,
-    role: Option<Uuid>,
-    pattern: Option<String>,
-) -> futures::stream::BoxStream<'a, Result<UserRow, sqlx::Error>> {
-    use futures::StreamExt;
-    futures::stream::once(async move {
-        sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-            .bind(project_id)
-            .bind(status)
-            .bind(role)
-            .bind(pattern)
-            .fetch(pool)
+    let sql = format!(
+        "{SELECT_USER} {FILTER}
+           AND ($5::timestamptz IS NULL OR (u.created_at, u.user_id) > ($5::timestamptz, $6::uuid))
+         ORDER BY u.created_at, u.user_id LIMIT $7"
+    );
+    // the state is the last row seen (`Some(None)`: start; `None`: done)
+    futures::stream::unfold(Some(None::<(DateTime<Utc>, Uuid)>), move |state| {
+        let (pool, sql, pattern) = (pool.clone(), sql.clone(), pattern.clone());
+        async move {
+            let after = state?;
+            let rows: Result<Vec<UserRow>, _> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(project_id)
+                .bind(status)
+                .bind(role)
+                .bind(pattern)
+                .bind(after.map(|a| a.0))
+                .bind(after.map(|a| a.1))
+                .bind(EXPORT_BATCH)
+                .fetch_all(&pool)
+                .await;
+            Some(match rows {
+                Err(e) => (vec![Err(e)], None),
+                Ok(rows) => {
+                    let next = (rows.len() as i64 == EXPORT_BATCH)
+                        .then(|| rows.last().map(|r| (r.created_at, r.user_id)));
+                    (rows.into_iter().map(|r| Ok(User::from(r))).collect(), next)
+                }
+            })
+        }
     })
-    .flatten()
+    .flat_map(futures::stream::iter)
     .boxed()
 }
 
@@ -321,6 +334,23 @@ pub async fn lock_status(
 ) -> Result<Option<UserStatus>, sqlx::Error> {
     let s: Option<String> = sqlx::query_scalar(
         "SELECT status FROM users WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(s.as_deref().and_then(UserStatus::parse))
+}
+
+/// The status of a user, share-locked for the rest of the transaction: login reads it (and the
+/// permissions) under this lock, so it waits for a deactivation or role change in flight.
+pub async fn share_lock_status(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<UserStatus>, sqlx::Error> {
+    let s: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM users WHERE project_id = $1 AND user_id = $2 FOR SHARE",
     )
     .bind(project_id)
     .bind(user_id)

@@ -6,3 +6,5 @@ mod helpers;
 mod outbox;
 mod processes;
 mod queue;
+mod smtp;
+mod users;

@@ -1,0 +1,325 @@
+//! Sessions: log in with email and password (an access JWT plus a session record in Redis), log
+//! out (the token's `jti` is blacklisted for the rest of its life).
+//!
+//! Login never says which part was wrong: an unknown email, a wrong password and a user that is
+//! not active all get the same 401, after the same amount of work (one Argon2 verification at
+//! least, against a dummy hash when no user matches). Attempts are rate limited per client IP
+//! and per email (the key is the email's SHA-256, so Redis holds no address), and failures are
+//! audited as `login.failed` without the email or the password.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts, State},
+    http::{HeaderMap, StatusCode, header, request::Parts},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{
+    auth::Claims,
+    db::{self, audit::NewEntry, users::UserStatus},
+    secrets,
+};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::Authenticated,
+    envelope::Data,
+    error::{ApiError, ApiJson, Result},
+    request_id,
+    routes::users::{Me, blocking, rate_limit, redis_down},
+};
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+}
+
+/// The one answer to every failed login.
+const BAD_CREDENTIALS: &str = "invalid email or password";
+
+/// The client's address as the socket saw it (`unknown` when served without connect info).
+///
+/// Not `X-Forwarded-For`: without a configured list of trusted proxies a client could name any
+/// address and escape its per-IP limit.
+#[derive(Debug)]
+pub(crate) struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+        ))
+    }
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The user's email (case does not matter).
+    pub email: String,
+    /// The password.
+    pub password: String,
+    /// The project, when the email belongs to users of several projects.
+    pub project_id: Option<Uuid>,
+}
+
+/// A fresh access token and who it is for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    /// The JWT to send as `Authorization: Bearer <accessToken>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The user, with roles and permissions.
+    pub user: Me,
+}
+
+/// Why a login failed (audited; never shown to the caller).
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    UnknownUser,
+    WrongPassword,
+    NotActive,
+}
+
+impl Failure {
+    fn as_str(self) -> &'static str {
+        match self {
+            Failure::UnknownUser => "unknown_user",
+            Failure::WrongPassword => "wrong_password",
+            Failure::NotActive => "not_active",
+        }
+    }
+}
+
+async fn audit_failure(
+    s: &AppState,
+    project_id: Uuid,
+    user_id: Option<Uuid>,
+    why: Failure,
+    ip: &str,
+) -> Result<()> {
+    let entry = NewEntry {
+        project_id,
+        actor_id: None,
+        action: "login.failed",
+        target_type: user_id.map(|_| "user"),
+        target_id: user_id.map(|u| u.to_string()),
+        metadata: serde_json::json!({ "reason": why.as_str(), "ip": ip }),
+        request_id: Some(request_id::current()),
+    };
+    let mut conn = s.pool.acquire().await?;
+    if user_id.is_some() {
+        db::audit::record(&mut conn, entry).await?;
+    } else {
+        // the project is the caller's claim: record only if it exists
+        db::audit::record_if_project_exists(&mut conn, entry).await?;
+    }
+    Ok(())
+}
+
+/// Logs in: an access token for an ACTIVE user whose password matches.
+///
+/// Public. 401 for any bad credentials (one message for all), 422 when the email and password
+/// match users of several projects and no `projectId` says which, 429 when the client IP or
+/// the email made too many attempts (`Retry-After` says when to come back).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses((status = 200, body = inline(Data<LoginResponse>)),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 413, body = crate::error::ErrorEnvelope),
+              (status = 415, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope),
+              (status = 429, body = crate::error::ErrorEnvelope,
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, body = crate::error::ErrorEnvelope)))]
+async fn login(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<ApiJson<Data<LoginResponse>>> {
+    let email = req.email.trim().to_lowercase();
+    if email.is_empty() || email.len() > 254 {
+        return Err(ApiError::invalid("email", "must be 1 to 254 characters"));
+    }
+    if req.password.is_empty() || req.password.len() > 1024 {
+        return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
+    }
+    let limits = &s.settings.users;
+    rate_limit(&s, "login-ip", &ip, &limits.login_per_ip).await?;
+    rate_limit(
+        &s,
+        "login-email",
+        &secrets::token_hash(&email),
+        &limits.login_per_email,
+    )
+    .await?;
+
+    let candidates = db::users::login_candidates(&s.pool, &email, req.project_id).await?;
+    let active: Vec<_> = candidates
+        .iter()
+        .filter(|c| c.status == UserStatus::Active.as_str())
+        .filter_map(|c| c.password_hash.clone().map(|h| (c, h)))
+        .collect();
+    // verify at least once, so an unknown email costs what a known one does
+    let hashes: Vec<String> = if active.is_empty() {
+        vec![secrets::dummy_password_hash().to_owned()]
+    } else {
+        active.iter().map(|(_, h)| h.clone()).collect()
+    };
+    let password = req.password;
+    let verdicts = blocking(move || {
+        hashes
+            .iter()
+            .map(|h| secrets::verify_password(&password, h))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let matched: Vec<_> = active
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, ok)| **ok)
+        .map(|((c, _), _)| *c)
+        .collect();
+
+    let candidate = match matched.as_slice() {
+        [one] => *one,
+        [] => {
+            for c in &candidates {
+                let why = if c.status == UserStatus::Active.as_str() && c.password_hash.is_some() {
+                    Failure::WrongPassword
+                } else {
+                    Failure::NotActive
+                };
+                audit_failure(&s, c.project_id, Some(c.user_id), why, &ip).await?;
+            }
+            if candidates.is_empty()
+                && let Some(project) = req.project_id
+            {
+                audit_failure(&s, project, None, Failure::UnknownUser, &ip).await?;
+            }
+            tracing::info!(
+                candidates = candidates.len(),
+                "login refused: bad credentials"
+            );
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "projectId",
+                "this email and password open accounts in several projects; say which project",
+            ));
+        }
+    };
+
+    let (project, user_id) = (candidate.project_id, candidate.user_id);
+    // issued before the permissions are read: a role change or deactivation committing in
+    // between writes a marker later than this token's `iat`, which revokes it
+    let mut claims = Claims::new(
+        &user_id.to_string(),
+        project,
+        Vec::new(),
+        s.settings.jwt_ttl.as_secs() as i64,
+    );
+    let mut tx = s.pool.begin().await?;
+    // waits for a deactivation or role change in flight
+    if db::users::share_lock_status(&mut tx, project, user_id).await? != Some(UserStatus::Active) {
+        drop(tx);
+        audit_failure(&s, project, Some(user_id), Failure::NotActive, &ip).await?;
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+    }
+    claims.permissions = db::roles::permissions_of(&mut tx, project, user_id).await?;
+    let user = db::users::find(&mut tx, project, user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
+    db::audit::record(
+        &mut tx,
+        NewEntry {
+            project_id: project,
+            actor_id: Some(user_id),
+            action: "login.succeeded",
+            target_type: Some("user"),
+            target_id: Some(user_id.to_string()),
+            metadata: serde_json::json!({ "ip": ip, "jti": claims.jti }),
+            request_id: Some(request_id::current()),
+        },
+    )
+    .await?;
+    let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    s.sessions
+        .create(&claims, user_id, user_agent, &ip)
+        .await
+        .map_err(redis_down)?;
+    tx.commit().await?;
+    tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
+    Ok(ApiJson(Data::new(LoginResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+        user: Me {
+            user,
+            project_id: project,
+            permissions: claims.permissions,
+        },
+    })))
+}
+
+/// Logs out: the caller's token stops working at once, on every API process.
+///
+/// Any valid token (no permission needed).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Logged out"),
+              (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 403, body = crate::error::ErrorEnvelope),
+              (status = 503, body = crate::error::ErrorEnvelope)))]
+async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
+    let c = &auth.claims;
+    let remaining = (c.exp - Utc::now().timestamp()).max(1) as u64;
+    // this process refuses it even if Redis fails below
+    s.revocations
+        .note_jti(c.jti, Duration::from_secs(remaining));
+    s.sessions
+        .revoke_jti(auth.user_id(), c.jti, c.exp)
+        .await
+        .map_err(redis_down)?;
+    if let Some(user_id) = auth.user_id() {
+        let mut conn = s.pool.acquire().await?;
+        db::audit::record(
+            &mut conn,
+            NewEntry {
+                project_id: c.project_id,
+                actor_id: Some(user_id),
+                action: "logout",
+                target_type: Some("user"),
+                target_id: Some(user_id.to_string()),
+                metadata: serde_json::json!({ "jti": c.jti }),
+                request_id: Some(request_id::current()),
+            },
+        )
+        .await?;
+    }
+    tracing::info!(jti = %c.jti, "logged out");
+    Ok(StatusCode::NO_CONTENT)
+}

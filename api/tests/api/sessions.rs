@@ -1,0 +1,458 @@
+//! Sessions: login, logout, `GET /users/me`, login rate limits, and deactivation, whose
+//! revocation is effective on every API process before it answers.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::{Value, json};
+use shared::{config::RateLimit, testing::TestEnv};
+use uuid::Uuid;
+
+use crate::{
+    helpers::{TestApp, assert_error, json_with_status, send},
+    users::{
+        PASSWORD, accept, active_user, admin, deactivate, has_revocation_marker, invite_member,
+        last_invitation_token, login, me, outbox, token_of,
+    },
+};
+
+async fn login_failures(app: &TestApp) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT to_jsonb(a) FROM audit_log a WHERE action = 'login.failed' ORDER BY at, audit_id",
+    )
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("audit")
+}
+
+#[tokio::test]
+async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_session() {
+    let app = TestApp::spawn().await;
+    let user = active_user(&app, app.project_id(), "ada@example.com", "member").await;
+
+    let resp = send(
+        app.request(Method::POST, "/api/v1/auth/login")
+            .header(header::USER_AGENT, "comet-tests/1")
+            .json(&json!({"email": "  ADA@example.com", "password": PASSWORD})),
+    )
+    .await;
+
+    let body = json_with_status(resp, StatusCode::OK).await;
+    let data = &body["data"];
+    assert_eq!(data["tokenType"], "Bearer");
+    assert!(data["expiresAt"].is_string());
+    assert_eq!(data["user"]["id"], user.to_string());
+    assert_eq!(data["user"]["email"], "ada@example.com");
+    assert_eq!(
+        data["user"]["permissions"],
+        json!(["jobs:read", "user:read"])
+    );
+    let token = data["accessToken"].as_str().expect("a token");
+    let claims = shared::auth::verify(&app.env.settings.jwt_secret, token).expect("a valid JWT");
+    assert_eq!(claims.sub, user.to_string());
+    assert_eq!(claims.project_id, app.project_id());
+    assert_eq!(claims.permissions, ["jobs:read", "user:read"]);
+    assert_eq!(claims.jti.get_version_num(), 4);
+    let sessions = shared::sessions::Sessions::new(&app.env.queues)
+        .of_user(user)
+        .await
+        .expect("redis");
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].jti, claims.jti);
+    // the token works, with exactly the permissions of the user's roles
+    let me_body = json_with_status(me(&app, token).await, StatusCode::OK).await;
+    assert_eq!(me_body["data"]["projectId"], app.project_id().to_string());
+    let users = send(app.authed(Method::GET, "/api/v1/users", token)).await;
+    assert_eq!(users.status(), StatusCode::OK);
+    let audit = send(app.authed(Method::GET, "/api/v1/audit-logs", token)).await;
+    assert_error(audit, StatusCode::FORBIDDEN, "forbidden").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
+    let app = TestApp::spawn().await;
+    let (boss_id, boss) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &boss, "invited@example.com").await;
+    let gone = active_user(&app, app.project_id(), "gone@example.com", "member").await;
+    json_with_status(
+        deactivate(&app, &boss, &gone.to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+
+    let mut messages = Vec::new();
+    for body in [
+        json!({"email": "boss@example.com", "password": "wrong password!"}),
+        json!({"email": "nobody@example.com", "password": PASSWORD}),
+        json!({"email": "nobody@example.com", "password": PASSWORD, "projectId": app.project_id()}),
+        json!({"email": "invited@example.com", "password": PASSWORD}),
+        json!({"email": "gone@example.com", "password": PASSWORD}),
+    ] {
+        let error = assert_error(
+            login(&app, &body).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+        messages.push(error["message"].clone());
+    }
+
+    assert!(
+        messages.iter().all(|m| *m == messages[0]),
+        "one message: {messages:?}"
+    );
+    let failures = login_failures(&app).await;
+    let reasons: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["target_id"].as_str().unwrap_or("-"),
+                f["metadata"]["reason"].as_str().expect("a reason"),
+            )
+        })
+        .collect();
+    let boss_id = boss_id.to_string();
+    let gone = gone.to_string();
+    assert_eq!(
+        reasons,
+        [
+            (boss_id.as_str(), "wrong_password"),
+            ("-", "unknown_user"),
+            (invited["user"]["id"].as_str().expect("id"), "not_active"),
+            (gone.as_str(), "not_active"),
+        ]
+    );
+    for f in &failures {
+        let text = f.to_string();
+        assert!(
+            !text.contains("@example.com"),
+            "no email in the audit: {text}"
+        );
+        assert!(
+            !text.contains("wrong password"),
+            "no password in the audit: {text}"
+        );
+        assert!(f["actor_id"].is_null());
+        assert!(f["request_id"].is_string());
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_email_in_several_projects_needs_a_project_id() {
+    let app = TestApp::spawn().await;
+    let other = app.env.other_project("other").await;
+    let here = active_user(&app, app.project_id(), "both@example.com", "member").await;
+    let there = active_user(&app, other, "both@example.com", "admin").await;
+    let credentials = json!({"email": "both@example.com", "password": PASSWORD});
+
+    let error = assert_error(
+        login(&app, &credentials).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        error["details"]["fields"]["projectId"].is_string(),
+        "{error}"
+    );
+
+    for (project, user) in [(app.project_id(), here), (other, there)] {
+        let mut body = credentials.clone();
+        body["projectId"] = json!(project);
+        let ok = json_with_status(login(&app, &body).await, StatusCode::OK).await;
+        assert_eq!(ok["data"]["user"]["id"], user.to_string());
+        assert_eq!(ok["data"]["user"]["projectId"], project.to_string());
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_at_once() {
+    let app = TestApp::spawn().await;
+    let user = active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    let token = token_of(&app, "ada@example.com").await;
+    let other_session = token_of(&app, "ada@example.com").await;
+
+    let resp = send(app.authed(Method::POST, "/api/v1/auth/logout", &token)).await;
+
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        me(&app, &token).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let again = send(app.authed(Method::POST, "/api/v1/auth/logout", &token)).await;
+    assert_error(again, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    // the user's other session is untouched
+    json_with_status(me(&app, &other_session).await, StatusCode::OK).await;
+    let sessions = shared::sessions::Sessions::new(&app.env.queues)
+        .of_user(user)
+        .await
+        .expect("redis");
+    assert_eq!(sessions.len(), 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn me_is_404_for_a_service_token() {
+    let app = TestApp::spawn().await;
+
+    let resp = me(&app, &app.token(&["jobs:read"])).await;
+
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(
+        me(&app, "nope").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    app.cleanup().await;
+}
+
+/// A second API process over the same database and Redis (its own state and revocation cache).
+async fn second_instance(app: &TestApp) -> TestApp {
+    let settings = app.env.settings.clone();
+    let queues = shared::queue::Queues::new(
+        settings.redis_client().expect("redis"),
+        &settings.redis_prefix,
+        settings.queue.clone(),
+    )
+    .expect("queues");
+    let env = TestEnv {
+        pool: shared::db::pool(&settings).expect("pool"),
+        queues,
+        project_id: app.env.project_id,
+        db_name: app.env.db_name.clone(),
+        settings: settings.clone(),
+    };
+    TestApp::serve(env, settings).await
+}
+
+#[tokio::test]
+async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_refuses_login() {
+    let app = TestApp::spawn().await;
+    let other_instance = second_instance(&app).await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "leaver@example.com", "admin").await;
+    let token = token_of(&app, "leaver@example.com").await;
+    json_with_status(me(&other_instance, &token).await, StatusCode::OK).await;
+
+    let resp = deactivate(&app, &boss, &user.to_string()).await;
+
+    let body = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(body["data"]["status"], "DEACTIVATED");
+    for instance in [&app, &other_instance] {
+        assert_error(
+            me(instance, &token).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+        let write = send(instance.authed(
+            Method::POST,
+            &format!("/api/v1/users/{user}/deactivate"),
+            &token,
+        ))
+        .await;
+        assert_error(write, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let refused = login(
+        &other_instance,
+        &json!({"email": "leaver@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let jobs = outbox(&app).await;
+    let revoke: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.queue == "revoke_sessions")
+        .collect();
+    assert_eq!(revoke.len(), 1, "{jobs:?}");
+    assert_eq!(revoke[0].payload["reason"], "deactivated");
+    assert_eq!(revoke[0].payload["userId"], user.to_string());
+    assert!(revoke[0].payload["revokedBeforeMs"].as_i64().is_some());
+    // the admin's own token is untouched
+    json_with_status(me(&other_instance, &boss).await, StatusCode::OK).await;
+    other_instance.cleanup().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn deactivation_is_idempotent_and_not_for_yourself() {
+    let app = TestApp::spawn().await;
+    let (boss_id, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
+
+    let own = deactivate(&app, &boss, &boss_id.to_string()).await;
+    let error = assert_error(own, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("yourself"),
+        "{error}"
+    );
+    json_with_status(me(&app, &boss).await, StatusCode::OK).await;
+
+    json_with_status(
+        deactivate(&app, &boss, &user.to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    let again = json_with_status(
+        deactivate(&app, &boss, &user.to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again["data"]["status"], "DEACTIVATED");
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'user.deactivated'")
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("count");
+    assert_eq!(audited, 1, "the second call changed nothing");
+    let unknown = deactivate(&app, &boss, &Uuid::new_v4().to_string()).await;
+    assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let malformed = deactivate(&app, &boss, "nope").await;
+    assert_error(malformed, StatusCode::BAD_REQUEST, "bad_request").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn deactivating_an_invited_user_deletes_its_invitation() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &boss, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let invitation_token = last_invitation_token(&app, &user).await;
+
+    json_with_status(deactivate(&app, &boss, &user).await, StatusCode::OK).await;
+
+    assert_error(
+        accept(&app, &invitation_token, PASSWORD).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert!(
+        outbox(&app)
+            .await
+            .iter()
+            .all(|j| j.queue != "revoke_sessions")
+    );
+    assert!(!has_revocation_marker(&app, Uuid::parse_str(&user).expect("uuid")).await);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn when_redis_cannot_take_the_revocation_the_deactivation_is_rolled_back_with_503() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
+    // the same database, but a Redis that does not answer
+    let mut settings = app.env.settings.clone();
+    settings.redis_url = "redis://127.0.0.1:1".to_owned().into();
+    let env = TestEnv {
+        pool: shared::db::pool(&settings).expect("pool"),
+        queues: shared::queue::Queues::new(
+            settings.redis_client().expect("redis url"),
+            &settings.redis_prefix,
+            settings.queue.clone(),
+        )
+        .expect("queues"),
+        project_id: app.env.project_id,
+        db_name: app.env.db_name.clone(),
+        settings: settings.clone(),
+    };
+    let down = TestApp::serve(env, settings).await;
+
+    let resp = deactivate(&down, &boss, &user.to_string()).await;
+
+    assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
+    let status: String = sqlx::query_scalar("SELECT status FROM users WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("the user");
+    assert_eq!(status, "ACTIVE");
+    assert!(outbox(&app).await.is_empty(), "no job without the change");
+    down.cleanup().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.login_per_email = RateLimit {
+            count: 3,
+            window: Duration::from_secs(300),
+        };
+    })
+    .await;
+    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    let wrong = json!({"email": "ada@example.com", "password": "not the password"});
+    for _ in 0..3 {
+        assert_error(
+            login(&app, &wrong).await,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        )
+        .await;
+    }
+
+    // even the right password, and whatever the case of the address
+    let resp = login(
+        &app,
+        &json!({"email": "ADA@example.com", "password": PASSWORD}),
+    )
+    .await;
+
+    let retry_after: u64 = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // other addresses are not limited by it
+    let other = login(
+        &app,
+        &json!({"email": "bob@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_error(other, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn logins_past_the_per_ip_limit_get_429() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.login_per_ip = RateLimit {
+            count: 2,
+            window: Duration::from_secs(60),
+        };
+    })
+    .await;
+    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    token_of(&app, "ada@example.com").await;
+    let wrong = login(
+        &app,
+        &json!({"email": "x@example.com", "password": "whatever"}),
+    )
+    .await;
+    assert_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let resp = login(
+        &app,
+        &json!({"email": "y@example.com", "password": "whatever"}),
+    )
+    .await;
+
+    assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    app.cleanup().await;
+}

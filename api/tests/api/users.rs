@@ -1,0 +1,1120 @@
+//! Users: invitations (create, resend, accept, expiry, one use), domain restrictions, rate
+//! limits, the transactional outbox, listing and export, role changes, tenant isolation and
+//! activity tracking. Also the helpers `sessions` and `audit` share (users made straight in the
+//! database, logins, the outbox's rows).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, Response, StatusCode, header};
+use serde_json::{Value, json};
+use shared::{config::RateLimit, testing::eventually};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, assert_error, json_with_status, random_id, request_id_of, send};
+
+/// The password of every user these tests make.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Makes an ACTIVE user of `project` with `PASSWORD` and the named role, straight in the
+/// database; returns its id.
+pub async fn active_user(app: &TestApp, project: Uuid, email: &str, role: &str) -> Uuid {
+    let hash = shared::secrets::hash_password(PASSWORD).expect("hash");
+    let mut conn = app.env.pool.acquire().await.expect("acquire");
+    let id = shared::db::users::ensure_active(&mut conn, project, email, "Test user", &hash)
+        .await
+        .expect("create an active user");
+    let role = role_id(app, project, role).await;
+    assert!(
+        shared::db::roles::assign(&mut conn, project, id, role)
+            .await
+            .expect("assign")
+    );
+    id
+}
+
+/// A role of the project by name.
+pub async fn role_id(app: &TestApp, project: Uuid, name: &str) -> Uuid {
+    let mut conn = app.env.pool.acquire().await.expect("acquire");
+    shared::db::roles::by_name(&mut conn, project, name)
+        .await
+        .expect("role look-up")
+        .unwrap_or_else(|| panic!("the project has a {name} role"))
+}
+
+/// `POST /api/v1/auth/login`.
+pub async fn login(app: &TestApp, body: &Value) -> Response {
+    send(app.request(Method::POST, "/api/v1/auth/login").json(body)).await
+}
+
+/// Logs in with `PASSWORD`, asserting a 200; returns the access token.
+pub async fn token_of(app: &TestApp, email: &str) -> String {
+    let resp = login(app, &json!({"email": email, "password": PASSWORD})).await;
+    let body = json_with_status(resp, StatusCode::OK).await;
+    body["data"]["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+/// An ACTIVE admin of the demo project, logged in: (user id, token).
+pub async fn admin(app: &TestApp, email: &str) -> (Uuid, String) {
+    let id = active_user(app, app.project_id(), email, "admin").await;
+    (id, token_of(app, email).await)
+}
+
+/// `GET /api/v1/users/me`.
+pub async fn me(app: &TestApp, token: &str) -> Response {
+    send(app.authed(Method::GET, "/api/v1/users/me", token)).await
+}
+
+/// `POST /api/v1/users/invite`.
+pub async fn invite(app: &TestApp, token: &str, body: &Value) -> Response {
+    send(
+        app.authed(Method::POST, "/api/v1/users/invite", token)
+            .json(body),
+    )
+    .await
+}
+
+/// Invites `email` as a member, asserting the 202; returns `data`.
+pub async fn invite_member(app: &TestApp, token: &str, email: &str) -> Value {
+    let member = role_id(app, app.project_id(), "member").await;
+    let resp = invite(app, token, &json!({"email": email, "roleIds": [member]})).await;
+    json_with_status(resp, StatusCode::ACCEPTED).await["data"].take()
+}
+
+/// `POST /api/v1/users/{id}/resend-invitation`.
+pub async fn resend(app: &TestApp, token: &str, user: &str) -> Response {
+    let path = format!("/api/v1/users/{user}/resend-invitation");
+    send(app.authed(Method::POST, &path, token)).await
+}
+
+/// `POST /api/v1/invitations/accept`.
+pub async fn accept(app: &TestApp, token: &str, password: &str) -> Response {
+    send(
+        app.request(Method::POST, "/api/v1/invitations/accept")
+            .json(&json!({"token": token, "password": password})),
+    )
+    .await
+}
+
+/// `POST /api/v1/users/{id}/deactivate`.
+pub async fn deactivate(app: &TestApp, token: &str, user: &str) -> Response {
+    let path = format!("/api/v1/users/{user}/deactivate");
+    send(app.authed(Method::POST, &path, token)).await
+}
+
+/// A job row still in the outbox (no worker runs in these tests, so nothing relays them).
+#[derive(Debug, Clone)]
+pub struct OutboxJob {
+    /// Job id.
+    pub id: Uuid,
+    /// Queue.
+    pub queue: String,
+    /// Payload.
+    pub payload: Value,
+    /// The request that enqueued it.
+    pub request_id: Option<String>,
+}
+
+/// Every job in the outbox, oldest first.
+pub async fn outbox(app: &TestApp) -> Vec<OutboxJob> {
+    let rows: Vec<(Uuid, String, Value, Option<String>)> = sqlx::query_as(
+        "SELECT job_id, queue, payload, request_id FROM job_outbox ORDER BY created_at, job_id",
+    )
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("read the outbox");
+    rows.into_iter()
+        .map(|(id, queue, payload, request_id)| OutboxJob {
+            id,
+            queue,
+            payload,
+            request_id,
+        })
+        .collect()
+}
+
+/// The invitation token a `send_invitation` job carries (test-only: unseals it).
+pub fn token_in(app: &TestApp, job: &OutboxJob) -> String {
+    assert_eq!(job.queue, "send_invitation");
+    let sealed = job.payload["sealedToken"].as_str().expect("a sealed token");
+    shared::secrets::open(&app.env.settings.jwt_secret, sealed).expect("the token opens")
+}
+
+/// The token of the last `send_invitation` job for `user`.
+pub async fn last_invitation_token(app: &TestApp, user: &str) -> String {
+    let jobs = outbox(app).await;
+    let job = jobs
+        .iter()
+        .rev()
+        .find(|j| j.queue == "send_invitation" && j.payload["userId"] == user)
+        .expect("a send_invitation job for the user");
+    token_in(app, job)
+}
+
+/// Whether the user has a "tokens before T are revoked" marker in Redis.
+pub async fn has_revocation_marker(app: &TestApp, user: Uuid) -> bool {
+    let sessions = shared::sessions::Sessions::new(&app.env.queues);
+    let mut old = shared::auth::Claims::new(&user.to_string(), app.project_id(), vec![], 60);
+    old.iat_ms = 0;
+    sessions.check(&old).await.expect("redis") == shared::sessions::Verdict::Revoked
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("an RFC 3339 time: {v}"))
+        .with_timezone(&Utc)
+}
+
+async fn user_count(app: &TestApp, email: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invite
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_invitation_creates_an_invited_user_an_invitation_and_one_send_job() {
+    let app = TestApp::spawn().await;
+    let (admin_id, token) = admin(&app, "boss@example.com").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+
+    let resp = invite(
+        &app,
+        &token,
+        &json!({"email": "  New.Person@Example.ORG ", "name": "New Person", "roleIds": [member]}),
+    )
+    .await;
+
+    let request_id = request_id_of(&resp);
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.expect("a body");
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    let data = &body["data"];
+    let job_id = data["jobId"].as_str().expect("a job id");
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/api/v1/jobs/{job_id}").as_str())
+    );
+    let user = &data["user"];
+    assert_eq!(user["email"], "new.person@example.org");
+    assert_eq!(user["name"], "New Person");
+    assert_eq!(user["status"], "INVITED");
+    assert_eq!(user["roles"], json!([{"id": member, "name": "member"}]));
+    let expires = time(&data["invitation"]["expiresAt"]);
+    let expected = Utc::now() + chrono::Duration::days(30);
+    assert!((expires - expected).num_seconds().abs() < 60, "{expires}");
+    // one job, in the outbox, carrying ids, the sealed token and the request id
+    let jobs = outbox(&app).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(job.id.to_string(), job_id);
+    assert_eq!(job.queue, "send_invitation");
+    assert_eq!(job.request_id.as_deref(), Some(request_id.as_str()));
+    assert_eq!(job.payload["projectId"], app.project_id().to_string());
+    assert_eq!(job.payload["userId"], user["id"]);
+    assert_eq!(job.payload["invitationId"], data["invitation"]["id"]);
+    assert_eq!(job.payload["inviterId"], admin_id.to_string());
+    assert_eq!(job.payload["resent"], false);
+    // Postgres keeps only the token's hash; the response never shows the token
+    let raw = token_in(&app, job);
+    let stored: String = sqlx::query_scalar("SELECT token_hash FROM user_invitations")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("one invitation");
+    assert_eq!(stored, shared::secrets::token_hash(&raw));
+    assert!(!text.contains(&raw), "the raw token is not in the response");
+    let audit: String = sqlx::query_scalar(
+        "SELECT metadata::text FROM audit_log WHERE action = 'invitation.created'",
+    )
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("an invitation.created entry");
+    assert!(!audit.contains(&raw) && !audit.contains(&stored), "{audit}");
+    // the job can be followed while it waits in the outbox
+    let status = app.job(job_id).await;
+    assert_eq!(status["kind"], "send_invitation");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn invitations_are_refused_to_addresses_outside_the_allowed_domains() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.allowed_invite_domains = vec!["example.com".into(), "corp.example".into()];
+    })
+    .await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+
+    let outside = invite(
+        &app,
+        &token,
+        &json!({"email": "someone@gmail.com", "roleIds": [role_id(&app, app.project_id(), "member").await]}),
+    )
+    .await;
+    let error = assert_error(
+        outside,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("example.com"),
+        "the message names the allowed domains: {error}"
+    );
+    // a subdomain is another domain
+    let member = role_id(&app, app.project_id(), "member").await;
+    let sub = invite(
+        &app,
+        &token,
+        &json!({"email": "a@eu.example.com", "roleIds": [member]}),
+    )
+    .await;
+    assert_error(sub, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    invite_member(&app, &token, "colleague@CORP.example").await;
+    assert_eq!(user_count(&app, "someone@gmail.com").await, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_inviter_outside_the_allowed_domains_cannot_invite() {
+    let app =
+        TestApp::spawn_with(|s| s.users.allowed_invite_domains = vec!["example.com".into()]).await;
+    let (_, token) = admin(&app, "contractor@elsewhere.net").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+
+    let resp = invite(
+        &app,
+        &token,
+        &json!({"email": "new@example.com", "roleIds": [member]}),
+    )
+    .await;
+
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("yours"),
+        "the message says the inviter's own address is at fault: {error}"
+    );
+    assert!(outbox(&app).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_allowed_domains_any_domain_can_invite_and_be_invited() {
+    let app = TestApp::spawn().await;
+    assert!(app.env.settings.users.allowed_invite_domains.is_empty());
+    let (_, token) = admin(&app, "boss@first.example").await;
+
+    invite_member(&app, &token, "friend@second.example").await;
+    invite_member(&app, &token, "other@third.example").await;
+
+    assert_eq!(outbox(&app).await.len(), 2);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn inviting_an_email_that_is_already_a_user_returns_409() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    invite_member(&app, &token, "dup@example.com").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+
+    let again = invite(
+        &app,
+        &token,
+        &json!({"email": "DUP@example.com", "roleIds": [member]}),
+    )
+    .await;
+    assert_error(again, StatusCode::CONFLICT, "conflict").await;
+    // an existing active user too
+    let boss = invite(
+        &app,
+        &token,
+        &json!({"email": "boss@example.com", "roleIds": [member]}),
+    )
+    .await;
+    assert_error(boss, StatusCode::CONFLICT, "conflict").await;
+
+    assert_eq!(
+        outbox(&app).await.len(),
+        1,
+        "the refused invitations queued nothing"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failure_inside_the_invitation_transaction_leaves_no_user_and_no_job() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+    let unknown = Uuid::new_v4();
+
+    let resp = invite(
+        &app,
+        &token,
+        &json!({"email": "ghost@example.com", "roleIds": [member, unknown]}),
+    )
+    .await;
+
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&unknown.to_string()),
+        "the unknown role is named: {error}"
+    );
+    assert_eq!(error["details"]["unknownRoleIds"], json!([unknown]));
+    assert_eq!(
+        user_count(&app, "ghost@example.com").await,
+        0,
+        "the user was rolled back"
+    );
+    assert!(outbox(&app).await.is_empty(), "the job was rolled back");
+    let invitations: i64 = sqlx::query_scalar("SELECT count(*) FROM user_invitations")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+    assert_eq!(invitations, 0);
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'invitation.created'")
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("count");
+    assert_eq!(audited, 0);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_invitations_get_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+    let other = app.env.other_project("other").await;
+    let foreign_role = role_id(&app, other, "member").await;
+    let long = format!("{}@example.com", "a".repeat(250));
+
+    for (body, field) in [
+        (
+            json!({"email": "not-an-email", "roleIds": [member]}),
+            "email",
+        ),
+        (
+            json!({"email": "Name <a@example.com>", "roleIds": [member]}),
+            "email",
+        ),
+        (json!({"email": long, "roleIds": [member]}), "email"),
+        (json!({"email": "a@example.com", "roleIds": []}), "roleIds"),
+        (
+            json!({"email": "a@example.com", "roleIds": [foreign_role]}),
+            "roleIds",
+        ),
+        (
+            json!({"email": "a@example.com", "name": "x\u{7}", "roleIds": [member]}),
+            "name",
+        ),
+    ] {
+        let resp = invite(&app, &token, &body).await;
+        let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(
+            error["details"]["fields"][field].is_string(),
+            "{body}: the error names {field}: {error}"
+        );
+    }
+    assert!(outbox(&app).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_service_token_cannot_invite_because_an_invitation_names_its_inviter() {
+    let app = TestApp::spawn().await;
+    let member = role_id(&app, app.project_id(), "member").await;
+
+    let resp = invite(
+        &app,
+        &app.token(&["user:create"]),
+        &json!({"email": "a@example.com", "roleIds": [member]}),
+    )
+    .await;
+
+    let error = assert_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_eq!(error["message"], "invitations must be sent by a user");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn invitations_past_the_per_inviter_limit_get_429_with_retry_after() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.invite_per_user = RateLimit {
+            count: 2,
+            window: Duration::from_secs(3600),
+        };
+    })
+    .await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, other) = admin(&app, "deputy@example.com").await;
+    invite_member(&app, &token, "one@example.com").await;
+    invite_member(&app, &token, "two@example.com").await;
+
+    let member = role_id(&app, app.project_id(), "member").await;
+    let third = invite(
+        &app,
+        &token,
+        &json!({"email": "three@example.com", "roleIds": [member]}),
+    )
+    .await;
+
+    let retry_after: u64 = third
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header in seconds");
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    assert_error(third, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // another inviter has its own budget
+    invite_member(&app, &other, "three@example.com").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn invitations_and_resends_past_the_per_project_limit_get_429() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.invite_per_project = RateLimit {
+            count: 2,
+            window: Duration::from_secs(600),
+        };
+    })
+    .await;
+    let (_, first) = admin(&app, "boss@example.com").await;
+    let (_, second) = admin(&app, "deputy@example.com").await;
+    let invited = invite_member(&app, &first, "one@example.com").await;
+    invite_member(&app, &second, "two@example.com").await;
+
+    let resp = resend(&app, &second, invited["user"]["id"].as_str().expect("id")).await;
+
+    assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(outbox(&app).await.len(), 2);
+    app.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resend and accept
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_resend_keeps_the_expiry_and_only_the_new_token_works() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &token, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let old_token = last_invitation_token(&app, &user).await;
+
+    let resp = resend(&app, &token, &user).await;
+
+    let location = resp.headers().get(header::LOCATION).cloned();
+    let body = json_with_status(resp, StatusCode::ACCEPTED).await;
+    let data = &body["data"];
+    assert_eq!(
+        location.and_then(|l| l.to_str().ok().map(str::to_owned)),
+        Some(format!(
+            "/api/v1/jobs/{}",
+            data["jobId"].as_str().expect("job id")
+        ))
+    );
+    assert_eq!(data["invitation"]["id"], invited["invitation"]["id"]);
+    assert_eq!(
+        time(&data["invitation"]["expiresAt"]),
+        time(&invited["invitation"]["expiresAt"]),
+        "the expiry is not extended"
+    );
+    let jobs = outbox(&app).await;
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[1].payload["resent"], true);
+    assert_eq!(
+        jobs[1].id.to_string(),
+        data["jobId"].as_str().expect("job id")
+    );
+    let new_token = token_in(&app, &jobs[1]);
+    assert_ne!(new_token, old_token);
+
+    assert_error(
+        accept(&app, &old_token, PASSWORD).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let accepted = json_with_status(accept(&app, &new_token, PASSWORD).await, StatusCode::OK).await;
+    assert_eq!(accepted["data"]["status"], "ACTIVE");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'invitation.resend_requested' AND target_id = $1",
+    )
+    .bind(&user)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(audited, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn only_invited_users_can_be_sent_their_invitation_again() {
+    let app = TestApp::spawn().await;
+    let (boss, token) = admin(&app, "boss@example.com").await;
+
+    let resp = resend(&app, &token, &boss.to_string()).await;
+    assert_error(resp, StatusCode::CONFLICT, "conflict").await;
+    let resp = resend(&app, &token, &random_id()).await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    assert!(outbox(&app).await.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_accepted_invitation_lets_the_user_log_in_and_cannot_be_used_again() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &token, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let invitation_token = last_invitation_token(&app, &user).await;
+
+    let resp = send(
+        app.request(Method::POST, "/api/v1/invitations/accept")
+            .json(&json!({
+                "token": invitation_token, "password": PASSWORD, "name": "Ada Lovelace"
+            })),
+    )
+    .await;
+
+    let body = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(body["data"]["id"], user.as_str());
+    assert_eq!(body["data"]["status"], "ACTIVE");
+    assert_eq!(body["data"]["name"], "Ada Lovelace");
+    let new_token = token_of(&app, "new@example.com").await;
+    let me = json_with_status(me(&app, &new_token).await, StatusCode::OK).await;
+    assert_eq!(me["data"]["email"], "new@example.com");
+    assert_eq!(me["data"]["roles"][0]["name"], "member");
+    assert_eq!(me["data"]["permissions"], json!(["jobs:read", "user:read"]));
+    // one use only
+    let again = accept(&app, &invitation_token, PASSWORD).await;
+    assert_error(again, StatusCode::NOT_FOUND, "not_found").await;
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'invitation.accepted' AND target_id = $1",
+    )
+    .bind(&user)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(audited, 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_invitation_returns_410_and_activates_nobody() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &token, "late@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let invitation_token = last_invitation_token(&app, &user).await;
+    sqlx::query("UPDATE user_invitations SET expires_at = now() - interval '1 minute'")
+        .execute(&app.env.pool)
+        .await
+        .expect("expire it");
+
+    let resp = accept(&app, &invitation_token, PASSWORD).await;
+
+    assert_error(resp, StatusCode::GONE, "gone").await;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM users WHERE email = 'late@example.com'")
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("the user");
+    assert_eq!(status, "INVITED");
+    // and it cannot be resent either (resending does not extend it)
+    assert_error(
+        resend(&app, &token, &user).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn accepting_with_a_bad_password_or_token_is_refused() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &token, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let invitation_token = last_invitation_token(&app, &user).await;
+
+    for password in ["short", &"x".repeat(129)] {
+        let resp = accept(&app, &invitation_token, password).await;
+        let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(
+            error["details"]["fields"]["password"].is_string(),
+            "{error}"
+        );
+    }
+    let unknown = accept(&app, &shared::secrets::new_token(), PASSWORD).await;
+    assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    // still usable after the refusals
+    let ok = accept(&app, &invitation_token, &"p".repeat(128)).await;
+    json_with_status(ok, StatusCode::OK).await;
+    app.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// List and export
+// ---------------------------------------------------------------------------------------------
+
+async fn list(app: &TestApp, token: &str, query: &str) -> Value {
+    let resp = send(app.authed(Method::GET, &format!("/api/v1/users{query}"), token)).await;
+    json_with_status(resp, StatusCode::OK).await
+}
+
+fn emails(body: &Value) -> Vec<String> {
+    body["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|u| u["email"].as_str().expect("email").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_user_list_is_paginated_filtered_and_counts_active_users() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    active_user(&app, app.project_id(), "member.one@example.com", "member").await;
+    let invited = invite_member(&app, &token, "invitee@example.com").await;
+    let gone = active_user(&app, app.project_id(), "gone@example.com", "member").await;
+    json_with_status(
+        deactivate(&app, &token, &gone.to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    let other = app.env.other_project("other").await;
+    active_user(&app, other, "stranger@example.com", "admin").await;
+
+    let all = list(&app, &token, "").await;
+    assert_eq!(
+        emails(&all),
+        [
+            "boss@example.com",
+            "member.one@example.com",
+            "invitee@example.com",
+            "gone@example.com"
+        ]
+    );
+    assert_eq!(all["meta"]["totalActive"], 2);
+    assert_eq!(all["meta"]["pagination"]["total"], 4);
+    let first = &all["data"][0];
+    for field in [
+        "id",
+        "email",
+        "name",
+        "status",
+        "roles",
+        "lastSeenAt",
+        "createdAt",
+    ] {
+        assert!(first.get(field).is_some(), "a user has {field}: {first}");
+    }
+
+    let page = list(&app, &token, "?page=2&perPage=3").await;
+    assert_eq!(emails(&page), ["gone@example.com"]);
+    assert_eq!(page["meta"]["pagination"]["hasPrev"], true);
+    assert_eq!(page["meta"]["pagination"]["hasNext"], false);
+    assert_eq!(page["meta"]["totalActive"], 2);
+
+    let invited_only = list(&app, &token, "?status=invited").await;
+    assert_eq!(emails(&invited_only), ["invitee@example.com"]);
+    assert_eq!(invited_only["data"][0]["id"], invited["user"]["id"]);
+    let admins = role_id(&app, app.project_id(), "admin").await;
+    assert_eq!(
+        emails(&list(&app, &token, &format!("?role={admins}")).await),
+        ["boss@example.com"]
+    );
+    assert_eq!(
+        emails(&list(&app, &token, "?search=MEMBER.O").await),
+        ["member.one@example.com"]
+    );
+    // `%` and `_` are literal in a search
+    assert!(emails(&list(&app, &token, "?search=%25").await).is_empty());
+    assert_eq!(
+        emails(&list(&app, &token, "?status=ACTIVE&search=example").await),
+        ["boss@example.com", "member.one@example.com"]
+    );
+
+    for query in ["?status=SLEEPING", "?role=admins", "?perPage=0", "?page=0"] {
+        let resp = send(app.authed(Method::GET, &format!("/api/v1/users{query}"), &token)).await;
+        assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    let resp = send(app.authed(Method::GET, "/api/v1/users?page=x", &token)).await;
+    assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_csv_export_has_a_header_and_one_row_per_matching_user() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    invite_member(&app, &token, "invitee@example.com").await;
+    let member = role_id(&app, app.project_id(), "member").await;
+    // a name a spreadsheet would run as a formula
+    let resp = invite(
+        &app,
+        &token,
+        &json!({"email": "sneaky@example.com", "name": "=HYPERLINK(\"x\")", "roleIds": [member]}),
+    )
+    .await;
+    json_with_status(resp, StatusCode::ACCEPTED).await;
+    let other = app.env.other_project("other").await;
+    active_user(&app, other, "stranger@example.com", "admin").await;
+
+    let resp = send(app.authed(Method::GET, "/api/v1/users/export", &token)).await;
+
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let disposition = resp.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(disposition.starts_with("attachment"), "{disposition}");
+    let text = resp.text().await.expect("a body");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "id,email,name,status,roles,lastSeenAt,createdAt");
+    assert_eq!(lines.len(), 4, "a header and three users: {text}");
+    assert!(
+        lines[1].contains("boss@example.com") && lines[1].contains(",ACTIVE,admin,"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("invitee@example.com") && lines[2].contains(",INVITED,member,"),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains(",\"'=HYPERLINK(\"\"x\"\")\","),
+        "a formula is defused: {text}"
+    );
+    assert!(
+        !text.contains("stranger"),
+        "other projects' users are not exported"
+    );
+
+    let filtered =
+        send(app.authed(Method::GET, "/api/v1/users/export?status=ACTIVE", &token)).await;
+    let text = filtered.text().await.expect("a body");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let none = send(app.authed(Method::GET, "/api/v1/users/export?search=nobody", &token)).await;
+    assert_eq!(none.status(), StatusCode::OK);
+    let text = none.text().await.expect("a body");
+    assert_eq!(
+        text, "id,email,name,status,roles,lastSeenAt,createdAt\n",
+        "only the header"
+    );
+    app.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles
+// ---------------------------------------------------------------------------------------------
+
+async fn add_role(app: &TestApp, token: &str, user: &str, role: Uuid) -> Response {
+    let path = format!("/api/v1/users/{user}/roles");
+    send(
+        app.authed(Method::POST, &path, token)
+            .json(&json!({"roleId": role})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_role_change_revokes_an_active_users_tokens_and_the_next_login_has_the_new_permissions() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "member@example.com", "member").await;
+    let old = token_of(&app, "member@example.com").await;
+    json_with_status(me(&app, &old).await, StatusCode::OK).await;
+    let (member, admin_role) = (
+        role_id(&app, app.project_id(), "member").await,
+        role_id(&app, app.project_id(), "admin").await,
+    );
+
+    let resp = send(
+        app.authed(
+            Method::PATCH,
+            &format!("/api/v1/users/{user}/roles/{member}"),
+            &boss,
+        )
+        .json(&json!({"roleId": admin_role})),
+    )
+    .await;
+
+    let body = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(
+        body["data"]["roles"],
+        json!([{"id": admin_role, "name": "admin"}])
+    );
+    assert_error(
+        me(&app, &old).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    let fresh = token_of(&app, "member@example.com").await;
+    let me_now = json_with_status(me(&app, &fresh).await, StatusCode::OK).await;
+    let permissions = me_now["data"]["permissions"]
+        .as_array()
+        .expect("permissions")
+        .clone();
+    assert!(
+        permissions.contains(&json!("user:deactivate")),
+        "{permissions:?}"
+    );
+    // the clean-up job is queued with the reason, and the change is audited
+    let jobs = outbox(&app).await;
+    let revoke: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.queue == "revoke_sessions")
+        .collect();
+    assert_eq!(revoke.len(), 1, "{jobs:?}");
+    assert_eq!(revoke[0].payload["reason"], "role_changed");
+    assert_eq!(revoke[0].payload["userId"], user.to_string());
+    let audited: Value = sqlx::query_scalar(
+        "SELECT metadata FROM audit_log WHERE action = 'role.changed' AND target_id = $1",
+    )
+    .bind(user.to_string())
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("a role.changed entry");
+    assert_eq!(audited["fromRoleName"], "member");
+    assert_eq!(audited["toRoleName"], "admin");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn adding_and_removing_roles_of_an_active_user_revokes_each_time() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "member@example.com", "member").await;
+    let admin_role = role_id(&app, app.project_id(), "admin").await;
+    let first = token_of(&app, "member@example.com").await;
+
+    let added = json_with_status(
+        add_role(&app, &boss, &user.to_string(), admin_role).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(added["data"]["roles"].as_array().map(Vec::len), Some(2));
+    assert_error(
+        me(&app, &first).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+
+    let second = token_of(&app, "member@example.com").await;
+    let path = format!("/api/v1/users/{user}/roles/{admin_role}");
+    let removed = send(app.authed(Method::DELETE, &path, &boss)).await;
+    let removed = json_with_status(removed, StatusCode::OK).await;
+    assert_eq!(removed["data"]["roles"][0]["name"], "member");
+    assert_error(
+        me(&app, &second).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
+    // removing a role it does not hold any more
+    let again = send(app.authed(Method::DELETE, &path, &boss)).await;
+    assert_error(again, StatusCode::NOT_FOUND, "not_found").await;
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE target_id = $1 AND action LIKE 'role.%' ORDER BY at",
+    )
+    .bind(user.to_string())
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("audit");
+    assert_eq!(actions, ["role.assigned", "role.removed"]);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_role_change_of_an_invited_user_revokes_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let invited = invite_member(&app, &boss, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("id").to_owned();
+    let admin_role = role_id(&app, app.project_id(), "admin").await;
+
+    let resp = add_role(&app, &boss, &user, admin_role).await;
+
+    let body = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(body["data"]["status"], "INVITED");
+    assert_eq!(body["data"]["roles"].as_array().map(Vec::len), Some(2));
+    assert!(
+        outbox(&app)
+            .await
+            .iter()
+            .all(|j| j.queue != "revoke_sessions")
+    );
+    assert!(!has_revocation_marker(&app, Uuid::parse_str(&user).expect("uuid")).await);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn roles_of_deactivated_users_and_unknown_roles_are_refused() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let user = active_user(&app, app.project_id(), "member@example.com", "member").await;
+    let admin_role = role_id(&app, app.project_id(), "admin").await;
+
+    let unknown = add_role(&app, &boss, &user.to_string(), Uuid::new_v4()).await;
+    assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let bad_body = send(
+        app.authed(Method::POST, &format!("/api/v1/users/{user}/roles"), &boss)
+            .json(&json!({"roleId": "admin"})),
+    )
+    .await;
+    assert_error(
+        bad_body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    json_with_status(
+        deactivate(&app, &boss, &user.to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    let resp = add_role(&app, &boss, &user.to_string(), admin_role).await;
+    assert_error(resp, StatusCode::CONFLICT, "conflict").await;
+    app.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant isolation
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn users_of_another_project_are_invisible_and_untouchable() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = admin(&app, "boss@example.com").await;
+    let other = app.env.other_project("other").await;
+    let stranger = active_user(&app, other, "stranger@example.com", "member").await;
+    let stranger_token = token_of(&app, "stranger@example.com").await;
+    let their_admin_role = role_id(&app, other, "admin").await;
+    let their_member_role = role_id(&app, other, "member").await;
+    let ours = active_user(&app, app.project_id(), "ours@example.com", "member").await;
+    let s = stranger.to_string();
+
+    assert!(!emails(&list(&app, &boss, "").await).contains(&"stranger@example.com".to_owned()));
+    let attempts = [
+        (Method::POST, format!("/api/v1/users/{s}/deactivate"), None),
+        (
+            Method::POST,
+            format!("/api/v1/users/{s}/resend-invitation"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{s}/roles"),
+            Some(json!({"roleId": role_id(&app, app.project_id(), "admin").await})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{s}/roles/{their_member_role}"),
+            None,
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/users/{s}/roles/{their_member_role}"),
+            Some(json!({"roleId": their_admin_role})),
+        ),
+        // and our user cannot be given their role
+        (
+            Method::POST,
+            format!("/api/v1/users/{ours}/roles"),
+            Some(json!({"roleId": their_admin_role})),
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let mut req = app.authed(method.clone(), &path, &boss);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = send(req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    // nothing changed for the stranger: still active, its token still works
+    json_with_status(me(&app, &stranger_token).await, StatusCode::OK).await;
+    assert!(outbox(&app).await.is_empty());
+    app.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activity
+// ---------------------------------------------------------------------------------------------
+
+async fn last_seen(app: &TestApp, user: Uuid) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT last_seen_at FROM users WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("the user")
+}
+
+#[tokio::test]
+async fn last_seen_is_set_by_an_authenticated_post_and_not_rewritten_within_five_minutes() {
+    let app = TestApp::spawn().await;
+    let (boss_id, boss) = admin(&app, "boss@example.com").await;
+    // reads do not count
+    json_with_status(me(&app, &boss).await, StatusCode::OK).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(last_seen(&app, boss_id).await, None);
+
+    invite_member(&app, &boss, "one@example.com").await;
+
+    let seen = eventually(Duration::from_secs(5), "lastSeenAt to be set", || async {
+        last_seen(&app, boss_id).await
+    })
+    .await;
+    assert!((Utc::now() - seen).num_seconds().abs() < 30);
+    let listed = list(&app, &boss, "?search=boss").await;
+    assert_eq!(time(&listed["data"][0]["lastSeenAt"]), seen);
+
+    invite_member(&app, &boss, "two@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        last_seen(&app, boss_id).await,
+        Some(seen),
+        "not rewritten within 5 minutes"
+    );
+    app.cleanup().await;
+}

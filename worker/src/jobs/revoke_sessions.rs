@@ -1,0 +1,98 @@
+//! Runs `revoke_sessions`: re-asserts the user's "revoked before" marker, blacklists each live
+//! token of the user for its remaining life, deletes the session records, and audits
+//! `sessions.revoked` with the reason and how many sessions this run revoked.
+//!
+//! Idempotent: a second run finds no sessions left and revokes nothing more. Any Redis or
+//! Postgres error fails the attempt, which is retried with backoff.
+
+use anyhow::Context as _;
+use apalis_core::{error::BoxDynError, task::data::Data};
+use serde::Serialize;
+use shared::{
+    db::{self, audit::NewEntry},
+    jobs::RevokeSessions,
+    queue::backend::JobHandle,
+};
+
+use crate::JobContext;
+
+/// What a run did (kept as the job's result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Outcome {
+    /// The marker is set and this many sessions were revoked.
+    Revoked {
+        /// Sessions revoked by this run.
+        count: usize,
+    },
+    /// The user is not in the job's project: nothing was touched.
+    UnknownUser,
+}
+
+/// The apalis handler.
+pub async fn run(
+    job: RevokeSessions,
+    ctx: Data<JobContext>,
+    handle: JobHandle,
+) -> Result<Outcome, BoxDynError> {
+    Ok(revoke_sessions(&ctx, &job, handle.request_id.clone()).await?)
+}
+
+/// Revokes every session of the job's user; see the module docs.
+#[tracing::instrument(name = "revoke_sessions", skip_all, fields(
+    project_id = %job.project_id, user_id = %job.user_id, reason = %job.reason,
+))]
+pub async fn revoke_sessions(
+    ctx: &JobContext,
+    job: &RevokeSessions,
+    request_id: Option<String>,
+) -> anyhow::Result<Outcome> {
+    let mut conn = ctx
+        .pool
+        .acquire()
+        .await
+        .context("Failed to get a Postgres connection")?;
+    // Session keys are per user, not per project: check the user is the job's tenant's.
+    if db::users::find(&mut conn, job.project_id, job.user_id)
+        .await
+        .context("Failed to read the user")?
+        .is_none()
+    {
+        tracing::warn!("sessions not revoked: the user is not in the job's project");
+        return Ok(Outcome::UnknownUser);
+    }
+
+    ctx.sessions
+        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.jwt_ttl)
+        .await
+        .context("Failed to set the user's revocation marker")?;
+    let sessions = ctx
+        .sessions
+        .of_user(job.user_id)
+        .await
+        .context("Failed to list the user's sessions")?;
+    let count = sessions.len();
+    for s in sessions {
+        ctx.sessions
+            .revoke_jti(Some(job.user_id), s.jti, s.expires)
+            .await
+            .context("Failed to revoke a session")?;
+    }
+
+    db::audit::record(
+        &mut conn,
+        NewEntry {
+            project_id: job.project_id,
+            actor_id: job.actor_id,
+            action: "sessions.revoked",
+            target_type: Some("user"),
+            target_id: Some(job.user_id.to_string()),
+            metadata: serde_json::json!({ "reason": job.reason, "count": count }),
+            request_id,
+        },
+    )
+    .await
+    .context("Failed to audit the revocation")?;
+    tracing::info!(count, "sessions revoked");
+    Ok(Outcome::Revoked { count })
+}

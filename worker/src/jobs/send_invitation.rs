@@ -1,0 +1,310 @@
+//! Runs `send_invitation`: re-reads the invitation, renders the email, sends it, and records
+//! the outcome on the invitation and in the audit log.
+//!
+//! Idempotent: the job sends only while the invitation still holds the job's token, has not
+//! been sent with it yet, has not expired, and its user is still invited; otherwise it returns
+//! `Ok` without sending and logs why. Delivery is at least once: if recording a sent email fails,
+//! the retry sends it again (same link).
+//!
+//! Failures: an SMTP 5xx (or a message that cannot be built) is permanent, and so is a sealed
+//! token that does not open; everything else (server unreachable, 4xx, timeouts, Postgres) is
+//! retried with backoff. When the job gives up (a permanent failure, or the last attempt) the
+//! invitation is marked `FAILED` and `invitation.failed` is audited. Logs and error texts carry
+//! ids, never the address or the token.
+
+use anyhow::Context as _;
+use apalis_core::{
+    error::{AbortError, BoxDynError},
+    task::data::Data,
+};
+use chrono::Utc;
+use serde::Serialize;
+use shared::{
+    db::{self, audit::NewEntry, users::UserStatus},
+    email::{EmailError, InvitationEmail, Sent, redact_addresses},
+    jobs::SendInvitation,
+    queue::backend::JobHandle,
+    secrets,
+};
+
+use crate::JobContext;
+
+/// What a run did (kept as the job's result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Outcome {
+    /// The email was sent (or written to the outbox).
+    Sent,
+    /// Nothing was sent.
+    Skipped {
+        /// Why.
+        reason: Skip,
+    },
+}
+
+/// Why nothing was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skip {
+    /// The invitation is gone (accepted or deleted), or its user is.
+    Gone,
+    /// The invitation was resent since: it holds another token (that job sends it).
+    Resent,
+    /// The email with this token was already sent (a duplicate or retried job).
+    AlreadySent,
+    /// The user is no longer `INVITED`.
+    NotInvited,
+    /// The invitation has expired.
+    Expired,
+}
+
+/// The attempt being run (what the handler needs from its [`JobHandle`]).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// This attempt's number (1-based).
+    pub number: u32,
+    /// Attempts allowed.
+    pub max: u32,
+    /// The request that enqueued the job.
+    pub request_id: Option<String>,
+}
+
+impl From<&JobHandle> for Attempt {
+    fn from(h: &JobHandle) -> Self {
+        Self {
+            number: h.attempt,
+            max: h.max_attempts,
+            request_id: h.request_id.clone(),
+        }
+    }
+}
+
+/// The apalis handler.
+pub async fn run(
+    job: SendInvitation,
+    ctx: Data<JobContext>,
+    handle: JobHandle,
+) -> Result<Outcome, BoxDynError> {
+    send_invitation(&ctx, &job, &Attempt::from(&handle)).await
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// Rendering or sending the email.
+    Email(EmailError),
+    /// Anything else (Postgres).
+    Other(anyhow::Error),
+}
+
+impl From<EmailError> for Failure {
+    fn from(e: EmailError) -> Self {
+        Failure::Email(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// Sends the invitation email if the invitation still wants it; see the module docs.
+#[tracing::instrument(name = "send_invitation", skip_all, fields(
+    project_id = %job.project_id, invitation_id = %job.invitation_id, user_id = %job.user_id,
+    resent = job.resent, attempt = attempt.number,
+))]
+pub async fn send_invitation(
+    ctx: &JobContext,
+    job: &SendInvitation,
+    attempt: &Attempt,
+) -> Result<Outcome, BoxDynError> {
+    let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
+        // Without the token there is no telling whether this job is still the invitation's
+        // current one, so the invitation is left as it is (a resend makes a new job).
+        return Err(AbortError::new(
+            "the sealed invitation token does not open (sealed under another JWT_SECRET, or altered)",
+        )
+        .into());
+    };
+    let token_hash = secrets::token_hash(&token);
+    let failure = match deliver(ctx, job, attempt, &token, &token_hash).await {
+        Ok(outcome) => return Ok(outcome),
+        Err(failure) => failure,
+    };
+    let (text, permanent) = match &failure {
+        Failure::Email(e) => (
+            format!("Failed to send the invitation email: {}", e.redacted()),
+            e.is_permanent(),
+        ),
+        Failure::Other(e) => (redact_addresses(&format!("{e:#}")), false),
+    };
+    if permanent || attempt.number >= attempt.max {
+        give_up(ctx, job, attempt, &token_hash, &text).await;
+    }
+    if permanent {
+        Err(AbortError::new(text).into())
+    } else {
+        Err(text.into())
+    }
+}
+
+async fn deliver(
+    ctx: &JobContext,
+    job: &SendInvitation,
+    attempt: &Attempt,
+    token: &str,
+    token_hash: &str,
+) -> Result<Outcome, Failure> {
+    let skip = |reason: Skip, why: &str| {
+        tracing::info!(reason = ?reason, "invitation email not sent: {why}");
+        Ok(Outcome::Skipped { reason })
+    };
+    let invitation = db::invitations::get(&ctx.pool, job.project_id, job.invitation_id)
+        .await
+        .context("Failed to read the invitation")?;
+    let Some(invitation) = invitation.filter(|i| i.user_id == job.user_id) else {
+        return skip(Skip::Gone, "the invitation is gone (accepted or deleted)");
+    };
+    if invitation.token_hash != token_hash {
+        return skip(
+            Skip::Resent,
+            "the invitation was resent since (another token)",
+        );
+    }
+    if invitation.delivery == "SENT" {
+        return skip(Skip::AlreadySent, "it was already sent with this token");
+    }
+    if invitation.expires_at <= Utc::now() {
+        return skip(Skip::Expired, "the invitation has expired");
+    }
+
+    let (user, inviter_name) = {
+        let mut conn = ctx
+            .pool
+            .acquire()
+            .await
+            .context("Failed to get a Postgres connection")?;
+        let user = db::users::find(&mut conn, job.project_id, job.user_id)
+            .await
+            .context("Failed to read the invited user")?;
+        let inviter_name = match job.inviter_id {
+            Some(id) => db::users::find(&mut conn, job.project_id, id)
+                .await
+                .context("Failed to read the inviter")?
+                .and_then(|u| u.name),
+            None => None,
+        };
+        (user, inviter_name)
+    };
+    let Some(user) = user else {
+        return skip(Skip::Gone, "the invited user is gone");
+    };
+    if user.status != UserStatus::Invited {
+        return skip(Skip::NotInvited, "the user is no longer invited");
+    }
+
+    let email = ctx.mailer.templates().invitation(&InvitationEmail::new(
+        inviter_name.as_deref(),
+        user.roles.iter().map(|r| r.name.clone()).collect(),
+        &ctx.settings.users.app_base_url,
+        token,
+        invitation.expires_at,
+    ))?;
+    match ctx.mailer.send(&user.email, &email).await? {
+        Sent::Smtp => tracing::info!("invitation email sent"),
+        Sent::Outbox(path) => tracing::info!(
+            path = %path.display(),
+            "invitation email written to the outbox (SMTP_URL is unset)"
+        ),
+    }
+
+    let marked =
+        db::invitations::mark_sent(&ctx.pool, job.project_id, job.invitation_id, token_hash)
+            .await
+            .context("Failed to mark the invitation sent")?;
+    if !marked {
+        tracing::info!("the invitation was resent or accepted while its email was being sent");
+    }
+    let mut conn = ctx
+        .pool
+        .acquire()
+        .await
+        .context("Failed to get a Postgres connection")?;
+    db::audit::record(
+        &mut conn,
+        NewEntry {
+            project_id: job.project_id,
+            actor_id: None,
+            action: if job.resent {
+                "invitation.resent"
+            } else {
+                "invitation.sent"
+            },
+            target_type: Some("user"),
+            target_id: Some(job.user_id.to_string()),
+            metadata: serde_json::json!({
+                "invitationId": job.invitation_id,
+                "attempt": attempt.number,
+            }),
+            request_id: attempt.request_id.clone(),
+        },
+    )
+    .await
+    .context("Failed to audit the sent invitation")?;
+    Ok(Outcome::Sent)
+}
+
+/// Marks the invitation failed and audits it (if it still holds this token). Best effort: the
+/// job's own error is what the queue keeps.
+async fn give_up(
+    ctx: &JobContext,
+    job: &SendInvitation,
+    attempt: &Attempt,
+    token_hash: &str,
+    error: &str,
+) {
+    let res: anyhow::Result<bool> = async {
+        let marked = db::invitations::mark_failed(
+            &ctx.pool,
+            job.project_id,
+            job.invitation_id,
+            token_hash,
+            error,
+        )
+        .await
+        .context("Failed to mark the invitation failed")?;
+        if marked {
+            let mut conn = ctx.pool.acquire().await?;
+            db::audit::record(
+                &mut conn,
+                NewEntry {
+                    project_id: job.project_id,
+                    actor_id: None,
+                    action: "invitation.failed",
+                    target_type: Some("user"),
+                    target_id: Some(job.user_id.to_string()),
+                    metadata: serde_json::json!({
+                        "invitationId": job.invitation_id,
+                        "attempt": attempt.number,
+                        "resent": job.resent,
+                        "error": error,
+                    }),
+                    request_id: attempt.request_id.clone(),
+                },
+            )
+            .await
+            .context("Failed to audit the failed invitation")?;
+        }
+        Ok(marked)
+    }
+    .await;
+    match res {
+        Ok(true) => tracing::warn!("invitation email given up on; invitation marked failed"),
+        Ok(false) => tracing::info!(
+            "invitation email given up on; the invitation has changed since, left as it is"
+        ),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "could not record the failed invitation")
+        }
+    }
+}

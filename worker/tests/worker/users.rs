@@ -1,0 +1,519 @@
+//! The user-management jobs with an in-process worker, against real Postgres and Redis and a
+//! real SMTP server on loopback: `send_invitation` (sent, written to the outbox, skipped,
+//! retried, given up on) and `revoke_sessions`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
+use secrecy::SecretString;
+use serde_json::json;
+use shared::{
+    auth::Claims,
+    db::{self, audit::AuditFilter},
+    jobs::{EnqueueOptions, Job, RevokeSessions, SendInvitation},
+    queue::{JobRecord, JobState},
+    secrets,
+    sessions::{Sessions, Verdict},
+    testing::{TestEnv, eventually},
+};
+use uuid::Uuid;
+
+use crate::{
+    helpers::InProcessWorker,
+    smtp::{Mode, SmtpServer},
+};
+
+const INVITEE: &str = "grace@example.com";
+const REQUEST_ID: &str = "req-users-test";
+
+/// An invited user with an invitation and the job that sends it.
+struct Invite {
+    user_id: Uuid,
+    invitation_id: Uuid,
+    token: String,
+    job: SendInvitation,
+}
+
+/// Seeds an inviter ("Ada Lovelace"), an invited user holding `admin` and `member`, and an
+/// invitation expiring at `expires_at`.
+async fn seed_invitation(env: &TestEnv, expires_at: DateTime<Utc>) -> Invite {
+    let p = env.project_id;
+    let mut conn = env.pool.acquire().await.unwrap();
+    let inviter_id =
+        db::users::ensure_active(&mut conn, p, "ada@example.com", "Ada Lovelace", "unused")
+            .await
+            .unwrap();
+    let user_id = db::users::create_invited(&mut conn, p, INVITEE, None)
+        .await
+        .unwrap();
+    for role in ["admin", "member"] {
+        let role_id = db::roles::by_name(&mut conn, p, role)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            db::roles::assign(&mut conn, p, user_id, role_id)
+                .await
+                .unwrap()
+        );
+    }
+    let token = secrets::new_token();
+    let invitation_id = db::invitations::create(
+        &mut conn,
+        p,
+        user_id,
+        &secrets::token_hash(&token),
+        Some(inviter_id),
+        expires_at,
+    )
+    .await
+    .unwrap();
+    let job = SendInvitation {
+        project_id: p,
+        invitation_id,
+        user_id,
+        inviter_id: Some(inviter_id),
+        sealed_token: secrets::seal(&env.settings.jwt_secret, &token),
+        resent: false,
+    };
+    Invite {
+        user_id,
+        invitation_id,
+        token,
+        job,
+    }
+}
+
+fn in_30_days() -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::days(30)
+}
+
+async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
+    let new = shared::jobs::enqueue(
+        job,
+        EnqueueOptions {
+            request_id: Some(REQUEST_ID.into()),
+            ..opts
+        },
+    )
+    .unwrap();
+    env.queues.enqueue(&new).await.unwrap().id
+}
+
+/// Waits until the job is completed or dead; returns it.
+async fn finished(env: &TestEnv, queue: &str, id: Uuid, timeout: Duration) -> JobRecord {
+    eventually(timeout, "the job finished", || async {
+        let job = env.queues.job(queue, id).await.ok()??;
+        matches!(job.state, JobState::Completed | JobState::Dead).then_some(job)
+    })
+    .await
+}
+
+async fn delivery(env: &TestEnv, invitation_id: Uuid) -> String {
+    db::invitations::get(&env.pool, env.project_id, invitation_id)
+        .await
+        .unwrap()
+        .expect("invitation")
+        .delivery
+}
+
+async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
+    let filter = AuditFilter {
+        action: Some(action.into()),
+        ..AuditFilter::default()
+    };
+    db::audit::list(&env.pool, env.project_id, &filter, 0, 50)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn env_with_smtp(server: &SmtpServer) -> TestEnv {
+    let url: SecretString = server.url().into();
+    TestEnv::with(|s| s.users.smtp_url = Some(url)).await
+}
+
+#[tokio::test]
+async fn an_invitation_email_arrives_over_smtp_with_the_inviter_roles_and_a_working_link() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.errors);
+    assert_eq!(job.result, Some(json!({ "outcome": "sent" })));
+    let received = server.messages();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].from, "no-reply@comet.local");
+    assert_eq!(received[0].to, [INVITEE]);
+    let email = received[0].parse();
+    assert_eq!(
+        email.header("Subject"),
+        Some("Ada Lovelace invited you to Comet")
+    );
+    assert_eq!(email.header("To"), Some(INVITEE));
+    for body in [&email.text, &email.html] {
+        assert!(body.contains("Ada Lovelace"), "{body}");
+        assert!(body.contains("admin, member"), "{body}");
+    }
+    assert!(email.html.contains("<strong>Ada Lovelace</strong>"));
+    let prefix = "http://localhost:8080/invitations/accept?token=";
+    let link_token: String = email
+        .text
+        .split_once(prefix)
+        .expect("the text has the accept link")
+        .1
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    assert_eq!(link_token, invite.token);
+    let stored = db::invitations::get(&env.pool, env.project_id, invite.invitation_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(secrets::token_hash(&link_token), stored.token_hash);
+    assert!(
+        email
+            .html
+            .contains(&format!("href=\"{prefix}{link_token}\""))
+    );
+    assert_eq!(stored.delivery, "SENT");
+    let sent = audit(&env, "invitation.sent").await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].target_id, Some(invite.user_id.to_string()));
+    assert_eq!(sent[0].request_id.as_deref(), Some(REQUEST_ID));
+    assert!(!sent[0].metadata.to_string().contains('@'));
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_smtp_the_invitation_is_written_as_an_eml_file_to_the_outbox() {
+    let dir = std::env::temp_dir().join(format!("comet-outbox-{}", Uuid::new_v4()));
+    let outbox = dir.to_string_lossy().into_owned();
+    let env = TestEnv::with(|s| {
+        s.users.smtp_url = None;
+        s.users.email_outbox_dir = outbox;
+    })
+    .await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.errors);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the outbox exists")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].extension().and_then(|e| e.to_str()), Some("eml"));
+    let eml = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(
+        eml.contains("Subject: Ada Lovelace invited you to Comet"),
+        "{eml}"
+    );
+    assert!(eml.contains(&format!("To: {INVITEE}")), "{eml}");
+    assert!(eml.contains("multipart/alternative"), "{eml}");
+    assert_eq!(delivery(&env, invite.invitation_id).await, "SENT");
+
+    worker.stop().await;
+    env.cleanup().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_invitation_resent_since_the_job_was_enqueued_is_not_sent_by_it() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+    let mut conn = env.pool.acquire().await.unwrap();
+    let newer = secrets::token_hash(&secrets::new_token());
+    db::invitations::replace_token(&mut conn, env.project_id, invite.user_id, &newer)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.errors);
+    assert_eq!(
+        job.result,
+        Some(json!({ "outcome": "skipped", "reason": "resent" }))
+    );
+    assert!(server.messages().is_empty());
+    assert_eq!(delivery(&env, invite.invitation_id).await, "PENDING");
+    assert!(audit(&env, "invitation.sent").await.is_empty());
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_accepted_invitation_is_not_sent() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+    let mut conn = env.pool.acquire().await.unwrap();
+    db::invitations::delete(&mut conn, env.project_id, invite.invitation_id)
+        .await
+        .unwrap();
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.errors);
+    assert_eq!(
+        job.result,
+        Some(json!({ "outcome": "skipped", "reason": "gone" }))
+    );
+    assert!(server.messages().is_empty());
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_invitation_is_not_sent() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, Utc::now() - chrono::Duration::minutes(1)).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(
+        job.result,
+        Some(json!({ "outcome": "skipped", "reason": "expired" }))
+    );
+    assert!(server.messages().is_empty());
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn when_smtp_is_down_the_invitation_is_retried_and_sent_once_it_is_back() {
+    let mut server = SmtpServer::start().await;
+    let port = server.port;
+    let env = env_with_smtp(&server).await;
+    server.stop().await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let failing = eventually(Duration::from_secs(30), "two failed attempts", || async {
+        let job = env.queues.job(SendInvitation::QUEUE, id).await.ok()??;
+        (job.errors.len() >= 2).then_some(job)
+    })
+    .await;
+    assert!(
+        matches!(
+            failing.state,
+            JobState::Retrying | JobState::Waiting | JobState::Active
+        ),
+        "{:?}",
+        failing.state
+    );
+    for e in &failing.errors {
+        assert!(
+            e.error
+                .starts_with("Failed to send the invitation email: smtp:"),
+            "{}",
+            e.error
+        );
+    }
+    assert_eq!(delivery(&env, invite.invitation_id).await, "PENDING");
+
+    let server = SmtpServer::start_on(port).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(60)).await;
+
+    assert_eq!(job.state, JobState::Completed, "{:?}", job.errors);
+    let received = server.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].to, [INVITEE]);
+    assert_eq!(delivery(&env, invite.invitation_id).await, "SENT");
+    assert!(audit(&env, "invitation.failed").await.is_empty());
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_permanent_smtp_rejection_kills_the_job_at_once_and_marks_the_invitation_failed() {
+    let server = SmtpServer::start().await;
+    server.set_mode(Mode::RejectPermanent);
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.attempts, 1);
+    assert!(job.errors[0].error.contains("554"), "{:?}", job.errors);
+    assert!(server.messages().is_empty());
+    assert_eq!(delivery(&env, invite.invitation_id).await, "FAILED");
+    let failed = audit(&env, "invitation.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].target_id, Some(invite.user_id.to_string()));
+    assert_eq!(failed[0].request_id.as_deref(), Some(REQUEST_ID));
+    let error = failed[0].metadata["error"].as_str().unwrap();
+    assert!(
+        error.contains("554 5.7.1 rejected") || error.contains("(554)"),
+        "{error}"
+    );
+    assert!(!failed[0].metadata.to_string().contains('@'));
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_transient_smtp_failure_on_the_last_attempt_marks_the_invitation_failed() {
+    let server = SmtpServer::start().await;
+    server.set_mode(Mode::RejectTransient);
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let opts = EnqueueOptions {
+        max_attempts: Some(1),
+        ..EnqueueOptions::default()
+    };
+    let id = enqueue(&env, &invite.job, opts).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert!(job.errors[0].error.contains("451"), "{:?}", job.errors);
+    assert_eq!(delivery(&env, invite.invitation_id).await, "FAILED");
+    assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_token_sealed_under_another_key_kills_the_job_and_leaves_the_invitation_alone() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let mut invite = seed_invitation(&env, in_30_days()).await;
+    let other: SecretString = "another-secret-another-secret-another".into();
+    invite.job.sealed_token = secrets::seal(&other, &invite.token);
+    let id = enqueue(&env, &invite.job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert!(
+        job.errors[0].error.contains("does not open"),
+        "{:?}",
+        job.errors
+    );
+    assert!(server.messages().is_empty());
+    assert_eq!(delivery(&env, invite.invitation_id).await, "PENDING");
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaining_life() {
+    let env = TestEnv::new().await;
+    let p = env.project_id;
+    let mut conn = env.pool.acquire().await.unwrap();
+    let user = db::users::ensure_active(&mut conn, p, "bob@example.com", "Bob", "unused")
+        .await
+        .unwrap();
+    let admin = db::users::ensure_active(&mut conn, p, "ada@example.com", "Ada", "unused")
+        .await
+        .unwrap();
+    let sessions = Sessions::new(&env.queues);
+    let long = Claims::new(&user.to_string(), p, vec![], 3600);
+    let short = Claims::new(&user.to_string(), p, vec![], 600);
+    let admins = Claims::new(&admin.to_string(), p, vec![], 3600);
+    for (claims, owner) in [(&long, user), (&short, user), (&admins, admin)] {
+        sessions
+            .create(claims, owner, "test-agent", "127.0.0.1")
+            .await
+            .unwrap();
+    }
+    let job = RevokeSessions {
+        project_id: p,
+        user_id: user,
+        actor_id: Some(admin),
+        reason: "deactivated".into(),
+        revoked_before_ms: Utc::now().timestamp_millis(),
+    };
+    let id = enqueue(&env, &job, EnqueueOptions::default()).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let done = finished(&env, RevokeSessions::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!(done.state, JobState::Completed, "{:?}", done.errors);
+    assert_eq!(
+        done.result,
+        Some(json!({ "outcome": "revoked", "count": 2 }))
+    );
+    assert_eq!(sessions.check(&long).await.unwrap(), Verdict::Revoked);
+    assert_eq!(sessions.check(&short).await.unwrap(), Verdict::Revoked);
+    assert_eq!(sessions.check(&admins).await.unwrap(), Verdict::Valid);
+    assert!(sessions.of_user(user).await.unwrap().is_empty());
+    assert_eq!(sessions.of_user(admin).await.unwrap().len(), 1);
+    // each token is blacklisted by itself (not only by the marker), for its remaining life
+    let mut redis = env.queues.connection();
+    let auth = format!("{}:auth:", env.queues.prefix());
+    for (claims, life) in [(&long, 3600), (&short, 600)] {
+        let ttl: i64 = redis
+            .ttl(format!("{auth}revoked-jti:{}", claims.jti))
+            .await
+            .unwrap();
+        assert!(
+            (life - 30..=life).contains(&ttl),
+            "ttl {ttl} for a {life} s token"
+        );
+        let record: bool = redis
+            .exists(format!("{auth}session:{}", claims.jti))
+            .await
+            .unwrap();
+        assert!(!record, "the session record is deleted");
+    }
+    let marker: Option<i64> = redis
+        .get(format!("{auth}revoked-before:{user}"))
+        .await
+        .unwrap();
+    assert_eq!(marker, Some(job.revoked_before_ms));
+    let revoked = audit(&env, "sessions.revoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].actor_id, Some(admin));
+    assert_eq!(revoked[0].target_id, Some(user.to_string()));
+    assert_eq!(
+        revoked[0].metadata,
+        json!({ "reason": "deactivated", "count": 2 })
+    );
+    assert_eq!(revoked[0].request_id.as_deref(), Some(REQUEST_ID));
+
+    // idempotent: running it again revokes nothing more
+    let again = enqueue(&env, &job, EnqueueOptions::default()).await;
+    let done = finished(&env, RevokeSessions::QUEUE, again, Duration::from_secs(30)).await;
+    assert_eq!(
+        done.result,
+        Some(json!({ "outcome": "revoked", "count": 0 }))
+    );
+    assert_eq!(sessions.check(&admins).await.unwrap(), Verdict::Valid);
+
+    worker.stop().await;
+    env.cleanup().await;
+}
