@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 403: the token lacks the permission the route needs.
     #[error("this action needs the `{0}` permission")]
     Forbidden(&'static str),
+    /// 403: the caller may not do this, for a reason other than a missing permission.
+    #[error("{0}")]
+    Refused(&'static str),
     /// 404: no such resource in the caller's project.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -110,7 +113,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden(_) | ApiError::Refused(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

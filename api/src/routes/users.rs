@@ -38,7 +38,7 @@ use crate::{
     AppState,
     auth::{self, Authenticated, Authorized, UserCreate, UserDeactivate, UserRead, UserUpdate},
     envelope::{Data, List, ListMeta, PageParams, Pagination},
-    error::{ApiError, ApiJson, ErrorBody, ErrorEnvelope, Result},
+    error::{ApiError, ApiJson, ErrorEnvelope, Result},
     extract::{ApiPath, ApiQuery},
     request_id,
 };
@@ -94,22 +94,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("blocking task failed")))
-}
-
-/// A 403 with its own message (`ApiError::Forbidden` only names a missing permission).
-fn forbidden(message: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        ApiJson(ErrorEnvelope {
-            error: ErrorBody {
-                code: "forbidden",
-                message: message.to_owned(),
-                details: None,
-                request_id: request_id::current(),
-            },
-        }),
-    )
-        .into_response()
 }
 
 /// Maps the violation of one named constraint to `err`; other errors pass through.
@@ -264,19 +248,15 @@ fn check_domains(s: &AppState, invitee: &str, inviter: &str) -> Result<()> {
 }
 
 /// The inviting user (service tokens cannot invite: an invitation names its inviter).
-async fn inviter(
-    s: &AppState,
-    claims_user: Option<Uuid>,
-    project: Uuid,
-) -> Result<Result<User, Response>> {
-    let Some(id) = claims_user else {
-        return Ok(Err(forbidden("invitations must be sent by a user")));
-    };
+async fn inviter(s: &AppState, claims_user: Option<Uuid>, project: Uuid) -> Result<User> {
+    let id = claims_user.ok_or(ApiError::Refused("invitations must be sent by a user"))?;
     let mut conn = s.pool.acquire().await?;
-    Ok(db::users::find(&mut conn, project, id)
+    db::users::find(&mut conn, project, id)
         .await?
         .filter(|u| u.status == UserStatus::Active)
-        .ok_or_else(|| forbidden("invitations must be sent by an active user of this project")))
+        .ok_or(ApiError::Refused(
+            "invitations must be sent by an active user of this project",
+        ))
 }
 
 async fn invite_limits(s: &AppState, project: Uuid, inviter: Uuid) -> Result<()> {
@@ -598,10 +578,7 @@ async fn invite_user(
     if role_ids.len() > 50 {
         return Err(ApiError::invalid("roleIds", "at most 50 roles"));
     }
-    let inviter = match inviter(&s, auth.user_id(), project).await? {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+    let inviter = inviter(&s, auth.user_id(), project).await?;
     check_domains(&s, &email, &inviter.email)?;
     invite_limits(&s, project, inviter.id).await?;
 
@@ -724,10 +701,7 @@ async fn resend_invitation(
             .await?
             .ok_or(ApiError::NotFound("user"))?
     };
-    let inviter = match inviter(&s, auth.user_id(), project).await? {
-        Ok(u) => u,
-        Err(refusal) => return Ok(refusal),
-    };
+    let inviter = inviter(&s, auth.user_id(), project).await?;
     let not_invited = |status: UserStatus| {
         ApiError::Conflict(format!(
             "only invited users can be sent their invitation again; this user is {}",
