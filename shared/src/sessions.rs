@@ -32,6 +32,8 @@ pub struct Session {
     pub user_id: Uuid,
     /// Expiry (seconds since the epoch).
     pub expires: i64,
+    /// When its token was issued (ms since the epoch).
+    pub issued_ms: i64,
 }
 
 /// What a token check found.
@@ -81,6 +83,7 @@ impl Sessions {
                     ("user", user_id.to_string()),
                     ("project", claims.project_id.to_string()),
                     ("issued", claims.iat.to_string()),
+                    ("issued_ms", claims.iat_ms.to_string()),
                     ("expires", claims.exp.to_string()),
                     ("ua", user_agent.chars().take(256).collect()),
                     ("ip", ip.to_owned()),
@@ -102,12 +105,18 @@ impl Sessions {
             let Ok(jti) = Uuid::parse_str(&jti) else {
                 continue;
             };
-            let expires: Option<i64> = conn.hget(self.key("session", jti), "expires").await?;
+            let (expires, issued, issued_ms): (Option<i64>, Option<i64>, Option<i64>) =
+                redis::cmd("HMGET")
+                    .arg(self.key("session", jti))
+                    .arg(&["expires", "issued", "issued_ms"])
+                    .query_async(&mut conn)
+                    .await?;
             match expires {
                 Some(expires) => out.push(Session {
                     jti,
                     user_id,
                     expires,
+                    issued_ms: issued_ms.or(issued.map(|s| s * 1000)).unwrap_or(0),
                 }),
                 None => {
                     let _: i64 = conn

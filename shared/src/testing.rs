@@ -167,8 +167,9 @@ impl TestEnv {
 
     /// Drops the database and deletes the Redis keys (best effort).
     pub async fn cleanup(self) {
-        let _ = self.queues.purge().await;
-        self.pool.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.queues.purge()).await;
+        // close() waits for every checked-out connection; never let cleanup hang a test
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
         if let Ok(mut admin) = PgConnection::connect(&server_url()).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

@@ -15,6 +15,7 @@
 #   BULLMQ_RESULTS: an existing bullmq JSON-lines file to use instead of running BullMQ
 #   MD (<repo>/BENCHMARKS.md; MD= to leave it alone)   OUT (target/bench/<date>: raw results)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  MAX_FOREIGN (0.08)  TRIES (4)   [peers' lib.sh]
+#   QUIET_WAIT (300: most seconds guard.py waits for an idle machine before a run)
 #   REDIS_HOST (127.0.0.1) REDIS_PORT (6379)  BENCH_PREFIX (bench-comet)  JOB_FETCH_BATCH
 #   BUILD (1; 0 = use the existing target/release/comet-bench)
 set -euo pipefail
@@ -55,6 +56,10 @@ redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping > /dev/null || { echo "Redis no
 WORK=$ROOT/target/bench/peers
 mkdir -p "$WORK/bullmq"
 cp "$PEERS/lib.sh" "$PEERS/guard.py" "$WORK/"
+# QUIET_WAIT: how long guard.py waits for an idle machine before each run (its default: 300 s).
+export QUIET_WAIT=${QUIET_WAIT:-300}
+sed -i 's|guard.py" --report|guard.py" --quiet-wait "$QUIET_WAIT" --report|' "$WORK/lib.sh"
+grep -q -- '--quiet-wait "$QUIET_WAIT"' "$WORK/lib.sh" || echo "note: QUIET_WAIT not applied (lib.sh changed)" >&2
 for f in run.sh bullmq_bench.js package.json package-lock.json; do
   if ! cmp -s "$PEERS/bullmq/$f" "$WORK/bullmq/$f"; then
     cp "$PEERS/bullmq/$f" "$WORK/bullmq/$f"
@@ -65,6 +70,7 @@ done
 echo "== bench: N=$N RUNS=$RUNS CONCS='$CONCS' LAT_CONCS='$LAT_CONCS' LAT=${LAT_RATE}/s x ${LAT_SECS}s PARTS='$PARTS' SYSTEMS='$SYSTEMS'" >&2
 echo "== raw results in $OUT" >&2
 T_START=$(date +%s)
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # ---------------------------------------------------------------------------------- Comet --
 run_comet() {
@@ -139,10 +145,12 @@ CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
-python3 "$HERE/table.py" "$OUT/comet.jsonl" "$OUT/bullmq.jsonl" \
+REF=()
+[ -f "$PEERS/results/bullmq.jsonl" ] && REF=(--reference "$PEERS/results/bullmq.jsonl")
+python3 "$HERE/table.py" "$OUT/comet.jsonl" "$OUT/bullmq.jsonl" "${REF[@]}" \
   --md "$MD" --command "bash worker/bench/run.sh" \
   --env "N=$N RUNS=$RUNS CONCS='$CONCS' LAT_RATE=$LAT_RATE LAT_SECS=$LAT_SECS LAT_CONCS='$LAT_CONCS'${JOB_FETCH_BATCH:+ JOB_FETCH_BATCH=$JOB_FETCH_BATCH}" \
   --machine "$(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr)" \
   --redis "$REDIS_VERSION" --node "$(node --version 2>/dev/null || echo none)" \
   --rustc "$(rustc --version 2>/dev/null || echo unknown)" --commit "$COMMIT" \
-  --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))"
+  --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" --date "$DATE"

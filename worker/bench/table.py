@@ -50,6 +50,8 @@ def main():
     ap.add_argument("comet")
     ap.add_argument("bullmq")
     ap.add_argument("--md")
+    ap.add_argument("--reference", help="BullMQ JSON lines measured on a quiet machine "
+                    "(the peers' results/bullmq.jsonl): adds a column Comet / that figure")
     ap.add_argument("--command", default="bash worker/bench/run.sh")
     ap.add_argument("--env", default="")
     ap.add_argument("--machine", default="")
@@ -58,8 +60,13 @@ def main():
     ap.add_argument("--rustc", default="")
     ap.add_argument("--commit", default="")
     ap.add_argument("--minutes", default="")
+    ap.add_argument("--date", help="when it was measured (default: now)")
     a = ap.parse_args()
     comet, bull = load(a.comet), load(a.bullmq)
+    ref = load(a.reference) if a.reference else []
+    # Compare with reference runs of the same size only.
+    sizes = {r.get("n") for r in comet}
+    ref = [r for r in ref if r.get("n") in sizes]
 
     # (label, comet op, bullmq op, conc, field, unit, target ratio, higher is better)
     specs = [
@@ -82,11 +89,12 @@ def main():
         specs.append((f"enqueue→start latency p99, c={c}", "latency", "latency", c, "p99_ms", "ms",
                       1.0, False))
 
-    lines = ["| measurement | unit | Comet | BullMQ | Comet/BullMQ | target | met? |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| measurement | unit | Comet | BullMQ | Comet/BullMQ | target | met? |"
+             + (" BullMQ reference | Comet/reference |" if ref else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if ref else "")]
     met_all = []
 
-    def row(label, unit, cv, bv, target, higher):
+    def row(label, unit, cv, bv, target, higher, rv=None):
         ratio = cv / bv if cv is not None and bv else None
         if target is None:
             tgt, met = "—", "—"
@@ -98,11 +106,16 @@ def main():
                 ok = ratio >= target if higher else ratio <= target
                 met = "yes" if ok else "**no**"
                 met_all.append(ok)
+        extra = ""
+        if ref:
+            rr = cv / rv if cv is not None and rv else None
+            extra = f" {fmt(rv, unit)} | {'—' if rr is None else f'{rr:.2f}'} |"
         lines.append(f"| {label} | {unit} | {fmt(cv, unit)} | {fmt(bv, unit)} | "
-                     f"{'—' if ratio is None else f'{ratio:.2f}'} | {tgt} | {met} |")
+                     f"{'—' if ratio is None else f'{ratio:.2f}'} | {tgt} | {met} |{extra}")
 
     for label, cop, bop, conc, field, unit, target, higher in specs:
-        row(label, unit, pick(comet, cop, conc, field), pick(bull, bop, conc, field), target, higher)
+        row(label, unit, pick(comet, cop, conc, field), pick(bull, bop, conc, field), target, higher,
+            pick(ref, bop, conc, field))
 
     def peak_rss(rows, prefix):
         per_conc = [pick(rows, r["op"], r["conc"], "peak_rss_kb")
@@ -111,7 +124,8 @@ def main():
         return max(per_conc) / 1024 if per_conc else None
 
     row("worker peak RSS (process runs, max over c)", "MiB", peak_rss(comet, "process"),
-        peak_rss(bull, "process"), 0.25, False)
+        peak_rss(bull, "process"), 0.25, False,
+        peak_rss([r for r in ref if r.get("op") == "process-removeOnComplete"], "process"))
     table = "\n".join(lines)
 
     # Where the Redis time goes: per-job cost on the server, from INFO deltas.
@@ -148,7 +162,7 @@ def main():
     foreign = max([r.get("foreign_cpu", 0) for r in comet + bull] or [0])
     bver = next((r.get("version") for r in bull if r.get("version")), "?")
     summary = (f"{sum(met_all)} of {len(met_all)} targets met" if met_all else "no targets evaluated")
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = a.date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     print(table)
     print()
@@ -165,6 +179,11 @@ def main():
         f"- {summary}; median of {runs} run(s); largest share of the machine's CPU used by other processes during a run: {foreign:.3f}",
         "",
         table,
+        "",
+        ("The last two columns set Comet beside BullMQ's figures from the peers' own runs "
+         "(`results/bullmq.jsonl`, median of their runs, measured on a quiet machine of this "
+         "kind): a check on how much the machine's load during this run flattered either side. "
+         "The targets are judged on the same-run columns." if ref else ""),
         "",
         "Redis cost per job (from `INFO` deltas over the timed part) and peak RSS per run:",
         "",

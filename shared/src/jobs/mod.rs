@@ -30,6 +30,11 @@ pub struct RetryPolicy {
     pub timeout: Duration,
     /// Default jobs run at once per worker process (`QUEUE_CONCURRENCY` overrides it).
     pub concurrency: usize,
+    /// Jobs a worker may lease beyond its free slots, to save a fetch round trip per job.
+    /// Worth it for many short jobs; keep 0 for slow ones, where a prefetched job would wait
+    /// behind a slow one while other workers idle. Prefetched jobs hold leases (heartbeats
+    /// extend them) and are handed back unstarted, attempt not used, at shutdown.
+    pub prefetch: usize,
 }
 
 /// A job kind.

@@ -55,6 +55,7 @@ impl Job for Ping {
         backoff_cap: Duration::from_secs(60),
         timeout: Duration::from_secs(90),
         concurrency: 64,
+        prefetch: 16,
     };
     fn project_id(&self) -> Uuid {
         self.project_id

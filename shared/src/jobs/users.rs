@@ -37,6 +37,7 @@ impl Job for SendInvitation {
         backoff_cap: Duration::from_secs(300),
         timeout: Duration::from_secs(60),
         concurrency: 8,
+        prefetch: 0,
     };
     fn project_id(&self) -> Uuid {
         self.project_id
@@ -70,6 +71,7 @@ impl Job for RevokeSessions {
         backoff_cap: Duration::from_secs(60),
         timeout: Duration::from_secs(30),
         concurrency: 16,
+        prefetch: 0,
     };
     fn project_id(&self) -> Uuid {
         self.project_id

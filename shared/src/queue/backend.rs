@@ -635,10 +635,8 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
             match &mut self.phase {
                 Phase::Idle => {
                     let s = &self.shared;
-                    let free = s
-                        .options
-                        .concurrency
-                        .saturating_sub(s.inflight.load(Ordering::SeqCst));
+                    let room = s.options.concurrency + s.options.policy.prefetch;
+                    let free = room.saturating_sub(s.inflight.load(Ordering::SeqCst));
                     let n = free.clamp(1, s.queues.settings.fetch_batch);
                     self.phase = Phase::Fetching(s.clone().fetch(n).boxed());
                 }
@@ -907,6 +905,7 @@ mod tests {
             backoff_cap: Duration::from_millis(1000),
             timeout: Duration::from_secs(1),
             concurrency: 1,
+            prefetch: 0,
         };
         for attempt in 1..=10 {
             let ceiling = (100u64 << (attempt - 1)).min(1000);

@@ -56,7 +56,7 @@ struct BenchJob {
 }
 
 /// The tenant every bench job belongs to.
-const PROJECT: Uuid = Uuid::from_u128(0x0be9c4_0000_4000_8000_000000000001);
+const PROJECT: Uuid = Uuid::from_u128(0x000b_e9c4_0000_4000_8000_0000_0000_0001);
 
 impl Job for BenchJob {
     const QUEUE: &'static str = "bench";
@@ -506,6 +506,10 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = QueueSettings::default();
     if let Some(b) = cli.fetch_batch {
         settings.fetch_batch = b.clamp(1, 1000);
+    }
+    // Keep every completed job of a run: `work` waits until all N are completed.
+    if let Cmd::Work { n, .. } | Cmd::LatWorker { n, .. } = &cli.cmd {
+        settings.max_completed = settings.max_completed.max(*n as u64);
     }
     let client =
         redis::Client::open(cli.redis_url.as_str()).context("Failed to parse the Redis URL")?;

@@ -71,6 +71,12 @@ pub async fn revoke_sessions(
         .of_user(job.user_id)
         .await
         .context("Failed to list the user's sessions")?;
+    // Only sessions that existed at the revocation: a login after it (a user whose role changed
+    // logging in again before a retried job runs) keeps its fresh session.
+    let sessions: Vec<_> = sessions
+        .into_iter()
+        .filter(|s| s.issued_ms < job.revoked_before_ms)
+        .collect();
     let count = sessions.len();
     for s in sessions {
         ctx.sessions

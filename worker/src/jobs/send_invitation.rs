@@ -58,6 +58,19 @@ pub enum Skip {
     Expired,
 }
 
+impl Skip {
+    /// As logged and kept in the job's result.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Gone => "gone",
+            Skip::Resent => "resent",
+            Skip::AlreadySent => "already_sent",
+            Skip::NotInvited => "not_invited",
+            Skip::Expired => "expired",
+        }
+    }
+}
+
 /// The attempt being run (what the handler needs from its [`JobHandle`]).
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -156,7 +169,7 @@ async fn deliver(
     token_hash: &str,
 ) -> Result<Outcome, Failure> {
     let skip = |reason: Skip, why: &str| {
-        tracing::info!(reason = ?reason, "invitation email not sent: {why}");
+        tracing::info!(reason = reason.as_str(), "invitation email not sent: {why}");
         Ok(Outcome::Skipped { reason })
     };
     let invitation = db::invitations::get(&ctx.pool, job.project_id, job.invitation_id)

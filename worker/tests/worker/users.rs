@@ -39,23 +39,23 @@ struct Invite {
 /// invitation expiring at `expires_at`.
 async fn seed_invitation(env: &TestEnv, expires_at: DateTime<Utc>) -> Invite {
     let p = env.project_id;
-    let mut conn = env.pool.acquire().await.unwrap();
+    let mut conn = env.pool.acquire().await.expect("acquire");
     let inviter_id =
         db::users::ensure_active(&mut conn, p, "ada@example.com", "Ada Lovelace", "unused")
             .await
-            .unwrap();
+            .expect("inviter");
     let user_id = db::users::create_invited(&mut conn, p, INVITEE, None)
         .await
-        .unwrap();
+        .expect("invited user");
     for role in ["admin", "member"] {
         let role_id = db::roles::by_name(&mut conn, p, role)
             .await
-            .unwrap()
-            .unwrap();
+            .expect("role")
+            .expect("default role");
         assert!(
             db::roles::assign(&mut conn, p, user_id, role_id)
                 .await
-                .unwrap()
+                .expect("assign")
         );
     }
     let token = secrets::new_token();
@@ -68,7 +68,7 @@ async fn seed_invitation(env: &TestEnv, expires_at: DateTime<Utc>) -> Invite {
         expires_at,
     )
     .await
-    .unwrap();
+    .expect("invitation");
     let job = SendInvitation {
         project_id: p,
         invitation_id,
@@ -97,8 +97,8 @@ async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
             ..opts
         },
     )
-    .unwrap();
-    env.queues.enqueue(&new).await.unwrap().id
+    .expect("job");
+    env.queues.enqueue(&new).await.expect("enqueue").id
 }
 
 /// Waits until the job is completed or dead; returns it.
@@ -113,7 +113,7 @@ async fn finished(env: &TestEnv, queue: &str, id: Uuid, timeout: Duration) -> Jo
 async fn delivery(env: &TestEnv, invitation_id: Uuid) -> String {
     db::invitations::get(&env.pool, env.project_id, invitation_id)
         .await
-        .unwrap()
+        .expect("read invitation")
         .expect("invitation")
         .delivery
 }
@@ -125,7 +125,7 @@ async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
     };
     db::audit::list(&env.pool, env.project_id, &filter, 0, 50)
         .await
-        .unwrap()
+        .expect("audit")
         .0
 }
 
@@ -240,6 +240,7 @@ async fn an_invitation_resent_since_the_job_was_enqueued_is_not_sent_by_it() {
         .await
         .unwrap()
         .unwrap();
+    drop(conn);
 
     let worker = InProcessWorker::start(&env).await;
     let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
@@ -267,6 +268,7 @@ async fn an_accepted_invitation_is_not_sent() {
     db::invitations::delete(&mut conn, env.project_id, invite.invitation_id)
         .await
         .unwrap();
+    drop(conn);
 
     let worker = InProcessWorker::start(&env).await;
     let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
@@ -440,6 +442,7 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
     let admin = db::users::ensure_active(&mut conn, p, "ada@example.com", "Ada", "unused")
         .await
         .unwrap();
+    drop(conn);
     let sessions = Sessions::new(&env.queues);
     let long = Claims::new(&user.to_string(), p, vec![], 3600);
     let short = Claims::new(&user.to_string(), p, vec![], 600);
@@ -450,6 +453,8 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
             .await
             .unwrap();
     }
+    // the revocation happens strictly after those sessions were issued
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let job = RevokeSessions {
         project_id: p,
         user_id: user,
@@ -505,7 +510,14 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
     );
     assert_eq!(revoked[0].request_id.as_deref(), Some(REQUEST_ID));
 
-    // idempotent: running it again revokes nothing more
+    // idempotent: running it again revokes nothing more, and a login made after the
+    // revocation (the user logged in again before a retried job ran) keeps its session
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let fresh = Claims::new(&user.to_string(), p, vec![], 3600);
+    sessions
+        .create(&fresh, user, "test-agent", "127.0.0.1")
+        .await
+        .unwrap();
     let again = enqueue(&env, &job, EnqueueOptions::default()).await;
     let done = finished(&env, RevokeSessions::QUEUE, again, Duration::from_secs(30)).await;
     assert_eq!(
@@ -513,6 +525,8 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
         Some(json!({ "outcome": "revoked", "count": 0 }))
     );
     assert_eq!(sessions.check(&admins).await.unwrap(), Verdict::Valid);
+    assert_eq!(sessions.check(&fresh).await.unwrap(), Verdict::Valid);
+    assert_eq!(sessions.of_user(user).await.unwrap().len(), 1);
 
     worker.stop().await;
     env.cleanup().await;
