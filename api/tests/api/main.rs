@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod envelope;
+mod flow;
 mod health;
 mod helpers;
 mod jobs;

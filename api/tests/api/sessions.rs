@@ -213,7 +213,7 @@ async fn me_is_404_for_a_service_token() {
 }
 
 /// A second API process over the same database and Redis (its own state and revocation cache).
-async fn second_instance(app: &TestApp) -> TestApp {
+pub async fn second_instance(app: &TestApp) -> TestApp {
     let settings = app.env.settings.clone();
     let queues = shared::queue::Queues::new(
         settings.redis_client().expect("redis"),

@@ -6,5 +6,4 @@ mod helpers;
 mod outbox;
 mod processes;
 mod queue;
-mod smtp;
 mod users;

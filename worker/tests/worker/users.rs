@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use secrecy::SecretString;
 use serde_json::json;
+use shared::testing::smtp::{Mode, SmtpServer};
 use shared::{
     auth::Claims,
     db::{self, audit::AuditFilter},
@@ -19,10 +20,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::{
-    helpers::InProcessWorker,
-    smtp::{Mode, SmtpServer},
-};
+use crate::helpers::InProcessWorker;
 
 const INVITEE: &str = "grace@example.com";
 const REQUEST_ID: &str = "req-users-test";

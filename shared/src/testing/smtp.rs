@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
+use super::eventually;
 use base64::Engine as _;
-use shared::testing::eventually;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},

@@ -3,6 +3,8 @@
 //! other. `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the
 //! server, `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) the Redis.
 
+pub mod smtp;
+
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};

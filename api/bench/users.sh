@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The user-management benchmark: real release `comet-api` (two processes) and `comet-worker`, a
+# real SMTP sink on loopback, a dedicated database and Redis prefix. Prints one table and records
+# it in BENCHMARKS.md (between <!-- bench:users:start --> and <!-- bench:users:end -->).
+#
+#   bash api/bench/users.sh          (or ./dev bench, which runs the queue benchmark first;
+#                                     BENCHES=users ./dev bench runs only this one)
+#
+# Measures:
+#   1. invites end to end: N invites by the seeded admin (POST /api/v1/users/invite, CONC in
+#      flight), from the first request to the N-th email accepted by the SMTP sink; request p50/p99
+#   2. deactivation -> first refused: REPEATS times, a user logged in (invite, accept, login) is
+#      deactivated on API A while a poller sends GET /api/v1/users/me with its token to API B;
+#      time from A's answer to B's first 401
+#   3. GET /api/v1/users (first page) with USERS (10,000) users in the project, open loop at
+#      LIST_RATE (2000) req/s for LIST_SECS (20) s with oha (latency-corrected), p50/p95/p99, errors
+#
+# Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
+#   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
+#   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
+#   PREFIX (bench-users: Redis key prefix; its keys are deleted before and after)
+#   PORT_A (18081) PORT_B (18082)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
+#   BUILD (1; 0 = use the existing target/release binaries)  OHA (oha on PATH or ~/.cargo/bin;
+#   installed with `cargo install oha --locked` when missing)
+#   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/../.." && pwd))
+cd "$ROOT"
+
+N=${N:-500}
+CONC=${CONC:-16}
+REPEATS=${REPEATS:-20}
+USERS=${USERS:-10000}
+LIST_RATE=${LIST_RATE:-2000}
+LIST_SECS=${LIST_SECS:-20}
+LIST_CONNS=${LIST_CONNS:-64}
+DB=${DB:-comet_bench_users}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PREFIX=${PREFIX:-bench-users}
+PORT_A=${PORT_A:-18081}
+PORT_B=${PORT_B:-18082}
+MD=${MD-$ROOT/BENCHMARKS.md}
+LOCK=${LOCK-/tmp/bench.lock}
+QUIET_WAIT=${QUIET_WAIT:-300}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-$ROOT/target/bench/users-$STAMP}
+mkdir -p "$OUT"
+[[ $DB =~ ^[A-Za-z0-9_]+$ ]] || { echo "bad DB name $DB" >&2; exit 1; }
+
+for tool in psql redis-cli python3 flock; do
+  command -v "$tool" > /dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+REDIS_HOST=$(python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 6379)' "$REDIS_URL")
+read -r RHOST RPORT <<< "$REDIS_HOST"
+redis-cli -h "$RHOST" -p "$RPORT" ping > /dev/null || { echo "Redis not reachable at $REDIS_URL" >&2; exit 1; }
+psql -w "$PG_URL/postgres" -Atqc 'SELECT 1' > /dev/null || { echo "Postgres not reachable at $PG_URL" >&2; exit 1; }
+
+if [ "${BUILD:-1}" = 1 ]; then
+  echo "== building comet-api and comet-worker (release)" >&2
+  cargo build --release --quiet -p comet-api -p comet-worker >&2
+fi
+BIN=$ROOT/target/release
+[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
+OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
+if [ ! -x "$OHA" ]; then
+  echo "== installing oha (cargo install oha --locked; a few minutes, once)" >&2
+  cargo install oha --locked >&2
+  OHA=$HOME/.cargo/bin/oha
+fi
+
+# The processes run outside the repository so that no .env is read: the configuration is this.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+export APP_ENV=development LOG_FORMAT=json
+export DATABASE_URL=$PG_URL/$DB REDIS_URL REDIS_PREFIX=$PREFIX
+export JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+export ALLOWED_INVITE_DOMAINS='' APP_BASE_URL=http://bench.test EMAIL_OUTBOX_DIR=$WORK/outbox
+export RATE_LIMIT_INVITE_PER_USER=1000000/3600 RATE_LIMIT_INVITE_PER_PROJECT=1000000/3600
+export RATE_LIMIT_LOGIN_PER_IP=1000000/60 RATE_LIMIT_LOGIN_PER_EMAIL=1000/300
+
+clean_redis() {
+  redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "$PREFIX:*" | xargs -r -n 500 redis-cli -h "$RHOST" -p "$RPORT" del > /dev/null
+  redis-cli -h "$RHOST" -p "$RPORT" --scan --pattern "{$PREFIX}*" | xargs -r -n 500 redis-cli -h "$RHOST" -p "$RPORT" del > /dev/null
+}
+
+# One measured run, under the peers' lock and noise guard (guard.py does not count Postgres and
+# Redis as foreign); everything it needs is created inside it.
+measure() {
+  cd "$WORK"
+  psql -w "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" > /dev/null
+  clean_redis
+  "$BIN/comet-api" migrate > "$OUT/migrate.log" 2>&1
+  "$BIN/comet-api" seed > "$WORK/seed.txt" 2> "$OUT/seed.log"
+  local password project member
+  password=$(awk '/^  password:/{print $2}' "$WORK/seed.txt")
+  project=$(awk '/^demo project:/{print $3}' "$WORK/seed.txt")
+  member=$(psql -w "$DATABASE_URL" -Atqc "SELECT role_id FROM roles WHERE project_id = '$project' AND name = 'member'")
+  rm -f "$WORK/hold"
+  BENCH_MEMBER_ROLE=$member python3 "$HERE/users_bench.py" --bin "$BIN" --logs "$OUT" \
+    --port-a "$PORT_A" --port-b "$PORT_B" --admin-password "$password" \
+    --n "$N" --conc "$CONC" --repeats "$REPEATS" --out "$OUT/driver.json" \
+    --token-out "$WORK/admin.token" --hold "$WORK/hold" 2> "$OUT/driver.err" &
+  local driver=$!
+  until grep -qs READY "$OUT/driver.err"; do
+    kill -0 "$driver" 2> /dev/null || { cat "$OUT/driver.err" >&2; return 1; }
+    sleep 0.2
+  done
+  # 3. USERS more users in the project: 70 % ACTIVE, 20 % INVITED, 10 % DEACTIVATED, each with
+  # the member role (every 50th also admin), created over the last USERS seconds.
+  psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -q <<SQL
+INSERT INTO users (user_id, project_id, email, name, status, created_at)
+SELECT gen_random_uuid(), '$project', 'seed-' || g || '@bench.test', 'Seed user ' || g,
+       CASE WHEN g % 10 < 7 THEN 'ACTIVE' WHEN g % 10 < 9 THEN 'INVITED' ELSE 'DEACTIVATED' END,
+       now() - make_interval(secs => $USERS - g + 3600)
+FROM generate_series(1, $USERS) g;
+INSERT INTO user_roles (project_id, user_id, role_id)
+SELECT u.project_id, u.user_id, '$member' FROM users u WHERE u.email LIKE 'seed-%';
+INSERT INTO user_roles (project_id, user_id, role_id)
+SELECT u.project_id, u.user_id, r.role_id FROM users u JOIN roles r ON r.project_id = u.project_id
+WHERE u.email LIKE 'seed-%' AND r.name = 'admin' AND split_part(substr(u.email, 6), '@', 1)::int % 50 = 0;
+ANALYZE users; ANALYZE user_roles;
+SQL
+  psql -w "$DATABASE_URL" -Atqc "SELECT count(*) FROM users WHERE project_id = '$project'" > "$OUT/users.count"
+  local url="http://127.0.0.1:$PORT_A/api/v1/users" auth
+  auth="Authorization: Bearer $(cat "$WORK/admin.token")"
+  "$OHA" -n 2000 -c 16 --no-tui -H "$auth" "$url" > /dev/null # warm-up
+  "$OHA" -z "${LIST_SECS}s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
+    --output-format json -H "$auth" "$url" > "$OUT/oha.json"
+  touch "$WORK/hold"
+  wait "$driver"
+  clean_redis
+}
+
+echo "== users bench: N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST=${LIST_RATE}/s x ${LIST_SECS}s; raw results in $OUT" >&2
+T_START=$(date +%s)
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+export -f measure clean_redis
+export HERE OUT WORK BIN OHA PG_URL DB N CONC REPEATS USERS LIST_RATE LIST_SECS LIST_CONNS PORT_A PORT_B PREFIX RHOST RPORT
+GUARD=()
+for p in "$ROOT/../shared/bench/peers" /work/shared/bench/peers; do
+  if [ -f "$p/guard.py" ]; then GUARD=(python3 "$p/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --); break; fi
+done
+if [ -n "$LOCK" ]; then
+  flock "$LOCK" "${GUARD[@]}" bash -c measure
+else
+  "${GUARD[@]}" bash -c measure
+fi
+FOREIGN=null
+[ -f "$OUT/guard.json" ] && FOREIGN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["foreign_cpu"])' "$OUT/guard.json")
+
+CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
+python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" \
+  --users "$(cat "$OUT/users.count")" --md "$MD" --date "$DATE" --commit "$COMMIT" \
+  --foreign "$FOREIGN" --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
+  --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS" \
+  --machine "$(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr)" \
+  --versions "$(psql -w "$PG_URL/postgres" -Atqc 'SHOW server_version' | cut -d' ' -f1) / $(redis-cli -h "$RHOST" -p "$RPORT" INFO server | awk -F: '/^redis_version/{print $2}' | tr -d '\r') / $("$OHA" --version | head -n1) / $(rustc --version | cut -d' ' -f1-2)"

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Prints the user-management benchmark's table and rewrites its section of BENCHMARKS.md
+(between <!-- bench:users:start --> and <!-- bench:users:end -->). Used by api/bench/users.sh."""
+import argparse
+import json
+import re
+
+START, END = "<!-- bench:users:start -->", "<!-- bench:users:end -->"
+
+ap = argparse.ArgumentParser()
+for a in ("driver", "oha", "users", "md", "date", "commit", "foreign", "minutes", "env", "machine", "versions"):
+    ap.add_argument("--" + a, default="")
+args = ap.parse_args()
+
+d = json.load(open(args.driver))
+o = json.load(open(args.oha))
+inv, de = d["invite"], d["deact"]
+lp = o["latencyPercentiles"]
+codes = {str(k): v for k, v in o.get("statusCodeDistribution", {}).items()}
+total = sum(codes.values()) + sum(o.get("errorDistribution", {}).values())
+non200 = total - codes.get("200", 0)
+secs = o["summary"].get("total") or 1
+achieved = total / secs
+
+
+def ms(x):
+    return f"{x:,.1f} ms" if x >= 10 else f"{x:,.2f} ms"
+
+
+rows = [
+    (f"invites end to end ({inv['n']} invites, {inv['conc']} in flight; first request → last email accepted)",
+     f"{inv['per_s_end_to_end']:,.0f} invites/s ({inv['seconds_to_last_email']:.2f} s)", "—", "—"),
+    ("invite request rate (all answered)", f"{inv['per_s_requests']:,.0f} req/s", "—", "—"),
+    ("invite request latency p50", ms(inv["lat_p50_ms"]), "—", "—"),
+    ("invite request latency p99", ms(inv["lat_p99_ms"]), "—", "—"),
+    (f"deactivate answered on API A → first 401 on API B, p50 ({de['repeats']} runs)", ms(de["p50_ms"]), "—", "—"),
+    (f"deactivate → first 401 on B, max; 200s on requests sent after the answer",
+     f"{ms(de['max_ms'])}; {de['ok_sent_after_answer']}", "0 such 200s",
+     "yes" if de["ok_sent_after_answer"] == 0 else "**no**"),
+]
+p95, p99 = lp["p95"] * 1e3, lp["p99"] * 1e3
+rows += [
+    (f"GET /api/v1/users, {int(args.users):,} users, {achieved:,.0f} req/s for {secs:.0f} s: p50", ms(lp["p50"] * 1e3), "—", "—"),
+    ("GET /api/v1/users p95", ms(p95), "< 100 ms (at 1000 req/s, seed target)", "yes" if p95 < 100 else "**no**"),
+    ("GET /api/v1/users p99", ms(p99), "< 20 ms at 2000 req/s", "yes" if p99 < 20 else "**no**"),
+    ("GET /api/v1/users errors / non-200", f"{non200} of {total:,}", "0", "yes" if non200 == 0 else "**no**"),
+]
+
+table = ["| measurement | value | target | met? |", "|---|---|---|---|"]
+table += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
+print("\n".join(table))
+
+if args.md:
+    section = "\n".join([
+        START,
+        f"Measured {args.date} with `bash api/bench/users.sh` ({args.env}; took {args.minutes} min), commit `{args.commit}`.",
+        "",
+        f"- machine: {args.machine}",
+        f"- Postgres / Redis / oha / rustc: {args.versions}; release builds; share of the machine's CPU used by other processes during the run: {args.foreign}",
+        "",
+        *table,
+        END,
+    ])
+    text = open(args.md).read()
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(args.md, "w").write(text)
