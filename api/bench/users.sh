@@ -143,9 +143,9 @@ for p in "$ROOT/../shared/bench/peers" /work/shared/bench/peers; do
   if [ -f "$p/guard.py" ]; then GUARD=(python3 "$p/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --); break; fi
 done
 if [ -n "$LOCK" ]; then
-  flock "$LOCK" "${GUARD[@]}" bash -c measure
+  flock "$LOCK" "${GUARD[@]}" bash -c "set -euo pipefail; measure"
 else
-  "${GUARD[@]}" bash -c measure
+  "${GUARD[@]}" bash -c "set -euo pipefail; measure"
 fi
 FOREIGN=null
 [ -f "$OUT/guard.json" ] && FOREIGN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["foreign_cpu"])' "$OUT/guard.json")

@@ -49,6 +49,17 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // A second recorder (tests running two apps in one process) keeps the first.
             let _ = metrics::set_global_recorder(recorder);
+            // Histograms keep raw samples until upkeep folds them: do it even when nobody
+            // scrapes `/metrics`, so memory stays bounded.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             handle
         })
         .clone()

@@ -626,22 +626,11 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
     ) -> Poll<Option<Result<Task<J>, QueueError>>> {
         self.shared.start_background();
         loop {
-            if let Some(task) = self.buffer.pop_front() {
-                return Poll::Ready(Some(Ok(task)));
-            }
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                return Poll::Pending;
-            }
+            // 1. Drive the fetch or the wait in progress (a fetch runs ahead of the buffer).
             match &mut self.phase {
-                Phase::Idle => {
-                    let s = &self.shared;
-                    let room = s.options.concurrency + s.options.policy.prefetch;
-                    let free = room.saturating_sub(s.inflight.load(Ordering::SeqCst));
-                    let n = free.clamp(1, s.queues.settings.fetch_batch);
-                    self.phase = Phase::Fetching(s.clone().fetch(n).boxed());
-                }
+                Phase::Idle => {}
                 Phase::Fetching(fut) => match fut.poll_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {}
                     Poll::Ready(Ok((next_due, now, jobs))) => {
                         self.error_backoff = Duration::from_millis(100);
                         let got = !jobs.is_empty();
@@ -680,6 +669,7 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                                 }
                                 .boxed(),
                             );
+                            continue;
                         }
                     }
                     Poll::Ready(Err(e)) => {
@@ -687,13 +677,31 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                         let wait = self.error_backoff;
                         self.error_backoff = (wait * 2).min(Duration::from_secs(5));
                         self.phase = Phase::Waiting(tokio::time::sleep(wait).boxed());
+                        continue;
                     }
                 },
-                Phase::Waiting(fut) => match fut.poll_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => self.phase = Phase::Idle,
-                },
+                Phase::Waiting(fut) => {
+                    if fut.poll_unpin(cx).is_ready() {
+                        self.phase = Phase::Idle;
+                    }
+                }
             }
+            // 2. Start the next fetch while there is room in the window (concurrency + prefetch).
+            if matches!(self.phase, Phase::Idle) && !self.shared.stopping.load(Ordering::SeqCst) {
+                let s = &self.shared;
+                let window = s.options.concurrency + s.options.policy.prefetch;
+                let room = window.saturating_sub(s.inflight.load(Ordering::SeqCst));
+                if room > 0 {
+                    let n = room.min(s.queues.settings.fetch_batch);
+                    self.phase = Phase::Fetching(s.clone().fetch(n).boxed());
+                    continue;
+                }
+            }
+            // 3. Hand out a fetched task.
+            if let Some(task) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task)));
+            }
+            return Poll::Pending;
         }
     }
 
@@ -705,15 +713,27 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
         if self.closing.is_none() {
             let shared = self.shared.clone();
             // Fetched but never started: give them back without using up an attempt.
-            let unstarted: Vec<(Uuid, u64)> = self
+            let mut unstarted: Vec<(Uuid, u64)> = self
                 .buffer
                 .drain(..)
                 .filter_map(|t| t.ctx().data().get::<JobHandle>().map(|h| (h.id, h.token)))
                 .collect();
+            // A fetch in flight has leased its jobs in Redis already: wait for it and give
+            // them back too, or they would sit leased until the reaper takes them (an attempt
+            // lost).
+            let in_flight = match std::mem::replace(&mut self.phase, Phase::Idle) {
+                Phase::Fetching(fut) => Some(fut),
+                _ => None,
+            };
             self.closing = Some(
                 async move {
                     shared.stopping.store(true, Ordering::SeqCst);
                     shared.stop.notify_waiters();
+                    if let Some(fut) = in_flight
+                        && let Ok((_, _, jobs)) = fut.await
+                    {
+                        unstarted.extend(jobs.iter().map(|j| (j.id, j.token)));
+                    }
                     if !unstarted.is_empty() {
                         shared.inflight.fetch_sub(unstarted.len(), Ordering::SeqCst);
                         {

@@ -5,6 +5,7 @@
 --   project id, request id
 -- Returns a flat array: id, created (1) or duplicate (0) per job; the id of a duplicate is the
 -- first job's id (same idempotency key) or the same id (a relay pushing a job twice).
+-- Every unpack below is bounded: the client sends at most 1000 jobs per call.
 local base = KEYS[1]
 local idem_ttl = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -12,6 +13,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 local woke = 0
+local seq0 = redis.call('INCRBY', base .. 'seq', n) - n
+local readies = {}
 for i = 0, n - 1 do
   local o = 3 + i * 9
   local id, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -29,7 +32,7 @@ for i = 0, n - 1 do
     out[#out + 1] = id
     out[#out + 1] = 0
   else
-    local seq = redis.call('INCR', base .. 'seq')
+    local seq = seq0 + i + 1
     -- higher priority first, FIFO within a priority; exact in a double (< 2^53)
     local rs = (1000 - pri) * 1099511627776 + seq
     local state = 'waiting'
@@ -40,7 +43,8 @@ for i = 0, n - 1 do
     if state == 'delayed' then
       redis.call('ZADD', base .. 'delayed', run_at, id)
     else
-      redis.call('ZADD', base .. 'ready', rs, id)
+      readies[#readies + 1] = rs
+      readies[#readies + 1] = id
       woke = woke + 1
     end
     if idem ~= '' then
@@ -51,6 +55,7 @@ for i = 0, n - 1 do
   end
 end
 if woke > 0 then
+  redis.call('ZADD', base .. 'ready', unpack(readies))
   redis.call('PUBLISH', base .. 'wake', woke)
 end
 return out

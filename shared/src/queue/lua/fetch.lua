@@ -3,6 +3,7 @@
 -- Each fetch counts an attempt and bumps the job's fencing token.
 -- Returns { next_due_ms or -1, now_ms, then 8 fields per job:
 --   id, kind, payload, attempts, max_attempts, token, project, request id }
+-- Every unpack below is bounded: a fetch leases at most JOB_FETCH_BATCH (≤ 1000) jobs.
 local base = KEYS[1]
 local worker, n, lease, plimit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
@@ -22,15 +23,16 @@ for _, set in ipairs({ 'delayed', 'retry' }) do
 end
 local out = { -1, now }
 local popped = redis.call('ZPOPMIN', ready, n)
+local active = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = base .. 'job:' .. id
-  if redis.call('EXISTS', jk) == 1 then
-    local att = redis.call('HINCRBY', jk, 'att', 1)
-    local tok = redis.call('HINCRBY', jk, 'tok', 1)
-    redis.call('HSET', jk, 'state', 'active', 'started', now, 'worker', worker)
-    redis.call('ZADD', base .. 'active', now + lease, id)
-    local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid')
+  local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid', 'att', 'tok')
+  if f[2] then
+    local att, tok = tonumber(f[6]) + 1, tonumber(f[7]) + 1
+    redis.call('HSET', jk, 'att', att, 'tok', tok, 'state', 'active', 'started', now, 'worker', worker)
+    active[#active + 1] = now + lease
+    active[#active + 1] = id
     out[#out + 1] = id
     out[#out + 1] = f[1]
     out[#out + 1] = f[2]
@@ -41,13 +43,16 @@ for i = 1, #popped, 2 do
     out[#out + 1] = f[5] or ''
   end
 end
-local nd = -1
-for _, set in ipairs({ 'delayed', 'retry' }) do
-  local first = redis.call('ZRANGE', base .. set, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local s = tonumber(first[2])
-    if nd < 0 or s < nd then nd = s end
+if #active > 0 then redis.call('ZADD', base .. 'active', unpack(active)) end
+if #popped == 0 then
+  local nd = -1
+  for _, set in ipairs({ 'delayed', 'retry' }) do
+    local first = redis.call('ZRANGE', base .. set, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local s = tonumber(first[2])
+      if nd < 0 or s < nd then nd = s end
+    end
   end
+  out[1] = nd
 end
-out[1] = nd
 return out
