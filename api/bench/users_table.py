@@ -57,7 +57,7 @@ if args.md:
         f"Measured {args.date} with `bash api/bench/users.sh` ({args.env}; took {args.minutes} min), commit `{args.commit}`.",
         "",
         f"- machine: {args.machine}",
-        f"- Postgres / Redis / oha / rustc: {args.versions}; release builds; share of the machine's CPU used by other processes during the run: {args.foreign}",
+        f"- Postgres / Redis / oha / rustc: {args.versions}; release builds; share of the machine's CPU used by other processes during the run: {float(args.foreign):.2f}" if args.foreign not in ("", "null") else "- (no guard report)",
         "",
         *table,
         END,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, types::Json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -230,28 +230,53 @@ pub async fn list(
     limit: i64,
 ) -> Result<(Vec<User>, i64, i64), sqlx::Error> {
     let pattern = like_pattern(&filter.search);
-    let status = filter.status.map(UserStatus::as_str);
-    let sql = format!("{SELECT_USER} {FILTER} ORDER BY u.created_at, u.user_id OFFSET $5 LIMIT $6");
-    let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(project_id)
-        .bind(status)
-        .bind(filter.role_id)
-        .bind(&pattern)
-        .bind(offset)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
-    let sql = format!(
-        "SELECT count(*), (SELECT count(*) FROM users WHERE project_id = $1 AND status = 'ACTIVE') FROM users u {FILTER}"
-    );
-    let (total, active): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(project_id)
-        .bind(status)
-        .bind(filter.role_id)
-        .bind(&pattern)
-        .fetch_one(pool)
-        .await?;
+    // Only the filters in use go into the SQL: the catch-all `($2 IS NULL OR …)` form makes
+    // Postgres's generic plan scan every row of the table for the count.
+    let mut page = QueryBuilder::<Postgres>::new(SELECT_USER);
+    push_filter(&mut page, project_id, filter, &pattern);
+    page.push(" ORDER BY u.created_at, u.user_id OFFSET ")
+        .push_bind(offset)
+        .push(" LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<UserRow> = page.build_query_as().fetch_all(pool).await?;
+    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM users u");
+    push_filter(&mut count, project_id, filter, &pattern);
+    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE project_id = $1 AND status = 'ACTIVE'",
+    )
+    .bind(project_id)
+    .fetch_one(pool)
+    .await?;
     Ok((rows.into_iter().map(User::from).collect(), total, active))
+}
+
+/// `WHERE` with the project and only the filters that are set.
+fn push_filter(
+    qb: &mut QueryBuilder<Postgres>,
+    project_id: Uuid,
+    filter: &UserFilter,
+    pattern: &Option<String>,
+) {
+    qb.push(" WHERE u.project_id = ").push_bind(project_id);
+    if let Some(status) = filter.status {
+        qb.push(" AND u.status = ").push_bind(status.as_str());
+    }
+    if let Some(role) = filter.role_id {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM user_roles f WHERE f.project_id = u.project_id \
+             AND f.user_id = u.user_id AND f.role_id = ",
+        )
+        .push_bind(role)
+        .push(")");
+    }
+    if let Some(p) = pattern {
+        qb.push(" AND (u.email ILIKE ")
+            .push_bind(p.clone())
+            .push(" OR u.name ILIKE ")
+            .push_bind(p.clone())
+            .push(")");
+    }
 }
 
 /// Rows an export reads per query.
