@@ -414,7 +414,7 @@ async fn list_users(
 ) -> Result<ApiJson<UserList>> {
     let page = page.check()?;
     let filter = filter.parse()?;
-    let (users, total, active) = db::users::list(
+    let (users, total, counts) = db::users::list(
         &s.pool,
         auth.claims.project_id,
         &filter,
@@ -430,7 +430,7 @@ async fn list_users(
         data,
         meta: UserListMeta {
             pagination,
-            total_active: active.max(0) as u64,
+            total_active: counts.active.max(0) as u64,
         },
     }))
 }

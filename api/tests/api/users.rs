@@ -776,6 +776,115 @@ async fn the_user_list_is_paginated_filtered_and_counts_active_users() {
     app.cleanup().await;
 }
 
+/// The project's users by status, counted row by row (what `user_counts` must agree with).
+async fn counted(app: &TestApp, project: Uuid) -> [i64; 3] {
+    let mut out = [0; 3];
+    for (i, status) in ["INVITED", "ACTIVE", "DEACTIVATED"].iter().enumerate() {
+        out[i] =
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE project_id = $1 AND status = $2")
+                .bind(project)
+                .bind(status)
+                .fetch_one(&app.env.pool)
+                .await
+                .expect("count");
+    }
+    out
+}
+
+/// The list's totals for each status filter and none, as the API answers them.
+async fn listed_totals(app: &TestApp, token: &str) -> ([i64; 3], i64, i64) {
+    let mut by_status = [0; 3];
+    for (i, status) in ["INVITED", "ACTIVE", "DEACTIVATED"].iter().enumerate() {
+        let body = list(app, token, &format!("?status={status}&perPage=1")).await;
+        by_status[i] = body["meta"]["pagination"]["total"].as_i64().expect("total");
+    }
+    let all = list(app, token, "?perPage=1").await;
+    (
+        by_status,
+        all["meta"]["pagination"]["total"].as_i64().expect("total"),
+        all["meta"]["totalActive"].as_i64().expect("totalActive"),
+    )
+}
+
+#[tokio::test]
+async fn the_list_totals_stay_exact_through_concurrent_invites_status_changes_and_deletes() {
+    let app = TestApp::spawn_with(|s| {
+        let plenty = RateLimit {
+            count: 1000,
+            window: Duration::from_secs(60),
+        };
+        s.users.invite_per_user = plenty;
+        s.users.invite_per_project = plenty;
+    })
+    .await;
+    let project = app.project_id();
+    let (_, token) = admin(&app, "boss@example.com").await;
+    let other = app.env.other_project("other").await;
+    active_user(&app, other, "stranger@example.com", "admin").await;
+
+    // 24 invitations at once through the API (concurrent transactions on the counters)
+    let invites = (0..24).map(|i| {
+        let (app, token) = (&app, &token);
+        async move { invite_member(app, token, &format!("invitee{i}@example.com")).await }
+    });
+    let invited: Vec<Value> = futures::future::join_all(invites).await;
+    // deactivations through the API, and bulk writes in SQL: an insert of many rows, a status
+    // change of many rows, updates that change no status, deletes
+    for user in &invited[..3] {
+        let id = user["user"]["id"].as_str().expect("id");
+        json_with_status(deactivate(&app, &token, id).await, StatusCode::OK).await;
+    }
+    let pool = &app.env.pool;
+    let writes = [
+        "INSERT INTO users (user_id, project_id, email, status)
+         SELECT gen_random_uuid(), $1, 'bulk' || g || '@example.com',
+                CASE WHEN g % 3 = 0 THEN 'ACTIVE' ELSE 'INVITED' END
+         FROM generate_series(1, 300) g",
+        "UPDATE users SET status = 'ACTIVE' WHERE project_id = $1 AND email LIKE 'bulk1%' AND status = 'INVITED'",
+        "UPDATE users SET name = 'Renamed', last_seen_at = now() WHERE project_id = $1",
+        "DELETE FROM users WHERE project_id = $1 AND email LIKE 'bulk2%'",
+    ];
+    let runs = writes.iter().map(|sql| async move {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .bind(project)
+            .execute(pool)
+            .await
+            .expect("write")
+    });
+    futures::future::join_all(runs).await;
+    // a rolled-back write changes no count
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("UPDATE users SET status = 'DEACTIVATED' WHERE project_id = $1")
+        .bind(project)
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+    tx.rollback().await.expect("rollback");
+    // deleting another project (its users go by cascade) leaves this one's counts alone
+    sqlx::query("DELETE FROM projects WHERE project_id = $1")
+        .bind(other)
+        .execute(pool)
+        .await
+        .expect("delete the other project");
+
+    let expected = counted(&app, project).await;
+    assert!(
+        expected.iter().all(|n| *n > 0),
+        "every status is represented: {expected:?}"
+    );
+    let (by_status, total, active) = listed_totals(&app, &token).await;
+    assert_eq!(by_status, expected);
+    assert_eq!(total, expected.iter().sum::<i64>());
+    assert_eq!(active, expected[1]);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM user_counts WHERE project_id = $1")
+        .bind(other)
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "a deleted project's counters go with it");
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_csv_export_has_a_header_and_one_row_per_matching_user() {
     let app = TestApp::spawn().await;

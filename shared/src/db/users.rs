@@ -220,35 +220,79 @@ const FILTER: &str = r#"
       AND ($4::text IS NULL OR u.email ILIKE $4 OR u.name ILIKE $4)
 "#;
 
+/// The project's users by status, from the trigger-maintained `user_counts` (at most 16 rows,
+/// whatever the number of users).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserCounts {
+    /// `INVITED` users.
+    pub invited: i64,
+    /// `ACTIVE` users.
+    pub active: i64,
+    /// `DEACTIVATED` users.
+    pub deactivated: i64,
+}
+
+impl UserCounts {
+    /// Users with this status, or all of them.
+    pub fn of(&self, status: Option<UserStatus>) -> i64 {
+        match status {
+            None => self.invited + self.active + self.deactivated,
+            Some(UserStatus::Invited) => self.invited,
+            Some(UserStatus::Active) => self.active,
+            Some(UserStatus::Deactivated) => self.deactivated,
+        }
+    }
+}
+
+/// The project's user counts by status.
+pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<UserCounts, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT coalesce(sum(invited), 0)::int8 AS invited, coalesce(sum(active), 0)::int8 AS active,
+                coalesce(sum(deactivated), 0)::int8 AS deactivated
+         FROM user_counts WHERE project_id = $1",
+    )
+    .bind(project_id)
+    .fetch_one(pool)
+    .await
+}
+
 /// A page of the project's users (oldest first), the total matching, and the project's
-/// ACTIVE count.
+/// counts by status.
+///
+/// The page and the counts are read concurrently. Without a role or search filter the total
+/// comes from the counts (constant time); with one it is a `COUNT` of the matching rows.
 pub async fn list(
     pool: &PgPool,
     project_id: Uuid,
     filter: &UserFilter,
     offset: i64,
     limit: i64,
-) -> Result<(Vec<User>, i64, i64), sqlx::Error> {
+) -> Result<(Vec<User>, i64, UserCounts), sqlx::Error> {
     let pattern = like_pattern(&filter.search);
     // Only the filters in use go into the SQL: the catch-all `($2 IS NULL OR …)` form makes
-    // Postgres's generic plan scan every row of the table for the count.
+    // Postgres's generic plan scan every row of the table.
     let mut page = QueryBuilder::<Postgres>::new(SELECT_USER);
     push_filter(&mut page, project_id, filter, &pattern);
     page.push(" ORDER BY u.created_at, u.user_id OFFSET ")
         .push_bind(offset)
         .push(" LIMIT ")
         .push_bind(limit);
-    let rows: Vec<UserRow> = page.build_query_as().fetch_all(pool).await?;
-    let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM users u");
-    push_filter(&mut count, project_id, filter, &pattern);
-    let total: i64 = count.build_query_scalar().fetch_one(pool).await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM users WHERE project_id = $1 AND status = 'ACTIVE'",
-    )
-    .bind(project_id)
-    .fetch_one(pool)
-    .await?;
-    Ok((rows.into_iter().map(User::from).collect(), total, active))
+    let page = async {
+        let rows: Vec<UserRow> = page.build_query_as().fetch_all(pool).await?;
+        Ok::<_, sqlx::Error>(rows.into_iter().map(User::from).collect::<Vec<_>>())
+    };
+    let counted = filter.role_id.is_some() || pattern.is_some();
+    let total = async {
+        if !counted {
+            return Ok(None);
+        }
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM users u");
+        push_filter(&mut count, project_id, filter, &pattern);
+        count.build_query_scalar().fetch_one(pool).await.map(Some)
+    };
+    let (users, total, counts) = tokio::try_join!(page, total, counts(pool, project_id))?;
+    let total = total.unwrap_or_else(|| counts.of(filter.status));
+    Ok((users, total, counts))
 }
 
 /// `WHERE` with the project and only the filters that are set.
