@@ -4,10 +4,13 @@
 //! - [`jobs`]: one handler per job kind, each a plain async function of the job and the
 //!   [`JobContext`].
 //! - [`registry`]: registers every kind with its queue, concurrency, timeout and retry policy.
+//! - [`dead_hooks`]: runs a kind's on-dead hook once one of its jobs has gone dead, however it
+//!   died.
 //! - [`http`]: `/health`, `/ready` and `/metrics` on `WORKER_PORT`.
 //! - [`run`]: wires the monitor, the outbox relay and the HTTP server, and shuts them down in
 //!   order on SIGTERM/SIGINT.
 
+pub mod dead_hooks;
 pub mod http;
 pub mod jobs;
 pub mod registry;
@@ -114,7 +117,17 @@ pub async fn run(
         wait_stop(),
     ));
 
-    let (monitor, handles) = registry::monitor(&ctx, &name)?;
+    let registry::Registry {
+        monitor,
+        handles,
+        dead_hooks,
+    } = registry::monitor(&ctx, &name)?;
+    let hooks = tokio::spawn(dead_hooks::run(
+        ctx.clone(),
+        dead_hooks,
+        settings.queue.maintenance_interval,
+        wait_stop(),
+    ));
     let signal = {
         let stop_tx = stop_tx.clone();
         async move {
@@ -146,6 +159,7 @@ pub async fn run(
         );
     }
     let _ = relay.await;
+    let _ = hooks.await;
     let _ = http.await;
     tracing::info!("worker stopped");
     Ok(())

@@ -175,9 +175,10 @@ pub async fn mark_sent(
     Ok(res.rows_affected() == 1)
 }
 
-/// Marks the email of an invitation (with this token) as given up on.
+/// Marks the email of an invitation (with this token, still `PENDING`) as given up on; false
+/// when the invitation was resent, sent, accepted or already marked since.
 pub async fn mark_failed(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     project_id: Uuid,
     invitation_id: Uuid,
     token_hash: &str,
@@ -185,13 +186,13 @@ pub async fn mark_failed(
 ) -> Result<bool, sqlx::Error> {
     let res = sqlx::query(
         r#"UPDATE user_invitations SET delivery = 'FAILED', delivery_error = $4
-           WHERE project_id = $1 AND invitation_id = $2 AND token_hash = $3"#,
+           WHERE project_id = $1 AND invitation_id = $2 AND token_hash = $3 AND delivery = 'PENDING'"#,
     )
     .bind(project_id)
     .bind(invitation_id)
     .bind(token_hash)
     .bind(error)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(res.rows_affected() == 1)
 }

@@ -116,6 +116,9 @@ pub struct BackendOptions {
     pub concurrency: usize,
     /// Retry policy of the job kind.
     pub policy: RetryPolicy,
+    /// Whether the kind has an on-dead hook: a job that goes dead (last attempt failed, timed
+    /// out, panicked, or its lease expired) is then queued for it in `dead_hooks`.
+    pub dead_hook: bool,
 }
 
 enum AckMsg {
@@ -338,7 +341,9 @@ impl Shared {
 
     async fn write_outcomes(&self, batch: &[Outcome]) -> Result<(), QueueError> {
         let mut inv = self.queues.scripts.ack.key(&self.base);
-        inv.arg(KEPT_ERRORS).arg(batch.len());
+        inv.arg(KEPT_ERRORS)
+            .arg(batch.len())
+            .arg(u8::from(self.options.dead_hook));
         for o in batch {
             let (name, delay, err, result) = match &o.kind {
                 OutcomeKind::Ok(r) => ("ok", 0, "", r.as_str()),
@@ -432,6 +437,7 @@ impl Shared {
                 .arg(s.dead_retention.as_millis() as u64)
                 .arg(s.max_completed)
                 .arg(KEPT_ERRORS)
+                .arg(u8::from(self.options.dead_hook))
                 .invoke_async(&mut conn)
                 .await;
             match res {

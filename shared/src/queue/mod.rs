@@ -47,6 +47,7 @@ pub(crate) struct Scripts {
     pub maintain: Script,
     pub retry_dead: Script,
     pub cancel: Script,
+    pub claim_dead: Script,
 }
 
 impl Scripts {
@@ -60,6 +61,7 @@ impl Scripts {
             maintain: Script::new(include_str!("lua/maintain.lua")),
             retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
             cancel: Script::new(include_str!("lua/cancel.lua")),
+            claim_dead: Script::new(include_str!("lua/claim_dead.lua")),
         }
     }
 }
@@ -257,6 +259,21 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Cancelled (within retention).
     pub cancelled: u64,
+}
+
+/// A job that went dead, as its kind's on-dead hook sees it.
+#[derive(Debug, Clone)]
+pub struct DeadJob {
+    /// The job's id.
+    pub id: Uuid,
+    /// Its payload (JSON) as enqueued.
+    pub payload: String,
+    /// Attempts it used.
+    pub attempts: u32,
+    /// The error of its last attempt.
+    pub last_error: String,
+    /// The request that enqueued it.
+    pub request_id: Option<String>,
 }
 
 /// The client for Comet's Redis queues: enqueue, inspect, retry, cancel.
@@ -553,6 +570,57 @@ impl Queues {
             .invoke_async(&mut conn)
             .await?;
         Ok(JobState::parse(&before))
+    }
+
+    /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is
+    /// due again after `claim` unless [`Queues::dead_hook_done`] is called first, so a hook
+    /// that fails, or whose process dies, runs again (at least once). Jobs trimmed or retried
+    /// since they went dead are dropped from the hook queue.
+    pub async fn claim_dead_hooks(
+        &self,
+        queue: &str,
+        limit: usize,
+        claim: Duration,
+    ) -> Result<Vec<DeadJob>, QueueError> {
+        let mut conn = self.conn.clone();
+        let flat: Vec<String> = self
+            .scripts
+            .claim_dead
+            .key(self.base(queue))
+            .arg(limit.clamp(1, 1000))
+            .arg(claim.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        flat.chunks(5)
+            .map(|f| match f {
+                [id, payload, attempts, last_error, rid] => Ok(DeadJob {
+                    id: Uuid::parse_str(id)
+                        .map_err(|_| QueueError::Protocol(format!("bad job id {id:?}")))?,
+                    payload: payload.clone(),
+                    attempts: attempts.parse().unwrap_or(0),
+                    last_error: last_error.clone(),
+                    request_id: Some(rid.clone()).filter(|r| !r.is_empty()),
+                }),
+                _ => Err(QueueError::Protocol("claim_dead reply not in fives".into())),
+            })
+            .collect()
+    }
+
+    /// Marks a dead job's on-dead hook as done.
+    pub async fn dead_hook_done(&self, queue: &str, id: Uuid) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn
+            .zrem(format!("{}dead_hooks", self.base(queue)), id.to_string())
+            .await?;
+        Ok(())
+    }
+
+    /// How many dead jobs of the queue still wait for their on-dead hook.
+    pub async fn dead_hooks_pending(&self, queue: &str) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .zcard(format!("{}dead_hooks", self.base(queue)))
+            .await?)
     }
 
     /// Deletes every key under this client's prefix (tests and benchmarks only).

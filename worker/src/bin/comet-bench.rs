@@ -314,6 +314,7 @@ fn monitor(queues: &Queues, concurrency: usize, probe: &Arc<Probe>) -> Monitor {
     let opts = BackendOptions {
         concurrency,
         policy: BenchJob::POLICY,
+        dead_hook: false,
     };
     let (queues, probe) = (queues.clone(), probe.clone());
     Monitor::new().register(move |run| {

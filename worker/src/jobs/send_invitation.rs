@@ -8,9 +8,10 @@
 //!
 //! Failures: an SMTP 5xx (or a message that cannot be built) is permanent, and so is a sealed
 //! token that does not open; everything else (server unreachable, 4xx, timeouts, Postgres) is
-//! retried with backoff. When the job gives up (a permanent failure, or the last attempt) the
-//! invitation is marked `FAILED` and `invitation.failed` is audited. Logs and error texts carry
-//! ids, never the address or the token.
+//! retried with backoff. When the job goes dead, however it died (a permanent failure, the last
+//! attempt failing, timing out or panicking, or its worker dying), its on-dead hook
+//! [`on_dead`] marks the invitation `FAILED` and audits `invitation.failed`, once. Logs and
+//! error texts carry ids, never the address or the token.
 
 use anyhow::Context as _;
 use apalis_core::{
@@ -23,7 +24,7 @@ use shared::{
     db::{self, audit::NewEntry, users::UserStatus},
     email::{EmailError, InvitationEmail, Sent, redact_addresses},
     jobs::SendInvitation,
-    queue::backend::JobHandle,
+    queue::{DeadJob, backend::JobHandle},
     secrets,
 };
 
@@ -76,8 +77,6 @@ impl Skip {
 pub struct Attempt {
     /// This attempt's number (1-based).
     pub number: u32,
-    /// Attempts allowed.
-    pub max: u32,
     /// The request that enqueued the job.
     pub request_id: Option<String>,
 }
@@ -86,7 +85,6 @@ impl From<&JobHandle> for Attempt {
     fn from(h: &JobHandle) -> Self {
         Self {
             number: h.attempt,
-            max: h.max_attempts,
             request_id: h.request_id.clone(),
         }
     }
@@ -151,9 +149,6 @@ pub async fn send_invitation(
         ),
         Failure::Other(e) => (redact_addresses(&format!("{e:#}")), false),
     };
-    if permanent || attempt.number >= attempt.max {
-        give_up(ctx, job, attempt, &token_hash, &text).await;
-    }
     if permanent {
         Err(AbortError::new(text).into())
     } else {
@@ -267,57 +262,59 @@ async fn deliver(
     Ok(Outcome::Sent)
 }
 
-/// Marks the invitation failed and audits it (if it still holds this token). Best effort: the
-/// job's own error is what the queue keeps.
-async fn give_up(
-    ctx: &JobContext,
-    job: &SendInvitation,
-    attempt: &Attempt,
-    token_hash: &str,
-    error: &str,
-) {
-    let res: anyhow::Result<bool> = async {
-        let marked = db::invitations::mark_failed(
-            &ctx.pool,
-            job.project_id,
-            job.invitation_id,
-            token_hash,
-            error,
-        )
-        .await
-        .context("Failed to mark the invitation failed")?;
-        if marked {
-            let mut conn = ctx.pool.acquire().await?;
-            db::audit::record(
-                &mut conn,
-                NewEntry {
-                    project_id: job.project_id,
-                    actor_id: None,
-                    action: "invitation.failed",
-                    target_type: Some("user"),
-                    target_id: Some(job.user_id.to_string()),
-                    metadata: serde_json::json!({
-                        "invitationId": job.invitation_id,
-                        "attempt": attempt.number,
-                        "resent": job.resent,
-                        "error": error,
-                    }),
-                    request_id: attempt.request_id.clone(),
-                },
-            )
-            .await
-            .context("Failed to audit the failed invitation")?;
-        }
-        Ok(marked)
+/// The on-dead hook: marks the invitation `FAILED` with the job's last error and audits
+/// `invitation.failed`, in one transaction, if the invitation still holds this job's token and
+/// is still `PENDING` (resent, sent, accepted or already marked: left as it is). Idempotent, as
+/// hooks must be.
+#[tracing::instrument(name = "send_invitation.on_dead", skip_all, fields(
+    project_id = %job.project_id, invitation_id = %job.invitation_id, user_id = %job.user_id,
+))]
+pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> anyhow::Result<()> {
+    let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
+        tracing::warn!(
+            "the sealed token does not open: no telling whether the invitation is still this \
+             job's, so it is left as it is"
+        );
+        return Ok(());
+    };
+    let token_hash = secrets::token_hash(&token);
+    let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
+    let marked = db::invitations::mark_failed(
+        &mut tx,
+        job.project_id,
+        job.invitation_id,
+        &token_hash,
+        &dead.last_error,
+    )
+    .await
+    .context("Failed to mark the invitation failed")?;
+    if !marked {
+        tracing::info!(
+            "the invitation's email was given up on; the invitation changed since, left as it is"
+        );
+        return Ok(());
     }
-    .await;
-    match res {
-        Ok(true) => tracing::warn!("invitation email given up on; invitation marked failed"),
-        Ok(false) => tracing::info!(
-            "invitation email given up on; the invitation has changed since, left as it is"
-        ),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "could not record the failed invitation")
-        }
-    }
+    db::audit::record(
+        &mut tx,
+        NewEntry {
+            project_id: job.project_id,
+            actor_id: None,
+            action: "invitation.failed",
+            target_type: Some("user"),
+            target_id: Some(job.user_id.to_string()),
+            metadata: serde_json::json!({
+                "invitationId": job.invitation_id,
+                "jobId": dead.id,
+                "attempts": dead.attempts,
+                "resent": job.resent,
+                "error": dead.last_error,
+            }),
+            request_id: dead.request_id.clone(),
+        },
+    )
+    .await
+    .context("Failed to audit the failed invitation")?;
+    tx.commit().await.context("Failed to commit")?;
+    tracing::warn!("invitation email given up on; invitation marked failed");
+    Ok(())
 }

@@ -223,3 +223,20 @@ pub async fn pongs(queues: &Queues) -> std::collections::HashMap<String, i64> {
         .await
         .expect("pongs")
 }
+
+/// Leases the next job of `queue` to `worker` by running the fetch script directly, as a worker
+/// that then stalls or dies would (nobody heartbeats it); returns the job's fencing token.
+pub async fn lease_by_hand(env: &TestEnv, queue: &str, worker: &str, lease_ms: u64) -> String {
+    let fetch = redis::Script::new(include_str!("../../../shared/src/queue/lua/fetch.lua"));
+    let reply: Vec<redis::Value> = fetch
+        .key(env.queues.base(queue))
+        .arg(worker)
+        .arg(1)
+        .arg(lease_ms)
+        .arg(100)
+        .invoke_async(&mut env.queues.connection())
+        .await
+        .expect("fetch script");
+    // { next due, now, then per job: id, kind, payload, attempts, max, token, … }
+    redis::from_redis_value_ref(reply.get(7).expect("a job was leased")).expect("token")
+}

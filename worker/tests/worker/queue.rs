@@ -10,7 +10,7 @@ use shared::{
     testing::{TestEnv, eventually},
 };
 
-use crate::helpers::{InProcessWorker, ping_job};
+use crate::helpers::{InProcessWorker, lease_by_hand, ping_job};
 
 #[tokio::test]
 async fn a_backlog_of_100k_jobs_queued_with_no_worker_drains_without_error() {
@@ -188,23 +188,11 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     let job = ping_job(&env, |_| {});
     env.queues.enqueue(&job).await.unwrap();
     let base = env.queues.base("ping");
-    let fetch = redis::Script::new(include_str!("../../../shared/src/queue/lua/fetch.lua"));
     let ack = redis::Script::new(include_str!("../../../shared/src/queue/lua/ack.lua"));
     let maintain = redis::Script::new(include_str!("../../../shared/src/queue/lua/maintain.lua"));
     let mut conn = env.queues.connection();
-    let token_of =
-        |reply: &[redis::Value]| -> String { redis::from_redis_value_ref(&reply[7]).unwrap() };
 
-    let first: Vec<redis::Value> = fetch
-        .key(&base)
-        .arg("worker-a")
-        .arg(1)
-        .arg(60_000)
-        .arg(100)
-        .invoke_async(&mut conn)
-        .await
-        .unwrap();
-    let stale_token = token_of(&first);
+    let stale_token = lease_by_hand(&env, "ping", "worker-a", 60_000).await;
     // Worker A stalls: its lease runs out and maintenance takes the job back.
     let _: () = redis::cmd("ZADD")
         .arg(format!("{base}active"))
@@ -220,25 +208,18 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
         .arg(86_400_000u64)
         .arg(100_000)
         .arg(25)
+        .arg(0)
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    let second: Vec<redis::Value> = fetch
-        .key(&base)
-        .arg("worker-b")
-        .arg(1)
-        .arg(60_000)
-        .arg(100)
-        .invoke_async(&mut conn)
-        .await
-        .unwrap();
-    let fresh_token = token_of(&second);
+    let fresh_token = lease_by_hand(&env, "ping", "worker-b", 60_000).await;
     assert_ne!(stale_token, fresh_token);
 
     let ack_one = |token: String, outcome: &'static str| {
         let mut inv = ack.key(&base);
         inv.arg(25)
             .arg(1)
+            .arg(0)
             .arg(job.id.to_string())
             .arg(token)
             .arg(outcome)

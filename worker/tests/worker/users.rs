@@ -20,7 +20,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::helpers::InProcessWorker;
+use crate::helpers::{InProcessWorker, lease_by_hand};
 
 const INVITEE: &str = "grace@example.com";
 const REQUEST_ID: &str = "req-users-test";
@@ -114,6 +114,18 @@ async fn delivery(env: &TestEnv, invitation_id: Uuid) -> String {
         .expect("read invitation")
         .expect("invitation")
         .delivery
+}
+
+/// Waits for the on-dead hook to have marked the invitation failed; returns its
+/// `invitation.failed` audit entries.
+async fn marked_failed(env: &TestEnv, invitation_id: Uuid) -> Vec<db::audit::Entry> {
+    eventually(
+        Duration::from_secs(20),
+        "the invitation marked FAILED",
+        || async { (delivery(env, invitation_id).await == "FAILED").then_some(()) },
+    )
+    .await;
+    audit(env, "invitation.failed").await
 }
 
 async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
@@ -364,8 +376,7 @@ async fn a_permanent_smtp_rejection_kills_the_job_at_once_and_marks_the_invitati
     assert_eq!(job.attempts, 1);
     assert!(job.errors[0].error.contains("554"), "{:?}", job.errors);
     assert!(server.messages().is_empty());
-    assert_eq!(delivery(&env, invite.invitation_id).await, "FAILED");
-    let failed = audit(&env, "invitation.failed").await;
+    let failed = marked_failed(&env, invite.invitation_id).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].target_id, Some(invite.user_id.to_string()));
     assert_eq!(failed[0].request_id.as_deref(), Some(REQUEST_ID));
@@ -397,10 +408,144 @@ async fn a_transient_smtp_failure_on_the_last_attempt_marks_the_invitation_faile
 
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert!(job.errors[0].error.contains("451"), "{:?}", job.errors);
-    assert_eq!(delivery(&env, invite.invitation_id).await, "FAILED");
-    assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
+    let failed = marked_failed(&env, invite.invitation_id).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].metadata["jobId"], id.to_string());
+    assert_eq!(failed[0].metadata["attempts"], 1);
 
     worker.stop().await;
+    env.cleanup().await;
+}
+
+/// The handler never sees this death: its worker held the job on its last attempt and died
+/// (here: a lease taken by hand that nobody heartbeats). Maintenance takes the lease back, the
+/// job goes dead, and the on-dead hook still marks the invitation failed.
+#[tokio::test]
+async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() {
+    let server = SmtpServer::start().await;
+    let env = env_with_smtp(&server).await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let opts = EnqueueOptions {
+        max_attempts: Some(1),
+        ..EnqueueOptions::default()
+    };
+    let id = enqueue(&env, &invite.job, opts).await;
+    // a 1 ms lease: expired at once
+    lease_by_hand(&env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    assert!(
+        job.errors[0].error.contains("lease expired"),
+        "{:?}",
+        job.errors
+    );
+    let failed = marked_failed(&env, invite.invitation_id).await;
+    assert_eq!(failed.len(), 1);
+    let error = failed[0].metadata["error"].as_str().expect("error");
+    assert!(error.contains("worker-that-dies"), "{error}");
+    assert_eq!(failed[0].request_id.as_deref(), Some(REQUEST_ID));
+    assert!(server.messages().is_empty());
+    eventually(Duration::from_secs(10), "the hook marked done", || async {
+        (env.queues
+            .dead_hooks_pending(SendInvitation::QUEUE)
+            .await
+            .ok()?
+            == 0)
+            .then_some(())
+    })
+    .await;
+
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Hooks run at least once, so running one again changes nothing; and a dead job retried by an
+/// operator before its hook ran is no longer hooked.
+#[tokio::test]
+async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
+    let env = TestEnv::new().await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    let ctx = comet_worker::JobContext::new(
+        std::sync::Arc::new(env.settings.clone()),
+        env.pool.clone(),
+        env.queues.clone(),
+    )
+    .expect("context");
+    let dead = shared::queue::DeadJob {
+        id: Uuid::now_v7(),
+        payload: serde_json::to_string(&invite.job).expect("payload"),
+        attempts: 5,
+        last_error: "Failed to send the invitation email: connection refused".into(),
+        request_id: Some(REQUEST_ID.into()),
+    };
+    for _ in 0..2 {
+        comet_worker::jobs::send_invitation::on_dead(ctx.clone(), invite.job.clone(), dead.clone())
+            .await
+            .expect("hook");
+    }
+    assert_eq!(delivery(&env, invite.invitation_id).await, "FAILED");
+    let failed = audit(&env, "invitation.failed").await;
+    assert_eq!(failed.len(), 1, "a second run audits nothing");
+    assert_eq!(failed[0].metadata["attempts"], 5);
+
+    // A job that went dead (no worker runs here: the hook waits) and was retried by an operator:
+    // claiming finds nothing to do and drops it.
+    let other = SendInvitation {
+        invitation_id: Uuid::now_v7(),
+        ..invite.job.clone()
+    };
+    let opts = EnqueueOptions {
+        max_attempts: Some(1),
+        ..EnqueueOptions::default()
+    };
+    let id = enqueue(&env, &other, opts).await;
+    let base = env.queues.base(SendInvitation::QUEUE);
+    let token = lease_by_hand(&env, SendInvitation::QUEUE, "worker-a", 60_000).await;
+    let ack = redis::Script::new(include_str!("../../../shared/src/queue/lua/ack.lua"));
+    let mut conn = env.queues.connection();
+    let _: (u64, u64) = ack
+        .key(&base)
+        .arg(25)
+        .arg(1)
+        .arg(1) // the kind is hooked
+        .arg(id.to_string())
+        .arg(token)
+        .arg("dead")
+        .arg(0)
+        .arg("boom")
+        .arg("")
+        .invoke_async(&mut conn)
+        .await
+        .expect("ack");
+    assert_eq!(
+        env.queues
+            .dead_hooks_pending(SendInvitation::QUEUE)
+            .await
+            .expect("zcard"),
+        1
+    );
+    assert!(
+        env.queues
+            .retry_dead(SendInvitation::QUEUE, id)
+            .await
+            .expect("retry")
+    );
+    let claimed = env
+        .queues
+        .claim_dead_hooks(SendInvitation::QUEUE, 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert!(claimed.is_empty(), "{claimed:?}");
+    assert_eq!(
+        env.queues
+            .dead_hooks_pending(SendInvitation::QUEUE)
+            .await
+            .expect("zcard"),
+        0
+    );
     env.cleanup().await;
 }
 

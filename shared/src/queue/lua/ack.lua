@@ -1,18 +1,20 @@
 -- Record the outcome of a batch of attempts (bounded: at most 500 per call).
--- KEYS[1] = queue base. ARGV[1] = max kept errors per job, ARGV[2] = count, then 6 fields each:
---   id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text, result json
+-- KEYS[1] = queue base. ARGV[1] = max kept errors per job, ARGV[2] = count, ARGV[3] = 1 when
+--   the job kind has an on-dead hook (a job that goes dead is then queued in `dead_hooks`), then
+--   6 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text,
+--   result json
 -- An outcome whose token is not the job's current token, or whose job is no longer active, is
 -- from a stale attempt (its lease expired and the job moved on): it changes nothing.
 -- Returns { applied, stale }.
 -- Every unpack below is bounded: the acker sends at most 500 outcomes per call.
 local base = KEYS[1]
-local keep, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local keep, n, hooked = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local applied, stale, retried = 0, 0, 0
 local done, finished = {}, {}
 for i = 0, n - 1 do
-  local o = 3 + i * 6
+  local o = 4 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local jk = base .. 'job:' .. id
@@ -44,6 +46,7 @@ for i = 0, n - 1 do
         redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err)
         redis.call('ZADD', base .. 'dead', now, id)
         redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+        if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       end
     end
   end

@@ -2,11 +2,12 @@
 -- leases (the attempt stays counted; out of attempts means dead), trim finished jobs past their
 -- retention. Safe to run from every worker process at once.
 -- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
---   max kept completed jobs, max kept errors per job.
+--   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
+--   (a job that goes dead is then queued in `dead_hooks`).
 -- Returns { promoted, reaped, dead_by_reap, trimmed }.
 local base = KEYS[1]
 local limit, keep_done, keep_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_done, keep_errs = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_done, keep_errs, hooked = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ready = base .. 'ready'
@@ -41,6 +42,7 @@ for _, id in ipairs(expired) do
       redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', cjson.encode(errs), 'last_error', err)
       redis.call('ZADD', base .. 'dead', now, id)
       redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+      if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       died = died + 1
     else
       redis.call('HSET', jk, 'state', 'waiting', 'errors', cjson.encode(errs), 'last_error', err)

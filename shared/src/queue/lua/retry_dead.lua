@@ -5,6 +5,7 @@ local id = ARGV[1]
 local jk = base .. 'job:' .. id
 if redis.call('HGET', jk, 'state') ~= 'dead' then return 0 end
 redis.call('ZREM', base .. 'dead', id)
+redis.call('ZREM', base .. 'dead_hooks', id)
 redis.call('HSET', jk, 'state', 'waiting', 'att', 0)
 redis.call('HINCRBY', jk, 'tok', 1)
 redis.call('HDEL', jk, 'finished', 'worker')
