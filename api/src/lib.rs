@@ -7,9 +7,11 @@
 //! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors.
 //! - [`request_id`]: `x-request-id` on every response and log line.
+//! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
 pub mod auth;
+pub mod client_ip;
 pub mod csv_export;
 pub mod envelope;
 pub mod error;

@@ -67,6 +67,9 @@ pub struct Settings {
     pub worker_queues: Option<Vec<String>>,
     /// `QUEUE_CONCURRENCY`: per-queue concurrency overrides, `ping=64,send_invitation=8`.
     pub queue_concurrency: HashMap<String, usize>,
+    /// `TRUSTED_PROXIES`: comma list of the reverse proxies' addresses (IPs or CIDRs) whose
+    /// `X-Forwarded-For` the API believes (default none: the socket's peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// User management, invitations and email.
     pub users: UserSettings,
 }
@@ -305,6 +308,23 @@ impl Settings {
                 queue_concurrency.insert(q, n);
             }
         }
+        let mut trusted_proxies = Vec::new();
+        for item in env
+            .get("TRUSTED_PROXIES")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let net = item
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    name: "TRUSTED_PROXIES",
+                    reason: format!("{item:?}: expected an IP address or a CIDR (10.0.0.0/8)"),
+                })?;
+            trusted_proxies.push(net);
+        }
         let smtp_url = env.get("SMTP_URL");
         if smtp_url.is_none() && app_env == "production" {
             return Err(ConfigError::Invalid {
@@ -387,6 +407,7 @@ impl Settings {
             outbox_poll: env.millis("OUTBOX_POLL_MS", 1000)?,
             worker_queues,
             queue_concurrency,
+            trusted_proxies,
             app_env,
         })
     }
@@ -434,6 +455,20 @@ mod tests {
         pairs.push(("PORT", "eighty"));
         let err = Settings::from_source(&source(&pairs)).unwrap_err();
         assert!(err.to_string().contains("PORT"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidrs_and_name_a_bad_one() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,::1"));
+        let s = Settings::from_source(&source(&pairs)).unwrap();
+        let shown: Vec<String> = s.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
+        pairs.pop();
+        pairs.push(("TRUSTED_PROXIES", "10.0.0.0/8,loadbalancer"));
+        let err = Settings::from_source(&source(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("TRUSTED_PROXIES"), "{err}");
+        assert!(err.to_string().contains("loadbalancer"), "{err}");
     }
 
     #[test]

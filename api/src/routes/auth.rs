@@ -5,13 +5,14 @@
 //! not active all get the same 401, after the same amount of work (one Argon2 verification at
 //! least, against a dummy hash when no user matches). Attempts are rate limited per client IP
 //! and per email (the key is the email's SHA-256, so Redis holds no address), and failures are
-//! audited as `login.failed` without the email or the password.
+//! audited as `login.failed` without the email or the password. The client IP is the socket's
+//! peer, or behind `TRUSTED_PROXIES` the address they forwarded ([`crate::client_ip`]).
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::Authenticated,
+    client_ip::ClientIp,
     envelope::Data,
     error::{ApiError, ApiJson, Result},
     request_id,
@@ -41,26 +43,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// The one answer to every failed login.
 const BAD_CREDENTIALS: &str = "invalid email or password";
-
-/// The client's address as the socket saw it (`unknown` when served without connect info).
-///
-/// Not `X-Forwarded-For`: without a configured list of trusted proxies a client could name any
-/// address and escape its per-IP limit.
-#[derive(Debug)]
-pub(crate) struct ClientIp(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-        ))
-    }
-}
 
 /// Credentials.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -456,3 +456,74 @@ async fn logins_past_the_per_ip_limit_get_429() {
     assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     app.cleanup().await;
 }
+
+/// A failed login (a wrong password for `ada@example.com`) from `forwarded` (as
+/// `X-Forwarded-For`); returns the status.
+async fn login_from(app: &TestApp, forwarded: &str) -> StatusCode {
+    let resp = send(
+        app.request(Method::POST, "/api/v1/auth/login")
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"email": "ada@example.com", "password": "wrong password"})),
+    )
+    .await;
+    resp.status()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_per_ip_limit_counts_the_forwarded_client() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.login_per_ip = RateLimit {
+            count: 2,
+            window: Duration::from_secs(60),
+        };
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+    })
+    .await;
+    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    // one client, whatever it writes left of what the proxy appended
+    for forged in ["198.51.100.1", "6.6.6.6, 198.51.100.1"] {
+        assert_eq!(login_from(&app, forged).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        login_from(&app, "7.7.7.7, 198.51.100.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // another client behind the same proxy has its own budget
+    assert_eq!(
+        login_from(&app, "198.51.100.2").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let ips: Vec<Value> = login_failures(&app)
+        .await
+        .iter()
+        .map(|a| a["metadata"]["ip"].clone())
+        .collect();
+    assert_eq!(ips, ["198.51.100.1", "198.51.100.1", "198.51.100.2"]);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_x_forwarded_for_cannot_dodge_the_per_ip_limit() {
+    let app = TestApp::spawn_with(|s| {
+        s.users.login_per_ip = RateLimit {
+            count: 2,
+            window: Duration::from_secs(60),
+        };
+    })
+    .await;
+    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    for forwarded in ["198.51.100.1", "198.51.100.2"] {
+        assert_eq!(login_from(&app, forwarded).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        login_from(&app, "198.51.100.3").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let ips: Vec<Value> = login_failures(&app)
+        .await
+        .iter()
+        .map(|a| a["metadata"]["ip"].clone())
+        .collect();
+    assert_eq!(ips, ["127.0.0.1", "127.0.0.1"]);
+    app.cleanup().await;
+}
