@@ -428,16 +428,27 @@ async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
     app.cleanup().await;
 }
 
-#[tokio::test]
-async fn logins_past_the_per_ip_limit_get_429() {
+/// An API allowing 2 logins per client IP a minute, believing `X-Forwarded-For` from
+/// `trusted_proxies`, with the active user `ada@example.com`.
+async fn two_logins_per_ip(trusted_proxies: &[&str]) -> TestApp {
     let app = TestApp::spawn_with(|s| {
         s.users.login_per_ip = RateLimit {
             count: 2,
             window: Duration::from_secs(60),
         };
+        s.trusted_proxies = trusted_proxies
+            .iter()
+            .map(|p| p.parse().expect("cidr"))
+            .collect();
     })
     .await;
     active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    app
+}
+
+#[tokio::test]
+async fn logins_past_the_per_ip_limit_get_429() {
+    let app = two_logins_per_ip(&[]).await;
     token_of(&app, "ada@example.com").await;
     let wrong = login(
         &app,
@@ -471,15 +482,7 @@ async fn login_from(app: &TestApp, forwarded: &str) -> StatusCode {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_per_ip_limit_counts_the_forwarded_client() {
-    let app = TestApp::spawn_with(|s| {
-        s.users.login_per_ip = RateLimit {
-            count: 2,
-            window: Duration::from_secs(60),
-        };
-        s.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
-    })
-    .await;
-    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    let app = two_logins_per_ip(&["127.0.0.0/8"]).await;
     // one client, whatever it writes left of what the proxy appended
     for forged in ["198.51.100.1", "6.6.6.6, 198.51.100.1"] {
         assert_eq!(login_from(&app, forged).await, StatusCode::UNAUTHORIZED);
@@ -504,14 +507,7 @@ async fn behind_a_trusted_proxy_the_per_ip_limit_counts_the_forwarded_client() {
 
 #[tokio::test]
 async fn without_trusted_proxies_x_forwarded_for_cannot_dodge_the_per_ip_limit() {
-    let app = TestApp::spawn_with(|s| {
-        s.users.login_per_ip = RateLimit {
-            count: 2,
-            window: Duration::from_secs(60),
-        };
-    })
-    .await;
-    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    let app = two_logins_per_ip(&[]).await;
     for forwarded in ["198.51.100.1", "198.51.100.2"] {
         assert_eq!(login_from(&app, forwarded).await, StatusCode::UNAUTHORIZED);
     }
