@@ -4,9 +4,11 @@
 --
 -- A project's counts are spread over 16 shard rows, chosen per transaction
 -- (`txid_current() % 16`): concurrent invitations in one project then rarely wait on the same
--- counter row, and one transaction only ever locks one row per project (so the counters add no
--- deadlock between two writers). A shard's columns may be negative; only their sums mean
--- anything. The triggers are statement-level with transition tables: a bulk insert of N users is
+-- counter row, and one transaction only ever locks one counter row per project. (Two
+-- transactions that each change several users in separate statements can still deadlock when
+-- they share a shard, 1 time in 16, as on any row both touch; Postgres aborts one of them.
+-- Changing many users in one statement avoids it.) A shard's columns may be negative; only
+-- their sums mean anything. The triggers are statement-level with transition tables: a bulk insert of N users is
 -- one counter update, and an update that changes no status (activity, names, passwords) writes
 -- nothing.
 
