@@ -14,6 +14,7 @@
 #      time from A's answer to B's first 401
 #   3. GET /api/v1/users (first page) with USERS (10,000) users in the project, open loop at
 #      LIST_RATE (2000) req/s for LIST_SECS (20) s with oha (latency-corrected), p50/p95/p99, errors
+#   4. the same for the last page (the deepest OFFSET), for LIST_SECS/2 s
 #
 # Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
 #   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
@@ -128,6 +129,10 @@ SQL
   "$OHA" -n 2000 -c 16 --no-tui -H "$auth" "$url" > /dev/null # warm-up
   "$OHA" -z "${LIST_SECS}s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
     --output-format json -H "$auth" "$url" > "$OUT/oha.json"
+  # 4. the last page (OFFSET past every other user), at the same rate for half as long
+  local last=$(( ($(cat "$OUT/users.count") + 19) / 20 ))
+  "$OHA" -z "$(( (LIST_SECS + 1) / 2 ))s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
+    --output-format json -H "$auth" "$url?page=$last&perPage=20" > "$OUT/oha-last.json"
   touch "$WORK/hold"
   wait "$driver"
   clean_redis
@@ -154,7 +159,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
-python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" \
+python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" --oha-last "$OUT/oha-last.json" \
   --users "$(cat "$OUT/users.count")" --md "$MD" --date "$DATE" --commit "$COMMIT" \
   --foreign "$FOREIGN" --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
   --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS" \

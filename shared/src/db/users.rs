@@ -91,13 +91,19 @@ impl From<UserRow> for User {
     }
 }
 
-const SELECT_USER: &str = r#"
+/// A user's columns and roles, from rows of `users` named `u`.
+macro_rules! user_columns {
+    () => {
+        r#"
     SELECT u.user_id, u.email, u.name, u.status, u.last_seen_at, u.created_at, u.updated_at,
            coalesce((SELECT json_agg(json_build_object('id', r.role_id, 'name', r.name) ORDER BY r.name)
                      FROM user_roles ur JOIN roles r ON r.role_id = ur.role_id
                      WHERE ur.project_id = u.project_id AND ur.user_id = u.user_id), '[]') AS roles
-    FROM users u
-"#;
+"#
+    };
+}
+
+const SELECT_USER: &str = concat!(user_columns!(), " FROM users u");
 
 /// Creates an `INVITED` user; the caller maps `users_project_email_key` to a 409.
 pub async fn create_invited(
@@ -271,12 +277,19 @@ pub async fn list(
     let pattern = like_pattern(&filter.search);
     // Only the filters in use go into the SQL: the catch-all `($2 IS NULL OR …)` form makes
     // Postgres's generic plan scan every row of the table.
-    let mut page = QueryBuilder::<Postgres>::new(SELECT_USER);
+    // The page's rows are picked first and only they get their roles: the roles sub-select in
+    // the outer query would otherwise run for every row OFFSET skips (the last page of 10k
+    // users took 230 ms instead of 3).
+    let mut page = QueryBuilder::<Postgres>::new(concat!(
+        user_columns!(),
+        " FROM (SELECT * FROM users u"
+    ));
     push_filter(&mut page, project_id, filter, &pattern);
     page.push(" ORDER BY u.created_at, u.user_id OFFSET ")
         .push_bind(offset)
         .push(" LIMIT ")
-        .push_bind(limit);
+        .push_bind(limit)
+        .push(") u ORDER BY u.created_at, u.user_id");
     let page = async {
         let rows: Vec<UserRow> = page.build_query_as().fetch_all(pool).await?;
         Ok::<_, sqlx::Error>(rows.into_iter().map(User::from).collect::<Vec<_>>())
