@@ -14,7 +14,8 @@
 #      time from A's answer to B's first 401
 #   3. GET /api/v1/users (first page) with USERS (10,000) users in the project, open loop at
 #      LIST_RATE (2000) req/s for LIST_SECS (20) s with oha (latency-corrected), p50/p95/p99, errors
-#   4. the same for the last page (the deepest OFFSET), for LIST_SECS/2 s
+#   4. the same for the last page, for LIST_SECS/2 s each: by page number (the deepest OFFSET)
+#      and by cursor (`after`, keyset)
 #
 # Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
 #   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
@@ -50,7 +51,7 @@ OUT=${OUT:-$ROOT/target/bench/users-$STAMP}
 mkdir -p "$OUT"
 [[ $DB =~ ^[A-Za-z0-9_]+$ ]] || { echo "bad DB name $DB" >&2; exit 1; }
 
-for tool in psql redis-cli python3 flock; do
+for tool in psql redis-cli python3 flock curl; do
   command -v "$tool" > /dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 REDIS_HOST=$(python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p.hostname or "127.0.0.1", p.port or 6379)' "$REDIS_URL")
@@ -129,10 +130,16 @@ SQL
   "$OHA" -n 2000 -c 16 --no-tui -H "$auth" "$url" > /dev/null # warm-up
   "$OHA" -z "${LIST_SECS}s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
     --output-format json -H "$auth" "$url" > "$OUT/oha.json"
-  # 4. the last page (OFFSET past every other user), at the same rate for half as long
-  local last=$(( ($(cat "$OUT/users.count") + 19) / 20 ))
+  # 4. the last page, at the same rate for half as long: by page number (OFFSET past every
+  # other user), then by cursor (the previous page's meta.nextCursor: keyset)
+  local last cursor
+  last=$(( ($(cat "$OUT/users.count") + 19) / 20 ))
   "$OHA" -z "$(( (LIST_SECS + 1) / 2 ))s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
     --output-format json -H "$auth" "$url?page=$last&perPage=20" > "$OUT/oha-last.json"
+  cursor=$(curl -fsS -H "$auth" "$url?page=$(( last - 1 ))&perPage=20" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta"]["nextCursor"])')
+  "$OHA" -z "$(( (LIST_SECS + 1) / 2 ))s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
+    --output-format json -H "$auth" "$url?after=$cursor&perPage=20" > "$OUT/oha-cursor.json"
   touch "$WORK/hold"
   wait "$driver"
   clean_redis
@@ -159,7 +166,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
-python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" --oha-last "$OUT/oha-last.json" \
+python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" --oha-last "$OUT/oha-last.json" --oha-cursor "$OUT/oha-cursor.json" \
   --users "$(cat "$OUT/users.count")" --md "$MD" --date "$DATE" --commit "$COMMIT" \
   --foreign "$FOREIGN" --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
   --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS" \

@@ -21,8 +21,9 @@ impl<T> Data<T> {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pagination {
-    /// 1-based page number.
-    pub page: u32,
+    /// 1-based page number (absent for a page asked for with a cursor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     /// Items per page.
     pub per_page: u32,
     /// Items in all pages.
@@ -99,7 +100,7 @@ impl PageParams {
             data,
             meta: ListMeta {
                 pagination: Pagination {
-                    page: self.page,
+                    page: Some(self.page),
                     per_page: self.per_page,
                     total,
                     has_next: seen < total,

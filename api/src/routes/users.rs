@@ -23,7 +23,7 @@ use shared::{
     db::{
         self,
         audit::NewEntry,
-        users::{User, UserFilter, UserStatus},
+        users::{PageStart, User, UserCursor, UserFilter, UserStatus},
     },
     jobs::{EnqueueOptions, Job, RevokeSessions, SendInvitation},
     secrets,
@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::{self, Authenticated, Authorized, UserCreate, UserDeactivate, UserRead, UserUpdate},
-    envelope::{Data, List, ListMeta, PageParams, Pagination},
+    envelope::{Data, PageParams, Pagination},
     error::{ApiError, ApiJson, ErrorEnvelope, Result},
     extract::{ApiPath, ApiQuery},
     request_id,
@@ -374,12 +374,16 @@ impl UserFilterParams {
     }
 }
 
-/// `meta` of the user list: pagination and the project's ACTIVE user count.
+/// `meta` of the user list: pagination, the cursor of the next page, and the project's
+/// ACTIVE user count.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserListMeta {
     /// Pagination of the filtered list.
     pub pagination: Pagination,
+    /// Pass as `after` for the next page (keyset: as fast deep in the list as at its start);
+    /// `null` on the last page.
+    pub next_cursor: Option<String>,
     /// ACTIVE users in the project (whatever the filters).
     pub total_active: u64,
 }
@@ -393,12 +397,22 @@ pub struct UserList {
     pub meta: UserListMeta,
 }
 
-/// The project's users, oldest first, filtered and paginated; `meta.totalActive` counts the
+/// `?after=`: start right after a position instead of at a page number.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CursorParams {
+    /// The `meta.nextCursor` of the previous page (then `page` must be left out).
+    pub after: Option<String>,
+}
+
+/// The project's users, oldest first, filtered, by page number (`page`) or by cursor
+/// (`after`, from the previous page's `meta.nextCursor`); `meta.totalActive` counts the
 /// project's ACTIVE users.
 ///
 /// Permission: `user:read`.
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    params(PageParams, UserFilterParams),
+    params(PageParams, CursorParams, UserFilterParams),
     security(("bearer" = ["user:read"])),
     responses((status = 200, body = UserList),
               (status = 400, body = ErrorEnvelope),
@@ -410,27 +424,53 @@ async fn list_users(
     auth: Authorized<UserRead>,
     State(s): State<AppState>,
     ApiQuery(page): ApiQuery<PageParams>,
+    ApiQuery(cursor): ApiQuery<CursorParams>,
     ApiQuery(filter): ApiQuery<UserFilterParams>,
 ) -> Result<ApiJson<UserList>> {
     let page = page.check()?;
     let filter = filter.parse()?;
-    let (users, total, counts) = db::users::list(
+    let start = match cursor
+        .after
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        None => PageStart::Offset(page.offset() as i64),
+        Some(_) if page.page != 1 => {
+            return Err(ApiError::invalid(
+                "after",
+                "use either page or after, not both",
+            ));
+        }
+        Some(c) => PageStart::After(UserCursor::decode(c).ok_or_else(|| {
+            ApiError::invalid("after", "is not a cursor from this list (meta.nextCursor)")
+        })?),
+    };
+    let found = db::users::list(
         &s.pool,
         auth.claims.project_id,
         &filter,
-        page.offset() as i64,
+        start,
         i64::from(page.per_page),
     )
     .await?;
-    let List {
-        data,
-        meta: ListMeta { pagination },
-    } = page.list(users, total.max(0) as u64);
+    let next_cursor = found
+        .has_more
+        .then(|| found.users.last().map(|u| UserCursor::after(u).encode()))
+        .flatten();
+    let pagination = Pagination {
+        page: matches!(start, PageStart::Offset(_)).then_some(page.page),
+        per_page: page.per_page,
+        total: found.total.max(0) as u64,
+        has_next: found.has_more,
+        has_prev: page.page > 1 || matches!(start, PageStart::After(_)),
+    };
     Ok(ApiJson(UserList {
-        data,
+        data: found.users,
         meta: UserListMeta {
             pagination,
-            total_active: counts.active.max(0) as u64,
+            next_cursor,
+            total_active: found.counts.active.max(0) as u64,
         },
     }))
 }

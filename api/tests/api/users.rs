@@ -776,6 +776,77 @@ async fn the_user_list_is_paginated_filtered_and_counts_active_users() {
     app.cleanup().await;
 }
 
+#[tokio::test]
+async fn walking_the_list_by_cursor_visits_every_user_once_in_the_order_of_the_pages() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+    for i in 0..7 {
+        active_user(
+            &app,
+            app.project_id(),
+            &format!("user{i}@example.com"),
+            "member",
+        )
+        .await;
+    }
+    active_user(
+        &app,
+        app.env.other_project("other").await,
+        "stranger@example.com",
+        "admin",
+    )
+    .await;
+
+    let mut by_page = Vec::new();
+    for page in 1..=3 {
+        by_page.extend(emails(
+            &list(&app, &token, &format!("?perPage=3&page={page}")).await,
+        ));
+    }
+    assert_eq!(by_page.len(), 8);
+
+    let first = list(&app, &token, "?perPage=3").await;
+    let mut walked = emails(&first);
+    let mut cursor = first["meta"]["nextCursor"].as_str().map(str::to_owned);
+    let mut pages = 1;
+    while let Some(c) = cursor {
+        let page = list(&app, &token, &format!("?perPage=3&after={c}")).await;
+        let meta = &page["meta"];
+        assert_eq!(meta["pagination"]["total"], 8);
+        assert_eq!(meta["pagination"]["hasPrev"], true);
+        assert!(meta["pagination"].get("page").is_none(), "{meta}");
+        assert_eq!(
+            meta["pagination"]["hasNext"],
+            meta["nextCursor"].is_string()
+        );
+        walked.extend(emails(&page));
+        cursor = meta["nextCursor"].as_str().map(str::to_owned);
+        pages += 1;
+    }
+    assert_eq!(walked, by_page);
+    assert_eq!(pages, 3);
+
+    // filters apply to cursor pages too
+    let cursor = first["meta"]["nextCursor"].as_str().expect("a cursor");
+    let members = list(
+        &app,
+        &token,
+        &format!("?perPage=50&after={cursor}&search=user"),
+    )
+    .await;
+    assert_eq!(emails(&members), by_page[3..].to_vec());
+
+    for query in [
+        format!("?after={cursor}&page=2"),
+        "?after=not-a-cursor".to_owned(),
+    ] {
+        let resp = send(app.authed(Method::GET, &format!("/api/v1/users{query}"), &token)).await;
+        let body = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(body.to_string().contains("after"), "{body}");
+    }
+    app.cleanup().await;
+}
+
 /// The project's users by status, counted row by row (what `user_counts` must agree with).
 async fn counted(app: &TestApp, project: Uuid) -> [i64; 3] {
     let mut out = [0; 3];

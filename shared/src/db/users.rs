@@ -262,6 +262,73 @@ pub async fn counts(pool: &PgPool, project_id: Uuid) -> Result<UserCounts, sqlx:
     .await
 }
 
+/// A position in the user list's order (`created_at`, then id): a page can start right after
+/// it. Opaque to clients: base64url of `<created_at µs>.<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCursor {
+    /// The last seen user's creation time.
+    pub created_at: DateTime<Utc>,
+    /// The last seen user's id.
+    pub user_id: Uuid,
+}
+
+impl UserCursor {
+    /// The cursor after `user`.
+    pub fn after(user: &User) -> Self {
+        Self {
+            created_at: user.created_at,
+            user_id: user.id,
+        }
+    }
+
+    /// As handed to clients.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let raw = format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.user_id.simple()
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// A cursor a client handed back; `None` if it is not one.
+    pub fn decode(s: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .ok()?;
+        let (micros, id) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            user_id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// Where a page of the user list starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageStart {
+    /// After skipping this many matching users (page numbers). Costs a walk over the skipped
+    /// rows' index entries: about 1 ms per 10k.
+    Offset(i64),
+    /// Right after this position (keyset): as cheap deep in the list as at its start.
+    After(UserCursor),
+}
+
+/// A page of the user list.
+#[derive(Debug)]
+pub struct UserPage {
+    /// The users, oldest first.
+    pub users: Vec<User>,
+    /// Whether more match after them.
+    pub has_more: bool,
+    /// Users matching the filters (wherever the page starts).
+    pub total: i64,
+    /// The project's users by status (whatever the filters).
+    pub counts: UserCounts,
+}
+
 /// A page of the project's users (oldest first), the total matching, and the project's
 /// counts by status.
 ///
@@ -271,24 +338,34 @@ pub async fn list(
     pool: &PgPool,
     project_id: Uuid,
     filter: &UserFilter,
-    offset: i64,
+    start: PageStart,
     limit: i64,
-) -> Result<(Vec<User>, i64, UserCounts), sqlx::Error> {
+) -> Result<UserPage, sqlx::Error> {
     let pattern = like_pattern(&filter.search);
     // Only the filters in use go into the SQL: the catch-all `($2 IS NULL OR …)` form makes
     // Postgres's generic plan scan every row of the table.
     // The page's rows are picked first and only they get their roles: the roles sub-select in
     // the outer query would otherwise run for every row OFFSET skips (the last page of 10k
     // users took 230 ms instead of 3).
-    let mut page = QueryBuilder::<Postgres>::new(concat!(
-        user_columns!(),
-        " FROM (SELECT * FROM users u"
-    ));
+    let mut page =
+        QueryBuilder::<Postgres>::new(concat!(user_columns!(), " FROM (SELECT * FROM users u"));
     push_filter(&mut page, project_id, filter, &pattern);
+    let offset = match start {
+        PageStart::Offset(n) => n,
+        PageStart::After(c) => {
+            page.push(" AND (u.created_at, u.user_id) > (")
+                .push_bind(c.created_at)
+                .push(", ")
+                .push_bind(c.user_id)
+                .push(")");
+            0
+        }
+    };
+    // one row more than asked: whether a next page exists
     page.push(" ORDER BY u.created_at, u.user_id OFFSET ")
         .push_bind(offset)
         .push(" LIMIT ")
-        .push_bind(limit)
+        .push_bind(limit + 1)
         .push(") u ORDER BY u.created_at, u.user_id");
     let page = async {
         let rows: Vec<UserRow> = page.build_query_as().fetch_all(pool).await?;
@@ -303,9 +380,15 @@ pub async fn list(
         push_filter(&mut count, project_id, filter, &pattern);
         count.build_query_scalar().fetch_one(pool).await.map(Some)
     };
-    let (users, total, counts) = tokio::try_join!(page, total, counts(pool, project_id))?;
-    let total = total.unwrap_or_else(|| counts.of(filter.status));
-    Ok((users, total, counts))
+    let (mut users, total, counts) = tokio::try_join!(page, total, counts(pool, project_id))?;
+    let has_more = users.len() as i64 > limit;
+    users.truncate(limit.max(0) as usize);
+    Ok(UserPage {
+        users,
+        has_more,
+        total: total.unwrap_or_else(|| counts.of(filter.status)),
+        counts,
+    })
 }
 
 /// `WHERE` with the project and only the filters that are set.
@@ -476,4 +559,26 @@ pub async fn touch_last_seen(
         .execute(pool)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_survives_the_round_trip_and_garbage_is_not_a_cursor() {
+        let c = UserCursor {
+            created_at: DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap(),
+            user_id: Uuid::now_v7(),
+        };
+        let s = c.encode();
+        assert!(
+            s.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        );
+        assert_eq!(UserCursor::decode(&s), Some(c));
+        for bad in ["", "x", "bm90LWEtY3Vyc29y", "MTIzLm5vdC1hLXV1aWQ", "!!"] {
+            assert_eq!(UserCursor::decode(bad), None, "{bad}");
+        }
+    }
 }
