@@ -688,6 +688,7 @@ async fn invite_user(
             user_id,
             inviter_id: Some(inviter.id),
             sealed_token: secrets::seal(&s.settings.jwt_secret, &token),
+            token_hash: secrets::token_hash(&token),
             resent: false,
         },
     )
@@ -792,6 +793,7 @@ async fn resend_invitation(
             user_id,
             inviter_id: Some(inviter.id),
             sealed_token: secrets::seal(&s.settings.jwt_secret, &token),
+            token_hash: secrets::token_hash(&token),
             resent: true,
         },
     )

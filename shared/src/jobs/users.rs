@@ -25,6 +25,11 @@ pub struct SendInvitation {
     pub inviter_id: Option<Uuid>,
     /// The token, sealed.
     pub sealed_token: String,
+    /// The token's SHA-256, as the invitation stores it (not a secret: the token has 256 random
+    /// bits). Lets the on-dead hook find the invitation state this job was for even when the
+    /// seal does not open. Empty in jobs enqueued before it existed.
+    #[serde(default)]
+    pub token_hash: String,
     /// A resend (audited as `invitation.resent`).
     pub resent: bool,
 }

@@ -7,7 +7,7 @@
 //! the retry sends it again (same link).
 //!
 //! Failures: an SMTP 5xx (or a message that cannot be built) is permanent, and so is a sealed
-//! token that does not open; everything else (server unreachable, 4xx, timeouts, Postgres) is
+//! token that does not open (`JWT_SECRET` changed since the job was enqueued); everything else (server unreachable, 4xx, timeouts, Postgres) is
 //! retried with backoff. When the job goes dead, however it died (a permanent failure, the last
 //! attempt failing, timing out or panicking, or its worker dying), its on-dead hook
 //! [`on_dead`] marks the invitation `FAILED` and audits `invitation.failed`, once. Logs and
@@ -130,10 +130,11 @@ pub async fn send_invitation(
     attempt: &Attempt,
 ) -> Result<Outcome, BoxDynError> {
     let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
-        // Without the token there is no telling whether this job is still the invitation's
-        // current one, so the invitation is left as it is (a resend makes a new job).
+        // No email can be sent without the token: the job goes dead, and its on-dead hook
+        // marks the invitation failed if it still is this job's (by the token's hash).
         return Err(AbortError::new(
-            "the sealed invitation token does not open (sealed under another JWT_SECRET, or altered)",
+            "the sealed invitation token does not open (sealed under another JWT_SECRET, or \
+             altered); resend the invitation",
         )
         .into());
     };
@@ -270,14 +271,17 @@ async fn deliver(
     project_id = %job.project_id, invitation_id = %job.invitation_id, user_id = %job.user_id,
 ))]
 pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> anyhow::Result<()> {
-    let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
-        tracing::warn!(
-            "the sealed token does not open: no telling whether the invitation is still this \
-             job's, so it is left as it is"
-        );
-        return Ok(());
+    let token_hash = match secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) {
+        Some(token) => secrets::token_hash(&token),
+        None if !job.token_hash.is_empty() => job.token_hash.clone(),
+        None => {
+            tracing::warn!(
+                "the sealed token does not open and the job has no token hash: no telling \
+                 whether the invitation is still this job's, so it is left as it is"
+            );
+            return Ok(());
+        }
     };
-    let token_hash = secrets::token_hash(&token);
     let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
     let marked = db::invitations::mark_failed(
         &mut tx,

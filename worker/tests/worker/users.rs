@@ -33,16 +33,21 @@ struct Invite {
     job: SendInvitation,
 }
 
-/// Seeds an inviter ("Ada Lovelace"), an invited user holding `admin` and `member`, and an
-/// invitation expiring at `expires_at`.
+/// Seeds an inviter ("Ada Lovelace"), an invited user (`INVITEE`) holding `admin` and
+/// `member`, and an invitation expiring at `expires_at`.
 async fn seed_invitation(env: &TestEnv, expires_at: DateTime<Utc>) -> Invite {
+    seed_invitation_of(env, INVITEE, expires_at).await
+}
+
+/// [`seed_invitation`] for another invitee.
+async fn seed_invitation_of(env: &TestEnv, invitee: &str, expires_at: DateTime<Utc>) -> Invite {
     let p = env.project_id;
     let mut conn = env.pool.acquire().await.expect("acquire");
     let inviter_id =
         db::users::ensure_active(&mut conn, p, "ada@example.com", "Ada Lovelace", "unused")
             .await
             .expect("inviter");
-    let user_id = db::users::create_invited(&mut conn, p, INVITEE, None)
+    let user_id = db::users::create_invited(&mut conn, p, invitee, None)
         .await
         .expect("invited user");
     for role in ["admin", "member"] {
@@ -73,6 +78,7 @@ async fn seed_invitation(env: &TestEnv, expires_at: DateTime<Utc>) -> Invite {
         user_id,
         inviter_id: Some(inviter_id),
         sealed_token: secrets::seal(&env.settings.jwt_secret, &token),
+        token_hash: secrets::token_hash(&token),
         resent: false,
     };
     Invite {
@@ -550,7 +556,9 @@ async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
 }
 
 #[tokio::test]
-async fn a_token_sealed_under_another_key_kills_the_job_and_leaves_the_invitation_alone() {
+/// `JWT_SECRET` changed between enqueue and run: nothing can be sent; the invitation is marked
+/// failed with a readable reason (found by the token's hash), unless it was resent since.
+async fn a_token_sealed_under_another_key_kills_the_job_and_marks_the_invitation_failed() {
     let server = SmtpServer::start().await;
     let env = env_with_smtp(&server).await;
     let mut invite = seed_invitation(&env, in_30_days()).await;
@@ -568,7 +576,29 @@ async fn a_token_sealed_under_another_key_kills_the_job_and_leaves_the_invitatio
         job.errors
     );
     assert!(server.messages().is_empty());
-    assert_eq!(delivery(&env, invite.invitation_id).await, "PENDING");
+    let failed = marked_failed(&env, invite.invitation_id).await;
+    assert_eq!(failed.len(), 1);
+    let error = failed[0].metadata["error"].as_str().expect("error");
+    assert!(error.contains("resend the invitation"), "{error}");
+
+    // the same with a job for an invitation resent since (another token hash): left alone
+    let mut stale = seed_invitation_of(&env, "linus@example.com", in_30_days()).await;
+    stale.job.sealed_token = secrets::seal(&other, &stale.token);
+    stale.job.token_hash = secrets::token_hash("a token the invitation no longer holds");
+    let id = enqueue(&env, &stale.job, EnqueueOptions::default()).await;
+    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+    assert_eq!(job.state, JobState::Dead);
+    eventually(Duration::from_secs(10), "the hook ran", || async {
+        (env.queues
+            .dead_hooks_pending(SendInvitation::QUEUE)
+            .await
+            .ok()?
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(delivery(&env, stale.invitation_id).await, "PENDING");
+    assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
 
     worker.stop().await;
     env.cleanup().await;
