@@ -134,6 +134,19 @@ async fn marked_failed(env: &TestEnv, invitation_id: Uuid) -> Vec<db::audit::Ent
     audit(env, "invitation.failed").await
 }
 
+/// Waits until no dead `send_invitation` job waits for its on-dead hook.
+async fn hooks_done(env: &TestEnv) {
+    eventually(Duration::from_secs(10), "the on-dead hooks ran", || async {
+        let pending = env
+            .queues
+            .dead_hooks_pending(SendInvitation::QUEUE)
+            .await
+            .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
 async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
     let filter = AuditFilter {
         action: Some(action.into()),
@@ -454,15 +467,7 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     assert!(error.contains("worker-that-dies"), "{error}");
     assert_eq!(failed[0].request_id.as_deref(), Some(REQUEST_ID));
     assert!(server.messages().is_empty());
-    eventually(Duration::from_secs(10), "the hook marked done", || async {
-        (env.queues
-            .dead_hooks_pending(SendInvitation::QUEUE)
-            .await
-            .ok()?
-            == 0)
-            .then_some(())
-    })
-    .await;
+    hooks_done(&env).await;
 
     worker.stop().await;
     env.cleanup().await;
@@ -588,15 +593,7 @@ async fn a_token_sealed_under_another_key_kills_the_job_and_marks_the_invitation
     let id = enqueue(&env, &stale.job, EnqueueOptions::default()).await;
     let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
     assert_eq!(job.state, JobState::Dead);
-    eventually(Duration::from_secs(10), "the hook ran", || async {
-        (env.queues
-            .dead_hooks_pending(SendInvitation::QUEUE)
-            .await
-            .ok()?
-            == 0)
-            .then_some(())
-    })
-    .await;
+    hooks_done(&env).await;
     assert_eq!(delivery(&env, stale.invitation_id).await, "PENDING");
     assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
 
