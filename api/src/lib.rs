@@ -5,18 +5,28 @@
 //! - [`routes`]: one module per feature, each with its `router()` (utoipa-axum, so every route
 //!   is in the OpenAPI document by construction).
 //! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
-//! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors.
+//! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
+//!   validated before a handler runs (every invalid field named), UUID path ids.
+//! - Helpers routes share (a route module never imports from another): [`caller`] (who the
+//!   caller is), [`jobs`] (enqueue in the request's transaction), [`rate_limit`],
+//!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
+//!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line.
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
 pub mod auth;
+pub mod caller;
 pub mod client_ip;
 pub mod csv_export;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod jobs;
+pub mod passwords;
+pub mod rate_limit;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 
 use std::{sync::Arc, sync::OnceLock, time::Duration};

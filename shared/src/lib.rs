@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the typed [`config::Settings`], read from the environment once.
+//! - [`domain`]: values validated where they enter (email addresses, names, …) and the
+//!   field errors that name every invalid input.
 //! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
 //! - [`jobs`]: job definitions, their queues and retry policies.
 //! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
@@ -15,6 +17,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod email;
 pub mod jobs;
 pub mod queue;

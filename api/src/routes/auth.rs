@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     auth::Claims,
     db::{self, audit::NewEntry, users::UserStatus},
+    domain::{FieldErrors, Invalid},
     secrets,
 };
 use utoipa::ToSchema;
@@ -28,11 +29,12 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::Authenticated,
+    caller::Me,
     client_ip::ClientIp,
-    envelope::Data,
-    error::{ApiError, ApiJson, Result},
-    request_id,
-    routes::users::{Me, blocking, rate_limit, redis_down},
+    envelope::{ApiJson, Data},
+    error::{ApiError, Result},
+    extract::{ValidJson, Validate},
+    passwords, rate_limit, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -54,6 +56,53 @@ pub struct LoginRequest {
     pub password: String,
     /// The project, when the email belongs to users of several projects.
     pub project_id: Option<Uuid>,
+}
+
+/// A [`LoginRequest`] fit to look up: the email trimmed and lower-cased, both bounded and free
+/// of NUL (which Postgres text cannot hold). The email's syntax is not checked: a wrong one is
+/// a wrong credential like any other.
+#[derive(Debug)]
+pub struct Credentials {
+    email: String,
+    password: String,
+    project_id: Option<Uuid>,
+}
+
+impl Validate for LoginRequest {
+    type Valid = Credentials;
+
+    fn validate(self) -> Result<Credentials, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let email = self.email.trim().to_lowercase();
+        let email = errors.check(
+            "email",
+            if email.is_empty() || email.len() > 254 {
+                Err(Invalid::new("must be 1 to 254 characters"))
+            } else if email.chars().any(char::is_control) {
+                Err(Invalid::new("must not contain control characters"))
+            } else {
+                Ok(email)
+            },
+        );
+        let password = errors.check(
+            "password",
+            if self.password.is_empty() || self.password.len() > 1024 {
+                Err(Invalid::new("must be 1 to 1024 bytes"))
+            } else if self.password.contains('\0') {
+                Err(Invalid::new("must not contain NUL characters"))
+            } else {
+                Ok(self.password)
+            },
+        );
+        match (email, password) {
+            (Some(email), Some(password)) => Ok(Credentials {
+                email,
+                password,
+                project_id: self.project_id,
+            }),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// A fresh access token and who it is for.
@@ -95,15 +144,12 @@ async fn audit_failure(
     why: Failure,
     ip: &str,
 ) -> Result<()> {
-    let entry = NewEntry {
-        project_id,
-        actor_id: None,
-        action: "login.failed",
-        target_type: user_id.map(|_| "user"),
-        target_id: user_id.map(|u| u.to_string()),
-        metadata: serde_json::json!({ "reason": why.as_str(), "ip": ip }),
-        request_id: Some(request_id::current()),
-    };
+    let mut entry = NewEntry::new(project_id, "login.failed")
+        .metadata(serde_json::json!({ "reason": why.as_str(), "ip": ip }))
+        .request(Some(request_id::current()));
+    if let Some(user_id) = user_id {
+        entry = entry.user(user_id);
+    }
     let mut conn = s.pool.acquire().await?;
     if user_id.is_some() {
         db::audit::record(&mut conn, entry).await?;
@@ -134,18 +180,12 @@ async fn login(
     State(s): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    ValidJson(req): ValidJson<LoginRequest>,
 ) -> Result<ApiJson<Data<LoginResponse>>> {
-    let email = req.email.trim().to_lowercase();
-    if email.is_empty() || email.len() > 254 {
-        return Err(ApiError::invalid("email", "must be 1 to 254 characters"));
-    }
-    if req.password.is_empty() || req.password.len() > 1024 {
-        return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
-    }
+    let email = req.email;
     let limits = &s.settings.users;
-    rate_limit(&s, "login-ip", &ip, &limits.login_per_ip).await?;
-    rate_limit(
+    rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
+    rate_limit::check(
         &s,
         "login-email",
         &secrets::token_hash(&email),
@@ -165,14 +205,7 @@ async fn login(
     } else {
         active.iter().map(|(_, h)| h.clone()).collect()
     };
-    let password = req.password;
-    let verdicts = blocking(move || {
-        hashes
-            .iter()
-            .map(|h| secrets::verify_password(&password, h))
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    let verdicts = passwords::verify_each(req.password, hashes).await?;
     let matched: Vec<_> = active
         .iter()
         .zip(&verdicts)
@@ -232,15 +265,11 @@ async fn login(
         .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: project,
-            actor_id: Some(user_id),
-            action: "login.succeeded",
-            target_type: Some("user"),
-            target_id: Some(user_id.to_string()),
-            metadata: serde_json::json!({ "ip": ip, "jti": claims.jti }),
-            request_id: Some(request_id::current()),
-        },
+        NewEntry::new(project, "login.succeeded")
+            .actor(Some(user_id))
+            .user(user_id)
+            .metadata(serde_json::json!({ "ip": ip, "jti": claims.jti }))
+            .request(Some(request_id::current())),
     )
     .await?;
     let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
@@ -252,7 +281,7 @@ async fn login(
     s.sessions
         .create(&claims, user_id, user_agent, &ip)
         .await
-        .map_err(redis_down)?;
+        .map_err(ApiError::session_store)?;
     tx.commit().await?;
     tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
     Ok(ApiJson(Data::new(LoginResponse {
@@ -285,20 +314,16 @@ async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<Status
     s.sessions
         .revoke_jti(auth.user_id(), c.jti, c.exp)
         .await
-        .map_err(redis_down)?;
+        .map_err(ApiError::session_store)?;
     if let Some(user_id) = auth.user_id() {
         let mut conn = s.pool.acquire().await?;
         db::audit::record(
             &mut conn,
-            NewEntry {
-                project_id: c.project_id,
-                actor_id: Some(user_id),
-                action: "logout",
-                target_type: Some("user"),
-                target_id: Some(user_id.to_string()),
-                metadata: serde_json::json!({ "jti": c.jti }),
-                request_id: Some(request_id::current()),
-            },
+            NewEntry::new(c.project_id, "logout")
+                .actor(Some(user_id))
+                .user(user_id)
+                .metadata(serde_json::json!({ "jti": c.jti }))
+                .request(Some(request_id::current())),
         )
         .await?;
     }

@@ -13,8 +13,8 @@ use shared::queue::{JobRecord, JobState, QueueCounts};
 use crate::{
     AppState,
     auth::{Authorized, QueuesRead},
-    envelope::{Data, List, PageParams},
-    error::{ApiError, ApiJson, Result},
+    envelope::{ApiJson, Data, List, PageParams},
+    error::{ApiError, Result},
     extract::{ApiPath, ApiQuery},
 };
 

@@ -80,7 +80,7 @@ async fn json_of_the_wrong_shape_returns_422_validation_failed() {
 
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert!(
-            error["details"].is_object(),
+            error["details"].is_array(),
             "{body}: the details say what is wrong: {error}"
         );
     }

@@ -13,3 +13,4 @@ mod openapi;
 mod queues;
 mod sessions;
 mod users;
+mod validation;

@@ -383,7 +383,7 @@ async fn a_failure_inside_the_invitation_transaction_leaves_no_user_and_no_job()
             .contains(&unknown.to_string()),
         "the unknown role is named: {error}"
     );
-    assert_eq!(error["details"]["unknownRoleIds"], json!([unknown]));
+    assert_eq!(error["details"][0]["field"], "roleIds", "{error}");
     assert_eq!(
         user_count(&app, "ghost@example.com").await,
         0,
@@ -436,7 +436,9 @@ async fn invalid_invitations_get_422_naming_the_field() {
         let resp = invite(&app, &token, &body).await;
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert!(
-            error["details"]["fields"][field].is_string(),
+            error["details"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|e| e["field"] == field)),
             "{body}: the error names {field}: {error}"
         );
     }
@@ -672,7 +674,9 @@ async fn accepting_with_a_bad_password_or_token_is_refused() {
         let resp = accept(&app, &invitation_token, password).await;
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert!(
-            error["details"]["fields"]["password"].is_string(),
+            error["details"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|e| e["field"] == "password")),
             "{error}"
         );
     }
