@@ -24,3 +24,22 @@ pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(settings.database_url.expose_secret())
 }
+
+/// Applies the migrations, then brings the `permissions` table in line with
+/// [`crate::permissions::ALL`] (see [`roles::sync_permissions`]). What `comet-api migrate` (the
+/// release phase) and the tests run.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("Failed to run migrations")?;
+    let mut tx = pool.begin().await.context("Failed to begin")?;
+    roles::sync_permissions(&mut tx)
+        .await
+        .context("Failed to bring the permissions table in line with the code")?;
+    tx.commit()
+        .await
+        .context("Failed to commit the permissions")?;
+    Ok(())
+}
