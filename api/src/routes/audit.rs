@@ -158,7 +158,7 @@ async fn export_audit_logs(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Response> {
-    let filter = params.parse().map_err(ApiError::from)?;
+    let filter = params.parse()?;
     auth::track_activity(&s, &auth.claims);
     let rows = db::audit::stream(s.pool.clone(), auth.claims.project_id, &filter);
     crate::csv_export::response(

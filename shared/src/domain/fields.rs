@@ -178,7 +178,7 @@ impl Refusal {
             let expected = error.split_once(", expected ").map(|(_, e)| e);
             // the path already ends at the unknown key
             let ends_at_name = matches!(
-                path.iter().last(),
+                path.iter().next_back(),
                 Some(serde_path_to_error::Segment::Map { key }) if key == name
             );
             return Self {

@@ -205,7 +205,7 @@ pub(super) async fn export_users(
     State(s): State<AppState>,
     ApiQuery(filter): ApiQuery<UserFilterParams>,
 ) -> Result<Response> {
-    let filter = filter.parse().map_err(ApiError::from)?;
+    let filter = filter.parse()?;
     auth::track_activity(&s, &auth.claims);
     let rows = db::users::stream(s.pool.clone(), auth.claims.project_id, &filter);
     crate::csv_export::response(
