@@ -3,8 +3,8 @@
 //! Each entry gives the type routes name in their first argument (`Authorized<UserRead>` in the
 //! API), the name tokens carry, the one-line description shown to admins, and the default roles
 //! that hold it. Everything else follows from this list: the `permissions` table is brought in
-//! line with it after every migration ([`crate::db::migrate`]), a project's default roles are
-//! built from it ([`crate::db::roles::ensure_defaults`]), and a permission added here is granted
+//! line with it after every migration (`db::migrate`), a project's default roles are
+//! built from it (`db::roles::ensure_defaults`), and a permission added here is granted
 //! to the default roles of existing projects once, when it first appears.
 
 /// A permission a route needs.

@@ -1,6 +1,7 @@
 //! Comet's worker: runs every job kind from the Redis queue under apalis.
 //!
 //! # Layout
+//! - [`context`]: [`JobContext`], what every handler and service gets, built once.
 //! - [`jobs`]: one handler per job kind ([`jobs::Handler`]), declared from the one list of
 //!   kinds ([`shared::with_job_kinds!`]).
 //! - [`registry`]: registers every kind with its queue, concurrency, timeout and retry policy,
@@ -10,6 +11,7 @@
 //! - [`run`]: wires the monitor and the services, and shuts them down in order on
 //!   SIGTERM/SIGINT; any of them failing stops the process with a non-zero status.
 
+pub mod context;
 pub mod jobs;
 pub mod registry;
 pub mod services;
@@ -17,49 +19,9 @@ pub mod services;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+pub use context::JobContext;
 use services::Services;
-use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
-use sqlx::PgPool;
-
-/// What every job handler gets: built once from the settings.
-#[derive(Clone)]
-pub struct JobContext {
-    /// Postgres.
-    pub pool: PgPool,
-    /// The Redis queues.
-    pub queues: Queues,
-    /// The settings.
-    pub settings: Arc<Settings>,
-    /// Renders and sends emails (templates parsed once).
-    pub mailer: Mailer,
-    /// Sessions and revocation, on the queues' Redis connection.
-    pub sessions: Sessions,
-}
-
-impl JobContext {
-    /// The context for `settings`: the pool and queues are the process's own; the mailer is
-    /// built here, so a malformed `SMTP_URL` or `FROM_EMAIL` fails start-up.
-    pub fn new(settings: Arc<Settings>, pool: PgPool, queues: Queues) -> anyhow::Result<Self> {
-        let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
-        Ok(Self {
-            sessions: Sessions::new(&queues),
-            pool,
-            queues,
-            settings,
-            mailer,
-        })
-    }
-}
-
-impl std::fmt::Debug for JobContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `Sessions` has no `Debug`; the settings' secrets print redacted
-        f.debug_struct("JobContext")
-            .field("queues", &self.queues)
-            .field("mailer", &self.mailer)
-            .finish_non_exhaustive()
-    }
-}
+use shared::{config::Settings, queue::Queues};
 
 /// A name unique to this process (host, pid, random suffix): a restarted worker registers at
 /// once, never colliding with its predecessor's name.

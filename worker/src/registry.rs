@@ -16,7 +16,7 @@ use shared::{
     queue::backend::{BackendHandle, BackendOptions, JobHandle, QueueBackend},
 };
 
-use crate::{JobContext, jobs::Handler, services::dead_hooks::DeadHook};
+use crate::{context::JobContext, jobs::Handler, services::dead_hooks::DeadHook};
 
 /// Backends' shutdown handles, filled as the monitor (re)builds workers.
 pub type Handles = Arc<Mutex<Vec<BackendHandle>>>;
@@ -167,10 +167,22 @@ impl<'a> Registrar<'a> {
     }
 }
 
+/// Registers every kind of the list with `registrar`, in the list's order.
+macro_rules! register_each {
+    ($($module:ident::$kind:ident),* $(,)?) => {
+        fn register_all(registrar: &mut Registrar<'_>) -> anyhow::Result<()> {
+            $(registrar.register::<shared::jobs::$kind>()?;)*
+            Ok(())
+        }
+    };
+}
+
+shared::with_job_kinds!(register_each);
+
 /// Builds the monitor with one apalis worker per job kind this process runs.
 pub fn monitor(ctx: &JobContext, process: &str) -> anyhow::Result<Registry> {
     let mut registrar = Registrar::new(ctx, process, shared::jobs::KINDS);
-    crate::jobs::register_all(&mut registrar)?;
+    register_all(&mut registrar)?;
     registrar.finish()
 }
 

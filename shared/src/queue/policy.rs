@@ -1,7 +1,7 @@
 //! How a queue runs and retries its jobs: the [`RetryPolicy`] every job kind declares.
 //!
 //! It lives with the queue (the backend applies it) rather than with the job definitions, so the
-//! queue never imports `crate::jobs`: job kinds depend on the queue, not the other way round.
+//! queue never imports the job definitions: job kinds depend on the queue, not the other way round.
 
 use std::time::Duration;
 

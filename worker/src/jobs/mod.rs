@@ -1,9 +1,9 @@
 //! Job handlers: one module per job kind, named as in [`shared::with_job_kinds!`], each
 //! implementing [`Handler`] for its kind.
 //!
-//! The handler modules are declared, and registered by [`crate::registry`], from that one list:
-//! a kind added to the list without a module here, or whose module does not implement
-//! [`Handler`], does not compile.
+//! The handler modules are declared here, and registered by the registry, from that one list: a
+//! kind added to the list without a module here, or whose module does not implement [`Handler`],
+//! does not compile.
 
 use std::future::Future;
 
@@ -15,25 +15,19 @@ use shared::{
     queue::{DeadJob, backend::JobHandle},
 };
 
-use crate::JobContext;
+use crate::context::JobContext;
 
 /// Declares one handler module per job kind of the list.
 macro_rules! declare_handlers {
     ($($module:ident::$kind:ident),* $(,)?) => {
         $(pub mod $module;)*
-
-        /// Registers every job kind's handler, in the order of the list.
-        pub(crate) fn register_all(registrar: &mut crate::registry::Registrar<'_>) -> anyhow::Result<()> {
-            $(registrar.register::<shared::jobs::$kind>()?;)*
-            Ok(())
-        }
     };
 }
 
 shared::with_job_kinds!(declare_handlers);
 
-/// An on-dead hook: what a kind does once one of its jobs has gone dead (see
-/// [`crate::services::dead_hooks`]).
+/// An on-dead hook: what a kind does once one of its jobs has gone dead (run by the worker's
+/// on-dead hooks service).
 pub type OnDead<J> = fn(JobContext, J, DeadJob) -> BoxFuture<'static, anyhow::Result<()>>;
 
 /// How the worker runs one job kind.

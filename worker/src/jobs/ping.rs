@@ -11,7 +11,7 @@ use shared::{
 };
 
 use super::Handler;
-use crate::JobContext;
+use crate::context::JobContext;
 
 /// What a ping answers: who ran it.
 #[derive(Debug, Serialize)]

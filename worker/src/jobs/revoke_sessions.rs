@@ -15,7 +15,7 @@ use shared::{
 };
 
 use super::Handler;
-use crate::JobContext;
+use crate::context::JobContext;
 
 /// What a run did (kept as the job's result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use shared::{jobs::Job, queue::DeadJob};
 
 use super::Stop;
-use crate::{JobContext, jobs::OnDead};
+use crate::{context::JobContext, jobs::OnDead};
 
 /// How long a claimed hook has before it is due again (a failed or interrupted hook then runs
 /// again, in this process or another).
