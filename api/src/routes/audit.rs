@@ -18,7 +18,7 @@ use crate::{
     AppState,
     auth::{self, AuditRead, Authorized},
     envelope::{ApiJson, List, PageParams},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ErrorEnvelope, Result},
     extract::ApiQuery,
 };
 

@@ -17,7 +17,7 @@ use crate::{
     AppState,
     auth::{self, Authorized, UserRead},
     envelope::{ApiJson, PageParams, Pagination},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ErrorEnvelope, Result},
     extract::ApiQuery,
 };
 
