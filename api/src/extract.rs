@@ -8,13 +8,14 @@ use axum::{
     http::{StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
-use shared::domain::{FieldErrors, from_json_object};
+use shared::domain::{FieldErrors, read_json_object};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// A request body as sent (raw strings, numbers, options), and how it becomes the values the
-/// handler works with: every field is checked, and all refusals are reported together.
+/// A request body as sent (raw strings, numbers, options: required fields too, so that a
+/// missing one is reported with the others), and how it becomes the values the handler works
+/// with: every field is checked, and all refusals are reported together.
 pub trait Validate: DeserializeOwned {
     /// The validated request.
     type Valid;
@@ -47,8 +48,16 @@ impl<T: Validate, S: Send + Sync> FromRequest<S> for ValidJson<T> {
                 }
                 other => ApiError::BadRequest(other.body_text()),
             })?;
-        let raw: T = from_json_object(value)?;
-        Ok(ValidJson(raw.validate()?))
+        // fields of the wrong type and fields with bad values, in one answer
+        let (raw, mut errors) = read_json_object::<T>(value);
+        if let Some(raw) = raw {
+            match raw.validate() {
+                Ok(valid) if errors.is_empty() => return Ok(ValidJson(valid)),
+                Ok(_) => {}
+                Err(more) => errors.extend_new(more),
+            }
+        }
+        Err(errors.into())
     }
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     auth::Claims,
     db::{self, audit::NewEntry, users::UserStatus},
-    domain::{FieldErrors, Invalid},
+    domain::{FieldErrors, Invalid, required},
     secrets,
 };
 use utoipa::ToSchema;
@@ -51,9 +51,11 @@ const BAD_CREDENTIALS: &str = "invalid email or password";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     /// The user's email (case does not matter).
-    pub email: String,
+    #[schema(required = true)]
+    pub email: Option<String>,
     /// The password.
-    pub password: String,
+    #[schema(required = true)]
+    pub password: Option<String>,
     /// The project, when the email belongs to users of several projects.
     pub project_id: Option<Uuid>,
 }
@@ -73,26 +75,30 @@ impl Validate for LoginRequest {
 
     fn validate(self) -> Result<Credentials, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let email = self.email.trim().to_lowercase();
         let email = errors.check(
             "email",
-            if email.is_empty() || email.len() > 254 {
-                Err(Invalid::new("must be 1 to 254 characters"))
-            } else if email.chars().any(char::is_control) {
-                Err(Invalid::new("must not contain control characters"))
-            } else {
-                Ok(email)
-            },
+            required(self.email).and_then(|e| {
+                let email = e.trim().to_lowercase();
+                if email.is_empty() || email.len() > 254 {
+                    Err(Invalid::new("must be 1 to 254 characters"))
+                } else if email.chars().any(char::is_control) {
+                    Err(Invalid::new("must not contain control characters"))
+                } else {
+                    Ok(email)
+                }
+            }),
         );
         let password = errors.check(
             "password",
-            if self.password.is_empty() || self.password.len() > 1024 {
-                Err(Invalid::new("must be 1 to 1024 bytes"))
-            } else if self.password.contains('\0') {
-                Err(Invalid::new("must not contain NUL characters"))
-            } else {
-                Ok(self.password)
-            },
+            required(self.password).and_then(|p| {
+                if p.is_empty() || p.len() > 1024 {
+                    Err(Invalid::new("must be 1 to 1024 bytes"))
+                } else if p.contains('\0') {
+                    Err(Invalid::new("must not contain NUL characters"))
+                } else {
+                    Ok(p)
+                }
+            }),
         );
         match (email, password) {
             (Some(email), Some(password)) => Ok(Credentials {

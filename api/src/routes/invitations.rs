@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use shared::{
     db::{self, audit::NewEntry, users::User, users::UserStatus},
-    domain::{DisplayName, FieldErrors, Invalid, Password},
+    domain::{DisplayName, FieldErrors, Invalid, Password, required},
     secrets,
 };
 use utoipa::ToSchema;
@@ -33,9 +33,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptInvitation {
     /// The token from the invitation link.
-    pub token: String,
+    #[schema(required = true)]
+    pub token: Option<String>,
     /// The password to log in with (12 to 128 characters).
-    pub password: String,
+    #[schema(required = true)]
+    pub password: Option<String>,
     /// Display name (replaces the one given at invitation).
     pub name: Option<String>,
 }
@@ -56,16 +58,19 @@ impl Validate for AcceptInvitation {
 
     fn validate(self) -> Result<Acceptance, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let token = self.token.trim();
         let token = errors.check(
             "token",
-            if token.is_empty() || token.len() > MAX_TOKEN {
-                Err(Invalid::new("must be the token from the invitation link"))
-            } else {
-                Ok(token.to_owned())
-            },
+            required(self.token).and_then(|t| match t.trim() {
+                t if t.is_empty() || t.len() > MAX_TOKEN => {
+                    Err(Invalid::new("must be the token from the invitation link"))
+                }
+                t => Ok(t.to_owned()),
+            }),
         );
-        let password = errors.check("password", Password::parse(self.password));
+        let password = errors.check(
+            "password",
+            required(self.password).and_then(Password::parse),
+        );
         let name = errors.check("name", DisplayName::parse_optional(self.name.as_deref()));
         match (token, password, name) {
             (Some(token), Some(password), Some(name)) => Ok(Acceptance {

@@ -114,6 +114,44 @@ async fn fields_of_the_wrong_json_type_are_all_named_in_json_words() {
 }
 
 #[tokio::test]
+async fn wrong_types_bad_values_and_missing_fields_are_named_in_one_answer() {
+    let app = TestApp::spawn().await;
+    let (_, token) = admin(&app, "boss@example.com").await;
+
+    let resp = invite(
+        &app,
+        &token,
+        &json!({"email": 5, "name": "x".repeat(101), "roleIds": ["nope"]}),
+    )
+    .await;
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let mut named = fields(&error);
+    named.sort();
+    assert_eq!(named, ["email", "name", "roleIds[0]"], "{error}");
+    assert_readable(&error);
+
+    let resp = login(&app, &json!({})).await;
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(
+        details(&error),
+        [
+            ("email".to_owned(), "is required".to_owned()),
+            ("password".to_owned(), "is required".to_owned())
+        ]
+    );
+
+    let resp = app
+        .ping(
+            &json!({"sleepMs": "soon", "priority": 5000}),
+            &app.admin_token(),
+        )
+        .await;
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&error), ["sleepMs", "priority"], "{error}");
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_body_that_is_not_an_object_gets_a_readable_message() {
     let app = TestApp::spawn().await;
     let token = app.admin_token();

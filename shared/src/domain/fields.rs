@@ -72,6 +72,19 @@ impl FieldErrors {
         self.0
     }
 
+    /// Adds the errors of `more` whose field (or its parent: `roleIds` for `roleIds[1]`) is not
+    /// named yet, so a field refused twice (of the wrong type, then missing) is reported once.
+    pub fn extend_new(&mut self, more: Self) {
+        fn top(field: &str) -> &str {
+            field.split(['.', '[']).next().unwrap_or(field)
+        }
+        for e in more.0 {
+            if !self.0.iter().any(|seen| top(&seen.field) == top(&e.field)) {
+                self.0.push(e);
+            }
+        }
+    }
+
     /// Both values, or the errors of both inputs (for a request read from several parts, such
     /// as a page and a filter).
     pub fn both<A, B>(a: Result<A, Self>, b: Result<B, Self>) -> Result<(A, B), Self> {
@@ -102,29 +115,38 @@ impl fmt::Display for FieldErrors {
 impl std::error::Error for FieldErrors {}
 
 /// Reads a JSON object into `T`, reporting every field serde refuses (see the module doc).
-///
-/// A field of the wrong type is reported, dropped, and the rest read again, so each pass finds
-/// the next one; a required field is then missing and reading stops, since `T` cannot be built.
 pub fn from_json_object<T: DeserializeOwned>(value: Value) -> Result<T, FieldErrors> {
+    match read_json_object(value) {
+        (Some(t), errors) if errors.is_empty() => Ok(t),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Reads a JSON object into `T`, and also returns the `T` read from the fields serde did not
+/// refuse (those left out), so the caller can go on to check them: one answer then names the
+/// fields of the wrong type and the fields with bad values. `None` when `T` cannot be built
+/// without a refused field.
+///
+/// A refused field is reported, dropped, and the rest read again, so each pass finds the next
+/// one. Serde checks for missing fields only once every present one has been read, so a
+/// required field missing (or dropped) ends the reading with nothing else left to find.
+pub fn read_json_object<T: DeserializeOwned>(value: Value) -> (Option<T>, FieldErrors) {
     if !value.is_object() {
-        return Err(FieldErrors::one(
-            WHOLE_BODY,
-            format!("must be a JSON object, not {}", json_kind(&value)),
-        ));
+        let message = format!("must be a JSON object, not {}", json_kind(&value));
+        return (None, FieldErrors::one(WHOLE_BODY, message));
     }
     let mut value = value;
     let mut errors = FieldErrors::new();
     let mut dropped = HashSet::new();
     loop {
         let e = match serde_path_to_error::deserialize::<_, T>(&value) {
-            Ok(t) if errors.is_empty() => return Ok(t),
-            Ok(_) => return Err(errors),
+            Ok(t) => return (Some(t), errors),
             Err(e) => e,
         };
         let refusal = Refusal::of(e.path(), &e.inner().to_string());
         if refusal.missing && dropped.contains(&refusal.field) {
             // required, and dropped for an error already reported
-            return Err(errors);
+            return (None, errors);
         }
         errors.add(refusal.field, refusal.message);
         let removed = match (&mut value, refusal.top_key) {
@@ -135,7 +157,7 @@ pub fn from_json_object<T: DeserializeOwned>(value: Value) -> Result<T, FieldErr
             Some(key) => {
                 dropped.insert(key);
             }
-            None => return Err(errors),
+            None => return (None, errors),
         }
     }
 }
@@ -355,6 +377,24 @@ mod tests {
                 "must be a string, not a number".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn the_fields_serde_accepted_are_read_for_further_checks() {
+        let (rest, errors) =
+            read_json_object::<Sample>(json!({"name": "a", "count": "many", "enabled": true}));
+        let rest = rest.expect("built without `count`");
+        assert_eq!(
+            (rest.name.as_str(), rest.count, rest.enabled),
+            ("a", 0, true)
+        );
+        assert_eq!(errors.as_slice().len(), 1);
+
+        let mut errors = errors;
+        errors.extend_new(FieldErrors::one("count", "is required"));
+        errors.extend_new(FieldErrors::one("name", "is too short"));
+        let fields: Vec<_> = errors.as_slice().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["count", "name"], "count is named once");
     }
 
     #[test]

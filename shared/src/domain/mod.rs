@@ -15,7 +15,7 @@ mod text;
 mod time;
 
 pub use email::{EmailAddress, domain_of};
-pub use fields::{FieldError, FieldErrors, from_json_object};
+pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
 pub use name::DisplayName;
 pub use password::Password;
 pub use text::{IdempotencyKey, SearchTerm};
@@ -61,6 +61,11 @@ pub fn within<T: PartialOrd + fmt::Display>(
             range.end()
         )))
     }
+}
+
+/// A required value: absent (or JSON `null`) is refused.
+pub fn required<T>(value: Option<T>) -> Result<T, Invalid> {
+    value.ok_or_else(|| Invalid::new("is required"))
 }
 
 /// Refuses control characters (NUL among them: Postgres cannot store it in text).

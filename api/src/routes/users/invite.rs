@@ -10,7 +10,7 @@ use shared::{
         audit::NewEntry,
         users::{User, UserStatus},
     },
-    domain::{DisplayName, EmailAddress, FieldErrors, Invalid, domain_of},
+    domain::{DisplayName, EmailAddress, FieldErrors, Invalid, domain_of, required},
     jobs::SendInvitation,
     secrets,
 };
@@ -35,11 +35,13 @@ const MAX_ROLES: usize = 50;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InviteRequest {
     /// The invitee's email (stored lower-cased; at most 254 characters).
-    pub email: String,
+    #[schema(required = true)]
+    pub email: Option<String>,
     /// Display name (1 to 100 characters).
     pub name: Option<String>,
     /// The roles to give (1 to 50; roles of the caller's project).
-    pub role_ids: Vec<Uuid>,
+    #[schema(required = true)]
+    pub role_ids: Option<Vec<Uuid>>,
 }
 
 /// A valid [`InviteRequest`].
@@ -56,18 +58,22 @@ impl Validate for InviteRequest {
 
     fn validate(self) -> Result<Invite, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let email = errors.check("email", EmailAddress::parse(&self.email));
+        let email = errors.check(
+            "email",
+            required(self.email).and_then(|e| EmailAddress::parse(&e)),
+        );
         let name = errors.check("name", DisplayName::parse_optional(self.name.as_deref()));
-        let mut role_ids = self.role_ids;
-        role_ids.sort();
-        role_ids.dedup();
         let role_ids = errors.check(
             "roleIds",
-            match role_ids.len() {
-                0 => Err(Invalid::new("give at least one role")),
-                n if n > MAX_ROLES => Err(Invalid::new(format!("at most {MAX_ROLES} roles"))),
-                _ => Ok(role_ids),
-            },
+            required(self.role_ids).and_then(|mut ids| {
+                ids.sort();
+                ids.dedup();
+                match ids.len() {
+                    0 => Err(Invalid::new("give at least one role")),
+                    n if n > MAX_ROLES => Err(Invalid::new(format!("at most {MAX_ROLES} roles"))),
+                    _ => Ok(ids),
+                }
+            }),
         );
         match (email, name, role_ids) {
             (Some(email), Some(name), Some(role_ids)) => Ok(Invite {

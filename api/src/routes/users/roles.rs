@@ -9,7 +9,7 @@ use shared::{
         audit::NewEntry,
         users::{User, UserStatus},
     },
-    domain::FieldErrors,
+    domain::{FieldErrors, required},
 };
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -30,14 +30,16 @@ use crate::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleRequest {
     /// The role (of the caller's project).
-    pub role_id: Uuid,
+    #[schema(required = true)]
+    pub role_id: Option<Uuid>,
 }
 
 impl Validate for RoleRequest {
-    type Valid = Self;
+    /// The role id.
+    type Valid = Uuid;
 
-    fn validate(self) -> Result<Self, FieldErrors> {
-        Ok(self)
+    fn validate(self) -> Result<Uuid, FieldErrors> {
+        required(self.role_id).map_err(|e| FieldErrors::one("roleId", e.message()))
     }
 }
 
@@ -159,9 +161,9 @@ pub(super) async fn add_role(
     auth: Authorized<UserUpdate>,
     State(s): State<AppState>,
     PathId(user_id): PathId,
-    ValidJson(req): ValidJson<RoleRequest>,
+    ValidJson(role_id): ValidJson<RoleRequest>,
 ) -> Result<ApiJson<Data<User>>> {
-    let change = RoleChange::Add(req.role_id);
+    let change = RoleChange::Add(role_id);
     change_roles(&s, auth.claims.project_id, auth.user_id(), user_id, change).await
 }
 
@@ -213,11 +215,8 @@ pub(super) async fn change_role(
     auth: Authorized<UserUpdate>,
     State(s): State<AppState>,
     PathId((user_id, from)): PathId<(Uuid, Uuid)>,
-    ValidJson(req): ValidJson<RoleRequest>,
+    ValidJson(to): ValidJson<RoleRequest>,
 ) -> Result<ApiJson<Data<User>>> {
-    let change = RoleChange::Replace {
-        from,
-        to: req.role_id,
-    };
+    let change = RoleChange::Replace { from, to };
     change_roles(&s, auth.claims.project_id, auth.user_id(), user_id, change).await
 }
