@@ -14,7 +14,10 @@ use axum::{
 };
 use serde::Serialize;
 use shared::domain::{FieldError, FieldErrors};
-use utoipa::ToSchema;
+use utoipa::{
+    IntoResponses, ToSchema,
+    openapi::{RefOr, Response as DocResponse, ResponseBuilder, content::ContentBuilder},
+};
 
 use crate::request_id;
 
@@ -223,5 +226,56 @@ impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
             sqlx::Error::Database(db) if db.constraint() == Some(name) => err(),
             _ => ApiError::from(e),
         })
+    }
+}
+
+/// The OpenAPI responses of refusals, each an [`ErrorEnvelope`] under its status.
+fn refusals(statuses: &[(u16, &str)]) -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+    statuses
+        .iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// For a route's OpenAPI `responses(..)`: the refusals of any route behind a token (401, 403)
+/// and of a dependency down (503).
+pub struct AuthRefusals;
+
+impl IntoResponses for AuthRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+        refusals(&[
+            (401, "No valid access token"),
+            (
+                403,
+                "The token lacks the permission, or the caller may not do this",
+            ),
+            (503, "Postgres or Redis is unreachable; retry later"),
+        ])
+    }
+}
+
+/// For a route's OpenAPI `responses(..)`: the refusals of a request with a JSON body (or path
+/// ids): 400 malformed, 413 too large, 415 not JSON, 422 invalid fields (every one named).
+pub struct BodyRefusals;
+
+impl IntoResponses for BodyRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+        refusals(&[
+            (400, "Malformed JSON or path parameter"),
+            (413, "The body is over 1 MiB"),
+            (415, "The body is not JSON (content-type application/json)"),
+            (422, "Invalid fields, each named in `details`"),
+        ])
     }
 }

@@ -18,7 +18,7 @@ use crate::{
     AppState,
     auth::{self, AuditRead, Authorized},
     envelope::{ApiJson, List, PageParams},
-    error::{ErrorEnvelope, Result},
+    error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
 };
 
@@ -104,10 +104,8 @@ impl AuditParams {
     security(("bearer" = ["audit:read"])),
     responses((status = 200, body = inline(List<Entry>)),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 async fn list_audit_logs(
     auth: Authorized<AuditRead>,
     State(s): State<AppState>,
@@ -149,10 +147,8 @@ fn entry_cells(e: Entry) -> Vec<String> {
     responses((status = 200, content_type = "text/csv", body = String,
                description = "id,at,action,actorId,targetType,targetId,requestId,metadata"),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 async fn export_audit_logs(
     auth: Authorized<AuditRead>,
     State(s): State<AppState>,

@@ -32,7 +32,7 @@ use crate::{
     caller::Me,
     client_ip::ClientIp,
     envelope::{ApiJson, Data},
-    error::{ApiError, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, Result},
     extract::{ValidJson, Validate},
     passwords, rate_limit, request_id,
 };
@@ -174,14 +174,11 @@ async fn audit_failure(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, body = inline(Data<LoginResponse>)),
-              (status = 400, body = crate::error::ErrorEnvelope),
               (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 413, body = crate::error::ErrorEnvelope),
-              (status = 415, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope),
               (status = 429, body = crate::error::ErrorEnvelope,
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              (status = 503, body = crate::error::ErrorEnvelope),
+              BodyRefusals))]
 async fn login(
     State(s): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -308,9 +305,7 @@ async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     security(("bearer" = [])),
     responses((status = 204, description = "Logged out"),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              AuthRefusals))]
 async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
     let c = &auth.claims;
     let remaining = (c.exp - Utc::now().timestamp()).max(1) as u64;

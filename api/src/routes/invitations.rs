@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     envelope::{ApiJson, Data},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ApiError, BodyRefusals, ErrorEnvelope, Result},
     extract::{ValidJson, Validate},
     passwords, request_id,
 };
@@ -90,13 +90,10 @@ impl Validate for AcceptInvitation {
 #[utoipa::path(post, path = "/api/v1/invitations/accept", tag = "invitations",
     request_body = AcceptInvitation,
     responses((status = 200, body = inline(Data<User>)),
-              (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 410, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope),
-              (status = 415, body = ErrorEnvelope),
-              (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              (status = 503, body = ErrorEnvelope),
+              BodyRefusals))]
 async fn accept_invitation(
     State(s): State<AppState>,
     ValidJson(req): ValidJson<AcceptInvitation>,

@@ -18,7 +18,7 @@ use crate::{
     AppState,
     auth::{Authorized, JobsRead, JobsWrite},
     envelope::{Accepted, ApiJson, Data},
-    error::{ApiError, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, Result},
     extract::{PathId, ValidJson, Validate},
     request_id,
 };
@@ -71,10 +71,8 @@ async fn find_job(s: &AppState, project_id: Uuid, id: Uuid) -> Result<JobRecord>
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = inline(Data<JobRecord>)),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              AuthRefusals))]
 async fn get_job(
     auth: Authorized<JobsRead>,
     State(s): State<AppState>,
@@ -93,12 +91,10 @@ async fn get_job(
     security(("bearer" = ["jobs:write"])),
     responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope),
-              (status = 409, body = crate::error::ErrorEnvelope)))]
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
 async fn retry_job(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
@@ -122,12 +118,10 @@ async fn retry_job(
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:write"])),
     responses((status = 200, body = inline(Data<JobRecord>)),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope),
-              (status = 409, body = crate::error::ErrorEnvelope)))]
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
 async fn cancel_job(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
@@ -253,13 +247,8 @@ impl Validate for PingRequest {
     security(("bearer" = ["jobs:write"])),
     responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
-              (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
-              (status = 413, body = crate::error::ErrorEnvelope),
-              (status = 415, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              BodyRefusals,
+              AuthRefusals))]
 async fn enqueue_ping(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,

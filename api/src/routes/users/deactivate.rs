@@ -12,7 +12,7 @@ use crate::{
     AppState,
     auth::{Authorized, UserDeactivate},
     envelope::{ApiJson, Data},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ApiError, AuthRefusals, ErrorEnvelope, Result},
     extract::PathId,
     request_id,
     revocation::revoke_sessions,
@@ -28,11 +28,9 @@ use crate::{
     security(("bearer" = ["user:deactivate"])),
     responses((status = 200, body = inline(Data<User>)),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn deactivate_user(
     auth: Authorized<UserDeactivate>,
     State(s): State<AppState>,

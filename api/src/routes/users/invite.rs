@@ -21,7 +21,7 @@ use crate::{
     AppState,
     auth::{Authorized, UserCreate},
     envelope::{Accepted, Data},
-    error::{ApiError, ErrorEnvelope, Result, ResultExt},
+    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result, ResultExt},
     extract::{PathId, ValidJson, Validate},
     jobs::enqueue,
     rate_limit, request_id,
@@ -185,16 +185,11 @@ fn send_invitation(
     security(("bearer" = ["user:create"])),
     responses((status = 202, body = inline(Data<Accepted<InvitationQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
-              (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope),
-              (status = 415, body = ErrorEnvelope),
-              (status = 422, body = ErrorEnvelope),
               (status = 429, body = ErrorEnvelope,
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, body = ErrorEnvelope)))]
+              BodyRefusals,
+              AuthRefusals))]
 pub(super) async fn invite_user(
     auth: Authorized<UserCreate>,
     State(s): State<AppState>,
@@ -295,14 +290,12 @@ pub(super) async fn invite_user(
     responses((status = 202, body = inline(Data<Accepted<InvitationQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
               (status = 429, body = ErrorEnvelope,
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn resend_invitation(
     auth: Authorized<UserCreate>,
     State(s): State<AppState>,

@@ -17,7 +17,7 @@ use crate::{
     AppState,
     auth::{self, Authorized, UserRead},
     envelope::{ApiJson, PageParams, Pagination},
-    error::{ErrorEnvelope, Result},
+    error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
 };
 
@@ -127,10 +127,8 @@ impl CursorParams {
     security(("bearer" = ["user:read"])),
     responses((status = 200, body = UserList),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn list_users(
     auth: Authorized<UserRead>,
     State(s): State<AppState>,
@@ -196,10 +194,8 @@ fn user_cells(u: User) -> Vec<String> {
     responses((status = 200, content_type = "text/csv", body = String,
                description = "id,email,name,status,roles,lastSeenAt,createdAt"),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn export_users(
     auth: Authorized<UserRead>,
     State(s): State<AppState>,

@@ -8,7 +8,7 @@ use crate::{
     auth::Authenticated,
     caller::Me,
     envelope::{ApiJson, Data},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ApiError, AuthRefusals, ErrorEnvelope, Result},
 };
 
 /// The caller: the user behind the token, with roles and permissions.
@@ -17,10 +17,8 @@ use crate::{
 #[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
     security(("bearer" = [])),
     responses((status = 200, body = inline(Data<Me>)),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn me(
     auth: Authenticated,
     State(s): State<AppState>,

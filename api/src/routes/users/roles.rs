@@ -19,7 +19,7 @@ use crate::{
     AppState,
     auth::{Authorized, UserUpdate},
     envelope::{ApiJson, Data},
-    error::{ApiError, ErrorEnvelope, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
     extract::{PathId, ValidJson, Validate},
     request_id,
     revocation::revoke_sessions,
@@ -148,15 +148,10 @@ async fn change_roles(
     request_body = RoleRequest,
     security(("bearer" = ["user:update"])),
     responses((status = 200, body = inline(Data<User>)),
-              (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope),
-              (status = 415, body = ErrorEnvelope),
-              (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              BodyRefusals,
+              AuthRefusals))]
 pub(super) async fn add_role(
     auth: Authorized<UserUpdate>,
     State(s): State<AppState>,
@@ -177,11 +172,9 @@ pub(super) async fn add_role(
     security(("bearer" = ["user:update"])),
     responses((status = 200, body = inline(Data<User>)),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 pub(super) async fn remove_role(
     auth: Authorized<UserUpdate>,
     State(s): State<AppState>,
@@ -202,15 +195,10 @@ pub(super) async fn remove_role(
     request_body = RoleRequest,
     security(("bearer" = ["user:update"])),
     responses((status = 200, body = inline(Data<User>)),
-              (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope),
-              (status = 415, body = ErrorEnvelope),
-              (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              BodyRefusals,
+              AuthRefusals))]
 pub(super) async fn change_role(
     auth: Authorized<UserUpdate>,
     State(s): State<AppState>,
