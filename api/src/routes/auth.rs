@@ -143,7 +143,7 @@ async fn login(
     if req.password.is_empty() || req.password.len() > 1024 {
         return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
     }
-    let limits = &s.settings.users;
+    let limits = &s.settings.auth;
     rate_limit(&s, "login-ip", &ip, &limits.login_per_ip).await?;
     rate_limit(
         &s,
@@ -217,7 +217,7 @@ async fn login(
         &user_id.to_string(),
         project,
         Vec::new(),
-        s.settings.jwt_ttl.as_secs() as i64,
+        s.settings.auth.jwt_ttl.as_secs() as i64,
     );
     let mut tx = s.pool.begin().await?;
     // waits for a deactivation or role change in flight
@@ -243,7 +243,7 @@ async fn login(
         },
     )
     .await?;
-    let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
+    let token = shared::auth::mint(&s.settings.auth.jwt_secret, &claims)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
     let user_agent = headers
         .get(header::USER_AGENT)
