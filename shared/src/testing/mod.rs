@@ -89,8 +89,7 @@ impl TestEnv {
         settings.worker.shutdown_timeout = Duration::from_secs(10);
         tweak(&mut settings);
         let pool = crate::db::pool(&settings).expect("pool");
-        crate::MIGRATOR
-            .run(&pool)
+        crate::db::migrate(&pool)
             .await
             .expect("migrate test database");
         let queues = Queues::new(
