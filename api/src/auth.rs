@@ -130,7 +130,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
-    let claims = shared::auth::verify(&state.settings.jwt_secret, bearer(parts)?)
+    let claims = shared::auth::verify(&state.settings.auth.jwt_secret, bearer(parts)?)
         .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
     match state.sessions.check(&claims).await {
         Ok(Verdict::Valid) => {}

@@ -148,7 +148,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The whole application, ready to serve or to drive in tests.
 pub fn app(state: AppState) -> Router {
-    let timeout = state.settings.request_timeout;
+    let timeout = state.settings.http.request_timeout;
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(|req: Request| async move {

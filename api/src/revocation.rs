@@ -40,7 +40,7 @@ pub async fn revoke_sessions(
         },
     )
     .await?;
-    let ttl = s.settings.jwt_ttl;
+    let ttl = s.settings.auth.jwt_ttl;
     s.sessions
         .revoke_user_before(user_id, now_ms, ttl)
         .await

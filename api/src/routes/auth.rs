@@ -186,7 +186,7 @@ async fn login(
     ValidJson(req): ValidJson<LoginRequest>,
 ) -> Result<ApiJson<Data<LoginResponse>>> {
     let email = req.email;
-    let limits = &s.settings.users;
+    let limits = &s.settings.auth;
     rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
     rate_limit::check(
         &s,
@@ -253,7 +253,7 @@ async fn login(
         &user_id.to_string(),
         project,
         Vec::new(),
-        s.settings.jwt_ttl.as_secs() as i64,
+        s.settings.auth.jwt_ttl.as_secs() as i64,
     );
     let mut tx = s.pool.begin().await?;
     // waits for a deactivation or role change in flight
@@ -275,7 +275,7 @@ async fn login(
             .request(Some(request_id::current())),
     )
     .await?;
-    let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
+    let token = shared::auth::mint(&s.settings.auth.jwt_secret, &claims)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
     let user_agent = headers
         .get(header::USER_AGENT)

@@ -66,7 +66,7 @@ impl Drop for CleanupGuard {
                 };
                 let Ok(queues) = shared::queue::Queues::new(
                     client,
-                    &settings.redis_prefix,
+                    &settings.redis.prefix,
                     settings.queue.clone(),
                 ) else {
                     return;
@@ -200,7 +200,7 @@ impl TestApp {
             all_permissions().iter().map(|p| (*p).to_owned()).collect(),
             -ago_secs,
         );
-        shared::auth::mint(&self.env.settings.jwt_secret, &claims).expect("mint")
+        shared::auth::mint(&self.env.settings.auth.jwt_secret, &claims).expect("mint")
     }
 
     /// A token with every permission signed with another secret.

@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod openapi;
+mod permissions;
 mod queues;
 mod sessions;
 mod users;

@@ -140,7 +140,7 @@ pub async fn outbox(app: &TestApp) -> Vec<OutboxJob> {
 pub fn token_in(app: &TestApp, job: &OutboxJob) -> String {
     assert_eq!(job.queue, "send_invitation");
     let sealed = job.payload["sealedToken"].as_str().expect("a sealed token");
-    shared::secrets::open(&app.env.settings.jwt_secret, sealed).expect("the token opens")
+    shared::secrets::open(&app.env.settings.auth.jwt_secret, sealed).expect("the token opens")
 }
 
 /// The token of the last `send_invitation` job for `user`.

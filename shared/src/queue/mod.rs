@@ -307,7 +307,7 @@ impl Queues {
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, QueueError> {
         Self::new(
             settings.redis_client()?,
-            &settings.redis_prefix,
+            &settings.redis.prefix,
             settings.queue.clone(),
         )
     }

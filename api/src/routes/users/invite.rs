@@ -168,7 +168,7 @@ fn send_invitation(
         invitation_id,
         user_id,
         inviter_id: Some(inviter),
-        sealed_token: secrets::seal(&s.settings.jwt_secret, token),
+        sealed_token: secrets::seal(&s.settings.auth.jwt_secret, token),
         token_hash: secrets::token_hash(token),
         resent,
     }
