@@ -166,10 +166,6 @@ impl Env<'_> {
         self.parse(name, default).map(Duration::from_secs)
     }
 
-    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        self.parse(name, default).map(Duration::from_millis)
-    }
-
     /// A number that must be at least `min` (zero would mean a busy loop, or a feature that
     /// always fails).
     fn at_least<T: FromStr + PartialOrd + std::fmt::Display>(
