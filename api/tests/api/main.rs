@@ -9,6 +9,7 @@ mod flow;
 mod health;
 mod helpers;
 mod jobs;
+mod metrics;
 mod openapi;
 mod permissions;
 mod queues;

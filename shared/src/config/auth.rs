@@ -28,7 +28,7 @@ impl AuthSettings {
         }
         Ok(Self {
             jwt_secret: jwt_secret.into(),
-            jwt_ttl: env.secs("JWT_TTL_SECS", 3600)?,
+            jwt_ttl: Duration::from_secs(env.at_least("JWT_TTL_SECS", 3600, 1)?),
             login_per_ip: env.parse("RATE_LIMIT_LOGIN_PER_IP", RateLimit::per_secs(30, 60))?,
             login_per_email: env
                 .parse("RATE_LIMIT_LOGIN_PER_EMAIL", RateLimit::per_secs(10, 300))?,

@@ -33,7 +33,7 @@ impl HttpSettings {
         }
         Ok(Self {
             port: env.parse("PORT", 8080)?,
-            request_timeout: env.secs("REQUEST_TIMEOUT_SECS", 30)?,
+            request_timeout: Duration::from_secs(env.at_least("REQUEST_TIMEOUT_SECS", 30, 1)?),
             trusted_proxies,
         })
     }

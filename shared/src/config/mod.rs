@@ -166,8 +166,22 @@ impl Env<'_> {
         self.parse(name, default).map(Duration::from_secs)
     }
 
-    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        self.parse(name, default).map(Duration::from_millis)
+    /// A number that must be at least `min` (zero would mean a busy loop, or a feature that
+    /// always fails).
+    fn at_least<T: FromStr + PartialOrd + std::fmt::Display>(
+        &self,
+        name: &'static str,
+        default: T,
+        min: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parse(name, default)?;
+        if value < min {
+            return Err(self.invalid(name, format!("must be at least {min}")));
+        }
+        Ok(value)
     }
 }
 
@@ -291,6 +305,25 @@ mod tests {
         pairs.swap_remove(2);
         let err = Settings::from_source(&source(&pairs)).unwrap_err();
         assert!(err.to_string().contains("QUEUE_CONCURRENCY"), "{err}");
+    }
+
+    #[test]
+    fn values_that_would_spin_or_always_fail_are_refused_by_name() {
+        for name in [
+            "JOB_MAINTENANCE_MS",
+            "JOB_IDLE_POLL_MS",
+            "JOB_IDEMPOTENCY_TTL_SECS",
+            "OUTBOX_POLL_MS",
+            "JWT_TTL_SECS",
+            "REQUEST_TIMEOUT_SECS",
+            "DATABASE_MAX_CONNECTIONS",
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((name, "0"));
+            let err = Settings::from_source(&source(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+            assert!(err.to_string().contains("at least"), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -40,9 +40,17 @@ impl QueueSettings {
             completed_retention: env.secs("JOB_COMPLETED_RETENTION_SECS", 86_400)?,
             dead_retention: env.secs("JOB_DEAD_RETENTION_SECS", 7 * 86_400)?,
             max_completed: env.parse("JOB_MAX_COMPLETED", 100_000)?,
-            idempotency_ttl: env.secs("JOB_IDEMPOTENCY_TTL_SECS", 86_400)?,
-            maintenance_interval: env.millis("JOB_MAINTENANCE_MS", 1000)?,
-            idle_poll: env.millis("JOB_IDLE_POLL_MS", 1000)?,
+            idempotency_ttl: Duration::from_secs(env.at_least(
+                "JOB_IDEMPOTENCY_TTL_SECS",
+                86_400,
+                1,
+            )?),
+            maintenance_interval: Duration::from_millis(env.at_least(
+                "JOB_MAINTENANCE_MS",
+                1000,
+                10,
+            )?),
+            idle_poll: Duration::from_millis(env.at_least("JOB_IDLE_POLL_MS", 1000, 10)?),
             fetch_batch: env.parse("JOB_FETCH_BATCH", 100)?,
         };
         if queue.lease < Duration::from_secs(3) {
@@ -93,7 +101,7 @@ impl WorkerSettings {
         Ok(Self {
             port: env.parse("WORKER_PORT", 9090)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 30)?,
-            outbox_poll: env.millis("OUTBOX_POLL_MS", 1000)?,
+            outbox_poll: Duration::from_millis(env.at_least("OUTBOX_POLL_MS", 1000, 10)?),
             queues,
             concurrency,
         })

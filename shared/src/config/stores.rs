@@ -21,7 +21,7 @@ impl DatabaseSettings {
         }
         Ok(Self {
             url: url.into(),
-            max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            max_connections: env.at_least("DATABASE_MAX_CONNECTIONS", 10, 1)?,
         })
     }
 }
