@@ -8,8 +8,6 @@
 //! audited as `login.failed` without the email or the password. The client IP is the socket's
 //! peer, or behind `TRUSTED_PROXIES` the address they forwarded ([`crate::client_ip`]).
 
-use std::time::Duration;
-
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
@@ -308,10 +306,9 @@ async fn login(
               AuthRefusals))]
 async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
     let c = &auth.claims;
-    let remaining = (c.exp - Utc::now().timestamp()).max(1) as u64;
     // this process refuses it even if Redis fails below
     s.revocations
-        .note_jti(c.jti, Duration::from_secs(remaining));
+        .note_jti(c.jti, shared::sessions::revocation_ttl(c.exp));
     s.sessions
         .revoke_jti(auth.user_id(), c.jti, c.exp)
         .await

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod envelope;
 mod flow;
+mod hardening;
 mod health;
 mod helpers;
 mod jobs;

@@ -542,6 +542,10 @@ impl Queues {
                 .query_async(&mut conn)
                 .await?
         };
+        if ids.is_empty() {
+            // an empty pipeline is an error in the redis client: past the last page is no error
+            return Ok((Vec::new(), total));
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(format!("{}job:{}", self.base(queue), id));
