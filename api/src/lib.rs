@@ -8,10 +8,11 @@
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
 //!   validated before a handler runs (every invalid field named), UUID path ids.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
-//!   caller is), [`jobs`] (enqueue in the request's transaction), [`rate_limit`],
+//!   caller is), [`rate_limit`],
 //!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
-//! - [`request_id`]: `x-request-id` on every response and log line.
+//! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
+//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
@@ -22,7 +23,6 @@ pub mod csv_export;
 pub mod envelope;
 pub mod error;
 pub mod extract;
-pub mod jobs;
 pub mod passwords;
 pub mod rate_limit;
 pub mod request_id;

@@ -8,14 +8,14 @@
 //! marker the caller's change is rolled back and it gets a 503.
 
 use chrono::Utc;
-use shared::jobs::RevokeSessions;
+use shared::jobs::{Job as _, RevokeSessions};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
     AppState,
     error::{ApiError, Result},
-    jobs::enqueue,
+    request_id,
 };
 
 /// Revokes every token of `user_id` issued until now, inside the caller's transaction; returns
@@ -29,16 +29,14 @@ pub async fn revoke_sessions(
     reason: &str,
 ) -> Result<Uuid> {
     let now_ms = Utc::now().timestamp_millis();
-    let job_id = enqueue(
-        tx,
-        &RevokeSessions {
-            project_id,
-            user_id,
-            actor_id,
-            reason: reason.to_owned(),
-            revoked_before_ms: now_ms,
-        },
-    )
+    let job_id = RevokeSessions {
+        project_id,
+        user_id,
+        actor_id,
+        reason: reason.to_owned(),
+        revoked_before_ms: now_ms,
+    }
+    .enqueue(tx, request_id::enqueue_options())
     .await?;
     let ttl = s.settings.auth.jwt_ttl;
     s.sessions

@@ -238,22 +238,20 @@ async fn deliver(
     }
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: job.project_id,
-            actor_id: None,
-            action: if job.resent {
+        NewEntry::new(
+            job.project_id,
+            if job.resent {
                 "invitation.resent"
             } else {
                 "invitation.sent"
             },
-            target_type: Some("user"),
-            target_id: Some(job.user_id.to_string()),
-            metadata: serde_json::json!({
-                "invitationId": job.invitation_id,
-                "attempt": attempt.number,
-            }),
-            request_id: attempt.request_id.clone(),
-        },
+        )
+        .user(job.user_id)
+        .metadata(serde_json::json!({
+            "invitationId": job.invitation_id,
+            "attempt": attempt.number,
+        }))
+        .request(attempt.request_id.clone()),
     )
     .await
     .context("Failed to audit the sent invitation")?;
@@ -300,21 +298,16 @@ pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> any
     }
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: job.project_id,
-            actor_id: None,
-            action: "invitation.failed",
-            target_type: Some("user"),
-            target_id: Some(job.user_id.to_string()),
-            metadata: serde_json::json!({
+        NewEntry::new(job.project_id, "invitation.failed")
+            .user(job.user_id)
+            .metadata(serde_json::json!({
                 "invitationId": job.invitation_id,
                 "jobId": dead.id,
                 "attempts": dead.attempts,
                 "resent": job.resent,
                 "error": dead.last_error,
-            }),
-            request_id: dead.request_id.clone(),
-        },
+            }))
+            .request(dead.request_id.clone()),
     )
     .await
     .context("Failed to audit the failed invitation")?;

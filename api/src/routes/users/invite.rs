@@ -11,7 +11,7 @@ use shared::{
         users::{User, UserStatus},
     },
     domain::{DisplayName, EmailAddress, FieldErrors, Invalid, domain_of, required},
-    jobs::SendInvitation,
+    jobs::{Job as _, SendInvitation},
     secrets,
 };
 use utoipa::ToSchema;
@@ -23,7 +23,6 @@ use crate::{
     envelope::{Accepted, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result, ResultExt},
     extract::{PathId, ValidJson, Validate},
-    jobs::enqueue,
     rate_limit, request_id,
 };
 
@@ -260,7 +259,7 @@ pub(super) async fn invite_user(
         &token,
         false,
     );
-    let job_id = enqueue(&mut tx, &job).await?;
+    let job_id = job.enqueue(&mut tx, request_id::enqueue_options()).await?;
     let user = db::users::find(&mut tx, project, user_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the invited user vanished")))?;
@@ -358,7 +357,7 @@ pub(super) async fn resend_invitation(
         &token,
         true,
     );
-    let job_id = enqueue(&mut tx, &job).await?;
+    let job_id = job.enqueue(&mut tx, request_id::enqueue_options()).await?;
     tx.commit().await?;
     tracing::info!(%user_id, invitation_id = %invitation.invitation_id, %job_id, "invitation resent");
     Ok(Accepted::job(
