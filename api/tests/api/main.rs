@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod envelope;
 mod flow;
+mod harness;
 mod health;
 mod helpers;
 mod jobs;

@@ -52,7 +52,6 @@ async fn the_openapi_document_is_json_of_version_3() {
         spec,
         serde_json::to_value(comet_api::openapi()).expect("serialisable")
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -85,7 +84,6 @@ async fn every_documented_route_is_served_and_answers_a_documented_status() {
             op.responses
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -263,6 +261,4 @@ async fn every_status_a_route_answers_is_documented() {
         "statuses the API answers but its OpenAPI document does not list:\n{}",
         undocumented.join("\n")
     );
-    down.cleanup().await;
-    app.cleanup().await;
 }
