@@ -70,18 +70,23 @@ async fn a_test_that_panics_still_drops_its_database_and_redis_keys() {
             app.start_worker().await;
             app.enqueue_ping(&json!({"runAt": "2999-01-01T00:00:00Z"}))
                 .await;
-            let env = &app.env;
-            let names = (env.db_name.clone(), env.settings.redis_prefix.clone());
+            // and a bare environment, as the worker's tests use
+            let env = TestEnv::new().await;
+            let names =
+                [&app.env, &env].map(|e| (e.db_name.clone(), e.settings.redis_prefix.clone()));
             seen.send(names).expect("report");
             panic!("a failed assertion");
         })
     });
 
     let panicked = test.join().is_err();
-    let (db_name, prefix) = report.recv().expect("the test reported its names");
+    let names = report.recv().expect("the test reported its names");
+
     assert!(panicked, "premise: the test failed");
-    assert!(!database_exists(&db_name).await, "{db_name} was dropped");
-    assert_eq!(redis_keys(&prefix).await, Vec::<String>::new());
+    for (db_name, prefix) in names {
+        assert!(!database_exists(&db_name).await, "{db_name} was dropped");
+        assert_eq!(redis_keys(&prefix).await, Vec::<String>::new());
+    }
 }
 
 #[tokio::test]

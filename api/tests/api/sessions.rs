@@ -211,7 +211,7 @@ async fn me_is_404_for_a_service_token() {
 
 #[tokio::test]
 async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_refuses_login() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let other_instance = app.second_instance().await;
     let (_, boss) = app.admin("boss@example.com").await;
     let user = app
@@ -254,6 +254,8 @@ async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_re
     assert!(revoke[0].payload["revokedBeforeMs"].as_i64().is_some());
     // the admin's own token is untouched
     json_with_status(other_instance.me(&boss).await, StatusCode::OK).await;
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.kinds(), ["revoke_sessions"]);
 }
 
 #[tokio::test]

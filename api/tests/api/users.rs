@@ -28,7 +28,7 @@ async fn user_count(app: &TestApp, email: &str) -> i64 {
 
 #[tokio::test]
 async fn an_invitation_creates_an_invited_user_an_invitation_and_one_send_job() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let (admin_id, token) = app.admin("boss@example.com").await;
     let member = app.role_id(app.project_id(), "member").await;
 
@@ -86,9 +86,12 @@ async fn an_invitation_creates_an_invited_user_an_invitation_and_one_send_job() 
     .await
     .expect("an invitation.created entry");
     assert!(!audit.contains(&raw) && !audit.contains(&stored), "{audit}");
-    // the job can be followed while it waits in the outbox
+    // the job can be followed while it waits in the outbox, and runs once relayed
     let status = app.job(job_id).await;
     assert_eq!(status["kind"], "send_invitation");
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.kinds(), ["send_invitation"]);
+    assert_eq!(app.job(job_id).await["state"], "completed");
 }
 
 #[tokio::test]
@@ -843,7 +846,7 @@ async fn the_csv_export_has_a_header_and_one_row_per_matching_user() {
 
 #[tokio::test]
 async fn a_role_change_revokes_an_active_users_tokens_and_the_next_login_has_the_new_permissions() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let (_, boss) = app.admin("boss@example.com").await;
     let user = app
         .active_user(app.project_id(), "member@example.com", "member")
@@ -893,6 +896,8 @@ async fn a_role_change_revokes_an_active_users_tokens_and_the_next_login_has_the
     .expect("a role.changed entry");
     assert_eq!(audited["fromRoleName"], "member");
     assert_eq!(audited["toRoleName"], "admin");
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.kinds(), ["revoke_sessions"]);
 }
 
 #[tokio::test]
