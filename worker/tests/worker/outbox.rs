@@ -17,13 +17,13 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
     let job = ping_job(&env, |p| p.record = true);
 
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.rollback().await.unwrap();
 
     // A job committed afterwards does run: once it has, the relay has had its chance.
     let later = ping_job(&env, |_| {});
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &later).await.unwrap();
+    outbox::insert(&mut tx, &later).await.unwrap();
     tx.commit().await.unwrap();
     eventually(
         Duration::from_secs(15),
@@ -51,7 +51,7 @@ async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
 
     let job = ping_job(&env, |p| p.record = true);
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.commit().await.unwrap();
 
     // Redis is down: the job waits in Postgres and shows as pending.
@@ -89,12 +89,17 @@ async fn a_relay_that_pushes_the_same_row_twice_creates_one_job() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |_| {});
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.commit().await.unwrap();
     // The relay crashed after pushing but before deleting: the row is pushed again.
-    let first = env.queues.enqueue(&job).await.unwrap();
+    let first = env.queues.push(&job).await.unwrap();
     assert!(first.created);
-    assert_eq!(outbox::relay_once(&env.pool, &env.queues).await.unwrap(), 1);
+    assert_eq!(
+        comet_worker::services::relay::relay_once(&env.pool, &env.queues)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
     env.cleanup().await;

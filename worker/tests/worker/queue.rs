@@ -16,7 +16,7 @@ use crate::helpers::{InProcessWorker, lease_by_hand, ping_job};
 async fn a_backlog_of_100k_jobs_queued_with_no_worker_drains_without_error() {
     let env = TestEnv::new().await;
     let jobs: Vec<NewJob> = (0..100_000).map(|_| ping_job(&env, |_| {})).collect();
-    let out = env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    let out = env.queues.push_many("ping", &jobs).await.unwrap();
     assert!(out.iter().all(|e| e.created));
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 100_000);
 
@@ -40,7 +40,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
     let due = Utc::now() + chrono::Duration::seconds(2);
     let jobs: Vec<NewJob> = (0..10_000)
         .map(|_| {
-            shared::jobs::enqueue(
+            shared::jobs::Job::to_new_job(
                 &Ping::new(env.project_id),
                 EnqueueOptions {
                     run_at: Some(due),
@@ -50,7 +50,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
             .unwrap()
         })
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let c = env.queues.counts("ping").await.unwrap();
     assert_eq!((c.delayed, c.waiting), (10_000, 0));
 
@@ -84,7 +84,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
 async fn higher_priority_jobs_wait_ahead_and_equal_priorities_keep_their_order() {
     let env = TestEnv::new().await;
     let mk = |priority| {
-        shared::jobs::enqueue(
+        shared::jobs::Job::to_new_job(
             &Ping::new(env.project_id),
             EnqueueOptions {
                 priority,
@@ -95,7 +95,7 @@ async fn higher_priority_jobs_wait_ahead_and_equal_priorities_keep_their_order()
     };
     let (low1, high, low2, urgent) = (mk(0), mk(10), mk(0), mk(1000));
     for j in [&low1, &high, &low2, &urgent] {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     let (waiting, total) = env
         .queues
@@ -115,11 +115,11 @@ async fn a_second_enqueue_with_the_same_idempotency_key_returns_the_first_job() 
         idempotency_key: Some("order-42".into()),
         ..Default::default()
     };
-    let first = shared::jobs::enqueue(&Ping::new(env.project_id), opts()).unwrap();
-    let second = shared::jobs::enqueue(&Ping::new(env.project_id), opts()).unwrap();
+    let first = shared::jobs::Job::to_new_job(&Ping::new(env.project_id), opts()).unwrap();
+    let second = shared::jobs::Job::to_new_job(&Ping::new(env.project_id), opts()).unwrap();
     assert_ne!(first.id, second.id);
-    let a = env.queues.enqueue(&first).await.unwrap();
-    let b = env.queues.enqueue(&second).await.unwrap();
+    let a = env.queues.push(&first).await.unwrap();
+    let b = env.queues.push(&second).await.unwrap();
     assert!(a.created && !b.created);
     assert_eq!(b.id, first.id);
     assert!(env.queues.job("ping", second.id).await.unwrap().is_none());
@@ -132,7 +132,7 @@ async fn a_job_with_an_unreadable_payload_goes_dead_at_once_with_a_readable_erro
     let env = TestEnv::new().await;
     let mut job = ping_job(&env, |_| {});
     job.payload = serde_json::json!({ "projectId": env.project_id, "sleepMs": "soon" });
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     let dead = eventually(Duration::from_secs(15), "bad job dead", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;
@@ -156,7 +156,7 @@ async fn a_permanent_failure_goes_dead_at_once_and_a_transient_one_retries_until
     let mut recovers = ping_job(&env, |p| p.fail_attempts = 2);
     recovers.max_attempts = 3;
     for j in [&permanent, &transient, &recovers] {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     let worker = InProcessWorker::start(&env).await;
     let ids = [permanent.id, transient.id, recovers.id];
@@ -186,7 +186,7 @@ async fn a_permanent_failure_goes_dead_at_once_and_a_transient_one_retries_until
 async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |_| {});
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let base = env.queues.base("ping");
     let ack = redis::Script::new(include_str!("../../../shared/src/queue/lua/ack.lua"));
     let maintain = redis::Script::new(include_str!("../../../shared/src/queue/lua/maintain.lua"));
@@ -259,7 +259,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
 async fn a_long_job_reports_progress_while_it_runs() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |p| p.sleep_ms = 3_000);
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     let midway = eventually(Duration::from_secs(15), "progress while active", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;

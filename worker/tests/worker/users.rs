@@ -94,7 +94,7 @@ fn in_30_days() -> DateTime<Utc> {
 }
 
 async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
-    let new = shared::jobs::enqueue(
+    let new = shared::jobs::Job::to_new_job(
         job,
         EnqueueOptions {
             request_id: Some(REQUEST_ID.into()),
@@ -102,7 +102,7 @@ async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
         },
     )
     .expect("job");
-    env.queues.enqueue(&new).await.expect("enqueue").id
+    env.queues.push(&new).await.expect("enqueue").id
 }
 
 /// Waits until the job is completed or dead; returns it.
