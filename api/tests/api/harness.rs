@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use serde_json::json;
-use shared::{queue::JobState, testing::TestEnv};
+use shared::{
+    jobs::{Job as _, Ping},
+    queue::JobState,
+    testing::TestEnv,
+};
 
 use crate::helpers::TestApp;
 
@@ -40,11 +44,8 @@ async fn redis_keys(prefix: &str) -> Vec<String> {
 async fn a_test_env_that_is_dropped_leaves_no_database_and_no_redis_keys() {
     let env = TestEnv::new().await;
     let (db_name, prefix) = (env.db_name.clone(), env.settings.redis_prefix.clone());
-    env.queues
-        .enqueue(
-            &shared::jobs::enqueue(&shared::jobs::Ping::new(env.project_id), Default::default())
-                .expect("a job"),
-        )
+    Ping::new(env.project_id)
+        .enqueue_now(&env.queues, Default::default())
         .await
         .expect("enqueue");
     assert!(database_exists(&db_name).await);

@@ -122,12 +122,7 @@ impl TestEnv {
             .run(&pool)
             .await
             .expect("migrate test database");
-        let queues = Queues::new(
-            settings.redis_client().expect("redis url"),
-            &settings.redis_prefix,
-            settings.queue.clone(),
-        )
-        .expect("queues");
+        let queues = Queues::from_settings(&settings).expect("queues");
         let mut conn = pool.acquire().await.expect("acquire");
         let project_id = crate::db::projects::ensure(&mut conn, "demo")
             .await
@@ -146,12 +141,7 @@ impl TestEnv {
     /// `settings` (a second API process, or one whose Redis is down); dropping it cleans
     /// nothing: the original owns the clean-up.
     pub fn share(&self, settings: Settings) -> Self {
-        let queues = Queues::new(
-            settings.redis_client().expect("redis url"),
-            &settings.redis_prefix,
-            settings.queue.clone(),
-        )
-        .expect("queues");
+        let queues = Queues::from_settings(&settings).expect("queues");
         Self {
             pool: crate::db::pool(&settings).expect("pool"),
             queues,
@@ -229,10 +219,7 @@ impl TestEnv {
         let (settings, db_name) = (self.settings.clone(), self.db_name.clone());
         async move {
             // a Redis that is down answers at once (connection refused); never hang a test
-            if let Ok(client) = settings.redis_client()
-                && let Ok(queues) =
-                    Queues::new(client, &settings.redis_prefix, settings.queue.clone())
-            {
+            if let Ok(queues) = Queues::from_settings(&settings) {
                 let _ = tokio::time::timeout(Duration::from_secs(10), queues.purge()).await;
             }
             // only the folder `with` made (a test may have pointed the setting elsewhere)
