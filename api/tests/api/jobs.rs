@@ -543,7 +543,7 @@ async fn a_job_still_in_the_outbox_shows_as_pending_to_its_project_only() {
 
 #[tokio::test]
 async fn an_idempotency_key_makes_a_new_job_once_its_ttl_has_passed() {
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_secs(3);
     let app = TestApp::spawn_with(|s| s.queue.idempotency_ttl = ttl).await;
     let token = app.admin_token();
     let body = json!({"idempotencyKey": "hourly-report"});
