@@ -115,12 +115,24 @@ async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     axum::Json(openapi())
 }
 
+/// A method as a metrics label: the standard methods by name, anything else `other` (labels come
+/// from closed sets only: a caller must not be able to create series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
 async fn http_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
@@ -138,7 +150,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The whole application, ready to serve or to drive in tests.
 pub fn app(state: AppState) -> Router {
-    let timeout = state.settings.request_timeout;
+    let timeout = state.settings.http.request_timeout;
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(|req: Request| async move {

@@ -8,8 +8,6 @@
 //! audited as `login.failed` without the email or the password. The client IP is the socket's
 //! peer, or behind `TRUSTED_PROXIES` the address they forwarded ([`crate::client_ip`]).
 
-use std::time::Duration;
-
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
@@ -143,7 +141,7 @@ async fn login(
     if req.password.is_empty() || req.password.len() > 1024 {
         return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
     }
-    let limits = &s.settings.users;
+    let limits = &s.settings.auth;
     rate_limit(&s, "login-ip", &ip, &limits.login_per_ip).await?;
     rate_limit(
         &s,
@@ -217,7 +215,7 @@ async fn login(
         &user_id.to_string(),
         project,
         Vec::new(),
-        s.settings.jwt_ttl.as_secs() as i64,
+        s.settings.auth.jwt_ttl.as_secs() as i64,
     );
     let mut tx = s.pool.begin().await?;
     // waits for a deactivation or role change in flight
@@ -243,7 +241,7 @@ async fn login(
         },
     )
     .await?;
-    let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
+    let token = shared::auth::mint(&s.settings.auth.jwt_secret, &claims)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -278,10 +276,9 @@ async fn login(
               (status = 503, body = crate::error::ErrorEnvelope)))]
 async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
     let c = &auth.claims;
-    let remaining = (c.exp - Utc::now().timestamp()).max(1) as u64;
     // this process refuses it even if Redis fails below
     s.revocations
-        .note_jti(c.jti, Duration::from_secs(remaining));
+        .note_jti(c.jti, shared::sessions::revocation_ttl(c.exp));
     s.sessions
         .revoke_jti(auth.user_id(), c.jti, c.exp)
         .await

@@ -140,7 +140,7 @@ async fn revoke_sessions(
         },
     )
     .await?;
-    let ttl = s.settings.jwt_ttl;
+    let ttl = s.settings.auth.jwt_ttl;
     s.sessions
         .revoke_user_before(user_id, now_ms, ttl)
         .await
@@ -679,7 +679,7 @@ async fn invite_user(
             invitation_id,
             user_id,
             inviter_id: Some(inviter.id),
-            sealed_token: secrets::seal(&s.settings.jwt_secret, &token),
+            sealed_token: secrets::seal(&s.settings.auth.jwt_secret, &token),
             token_hash: secrets::token_hash(&token),
             resent: false,
         },
@@ -784,7 +784,7 @@ async fn resend_invitation(
             invitation_id: invitation.invitation_id,
             user_id,
             inviter_id: Some(inviter.id),
-            sealed_token: secrets::seal(&s.settings.jwt_secret, &token),
+            sealed_token: secrets::seal(&s.settings.auth.jwt_secret, &token),
             token_hash: secrets::token_hash(&token),
             resent: true,
         },

@@ -267,8 +267,8 @@ async fn a_request_that_times_out_gets_503_in_the_envelope() {
     // timeout, well past this 1 s request timeout
     let env = shared::testing::TestEnv::new().await;
     let mut settings = env.settings.clone();
-    settings.database_url = "postgres://postgres@127.0.0.1:1/comet".into();
-    settings.request_timeout = std::time::Duration::from_secs(1);
+    settings.database.url = "postgres://postgres@127.0.0.1:1/comet".into();
+    settings.http.request_timeout = std::time::Duration::from_secs(1);
     let app = TestApp::serve(env, settings).await;
 
     let started = std::time::Instant::now();

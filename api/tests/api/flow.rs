@@ -16,7 +16,7 @@ async fn an_invited_teammate_gets_a_working_email_link_logs_in_and_is_locked_out
     let smtp = SmtpServer::start().await;
     let smtp_url = smtp.url();
     let mut app = TestApp::spawn_with(|s| {
-        s.users.smtp_url = Some(smtp_url.clone().into());
+        s.email.smtp_url = Some(smtp_url.clone().into());
         s.users.app_base_url = BASE_URL.into();
     })
     .await;

@@ -43,7 +43,7 @@ async fn redis_keys(prefix: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_test_env_that_is_dropped_leaves_no_database_and_no_redis_keys() {
     let env = TestEnv::new().await;
-    let (db_name, prefix) = (env.db_name.clone(), env.settings.redis_prefix.clone());
+    let (db_name, prefix) = (env.db_name.clone(), env.settings.redis.prefix.clone());
     Ping::new(env.project_id)
         .enqueue_now(&env.queues, Default::default())
         .await
@@ -74,7 +74,7 @@ async fn a_test_that_panics_still_drops_its_database_and_redis_keys() {
             // and a bare environment, as the worker's tests use
             let env = TestEnv::new().await;
             let names =
-                [&app.env, &env].map(|e| (e.db_name.clone(), e.settings.redis_prefix.clone()));
+                [&app.env, &env].map(|e| (e.db_name.clone(), e.settings.redis.prefix.clone()));
             seen.send(names).expect("report");
             panic!("a failed assertion");
         })
@@ -96,7 +96,7 @@ async fn cleaning_up_early_drops_everything_at_once_and_dropping_after_it_is_har
     let second = app.second_instance().await;
     let (db_name, prefix) = (
         app.env.db_name.clone(),
-        app.env.settings.redis_prefix.clone(),
+        app.env.settings.redis.prefix.clone(),
     );
     app.enqueue_ping(&json!({})).await;
 

@@ -13,14 +13,14 @@ const DEAD_POSTGRES: &str = "postgres://postgres@127.0.0.1:1/comet";
 
 /// The API over an environment whose Redis is unreachable.
 async fn app_without_redis() -> TestApp {
-    TestApp::spawn_with(|s| s.redis_url = DEAD_REDIS.into()).await
+    TestApp::spawn_with(|s| s.redis.url = DEAD_REDIS.into()).await
 }
 
 /// The API pointed at an unreachable Postgres (the environment keeps a real one for cleanup).
 async fn app_without_postgres() -> TestApp {
     let env = TestEnv::new().await;
     let mut settings = env.settings.clone();
-    settings.database_url = DEAD_POSTGRES.into();
+    settings.database.url = DEAD_POSTGRES.into();
     TestApp::serve(env, settings).await
 }
 

@@ -209,7 +209,7 @@ fn with_params(path: &str, value: &str) -> String {
 #[tokio::test]
 async fn every_status_a_route_answers_is_documented() {
     let app = TestApp::spawn().await;
-    let down = TestApp::spawn_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let down = TestApp::spawn_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
     let spec = served_spec(&app).await;
     let token = app.admin_token();
     let mut undocumented = Vec::new();

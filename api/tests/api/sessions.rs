@@ -44,7 +44,8 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
         json!(["jobs:read", "user:read"])
     );
     let token = data["accessToken"].as_str().expect("a token");
-    let claims = shared::auth::verify(&app.env.settings.jwt_secret, token).expect("a valid JWT");
+    let claims =
+        shared::auth::verify(&app.env.settings.auth.jwt_secret, token).expect("a valid JWT");
     assert_eq!(claims.sub, user.to_string());
     assert_eq!(claims.project_id, app.project_id());
     assert_eq!(claims.permissions, ["jobs:read", "user:read"]);
@@ -337,7 +338,7 @@ async fn when_redis_cannot_take_the_revocation_the_deactivation_is_rolled_back_w
         .await;
     // the same database, but a Redis that does not answer
     let mut settings = app.env.settings.clone();
-    settings.redis_url = "redis://127.0.0.1:1".to_owned().into();
+    settings.redis.url = "redis://127.0.0.1:1".to_owned().into();
     let down = TestApp::serve(app.env.share(settings.clone()), settings).await;
 
     let resp = down.deactivate(&boss, &user.to_string()).await;
@@ -355,7 +356,7 @@ async fn when_redis_cannot_take_the_revocation_the_deactivation_is_rolled_back_w
 #[tokio::test]
 async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
     let app = TestApp::spawn_with(|s| {
-        s.users.login_per_email = RateLimit {
+        s.auth.login_per_email = RateLimit {
             count: 3,
             window: Duration::from_secs(300),
         };
@@ -397,11 +398,11 @@ async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
 /// `trusted_proxies`, with the active user `ada@example.com`.
 async fn two_logins_per_ip(trusted_proxies: &[&str]) -> TestApp {
     let app = TestApp::spawn_with(|s| {
-        s.users.login_per_ip = RateLimit {
+        s.auth.login_per_ip = RateLimit {
             count: 2,
             window: Duration::from_secs(60),
         };
-        s.trusted_proxies = trusted_proxies
+        s.http.trusted_proxies = trusted_proxies
             .iter()
             .map(|p| p.parse().expect("cidr"))
             .collect();

@@ -307,7 +307,7 @@ impl Queues {
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, QueueError> {
         Self::new(
             settings.redis_client()?,
-            &settings.redis_prefix,
+            &settings.redis.prefix,
             settings.queue.clone(),
         )
     }
@@ -542,6 +542,10 @@ impl Queues {
                 .query_async(&mut conn)
                 .await?
         };
+        if ids.is_empty() {
+            // an empty pipeline is an error in the redis client: past the last page is no error
+            return Ok((Vec::new(), total));
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(format!("{}job:{}", self.base(queue), id));

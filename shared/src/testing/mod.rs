@@ -111,17 +111,16 @@ impl TestEnv {
             idle_poll: Duration::from_millis(500),
             ..QueueSettings::default()
         };
-        settings.outbox_poll = Duration::from_millis(500);
+        settings.worker.outbox_poll = Duration::from_millis(500);
         // emails sent without SMTP go to files: this test's own folder, removed with it
-        settings.users.email_outbox_dir = std::env::temp_dir()
+        settings.email.outbox_dir = std::env::temp_dir()
             .join(format!("comet-test-emails-{}", &id[..16]))
             .to_string_lossy()
             .into_owned();
-        settings.shutdown_timeout = Duration::from_secs(10);
+        settings.worker.shutdown_timeout = Duration::from_secs(10);
         tweak(&mut settings);
         let pool = crate::db::pool(&settings).expect("pool");
-        crate::MIGRATOR
-            .run(&pool)
+        crate::db::migrate(&pool)
             .await
             .expect("migrate test database");
         let queues = Queues::from_settings(&settings).expect("queues");
@@ -170,7 +169,7 @@ impl TestEnv {
             permissions.iter().map(|p| (*p).to_owned()).collect(),
             600,
         );
-        crate::auth::mint(&self.settings.jwt_secret, &claims).expect("mint")
+        crate::auth::mint(&self.settings.auth.jwt_secret, &claims).expect("mint")
     }
 
     /// Environment variables that make a `comet-api`/`comet-worker` process use this
@@ -182,10 +181,10 @@ impl TestEnv {
             ("APP_ENV".into(), "test".into()),
             (
                 "DATABASE_URL".into(),
-                s.database_url.expose_secret().to_owned(),
+                s.database.url.expose_secret().to_owned(),
             ),
-            ("REDIS_URL".into(), s.redis_url.expose_secret().to_owned()),
-            ("REDIS_PREFIX".into(), s.redis_prefix.clone()),
+            ("REDIS_URL".into(), s.redis.url.expose_secret().to_owned()),
+            ("REDIS_PREFIX".into(), s.redis.prefix.clone()),
             ("JWT_SECRET".into(), JWT_SECRET.into()),
             ("JOB_LEASE_SECS".into(), s.queue.lease.as_secs().to_string()),
             (
@@ -198,11 +197,11 @@ impl TestEnv {
             ),
             (
                 "SHUTDOWN_TIMEOUT_SECS".into(),
-                s.shutdown_timeout.as_secs().to_string(),
+                s.worker.shutdown_timeout.as_secs().to_string(),
             ),
             (
                 "OUTBOX_POLL_MS".into(),
-                s.outbox_poll.as_millis().to_string(),
+                s.worker.outbox_poll.as_millis().to_string(),
             ),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
             ("LOG_FORMAT".into(), "json".into()),
@@ -225,7 +224,7 @@ impl TestEnv {
                 let _ = tokio::time::timeout(Duration::from_secs(10), queues.purge()).await;
             }
             // only the folder `with` made (a test may have pointed the setting elsewhere)
-            let emails = &settings.users.email_outbox_dir;
+            let emails = &settings.email.outbox_dir;
             if emails.contains("comet-test-emails-") {
                 let _ = tokio::fs::remove_dir_all(emails).await;
             }

@@ -63,7 +63,7 @@ pub async fn revoke_sessions(
     }
 
     ctx.sessions
-        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.jwt_ttl)
+        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.auth.jwt_ttl)
         .await
         .context("Failed to set the user's revocation marker")?;
     let sessions = ctx

@@ -130,7 +130,7 @@ pub async fn send_invitation(
     job: &SendInvitation,
     attempt: &Attempt,
 ) -> Result<Outcome, BoxDynError> {
-    let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
+    let Some(token) = secrets::open(&ctx.settings.auth.jwt_secret, &job.sealed_token) else {
         // No email can be sent without the token: the job goes dead, and its on-dead hook
         // marks the invitation failed if it still is this job's (by the token's hash).
         return Err(AbortError::new(
@@ -271,7 +271,7 @@ async fn deliver(
     project_id = %job.project_id, invitation_id = %job.invitation_id, user_id = %job.user_id,
 ))]
 pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> anyhow::Result<()> {
-    let token_hash = match secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) {
+    let token_hash = match secrets::open(&ctx.settings.auth.jwt_secret, &job.sealed_token) {
         Some(token) => secrets::token_hash(&token),
         None if !job.token_hash.is_empty() => job.token_hash.clone(),
         None => {

@@ -184,7 +184,7 @@ impl TestApp {
             all_permissions().iter().map(|p| (*p).to_owned()).collect(),
             -ago_secs,
         );
-        shared::auth::mint(&self.env.settings.jwt_secret, &claims).expect("mint")
+        shared::auth::mint(&self.env.settings.auth.jwt_secret, &claims).expect("mint")
     }
 
     /// A token with every permission signed with another secret.

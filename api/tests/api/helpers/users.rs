@@ -218,7 +218,7 @@ impl TestApp {
     pub fn token_in(&self, job: &OutboxJob) -> String {
         assert_eq!(job.queue, "send_invitation");
         let sealed = job.payload["sealedToken"].as_str().expect("a sealed token");
-        shared::secrets::open(&self.env.settings.jwt_secret, sealed).expect("the token opens")
+        shared::secrets::open(&self.env.settings.auth.jwt_secret, sealed).expect("the token opens")
     }
 
     /// The token of the last `send_invitation` job for `user`.
