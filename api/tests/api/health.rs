@@ -1,10 +1,10 @@
 //! `/health`, `/ready`, `/metrics`, and how the API answers while a dependency is down.
 
-use reqwest::{StatusCode, header};
+use reqwest::StatusCode;
 use serde_json::json;
 use shared::testing::TestEnv;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, random_id};
+use crate::helpers::{TestApp, assert_error, content_type, json_with_status, random_id};
 
 /// A Redis URL where nothing listens.
 const DEAD_REDIS: &str = "redis://127.0.0.1:1";
@@ -112,12 +112,7 @@ async fn metrics_count_http_requests_in_the_prometheus_format() {
     let resp = app.metrics().await;
 
     assert_eq!(resp.status(), StatusCode::OK);
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = resp.text().await.expect("a body");
     let health_line = text

@@ -239,16 +239,11 @@ pub async fn send(req: RequestBuilder) -> Response {
 /// The response's body as JSON, after asserting its status.
 pub async fn json_with_status(resp: Response, status: StatusCode) -> Value {
     let actual = resp.status();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-        .to_owned();
+    let content_type = content_type(&resp);
     let text = resp.text().await.expect("a body");
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("the {actual} is not JSON ({e}); content-type {content_type}, body {text:?}")
+        panic!("the {actual} is not JSON ({e}); content-type {content_type:?}, body {text:?}")
     })
 }
 
@@ -256,12 +251,7 @@ pub async fn json_with_status(resp: Response, status: StatusCode) -> Value {
 /// `x-request-id`; returns the `error` object.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
     let request_id = request_id_of(&resp);
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     let body = json_with_status(resp, status).await;
     assert!(
         content_type.starts_with("application/json"),
@@ -284,6 +274,15 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
         "nothing but `error` at the top: {body:#}"
     );
     error.clone()
+}
+
+/// The response's `Content-Type` (empty without one).
+pub fn content_type(resp: &Response) -> String {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The response's `x-request-id` (asserting there is one).
