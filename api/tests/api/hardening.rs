@@ -2,27 +2,23 @@
 //! each answers a clear status and does what it says.
 
 use chrono::Utc;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use shared::auth::Claims;
 
-use crate::helpers::{TestApp, all_permissions, json_with_status, send};
+use crate::helpers::{TestApp, all_permissions, json_with_status};
 
 #[tokio::test]
 async fn an_empty_state_or_a_page_past_the_end_lists_no_jobs_instead_of_failing() {
     let app = TestApp::spawn().await;
     let token = app.token(&["queues:read"]);
-    for path in [
-        "/api/v1/queues/ping/jobs?state=dead",
-        "/api/v1/queues/ping/jobs?state=waiting&page=50",
-    ] {
+    for query in ["?state=dead", "?state=waiting&page=50"] {
         let body = json_with_status(
-            send(app.authed(Method::GET, path, &token)).await,
+            app.get_queue_jobs(&token, "ping", query).await,
             StatusCode::OK,
         )
         .await;
-        assert_eq!(body["data"], serde_json::json!([]), "{path}: {body}");
+        assert_eq!(body["data"], serde_json::json!([]), "{query}: {body}");
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -37,21 +33,15 @@ async fn logging_out_a_token_that_expires_in_the_far_future_revokes_it() {
     );
     claims.exp = Utc::now().timestamp() + 100_000_000_000_000_000;
     let token = shared::auth::mint(&app.env.settings.auth.jwt_secret, &claims).expect("mint");
-    assert_eq!(
-        send(app.authed(Method::GET, "/api/v1/queues", &token))
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.queues(&token).await.status(), StatusCode::OK);
 
-    let out = send(app.authed(Method::POST, "/api/v1/auth/logout", &token)).await;
+    let out = app.logout(&token).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
 
-    let after = send(app.authed(Method::GET, "/api/v1/queues", &token)).await;
+    let after = app.queues(&token).await;
     assert_eq!(
         after.status(),
         StatusCode::UNAUTHORIZED,
         "the token still works"
     );
-    app.cleanup().await;
 }

@@ -7,6 +7,7 @@ mod auth;
 mod envelope;
 mod flow;
 mod hardening;
+mod harness;
 mod health;
 mod helpers;
 mod jobs;

@@ -58,5 +58,4 @@ async fn random_methods_and_paths_create_no_metric_series() {
     }
     assert!(text.contains(r#"method="other""#), "{text}");
     assert!(text.contains(r#"route="unmatched""#), "{text}");
-    app.cleanup().await;
 }

@@ -49,7 +49,6 @@ async fn the_permissions_table_and_default_roles_match_the_declaration() {
             "{role}"
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -96,7 +95,6 @@ async fn migrating_brings_the_table_back_in_line_with_the_code() {
         granted(&app, "member").await,
         sorted(of_default_role("member"))
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,5 +111,4 @@ async fn a_permission_removed_from_a_default_role_stays_removed_across_migration
         .await
         .expect("migrate again");
     assert_eq!(granted(&app, "member").await, ["jobs:read"]);
-    app.cleanup().await;
 }
