@@ -72,6 +72,15 @@ pub enum ApiError {
     /// 503: a dependency (Postgres, Redis) is unreachable; retry later.
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
+    /// 503: this process is at a capacity bound it keeps on purpose (e.g. password hashing);
+    /// `Retry-After` says when to come back.
+    #[error("{what} is busy; retry in {retry_after} s")]
+    Busy {
+        /// What is at capacity.
+        what: &'static str,
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
     /// 500: a bug or an unexpected failure; details are logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -129,6 +138,7 @@ impl ApiError {
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -201,7 +211,8 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } = self {
+        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after, .. } = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

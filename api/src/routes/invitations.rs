@@ -18,10 +18,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
+    client_ip::ClientIp,
     envelope::{ApiJson, Data},
     error::{ApiError, BodyRefusals, ErrorEnvelope, Result},
     extract::{ValidJson, Validate},
-    passwords, request_id,
+    passwords, rate_limit, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -86,21 +87,39 @@ impl Validate for AcceptInvitation {
 /// Accepts an invitation: the user becomes ACTIVE with this password and can log in.
 ///
 /// Public (the token is the credential). 404 for an unknown or already used token, 410 for an
-/// expired invitation, 422 for a password outside 12..=128 characters.
+/// expired invitation, 422 for a password outside 12..=128 characters, 429 past
+/// `RATE_LIMIT_ACCEPT_PER_IP`, 503 with `Retry-After` while password hashing is at capacity.
+/// The token is looked up before the password is hashed: a guess costs no Argon2.
 #[utoipa::path(post, path = "/api/v1/invitations/accept", tag = "invitations",
     request_body = AcceptInvitation,
     responses((status = 200, body = inline(Data<User>)),
               (status = 404, body = ErrorEnvelope),
               (status = 410, body = ErrorEnvelope),
+              (status = 429, body = ErrorEnvelope),
               (status = 503, body = ErrorEnvelope),
               BodyRefusals))]
 async fn accept_invitation(
     State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
     ValidJson(req): ValidJson<AcceptInvitation>,
 ) -> Result<ApiJson<Data<User>>> {
+    rate_limit::check(&s, "accept-ip", &ip, &s.settings.auth.accept_per_ip).await?;
+    let token_hash = secrets::token_hash(&req.token);
+    // A cheap look-up first: an unknown, used or expired token costs no Argon2 (the transaction
+    // below checks again, under locks).
+    {
+        let mut conn = s.pool.acquire().await?;
+        let invitation = db::invitations::find_by_token_hash(&mut conn, &token_hash)
+            .await?
+            .ok_or(ApiError::NotFound("invitation"))?;
+        if invitation.expires_at <= Utc::now() {
+            return Err(ApiError::Gone(
+                "the invitation has expired; ask for a new one",
+            ));
+        }
+    }
     let hash = passwords::hash(req.password).await?;
     let name = req.name.as_ref().map(AsRef::as_ref);
-    let token_hash = secrets::token_hash(&req.token);
     let mut tx = s.pool.begin().await?;
     // lock order: the user, then its invitation (as deactivation and resend do)
     let seen = db::invitations::find_by_token_hash(&mut tx, &token_hash)

@@ -2,7 +2,7 @@
 //! each answers a clear status and does what it says.
 
 use chrono::Utc;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use shared::auth::Claims;
 
 use crate::helpers::{TestApp, all_permissions, json_with_status};
@@ -43,5 +43,87 @@ async fn logging_out_a_token_that_expires_in_the_far_future_revokes_it() {
         after.status(),
         StatusCode::UNAUTHORIZED,
         "the token still works"
+    );
+}
+
+/// This test process's resident memory, in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        / 1024
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_bogus_invitation_acceptances_cost_no_memory_and_a_real_one_succeeds()
+ {
+    // behind a trusted proxy, each request comes from its own forwarded client, so the per-IP
+    // limit does not hide what the route itself costs
+    let app = TestApp::spawn_with(|s| {
+        s.http.trusted_proxies = vec!["127.0.0.1/32".parse().expect("a CIDR")];
+    })
+    .await;
+    let (_, admin) = app.admin("boss@example.com").await;
+    let invited = app.invite_member(&admin, "new@example.com").await;
+    let user = invited["user"]["id"].as_str().expect("user id").to_owned();
+    let token = app.last_invitation_token(&user).await;
+
+    let before = rss_mib();
+    let requests = (0..200u32).map(|i| {
+        app.request(Method::POST, "/api/v1/invitations/accept")
+            .header(
+                "x-forwarded-for",
+                format!("10.9.{}.{}", i / 250, i % 250 + 1),
+            )
+            .json(&serde_json::json!({
+                "token": format!("bogus-{i}-{}", "x".repeat(40)),
+                "password": "a perfectly fine password",
+            }))
+            .send()
+    });
+    let answers = futures::future::join_all(requests).await;
+    let grown = rss_mib().saturating_sub(before);
+    for answer in answers {
+        assert_eq!(answer.expect("an answer").status(), StatusCode::NOT_FOUND);
+    }
+    // each Argon2 hash takes 19 MiB: 200 of them at once took gigabytes before
+    assert!(grown < 150, "the process grew by {grown} MiB");
+
+    let started = std::time::Instant::now();
+    let accepted = app.accept(&token, "a perfectly fine password").await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn invitation_acceptances_are_rate_limited_per_client_ip() {
+    let app = TestApp::spawn_with(|s| {
+        s.auth.accept_per_ip = shared::config::RateLimit::per_secs(3, 60);
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let resp = app
+            .accept(
+                &format!("bogus-token-{i}-{}", "y".repeat(40)),
+                "a perfectly fine password",
+            )
+            .await;
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(resp.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
     );
 }

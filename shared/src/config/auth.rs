@@ -18,6 +18,9 @@ pub struct AuthSettings {
     pub login_per_ip: RateLimit,
     /// `RATE_LIMIT_LOGIN_PER_EMAIL`: login attempts per email (default `10/300`).
     pub login_per_email: RateLimit,
+    /// `RATE_LIMIT_ACCEPT_PER_IP`: invitation acceptances (a public route) per client IP
+    /// (default `20/60`).
+    pub accept_per_ip: RateLimit,
 }
 
 impl AuthSettings {
@@ -32,6 +35,7 @@ impl AuthSettings {
             login_per_ip: env.parse("RATE_LIMIT_LOGIN_PER_IP", RateLimit::per_secs(30, 60))?,
             login_per_email: env
                 .parse("RATE_LIMIT_LOGIN_PER_EMAIL", RateLimit::per_secs(10, 300))?,
+            accept_per_ip: env.parse("RATE_LIMIT_ACCEPT_PER_IP", RateLimit::per_secs(20, 60))?,
         })
     }
 }
