@@ -24,3 +24,35 @@ pub async fn check(s: &AppState, name: &str, key: &str, limit: &RateLimit) -> Re
         }
     }
 }
+
+/// Refuses (429 with `Retry-After`) when `name` by `key` has used up `limit`, counting nothing:
+/// for limits on failures, counted with [`count`] once the action failed.
+pub async fn refuse_if_reached(
+    s: &AppState,
+    name: &str,
+    key: &str,
+    limit: &RateLimit,
+) -> Result<()> {
+    match s
+        .sessions
+        .limit_reached(name, key, limit)
+        .await
+        .map_err(ApiError::session_store)?
+    {
+        Ok(()) => Ok(()),
+        Err(Limited { retry_after }) => {
+            tracing::info!(limit = name, retry_after, "rate limited");
+            Err(ApiError::TooManyRequests { retry_after })
+        }
+    }
+}
+
+/// Counts one `name` action (a failure) by `key` against `limit`, refusing nothing.
+pub async fn count(s: &AppState, name: &str, key: &str, limit: &RateLimit) -> Result<()> {
+    s.sessions
+        .rate_limit(name, key, limit)
+        .await
+        .map_err(ApiError::session_store)?
+        .ok();
+    Ok(())
+}

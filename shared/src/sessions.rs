@@ -8,6 +8,7 @@
 //!   by deactivation and role changes, kept for one token lifetime.
 //! - `seen:<user>`: the 5-minute gate of activity tracking.
 //! - `rate:<name>:<key>`: fixed-window rate-limit counters.
+//! - `known-clients:<email hash>`: client IPs that logged in as that email (30 days).
 
 use std::time::Duration;
 
@@ -19,15 +20,15 @@ use crate::{auth::Claims, queue::Queues};
 /// The longest a revocation is kept: tokens minted to live longer (`comet-api token --ttl`)
 /// are revoked for this long, which Redis can store (a raw far-future `exp` overflows its
 /// expiry and would fail the logout, leaving the token valid).
-pub const MAX_REVOCATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+pub const MAX_REVOCATION: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// How long a revocation of a token expiring at `expires` (seconds since the epoch) must last:
 /// its remaining life, at least a second, at most [`MAX_REVOCATION`].
-pub fn revocation_ttl(expires: i64) -> std::time::Duration {
+pub fn revocation_ttl(expires: i64) -> Duration {
     let remaining = expires
         .saturating_sub(chrono::Utc::now().timestamp())
         .max(1) as u64;
-    std::time::Duration::from_secs(remaining).min(MAX_REVOCATION)
+    Duration::from_secs(remaining).min(MAX_REVOCATION)
 }
 
 /// The session store.
@@ -219,6 +220,54 @@ impl Sessions {
             .query_async(&mut conn)
             .await?;
         Ok(set.is_some())
+    }
+
+    /// Whether a fixed-window limit is already used up, without counting anything (for limits
+    /// that count failures: peek first, count with [`Sessions::rate_limit`] once it failed).
+    pub async fn limit_reached(
+        &self,
+        name: &str,
+        key: &str,
+        limit: &crate::config::RateLimit,
+    ) -> redis::RedisResult<Result<(), Limited>> {
+        let mut conn = self.conn.clone();
+        let k = self.key("rate", format!("{name}:{key}"));
+        let (count, pttl): (Option<u64>, i64) = redis::pipe()
+            .get(&k)
+            .pttl(&k)
+            .query_async(&mut conn)
+            .await?;
+        if count.unwrap_or(0) >= limit.count {
+            Ok(Err(Limited {
+                retry_after: (pttl.max(0) as u64).div_ceil(1000).max(1),
+            }))
+        } else {
+            Ok(Ok(()))
+        }
+    }
+
+    /// Remembers that `client` logged in successfully as `subject` (a hashed email), for
+    /// `ttl`: such a client is not held back by other clients' failures.
+    pub async fn remember_client(
+        &self,
+        subject: &str,
+        client: &str,
+        ttl: Duration,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let k = self.key("known-clients", subject);
+        redis::pipe()
+            .sadd(&k, client)
+            .expire(&k, ttl.as_secs().max(1) as i64)
+            .query_async::<()>(&mut conn)
+            .await
+    }
+
+    /// Whether `client` logged in successfully as `subject` within the remembered time.
+    pub async fn is_known_client(&self, subject: &str, client: &str) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        conn.sismember(self.key("known-clients", subject), client)
+            .await
     }
 
     /// Counts one action against a fixed-window limit; `Err(Limited)` when over it.

@@ -164,11 +164,16 @@ async fn audit_failure(
     Ok(())
 }
 
+/// How long a client that logged in is remembered as the owner's (exempt from the per-email
+/// failure limit).
+const KNOWN_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
 /// Logs in: an access token for an ACTIVE user whose password matches.
 ///
 /// Public. 401 for any bad credentials (one message for all), 422 when the email and password
-/// match users of several projects and no `projectId` says which, 429 when the client IP or
-/// the email made too many attempts (`Retry-After` says when to come back).
+/// match users of several projects and no `projectId` says which, 429 when the client IP made
+/// too many attempts, or too many failed for the email from this client, or from all clients
+/// and this one never logged in as it (`Retry-After` says when to come back).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, body = inline(Data<LoginResponse>)),
@@ -186,13 +191,20 @@ async fn login(
     let email = req.email;
     let limits = &s.settings.auth;
     rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
-    rate_limit::check(
-        &s,
-        "login-email",
-        &secrets::token_hash(&email),
-        &limits.login_per_email,
-    )
-    .await?;
+    // Failures are limited per (email, client) strictly, and per email across clients loosely;
+    // a client that logged in as this email before is not held back by other clients'
+    // failures, so a stranger cannot lock the owner out (README, "Login limits").
+    let subject = secrets::token_hash(&email);
+    let pair = format!("{subject}:{ip}");
+    rate_limit::refuse_if_reached(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
+    let known_client = s
+        .sessions
+        .is_known_client(&subject, &ip)
+        .await
+        .map_err(ApiError::session_store)?;
+    if !known_client {
+        rate_limit::refuse_if_reached(&s, "login-email", &subject, &limits.login_per_email).await?;
+    }
 
     let candidates = db::users::login_candidates(&s.pool, &email, req.project_id).await?;
     let active: Vec<_> = candidates
@@ -230,6 +242,8 @@ async fn login(
             {
                 audit_failure(&s, project, None, Failure::UnknownUser, &ip).await?;
             }
+            rate_limit::count(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
+            rate_limit::count(&s, "login-email", &subject, &limits.login_per_email).await?;
             tracing::info!(
                 candidates = candidates.len(),
                 "login refused: bad credentials"
@@ -281,6 +295,10 @@ async fn login(
         .unwrap_or_default();
     s.sessions
         .create(&claims, user_id, user_agent, &ip)
+        .await
+        .map_err(ApiError::session_store)?;
+    s.sessions
+        .remember_client(&subject, &ip, KNOWN_CLIENT_TTL)
         .await
         .map_err(ApiError::session_store)?;
     tx.commit().await?;

@@ -11,6 +11,7 @@ mod harness;
 mod health;
 mod helpers;
 mod jobs;
+mod login_limits;
 mod metrics;
 mod openapi;
 mod permissions;

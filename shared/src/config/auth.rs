@@ -16,7 +16,12 @@ pub struct AuthSettings {
     pub jwt_ttl: Duration,
     /// `RATE_LIMIT_LOGIN_PER_IP`: login attempts per client IP (default `30/60`).
     pub login_per_ip: RateLimit,
-    /// `RATE_LIMIT_LOGIN_PER_EMAIL`: login attempts per email (default `10/300`).
+    /// `RATE_LIMIT_LOGIN_PER_EMAIL_IP`: failed logins per (email, client IP); past it that
+    /// client gets 429 for that email (default `10/300`).
+    pub login_per_email_ip: RateLimit,
+    /// `RATE_LIMIT_LOGIN_PER_EMAIL`: failed logins per email from every client together; past
+    /// it only clients that logged in as that email before are let through (default
+    /// `100/3600`).
     pub login_per_email: RateLimit,
     /// `RATE_LIMIT_ACCEPT_PER_IP`: invitation acceptances (a public route) per client IP
     /// (default `20/60`).
@@ -33,8 +38,12 @@ impl AuthSettings {
             jwt_secret: jwt_secret.into(),
             jwt_ttl: Duration::from_secs(env.at_least("JWT_TTL_SECS", 3600, 1)?),
             login_per_ip: env.parse("RATE_LIMIT_LOGIN_PER_IP", RateLimit::per_secs(30, 60))?,
+            login_per_email_ip: env.parse(
+                "RATE_LIMIT_LOGIN_PER_EMAIL_IP",
+                RateLimit::per_secs(10, 300),
+            )?,
             login_per_email: env
-                .parse("RATE_LIMIT_LOGIN_PER_EMAIL", RateLimit::per_secs(10, 300))?,
+                .parse("RATE_LIMIT_LOGIN_PER_EMAIL", RateLimit::per_secs(100, 3600))?,
             accept_per_ip: env.parse("RATE_LIMIT_ACCEPT_PER_IP", RateLimit::per_secs(20, 60))?,
         })
     }
