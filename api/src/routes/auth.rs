@@ -176,7 +176,8 @@ const KNOWN_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(30 
 /// and this one never logged in as it (`Retry-After` says when to come back).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
-    responses((status = 200, body = inline(Data<LoginResponse>)),
+    responses((status = 200, body = inline(Data<LoginResponse>),
+               headers(("Cache-Control" = String, description = "`no-store`: tokens are never cached"))),
               (status = 401, body = crate::error::ErrorEnvelope),
               (status = 429, body = crate::error::ErrorEnvelope,
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -187,7 +188,7 @@ async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ValidJson(req): ValidJson<LoginRequest>,
-) -> Result<ApiJson<Data<LoginResponse>>> {
+) -> Result<impl axum::response::IntoResponse> {
     let email = req.email;
     let limits = &s.settings.auth;
     rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
@@ -303,16 +304,21 @@ async fn login(
         .map_err(ApiError::session_store)?;
     tx.commit().await?;
     tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
-    Ok(ApiJson(Data::new(LoginResponse {
-        access_token: token,
-        token_type: "Bearer",
-        expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
-        user: Me {
-            user,
-            project_id: project,
-            permissions: claims.permissions,
-        },
-    })))
+    // a token must never sit in a shared or browser cache
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    Ok((
+        no_store,
+        ApiJson(Data::new(LoginResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
+            user: Me {
+                user,
+                project_id: project,
+                permissions: claims.permissions,
+            },
+        })),
+    ))
 }
 
 /// Logs out: the caller's token stops working at once, on every API process.

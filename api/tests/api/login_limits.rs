@@ -83,3 +83,16 @@ async fn successful_logins_do_not_count_against_the_failure_limits() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_login_answer_carrying_a_token_is_never_cached() {
+    let app = app_with(10, 100).await;
+    let resp = login_from(&app, "198.51.100.7", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+}

@@ -3,7 +3,10 @@
 use super::Invalid;
 
 /// A syntactically valid email address, trimmed and lower-cased; no display name, no domain
-/// literal, and a top-level domain is required (`ada@localhost` is refused).
+/// literal, and a top-level domain is required (`ada@localhost` is refused). Look-alikes are
+/// refused rather than normalised: a local part or a domain label that mixes letters of
+/// several scripts (a Cyrillic `а` among Latin letters) is invalid, because such an address is
+/// made to pass for another one (the allowed-domain check, an admin reading the user list).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EmailAddress(String);
 
@@ -32,6 +35,14 @@ impl EmailAddress {
                 e.to_string().trim_end_matches('.')
             ))
         })?;
+        let (local, domain) = email.rsplit_once('@').unwrap_or((&email, ""));
+        for part in std::iter::once(local).chain(domain.split('.')) {
+            if mixes_scripts(part) {
+                return Err(Invalid::new(format!(
+                    "mixes letters of several scripts in {part:?} (a look-alike address)"
+                )));
+            }
+        }
         Ok(Self(email))
     }
 
@@ -44,6 +55,38 @@ impl EmailAddress {
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// The script of a letter, coarsely: enough to tell look-alikes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Latin,
+    Greek,
+    Cyrillic,
+    Armenian,
+    Other,
+}
+
+fn script_of(c: char) -> Option<Script> {
+    if !c.is_alphabetic() {
+        return None;
+    }
+    Some(match c as u32 {
+        0x0041..=0x024F | 0x1E00..=0x1EFF | 0x2C60..=0x2C7F | 0xA720..=0xA7FF => Script::Latin,
+        0x0370..=0x03FF | 0x1F00..=0x1FFF => Script::Greek,
+        0x0400..=0x052F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => Script::Cyrillic,
+        0x0530..=0x058F => Script::Armenian,
+        _ => Script::Other,
+    })
+}
+
+/// Whether `part` has letters of more than one script.
+fn mixes_scripts(part: &str) -> bool {
+    let mut scripts = part.chars().filter_map(script_of);
+    let Some(first) = scripts.next() else {
+        return false;
+    };
+    scripts.any(|s| s != first)
 }
 
 /// What follows the last `@` of an address (empty without one).
@@ -84,6 +127,31 @@ mod tests {
             EmailAddress::parse(&long).unwrap_err().message(),
             "must be at most 254 characters"
         );
+    }
+
+    #[test]
+    fn look_alike_addresses_mixing_scripts_are_refused() {
+        // Cyrillic а (U+0430) among Latin letters, in the local part and in the domain
+        for bad in [
+            "\u{430}da@example.com",
+            "ada@ex\u{430}mple.com",
+            "ada@example.c\u{43e}m",
+        ] {
+            let err = EmailAddress::parse(bad).unwrap_err();
+            assert!(
+                err.message().contains("several scripts"),
+                "{bad:?}: {}",
+                err.message()
+            );
+        }
+        // one script per part is fine, whichever it is
+        for good in [
+            "ада@пример.рф",
+            "ada@example.com",
+            "ada.1+x@sub.example.com",
+        ] {
+            assert!(EmailAddress::parse(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]
