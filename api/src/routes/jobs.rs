@@ -20,7 +20,7 @@ use crate::{
     envelope::{Accepted, ApiJson, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, Result},
     extract::{PathId, ValidJson, Validate},
-    request_id,
+    rate_limit, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -241,12 +241,16 @@ impl Validate for PingRequest {
 
 /// Enqueues a `ping` job that proves the worker fleet runs jobs; answers 202 with its id.
 ///
-/// Permission: `jobs:write`. Pushed straight to Redis (it follows no database write).
+/// Permission: `jobs:write`. Pushed straight to Redis (it follows no database write). 422 for
+/// a `runAt` further ahead than `JOB_MAX_DELAY_SECS`; 429 with `Retry-After` past the
+/// project's enqueue rate (`RATE_LIMIT_ENQUEUE_PER_PROJECT`).
 #[utoipa::path(post, path = "/api/v1/jobs/ping", tag = "jobs",
     request_body = PingRequest,
     security(("bearer" = ["jobs:write"])),
     responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
+              (status = 429, body = crate::error::ErrorEnvelope,
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
               BodyRefusals,
               AuthRefusals))]
 async fn enqueue_ping(
@@ -254,6 +258,23 @@ async fn enqueue_ping(
     State(s): State<AppState>,
     ValidJson(req): ValidJson<PingRequest>,
 ) -> Result<Accepted<JobQueued>> {
+    let horizon = s.settings.queue.max_delay;
+    if req.run_at.is_some_and(|t| t > chrono::Utc::now() + horizon) {
+        return Err(ApiError::invalid(
+            "runAt",
+            format!(
+                "must be at most {} days ahead (JOB_MAX_DELAY_SECS)",
+                horizon.as_secs() / 86_400
+            ),
+        ));
+    }
+    rate_limit::check(
+        &s,
+        "enqueue-project",
+        &auth.claims.project_id.to_string(),
+        &s.settings.queue.enqueue_per_project,
+    )
+    .await?;
     let job = Ping {
         project_id: auth.claims.project_id,
         sleep_ms: req.sleep_ms,

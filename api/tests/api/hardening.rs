@@ -127,3 +127,52 @@ async fn invitation_acceptances_are_rate_limited_per_client_ip() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_job_cannot_be_scheduled_past_the_horizon() {
+    let app = TestApp::spawn_with(|s| {
+        s.queue.max_delay = std::time::Duration::from_secs(86_400);
+    })
+    .await;
+    let token = app.admin_token();
+    let far = (Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let near = (Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+
+    let refused = app.ping(&serde_json::json!({ "runAt": far }), &token).await;
+    let body = json_with_status(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["error"]["details"][0]["field"], "runAt", "{body}");
+    let accepted = app
+        .ping(&serde_json::json!({ "runAt": near }), &token)
+        .await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    // years beyond 9999 are not RFC 3339 at all
+    let absurd = app
+        .ping(
+            &serde_json::json!({ "runAt": "+262142-01-01T00:00:00Z" }),
+            &token,
+        )
+        .await;
+    assert_eq!(absurd.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_project_past_its_enqueue_rate_gets_429_and_others_do_not() {
+    let app = TestApp::spawn_with(|s| {
+        s.queue.enqueue_per_project = shared::config::RateLimit::per_secs(3, 60);
+    })
+    .await;
+    let token = app.admin_token();
+    for _ in 0..3 {
+        let resp = app.ping(&serde_json::json!({}), &token).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    }
+    let limited = app.ping(&serde_json::json!({}), &token).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers().contains_key("retry-after"));
+
+    let other = app.env.other_project("other").await;
+    let theirs = app
+        .ping(&serde_json::json!({}), &app.admin_token_for(other))
+        .await;
+    assert_eq!(theirs.status(), StatusCode::ACCEPTED);
+}

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use super::{ConfigError, Env};
+use super::{ConfigError, Env, RateLimit};
 
 /// Settings of the Redis queue.
 #[derive(Debug, Clone)]
@@ -24,6 +24,11 @@ pub struct QueueSettings {
     pub idle_poll: Duration,
     /// `JOB_FETCH_BATCH`: most jobs one fetch leases (default 100).
     pub fetch_batch: usize,
+    /// `JOB_MAX_DELAY_SECS`: how far ahead a job may be scheduled (default 90 days).
+    pub max_delay: Duration,
+    /// `RATE_LIMIT_ENQUEUE_PER_PROJECT`: jobs a project may enqueue through the API per window
+    /// (default `200/1`).
+    pub enqueue_per_project: RateLimit,
 }
 
 impl Default for QueueSettings {
@@ -52,6 +57,11 @@ impl QueueSettings {
             )?),
             idle_poll: Duration::from_millis(env.at_least("JOB_IDLE_POLL_MS", 1000, 10)?),
             fetch_batch: env.parse("JOB_FETCH_BATCH", 100)?,
+            max_delay: Duration::from_secs(env.at_least("JOB_MAX_DELAY_SECS", 90 * 86_400, 1)?),
+            enqueue_per_project: env.parse(
+                "RATE_LIMIT_ENQUEUE_PER_PROJECT",
+                RateLimit::per_secs(200, 1),
+            )?,
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));
