@@ -517,6 +517,10 @@ impl Queues {
                 .query_async(&mut conn)
                 .await?
         };
+        if ids.is_empty() {
+            // an empty pipeline is an error to the client, not an empty reply
+            return Ok((Vec::new(), total));
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(format!("{}job:{}", self.base(queue), id));

@@ -1,6 +1,7 @@
 //! Test helpers: in-process workers, worker processes (the real binary), private Redis servers.
 
 use std::{
+    collections::HashSet,
     net::TcpListener as StdListener,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -246,11 +247,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The value of one Prometheus sample in `text` (`name{labels}`, labels as rendered), if any.
-pub fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+/// The value of the Prometheus sample `name` whose labels include `labels`, if it is rendered.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.strip_prefix(name)?.rsplit_once(' ')?;
+        let ours = series.is_empty() || series.starts_with('{');
+        let matches = labels
+            .iter()
+            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+        (ours && matches).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// The worker processes (their names) whose backend of `queue` has heartbeated at least once
+/// (the `workers` registry holds `<queue>@<process>#<run>`).
+pub async fn registered(queues: &Queues, queue: &str) -> HashSet<String> {
+    use redis::AsyncCommands;
+    let names: Vec<String> = queues
+        .connection()
+        .zrange(format!("{}:workers", queues.prefix()), 0, -1)
+        .await
+        .expect("workers");
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(queue)?.strip_prefix('@')?.split('#').next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A worker's `/metrics` text, once its HTTP server answers.
