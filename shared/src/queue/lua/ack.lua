@@ -18,54 +18,64 @@ local keep, n, hooked = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local codes, reply, seen = {}, { '' }, {}
-local writes = {}
+-- what phase 2 writes, in flat lists (no table per outcome: this runs for every job)
+local ok_jk, ok_result, ok_err = {}, {}, {}
+local failed = {}
+local finished, done, retried, dead = {}, {}, {}, {}
 -- 1. Read and decide.
 for i = 0, n - 1 do
   local o = 4 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local jk = base .. 'job:' .. id
-  local cur = redis.call('HMGET', jk, 'tok', 'state', 'att', 'errors', 'worker')
+  local cur = redis.call('HMGET', jk, 'tok', 'state')
   if cur[1] ~= tok or cur[2] ~= 'active' or seen[id] then
-    codes[#codes + 1] = 's'
+    codes[i + 1] = 's'
   else
     seen[id] = true
-    local w = { id = id, jk = jk, outcome = outcome }
+    finished[#finished + 1] = id
+    codes[i + 1] = 'a'
     if outcome == 'ok' then
-      w.fields = { 'state', 'completed', 'finished', now }
-      if result ~= '' then table.insert(w.fields, 'result') table.insert(w.fields, result) end
-      if err ~= '' then table.insert(w.fields, 'last_error') table.insert(w.fields, err) end
-      codes[#codes + 1] = 'a'
+      local k = #ok_jk + 1
+      ok_jk[k], ok_result[k], ok_err[k] = jk, result, err
+      done[#done + 1] = now
+      done[#done + 1] = id
     else
-      local entry = { attempt = tonumber(cur[3]) or 0, error = err, at = now, worker = cur[5] or '' }
-      local encoded, poison = record_failure(cur[4], entry, keep)
+      local more = redis.call('HMGET', jk, 'att', 'errors', 'worker')
+      local entry = { attempt = tonumber(more[1]) or 0, error = err, at = now, worker = more[3] or '' }
+      local encoded, poison = record_failure(more[2], entry, keep)
       if poison then
-        w.outcome, err = 'dead', poison
-        codes[#codes + 1] = 'p'
+        outcome, err = 'dead', poison
+        codes[i + 1] = 'p'
         reply[#reply + 1] = poison
-      else
-        codes[#codes + 1] = 'a'
       end
-      if w.outcome == 'retry' then
-        w.due = now + delay
-        w.fields = { 'state', 'retrying', 'run_at', w.due, 'errors', encoded, 'last_error', err }
+      if outcome == 'retry' then
+        local due = now + delay
+        failed[#failed + 1] = { jk, 'state', 'retrying', 'run_at', due, 'errors', encoded, 'last_error', err }
+        retried[#retried + 1] = due
+        retried[#retried + 1] = id
       else
-        w.fields = { 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err }
+        failed[#failed + 1] = { jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err }
+        dead[#dead + 1] = now
+        dead[#dead + 1] = id
       end
     end
-    writes[#writes + 1] = w
   end
 end
 -- 2. Write.
-local finished, done, retried, dead = {}, {}, {}, {}
-for _, w in ipairs(writes) do
-  redis.call('HSET', w.jk, unpack(w.fields))
-  finished[#finished + 1] = w.id
-  local into = done
-  if w.outcome == 'retry' then into = retried elseif w.outcome == 'dead' then into = dead end
-  into[#into + 1] = w.due or now
-  into[#into + 1] = w.id
+for k = 1, #ok_jk do
+  local jk, r, e = ok_jk[k], ok_result[k], ok_err[k]
+  if e == '' and r ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'result', r)
+  elseif r ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'result', r, 'last_error', e)
+  elseif e ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'last_error', e)
+  else
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now)
+  end
 end
+for _, f in ipairs(failed) do redis.call('HSET', unpack(f)) end
 if #finished > 0 then redis.call('ZREM', base .. 'active', unpack(finished)) end
 for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
   if #scored > 0 then
