@@ -145,8 +145,17 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
             })
         })
         .collect();
-    let workers: Vec<WorkerProcess> = (0..3)
-        .map(|_| WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=16")]))
+    // the test environment's lease is 3 s (JOB_LEASE_SECS=3): the chaos run's setting
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let workers: Vec<WorkerProcess> = ports
+        .iter()
+        .map(|port| {
+            let port = port.to_string();
+            WorkerProcess::spawn(
+                &env,
+                &[("QUEUE_CONCURRENCY", "ping=16"), ("WORKER_PORT", &port)],
+            )
+        })
         .collect();
     eventually(
         Duration::from_secs(30),
@@ -172,6 +181,15 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
         pids.insert(job.worker.clone().unwrap());
     }
     assert!(pids.len() >= 2, "the work was shared: {pids:?}");
+    // no process was stalled or killed: no lease may be reported lost (the heartbeats raced
+    // the acks of 3000 jobs)
+    for port in ports {
+        let text = metrics(port).await.expect("metrics");
+        assert_eq!(
+            sample(&text, "comet_leases_lost_total", &[("queue", "ping")]),
+            None
+        );
+    }
     drop(workers);
     env.cleanup().await;
 }
