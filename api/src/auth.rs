@@ -24,37 +24,10 @@ use uuid::Uuid;
 
 use crate::{AppState, error::ApiError};
 
-/// A permission a route needs.
-pub trait Permission {
-    /// Its name as carried in tokens, e.g. `jobs:read`.
-    const NAME: &'static str;
-}
+pub use shared::permissions::*;
 
-macro_rules! permissions {
-    ($($ty:ident => $name:literal),* $(,)?) => {
-        $(
-            #[doc = concat!("The `", $name, "` permission.")]
-            #[derive(Debug)]
-            pub struct $ty;
-            impl Permission for $ty {
-                const NAME: &'static str = $name;
-            }
-        )*
-        /// Every permission the API checks.
-        pub const ALL: &[&str] = &[$($name),*];
-    };
-}
-
-permissions! {
-    UserCreate => "user:create",
-    UserRead => "user:read",
-    UserUpdate => "user:update",
-    UserDeactivate => "user:deactivate",
-    AuditRead => "audit:read",
-    JobsRead => "jobs:read",
-    JobsWrite => "jobs:write",
-    QueuesRead => "queues:read",
-}
+/// Every permission the API checks (declared in [`shared::permissions`]).
+pub const ALL: &[&str] = shared::permissions::NAMES;
 
 /// Revocations this process made, remembered for one token lifetime: the fallback when Redis
 /// cannot be asked.

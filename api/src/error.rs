@@ -155,6 +155,19 @@ impl From<shared::queue::QueueError> for ApiError {
     }
 }
 
+impl From<shared::jobs::EnqueueError> for ApiError {
+    fn from(e: shared::jobs::EnqueueError) -> Self {
+        use shared::jobs::EnqueueError;
+        match e {
+            EnqueueError::Database(e) => e.into(),
+            EnqueueError::Queue(e) => e.into(),
+            e @ EnqueueError::Payload(_) => {
+                ApiError::Internal(anyhow::Error::new(e).context("Failed to encode a job"))
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

@@ -169,14 +169,7 @@ pub fn app(state: AppState) -> Router {
 pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     use anyhow::Context as _;
     let pool = shared::db::pool(&settings).context("Failed to configure the Postgres pool")?;
-    let queues = Queues::new(
-        settings
-            .redis_client()
-            .context("Failed to configure Redis")?,
-        &settings.redis_prefix,
-        settings.queue.clone(),
-    )
-    .context("Failed to configure the Redis queue")?;
+    let queues = Queues::from_settings(&settings).context("Failed to configure the Redis queue")?;
     Ok(AppState {
         pool,
         sessions: shared::sessions::Sessions::new(&queues),

@@ -50,10 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let pool = shared::db::pool(&settings)?;
-            shared::MIGRATOR
-                .run(&pool)
-                .await
-                .context("Failed to run migrations")?;
+            shared::db::migrate(&pool).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -149,22 +146,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("Failed to bind PORT {}", settings.port))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let state = comet_api::state(settings)?;
-    comet_api::serve(listener, state, shutdown_signal()).await?;
+    comet_api::serve(listener, state, shared::shutdown::signal()).await?;
     tracing::info!("API stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -4,10 +4,12 @@
 //! - [`config`]: the typed [`config::Settings`], read from the environment once.
 //! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
 //! - [`jobs`]: job definitions, their queues and retry policies.
+//! - [`permissions`]: every permission, declared once; the table and default roles follow.
 //! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
 //! - [`auth`]: access-token claims, minting and verification.
 //! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
 //! - [`sessions`]: sessions, revocation and rate limits in Redis.
+//! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
 //! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
 //!   `.eml` files).
 //! - [`telemetry`]: logging and metrics set-up.
@@ -17,9 +19,11 @@ pub mod config;
 pub mod db;
 pub mod email;
 pub mod jobs;
+pub mod permissions;
 pub mod queue;
 pub mod secrets;
 pub mod sessions;
+pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

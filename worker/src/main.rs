@@ -12,20 +12,5 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("Failed to bind WORKER_PORT {}", settings.worker_port))?;
     tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
-    comet_worker::run(settings, listener, shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    comet_worker::run(settings, listener, shared::shutdown::signal()).await
 }

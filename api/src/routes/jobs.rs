@@ -262,21 +262,21 @@ async fn enqueue_ping(
         fail_permanently: req.fail_permanently,
         record: false,
     };
-    let new = shared::jobs::enqueue(
-        &job,
-        EnqueueOptions {
-            run_at: req.run_at,
-            priority: req.priority,
-            max_attempts: req.max_attempts,
-            // keys are per project: one tenant's key never returns another's job
-            idempotency_key: req
-                .idempotency_key
-                .map(|k| format!("{}:{k}", auth.claims.project_id)),
-            request_id: Some(request_id::current()),
-        },
-    )
-    .map_err(|e| ApiError::Internal(e.into()))?;
-    let enqueued = s.queues.enqueue(&new).await?;
+    let enqueued = job
+        .enqueue_now(
+            &s.queues,
+            EnqueueOptions {
+                run_at: req.run_at,
+                priority: req.priority,
+                max_attempts: req.max_attempts,
+                // keys are per project: one tenant's key never returns another's job
+                idempotency_key: req
+                    .idempotency_key
+                    .map(|k| format!("{}:{k}", auth.claims.project_id)),
+                request_id: Some(request_id::current()),
+            },
+        )
+        .await?;
     tracing::info!(job_id = %enqueued.id, created = enqueued.created, "ping enqueued");
     Ok(accepted(enqueued.id, Ping::QUEUE, enqueued.created))
 }

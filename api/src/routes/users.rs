@@ -114,16 +114,8 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid> {
 
 /// Writes a job to the outbox in the caller's transaction; returns its id.
 async fn enqueue<J: Job>(tx: &mut PgConnection, job: &J) -> Result<Uuid> {
-    let new = shared::jobs::enqueue(
-        job,
-        EnqueueOptions {
-            request_id: Some(request_id::current()),
-            ..EnqueueOptions::default()
-        },
-    )
-    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to encode a job")))?;
-    db::outbox::enqueue(tx, &new).await?;
-    Ok(new.id)
+    let opts = EnqueueOptions::for_request(request_id::current());
+    Ok(job.enqueue(tx, opts).await?)
 }
 
 /// Revokes every token of `user` issued until now, inside the caller's transaction (see the

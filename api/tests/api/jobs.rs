@@ -1,6 +1,7 @@
 //! Jobs: enqueue a ping, follow it to its end, validation, idempotency, tenant isolation,
 //! retries with backoff, retry and cancel.
 
+use shared::jobs::Job as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -541,17 +542,13 @@ async fn a_job_still_in_the_outbox_shows_as_pending_to_its_project_only() {
     let mut app = TestApp::spawn().await;
     let token = app.admin_token();
     let other = app.env.other_project("other").await;
-    let new = shared::jobs::enqueue(
-        &shared::jobs::Ping::new(app.project_id()),
-        Default::default(),
-    )
-    .expect("a job");
     let mut conn = app.env.pool.acquire().await.expect("a connection");
-    shared::db::outbox::enqueue(&mut conn, &new)
+    let id = shared::jobs::Ping::new(app.project_id())
+        .enqueue(&mut conn, Default::default())
         .await
         .expect("written to the outbox");
     drop(conn);
-    let id = new.id.to_string();
+    let id = id.to_string();
 
     let job = app.job(&id).await;
     let theirs = app.get_job(&id, &app.admin_token_for(other)).await;

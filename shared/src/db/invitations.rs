@@ -158,7 +158,7 @@ pub async fn delete_of_user(
 
 /// Marks the email of an invitation (with this token) accepted by the mail server.
 pub async fn mark_sent(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     project_id: Uuid,
     invitation_id: Uuid,
     token_hash: &str,
@@ -170,7 +170,7 @@ pub async fn mark_sent(
     .bind(project_id)
     .bind(invitation_id)
     .bind(token_hash)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(res.rows_affected() == 1)
 }

@@ -1,5 +1,5 @@
-//! Roles and their permissions, per project. Every project starts with `admin` (every
-//! permission but the platform operators' `queues:read`) and `member` (read-only).
+//! Roles and their permissions, per project. Every project starts with the default roles of
+//! [`crate::permissions::DEFAULT_ROLES`], each holding the permissions that name it.
 
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -33,26 +33,8 @@ pub struct Role {
 
 /// Creates the default roles of a project if missing.
 pub async fn ensure_defaults(conn: &mut PgConnection, project_id: Uuid) -> Result<(), sqlx::Error> {
-    for (name, description, perms) in [
-        (
-            "admin",
-            "Manages users, roles and jobs",
-            &[
-                "user:create",
-                "user:read",
-                "user:update",
-                "user:deactivate",
-                "audit:read",
-                "jobs:read",
-                "jobs:write",
-            ][..],
-        ),
-        (
-            "member",
-            "Reads users and jobs",
-            &["user:read", "jobs:read"][..],
-        ),
-    ] {
+    for (name, description) in crate::permissions::DEFAULT_ROLES {
+        let perms = crate::permissions::of_default_role(name);
         let role_id: Uuid = sqlx::query_scalar(
             r#"
             INSERT INTO roles (role_id, project_id, name, description) VALUES ($1, $2, $3, $4)
@@ -77,6 +59,52 @@ pub async fn ensure_defaults(conn: &mut PgConnection, project_id: Uuid) -> Resul
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Brings the `permissions` table in line with [`crate::permissions::ALL`]: adds new
+/// permissions (and grants each to the default roles that name it, in every project, once),
+/// updates descriptions, and deletes permissions the code no longer has (with their grants).
+pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use crate::permissions::ALL;
+    let names: Vec<&str> = ALL.iter().map(|p| p.name).collect();
+    let descriptions: Vec<&str> = ALL.iter().map(|p| p.description).collect();
+    // `xmax = 0` tells a row this statement inserted from one it updated
+    let changed: Vec<(String, bool)> = sqlx::query_as(
+        r#"
+        INSERT INTO permissions (name, description)
+        SELECT * FROM unnest($1::text[], $2::text[])
+        ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description
+            WHERE permissions.description IS DISTINCT FROM EXCLUDED.description
+        RETURNING name, xmax = 0
+        "#,
+    )
+    .bind(&names)
+    .bind(&descriptions)
+    .fetch_all(&mut *conn)
+    .await?;
+    let inserted: Vec<&str> = changed
+        .iter()
+        .filter(|(_, inserted)| *inserted)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    for p in ALL.iter().filter(|p| inserted.contains(&p.name)) {
+        sqlx::query(
+            r#"
+            INSERT INTO role_permissions (role_id, permission)
+            SELECT role_id, $1 FROM roles WHERE name = ANY($2)
+            ON CONFLICT DO NOTHING
+            "#,
+        )
+        .bind(p.name)
+        .bind(p.default_roles)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("DELETE FROM permissions WHERE name <> ALL($1)")
+        .bind(&names)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

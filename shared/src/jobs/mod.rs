@@ -1,54 +1,133 @@
-//! Job definitions: one serde struct per job kind, each with its own queue and retry policy.
+//! Job definitions: one serde struct per job kind, one file each, and [`with_job_kinds!`], the
+//! one list of kinds that everything else is generated from.
 //!
-//! A job carries ids, never copies of data, and always its `projectId`. The API only enqueues
-//! (through [`enqueue`] into the outbox, or straight to Redis for jobs with no database write);
-//! the worker only runs them.
-
-mod ping;
-mod users;
-
-use std::time::Duration;
+//! A job carries ids, never copies of data, and always its `projectId`. The API only enqueues,
+//! with one verb on the job: [`Job::enqueue`] (through the outbox, inside the caller's
+//! transaction: the job exists if and only if the transaction commits) or [`Job::enqueue_now`]
+//! (straight to Redis, for jobs that follow no database write). The worker only runs them.
+//!
+//! # The list of kinds
+//! [`with_job_kinds!`] names every kind as `module::Type`. The module is both this crate's
+//! `shared::jobs::<module>` (the definition) and the worker's `comet_worker::jobs::<module>`
+//! (the handler); the worker declares its handler modules and registers them from the same
+//! list, so a kind without a handler does not compile. From the list come [`KINDS`] and
+//! [`QUEUES`] (the API's job look-up and queue views, the worker's `WORKER_QUEUES` check).
+//! Adding a kind: see ARCHITECTURE.md, "Adding a job kind".
 
 use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-pub use ping::{MAX_SLEEP_MS, Ping};
-pub use users::{RevokeSessions, SendInvitation};
+use crate::queue::{Enqueued, NewJob, QueueError, Queues, RetryPolicy, backend::JobArgs};
 
-use crate::queue::{NewJob, backend::JobArgs};
-
-/// How a job kind is run and retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts before the job goes dead (a lost worker's attempt counts).
-    pub max_attempts: u32,
-    /// First retry's backoff ceiling; it doubles each attempt (full jitter below it).
-    pub backoff_base: Duration,
-    /// Largest backoff ceiling.
-    pub backoff_cap: Duration,
-    /// One attempt's time limit; past it the attempt fails and is retried.
-    pub timeout: Duration,
-    /// Default jobs run at once per worker process (`QUEUE_CONCURRENCY` overrides it).
-    pub concurrency: usize,
-    /// Jobs a worker may lease beyond its free slots, to save a fetch round trip per job.
-    /// Worth it for many short jobs; keep 0 for slow ones, where a prefetched job would wait
-    /// behind a slow one while other workers idle. Prefetched jobs hold leases (heartbeats
-    /// extend them) and are handed back unstarted, attempt not used, at shutdown.
-    pub prefetch: usize,
+/// Calls the macro `$then!` with every job kind, as `module::Type, …`: the one list of kinds.
+///
+/// A kind's queue name is its `Job::QUEUE`, which by convention equals its module's name.
+#[macro_export]
+macro_rules! with_job_kinds {
+    ($then:path) => {
+        $then! {
+            ping::Ping,
+            send_invitation::SendInvitation,
+            revoke_sessions::RevokeSessions,
+        }
+    };
 }
 
-/// A job kind.
+/// Declares the definition modules and the lists derived from [`with_job_kinds!`].
+macro_rules! declare_kinds {
+    ($($module:ident::$kind:ident),* $(,)?) => {
+        $(
+            mod $module;
+            pub use $module::*;
+        )*
+
+        /// Every job kind, in the order of [`with_job_kinds!`].
+        pub const KINDS: &[Kind] = &[$(Kind::of::<$kind>()),*];
+
+        /// Every queue name (one queue per kind), in the order of [`KINDS`].
+        pub const QUEUES: &[&str] = &[$(<$kind as Job>::QUEUE),*];
+    };
+}
+
+with_job_kinds!(declare_kinds);
+
+/// A job kind as the lists see it: its queue and how it is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// The queue (and kind) name.
+    pub queue: &'static str,
+    /// Attempts, backoff, timeout, concurrency.
+    pub policy: RetryPolicy,
+}
+
+impl Kind {
+    /// The entry of job type `J`.
+    pub const fn of<J: Job>() -> Self {
+        Self {
+            queue: J::QUEUE,
+            policy: J::POLICY,
+        }
+    }
+
+    /// The kind whose queue is `queue`.
+    pub fn named(queue: &str) -> Option<&'static Kind> {
+        KINDS.iter().find(|k| k.queue == queue)
+    }
+}
+
+/// A job kind: a serde struct with a stable queue name and a retry policy.
 pub trait Job: JobArgs {
     /// The queue (and kind) name: stable, never the Rust type path.
     const QUEUE: &'static str;
     /// How this kind is retried and run.
     const POLICY: RetryPolicy;
+
     /// The tenant the job belongs to.
     fn project_id(&self) -> Uuid;
-}
 
-/// Every queue name, for look-ups by job id and for the worker's registration.
-pub const QUEUES: &[&str] = &[Ping::QUEUE, SendInvitation::QUEUE, RevokeSessions::QUEUE];
+    /// The record the outbox and the queue store, with a fresh UUID v7 id.
+    fn to_new_job(&self, opts: EnqueueOptions) -> Result<NewJob, serde_json::Error> {
+        Ok(NewJob {
+            id: Uuid::now_v7(),
+            queue: Self::QUEUE.to_owned(),
+            payload: serde_json::to_value(self)?,
+            run_at: opts.run_at,
+            priority: opts.priority,
+            max_attempts: opts.max_attempts.unwrap_or(Self::POLICY.max_attempts),
+            idempotency_key: opts.idempotency_key,
+            project_id: self.project_id(),
+            request_id: opts.request_id,
+        })
+    }
+
+    /// Enqueues the job through the outbox, in the caller's transaction (pass `&mut *tx`): it
+    /// is relayed to Redis once the transaction commits, and never if it rolls back. Returns
+    /// the job's id. (Idempotency keys are honoured when the relay pushes the job.)
+    fn enqueue(
+        &self,
+        conn: &mut PgConnection,
+        opts: EnqueueOptions,
+    ) -> impl Future<Output = Result<Uuid, EnqueueError>> + Send {
+        async move {
+            let job = self.to_new_job(opts)?;
+            crate::db::outbox::insert(conn, &job).await?;
+            Ok(job.id)
+        }
+    }
+
+    /// Enqueues the job straight into Redis: for jobs that follow no database write.
+    fn enqueue_now(
+        &self,
+        queues: &Queues,
+        opts: EnqueueOptions,
+    ) -> impl Future<Output = Result<Enqueued, EnqueueError>> + Send {
+        async move {
+            let job = self.to_new_job(opts)?;
+            Ok(queues.push(&job).await?)
+        }
+    }
+}
 
 /// Options for enqueuing one job.
 #[derive(Debug, Clone, Default)]
@@ -65,21 +144,62 @@ pub struct EnqueueOptions {
     pub request_id: Option<String>,
 }
 
-/// Turns a job into the record the outbox and the queue store, with a fresh UUID v7 id.
-pub fn enqueue<J: crate::jobs::Job>(
-    job: &J,
-    opts: EnqueueOptions,
-) -> Result<NewJob, serde_json::Error> {
-    Ok(NewJob {
-        id: Uuid::now_v7(),
-        queue: J::QUEUE.to_owned(),
-        kind: J::QUEUE.to_owned(),
-        payload: serde_json::to_value(job)?,
-        run_at: opts.run_at,
-        priority: opts.priority,
-        max_attempts: opts.max_attempts.unwrap_or(J::POLICY.max_attempts),
-        idempotency_key: opts.idempotency_key,
-        project_id: job.project_id(),
-        request_id: opts.request_id,
-    })
+impl EnqueueOptions {
+    /// Default options carrying the request that enqueues the job.
+    pub fn for_request(request_id: impl Into<String>) -> Self {
+        Self {
+            request_id: Some(request_id.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a job could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The job did not serialise (a bug in its type).
+    #[error("job payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    /// The outbox write failed.
+    #[error("outbox: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Redis refused or did not answer.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_queue() {
+        let mut queues: Vec<_> = KINDS.iter().map(|k| k.queue).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        assert_eq!(queues.len(), KINDS.len(), "two kinds share a queue name");
+        assert_eq!(QUEUES, KINDS.iter().map(|k| k.queue).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_kind_is_found_by_its_queue() {
+        assert_eq!(Kind::named("ping").map(|k| k.queue), Some("ping"));
+        assert_eq!(Kind::named("nope"), None);
+    }
+
+    #[test]
+    fn a_new_job_takes_the_kinds_attempts_unless_overridden() {
+        let ping = Ping::new(Uuid::nil());
+        let job = ping.to_new_job(EnqueueOptions::default()).unwrap();
+        assert_eq!(job.queue, "ping");
+        assert_eq!(job.max_attempts, Ping::POLICY.max_attempts);
+        let job = ping
+            .to_new_job(EnqueueOptions {
+                max_attempts: Some(2),
+                ..EnqueueOptions::for_request("r1")
+            })
+            .unwrap();
+        assert_eq!(job.max_attempts, 2);
+        assert_eq!(job.request_id.as_deref(), Some("r1"));
+    }
 }

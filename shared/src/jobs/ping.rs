@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Job, RetryPolicy};
+use super::Job;
+use crate::queue::RetryPolicy;
 
 /// Most a ping may sleep.
 pub const MAX_SLEEP_MS: u64 = 60_000;

@@ -41,8 +41,7 @@ use tower_service::Service;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{KEPT_ERRORS, OUTCOME_CHUNK, QueueError, Queues};
-use crate::jobs::RetryPolicy;
+use super::{KEPT_ERRORS, OUTCOME_CHUNK, QueueError, Queues, RetryPolicy};
 
 /// Longest error text kept per attempt.
 const MAX_ERROR_LEN: usize = 2000;

@@ -22,6 +22,9 @@
 //! | `p:workers` | zset | worker names by last heartbeat (ms); names unseen for an hour are dropped |
 
 pub mod backend;
+mod policy;
+
+pub use policy::RetryPolicy;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -171,10 +174,8 @@ impl JobState {
 pub struct NewJob {
     /// Chosen at enqueue (UUID v7), so a relay that pushes twice cannot make two jobs.
     pub id: Uuid,
-    /// The queue (one per job kind).
+    /// The queue, which is also the job kind: one queue per kind, one handler per queue.
     pub queue: String,
-    /// The job kind (the handler that runs it).
-    pub kind: String,
     /// The serialised job arguments.
     pub payload: serde_json::Value,
     /// Run no earlier than this (server time); `None` runs at once.
@@ -320,6 +321,16 @@ fn ms_to_time(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 impl Queues {
+    /// The queues of `settings` (`REDIS_URL`, `REDIS_PREFIX`, the queue settings): what every
+    /// process and test builds. Connects lazily, as [`Queues::new`].
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, QueueError> {
+        Self::new(
+            settings.redis_client()?,
+            &settings.redis_prefix,
+            settings.queue.clone(),
+        )
+    }
+
     /// Connects lazily: the first command connects, and a lost connection is re-made with
     /// backoff, so a process starts (and stays up) while Redis is down.
     pub fn new(
@@ -370,19 +381,18 @@ impl Queues {
         Ok(())
     }
 
-    /// Enqueues one job straight into Redis (for jobs that follow no database write; jobs that
-    /// do go through the outbox instead).
-    pub async fn enqueue(&self, job: &NewJob) -> Result<Enqueued, QueueError> {
+    /// Pushes one job into its queue (what `Job::enqueue_now` and the outbox relay do).
+    pub async fn push(&self, job: &NewJob) -> Result<Enqueued, QueueError> {
         let out = self
-            .enqueue_many(&job.queue, std::slice::from_ref(job))
+            .push_many(&job.queue, std::slice::from_ref(job))
             .await?;
         out.into_iter()
             .next()
             .ok_or_else(|| QueueError::Protocol("empty enqueue reply".into()))
     }
 
-    /// Enqueues many jobs of one queue, 1000 per script call.
-    pub async fn enqueue_many(
+    /// Pushes many jobs of one queue, 1000 per script call.
+    pub async fn push_many(
         &self,
         queue: &str,
         jobs: &[NewJob],
@@ -396,7 +406,7 @@ impl Queues {
             for job in chunk {
                 debug_assert_eq!(job.queue, queue);
                 inv.arg(job.id.to_string())
-                    .arg(&job.kind)
+                    .arg(&job.queue)
                     .arg(serde_json::to_string(&job.payload)?)
                     .arg(job.run_at.map_or(0, |t| t.timestamp_millis()))
                     .arg(job.priority.clamp(-1000, 1000))

@@ -37,9 +37,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::{
     config::{LogFormat, QueueSettings},
-    jobs::{EnqueueOptions, Job, RetryPolicy},
+    jobs::{EnqueueOptions, Job},
     queue::{
-        NewJob, Queues,
+        NewJob, Queues, RetryPolicy,
         backend::{BackendOptions, QueueBackend},
     },
 };
@@ -197,10 +197,7 @@ fn per_job(before: RedisCounters, after: RedisCounters, n: f64) -> serde_json::V
 }
 
 fn new_job(i: u64, t: Option<u64>) -> anyhow::Result<NewJob> {
-    Ok(shared::jobs::enqueue(
-        &BenchJob { i, t },
-        EnqueueOptions::default(),
-    )?)
+    Ok(BenchJob { i, t }.to_new_job(EnqueueOptions::default())?)
 }
 
 async fn waiting(queues: &Queues) -> anyhow::Result<u64> {
@@ -214,7 +211,7 @@ async fn bulk(queues: &Queues, n: u64, chunk: u64) -> anyhow::Result<()> {
         let jobs = (i..end)
             .map(|j| new_job(j, None))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        queues.enqueue_many(BenchJob::QUEUE, &jobs).await?;
+        queues.push_many(BenchJob::QUEUE, &jobs).await?;
         i = end;
     }
     Ok(())
@@ -234,7 +231,7 @@ async fn enqueue(
         Mode::Bulk => bulk(queues, n, chunk).await?,
         Mode::Single => {
             for i in 0..n {
-                queues.enqueue(&new_job(i, None)?).await?;
+                queues.push(&new_job(i, None)?).await?;
             }
         }
         Mode::SinglePar => {
@@ -250,7 +247,7 @@ async fn enqueue(
                         if i >= n {
                             return Ok::<_, anyhow::Error>(());
                         }
-                        queues.enqueue(&new_job(i, None)?).await?;
+                        queues.push(&new_job(i, None)?).await?;
                     }
                 });
             }
@@ -487,7 +484,7 @@ async fn lat_producer(queues: &Queues, rate: u64, duration: u64) -> anyhow::Resu
     while let Some((i, t)) = rx.recv().await {
         let job = new_job(i, Some(t))?;
         let queues = queues.clone();
-        inflight.spawn(async move { queues.enqueue(&job).await });
+        inflight.spawn(async move { queues.push(&job).await });
     }
     while let Some(r) = inflight.join_next().await {
         r??;

@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-use apalis_core::{
-    error::{AbortError, BoxDynError},
-    task::data::Data,
-};
+use apalis_core::error::{AbortError, BoxDynError};
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::{
@@ -13,7 +10,8 @@ use shared::{
     queue::backend::JobHandle,
 };
 
-use crate::JobContext;
+use super::Handler;
+use crate::context::JobContext;
 
 /// What a ping answers: who ran it.
 #[derive(Debug, Serialize)]
@@ -25,8 +23,19 @@ pub struct Pong {
     pub attempt: u32,
 }
 
-/// The apalis handler.
-pub async fn run(job: Ping, ctx: Data<JobContext>, handle: JobHandle) -> Result<Pong, BoxDynError> {
+impl Handler for Ping {
+    type Output = Pong;
+
+    fn run(
+        self,
+        ctx: &JobContext,
+        handle: &JobHandle,
+    ) -> impl Future<Output = Result<Pong, BoxDynError>> + Send {
+        ping(self, ctx, handle)
+    }
+}
+
+async fn ping(job: Ping, ctx: &JobContext, handle: &JobHandle) -> Result<Pong, BoxDynError> {
     if job.record {
         let mut conn = ctx.queues.connection();
         let key = format!("{}pongs", ctx.queues.base("ping"));

@@ -6,7 +6,7 @@
 //! Postgres error fails the attempt, which is retried with backoff.
 
 use anyhow::Context as _;
-use apalis_core::{error::BoxDynError, task::data::Data};
+use apalis_core::error::BoxDynError;
 use serde::Serialize;
 use shared::{
     db::{self, audit::NewEntry},
@@ -14,7 +14,8 @@ use shared::{
     queue::backend::JobHandle,
 };
 
-use crate::JobContext;
+use super::Handler;
+use crate::context::JobContext;
 
 /// What a run did (kept as the job's result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,13 +30,12 @@ pub enum Outcome {
     UnknownUser,
 }
 
-/// The apalis handler.
-pub async fn run(
-    job: RevokeSessions,
-    ctx: Data<JobContext>,
-    handle: JobHandle,
-) -> Result<Outcome, BoxDynError> {
-    Ok(revoke_sessions(&ctx, &job, handle.request_id.clone()).await?)
+impl Handler for RevokeSessions {
+    type Output = Outcome;
+
+    async fn run(self, ctx: &JobContext, handle: &JobHandle) -> Result<Outcome, BoxDynError> {
+        Ok(revoke_sessions(ctx, &self, handle.request_id.clone()).await?)
+    }
 }
 
 /// Revokes every session of the job's user; see the module docs.

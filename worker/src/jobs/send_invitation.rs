@@ -16,7 +16,6 @@
 use anyhow::Context as _;
 use apalis_core::{
     error::{AbortError, BoxDynError},
-    task::data::Data,
 };
 use chrono::Utc;
 use serde::Serialize;
@@ -28,7 +27,8 @@ use shared::{
     secrets,
 };
 
-use crate::JobContext;
+use super::{Handler, OnDead};
+use crate::context::JobContext;
 
 /// What a run did (kept as the job's result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,13 +90,14 @@ impl From<&JobHandle> for Attempt {
     }
 }
 
-/// The apalis handler.
-pub async fn run(
-    job: SendInvitation,
-    ctx: Data<JobContext>,
-    handle: JobHandle,
-) -> Result<Outcome, BoxDynError> {
-    send_invitation(&ctx, &job, &Attempt::from(&handle)).await
+impl Handler for SendInvitation {
+    type Output = Outcome;
+
+    async fn run(self, ctx: &JobContext, handle: &JobHandle) -> Result<Outcome, BoxDynError> {
+        send_invitation(ctx, &self, &Attempt::from(handle)).await
+    }
+
+    const ON_DEAD: Option<OnDead<Self>> = Some(|ctx, job, dead| Box::pin(on_dead(ctx, job, dead)));
 }
 
 /// Why an attempt failed.
@@ -227,20 +228,16 @@ async fn deliver(
         ),
     }
 
-    let marked =
-        db::invitations::mark_sent(&ctx.pool, job.project_id, job.invitation_id, token_hash)
-            .await
-            .context("Failed to mark the invitation sent")?;
+    // The outcome and its audit entry land together or not at all.
+    let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
+    let marked = db::invitations::mark_sent(&mut tx, job.project_id, job.invitation_id, token_hash)
+        .await
+        .context("Failed to mark the invitation sent")?;
     if !marked {
         tracing::info!("the invitation was resent or accepted while its email was being sent");
     }
-    let mut conn = ctx
-        .pool
-        .acquire()
-        .await
-        .context("Failed to get a Postgres connection")?;
     db::audit::record(
-        &mut conn,
+        &mut tx,
         NewEntry {
             project_id: job.project_id,
             actor_id: None,
@@ -260,6 +257,9 @@ async fn deliver(
     )
     .await
     .context("Failed to audit the sent invitation")?;
+    tx.commit()
+        .await
+        .context("Failed to commit the invitation's outcome")?;
     Ok(Outcome::Sent)
 }
 

@@ -27,10 +27,10 @@ async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
         reason: "test".into(),
         revoked_before_ms: 0,
     };
-    let other = shared::jobs::enqueue(&revoke, EnqueueOptions::default()).unwrap();
-    env.queues.enqueue(&other).await.unwrap();
+    let other = revoke.to_new_job(EnqueueOptions::default()).unwrap();
+    env.queues.push(&other).await.unwrap();
     let ping = ping_job(&env, |_| {});
-    env.queues.enqueue(&ping).await.unwrap();
+    env.queues.push(&ping).await.unwrap();
 
     let worker = InProcessWorker::start(&env).await;
     wait_finished(&env.queues, &[ping.id], Duration::from_secs(15)).await;
@@ -81,7 +81,7 @@ async fn a_worker_runs_at_most_its_concurrency_and_leases_at_most_concurrency_pl
     let jobs: Vec<NewJob> = (0..24)
         .map(|_| ping_job(&env, |p| p.sleep_ms = 1_000))
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
 
     let window = CONCURRENCY + Ping::POLICY.prefetch;
@@ -160,7 +160,7 @@ async fn the_worker_serves_health_readiness_that_follows_redis_and_its_metrics()
     );
 
     let job = ping_job(&env, |_| {});
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     wait_finished(&env.queues, &[job.id], Duration::from_secs(15)).await;
     let labels = [("queue", "ping"), ("outcome", "completed")];
     eventually(Duration::from_secs(10), "the job in /metrics", || async {

@@ -190,7 +190,7 @@ impl Drop for PrivateRedis {
 pub fn ping_job(env: &TestEnv, tweak: impl FnOnce(&mut Ping)) -> NewJob {
     let mut ping = Ping::new(env.project_id);
     tweak(&mut ping);
-    shared::jobs::enqueue(&ping, EnqueueOptions::default()).expect("job")
+    shared::jobs::Job::to_new_job(&ping, EnqueueOptions::default()).expect("job")
 }
 
 /// Waits until every id is in a finished state; returns the records.

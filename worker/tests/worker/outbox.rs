@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use comet_worker::services::relay::relay_once;
 use shared::{
     db::outbox,
     queue::{JobState, Queues},
@@ -18,13 +19,13 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
     let job = ping_job(&env, |p| p.record = true);
 
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.rollback().await.unwrap();
 
     // A job committed afterwards does run: once it has, the relay has had its chance.
     let later = ping_job(&env, |_| {});
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &later).await.unwrap();
+    outbox::insert(&mut tx, &later).await.unwrap();
     tx.commit().await.unwrap();
     eventually(
         Duration::from_secs(15),
@@ -52,7 +53,7 @@ async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
 
     let job = ping_job(&env, |p| p.record = true);
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.commit().await.unwrap();
 
     // Redis is down: the job waits in Postgres and shows as pending.
@@ -90,12 +91,12 @@ async fn a_relay_that_pushes_the_same_row_twice_creates_one_job() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |_| {});
     let mut tx = env.pool.begin().await.unwrap();
-    outbox::enqueue(&mut tx, &job).await.unwrap();
+    outbox::insert(&mut tx, &job).await.unwrap();
     tx.commit().await.unwrap();
     // The relay crashed after pushing but before deleting: the row is pushed again.
-    let first = env.queues.enqueue(&job).await.unwrap();
+    let first = env.queues.push(&job).await.unwrap();
     assert!(first.created);
-    assert_eq!(outbox::relay_once(&env.pool, &env.queues).await.unwrap(), 1);
+    assert_eq!(relay_once(&env.pool, &env.queues).await.unwrap(), 1);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
     env.cleanup().await;
@@ -107,7 +108,7 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
     let jobs: Vec<_> = (0..2500).map(|_| ping_job(&env, |_| {})).collect();
     let mut tx = env.pool.begin().await.unwrap();
     for job in &jobs {
-        outbox::enqueue(&mut tx, job).await.unwrap();
+        outbox::insert(&mut tx, job).await.unwrap();
     }
     tx.commit().await.unwrap();
 
@@ -120,13 +121,10 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
     .await
     .unwrap();
     assert_eq!(held.len(), 1000);
-    let relayed = tokio::time::timeout(
-        Duration::from_secs(10),
-        outbox::relay_once(&env.pool, &env.queues),
-    )
-    .await
-    .expect("a relay does not wait for rows another relay holds")
-    .unwrap();
+    let relayed = tokio::time::timeout(Duration::from_secs(10), relay_once(&env.pool, &env.queues))
+        .await
+        .expect("a relay does not wait for rows another relay holds")
+        .unwrap();
     assert_eq!(relayed, 1000, "it takes the next 1000 rows");
     for id in &held {
         assert!(
@@ -138,8 +136,8 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
 
     // two relays at once split the rest between them, each row pushed once
     let (a, b) = tokio::join!(
-        outbox::relay_once(&env.pool, &env.queues),
-        outbox::relay_once(&env.pool, &env.queues)
+        relay_once(&env.pool, &env.queues),
+        relay_once(&env.pool, &env.queues)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a + b + relayed, 2500, "{a} + {b} + {relayed}");

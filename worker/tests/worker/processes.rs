@@ -28,7 +28,7 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
             })
         })
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let mut a = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=200")]);
     // leased is not enough: every job must have started (a ping records itself first thing)
     eventually(
@@ -70,7 +70,7 @@ async fn sigterm_lets_running_jobs_finish_and_hands_the_rest_back_without_losing
             })
         })
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let mut a = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=20")]);
     eventually(Duration::from_secs(30), "worker A runs 20 jobs", || async {
         let c = env.queues.counts("ping").await.ok()?;
@@ -116,7 +116,7 @@ async fn a_job_still_running_at_the_shutdown_timeout_is_released_to_run_again() 
         p.sleep_ms = 20_000;
         p.record = true;
     });
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let mut a = WorkerProcess::spawn(&env, &[("SHUTDOWN_TIMEOUT_SECS", "1")]);
     eventually(Duration::from_secs(20), "job running", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;
@@ -164,7 +164,7 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
     )
     .await;
     for chunk in jobs.chunks(100) {
-        env.queues.enqueue_many("ping", chunk).await.unwrap();
+        env.queues.push_many("ping", chunk).await.unwrap();
     }
     let done = wait_finished(&env.queues, &ids(&jobs), Duration::from_secs(120)).await;
     let runs = pongs(&env.queues).await;
@@ -204,7 +204,7 @@ async fn workers_recover_by_themselves_when_redis_restarts_under_load() {
     let before: Vec<NewJob> = (0..2000)
         .map(|_| ping_job(&env, |p| p.sleep_ms = 5))
         .collect();
-    env.queues.enqueue_many("ping", &before).await.unwrap();
+    env.queues.push_many("ping", &before).await.unwrap();
     eventually(Duration::from_secs(30), "work under way", || async {
         let c = env.queues.counts("ping").await.ok()?;
         (c.completed >= 100).then_some(())
@@ -226,7 +226,7 @@ async fn workers_recover_by_themselves_when_redis_restarts_under_load() {
     let enqueued = eventually(
         Duration::from_secs(20),
         "enqueue accepted again",
-        || async { env.queues.enqueue_many("ping", &after).await.ok() },
+        || async { env.queues.push_many("ping", &after).await.ok() },
     )
     .await;
     assert_eq!(enqueued.len(), 300);
@@ -248,7 +248,7 @@ async fn a_stalled_worker_loses_its_job_and_its_late_outcome_is_ignored() {
         p.sleep_ms = 4_000;
         p.record = true;
     });
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let a_port = free_port().to_string();
     let a = WorkerProcess::spawn(&env, &[("WORKER_PORT", &a_port)]);
     let a_pid = a.pid().to_string();

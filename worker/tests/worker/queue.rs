@@ -21,7 +21,7 @@ use crate::helpers::{InProcessWorker, lease_by_hand, ping_job, script};
 async fn a_backlog_of_100k_jobs_queued_with_no_worker_drains_without_error() {
     let env = TestEnv::new().await;
     let jobs: Vec<NewJob> = (0..100_000).map(|_| ping_job(&env, |_| {})).collect();
-    let out = env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    let out = env.queues.push_many("ping", &jobs).await.unwrap();
     assert!(out.iter().all(|e| e.created));
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 100_000);
 
@@ -45,7 +45,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
     let due = Utc::now() + chrono::Duration::seconds(2);
     let jobs: Vec<NewJob> = (0..10_000)
         .map(|_| {
-            shared::jobs::enqueue(
+            shared::jobs::Job::to_new_job(
                 &Ping::new(env.project_id),
                 EnqueueOptions {
                     run_at: Some(due),
@@ -55,7 +55,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
             .unwrap()
         })
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let c = env.queues.counts("ping").await.unwrap();
     assert_eq!((c.delayed, c.waiting), (10_000, 0));
 
@@ -89,7 +89,7 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
 async fn higher_priority_jobs_wait_ahead_and_equal_priorities_keep_their_order() {
     let env = TestEnv::new().await;
     let mk = |priority| {
-        shared::jobs::enqueue(
+        shared::jobs::Job::to_new_job(
             &Ping::new(env.project_id),
             EnqueueOptions {
                 priority,
@@ -100,7 +100,7 @@ async fn higher_priority_jobs_wait_ahead_and_equal_priorities_keep_their_order()
     };
     let (low1, high, low2, urgent) = (mk(0), mk(10), mk(0), mk(1000));
     for j in [&low1, &high, &low2, &urgent] {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     let (waiting, total) = env
         .queues
@@ -120,11 +120,11 @@ async fn a_second_enqueue_with_the_same_idempotency_key_returns_the_first_job() 
         idempotency_key: Some("order-42".into()),
         ..Default::default()
     };
-    let first = shared::jobs::enqueue(&Ping::new(env.project_id), opts()).unwrap();
-    let second = shared::jobs::enqueue(&Ping::new(env.project_id), opts()).unwrap();
+    let first = shared::jobs::Job::to_new_job(&Ping::new(env.project_id), opts()).unwrap();
+    let second = shared::jobs::Job::to_new_job(&Ping::new(env.project_id), opts()).unwrap();
     assert_ne!(first.id, second.id);
-    let a = env.queues.enqueue(&first).await.unwrap();
-    let b = env.queues.enqueue(&second).await.unwrap();
+    let a = env.queues.push(&first).await.unwrap();
+    let b = env.queues.push(&second).await.unwrap();
     assert!(a.created && !b.created);
     assert_eq!(b.id, first.id);
     assert!(env.queues.job("ping", second.id).await.unwrap().is_none());
@@ -137,7 +137,7 @@ async fn a_job_with_an_unreadable_payload_goes_dead_at_once_with_a_readable_erro
     let env = TestEnv::new().await;
     let mut job = ping_job(&env, |_| {});
     job.payload = serde_json::json!({ "projectId": env.project_id, "sleepMs": "soon" });
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     let dead = eventually(Duration::from_secs(15), "bad job dead", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;
@@ -161,7 +161,7 @@ async fn a_permanent_failure_goes_dead_at_once_and_a_transient_one_retries_until
     let mut recovers = ping_job(&env, |p| p.fail_attempts = 2);
     recovers.max_attempts = 3;
     for j in [&permanent, &transient, &recovers] {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     let worker = InProcessWorker::start(&env).await;
     let ids = [permanent.id, transient.id, recovers.id];
@@ -191,7 +191,7 @@ async fn a_permanent_failure_goes_dead_at_once_and_a_transient_one_retries_until
 async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |_| {});
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let base = env.queues.base("ping");
     let (ack, maintain) = (script("ack"), script("maintain"));
     let mut conn = env.queues.connection();
@@ -264,7 +264,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
 async fn a_long_job_reports_progress_while_it_runs() {
     let env = TestEnv::new().await;
     let job = ping_job(&env, |p| p.sleep_ms = 3_000);
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     let midway = eventually(Duration::from_secs(15), "progress while active", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;
@@ -303,7 +303,7 @@ async fn a_job_keeps_the_errors_of_its_last_25_attempts() {
     let env = TestEnv::new().await;
     let mut job = ping_job(&env, |_| {});
     job.max_attempts = 40;
-    env.queues.enqueue(&job).await.unwrap();
+    env.queues.push(&job).await.unwrap();
     for attempt in 1..=30 {
         let token = lease_by_hand(&env, "ping", "worker-a", 60_000).await;
         fail_by_hand(&env, job.id, token, &format!("attempt {attempt} failed")).await;
@@ -331,7 +331,7 @@ async fn finished_jobs_stay_visible_for_their_retention_and_are_trimmed_after_it
     let ok = ping_job(&env, |_| {});
     let dead = ping_job(&env, |p| p.fail_permanently = true);
     for j in [&ok, &dead] {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     let worker = InProcessWorker::start(&env).await;
     let done =
@@ -385,7 +385,7 @@ async fn beyond_the_completed_cap_the_oldest_completed_jobs_are_trimmed() {
     })
     .await;
     let jobs: Vec<NewJob> = (0..12).map(|_| ping_job(&env, |_| {})).collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     eventually(Duration::from_secs(30), "12 run, 5 kept", || async {
         let c = env.queues.counts("ping").await.ok()?;
@@ -416,15 +416,15 @@ async fn an_idempotency_key_returns_the_first_job_until_it_expires_and_then_make
         idempotency_key: Some("order-7".into()),
         ..Default::default()
     };
-    let mk = || shared::jobs::enqueue(&Ping::new(env.project_id), opts()).unwrap();
+    let mk = || Ping::new(env.project_id).to_new_job(opts()).unwrap();
     let (first, second, third) = (mk(), mk(), mk());
     let enqueued_at = tokio::time::Instant::now();
-    assert!(env.queues.enqueue(&first).await.unwrap().created);
-    let dup = env.queues.enqueue(&second).await.unwrap();
+    assert!(env.queues.push(&first).await.unwrap().created);
+    let dup = env.queues.push(&second).await.unwrap();
     assert_eq!((dup.id, dup.created), (first.id, false));
 
     let fresh = eventually(Duration::from_secs(10), "the key expires", || async {
-        let e = env.queues.enqueue(&third).await.ok()?;
+        let e = env.queues.push(&third).await.ok()?;
         e.created.then_some(e)
     })
     .await;
@@ -448,7 +448,7 @@ async fn a_failed_attempt_is_retried_after_its_drawn_backoff_and_not_before() {
             j
         })
         .collect();
-    env.queues.enqueue_many("ping", &jobs).await.unwrap();
+    env.queues.push_many("ping", &jobs).await.unwrap();
     let worker = InProcessWorker::start(&env).await;
     let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
     let done = crate::helpers::wait_finished(&env.queues, &ids, Duration::from_secs(30)).await;
@@ -509,7 +509,7 @@ async fn an_attempt_that_times_out_or_panics_is_an_ordinary_failed_attempt() {
     let always_panics = mk(|p| p.fail_attempts = 9, 2);
     let jobs = [&panics_once, &times_out_once, &always_panics];
     for j in jobs {
-        env.queues.enqueue(j).await.unwrap();
+        env.queues.push(j).await.unwrap();
     }
     // the layers `registry::monitor` puts around every kind, in its order
     let options = BackendOptions {

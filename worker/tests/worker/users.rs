@@ -94,7 +94,7 @@ fn in_30_days() -> DateTime<Utc> {
 }
 
 async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
-    let new = shared::jobs::enqueue(
+    let new = shared::jobs::Job::to_new_job(
         job,
         EnqueueOptions {
             request_id: Some(REQUEST_ID.into()),
@@ -102,7 +102,7 @@ async fn enqueue<J: Job>(env: &TestEnv, job: &J, opts: EnqueueOptions) -> Uuid {
         },
     )
     .expect("job");
-    env.queues.enqueue(&new).await.expect("enqueue").id
+    env.queues.push(&new).await.expect("enqueue").id
 }
 
 /// Waits until the job is completed or dead; returns it.
@@ -473,7 +473,7 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     env.cleanup().await;
 }
 
-/// Delivery is at least once: a hook that failed is claimed for [`comet_worker::dead_hooks::CLAIM`]
+/// Delivery is at least once: a hook that failed is claimed for [`comet_worker::services::dead_hooks::CLAIM`]
 /// and runs again once the claim has passed.
 #[tokio::test]
 async fn an_on_dead_hook_that_failed_runs_again_once_its_claim_has_passed() {
@@ -524,7 +524,7 @@ async fn an_on_dead_hook_that_failed_runs_again_once_its_claim_has_passed() {
         .await
         .expect("drop trigger");
 
-    let claim = comet_worker::dead_hooks::CLAIM + Duration::from_secs(15);
+    let claim = comet_worker::services::dead_hooks::CLAIM + Duration::from_secs(15);
     eventually(claim, "the hook ran again and marked it FAILED", || async {
         (delivery(&env, invite.invitation_id).await == "FAILED").then_some(())
     })

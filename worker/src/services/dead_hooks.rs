@@ -8,11 +8,13 @@
 //! fails, or whose process dies, runs again after it, so hooks must be idempotent. A job retried
 //! by an operator before its hook ran is dropped from the set (it is no longer dead).
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
+use futures::future::BoxFuture;
 use shared::{jobs::Job, queue::DeadJob};
 
-use crate::JobContext;
+use super::Stop;
+use crate::{context::JobContext, jobs::OnDead};
 
 /// How long a claimed hook has before it is due again (a failed or interrupted hook then runs
 /// again, in this process or another).
@@ -24,7 +26,19 @@ const HOOK_TIMEOUT: Duration = Duration::from_secs(20);
 /// Hooks claimed per queue and pass.
 const BATCH: usize = 50;
 
-type HookFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+/// Why a hook did not complete.
+#[derive(Debug, thiserror::Error)]
+enum HookError {
+    /// The dead job's payload does not decode: the hook has nothing to act on, and running it
+    /// again will not help. Counted as `undecodable`, logged as an error, and dropped.
+    #[error("the dead job's payload does not decode: {0}")]
+    Undecodable(serde_json::Error),
+    /// The hook failed; it runs again after its claim.
+    #[error(transparent)]
+    Failed(anyhow::Error),
+}
+
+type HookFuture = BoxFuture<'static, Result<(), HookError>>;
 
 /// A job kind's on-dead hook, with its payload decoding done.
 #[derive(Clone)]
@@ -43,28 +57,15 @@ impl std::fmt::Debug for DeadHook {
 }
 
 impl DeadHook {
-    /// The hook `f` of job kind `J`. A payload that does not decode (the reason some jobs go
-    /// dead) leaves the hook nothing to act on: it is logged and the entry dropped.
-    pub fn new<J, F, Fut>(f: F) -> Self
-    where
-        J: Job,
-        F: Fn(JobContext, J, DeadJob) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let f = Arc::new(f);
+    /// The hook `f` of job kind `J`, decoding the dead job's payload first.
+    pub fn new<J: Job>(f: OnDead<J>) -> Self {
         Self {
             queue: J::QUEUE,
             run: Arc::new(move |ctx, dead| {
-                let f = f.clone();
                 Box::pin(async move {
-                    match serde_json::from_str::<J>(&dead.payload) {
-                        Ok(job) => f(ctx, job, dead).await,
-                        Err(e) => {
-                            tracing::warn!(queue = J::QUEUE, job_id = %dead.id, error = %e,
-                                "dead job's payload does not decode; its on-dead hook is skipped");
-                            Ok(())
-                        }
-                    }
+                    let job =
+                        serde_json::from_str::<J>(&dead.payload).map_err(HookError::Undecodable)?;
+                    f(ctx, job, dead).await.map_err(HookError::Failed)
                 })
             }),
         }
@@ -77,10 +78,12 @@ pub async fn run(
     ctx: JobContext,
     hooks: Vec<DeadHook>,
     period: Duration,
-    stop: impl Future<Output = ()>,
-) {
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let stop = stop.requested();
     if hooks.is_empty() {
-        return;
+        stop.await;
+        return Ok(());
     }
     tokio::pin!(stop);
     loop {
@@ -94,7 +97,7 @@ pub async fn run(
             period
         };
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
     }
@@ -127,7 +130,16 @@ async fn pass(ctx: &JobContext, hook: &DeadHook) -> usize {
                     tracing::warn!(error = %e, "on-dead hook ran but could not be marked done; it runs again");
                 }
             }
-            Ok(Err(e)) => {
+            Ok(Err(HookError::Undecodable(e))) => {
+                metrics::counter!("comet_dead_hooks_total", "queue" => hook.queue, "outcome" => "undecodable")
+                    .increment(1);
+                tracing::error!(error = %e,
+                    "dead job's payload does not decode: its on-dead hook cannot run and is dropped");
+                if let Err(e) = ctx.queues.dead_hook_done(hook.queue, id).await {
+                    tracing::warn!(error = %e, "could not drop the undecodable hook entry; it is claimed again");
+                }
+            }
+            Ok(Err(HookError::Failed(e))) => {
                 metrics::counter!("comet_dead_hooks_total", "queue" => hook.queue, "outcome" => "failed")
                     .increment(1);
                 tracing::warn!(error = %format!("{e:#}"), retry_in_secs = CLAIM.as_secs(),

@@ -1,11 +1,12 @@
 //! The worker's own HTTP surface: `/health` (alive), `/ready` (Postgres and Redis answer),
 //! `/metrics` (Prometheus).
 
-use std::future::Future;
-
+use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use shared::queue::Queues;
 use sqlx::PgPool;
+
+use super::Stop;
 
 #[derive(Clone)]
 struct HttpState {
@@ -46,12 +47,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     pool: PgPool,
     queues: Queues,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    if let Err(e) = axum::serve(listener, router(pool, queues))
-        .with_graceful_shutdown(stop)
+    stop: Stop,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(pool, queues))
+        .with_graceful_shutdown(stop.requested())
         .await
-    {
-        tracing::error!(error = %e, "worker HTTP server failed");
-    }
+        .context("the worker's HTTP server failed")
 }

@@ -1,0 +1,47 @@
+//! [`JobContext`]: what every job handler and service gets, built once from the settings.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
+use sqlx::PgPool;
+
+/// What every job handler gets: built once from the settings.
+#[derive(Clone)]
+pub struct JobContext {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The Redis queues.
+    pub queues: Queues,
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// Renders and sends emails (templates parsed once).
+    pub mailer: Mailer,
+    /// Sessions and revocation, on the queues' Redis connection.
+    pub sessions: Sessions,
+}
+
+impl JobContext {
+    /// The context for `settings`: the pool and queues are the process's own; the mailer is
+    /// built here, so a malformed `SMTP_URL` or `FROM_EMAIL` fails start-up.
+    pub fn new(settings: Arc<Settings>, pool: PgPool, queues: Queues) -> anyhow::Result<Self> {
+        let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
+        Ok(Self {
+            sessions: Sessions::new(&queues),
+            pool,
+            queues,
+            settings,
+            mailer,
+        })
+    }
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `Sessions` has no `Debug`; the settings' secrets print redacted
+        f.debug_struct("JobContext")
+            .field("queues", &self.queues)
+            .field("mailer", &self.mailer)
+            .finish_non_exhaustive()
+    }
+}

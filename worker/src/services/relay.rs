@@ -1,0 +1,110 @@
+//! The outbox relay: moves committed outbox rows to their Redis queues.
+//!
+//! Runs in every worker process: drain in batches, then wait for a `NOTIFY` on
+//! [`shared::db::outbox::CHANNEL`] or the poll interval (`OUTBOX_POLL_MS`). Several relays share
+//! the backlog (`FOR UPDATE SKIP LOCKED`); a relay that dies between pushing and deleting pushes
+//! again harmlessly, because the job id is fixed in the row and the enqueue script ignores an id
+//! it already holds. Postgres or Redis being down is logged, counted and retried with backoff;
+//! the relay only returns when asked to stop. The SQL lives in [`shared::db::outbox`].
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shared::{
+    db::outbox,
+    queue::{NewJob, Queues},
+};
+use sqlx::{PgPool, postgres::PgListener};
+
+use super::Stop;
+
+/// Rows one relay pass moves at most.
+const BATCH: i64 = 1000;
+
+/// Moves one batch from the outbox to Redis; returns how many rows it moved.
+pub async fn relay_once(pool: &PgPool, queues: &Queues) -> anyhow::Result<usize> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin relay transaction")?;
+    let jobs = outbox::lock_batch(&mut tx, BATCH)
+        .await
+        .context("Failed to read the outbox")?;
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let mut by_queue: std::collections::BTreeMap<String, Vec<NewJob>> = Default::default();
+    for job in jobs {
+        by_queue.entry(job.queue.clone()).or_default().push(job);
+    }
+    for (queue, jobs) in &by_queue {
+        queues
+            .push_many(queue, jobs)
+            .await
+            .with_context(|| format!("Failed to push outbox jobs to queue {queue}"))?;
+    }
+    outbox::delete(&mut tx, &ids)
+        .await
+        .context("Failed to delete relayed outbox rows")?;
+    tx.commit()
+        .await
+        .context("Failed to commit relay transaction")?;
+    metrics::counter!("comet_outbox_relayed_total").increment(ids.len() as u64);
+    Ok(ids.len())
+}
+
+/// Runs the relay until `stop` resolves: drain, then wait for a NOTIFY or the poll interval.
+pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> anyhow::Result<()> {
+    let stop = stop.requested();
+    tokio::pin!(stop);
+    let mut listener: Option<PgListener> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(outbox::CHANNEL).await {
+                    Ok(()) => listener = Some(l),
+                    Err(e) => tracing::warn!(error = %e, "outbox relay could not LISTEN; polling"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay could not connect to LISTEN; polling")
+                }
+            }
+        }
+        let mut wait = poll;
+        loop {
+            match relay_once(&pool, &queues).await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("comet_outbox_relay_errors_total").increment(1);
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "outbox relay failed; retrying with backoff"
+                    );
+                    wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    break;
+                }
+            }
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(wait) => {}
+            res = notified => if let Err(e) = res {
+                tracing::warn!(error = %e, "outbox LISTEN connection lost; reconnecting");
+                listener = None;
+            },
+        }
+    }
+}
