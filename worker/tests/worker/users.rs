@@ -158,6 +158,22 @@ async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
         .0
 }
 
+/// Enqueues the invitation's job with one attempt whose worker dies at once (a 1 ms lease that
+/// nobody heartbeats), then starts a worker: maintenance takes the lease back and the job goes
+/// dead. Returns the worker and the dead job.
+async fn die_on_the_only_attempt(env: &TestEnv, invite: &Invite) -> (InProcessWorker, JobRecord) {
+    let opts = EnqueueOptions {
+        max_attempts: Some(1),
+        ..EnqueueOptions::default()
+    };
+    let id = enqueue(env, &invite.job, opts).await;
+    lease_by_hand(env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
+    let worker = InProcessWorker::start(env).await;
+    let job = finished(env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    (worker, job)
+}
+
 async fn env_with_smtp(server: &SmtpServer) -> TestEnv {
     let url: SecretString = server.url().into();
     TestEnv::with(|s| s.users.smtp_url = Some(url)).await
@@ -444,18 +460,8 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     let server = SmtpServer::start().await;
     let env = env_with_smtp(&server).await;
     let invite = seed_invitation(&env, in_30_days()).await;
-    let opts = EnqueueOptions {
-        max_attempts: Some(1),
-        ..EnqueueOptions::default()
-    };
-    let id = enqueue(&env, &invite.job, opts).await;
-    // a 1 ms lease: expired at once
-    lease_by_hand(&env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
+    let (worker, job) = die_on_the_only_attempt(&env, &invite).await;
 
-    let worker = InProcessWorker::start(&env).await;
-    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
-
-    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert!(
         job.errors[0].error.contains("lease expired"),
         "{:?}",
@@ -489,16 +495,8 @@ async fn an_on_dead_hook_that_failed_runs_again_once_its_claim_has_passed() {
     .execute(&env.pool)
     .await
     .expect("trigger");
-    let opts = EnqueueOptions {
-        max_attempts: Some(1),
-        ..EnqueueOptions::default()
-    };
-    let id = enqueue(&env, &invite.job, opts).await;
-    // its only attempt's worker dies (a 1 ms lease): the job goes dead by the reaper
-    lease_by_hand(&env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
-    let worker = InProcessWorker::start(&env).await;
-    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
-    assert_eq!(job.state, JobState::Dead);
+    let (worker, job) = die_on_the_only_attempt(&env, &invite).await;
+    let id = job.id;
 
     // the hook runs, fails, and stays claimed: its entry is due again a claim later
     let key = format!("{}dead_hooks", env.queues.base(SendInvitation::QUEUE));
