@@ -1130,6 +1130,7 @@ mod tests {
     struct Fixture {
         shared: Arc<Shared>,
         queues: Queues,
+        client: redis::Client,
     }
 
     impl Fixture {
@@ -1138,8 +1139,12 @@ mod tests {
                 std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
             let prefix = format!("test-unit-{}", &Uuid::new_v4().simple().to_string()[..12]);
             let client = redis::Client::open(url).expect("redis url");
-            let queues = Queues::new(client, &prefix, crate::config::QueueSettings::default())
-                .expect("queues");
+            let queues = Queues::new(
+                client.clone(),
+                &prefix,
+                crate::config::QueueSettings::default(),
+            )
+            .expect("queues");
             let options = BackendOptions {
                 concurrency: 4,
                 policy: POLICY,
@@ -1150,6 +1155,7 @@ mod tests {
             Self {
                 shared: backend.shared.clone(),
                 queues,
+                client,
             }
         }
 
@@ -1209,9 +1215,21 @@ mod tests {
                 .await
                 .expect("zscore")
         }
+    }
 
-        async fn cleanup(self) {
-            self.queues.purge().await.expect("purge");
+    /// Deletes the fixture's keys, also when its test panicked (a blocking connection: no
+    /// runtime is needed in `drop`).
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let Ok(mut conn) = self.client.get_connection() else {
+                return;
+            };
+            let pattern = format!("{}:*", self.queues.prefix());
+            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, &pattern)
+                .map_or_else(|_| Vec::new(), |iter| iter.filter_map(Result::ok).collect());
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::Commands::del(&mut conn, keys);
+            }
         }
     }
 
@@ -1236,7 +1254,6 @@ mod tests {
         f.shared.forget(&written);
         assert!(f.held().is_empty());
         assert_eq!(f.job(id).await.state, JobState::Completed);
-        f.cleanup().await;
     }
 
     /// The chaos run's lost heartbeat: the attempt failed, its retry was due at once and this
@@ -1287,7 +1304,6 @@ mod tests {
             deadline > chrono::Utc::now().timestamp_millis(),
             "lease extended"
         );
-        f.cleanup().await;
     }
 
     #[tokio::test]
@@ -1344,7 +1360,35 @@ mod tests {
             ),
             (0, 1, 1, 1)
         );
-        f.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_waiting_job_with_a_corrupt_attempt_count_goes_dead_and_its_batch_is_leased() {
+        let f = Fixture::new();
+        let (bad, good) = (f.waiting().await, f.waiting().await);
+        let mut conn = f.queues.connection();
+        let _: i64 = conn
+            .hset(f.key(bad), "att", "two")
+            .await
+            .expect("corrupted");
+        let leased = f.lease(2).await;
+        assert_eq!(leased.keys().collect::<Vec<_>>(), [&good]);
+        // (the record itself does not read: its `att` is still corrupt, and says so)
+        let (state, why): (String, String) = redis::cmd("HMGET")
+            .arg(f.key(bad))
+            .arg("state")
+            .arg("last_error")
+            .query_async(&mut conn)
+            .await
+            .expect("fields");
+        assert_eq!(state, "dead");
+        assert!(why.starts_with("corrupt job: its att or tok"), "{why}");
+        assert!(matches!(
+            f.queues.job("ping", bad).await,
+            Err(QueueError::Corrupt { field: "att", .. })
+        ));
+        let counts = f.queues.counts("ping").await.expect("counts");
+        assert_eq!((counts.waiting, counts.active, counts.dead), (0, 1, 1));
     }
 
     #[tokio::test]
@@ -1381,7 +1425,6 @@ mod tests {
             f.held().is_empty(),
             "b is no longer heartbeated: its lease expires"
         );
-        f.cleanup().await;
     }
 
     #[tokio::test]
@@ -1418,7 +1461,6 @@ mod tests {
             why.starts_with("the job succeeded but its result could not be stored"),
             "{why}"
         );
-        f.cleanup().await;
     }
 
     #[test]
