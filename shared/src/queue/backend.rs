@@ -372,7 +372,8 @@ impl Shared {
                     // One outcome the script refuses must not hold back the others (nor be
                     // retried forever while its lease is heartbeated): write them one by one.
                     Err(e) if is_refusal(&e) => {
-                        record_redis_error(self.queue, "ack", &e);
+                        tracing::warn!(queue = self.queue, error = %e, outcomes = batch.len(),
+                            "the ack script refused a batch; writing its outcomes one by one");
                         batch = self.write_each(std::mem::take(&mut batch)).await;
                     }
                     Err(e) => {
