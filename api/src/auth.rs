@@ -40,6 +40,7 @@ pub struct RevocationCache {
 impl RevocationCache {
     /// Remembers that the user's tokens issued before `before_ms` are revoked.
     pub fn note_user(&self, user: Uuid, before_ms: i64, ttl: Duration) {
+        let ttl = ttl.min(shared::sessions::MAX_REVOCATION);
         let mut users = self.users.lock().expect("revocations");
         let now = Instant::now();
         users.retain(|_, (_, until)| *until > now);
@@ -49,6 +50,7 @@ impl RevocationCache {
 
     /// Remembers a revoked token until it expires.
     pub fn note_jti(&self, jti: Uuid, ttl: Duration) {
+        let ttl = ttl.min(shared::sessions::MAX_REVOCATION);
         let mut jtis = self.jtis.lock().expect("revocations");
         let now = Instant::now();
         jtis.retain(|_, until| *until > now);
@@ -130,7 +132,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
-    let claims = shared::auth::verify(&state.settings.jwt_secret, bearer(parts)?)
+    let claims = shared::auth::verify(&state.settings.auth.jwt_secret, bearer(parts)?)
         .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
     match state.sessions.check(&claims).await {
         Ok(Verdict::Valid) => {}

@@ -33,7 +33,9 @@ impl FromRequestParts<AppState> for ClientIp {
             .map(|c| c.0.ip());
         Ok(ClientIp(peer.map_or_else(
             || "unknown".to_owned(),
-            |peer| client_ip(peer, &parts.headers, &state.settings.trusted_proxies).to_string(),
+            |peer| {
+                client_ip(peer, &parts.headers, &state.settings.http.trusted_proxies).to_string()
+            },
         )))
     }
 }

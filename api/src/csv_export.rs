@@ -2,8 +2,9 @@
 //! arrive (the export is never held in memory).
 //!
 //! Cells that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return
-//! first) get a leading `'`: names and emails are chosen by users, and an export is opened in
-//! spreadsheets (OWASP "CSV injection").
+//! first, also behind leading whitespace or invisible characters such as U+FEFF or U+200B, which
+//! spreadsheets skip) get a leading `'`: names and emails are chosen by users, and an export is
+//! opened in spreadsheets (OWASP "CSV injection").
 
 use axum::{
     body::{Body, Bytes},
@@ -14,8 +15,19 @@ use futures::{StreamExt, stream::BoxStream};
 
 use crate::error::{ApiError, Result};
 
+/// Characters a spreadsheet may skip before reading a formula: whitespace, format characters
+/// (zero-width spaces and joiners, the byte-order mark, direction marks) and other controls.
+fn skipped(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
 fn sanitize(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    let first_visible = cell.trim_start_matches(|c: char| skipped(c) && c != '\t' && c != '\r');
+    if cell.starts_with(['\t', '\r']) || first_visible.starts_with(['=', '+', '-', '@', '\t', '\r'])
+    {
         format!("'{cell}").into()
     } else {
         cell.into()
@@ -86,5 +98,21 @@ mod tests {
             std::str::from_utf8(&line).unwrap(),
             "'=1+1,\"a,b\",plain,'-2,\"say \"\"hi\"\"\"\n"
         );
+    }
+
+    #[test]
+    fn formulas_behind_invisible_characters_are_defused_too() {
+        for cell in [
+            "\u{FEFF}=HYPERLINK(\"x\")",
+            "\u{200B}+1",
+            " \u{2060}@SUM(A1)",
+            "\u{00A0}-2",
+            "\u{202E}=1",
+        ] {
+            assert!(sanitize(cell).starts_with('\''), "{cell:?}");
+        }
+        for cell in ["plain", "\u{200B}plain", "a=b"] {
+            assert!(!sanitize(cell).starts_with('\''), "{cell:?}");
+        }
     }
 }

@@ -1,7 +1,61 @@
-//! The success half of the JSON envelope: `{"data": …}`, with `meta.pagination` for lists.
+//! The success half of the JSON envelope: `{"data": …}`, with `meta.pagination` for lists,
+//! and [`Accepted`], the `202` of work handed to a job.
 
+use axum::{
+    Json,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Serialize};
+use shared::domain::FieldErrors;
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A JSON response body (the error half is [`crate::error::ApiError`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// `202 Accepted`: the work runs in job `jobId`; `Location` and `statusUrl` say where to follow
+/// it. `T` adds what the caller needs besides (flattened into `data`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted<T> {
+    /// The job id.
+    pub job_id: Uuid,
+    /// `GET` this to follow the job.
+    pub status_url: String,
+    /// The rest of the answer.
+    #[serde(flatten)]
+    pub details: T,
+}
+
+impl<T> Accepted<T> {
+    /// The answer for job `job_id`.
+    pub fn job(job_id: Uuid, details: T) -> Self {
+        Self {
+            job_id,
+            status_url: format!("/api/v1/jobs/{job_id}"),
+            details,
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Accepted<T> {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, self.status_url.clone())],
+            Json(Data::new(self)),
+        )
+            .into_response()
+    }
+}
 
 /// `{"data": T}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,20 +126,19 @@ fn twenty() -> u32 {
 
 impl PageParams {
     /// Validated page and size.
-    pub fn check(self) -> Result<Self, crate::error::ApiError> {
+    pub fn check(self) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::new();
         if self.page == 0 {
-            return Err(crate::error::ApiError::invalid(
-                "page",
-                "must be at least 1",
-            ));
+            errors.add("page", "must be at least 1");
         }
         if !(1..=100).contains(&self.per_page) {
-            return Err(crate::error::ApiError::invalid(
-                "perPage",
-                "must be between 1 and 100",
-            ));
+            errors.add("perPage", "must be between 1 and 100");
         }
-        Ok(self)
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Rows to skip.

@@ -1,17 +1,23 @@
-//! The error half of the JSON envelope: `{"error": {"code", "message", "details"?, "requestId"}}`.
+//! The error half of the JSON envelope: `{"error": {"code", "message", "details"?, "requestId"}}`,
+//! where `details`, for a `validation_failed`, is `[{"field", "message"}]` naming every invalid
+//! field.
 //!
 //! Every failure a client can see is an [`ApiError`]; each variant's doc names its status.
+//! [`ResultExt::on_constraint`] turns a constraint violation into the error it means.
 //! Database and Redis failures become opaque 500s (or 503 when the dependency is unreachable)
 //! and are logged once here, with the request id.
 
 use axum::{
     Json,
-    extract::{FromRequest, Request, rejection::JsonRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Serialize, de::DeserializeOwned};
-use utoipa::ToSchema;
+use serde::Serialize;
+use shared::domain::{FieldError, FieldErrors};
+use utoipa::{
+    IntoResponses, ToSchema,
+    openapi::{RefOr, Response as DocResponse, ResponseBuilder, content::ContentBuilder},
+};
 
 use crate::request_id;
 
@@ -54,14 +60,9 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("expected a JSON body with content-type application/json")]
     UnsupportedMediaType,
-    /// 422: well-formed but invalid; `details` lists the fields at fault.
-    #[error("{message}")]
-    Validation {
-        /// Summary.
-        message: String,
-        /// Per-field problems.
-        details: serde_json::Value,
-    },
+    /// 422: well-formed but invalid; `details` lists every field at fault.
+    #[error("{0}")]
+    Validation(FieldErrors),
     /// 429: rate limited; `Retry-After` says when to come back.
     #[error("too many requests")]
     TooManyRequests {
@@ -84,10 +85,9 @@ pub struct ErrorBody {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
-    /// Extra structured information (per-field validation problems).
+    /// Every invalid field, for `validation_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<serde_json::Value>,
+    pub details: Option<Vec<FieldError>>,
     /// The request's `x-request-id`.
     pub request_id: String,
 }
@@ -102,11 +102,14 @@ pub struct ErrorEnvelope {
 impl ApiError {
     /// A 422 for one field.
     pub fn invalid(field: &str, problem: impl Into<String>) -> Self {
-        let problem = problem.into();
-        ApiError::Validation {
-            message: format!("{field}: {problem}"),
-            details: serde_json::json!({ "fields": { field: problem } }),
-        }
+        ApiError::Validation(FieldErrors::one(field, problem))
+    }
+
+    /// A failure of the session store (Redis: sessions, revocations, rate limits): logged
+    /// here, a 503 for the caller.
+    pub fn session_store(e: redis::RedisError) -> Self {
+        tracing::error!(error = %e, "session store (Redis) unreachable or failing");
+        ApiError::Unavailable("the session store")
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -140,6 +143,12 @@ impl From<sqlx::Error> for ApiError {
             }
             e => ApiError::Internal(anyhow::Error::new(e).context("database query failed")),
         }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(e: FieldErrors) -> Self {
+        ApiError::Validation(e)
     }
 }
 
@@ -180,7 +189,7 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-            ApiError::Validation { message, details } => (message.clone(), Some(details.clone())),
+            ApiError::Validation(errors) => (errors.to_string(), Some(errors.as_slice().to_vec())),
             other => (other.to_string(), None),
         };
         let body = ErrorEnvelope {
@@ -204,37 +213,69 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json` whose rejections use the envelope: 400 for malformed JSON, 422 for JSON of the wrong
-/// shape, 415 for a missing content type, 413 for an oversized body.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
+/// Maps database errors on the way out of a query.
+pub trait ResultExt<T> {
+    /// Turns the violation of constraint `name` into `err` (a 409 or 422), instead of
+    /// checking beforehand and racing a concurrent write; other errors pass through.
+    fn on_constraint(self, name: &str, err: impl FnOnce() -> ApiError) -> Result<T>;
+}
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => ApiError::Validation {
-                    message: "the JSON body does not match the expected shape".into(),
-                    details: serde_json::json!({ "body": e.body_text() }),
-                },
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::BadRequest(format!("malformed JSON: {}", e.body_text()))
-                }
-                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge
-                }
-                other => ApiError::BadRequest(other.body_text()),
-            }),
-        }
+impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, err: impl FnOnce() -> ApiError) -> Result<T> {
+        self.map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some(name) => err(),
+            _ => ApiError::from(e),
+        })
     }
 }
 
-impl<T: Serialize> IntoResponse for ApiJson<T> {
-    fn into_response(self) -> Response {
-        Json(self.0).into_response()
+/// The OpenAPI responses of refusals, each an [`ErrorEnvelope`] under its status.
+fn refusals(statuses: &[(u16, &str)]) -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+    statuses
+        .iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content)
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// For a route's OpenAPI `responses(..)`: the refusals of any route behind a token (401, 403)
+/// and of a dependency down (503).
+pub struct AuthRefusals;
+
+impl IntoResponses for AuthRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+        refusals(&[
+            (401, "No valid access token"),
+            (
+                403,
+                "The token lacks the permission, or the caller may not do this",
+            ),
+            (503, "Postgres or Redis is unreachable; retry later"),
+        ])
+    }
+}
+
+/// For a route's OpenAPI `responses(..)`: the refusals of a request with a JSON body (or path
+/// ids): 400 malformed, 413 too large, 415 not JSON, 422 invalid fields (every one named).
+pub struct BodyRefusals;
+
+impl IntoResponses for BodyRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+        refusals(&[
+            (400, "Malformed JSON or path parameter"),
+            (413, "The body is over 1 MiB"),
+            (415, "The body is not JSON (content-type application/json)"),
+            (422, "Invalid fields, each named in `details`"),
+        ])
     }
 }

@@ -5,18 +5,28 @@
 //! - [`routes`]: one module per feature, each with its `router()` (utoipa-axum, so every route
 //!   is in the OpenAPI document by construction).
 //! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
-//! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors.
-//! - [`request_id`]: `x-request-id` on every response and log line.
+//! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
+//!   validated before a handler runs (every invalid field named), UUID path ids.
+//! - Helpers routes share (a route module never imports from another): [`caller`] (who the
+//!   caller is), [`rate_limit`],
+//!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
+//!   threads), [`csv_export`].
+//! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
+//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
 pub mod auth;
+pub mod caller;
 pub mod client_ip;
 pub mod csv_export;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod passwords;
+pub mod rate_limit;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 
 use std::{sync::Arc, sync::OnceLock, time::Duration};
@@ -115,12 +125,24 @@ async fn openapi_json() -> axum::Json<&'static utoipa::openapi::OpenApi> {
     axum::Json(openapi())
 }
 
+/// A method as a metrics label: the standard methods by name, anything else `other` (labels come
+/// from closed sets only: a caller must not be able to create series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
 async fn http_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
@@ -138,7 +160,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// The whole application, ready to serve or to drive in tests.
 pub fn app(state: AppState) -> Router {
-    let timeout = state.settings.request_timeout;
+    let timeout = state.settings.http.request_timeout;
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(|req: Request| async move {

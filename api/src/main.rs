@@ -69,13 +69,13 @@ async fn main() -> anyhow::Result<()> {
                     .iter()
                     .map(|p| (*p).to_owned())
                     .collect(),
-                settings.jwt_ttl.as_secs() as i64,
+                settings.auth.jwt_ttl.as_secs() as i64,
             );
-            let token = shared::auth::mint(&settings.jwt_secret, &claims)?;
+            let token = shared::auth::mint(&settings.auth.jwt_secret, &claims)?;
             println!("demo project: {project}");
             println!(
                 "demo admin token (all permissions, {}s):",
-                settings.jwt_ttl.as_secs()
+                settings.auth.jwt_ttl.as_secs()
             );
             println!("{token}");
             println!("demo admin user (role admin; log in with POST /api/v1/auth/login):");
@@ -101,9 +101,12 @@ async fn main() -> anyhow::Result<()> {
                     shared::db::projects::ensure(&mut conn, "demo").await?
                 }
             };
-            let ttl = ttl.unwrap_or(settings.jwt_ttl.as_secs() as i64);
+            let ttl = ttl.unwrap_or(settings.auth.jwt_ttl.as_secs() as i64);
             let claims = Claims::new(&sub, project, permissions, ttl);
-            println!("{}", shared::auth::mint(&settings.jwt_secret, &claims)?);
+            println!(
+                "{}",
+                shared::auth::mint(&settings.auth.jwt_secret, &claims)?
+            );
             Ok(())
         }
     }
@@ -140,10 +143,10 @@ async fn seed_admin(
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let addr = ("0.0.0.0", settings.port);
+    let addr = ("0.0.0.0", settings.http.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("Failed to bind PORT {}", settings.port))?;
+        .with_context(|| format!("Failed to bind PORT {}", settings.http.port))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let state = comet_api::state(settings)?;
     comet_api::serve(listener, state, shared::shutdown::signal()).await?;

@@ -17,6 +17,11 @@ pub fn current() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Enqueue options carrying the current request's id, so the job's logs name the request.
+pub fn enqueue_options() -> shared::jobs::EnqueueOptions {
+    shared::jobs::EnqueueOptions::for_request(current())
+}
+
 fn acceptable(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128

@@ -58,10 +58,20 @@ pub fn mint(secret: &SecretString, claims: &Claims) -> Result<String, jsonwebtok
     )
 }
 
-/// Verifies signature, algorithm and expiry; returns the claims.
+/// Verifies signature, algorithm, expiry and not-before; returns the claims.
+///
+/// A token whose header lists critical extensions (`crit`) is refused: Comet understands none,
+/// and RFC 7515 §4.1.11 requires refusing a token with a critical extension one does not
+/// understand. (jsonwebtoken parses `crit` but does not enforce it, so it is checked here.)
 pub fn verify(secret: &SecretString, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+    use jsonwebtoken::errors::{Error, ErrorKind};
+    let header = jsonwebtoken::decode_header(token)?;
+    if header.crit.is_some() {
+        return Err(Error::from(ErrorKind::InvalidToken));
+    }
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub"]);
     jsonwebtoken::decode::<Claims>(
         token,
@@ -84,6 +94,40 @@ mod tests {
         let c = Claims::new("ops", Uuid::now_v7(), vec!["jobs:read".into()], 60);
         let t = mint(&secret(), &c).unwrap();
         assert_eq!(verify(&secret(), &t).unwrap(), c);
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        #[derive(serde::Serialize)]
+        struct WithNbf {
+            #[serde(flatten)]
+            claims: Claims,
+            nbf: i64,
+        }
+        let claims = Claims::new("ops", Uuid::now_v7(), vec![], 3600);
+        let soon = WithNbf {
+            nbf: claims.iat + 600,
+            claims: claims.clone(),
+        };
+        let key = EncodingKey::from_secret(secret().expose_secret().as_bytes());
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &soon, &key).unwrap();
+        assert!(verify(&secret(), &t).is_err(), "nbf ten minutes ahead");
+        let now = WithNbf {
+            nbf: claims.iat,
+            claims,
+        };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &now, &key).unwrap();
+        assert!(verify(&secret(), &t).is_ok(), "nbf now");
+    }
+
+    #[test]
+    fn a_token_with_a_critical_extension_is_refused() {
+        let c = Claims::new("ops", Uuid::now_v7(), vec![], 60);
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp-ext".into()]);
+        let key = EncodingKey::from_secret(secret().expose_secret().as_bytes());
+        let t = jsonwebtoken::encode(&header, &c, &key).unwrap();
+        assert!(verify(&secret(), &t).is_err());
     }
 
     #[test]

@@ -252,12 +252,12 @@ impl Mailer {
     /// The mailer `SMTP_URL`, `FROM_EMAIL` and `EMAIL_OUTBOX_DIR` describe. Fails on a malformed
     /// URL or sender, or on the file outbox in production.
     pub fn from_settings(settings: &Settings) -> Result<Self, EmailError> {
-        let users = &settings.users;
-        let from: Mailbox = users.from_email.parse().map_err(|e| ConfigError::Invalid {
+        let email = &settings.email;
+        let from: Mailbox = email.from.parse().map_err(|e| ConfigError::Invalid {
             name: "FROM_EMAIL",
             reason: format!("{e}"),
         })?;
-        let backend = match &users.smtp_url {
+        let backend = match &email.smtp_url {
             Some(url) => {
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
                     .map_err(|e| ConfigError::Invalid {
@@ -278,7 +278,7 @@ impl Mailer {
             }
             None => {
                 // created on first send, so processes that never email leave no directory
-                let dir = PathBuf::from(&users.email_outbox_dir);
+                let dir = PathBuf::from(&email.outbox_dir);
                 Backend::Outbox {
                     transport: AsyncFileTransport::<Tokio1Executor>::new(&dir),
                     dir,
@@ -286,7 +286,7 @@ impl Mailer {
             }
         };
         Ok(Self(Arc::new(Inner {
-            templates: Templates::load(&users.app_base_url)?,
+            templates: Templates::load(&settings.users.app_base_url)?,
             from,
             backend,
         })))

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the typed [`config::Settings`], read from the environment once.
+//! - [`domain`]: values validated where they enter (email addresses, names, …) and the
+//!   field errors that name every invalid input.
 //! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
 //! - [`jobs`]: job definitions, their queues and retry policies.
 //! - [`permissions`]: every permission, declared once; the table and default roles follow.
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod email;
 pub mod jobs;
 pub mod permissions;

@@ -16,6 +16,20 @@ use uuid::Uuid;
 
 use crate::{auth::Claims, queue::Queues};
 
+/// The longest a revocation is kept: tokens minted to live longer (`comet-api token --ttl`)
+/// are revoked for this long, which Redis can store (a raw far-future `exp` overflows its
+/// expiry and would fail the logout, leaving the token valid).
+pub const MAX_REVOCATION: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// How long a revocation of a token expiring at `expires` (seconds since the epoch) must last:
+/// its remaining life, at least a second, at most [`MAX_REVOCATION`].
+pub fn revocation_ttl(expires: i64) -> std::time::Duration {
+    let remaining = expires
+        .saturating_sub(chrono::Utc::now().timestamp())
+        .max(1) as u64;
+    std::time::Duration::from_secs(remaining).min(MAX_REVOCATION)
+}
+
 /// The session store.
 #[derive(Clone)]
 pub struct Sessions {
@@ -128,14 +142,15 @@ impl Sessions {
         Ok(out)
     }
 
-    /// Revokes one token for its remaining life and deletes its session record.
+    /// Revokes one token for its remaining life (at most [`MAX_REVOCATION`]) and deletes its
+    /// session record.
     pub async fn revoke_jti(
         &self,
         user_id: Option<Uuid>,
         jti: Uuid,
         expires: i64,
     ) -> redis::RedisResult<()> {
-        let remaining = (expires - chrono::Utc::now().timestamp()).max(1) as u64;
+        let remaining = revocation_ttl(expires).as_secs();
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()

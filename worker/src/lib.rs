@@ -65,7 +65,12 @@ pub async fn run(
         services::http::serve(listener, pool.clone(), queues.clone(), stop)
     });
     services.start("outbox relay", |stop| {
-        services::relay::run(pool.clone(), queues.clone(), settings.outbox_poll, stop)
+        services::relay::run(
+            pool.clone(),
+            queues.clone(),
+            settings.worker.outbox_poll,
+            stop,
+        )
     });
     services.start("on-dead hooks", |stop| {
         services::dead_hooks::run(
@@ -92,7 +97,7 @@ pub async fn run(
         Ok(())
     };
     let monitor_result = monitor
-        .shutdown_timeout(settings.shutdown_timeout)
+        .shutdown_timeout(settings.worker.shutdown_timeout)
         .run_with_signal(signal)
         .await;
 

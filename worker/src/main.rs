@@ -7,10 +7,10 @@ use shared::config::Settings;
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     shared::telemetry::init_tracing(settings.log_format);
-    let addr = ("0.0.0.0", settings.worker_port);
+    let addr = ("0.0.0.0", settings.worker.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("Failed to bind WORKER_PORT {}", settings.worker_port))?;
+        .with_context(|| format!("Failed to bind WORKER_PORT {}", settings.worker.port))?;
     tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
     comet_worker::run(settings, listener, shared::shutdown::signal()).await
 }

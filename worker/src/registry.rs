@@ -74,7 +74,8 @@ impl<'a> Registrar<'a> {
     fn runs(&self, queue: &str) -> bool {
         self.ctx
             .settings
-            .worker_queues
+            .worker
+            .queues
             .as_ref()
             .is_none_or(|qs| qs.iter().any(|q| q == queue))
     }
@@ -101,7 +102,8 @@ impl<'a> Registrar<'a> {
         let opts = BackendOptions {
             dead_hook: J::ON_DEAD.is_some(),
             concurrency: settings
-                .queue_concurrency
+                .worker
+                .concurrency
                 .get(J::QUEUE)
                 .copied()
                 .unwrap_or(J::POLICY.concurrency),
@@ -143,7 +145,7 @@ impl<'a> Registrar<'a> {
         if !missing.is_empty() {
             anyhow::bail!("job kinds without a registered handler: {missing:?}");
         }
-        if let Some(wanted) = &self.ctx.settings.worker_queues {
+        if let Some(wanted) = &self.ctx.settings.worker.queues {
             let unknown: Vec<_> = wanted
                 .iter()
                 .filter(|q| !self.declared.contains(&q.as_str()))

@@ -2,11 +2,13 @@
 //! filters.
 
 use axum::{extract::State, response::Response};
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use shared::db::{
-    self,
-    audit::{AuditFilter, Entry},
+use shared::{
+    db::{
+        self,
+        audit::{AuditFilter, Entry},
+    },
+    domain::{FieldErrors, Invalid, SearchTerm, parse_instant},
 };
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -15,8 +17,8 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::{self, AuditRead, Authorized},
-    envelope::{List, PageParams},
-    error::{ApiError, ApiJson, ErrorEnvelope, Result},
+    envelope::{ApiJson, List, PageParams},
+    error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
 };
 
@@ -46,51 +48,50 @@ pub struct AuditParams {
     pub to: Option<String>,
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
-fn instant(field: &str, v: Option<String>) -> Result<Option<DateTime<Utc>>> {
-    non_empty(v)
-        .map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::invalid(field, "must be an RFC 3339 time, e.g. 2026-11-21T10:00:00Z")
-                })
-        })
-        .transpose()
+fn non_blank(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|v| !v.is_empty())
 }
 
 impl AuditParams {
-    fn parse(self) -> Result<AuditFilter> {
-        let action = non_empty(self.action);
-        let target_id = non_empty(self.target);
-        for (field, v) in [("action", &action), ("target", &target_id)] {
-            if v.as_ref().is_some_and(|v| v.len() > 200) {
-                return Err(ApiError::invalid(field, "must be at most 200 characters"));
-            }
-        }
-        let actor_id = non_empty(self.actor)
-            .map(|a| {
-                Uuid::parse_str(&a)
-                    .map_err(|_| ApiError::invalid("actor", "must be a user id (UUID)"))
-            })
-            .transpose()?;
-        let from = instant("from", self.from)?;
-        let to = instant("to", self.to)?;
-        if let (Some(f), Some(t)) = (from, to)
+    fn parse(self) -> Result<AuditFilter, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let action = errors.check("action", SearchTerm::parse_optional(self.action.as_deref()));
+        let target_id = errors.check("target", SearchTerm::parse_optional(self.target.as_deref()));
+        let actor_id = errors.check(
+            "actor",
+            non_blank(self.actor.as_deref())
+                .map(|a| Uuid::parse_str(a).map_err(|_| Invalid::new("must be a user id (UUID)")))
+                .transpose(),
+        );
+        let from = errors.check(
+            "from",
+            non_blank(self.from.as_deref())
+                .map(parse_instant)
+                .transpose(),
+        );
+        let to = errors.check(
+            "to",
+            non_blank(self.to.as_deref()).map(parse_instant).transpose(),
+        );
+        if let (Some(Some(f)), Some(Some(t))) = (from, to)
             && f > t
         {
-            return Err(ApiError::invalid("to", "must not be before `from`"));
+            errors.add("to", "must not be before `from`");
         }
-        Ok(AuditFilter {
-            action,
-            actor_id,
-            target_id,
-            from,
-            to,
-        })
+        match (action, target_id, actor_id, from, to) {
+            (Some(action), Some(target_id), Some(actor_id), Some(from), Some(to))
+                if errors.is_empty() =>
+            {
+                Ok(AuditFilter {
+                    action: action.map(SearchTerm::into_string),
+                    actor_id,
+                    target_id: target_id.map(SearchTerm::into_string),
+                    from,
+                    to,
+                })
+            }
+            _ => Err(errors),
+        }
     }
 }
 
@@ -103,18 +104,15 @@ impl AuditParams {
     security(("bearer" = ["audit:read"])),
     responses((status = 200, body = inline(List<Entry>)),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 async fn list_audit_logs(
     auth: Authorized<AuditRead>,
     State(s): State<AppState>,
     ApiQuery(page): ApiQuery<PageParams>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<ApiJson<List<Entry>>> {
-    let page = page.check()?;
-    let filter = params.parse()?;
+    let (page, filter) = FieldErrors::both(page.check(), params.parse())?;
     let (entries, total) = db::audit::list(
         &s.pool,
         auth.claims.project_id,
@@ -149,10 +147,8 @@ fn entry_cells(e: Entry) -> Vec<String> {
     responses((status = 200, content_type = "text/csv", body = String,
                description = "id,at,action,actorId,targetType,targetId,requestId,metadata"),
               (status = 400, body = ErrorEnvelope),
-              (status = 401, body = ErrorEnvelope),
-              (status = 403, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              AuthRefusals))]
 async fn export_audit_logs(
     auth: Authorized<AuditRead>,
     State(s): State<AppState>,

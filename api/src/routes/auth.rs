@@ -8,8 +8,6 @@
 //! audited as `login.failed` without the email or the password. The client IP is the socket's
 //! peer, or behind `TRUSTED_PROXIES` the address they forwarded ([`crate::client_ip`]).
 
-use std::time::Duration;
-
 use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
@@ -19,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use shared::{
     auth::Claims,
     db::{self, audit::NewEntry, users::UserStatus},
+    domain::{FieldErrors, Invalid, required},
     secrets,
 };
 use utoipa::ToSchema;
@@ -28,11 +27,12 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::Authenticated,
+    caller::Me,
     client_ip::ClientIp,
-    envelope::Data,
-    error::{ApiError, ApiJson, Result},
-    request_id,
-    routes::users::{Me, blocking, rate_limit, redis_down},
+    envelope::{ApiJson, Data},
+    error::{ApiError, AuthRefusals, BodyRefusals, Result},
+    extract::{ValidJson, Validate},
+    passwords, rate_limit, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -49,11 +49,64 @@ const BAD_CREDENTIALS: &str = "invalid email or password";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
     /// The user's email (case does not matter).
-    pub email: String,
+    #[schema(required = true)]
+    pub email: Option<String>,
     /// The password.
-    pub password: String,
+    #[schema(required = true)]
+    pub password: Option<String>,
     /// The project, when the email belongs to users of several projects.
     pub project_id: Option<Uuid>,
+}
+
+/// A [`LoginRequest`] fit to look up: the email trimmed and lower-cased, both bounded and free
+/// of NUL (which Postgres text cannot hold). The email's syntax is not checked: a wrong one is
+/// a wrong credential like any other.
+#[derive(Debug)]
+pub struct Credentials {
+    email: String,
+    password: String,
+    project_id: Option<Uuid>,
+}
+
+impl Validate for LoginRequest {
+    type Valid = Credentials;
+
+    fn validate(self) -> Result<Credentials, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let email = errors.check(
+            "email",
+            required(self.email).and_then(|e| {
+                let email = e.trim().to_lowercase();
+                if email.is_empty() || email.len() > 254 {
+                    Err(Invalid::new("must be 1 to 254 characters"))
+                } else if email.chars().any(char::is_control) {
+                    Err(Invalid::new("must not contain control characters"))
+                } else {
+                    Ok(email)
+                }
+            }),
+        );
+        let password = errors.check(
+            "password",
+            required(self.password).and_then(|p| {
+                if p.is_empty() || p.len() > 1024 {
+                    Err(Invalid::new("must be 1 to 1024 bytes"))
+                } else if p.contains('\0') {
+                    Err(Invalid::new("must not contain NUL characters"))
+                } else {
+                    Ok(p)
+                }
+            }),
+        );
+        match (email, password) {
+            (Some(email), Some(password)) => Ok(Credentials {
+                email,
+                password,
+                project_id: self.project_id,
+            }),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// A fresh access token and who it is for.
@@ -95,15 +148,12 @@ async fn audit_failure(
     why: Failure,
     ip: &str,
 ) -> Result<()> {
-    let entry = NewEntry {
-        project_id,
-        actor_id: None,
-        action: "login.failed",
-        target_type: user_id.map(|_| "user"),
-        target_id: user_id.map(|u| u.to_string()),
-        metadata: serde_json::json!({ "reason": why.as_str(), "ip": ip }),
-        request_id: Some(request_id::current()),
-    };
+    let mut entry = NewEntry::new(project_id, "login.failed")
+        .metadata(serde_json::json!({ "reason": why.as_str(), "ip": ip }))
+        .request(Some(request_id::current()));
+    if let Some(user_id) = user_id {
+        entry = entry.user(user_id);
+    }
     let mut conn = s.pool.acquire().await?;
     if user_id.is_some() {
         db::audit::record(&mut conn, entry).await?;
@@ -122,30 +172,21 @@ async fn audit_failure(
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses((status = 200, body = inline(Data<LoginResponse>)),
-              (status = 400, body = crate::error::ErrorEnvelope),
               (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 413, body = crate::error::ErrorEnvelope),
-              (status = 415, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope),
               (status = 429, body = crate::error::ErrorEnvelope,
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              (status = 503, body = crate::error::ErrorEnvelope),
+              BodyRefusals))]
 async fn login(
     State(s): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<LoginRequest>,
+    ValidJson(req): ValidJson<LoginRequest>,
 ) -> Result<ApiJson<Data<LoginResponse>>> {
-    let email = req.email.trim().to_lowercase();
-    if email.is_empty() || email.len() > 254 {
-        return Err(ApiError::invalid("email", "must be 1 to 254 characters"));
-    }
-    if req.password.is_empty() || req.password.len() > 1024 {
-        return Err(ApiError::invalid("password", "must be 1 to 1024 bytes"));
-    }
-    let limits = &s.settings.users;
-    rate_limit(&s, "login-ip", &ip, &limits.login_per_ip).await?;
-    rate_limit(
+    let email = req.email;
+    let limits = &s.settings.auth;
+    rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
+    rate_limit::check(
         &s,
         "login-email",
         &secrets::token_hash(&email),
@@ -165,14 +206,7 @@ async fn login(
     } else {
         active.iter().map(|(_, h)| h.clone()).collect()
     };
-    let password = req.password;
-    let verdicts = blocking(move || {
-        hashes
-            .iter()
-            .map(|h| secrets::verify_password(&password, h))
-            .collect::<Vec<_>>()
-    })
-    .await?;
+    let verdicts = passwords::verify_each(req.password, hashes).await?;
     let matched: Vec<_> = active
         .iter()
         .zip(&verdicts)
@@ -217,7 +251,7 @@ async fn login(
         &user_id.to_string(),
         project,
         Vec::new(),
-        s.settings.jwt_ttl.as_secs() as i64,
+        s.settings.auth.jwt_ttl.as_secs() as i64,
     );
     let mut tx = s.pool.begin().await?;
     // waits for a deactivation or role change in flight
@@ -232,18 +266,14 @@ async fn login(
         .ok_or(ApiError::Unauthorized(BAD_CREDENTIALS))?;
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: project,
-            actor_id: Some(user_id),
-            action: "login.succeeded",
-            target_type: Some("user"),
-            target_id: Some(user_id.to_string()),
-            metadata: serde_json::json!({ "ip": ip, "jti": claims.jti }),
-            request_id: Some(request_id::current()),
-        },
+        NewEntry::new(project, "login.succeeded")
+            .actor(Some(user_id))
+            .user(user_id)
+            .metadata(serde_json::json!({ "ip": ip, "jti": claims.jti }))
+            .request(Some(request_id::current())),
     )
     .await?;
-    let token = shared::auth::mint(&s.settings.jwt_secret, &claims)
+    let token = shared::auth::mint(&s.settings.auth.jwt_secret, &claims)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -252,7 +282,7 @@ async fn login(
     s.sessions
         .create(&claims, user_id, user_agent, &ip)
         .await
-        .map_err(redis_down)?;
+        .map_err(ApiError::session_store)?;
     tx.commit().await?;
     tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
     Ok(ApiJson(Data::new(LoginResponse {
@@ -273,32 +303,25 @@ async fn login(
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     security(("bearer" = [])),
     responses((status = 204, description = "Logged out"),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              AuthRefusals))]
 async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
     let c = &auth.claims;
-    let remaining = (c.exp - Utc::now().timestamp()).max(1) as u64;
     // this process refuses it even if Redis fails below
     s.revocations
-        .note_jti(c.jti, Duration::from_secs(remaining));
+        .note_jti(c.jti, shared::sessions::revocation_ttl(c.exp));
     s.sessions
         .revoke_jti(auth.user_id(), c.jti, c.exp)
         .await
-        .map_err(redis_down)?;
+        .map_err(ApiError::session_store)?;
     if let Some(user_id) = auth.user_id() {
         let mut conn = s.pool.acquire().await?;
         db::audit::record(
             &mut conn,
-            NewEntry {
-                project_id: c.project_id,
-                actor_id: Some(user_id),
-                action: "logout",
-                target_type: Some("user"),
-                target_id: Some(user_id.to_string()),
-                metadata: serde_json::json!({ "jti": c.jti }),
-                request_id: Some(request_id::current()),
-            },
+            NewEntry::new(c.project_id, "logout")
+                .actor(Some(user_id))
+                .user(user_id)
+                .metadata(serde_json::json!({ "jti": c.jti }))
+                .request(Some(request_id::current())),
         )
         .await?;
     }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use shared::{
     db::{self, audit::NewEntry, users::User, users::UserStatus},
+    domain::{DisplayName, FieldErrors, Invalid, Password, required},
     secrets,
 };
 use utoipa::ToSchema;
@@ -17,31 +18,69 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    envelope::Data,
-    error::{ApiError, ApiJson, ErrorEnvelope, Result},
-    request_id,
-    routes::users::{blocking, parse_name},
+    envelope::{ApiJson, Data},
+    error::{ApiError, BodyRefusals, ErrorEnvelope, Result},
+    extract::{ValidJson, Validate},
+    passwords, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(accept_invitation))
 }
 
-/// Shortest password accepted (characters).
-pub const MIN_PASSWORD: usize = 12;
-/// Longest password accepted (characters).
-pub const MAX_PASSWORD: usize = 128;
-
 /// The emailed token and the new user's password.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptInvitation {
     /// The token from the invitation link.
-    pub token: String,
+    #[schema(required = true)]
+    pub token: Option<String>,
     /// The password to log in with (12 to 128 characters).
-    pub password: String,
+    #[schema(required = true)]
+    pub password: Option<String>,
     /// Display name (replaces the one given at invitation).
     pub name: Option<String>,
+}
+
+/// Longest token accepted (bytes; real ones are far shorter).
+const MAX_TOKEN: usize = 512;
+
+/// A valid [`AcceptInvitation`].
+#[derive(Debug)]
+pub struct Acceptance {
+    token: String,
+    password: Password,
+    name: Option<DisplayName>,
+}
+
+impl Validate for AcceptInvitation {
+    type Valid = Acceptance;
+
+    fn validate(self) -> Result<Acceptance, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let token = errors.check(
+            "token",
+            required(self.token).and_then(|t| match t.trim() {
+                t if t.is_empty() || t.len() > MAX_TOKEN => {
+                    Err(Invalid::new("must be the token from the invitation link"))
+                }
+                t => Ok(t.to_owned()),
+            }),
+        );
+        let password = errors.check(
+            "password",
+            required(self.password).and_then(Password::parse),
+        );
+        let name = errors.check("name", DisplayName::parse_optional(self.name.as_deref()));
+        match (token, password, name) {
+            (Some(token), Some(password), Some(name)) => Ok(Acceptance {
+                token,
+                password,
+                name,
+            }),
+            _ => Err(errors),
+        }
+    }
 }
 
 /// Accepts an invitation: the user becomes ACTIVE with this password and can log in.
@@ -51,38 +90,17 @@ pub struct AcceptInvitation {
 #[utoipa::path(post, path = "/api/v1/invitations/accept", tag = "invitations",
     request_body = AcceptInvitation,
     responses((status = 200, body = inline(Data<User>)),
-              (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               (status = 410, body = ErrorEnvelope),
-              (status = 413, body = ErrorEnvelope),
-              (status = 415, body = ErrorEnvelope),
-              (status = 422, body = ErrorEnvelope),
-              (status = 503, body = ErrorEnvelope)))]
+              (status = 503, body = ErrorEnvelope),
+              BodyRefusals))]
 async fn accept_invitation(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<AcceptInvitation>,
+    ValidJson(req): ValidJson<AcceptInvitation>,
 ) -> Result<ApiJson<Data<User>>> {
-    let token = req.token.trim();
-    if token.is_empty() || token.len() > 512 {
-        return Err(ApiError::invalid(
-            "token",
-            "must be the token from the invitation link",
-        ));
-    }
-    let chars = req.password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
-        return Err(ApiError::invalid(
-            "password",
-            format!("must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
-        ));
-    }
-    let name = parse_name(req.name.as_deref())?;
-    let password = req.password;
-    let hash = blocking(move || secrets::hash_password(&password))
-        .await?
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("Failed to hash a password: {e}")))?;
-
-    let token_hash = secrets::token_hash(token);
+    let hash = passwords::hash(req.password).await?;
+    let name = req.name.as_ref().map(AsRef::as_ref);
+    let token_hash = secrets::token_hash(&req.token);
     let mut tx = s.pool.begin().await?;
     // lock order: the user, then its invitation (as deactivation and resend do)
     let seen = db::invitations::find_by_token_hash(&mut tx, &token_hash)
@@ -101,22 +119,18 @@ async fn accept_invitation(
         ));
     }
     if status != Some(UserStatus::Invited)
-        || !db::users::activate(&mut tx, project, user_id, &hash, name.as_deref()).await?
+        || !db::users::activate(&mut tx, project, user_id, &hash, name).await?
     {
         return Err(ApiError::NotFound("invitation"));
     }
     db::invitations::delete(&mut tx, project, invitation.invitation_id).await?;
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: project,
-            actor_id: Some(user_id),
-            action: "invitation.accepted",
-            target_type: Some("user"),
-            target_id: Some(user_id.to_string()),
-            metadata: serde_json::json!({ "invitationId": invitation.invitation_id }),
-            request_id: Some(request_id::current()),
-        },
+        NewEntry::new(project, "invitation.accepted")
+            .actor(Some(user_id))
+            .user(user_id)
+            .metadata(serde_json::json!({ "invitationId": invitation.invitation_id }))
+            .request(Some(request_id::current())),
     )
     .await?;
     let user = db::users::find(&mut tx, project, user_id)

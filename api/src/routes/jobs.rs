@@ -2,14 +2,11 @@
 //!
 //! Every look-up is scoped to the caller's project: another project's job is a 404.
 
-use axum::{
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
+    domain::{FieldErrors, IdempotencyKey, parse_instant, within},
     jobs::{EnqueueOptions, Job, MAX_SLEEP_MS, Ping},
     queue::{JobRecord, JobState},
 };
@@ -20,9 +17,9 @@ use uuid::Uuid;
 use crate::{
     AppState,
     auth::{Authorized, JobsRead, JobsWrite},
-    envelope::Data,
-    error::{ApiError, ApiJson, Result},
-    extract::ApiPath,
+    envelope::{Accepted, ApiJson, Data},
+    error::{ApiError, AuthRefusals, BodyRefusals, Result},
+    extract::{PathId, ValidJson, Validate},
     request_id,
 };
 
@@ -34,31 +31,23 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(enqueue_ping))
 }
 
-/// The answer to an enqueue: 202 with the job's id and where to poll it.
+/// A job accepted: its queue, and whether it is new.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Accepted {
-    /// The job id.
-    pub job_id: Uuid,
+pub struct JobQueued {
     /// Its queue.
     pub queue: String,
     /// False when an earlier job with the same idempotency key was returned.
     pub created: bool,
-    /// `GET` this to follow the job.
-    pub status_url: String,
 }
 
-pub(crate) fn accepted(job_id: Uuid, queue: &str, created: bool) -> impl IntoResponse + use<> {
-    let status_url = format!("/api/v1/jobs/{job_id}");
-    (
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, status_url.clone())],
-        ApiJson(Data::new(Accepted {
-            job_id,
+fn accepted(job_id: Uuid, queue: &str, created: bool) -> Accepted<JobQueued> {
+    Accepted::job(
+        job_id,
+        JobQueued {
             queue: queue.to_owned(),
             created,
-            status_url,
-        })),
+        },
     )
 }
 
@@ -74,11 +63,6 @@ async fn find_job(s: &AppState, project_id: Uuid, id: Uuid) -> Result<JobRecord>
         .ok_or(ApiError::NotFound("job"))
 }
 
-fn parse_id(raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (UUID)")))
-}
-
 /// A job's status: state, attempts, every attempt's error, progress and result.
 ///
 /// Permission: `jobs:read`. Jobs of other projects are not found.
@@ -87,16 +71,13 @@ fn parse_id(raw: &str) -> Result<Uuid> {
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = inline(Data<JobRecord>)),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              AuthRefusals))]
 async fn get_job(
     auth: Authorized<JobsRead>,
     State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
 ) -> Result<ApiJson<Data<JobRecord>>> {
-    let id = parse_id(&id)?;
     Ok(ApiJson(Data::new(
         find_job(&s, auth.claims.project_id, id).await?,
     )))
@@ -108,19 +89,17 @@ async fn get_job(
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:write"])),
-    responses((status = 202, body = inline(Data<Accepted>)),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
+    responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
+               headers(("Location" = String, description = "The job's status URL"))),
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope),
-              (status = 409, body = crate::error::ErrorEnvelope)))]
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
 async fn retry_job(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
-) -> Result<impl IntoResponse> {
-    let id = parse_id(&id)?;
+    PathId(id): PathId,
+) -> Result<Accepted<JobQueued>> {
     let job = find_job(&s, auth.claims.project_id, id).await?;
     if job.state != JobState::Dead || !s.queues.retry_dead(&job.queue, id).await? {
         return Err(ApiError::Conflict(format!(
@@ -139,18 +118,15 @@ async fn retry_job(
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:write"])),
     responses((status = 200, body = inline(Data<JobRecord>)),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope),
-              (status = 409, body = crate::error::ErrorEnvelope)))]
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
 async fn cancel_job(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
 ) -> Result<ApiJson<Data<JobRecord>>> {
-    let id = parse_id(&id)?;
     let job = find_job(&s, auth.claims.project_id, id).await?;
     if job.state == JobState::Pending {
         return Err(ApiError::Conflict(
@@ -189,49 +165,77 @@ pub struct PingRequest {
     /// Fail with a permanent error: the job goes dead at once.
     #[serde(default)]
     pub fail_permanently: bool,
-    /// Run no earlier than this time.
-    pub run_at: Option<DateTime<Utc>>,
+    /// Run no earlier than this time (RFC 3339 with a time zone).
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub run_at: Option<String>,
     /// Priority within the queue, -1000..=1000 (higher first).
     #[serde(default)]
-    pub priority: i16,
+    pub priority: i64,
     /// Attempts before the job goes dead (1..=100; default the queue's).
     pub max_attempts: Option<u32>,
     /// A second ping with the same key (within a day) returns the first job.
     pub idempotency_key: Option<String>,
 }
 
-impl PingRequest {
-    fn validate(&self) -> Result<()> {
-        if self.sleep_ms > MAX_SLEEP_MS {
-            return Err(ApiError::invalid(
-                "sleepMs",
-                format!("must be at most {MAX_SLEEP_MS}"),
-            ));
+/// A valid [`PingRequest`].
+#[derive(Debug)]
+pub struct PingOptions {
+    sleep_ms: u64,
+    fail_attempts: u32,
+    fail_permanently: bool,
+    run_at: Option<DateTime<Utc>>,
+    priority: i16,
+    max_attempts: Option<u32>,
+    idempotency_key: Option<IdempotencyKey>,
+}
+
+impl Validate for PingRequest {
+    type Valid = PingOptions;
+
+    fn validate(self) -> Result<PingOptions, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let sleep_ms = errors.check("sleepMs", within(self.sleep_ms, 0..=MAX_SLEEP_MS));
+        let fail_attempts = errors.check("failAttempts", within(self.fail_attempts, 0..=100));
+        let run_at = errors.check(
+            "runAt",
+            self.run_at.as_deref().map(parse_instant).transpose(),
+        );
+        let priority = errors.check("priority", within(self.priority, -1000..=1000));
+        let max_attempts = errors.check(
+            "maxAttempts",
+            self.max_attempts.map(|m| within(m, 1..=100)).transpose(),
+        );
+        let idempotency_key = errors.check(
+            "idempotencyKey",
+            self.idempotency_key.map(IdempotencyKey::parse).transpose(),
+        );
+        match (
+            sleep_ms,
+            fail_attempts,
+            run_at,
+            priority,
+            max_attempts,
+            idempotency_key,
+        ) {
+            (
+                Some(sleep_ms),
+                Some(fail_attempts),
+                Some(run_at),
+                Some(priority),
+                Some(max_attempts),
+                Some(idempotency_key),
+            ) => Ok(PingOptions {
+                sleep_ms,
+                fail_attempts,
+                fail_permanently: self.fail_permanently,
+                run_at,
+                // within -1000..=1000
+                priority: priority as i16,
+                max_attempts,
+                idempotency_key,
+            }),
+            _ => Err(errors),
         }
-        if self.fail_attempts > 100 {
-            return Err(ApiError::invalid("failAttempts", "must be at most 100"));
-        }
-        if !(-1000..=1000).contains(&self.priority) {
-            return Err(ApiError::invalid(
-                "priority",
-                "must be between -1000 and 1000",
-            ));
-        }
-        if let Some(m) = self.max_attempts.filter(|m| !(1..=100).contains(m)) {
-            return Err(ApiError::invalid(
-                "maxAttempts",
-                format!("{m} is not between 1 and 100"),
-            ));
-        }
-        if let Some(k) = &self.idempotency_key
-            && (k.is_empty() || k.len() > 200 || k.chars().any(char::is_control))
-        {
-            return Err(ApiError::invalid(
-                "idempotencyKey",
-                "must be 1 to 200 printable characters",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -241,20 +245,15 @@ impl PingRequest {
 #[utoipa::path(post, path = "/api/v1/jobs/ping", tag = "jobs",
     request_body = PingRequest,
     security(("bearer" = ["jobs:write"])),
-    responses((status = 202, body = inline(Data<Accepted>)),
-              (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
-              (status = 413, body = crate::error::ErrorEnvelope),
-              (status = 415, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+    responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
+               headers(("Location" = String, description = "The job's status URL"))),
+              BodyRefusals,
+              AuthRefusals))]
 async fn enqueue_ping(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<PingRequest>,
-) -> Result<impl IntoResponse> {
-    req.validate()?;
+    ValidJson(req): ValidJson<PingRequest>,
+) -> Result<Accepted<JobQueued>> {
     let job = Ping {
         project_id: auth.claims.project_id,
         sleep_ms: req.sleep_ms,
@@ -272,7 +271,7 @@ async fn enqueue_ping(
                 // keys are per project: one tenant's key never returns another's job
                 idempotency_key: req
                     .idempotency_key
-                    .map(|k| format!("{}:{k}", auth.claims.project_id)),
+                    .map(|k| format!("{}:{}", auth.claims.project_id, k.as_ref())),
                 request_id: Some(request_id::current()),
             },
         )

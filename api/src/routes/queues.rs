@@ -13,8 +13,8 @@ use shared::queue::{JobRecord, JobState, QueueCounts};
 use crate::{
     AppState,
     auth::{Authorized, QueuesRead},
-    envelope::{Data, List, PageParams},
-    error::{ApiError, ApiJson, Result},
+    envelope::{ApiJson, Data, List, PageParams},
+    error::{ApiError, AuthRefusals, Result},
     extract::{ApiPath, ApiQuery},
 };
 
@@ -30,9 +30,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/v1/queues", tag = "jobs",
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(Data<Vec<QueueCounts>>)),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
-              (status = 503, body = crate::error::ErrorEnvelope)))]
+              AuthRefusals))]
 async fn list_queues(
     _auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
@@ -74,10 +72,9 @@ fn twenty() -> u32 {
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(List<JobRecord>)),
               (status = 400, body = crate::error::ErrorEnvelope),
-              (status = 401, body = crate::error::ErrorEnvelope),
-              (status = 403, body = crate::error::ErrorEnvelope),
               (status = 404, body = crate::error::ErrorEnvelope),
-              (status = 422, body = crate::error::ErrorEnvelope)))]
+              (status = 422, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
 async fn list_queue_jobs(
     _auth: Authorized<QueuesRead>,
     State(s): State<AppState>,

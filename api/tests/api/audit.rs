@@ -1,18 +1,10 @@
 //! The audit log: what the user-management routes record, with request ids; filters,
 //! pagination, CSV export, tenant isolation.
 
-use reqwest::{Method, StatusCode, header};
+use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{TestApp, assert_error, json_with_status, request_id_of, send},
-    users::{PASSWORD, active_user, admin, deactivate, invite, login, role_id},
-};
-
-async fn audit_logs(app: &TestApp, token: &str, query: &str) -> Value {
-    let resp = send(app.authed(Method::GET, &format!("/api/v1/audit-logs{query}"), token)).await;
-    json_with_status(resp, StatusCode::OK).await
-}
+use crate::helpers::{PASSWORD, TestApp, assert_error, json_with_status, request_id_of};
 
 fn actions(body: &Value) -> Vec<String> {
     body["data"]
@@ -26,27 +18,27 @@ fn actions(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn the_audit_log_lists_what_happened_newest_first_with_request_ids() {
     let app = TestApp::spawn().await;
-    let (boss_id, boss) = admin(&app, "boss@example.com").await;
-    let member = role_id(&app, app.project_id(), "member").await;
-    let invited = invite(
-        &app,
-        &boss,
-        &json!({"email": "new@example.com", "roleIds": [member]}),
-    )
-    .await;
+    let (boss_id, boss) = app.admin("boss@example.com").await;
+    let member = app.role_id(app.project_id(), "member").await;
+    let invited = app
+        .invite(
+            &boss,
+            &json!({"email": "new@example.com", "roleIds": [member]}),
+        )
+        .await;
     let invite_request = request_id_of(&invited);
     let invited = json_with_status(invited, StatusCode::ACCEPTED).await;
-    let failed = login(
-        &app,
-        &json!({"email": "boss@example.com", "password": "nope nope"}),
-    )
-    .await;
+    let failed = app
+        .login(&json!({"email": "boss@example.com", "password": "nope nope"}))
+        .await;
     let failed_request = request_id_of(&failed);
-    let leaver = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
-    let deactivated = deactivate(&app, &boss, &leaver.to_string()).await;
+    let leaver = app
+        .active_user(app.project_id(), "leaver@example.com", "member")
+        .await;
+    let deactivated = app.deactivate(&boss, &leaver.to_string()).await;
     let deactivate_request = request_id_of(&deactivated);
 
-    let body = audit_logs(&app, &boss, "").await;
+    let body = app.audit_logs(&boss, "").await;
 
     assert_eq!(
         actions(&body),
@@ -77,54 +69,57 @@ async fn the_audit_log_lists_what_happened_newest_first_with_request_ids() {
         assert!(e["id"].is_string() && e["at"].is_string(), "{e}");
     }
     assert_eq!(body["meta"]["pagination"]["total"], 4);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_audit_log_filters_by_action_actor_target_and_time() {
     let app = TestApp::spawn().await;
-    let (boss_id, boss) = admin(&app, "boss@example.com").await;
-    let one = active_user(&app, app.project_id(), "one@example.com", "member").await;
-    let two = active_user(&app, app.project_id(), "two@example.com", "member").await;
+    let (boss_id, boss) = app.admin("boss@example.com").await;
+    let one = app
+        .active_user(app.project_id(), "one@example.com", "member")
+        .await;
+    let two = app
+        .active_user(app.project_id(), "two@example.com", "member")
+        .await;
     json_with_status(
-        deactivate(&app, &boss, &one.to_string()).await,
+        app.deactivate(&boss, &one.to_string()).await,
         StatusCode::OK,
     )
     .await;
     let between = chrono::Utc::now();
     json_with_status(
-        deactivate(&app, &boss, &two.to_string()).await,
+        app.deactivate(&boss, &two.to_string()).await,
         StatusCode::OK,
     )
     .await;
 
-    let deactivations = audit_logs(&app, &boss, "?action=user.deactivated").await;
+    let deactivations = app.audit_logs(&boss, "?action=user.deactivated").await;
     assert_eq!(deactivations["data"].as_array().map(Vec::len), Some(2));
-    let by_boss = audit_logs(&app, &boss, &format!("?actor={boss_id}")).await;
+    let by_boss = app.audit_logs(&boss, &format!("?actor={boss_id}")).await;
     assert_eq!(
         actions(&by_boss),
         ["user.deactivated", "user.deactivated", "login.succeeded"]
     );
-    let about_one = audit_logs(&app, &boss, &format!("?target={one}")).await;
+    let about_one = app.audit_logs(&boss, &format!("?target={one}")).await;
     assert_eq!(actions(&about_one), ["user.deactivated"]);
     let since = between.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let later = audit_logs(
-        &app,
-        &boss,
-        &format!("?action=user.deactivated&from={}", urlencode(&since)),
-    )
-    .await;
+    let later = app
+        .audit_logs(
+            &boss,
+            &format!("?action=user.deactivated&from={}", urlencode(&since)),
+        )
+        .await;
     assert_eq!(later["data"][0]["targetId"], two.to_string());
     assert_eq!(later["data"].as_array().map(Vec::len), Some(1));
-    let earlier = audit_logs(
-        &app,
-        &boss,
-        &format!("?action=user.deactivated&to={}", urlencode(&since)),
-    )
-    .await;
+    let earlier = app
+        .audit_logs(
+            &boss,
+            &format!("?action=user.deactivated&to={}", urlencode(&since)),
+        )
+        .await;
     assert_eq!(earlier["data"][0]["targetId"], one.to_string());
     assert_eq!(earlier["data"].as_array().map(Vec::len), Some(1));
-    let page = audit_logs(&app, &boss, "?perPage=1&page=2").await;
+    let page = app.audit_logs(&boss, "?perPage=1&page=2").await;
     assert_eq!(actions(&page), ["user.deactivated"]);
     assert_eq!(page["meta"]["pagination"]["total"], 3);
     assert_eq!(page["meta"]["pagination"]["hasNext"], true);
@@ -134,11 +129,9 @@ async fn the_audit_log_filters_by_action_actor_target_and_time() {
         "?actor=boss",
         "?from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
     ] {
-        let resp =
-            send(app.authed(Method::GET, &format!("/api/v1/audit-logs{query}"), &boss)).await;
+        let resp = app.get_audit_logs(&boss, query).await;
         assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     }
-    app.cleanup().await;
 }
 
 fn urlencode(s: &str) -> String {
@@ -148,15 +141,17 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn the_audit_log_exports_as_csv_with_the_same_filters() {
     let app = TestApp::spawn().await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
-    let leaver = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
+    let (_, boss) = app.admin("boss@example.com").await;
+    let leaver = app
+        .active_user(app.project_id(), "leaver@example.com", "member")
+        .await;
     json_with_status(
-        deactivate(&app, &boss, &leaver.to_string()).await,
+        app.deactivate(&boss, &leaver.to_string()).await,
         StatusCode::OK,
     )
     .await;
 
-    let resp = send(app.authed(Method::GET, "/api/v1/audit-logs/export", &boss)).await;
+    let resp = app.export_audit_logs(&boss, "").await;
 
     assert_eq!(resp.status(), StatusCode::OK);
     let content_type = resp.headers()[header::CONTENT_TYPE]
@@ -194,38 +189,32 @@ async fn the_audit_log_exports_as_csv_with_the_same_filters() {
     assert_eq!(metadata["previousStatus"], "ACTIVE");
     assert_eq!(&rows[1][2], "login.succeeded");
 
-    let filtered = send(app.authed(
-        Method::GET,
-        "/api/v1/audit-logs/export?action=login.succeeded",
-        &boss,
-    ))
-    .await;
+    let filtered = app
+        .export_audit_logs(&boss, "?action=login.succeeded")
+        .await;
     let text = filtered.text().await.expect("a body");
     assert_eq!(text.lines().count(), 2, "{text}");
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_audit_log_of_another_project_is_invisible() {
     let app = TestApp::spawn().await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
+    let (_, boss) = app.admin("boss@example.com").await;
     let other = app.env.other_project("other").await;
-    active_user(&app, other, "stranger@example.com", "admin").await;
-    let stranger = login(
-        &app,
-        &json!({"email": "stranger@example.com", "password": PASSWORD}),
-    )
-    .await;
+    app.active_user(other, "stranger@example.com", "admin")
+        .await;
+    let stranger = app
+        .login(&json!({"email": "stranger@example.com", "password": PASSWORD}))
+        .await;
     let stranger = json_with_status(stranger, StatusCode::OK).await;
     let stranger_token = stranger["data"]["accessToken"].as_str().expect("token");
 
-    let ours = audit_logs(&app, &boss, "").await;
-    let theirs = audit_logs(&app, stranger_token, "").await;
+    let ours = app.audit_logs(&boss, "").await;
+    let theirs = app.audit_logs(stranger_token, "").await;
 
     assert_eq!(actions(&ours), ["login.succeeded"]);
     assert_eq!(actions(&theirs), ["login.succeeded"]);
     assert_ne!(ours["data"][0]["id"], theirs["data"][0]["id"]);
-    let export = send(app.authed(Method::GET, "/api/v1/audit-logs/export", &boss)).await;
+    let export = app.export_audit_logs(&boss, "").await;
     assert_eq!(export.text().await.expect("a body").lines().count(), 2);
-    app.cleanup().await;
 }

@@ -26,7 +26,6 @@ async fn a_request_without_a_token_gets_401_with_a_bearer_challenge() {
     let resp = send(app.request(Method::GET, "/api/v1/queues")).await;
 
     assert_unauthorized(resp).await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -55,7 +54,6 @@ async fn a_malformed_authorization_header_gets_401() {
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "header {value:?}");
         assert_unauthorized(resp).await;
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -67,7 +65,6 @@ async fn an_expired_token_gets_401() {
     let resp = app.queues(&expired).await;
 
     assert_unauthorized(resp).await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -77,7 +74,6 @@ async fn a_token_signed_with_another_secret_gets_401() {
     let resp = app.queues(&app.foreign_token()).await;
 
     assert_unauthorized(resp).await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -99,7 +95,6 @@ async fn an_unsigned_alg_none_token_gets_401() {
 
         assert_unauthorized(resp).await;
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -116,7 +111,6 @@ async fn a_token_without_the_routes_permission_gets_403_naming_it() {
             .is_some_and(|m| m.contains("queues:read")),
         "the message names the permission: {error}"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -136,7 +130,6 @@ async fn a_read_only_token_cannot_enqueue_but_can_read() {
             .contains("jobs:write")
     );
     assert_eq!(get.status(), StatusCode::OK);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -149,7 +142,6 @@ async fn a_wildcard_token_grants_every_permission() {
 
     assert_eq!(queues.status(), StatusCode::OK);
     assert_eq!(ping.status(), StatusCode::ACCEPTED);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -183,7 +175,6 @@ async fn every_secured_route_refuses_a_token_lacking_its_scope_with_403() {
             );
         }
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -213,7 +204,6 @@ async fn every_secured_route_refuses_a_request_without_a_token_with_401() {
             "{op} with an expired token"
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -237,7 +227,6 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
             resp.status()
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -255,5 +244,4 @@ async fn the_bearer_scheme_is_matched_case_insensitively() {
 
         assert_eq!(resp.status(), StatusCode::OK, "scheme {scheme:?}");
     }
-    app.cleanup().await;
 }

@@ -3,15 +3,11 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use shared::testing::smtp::SmtpServer;
 
-use crate::{
-    helpers::{TestApp, assert_error, json_with_status, send},
-    sessions::second_instance,
-    users::{accept, admin, deactivate, invite_member, login, me},
-};
+use crate::helpers::{TestApp, assert_error, json_with_status};
 
 const BASE_URL: &str = "https://dash.example.test";
 
@@ -20,16 +16,16 @@ async fn an_invited_teammate_gets_a_working_email_link_logs_in_and_is_locked_out
     let smtp = SmtpServer::start().await;
     let smtp_url = smtp.url();
     let mut app = TestApp::spawn_with(|s| {
-        s.users.smtp_url = Some(smtp_url.clone().into());
+        s.email.smtp_url = Some(smtp_url.clone().into());
         s.users.app_base_url = BASE_URL.into();
     })
     .await;
     app.start_worker().await;
-    let other_instance = second_instance(&app).await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
+    let other_instance = app.second_instance().await;
+    let (_, boss) = app.admin("boss@example.com").await;
 
     // invite → the email arrives over SMTP
-    let invited = invite_member(&app, &boss, "new.hire@example.com").await;
+    let invited = app.invite_member(&boss, "new.hire@example.com").await;
     let user_id = invited["user"]["id"].as_str().expect("user id").to_owned();
     let job_id = invited["jobId"].as_str().expect("job id").to_owned();
     let mail = smtp.wait_for(1, Duration::from_secs(30)).await[0].clone();
@@ -53,11 +49,11 @@ async fn an_invited_teammate_gets_a_working_email_link_logs_in_and_is_locked_out
     app.wait_for_state(&job_id, "completed").await;
 
     // the link works once
-    let accepted = accept(&app, &token, "a long enough password").await;
+    let accepted = app.accept(&token, "a long enough password").await;
     let body = json_with_status(accepted, StatusCode::OK).await;
     assert_eq!(body["data"]["status"], "ACTIVE");
     assert_error(
-        accept(&app, &token, "a long enough password").await,
+        app.accept(&token, "a long enough password").await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -65,52 +61,37 @@ async fn an_invited_teammate_gets_a_working_email_link_logs_in_and_is_locked_out
 
     // log in, use the token on both instances
     let creds = json!({"email": "new.hire@example.com", "password": "a long enough password"});
-    let logged_in = json_with_status(login(&app, &creds).await, StatusCode::OK).await;
+    let logged_in = json_with_status(app.login(&creds).await, StatusCode::OK).await;
     let access = logged_in["data"]["accessToken"]
         .as_str()
         .expect("token")
         .to_owned();
     for instance in [&app, &other_instance] {
-        let me_body = json_with_status(me(instance, &access).await, StatusCode::OK).await;
+        let me_body = json_with_status(instance.me(&access).await, StatusCode::OK).await;
         assert_eq!(me_body["data"]["id"], user_id.as_str());
     }
 
     // deactivate → the old token is refused at once by both instances, login is refused
-    json_with_status(deactivate(&app, &boss, &user_id).await, StatusCode::OK).await;
+    json_with_status(app.deactivate(&boss, &user_id).await, StatusCode::OK).await;
     for instance in [&other_instance, &app] {
         assert_error(
-            me(instance, &access).await,
+            instance.me(&access).await,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
         )
         .await;
     }
     assert_error(
-        login(&other_instance, &creds).await,
+        other_instance.login(&creds).await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
     .await;
 
     // the revocation job runs and the audit log tells the story, each with its request id
-    let audit = shared::testing::eventually(
-        Duration::from_secs(30),
-        "sessions.revoked audited",
-        || async {
-            let resp = send(app.authed(Method::GET, "/api/v1/audit-logs?perPage=100", &boss)).await;
-            let body: serde_json::Value = resp.json().await.ok()?;
-            let actions: Vec<String> = body["data"]
-                .as_array()?
-                .iter()
-                .filter_map(|e| e["action"].as_str().map(str::to_owned))
-                .collect();
-            actions
-                .iter()
-                .any(|a| a == "sessions.revoked")
-                .then_some(body)
-        },
-    )
-    .await;
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.kinds(), ["revoke_sessions", "send_invitation"]);
+    let audit = app.audit_logs(&boss, "?perPage=100").await;
     let actions: Vec<&str> = audit["data"]
         .as_array()
         .expect("entries")
@@ -137,7 +118,4 @@ async fn an_invited_teammate_gets_a_working_email_link_logs_in_and_is_locked_out
             .all(|e| e["requestId"].is_string()),
         "every entry carries a request id"
     );
-
-    other_instance.cleanup().await;
-    app.cleanup().await;
 }

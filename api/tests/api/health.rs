@@ -1,10 +1,10 @@
 //! `/health`, `/ready`, `/metrics`, and how the API answers while a dependency is down.
 
-use reqwest::{StatusCode, header};
+use reqwest::StatusCode;
 use serde_json::json;
 use shared::testing::TestEnv;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, random_id};
+use crate::helpers::{TestApp, assert_error, content_type, json_with_status, random_id};
 
 /// A Redis URL where nothing listens.
 const DEAD_REDIS: &str = "redis://127.0.0.1:1";
@@ -13,14 +13,14 @@ const DEAD_POSTGRES: &str = "postgres://postgres@127.0.0.1:1/comet";
 
 /// The API over an environment whose Redis is unreachable.
 async fn app_without_redis() -> TestApp {
-    TestApp::spawn_with(|s| s.redis_url = DEAD_REDIS.into()).await
+    TestApp::spawn_with(|s| s.redis.url = DEAD_REDIS.into()).await
 }
 
 /// The API pointed at an unreachable Postgres (the environment keeps a real one for cleanup).
 async fn app_without_postgres() -> TestApp {
     let env = TestEnv::new().await;
     let mut settings = env.settings.clone();
-    settings.database_url = DEAD_POSTGRES.into();
+    settings.database.url = DEAD_POSTGRES.into();
     TestApp::serve(env, settings).await
 }
 
@@ -31,7 +31,6 @@ async fn health_returns_200_ok() {
     let body = json_with_status(app.health().await, StatusCode::OK).await;
 
     assert_eq!(body, json!({"data": {"status": "ok"}}));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -41,7 +40,6 @@ async fn ready_returns_200_when_postgres_and_redis_answer() {
     let body = json_with_status(app.ready().await, StatusCode::OK).await;
 
     assert_eq!(body, json!({"data": {"postgres": true, "redis": true}}));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -51,7 +49,6 @@ async fn ready_returns_503_naming_redis_when_redis_is_unreachable() {
     let body = json_with_status(app.ready().await, StatusCode::SERVICE_UNAVAILABLE).await;
 
     assert_eq!(body, json!({"data": {"postgres": true, "redis": false}}));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -61,7 +58,6 @@ async fn ready_returns_503_naming_postgres_when_postgres_is_unreachable() {
     let body = json_with_status(app.ready().await, StatusCode::SERVICE_UNAVAILABLE).await;
 
     assert_eq!(body, json!({"data": {"postgres": false, "redis": true}}));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -87,7 +83,6 @@ async fn job_and_queue_routes_return_503_never_500_while_redis_is_unreachable() 
             "{url}: the message does not leak connection details: {error}"
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -98,7 +93,6 @@ async fn looking_up_a_job_while_postgres_is_unreachable_returns_503() {
     let resp = app.get_job(&random_id(), &app.admin_token()).await;
 
     assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -108,7 +102,6 @@ async fn health_stays_200_while_dependencies_are_down() {
     let resp = app.health().await;
 
     assert_eq!(resp.status(), StatusCode::OK);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -119,12 +112,7 @@ async fn metrics_count_http_requests_in_the_prometheus_format() {
     let resp = app.metrics().await;
 
     assert_eq!(resp.status(), StatusCode::OK);
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let text = resp.text().await.expect("a body");
     let health_line = text
@@ -145,7 +133,6 @@ async fn metrics_count_http_requests_in_the_prometheus_format() {
         text.contains("comet_http_request_duration_seconds"),
         "{text}"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -164,5 +151,4 @@ async fn unmatched_requests_are_counted_under_one_label_not_their_path() {
     // a label per unknown path would let any client blow up the metric's cardinality
     assert!(!text.contains(&path), "the path is not a label:\n{text}");
     assert!(text.contains(r#"route="unmatched""#), "{text}");
-    app.cleanup().await;
 }

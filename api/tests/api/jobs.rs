@@ -4,18 +4,12 @@
 use shared::jobs::Job as _;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::{StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::json;
+use shared::testing::eventually;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, random_id, request_id_of};
-
-fn time(v: &Value) -> DateTime<Utc> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .unwrap_or_else(|| panic!("an RFC 3339 time: {v}"))
-        .with_timezone(&Utc)
-}
+use crate::helpers::{TestApp, assert_error, json_with_status, random_id, request_id_of, time};
 
 #[tokio::test]
 async fn ping_returns_202_with_a_location_and_the_job_id() {
@@ -44,7 +38,6 @@ async fn ping_returns_202_with_a_location_and_the_job_id() {
     assert_eq!(job["kind"], "ping");
     assert_eq!(job["attempts"], 0);
     assert_eq!(job["projectId"], app.project_id().to_string());
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -66,7 +59,6 @@ async fn a_pinged_job_completes_on_its_first_attempt_carrying_the_request_id() {
         "the pong names the attempt: {job:#}"
     );
     assert!(job["finishedAt"].is_string(), "a finish time: {job:#}");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -89,7 +81,6 @@ async fn a_caller_supplied_request_id_follows_the_job() {
         .job(body["data"]["jobId"].as_str().expect("jobId"))
         .await;
     assert_eq!(job["requestId"], "dashboard-req-7");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,8 +104,10 @@ async fn invalid_ping_options_return_422_naming_the_field() {
 
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert!(
-            error["details"]["fields"].get(field).is_some(),
-            "{body}: details.fields names {field}: {error}"
+            error["details"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|e| e["field"] == field)),
+            "{body}: details names {field}: {error}"
         );
     }
     // the bounds themselves are accepted
@@ -129,7 +122,6 @@ async fn invalid_ping_options_return_422_naming_the_field() {
     // nothing invalid reached the queue
     let counts = app.env.queues.counts("ping").await.expect("counts");
     assert_eq!(counts.waiting + counts.delayed, 3);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -161,7 +153,6 @@ async fn the_same_idempotency_key_returns_the_same_job_within_a_project_only() {
     assert_ne!(theirs["data"]["jobId"], first["data"]["jobId"]);
     let counts = app.env.queues.counts("ping").await.expect("counts");
     assert_eq!(counts.waiting, 2, "one job per project");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -171,7 +162,6 @@ async fn get_job_returns_400_for_an_id_that_is_not_a_uuid() {
     let resp = app.get_job("not-a-uuid", &app.admin_token()).await;
 
     assert_error(resp, StatusCode::BAD_REQUEST, "bad_request").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -184,7 +174,6 @@ async fn retry_and_cancel_return_400_for_an_id_that_is_not_a_uuid() {
 
     assert_error(retry, StatusCode::BAD_REQUEST, "bad_request").await;
     assert_error(cancel, StatusCode::BAD_REQUEST, "bad_request").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -200,7 +189,6 @@ async fn get_retry_and_cancel_return_404_for_an_unknown_id() {
     assert_error(get, StatusCode::NOT_FOUND, "not_found").await;
     assert_error(retry, StatusCode::NOT_FOUND, "not_found").await;
     assert_error(cancel, StatusCode::NOT_FOUND, "not_found").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -221,7 +209,6 @@ async fn get_retry_and_cancel_return_404_for_a_job_of_another_project() {
     assert_error(cancel, StatusCode::NOT_FOUND, "not_found").await;
     // and the other project's attempt changed nothing
     assert_eq!(app.job(&id).await["state"], "delayed");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -262,7 +249,6 @@ async fn retries_follow_the_backoff_and_end_dead_with_their_errors_visible() {
             "retry {n} came {gap:?} after the failure, beyond its {ceiling:?} backoff ceiling"
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -283,7 +269,6 @@ async fn a_permanent_failure_goes_dead_after_one_attempt() {
             .is_some_and(|e| e.contains("permanently")),
         "{job:#}"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -321,7 +306,6 @@ async fn retrying_a_dead_job_runs_it_again_and_keeps_its_error_history() {
     assert_eq!(errors[0]["attempt"], 1);
     assert_eq!(errors[1]["attempt"], 1);
     assert!(time(&errors[1]["at"]) > time(&errors[0]["at"]), "{job:#}");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -342,7 +326,6 @@ async fn retrying_a_permanently_failed_job_runs_it_once_more() {
         .await;
 
     assert_eq!(job["attempts"], 1);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -377,7 +360,6 @@ async fn retrying_a_job_that_is_not_dead_returns_409() {
         1,
         "the completed job did not run again"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -406,7 +388,6 @@ async fn cancelling_a_delayed_job_returns_200_cancelled_and_a_second_cancel_409(
     assert_eq!(app.job(&id).await["state"], "cancelled");
     let counts = app.env.queues.counts("ping").await.expect("counts");
     assert_eq!((counts.delayed, counts.cancelled), (0, 1));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -425,7 +406,6 @@ async fn a_cancelled_job_never_runs() {
     let job = app.job(&cancelled).await;
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["attempts"], 0);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -450,7 +430,6 @@ async fn cancelling_a_running_or_finished_job_returns_409() {
     // the running job goes on to complete
     let job = app.wait_for_state(&running, "completed").await;
     assert_eq!(job["attempts"], 1);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -471,7 +450,6 @@ async fn a_job_with_a_future_run_at_stays_delayed_while_the_worker_runs_others()
         time(&job["runAt"]).timestamp_millis(),
         run_at.timestamp_millis()
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -489,7 +467,6 @@ async fn a_job_runs_no_earlier_than_its_run_at() {
         started.timestamp_millis() >= run_at.timestamp_millis(),
         "started at {started}, before its runAt {run_at}"
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -511,7 +488,6 @@ async fn concurrent_pings_with_one_idempotency_key_create_exactly_one_job() {
     assert_eq!(created, 1, "exactly one answer says it created the job");
     let counts = app.env.queues.counts("ping").await.expect("counts");
     assert_eq!(counts.waiting, 1);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -534,7 +510,6 @@ async fn two_concurrent_retries_of_a_dead_job_requeue_it_once() {
     assert_eq!(job["attempts"], 0);
     let counts = app.env.queues.counts("ping").await.expect("counts");
     assert_eq!((counts.waiting, counts.dead), (1, 0));
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -561,8 +536,44 @@ async fn a_job_still_in_the_outbox_shows_as_pending_to_its_project_only() {
     assert_error(cancel, StatusCode::CONFLICT, "conflict").await;
     assert_error(retry, StatusCode::CONFLICT, "conflict").await;
     // the worker's relay hands it to the queue, where it runs
-    app.start_worker().await;
-    let job = app.wait_for_state(&id, "completed").await;
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.job(&id).kind, "ping");
+    let job = app.job(&id).await;
+    assert_eq!(job["state"], "completed");
     assert_eq!(job["attempts"], 1);
-    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_new_job_once_its_ttl_has_passed() {
+    let ttl = Duration::from_secs(3);
+    let app = TestApp::spawn_with(|s| s.queue.idempotency_ttl = ttl).await;
+    let token = app.admin_token();
+    let body = json!({"idempotencyKey": "hourly-report"});
+    let sent = std::time::Instant::now();
+    let first = json_with_status(app.ping(&body, &token).await, StatusCode::ACCEPTED).await;
+    let again = json_with_status(app.ping(&body, &token).await, StatusCode::ACCEPTED).await;
+    assert_eq!(again["data"]["created"], false, "within the TTL: {again:#}");
+    assert_eq!(again["data"]["jobId"], first["data"]["jobId"]);
+
+    let later = eventually(ttl * 5, "the key to expire", || async {
+        let resp = app.ping(&body, &token).await;
+        let body = json_with_status(resp, StatusCode::ACCEPTED).await;
+        (body["data"]["created"] == true).then_some(body)
+    })
+    .await;
+
+    assert!(
+        sent.elapsed() >= ttl,
+        "a new job only after the TTL ({:?} after the first)",
+        sent.elapsed()
+    );
+    assert_ne!(later["data"]["jobId"], first["data"]["jobId"]);
+    // the first job is untouched; the key now names the new one
+    let first_id = first["data"]["jobId"].as_str().expect("a job id");
+    assert_eq!(app.job(first_id).await["state"], "waiting");
+    let repeat = json_with_status(app.ping(&body, &token).await, StatusCode::ACCEPTED).await;
+    assert_eq!(repeat["data"]["created"], false);
+    assert_eq!(repeat["data"]["jobId"], later["data"]["jobId"]);
+    let counts = app.env.queues.counts("ping").await.expect("counts");
+    assert_eq!(counts.waiting, 2, "two jobs: before and after the expiry");
 }

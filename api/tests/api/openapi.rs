@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use reqwest::{StatusCode, header};
 
-use crate::helpers::{TestApp, json_with_status, operations, send, served_spec};
+use crate::helpers::{TestApp, content_type, json_with_status, operations, send, served_spec};
 
 /// Operations that are public on purpose (load balancers, Prometheus, API clients' tooling).
 const PUBLIC: &[&str] = &[
@@ -27,12 +27,7 @@ async fn the_openapi_document_is_json_of_version_3() {
 
     let resp = app.openapi().await;
 
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     let spec = json_with_status(resp, StatusCode::OK).await;
     assert!(
         content_type.starts_with("application/json"),
@@ -52,7 +47,6 @@ async fn the_openapi_document_is_json_of_version_3() {
         spec,
         serde_json::to_value(comet_api::openapi()).expect("serialisable")
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -85,7 +79,6 @@ async fn every_documented_route_is_served_and_answers_a_documented_status() {
             op.responses
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -211,7 +204,7 @@ fn with_params(path: &str, value: &str) -> String {
 #[tokio::test]
 async fn every_status_a_route_answers_is_documented() {
     let app = TestApp::spawn().await;
-    let down = TestApp::spawn_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let down = TestApp::spawn_with(|s| s.redis.url = "redis://127.0.0.1:1".into()).await;
     let spec = served_spec(&app).await;
     let token = app.admin_token();
     let mut undocumented = Vec::new();
@@ -263,6 +256,4 @@ async fn every_status_a_route_answers_is_documented() {
         "statuses the API answers but its OpenAPI document does not list:\n{}",
         undocumented.join("\n")
     );
-    down.cleanup().await;
-    app.cleanup().await;
 }

@@ -1,9 +1,11 @@
-//! `GET /api/v1/queues`: counts per queue and state, behind `queues:read`.
+//! `GET /api/v1/queues` (counts per queue and state) and `GET /api/v1/queues/{queue}/jobs` (the
+//! jobs of one queue in one state), behind `queues:read`.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::queue::JobState;
 
-use crate::helpers::{TestApp, assert_error, json_with_status};
+use crate::helpers::{TestApp, assert_error, json_with_status, time};
 
 /// The `ping` entry of the queue list.
 async fn ping_counts(app: &TestApp) -> Value {
@@ -33,7 +35,6 @@ async fn listing_queues_needs_the_queues_read_permission() {
             .unwrap_or("")
             .contains("queues:read")
     );
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -63,25 +64,23 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
     assert_eq!(counts["waiting"], 1);
     assert_eq!(counts["cancelled"], 1);
     assert_eq!(counts["delayed"], 1);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn queue_counts_show_completed_and_dead_jobs_once_a_worker_ran_them() {
     let mut app = TestApp::spawn().await;
-    app.start_worker().await;
     let ok = app.enqueue_ping(&json!({})).await;
     let bad = app.enqueue_ping(&json!({"failPermanently": true})).await;
 
-    app.wait_for_state(&ok, "completed").await;
-    app.wait_for_state(&bad, "dead").await;
+    let drained = app.drain_jobs().await;
+    assert_eq!(drained.job(&ok).state, JobState::Completed);
+    assert_eq!(drained.job(&bad).state, JobState::Dead);
 
     let counts = ping_counts(&app).await;
     assert_eq!(counts["completed"], 1, "{counts}");
     assert_eq!(counts["dead"], 1, "{counts}");
     assert_eq!(counts["waiting"], 0, "{counts}");
     assert_eq!(counts["active"], 0, "{counts}");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -97,5 +96,159 @@ async fn every_known_queue_is_listed() {
         .filter_map(|q| q["queue"].as_str())
         .collect();
     assert_eq!(listed, shared::jobs::QUEUES);
-    app.cleanup().await;
+}
+
+/// The ids of a page of `GET /api/v1/queues/{queue}/jobs`.
+fn ids(page: &Value) -> Vec<&str> {
+    page["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|j| j["id"].as_str().expect("an id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_queues_jobs_are_listed_by_state_with_their_records_across_projects() {
+    let mut app = TestApp::spawn().await;
+    let other = app.env.other_project("other").await;
+    let ok = app.enqueue_ping(&json!({})).await;
+    let bad = app.enqueue_ping(&json!({"failPermanently": true})).await;
+    let theirs = app.ping(&json!({}), &app.admin_token_for(other)).await;
+    let theirs = json_with_status(theirs, StatusCode::ACCEPTED).await["data"]["jobId"]
+        .as_str()
+        .expect("a job id")
+        .to_owned();
+    let drained = app.drain_jobs().await;
+    assert_eq!(drained.kinds(), ["ping", "ping", "ping"]);
+    // with no worker running any more, these stay where they are
+    let waiting = app.enqueue_ping(&json!({})).await;
+    let delayed = app
+        .enqueue_ping(&json!({"runAt": "2999-01-01T00:00:00Z"}))
+        .await;
+
+    let completed = app.queue_jobs("ping", "?state=completed").await;
+    let dead = app.queue_jobs("ping", "?state=dead").await;
+
+    // an operator's view spans projects; finished jobs come newest first
+    let mut listed = ids(&completed);
+    listed.sort_unstable();
+    let mut expected = [ok.as_str(), theirs.as_str()];
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "{completed:#}");
+    assert_eq!(completed["meta"]["pagination"]["total"], 2);
+    let finished: Vec<_> = completed["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|j| time(&j["finishedAt"]))
+        .collect();
+    assert!(finished[0] >= finished[1], "newest first: {completed:#}");
+    let projects: Vec<&Value> = completed["data"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|j| &j["projectId"])
+        .collect();
+    assert!(projects.contains(&&json!(other)), "{completed:#}");
+    for job in completed["data"].as_array().expect("a list") {
+        assert_eq!(job["kind"], "ping");
+        assert_eq!(job["queue"], "ping");
+        assert_eq!(job["state"], "completed");
+        assert_eq!(job["attempts"], 1);
+        assert_eq!(job["result"]["attempt"], 1, "{job:#}");
+    }
+    assert_eq!(ids(&dead), [bad.as_str()]);
+    assert_eq!(dead["data"][0]["state"], "dead");
+    assert!(
+        dead["data"][0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("permanently")),
+        "{dead:#}"
+    );
+    assert_eq!(
+        ids(&app.queue_jobs("ping", "?state=waiting").await),
+        [waiting.as_str()]
+    );
+    let delayed_page = app.queue_jobs("ping", "?state=delayed").await;
+    assert_eq!(ids(&delayed_page), [delayed.as_str()]);
+    assert_eq!(
+        time(&delayed_page["data"][0]["runAt"]).to_rfc3339(),
+        "2999-01-01T00:00:00+00:00"
+    );
+}
+
+#[tokio::test]
+async fn a_queues_jobs_are_paginated() {
+    let app = TestApp::spawn().await;
+    let mut enqueued = Vec::new();
+    for _ in 0..3 {
+        enqueued.push(app.enqueue_ping(&json!({})).await);
+    }
+
+    let first = app.queue_jobs("ping", "?state=waiting&perPage=2").await;
+    let second = app
+        .queue_jobs("ping", "?state=waiting&perPage=2&page=2")
+        .await;
+
+    // waiting jobs come in run order: first in, first listed
+    assert_eq!(ids(&first), [enqueued[0].as_str(), enqueued[1].as_str()]);
+    assert_eq!(ids(&second), [enqueued[2].as_str()]);
+    let (a, b) = (&first["meta"]["pagination"], &second["meta"]["pagination"]);
+    assert_eq!(
+        (a["total"].as_u64(), b["total"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(
+        (&a["hasNext"], &a["hasPrev"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(
+        (&b["hasNext"], &b["hasPrev"]),
+        (&json!(false), &json!(true))
+    );
+}
+
+#[tokio::test]
+async fn listing_a_queues_jobs_refuses_unknown_queues_states_and_pages() {
+    let app = TestApp::spawn().await;
+    let operator = app.token(&["queues:read"]);
+
+    let unknown_queue = app
+        .get_queue_jobs(&operator, "no_such_queue", "?state=waiting")
+        .await;
+    assert_error(unknown_queue, StatusCode::NOT_FOUND, "not_found").await;
+    for (query, status, code) in [
+        (
+            "?state=pending",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        ("?state=sleeping", StatusCode::BAD_REQUEST, "bad_request"),
+        ("", StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            "?state=waiting&perPage=0",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "?state=waiting&perPage=101",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            "?state=waiting&page=0",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+    ] {
+        let resp = app.get_queue_jobs(&operator, "ping", query).await;
+
+        assert_eq!(resp.status(), status, "{query}");
+        assert_error(resp, status, code).await;
+    }
+    // a tenant's job permissions do not open the operators' view
+    let tenant = app.token(&["jobs:read", "jobs:write"]);
+    let resp = app.get_queue_jobs(&tenant, "ping", "?state=waiting").await;
+    assert_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
 }

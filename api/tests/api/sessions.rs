@@ -5,16 +5,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use shared::{config::RateLimit, testing::TestEnv};
+use shared::config::RateLimit;
 use uuid::Uuid;
 
-use crate::{
-    helpers::{TestApp, assert_error, json_with_status, send},
-    users::{
-        PASSWORD, accept, active_user, admin, deactivate, has_revocation_marker, invite_member,
-        last_invitation_token, login, me, outbox, token_of,
-    },
-};
+use crate::helpers::{PASSWORD, TestApp, assert_error, json_with_status, send};
 
 async fn login_failures(app: &TestApp) -> Vec<Value> {
     sqlx::query_scalar(
@@ -28,7 +22,9 @@ async fn login_failures(app: &TestApp) -> Vec<Value> {
 #[tokio::test]
 async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_session() {
     let app = TestApp::spawn().await;
-    let user = active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    let user = app
+        .active_user(app.project_id(), "ada@example.com", "member")
+        .await;
 
     let resp = send(
         app.request(Method::POST, "/api/v1/auth/login")
@@ -48,7 +44,8 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
         json!(["jobs:read", "user:read"])
     );
     let token = data["accessToken"].as_str().expect("a token");
-    let claims = shared::auth::verify(&app.env.settings.jwt_secret, token).expect("a valid JWT");
+    let claims =
+        shared::auth::verify(&app.env.settings.auth.jwt_secret, token).expect("a valid JWT");
     assert_eq!(claims.sub, user.to_string());
     assert_eq!(claims.project_id, app.project_id());
     assert_eq!(claims.permissions, ["jobs:read", "user:read"]);
@@ -60,23 +57,24 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].jti, claims.jti);
     // the token works, with exactly the permissions of the user's roles
-    let me_body = json_with_status(me(&app, token).await, StatusCode::OK).await;
+    let me_body = json_with_status(app.me(token).await, StatusCode::OK).await;
     assert_eq!(me_body["data"]["projectId"], app.project_id().to_string());
-    let users = send(app.authed(Method::GET, "/api/v1/users", token)).await;
+    let users = app.get_users(token, "").await;
     assert_eq!(users.status(), StatusCode::OK);
-    let audit = send(app.authed(Method::GET, "/api/v1/audit-logs", token)).await;
+    let audit = app.get_audit_logs(token, "").await;
     assert_error(audit, StatusCode::FORBIDDEN, "forbidden").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
     let app = TestApp::spawn().await;
-    let (boss_id, boss) = admin(&app, "boss@example.com").await;
-    let invited = invite_member(&app, &boss, "invited@example.com").await;
-    let gone = active_user(&app, app.project_id(), "gone@example.com", "member").await;
+    let (boss_id, boss) = app.admin("boss@example.com").await;
+    let invited = app.invite_member(&boss, "invited@example.com").await;
+    let gone = app
+        .active_user(app.project_id(), "gone@example.com", "member")
+        .await;
     json_with_status(
-        deactivate(&app, &boss, &gone.to_string()).await,
+        app.deactivate(&boss, &gone.to_string()).await,
         StatusCode::OK,
     )
     .await;
@@ -90,7 +88,7 @@ async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
         json!({"email": "gone@example.com", "password": PASSWORD}),
     ] {
         let error = assert_error(
-            login(&app, &body).await,
+            app.login(&body).await,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
         )
@@ -136,117 +134,102 @@ async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
         assert!(f["actor_id"].is_null());
         assert!(f["request_id"].is_string());
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_email_in_several_projects_needs_a_project_id() {
     let app = TestApp::spawn().await;
     let other = app.env.other_project("other").await;
-    let here = active_user(&app, app.project_id(), "both@example.com", "member").await;
-    let there = active_user(&app, other, "both@example.com", "admin").await;
+    let here = app
+        .active_user(app.project_id(), "both@example.com", "member")
+        .await;
+    let there = app.active_user(other, "both@example.com", "admin").await;
     let credentials = json!({"email": "both@example.com", "password": PASSWORD});
 
     let error = assert_error(
-        login(&app, &credentials).await,
+        app.login(&credentials).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
     .await;
     assert!(
-        error["details"]["fields"]["projectId"].is_string(),
+        error["details"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["field"] == "projectId")),
         "{error}"
     );
 
     for (project, user) in [(app.project_id(), here), (other, there)] {
         let mut body = credentials.clone();
         body["projectId"] = json!(project);
-        let ok = json_with_status(login(&app, &body).await, StatusCode::OK).await;
+        let ok = json_with_status(app.login(&body).await, StatusCode::OK).await;
         assert_eq!(ok["data"]["user"]["id"], user.to_string());
         assert_eq!(ok["data"]["user"]["projectId"], project.to_string());
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn logout_revokes_the_token_at_once() {
     let app = TestApp::spawn().await;
-    let user = active_user(&app, app.project_id(), "ada@example.com", "member").await;
-    let token = token_of(&app, "ada@example.com").await;
-    let other_session = token_of(&app, "ada@example.com").await;
+    let user = app
+        .active_user(app.project_id(), "ada@example.com", "member")
+        .await;
+    let token = app.token_of("ada@example.com").await;
+    let other_session = app.token_of("ada@example.com").await;
 
-    let resp = send(app.authed(Method::POST, "/api/v1/auth/logout", &token)).await;
+    let resp = app.logout(&token).await;
 
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_error(
-        me(&app, &token).await,
+        app.me(&token).await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
     .await;
-    let again = send(app.authed(Method::POST, "/api/v1/auth/logout", &token)).await;
+    let again = app.logout(&token).await;
     assert_error(again, StatusCode::UNAUTHORIZED, "unauthorized").await;
     // the user's other session is untouched
-    json_with_status(me(&app, &other_session).await, StatusCode::OK).await;
+    json_with_status(app.me(&other_session).await, StatusCode::OK).await;
     let sessions = shared::sessions::Sessions::new(&app.env.queues)
         .of_user(user)
         .await
         .expect("redis");
     assert_eq!(sessions.len(), 1);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn me_is_404_for_a_service_token() {
     let app = TestApp::spawn().await;
 
-    let resp = me(&app, &app.token(&["jobs:read"])).await;
+    let resp = app.me(&app.token(&["jobs:read"])).await;
 
     assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
     assert_error(
-        me(&app, "nope").await,
+        app.me("nope").await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
     .await;
-    app.cleanup().await;
-}
-
-/// A second API process over the same database and Redis (its own state and revocation cache).
-pub async fn second_instance(app: &TestApp) -> TestApp {
-    let settings = app.env.settings.clone();
-    let queues = shared::queue::Queues::new(
-        settings.redis_client().expect("redis"),
-        &settings.redis_prefix,
-        settings.queue.clone(),
-    )
-    .expect("queues");
-    let env = TestEnv {
-        pool: shared::db::pool(&settings).expect("pool"),
-        queues,
-        project_id: app.env.project_id,
-        db_name: app.env.db_name.clone(),
-        settings: settings.clone(),
-    };
-    TestApp::serve(env, settings).await
 }
 
 #[tokio::test]
 async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_refuses_login() {
-    let app = TestApp::spawn().await;
-    let other_instance = second_instance(&app).await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
-    let user = active_user(&app, app.project_id(), "leaver@example.com", "admin").await;
-    let token = token_of(&app, "leaver@example.com").await;
-    json_with_status(me(&other_instance, &token).await, StatusCode::OK).await;
+    let mut app = TestApp::spawn().await;
+    let other_instance = app.second_instance().await;
+    let (_, boss) = app.admin("boss@example.com").await;
+    let user = app
+        .active_user(app.project_id(), "leaver@example.com", "admin")
+        .await;
+    let token = app.token_of("leaver@example.com").await;
+    json_with_status(other_instance.me(&token).await, StatusCode::OK).await;
 
-    let resp = deactivate(&app, &boss, &user.to_string()).await;
+    let resp = app.deactivate(&boss, &user.to_string()).await;
 
     let body = json_with_status(resp, StatusCode::OK).await;
     assert_eq!(body["data"]["status"], "DEACTIVATED");
     for instance in [&app, &other_instance] {
         assert_error(
-            me(instance, &token).await,
+            instance.me(&token).await,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
         )
@@ -259,13 +242,11 @@ async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_re
         .await;
         assert_error(write, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
-    let refused = login(
-        &other_instance,
-        &json!({"email": "leaver@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let refused = other_instance
+        .login(&json!({"email": "leaver@example.com", "password": PASSWORD}))
+        .await;
     assert_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let jobs = outbox(&app).await;
+    let jobs = app.outbox().await;
     let revoke: Vec<_> = jobs
         .iter()
         .filter(|j| j.queue == "revoke_sessions")
@@ -275,18 +256,20 @@ async fn deactivation_refuses_the_old_token_at_once_on_every_api_instance_and_re
     assert_eq!(revoke[0].payload["userId"], user.to_string());
     assert!(revoke[0].payload["revokedBeforeMs"].as_i64().is_some());
     // the admin's own token is untouched
-    json_with_status(me(&other_instance, &boss).await, StatusCode::OK).await;
-    other_instance.cleanup().await;
-    app.cleanup().await;
+    json_with_status(other_instance.me(&boss).await, StatusCode::OK).await;
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(drained.kinds(), ["revoke_sessions"]);
 }
 
 #[tokio::test]
 async fn deactivation_is_idempotent_and_not_for_yourself() {
     let app = TestApp::spawn().await;
-    let (boss_id, boss) = admin(&app, "boss@example.com").await;
-    let user = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
+    let (boss_id, boss) = app.admin("boss@example.com").await;
+    let user = app
+        .active_user(app.project_id(), "leaver@example.com", "member")
+        .await;
 
-    let own = deactivate(&app, &boss, &boss_id.to_string()).await;
+    let own = app.deactivate(&boss, &boss_id.to_string()).await;
     let error = assert_error(own, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert!(
         error["message"]
@@ -295,15 +278,15 @@ async fn deactivation_is_idempotent_and_not_for_yourself() {
             .contains("yourself"),
         "{error}"
     );
-    json_with_status(me(&app, &boss).await, StatusCode::OK).await;
+    json_with_status(app.me(&boss).await, StatusCode::OK).await;
 
     json_with_status(
-        deactivate(&app, &boss, &user.to_string()).await,
+        app.deactivate(&boss, &user.to_string()).await,
         StatusCode::OK,
     )
     .await;
     let again = json_with_status(
-        deactivate(&app, &boss, &user.to_string()).await,
+        app.deactivate(&boss, &user.to_string()).await,
         StatusCode::OK,
     )
     .await;
@@ -314,62 +297,53 @@ async fn deactivation_is_idempotent_and_not_for_yourself() {
             .await
             .expect("count");
     assert_eq!(audited, 1, "the second call changed nothing");
-    let unknown = deactivate(&app, &boss, &Uuid::new_v4().to_string()).await;
+    let unknown = app.deactivate(&boss, &Uuid::new_v4().to_string()).await;
     assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
-    let malformed = deactivate(&app, &boss, "nope").await;
+    let malformed = app.deactivate(&boss, "nope").await;
     assert_error(malformed, StatusCode::BAD_REQUEST, "bad_request").await;
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn deactivating_an_invited_user_deletes_its_invitation() {
     let app = TestApp::spawn().await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
-    let invited = invite_member(&app, &boss, "new@example.com").await;
+    let (_, boss) = app.admin("boss@example.com").await;
+    let invited = app.invite_member(&boss, "new@example.com").await;
     let user = invited["user"]["id"].as_str().expect("id").to_owned();
-    let invitation_token = last_invitation_token(&app, &user).await;
+    let invitation_token = app.last_invitation_token(&user).await;
 
-    json_with_status(deactivate(&app, &boss, &user).await, StatusCode::OK).await;
+    json_with_status(app.deactivate(&boss, &user).await, StatusCode::OK).await;
 
     assert_error(
-        accept(&app, &invitation_token, PASSWORD).await,
+        app.accept(&invitation_token, PASSWORD).await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
     .await;
     assert!(
-        outbox(&app)
+        app.outbox()
             .await
             .iter()
             .all(|j| j.queue != "revoke_sessions")
     );
-    assert!(!has_revocation_marker(&app, Uuid::parse_str(&user).expect("uuid")).await);
-    app.cleanup().await;
+    assert!(
+        !app.has_revocation_marker(Uuid::parse_str(&user).expect("uuid"))
+            .await
+    );
 }
 
 #[tokio::test]
 async fn when_redis_cannot_take_the_revocation_the_deactivation_is_rolled_back_with_503() {
     let app = TestApp::spawn().await;
-    let (_, boss) = admin(&app, "boss@example.com").await;
-    let user = active_user(&app, app.project_id(), "leaver@example.com", "member").await;
+    let (_, boss) = app.admin("boss@example.com").await;
+    let user = app
+        .active_user(app.project_id(), "leaver@example.com", "member")
+        .await;
     // the same database, but a Redis that does not answer
     let mut settings = app.env.settings.clone();
-    settings.redis_url = "redis://127.0.0.1:1".to_owned().into();
-    let env = TestEnv {
-        pool: shared::db::pool(&settings).expect("pool"),
-        queues: shared::queue::Queues::new(
-            settings.redis_client().expect("redis url"),
-            &settings.redis_prefix,
-            settings.queue.clone(),
-        )
-        .expect("queues"),
-        project_id: app.env.project_id,
-        db_name: app.env.db_name.clone(),
-        settings: settings.clone(),
-    };
-    let down = TestApp::serve(env, settings).await;
+    settings.redis.url = "redis://127.0.0.1:1".to_owned().into();
+    let down = TestApp::serve(app.env.share(settings.clone()), settings).await;
 
-    let resp = deactivate(&down, &boss, &user.to_string()).await;
+    let resp = down.deactivate(&boss, &user.to_string()).await;
 
     assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").await;
     let status: String = sqlx::query_scalar("SELECT status FROM users WHERE user_id = $1")
@@ -378,25 +352,24 @@ async fn when_redis_cannot_take_the_revocation_the_deactivation_is_rolled_back_w
         .await
         .expect("the user");
     assert_eq!(status, "ACTIVE");
-    assert!(outbox(&app).await.is_empty(), "no job without the change");
-    down.cleanup().await;
-    app.cleanup().await;
+    assert!(app.outbox().await.is_empty(), "no job without the change");
 }
 
 #[tokio::test]
 async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
     let app = TestApp::spawn_with(|s| {
-        s.users.login_per_email = RateLimit {
+        s.auth.login_per_email = RateLimit {
             count: 3,
             window: Duration::from_secs(300),
         };
     })
     .await;
-    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    app.active_user(app.project_id(), "ada@example.com", "member")
+        .await;
     let wrong = json!({"email": "ada@example.com", "password": "not the password"});
     for _ in 0..3 {
         assert_error(
-            login(&app, &wrong).await,
+            app.login(&wrong).await,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
         )
@@ -404,11 +377,9 @@ async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
     }
 
     // even the right password, and whatever the case of the address
-    let resp = login(
-        &app,
-        &json!({"email": "ADA@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let resp = app
+        .login(&json!({"email": "ADA@example.com", "password": PASSWORD}))
+        .await;
 
     let retry_after: u64 = resp
         .headers()
@@ -419,53 +390,46 @@ async fn logins_past_the_per_email_limit_get_429_with_retry_after() {
     assert!((1..=300).contains(&retry_after), "{retry_after}");
     assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     // other addresses are not limited by it
-    let other = login(
-        &app,
-        &json!({"email": "bob@example.com", "password": PASSWORD}),
-    )
-    .await;
+    let other = app
+        .login(&json!({"email": "bob@example.com", "password": PASSWORD}))
+        .await;
     assert_error(other, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    app.cleanup().await;
 }
 
 /// An API allowing 2 logins per client IP a minute, believing `X-Forwarded-For` from
 /// `trusted_proxies`, with the active user `ada@example.com`.
 async fn two_logins_per_ip(trusted_proxies: &[&str]) -> TestApp {
     let app = TestApp::spawn_with(|s| {
-        s.users.login_per_ip = RateLimit {
+        s.auth.login_per_ip = RateLimit {
             count: 2,
             window: Duration::from_secs(60),
         };
-        s.trusted_proxies = trusted_proxies
+        s.http.trusted_proxies = trusted_proxies
             .iter()
             .map(|p| p.parse().expect("cidr"))
             .collect();
     })
     .await;
-    active_user(&app, app.project_id(), "ada@example.com", "member").await;
+    app.active_user(app.project_id(), "ada@example.com", "member")
+        .await;
     app
 }
 
 #[tokio::test]
 async fn logins_past_the_per_ip_limit_get_429() {
     let app = two_logins_per_ip(&[]).await;
-    token_of(&app, "ada@example.com").await;
-    let wrong = login(
-        &app,
-        &json!({"email": "x@example.com", "password": "whatever"}),
-    )
-    .await;
+    app.token_of("ada@example.com").await;
+    let wrong = app
+        .login(&json!({"email": "x@example.com", "password": "whatever"}))
+        .await;
     assert_error(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
-    let resp = login(
-        &app,
-        &json!({"email": "y@example.com", "password": "whatever"}),
-    )
-    .await;
+    let resp = app
+        .login(&json!({"email": "y@example.com", "password": "whatever"}))
+        .await;
 
     assert!(resp.headers().contains_key(header::RETRY_AFTER));
     assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
-    app.cleanup().await;
 }
 
 /// A failed login (a wrong password for `ada@example.com`) from `forwarded` (as
@@ -502,7 +466,6 @@ async fn behind_a_trusted_proxy_the_per_ip_limit_counts_the_forwarded_client() {
         .map(|a| a["metadata"]["ip"].clone())
         .collect();
     assert_eq!(ips, ["198.51.100.1", "198.51.100.1", "198.51.100.2"]);
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -521,5 +484,4 @@ async fn without_trusted_proxies_x_forwarded_for_cannot_dodge_the_per_ip_limit()
         .map(|a| a["metadata"]["ip"].clone())
         .collect();
     assert_eq!(ips, ["127.0.0.1", "127.0.0.1"]);
-    app.cleanup().await;
 }

@@ -25,6 +25,52 @@ pub struct NewEntry<'a> {
     pub request_id: Option<String>,
 }
 
+impl<'a> NewEntry<'a> {
+    /// An entry of `action` in `project_id`, with no actor, target, metadata or request yet;
+    /// the builder methods below add them.
+    pub fn new(project_id: Uuid, action: &'a str) -> Self {
+        Self {
+            project_id,
+            actor_id: None,
+            action,
+            target_type: None,
+            target_id: None,
+            metadata: serde_json::json!({}),
+            request_id: None,
+        }
+    }
+
+    /// Who did it (`None`: the system or an anonymous caller).
+    pub fn actor(mut self, actor_id: Option<Uuid>) -> Self {
+        self.actor_id = actor_id;
+        self
+    }
+
+    /// What it was done to.
+    pub fn target(mut self, target_type: &'a str, target_id: impl ToString) -> Self {
+        self.target_type = Some(target_type);
+        self.target_id = Some(target_id.to_string());
+        self
+    }
+
+    /// What it was done to: a user.
+    pub fn user(self, user_id: Uuid) -> Self {
+        self.target("user", user_id)
+    }
+
+    /// Anything else worth keeping (never secrets).
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The request behind it.
+    pub fn request(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+}
+
 /// An entry as read back.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]

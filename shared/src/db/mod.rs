@@ -31,9 +31,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// A lazily connecting pool (a process starts while Postgres is down; `/ready` tells).
 pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(settings.database_max_connections)
+        .max_connections(settings.database.max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(settings.database_url.expose_secret())
+        .connect_lazy(settings.database.url.expose_secret())
 }
 
 /// Applies the migrations, then brings the `permissions` table in line with

@@ -326,7 +326,7 @@ impl Queues {
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, QueueError> {
         Self::new(
             settings.redis_client()?,
-            &settings.redis_prefix,
+            &settings.redis.prefix,
             settings.queue.clone(),
         )
     }
@@ -528,7 +528,7 @@ impl Queues {
                 .await?
         };
         if ids.is_empty() {
-            // an empty pipeline is an error to the client, not an empty reply
+            // an empty pipeline is an error in the redis client: past the last page is no error
             return Ok((Vec::new(), total));
         }
         let mut pipe = redis::pipe();

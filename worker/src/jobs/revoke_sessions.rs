@@ -63,7 +63,7 @@ pub async fn revoke_sessions(
     }
 
     ctx.sessions
-        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.jwt_ttl)
+        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.auth.jwt_ttl)
         .await
         .context("Failed to set the user's revocation marker")?;
     let sessions = ctx
@@ -87,15 +87,11 @@ pub async fn revoke_sessions(
 
     db::audit::record(
         &mut conn,
-        NewEntry {
-            project_id: job.project_id,
-            actor_id: job.actor_id,
-            action: "sessions.revoked",
-            target_type: Some("user"),
-            target_id: Some(job.user_id.to_string()),
-            metadata: serde_json::json!({ "reason": job.reason, "count": count }),
-            request_id,
-        },
+        NewEntry::new(job.project_id, "sessions.revoked")
+            .actor(job.actor_id)
+            .user(job.user_id)
+            .metadata(serde_json::json!({ "reason": job.reason, "count": count }))
+            .request(request_id),
     )
     .await
     .context("Failed to audit the revocation")?;

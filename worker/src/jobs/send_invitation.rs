@@ -130,7 +130,7 @@ pub async fn send_invitation(
     job: &SendInvitation,
     attempt: &Attempt,
 ) -> Result<Outcome, BoxDynError> {
-    let Some(token) = secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) else {
+    let Some(token) = secrets::open(&ctx.settings.auth.jwt_secret, &job.sealed_token) else {
         // No email can be sent without the token: the job goes dead, and its on-dead hook
         // marks the invitation failed if it still is this job's (by the token's hash).
         return Err(AbortError::new(
@@ -238,22 +238,20 @@ async fn deliver(
     }
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: job.project_id,
-            actor_id: None,
-            action: if job.resent {
+        NewEntry::new(
+            job.project_id,
+            if job.resent {
                 "invitation.resent"
             } else {
                 "invitation.sent"
             },
-            target_type: Some("user"),
-            target_id: Some(job.user_id.to_string()),
-            metadata: serde_json::json!({
-                "invitationId": job.invitation_id,
-                "attempt": attempt.number,
-            }),
-            request_id: attempt.request_id.clone(),
-        },
+        )
+        .user(job.user_id)
+        .metadata(serde_json::json!({
+            "invitationId": job.invitation_id,
+            "attempt": attempt.number,
+        }))
+        .request(attempt.request_id.clone()),
     )
     .await
     .context("Failed to audit the sent invitation")?;
@@ -271,7 +269,7 @@ async fn deliver(
     project_id = %job.project_id, invitation_id = %job.invitation_id, user_id = %job.user_id,
 ))]
 pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> anyhow::Result<()> {
-    let token_hash = match secrets::open(&ctx.settings.jwt_secret, &job.sealed_token) {
+    let token_hash = match secrets::open(&ctx.settings.auth.jwt_secret, &job.sealed_token) {
         Some(token) => secrets::token_hash(&token),
         None if !job.token_hash.is_empty() => job.token_hash.clone(),
         None => {
@@ -300,21 +298,16 @@ pub async fn on_dead(ctx: JobContext, job: SendInvitation, dead: DeadJob) -> any
     }
     db::audit::record(
         &mut tx,
-        NewEntry {
-            project_id: job.project_id,
-            actor_id: None,
-            action: "invitation.failed",
-            target_type: Some("user"),
-            target_id: Some(job.user_id.to_string()),
-            metadata: serde_json::json!({
+        NewEntry::new(job.project_id, "invitation.failed")
+            .user(job.user_id)
+            .metadata(serde_json::json!({
                 "invitationId": job.invitation_id,
                 "jobId": dead.id,
                 "attempts": dead.attempts,
                 "resent": job.resent,
                 "error": dead.last_error,
-            }),
-            request_id: dead.request_id.clone(),
-        },
+            }))
+            .request(dead.request_id.clone()),
     )
     .await
     .context("Failed to audit the failed invitation")?;

@@ -19,7 +19,7 @@ use crate::helpers::{
 
 #[tokio::test]
 async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
-    let env = TestEnv::with(|s| s.worker_queues = Some(vec!["ping".into()])).await;
+    let env = TestEnv::with(|s| s.worker.queues = Some(vec!["ping".into()])).await;
     let revoke = RevokeSessions {
         project_id: env.project_id,
         user_id: Uuid::new_v4(),
@@ -74,7 +74,7 @@ async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
 async fn a_worker_runs_at_most_its_concurrency_and_leases_at_most_concurrency_plus_prefetch() {
     const CONCURRENCY: usize = 3;
     let env = TestEnv::with(|s| {
-        s.queue_concurrency.insert("ping".into(), CONCURRENCY);
+        s.worker.concurrency.insert("ping".into(), CONCURRENCY);
     })
     .await;
     // long enough to report progress (a ping of 1 s or more reports every tenth)
@@ -141,7 +141,7 @@ async fn the_worker_serves_health_readiness_that_follows_redis_and_its_metrics()
     let mut redis = PrivateRedis::reserve();
     redis.start().await;
     let url = redis.url();
-    let env = TestEnv::with(|s| s.redis_url = url.clone().into()).await;
+    let env = TestEnv::with(|s| s.redis.url = url.clone().into()).await;
     let port = free_port();
     let _w = WorkerProcess::spawn(&env, &[("WORKER_PORT", &port.to_string())]);
 

@@ -48,7 +48,7 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
 async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
     let mut redis = PrivateRedis::reserve();
     let url = redis.url();
-    let env = TestEnv::with(|s| s.redis_url = url.clone().into()).await;
+    let env = TestEnv::with(|s| s.redis.url = url.clone().into()).await;
     let worker = InProcessWorker::start(&env).await;
 
     let job = ping_job(&env, |p| p.record = true);

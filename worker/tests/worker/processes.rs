@@ -199,7 +199,7 @@ async fn workers_recover_by_themselves_when_redis_restarts_under_load() {
     let mut redis = PrivateRedis::reserve();
     redis.start().await;
     let url = redis.url();
-    let env = TestEnv::with(|s| s.redis_url = url.clone().into()).await;
+    let env = TestEnv::with(|s| s.redis.url = url.clone().into()).await;
     let mut w = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=16")]);
     let before: Vec<NewJob> = (0..2000)
         .map(|_| ping_job(&env, |p| p.sleep_ms = 5))

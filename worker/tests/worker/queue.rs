@@ -381,7 +381,7 @@ async fn finished_jobs_stay_visible_for_their_retention_and_are_trimmed_after_it
 async fn beyond_the_completed_cap_the_oldest_completed_jobs_are_trimmed() {
     let env = TestEnv::with(|s| {
         s.queue.max_completed = 5;
-        s.queue_concurrency.insert("ping".into(), 1);
+        s.worker.concurrency.insert("ping".into(), 1);
     })
     .await;
     let jobs: Vec<NewJob> = (0..12).map(|_| ping_job(&env, |_| {})).collect();

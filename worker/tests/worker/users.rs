@@ -77,7 +77,7 @@ async fn seed_invitation_of(env: &TestEnv, invitee: &str, expires_at: DateTime<U
         invitation_id,
         user_id,
         inviter_id: Some(inviter_id),
-        sealed_token: secrets::seal(&env.settings.jwt_secret, &token),
+        sealed_token: secrets::seal(&env.settings.auth.jwt_secret, &token),
         token_hash: secrets::token_hash(&token),
         resent: false,
     };
@@ -176,7 +176,7 @@ async fn die_on_the_only_attempt(env: &TestEnv, invite: &Invite) -> (InProcessWo
 
 async fn env_with_smtp(server: &SmtpServer) -> TestEnv {
     let url: SecretString = server.url().into();
-    TestEnv::with(|s| s.users.smtp_url = Some(url)).await
+    TestEnv::with(|s| s.email.smtp_url = Some(url)).await
 }
 
 #[tokio::test]
@@ -242,8 +242,8 @@ async fn without_smtp_the_invitation_is_written_as_an_eml_file_to_the_outbox() {
     let dir = std::env::temp_dir().join(format!("comet-outbox-{}", Uuid::new_v4()));
     let outbox = dir.to_string_lossy().into_owned();
     let env = TestEnv::with(|s| {
-        s.users.smtp_url = None;
-        s.users.email_outbox_dir = outbox;
+        s.email.smtp_url = None;
+        s.email.outbox_dir = outbox;
     })
     .await;
     let invite = seed_invitation(&env, in_30_days()).await;

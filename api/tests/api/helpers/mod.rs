@@ -1,20 +1,28 @@
 //! `TestApp`: the real API served in-process on a random port, over its own database and Redis
-//! prefix, with one method per endpoint and an optional in-process worker.
+//! prefix, with one method per endpoint and an optional in-process worker. Dropping it stops
+//! the server and the worker and drops the database and the Redis keys (see `TestEnv`), so no
+//! test cleans up by hand, and a failing one leaves nothing behind either.
+//!
+//! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
+//! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
+//! database), `audit`; `openapi` reads the served document.
 
-use std::time::Duration;
+mod audit;
+mod jobs;
+mod openapi;
+mod users;
 
+use std::{collections::HashSet, time::Duration};
+
+use chrono::{DateTime, Utc};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, header};
 use serde_json::Value;
-use shared::{
-    auth::Claims,
-    config::Settings,
-    testing::{TestEnv, eventually},
-};
+use shared::{auth::Claims, config::Settings, testing::TestEnv};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-/// How long a job may take to reach a state a test waits for.
-pub const JOB_TIMEOUT: Duration = Duration::from_secs(20);
+pub use openapi::{operations, served_spec};
+pub use users::PASSWORD;
 
 /// Every permission the API knows.
 pub fn all_permissions() -> Vec<&'static str> {
@@ -38,50 +46,24 @@ pub struct TestApp {
     server_stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<Worker>,
-    guard: CleanupGuard,
+    /// Jobs an earlier drain already returned.
+    drained: HashSet<Uuid>,
 }
 
-/// Drops the test's database and Redis keys if the test ends without [`TestApp::cleanup`]
-/// (a failed assertion panics before it): failing tests leave nothing behind either.
-struct CleanupGuard {
-    /// `None` once the regular clean-up ran.
-    armed: Option<(Settings, String)>,
-}
-
-impl Drop for CleanupGuard {
+impl Drop for TestApp {
     fn drop(&mut self) {
-        let Some((settings, db_name)) = self.armed.take() else {
-            return;
-        };
-        // the test's runtime is unwinding; clean up on a runtime of our own
-        let cleaner = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for clean-up");
-            rt.block_on(async move {
-                let (Ok(pool), Ok(client)) = (shared::db::pool(&settings), settings.redis_client())
-                else {
-                    return;
-                };
-                let Ok(queues) = shared::queue::Queues::new(
-                    client,
-                    &settings.redis_prefix,
-                    settings.queue.clone(),
-                ) else {
-                    return;
-                };
-                let env = TestEnv {
-                    settings,
-                    pool,
-                    queues,
-                    project_id: Uuid::nil(),
-                    db_name,
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(20), env.cleanup()).await;
-            });
-        });
-        let _ = cleaner.join();
+        // the server and the worker are tasks of the test's runtime, which is finishing (or
+        // unwinding); stop them before `env` drops the database and the keys under them
+        if let Some(stop) = self.server_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.stop.send(());
+            worker.task.abort();
+        }
     }
 }
 
@@ -115,18 +97,22 @@ impl TestApp {
             .timeout(Duration::from_secs(40))
             .build()
             .expect("http client");
-        let guard = CleanupGuard {
-            armed: Some((env.settings.clone(), env.db_name.clone())),
-        };
         Self {
             address,
             client,
             env,
-            guard,
             server_stop: Some(server_stop),
             server: Some(server),
             worker: None,
+            drained: HashSet::new(),
         }
+    }
+
+    /// A second API process over the same database and Redis (its own state, pools and
+    /// revocation cache), as behind a load balancer.
+    pub async fn second_instance(&self) -> TestApp {
+        let settings = self.env.settings.clone();
+        TestApp::serve(self.env.share(settings.clone()), settings).await
     }
 
     /// Starts a full worker in this process over the same environment.
@@ -158,7 +144,8 @@ impl TestApp {
         }
     }
 
-    /// Stops the worker and the server, then drops the database and the Redis keys.
+    /// Stops the worker (asserting a clean stop) and the server now, then drops the database
+    /// and the Redis keys. Optional: dropping the app cleans up too.
     pub async fn cleanup(mut self) {
         self.stop_worker().await;
         if let Some(stop) = self.server_stop.take() {
@@ -167,9 +154,6 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
         }
-        let Self { env, mut guard, .. } = self;
-        env.cleanup().await;
-        guard.armed = None;
     }
 
     /// The demo project every test starts with.
@@ -200,7 +184,7 @@ impl TestApp {
             all_permissions().iter().map(|p| (*p).to_owned()).collect(),
             -ago_secs,
         );
-        shared::auth::mint(&self.env.settings.jwt_secret, &claims).expect("mint")
+        shared::auth::mint(&self.env.settings.auth.jwt_secret, &claims).expect("mint")
     }
 
     /// A token with every permission signed with another secret.
@@ -245,82 +229,6 @@ impl TestApp {
     pub async fn openapi(&self) -> Response {
         send(self.request(Method::GET, "/api/v1/openapi.json")).await
     }
-
-    /// `GET /api/v1/queues`.
-    pub async fn queues(&self, token: &str) -> Response {
-        send(self.authed(Method::GET, "/api/v1/queues", token)).await
-    }
-
-    /// `POST /api/v1/jobs/ping` with a JSON body.
-    pub async fn ping(&self, body: &Value, token: &str) -> Response {
-        send(
-            self.authed(Method::POST, "/api/v1/jobs/ping", token)
-                .json(body),
-        )
-        .await
-    }
-
-    /// `GET /api/v1/jobs/{id}`.
-    pub async fn get_job(&self, id: &str, token: &str) -> Response {
-        send(self.authed(Method::GET, &format!("/api/v1/jobs/{id}"), token)).await
-    }
-
-    /// `POST /api/v1/jobs/{id}/retry`.
-    pub async fn retry_job(&self, id: &str, token: &str) -> Response {
-        send(self.authed(Method::POST, &format!("/api/v1/jobs/{id}/retry"), token)).await
-    }
-
-    /// `POST /api/v1/jobs/{id}/cancel`.
-    pub async fn cancel_job(&self, id: &str, token: &str) -> Response {
-        send(self.authed(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), token)).await
-    }
-
-    /// Pings with `body` and returns the new job's id (asserting the 202).
-    pub async fn enqueue_ping(&self, body: &Value) -> String {
-        let resp = self.ping(body, &self.admin_token()).await;
-        let body = json_with_status(resp, StatusCode::ACCEPTED).await;
-        body["data"]["jobId"]
-            .as_str()
-            .expect("data.jobId is a string")
-            .to_owned()
-    }
-
-    /// The job's record (`data` of `GET /api/v1/jobs/{id}`), asserting a 200.
-    pub async fn job(&self, id: &str) -> Value {
-        let resp = self.get_job(id, &self.admin_token()).await;
-        json_with_status(resp, StatusCode::OK).await["data"].take()
-    }
-
-    /// Polls the job until `done` holds for its record, and returns that record; on time-out
-    /// the panic shows the last record seen.
-    pub async fn wait_for_job(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let last = std::cell::RefCell::new(Value::Null);
-        let found = tokio::time::timeout(
-            JOB_TIMEOUT,
-            // the outer timeout fires first, so the panic below can show the last record
-            eventually(JOB_TIMEOUT + Duration::from_secs(5), what, || async {
-                let job = self.job(id).await;
-                let ok = done(&job);
-                *last.borrow_mut() = job.clone();
-                ok.then_some(job)
-            }),
-        )
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!(
-                "timed out after {JOB_TIMEOUT:?} waiting for: {what}; last seen: {:#}",
-                last.borrow()
-            )
-        })
-    }
-
-    /// Polls the job until it is in `state`.
-    pub async fn wait_for_state(&self, id: &str, state: &str) -> Value {
-        self.wait_for_job(id, &format!("job {id} to be {state}"), |j| {
-            j["state"] == state
-        })
-        .await
-    }
 }
 
 /// Sends a request, panicking on transport errors (the server is local and must answer).
@@ -331,16 +239,11 @@ pub async fn send(req: RequestBuilder) -> Response {
 /// The response's body as JSON, after asserting its status.
 pub async fn json_with_status(resp: Response, status: StatusCode) -> Value {
     let actual = resp.status();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("none")
-        .to_owned();
+    let content_type = content_type(&resp);
     let text = resp.text().await.expect("a body");
     assert_eq!(actual, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("the {actual} is not JSON ({e}); content-type {content_type}, body {text:?}")
+        panic!("the {actual} is not JSON ({e}); content-type {content_type:?}, body {text:?}")
     })
 }
 
@@ -348,12 +251,7 @@ pub async fn json_with_status(resp: Response, status: StatusCode) -> Value {
 /// `x-request-id`; returns the `error` object.
 pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Value {
     let request_id = request_id_of(&resp);
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = content_type(&resp);
     let body = json_with_status(resp, status).await;
     assert!(
         content_type.starts_with("application/json"),
@@ -376,6 +274,15 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
         "nothing but `error` at the top: {body:#}"
     );
     error.clone()
+}
+
+/// The response's `Content-Type` (empty without one).
+pub fn content_type(resp: &Response) -> String {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The response's `x-request-id` (asserting there is one).
@@ -412,94 +319,10 @@ pub fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-/// One operation of the OpenAPI document.
-#[derive(Debug, Clone)]
-pub struct Operation {
-    /// The HTTP method.
-    pub method: Method,
-    /// The documented path, e.g. `/api/v1/jobs/{id}`.
-    pub path: String,
-    /// The path with every parameter replaced by a random UUID.
-    pub concrete_path: String,
-    /// The scopes of its `bearer` security requirement (`None`: no bearer requirement).
-    pub bearer_scopes: Option<Vec<String>>,
-    /// Whether it declares a request body.
-    pub has_body: bool,
-    /// The documented response statuses.
-    pub responses: Vec<String>,
-}
-
-impl Operation {
-    /// A request for this operation (with `{}` as body when it takes one).
-    pub fn request(&self, app: &TestApp, token: Option<&str>) -> RequestBuilder {
-        let mut req = app.request(self.method.clone(), &self.concrete_path);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if self.has_body {
-            req = req.json(&serde_json::json!({}));
-        }
-        req
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.method, self.path)
-    }
-}
-
-/// Every operation of an OpenAPI document.
-pub fn operations(spec: &Value) -> Vec<Operation> {
-    const METHODS: [&str; 8] = [
-        "get", "put", "post", "delete", "options", "head", "patch", "trace",
-    ];
-    let paths = spec["paths"].as_object().expect("the document has paths");
-    let mut out = Vec::new();
-    for (path, item) in paths {
-        let item = item.as_object().expect("a path item is an object");
-        for (method, op) in item {
-            if !METHODS.contains(&method.as_str()) {
-                continue;
-            }
-            let concrete_path = path
-                .split('/')
-                .map(|seg| {
-                    if seg.starts_with('{') && seg.ends_with('}') {
-                        Uuid::new_v4().to_string()
-                    } else {
-                        seg.to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("/");
-            let bearer_scopes = op["security"].as_array().and_then(|reqs| {
-                reqs.iter().find_map(|r| {
-                    r["bearer"].as_array().map(|scopes| {
-                        scopes
-                            .iter()
-                            .map(|s| s.as_str().expect("a scope is a string").to_owned())
-                            .collect()
-                    })
-                })
-            });
-            out.push(Operation {
-                method: Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method"),
-                path: path.clone(),
-                concrete_path,
-                bearer_scopes,
-                has_body: op.get("requestBody").is_some(),
-                responses: op["responses"]
-                    .as_object()
-                    .map(|r| r.keys().cloned().collect())
-                    .unwrap_or_default(),
-            });
-        }
-    }
-    out
-}
-
-/// The served OpenAPI document.
-pub async fn served_spec(app: &TestApp) -> Value {
-    json_with_status(app.openapi().await, StatusCode::OK).await
+/// An RFC 3339 time of a JSON body, as a `DateTime` (panicking on anything else).
+pub fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("an RFC 3339 time: {v}"))
+        .with_timezone(&Utc)
 }

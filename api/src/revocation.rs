@@ -1,0 +1,49 @@
+//! Revoking a user's tokens at once, when a change takes permissions away from an ACTIVE user
+//! (role change, deactivation).
+//!
+//! The "issued before now" marker is written to Redis before the caller's transaction commits
+//! (every API process reads it on every request), this process remembers it too (the fallback
+//! when Redis cannot be asked, see [`crate::auth::RevocationCache`]), and a `revoke_sessions`
+//! job, enqueued in the same transaction, cleans the sessions up. If Redis cannot take the
+//! marker the caller's change is rolled back and it gets a 503.
+
+use chrono::Utc;
+use shared::jobs::{Job as _, RevokeSessions};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    error::{ApiError, Result},
+    request_id,
+};
+
+/// Revokes every token of `user_id` issued until now, inside the caller's transaction; returns
+/// the `revoke_sessions` job's id.
+pub async fn revoke_sessions(
+    s: &AppState,
+    tx: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    actor_id: Option<Uuid>,
+    reason: &str,
+) -> Result<Uuid> {
+    let now_ms = Utc::now().timestamp_millis();
+    let job_id = RevokeSessions {
+        project_id,
+        user_id,
+        actor_id,
+        reason: reason.to_owned(),
+        revoked_before_ms: now_ms,
+    }
+    .enqueue(tx, request_id::enqueue_options())
+    .await?;
+    let ttl = s.settings.auth.jwt_ttl;
+    s.sessions
+        .revoke_user_before(user_id, now_ms, ttl)
+        .await
+        .map_err(ApiError::session_store)?;
+    s.revocations.note_user(user_id, now_ms, ttl);
+    tracing::info!(%user_id, reason, %job_id, "sessions revoked");
+    Ok(job_id)
+}

@@ -1,0 +1,74 @@
+//! Deactivating a user: it cannot log in any more, and its tokens stop working before the
+//! answer ([`crate::revocation`]).
+
+use axum::extract::State;
+use shared::db::{
+    self,
+    audit::NewEntry,
+    users::{User, UserStatus},
+};
+
+use crate::{
+    AppState,
+    auth::{Authorized, UserDeactivate},
+    envelope::{ApiJson, Data},
+    error::{ApiError, AuthRefusals, ErrorEnvelope, Result},
+    extract::PathId,
+    request_id,
+    revocation::revoke_sessions,
+};
+
+/// Deactivates a user: it cannot log in any more, and its tokens stop working before this
+/// answers, on every API process. An invited user's invitation is deleted. Deactivating a
+/// deactivated user changes nothing and answers 200 (idempotent).
+///
+/// Permission: `user:deactivate`. 404 for an unknown user; 422 for yourself.
+#[utoipa::path(post, path = "/api/v1/users/{id}/deactivate", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    security(("bearer" = ["user:deactivate"])),
+    responses((status = 200, body = inline(Data<User>)),
+              (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope),
+              (status = 422, body = ErrorEnvelope),
+              AuthRefusals))]
+pub(super) async fn deactivate_user(
+    auth: Authorized<UserDeactivate>,
+    State(s): State<AppState>,
+    PathId(user_id): PathId,
+) -> Result<ApiJson<Data<User>>> {
+    let actor = auth.user_id();
+    if actor == Some(user_id) {
+        return Err(ApiError::invalid("id", "you cannot deactivate yourself"));
+    }
+    let project = auth.claims.project_id;
+    let mut tx = s.pool.begin().await?;
+    let before = db::users::lock_status(&mut tx, project, user_id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    if before != UserStatus::Deactivated {
+        db::users::set_status(&mut tx, project, user_id, UserStatus::Deactivated).await?;
+        if before == UserStatus::Invited {
+            db::invitations::delete_of_user(&mut tx, project, user_id).await?;
+        }
+        db::audit::record(
+            &mut tx,
+            NewEntry::new(project, "user.deactivated")
+                .actor(actor)
+                .user(user_id)
+                .metadata(serde_json::json!({ "previousStatus": before.as_str() }))
+                .request(Some(request_id::current())),
+        )
+        .await?;
+        if before == UserStatus::Active {
+            revoke_sessions(&s, &mut tx, project, user_id, actor, "deactivated").await?;
+        }
+    }
+    let user = db::users::find(&mut tx, project, user_id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    tx.commit().await?;
+    if before != UserStatus::Deactivated {
+        tracing::info!(%user_id, previous = before.as_str(), "user deactivated");
+    }
+    Ok(ApiJson(Data::new(user)))
+}

@@ -1,0 +1,109 @@
+//! The Redis queue (shared by the API, which enqueues and inspects, and the worker, which runs)
+//! and the worker process's own settings.
+
+use std::{collections::HashMap, time::Duration};
+
+use super::{ConfigError, Env};
+
+/// Settings of the Redis queue.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// `JOB_LEASE_SECS`: a fetched job's lease; heartbeats extend it every third of it (default 15).
+    pub lease: Duration,
+    /// `JOB_COMPLETED_RETENTION_SECS`: how long finished jobs stay visible (default 86400).
+    pub completed_retention: Duration,
+    /// `JOB_DEAD_RETENTION_SECS`: how long dead and cancelled jobs are kept (default 604800).
+    pub dead_retention: Duration,
+    /// `JOB_MAX_COMPLETED`: completed jobs kept per queue at most (default 100000).
+    pub max_completed: u64,
+    /// `JOB_IDEMPOTENCY_TTL_SECS`: how long an idempotency key maps to its job (default 86400).
+    pub idempotency_ttl: Duration,
+    /// `JOB_MAINTENANCE_MS`: period of the promote/reap/trim pass (default 1000).
+    pub maintenance_interval: Duration,
+    /// `JOB_IDLE_POLL_MS`: an idle worker re-checks its queue at least this often (default 1000).
+    pub idle_poll: Duration,
+    /// `JOB_FETCH_BATCH`: most jobs one fetch leases (default 100).
+    pub fetch_batch: usize,
+}
+
+impl Default for QueueSettings {
+    /// The defaults, as an environment without any `JOB_*` variable gives them.
+    fn default() -> Self {
+        Self::from_env(&Env::empty()).expect("the queue defaults are valid")
+    }
+}
+
+impl QueueSettings {
+    pub(super) fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let queue = Self {
+            lease: env.secs("JOB_LEASE_SECS", 15)?,
+            completed_retention: env.secs("JOB_COMPLETED_RETENTION_SECS", 86_400)?,
+            dead_retention: env.secs("JOB_DEAD_RETENTION_SECS", 7 * 86_400)?,
+            max_completed: env.parse("JOB_MAX_COMPLETED", 100_000)?,
+            idempotency_ttl: Duration::from_secs(env.at_least(
+                "JOB_IDEMPOTENCY_TTL_SECS",
+                86_400,
+                1,
+            )?),
+            maintenance_interval: Duration::from_millis(env.at_least(
+                "JOB_MAINTENANCE_MS",
+                1000,
+                10,
+            )?),
+            idle_poll: Duration::from_millis(env.at_least("JOB_IDLE_POLL_MS", 1000, 10)?),
+            fetch_batch: env.parse("JOB_FETCH_BATCH", 100)?,
+        };
+        if queue.lease < Duration::from_secs(3) {
+            return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));
+        }
+        if queue.fetch_batch == 0 || queue.fetch_batch > 1000 {
+            return Err(env.invalid("JOB_FETCH_BATCH", "must be between 1 and 1000"));
+        }
+        Ok(queue)
+    }
+}
+
+/// Settings of a worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `WORKER_PORT`: the worker's health/metrics port (default 9090; 0 picks a free one).
+    pub port: u16,
+    /// `SHUTDOWN_TIMEOUT_SECS`: how long a stopping worker lets running jobs finish (default 30).
+    pub shutdown_timeout: Duration,
+    /// `OUTBOX_POLL_MS`: how often the outbox relay polls when no NOTIFY arrives (default 1000).
+    pub outbox_poll: Duration,
+    /// `WORKER_QUEUES`: comma list of queues this worker process runs (default: all; checked
+    /// against the job kinds at start-up).
+    pub queues: Option<Vec<String>>,
+    /// `QUEUE_CONCURRENCY`: per-queue concurrency overrides, `ping=64,send_invitation=8`.
+    pub concurrency: HashMap<String, usize>,
+}
+
+impl WorkerSettings {
+    pub(super) fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let queues = env
+            .get("WORKER_QUEUES")
+            .map(|_| env.list("WORKER_QUEUES").collect());
+        let mut concurrency = HashMap::new();
+        for pair in env.list("QUEUE_CONCURRENCY") {
+            let parsed = pair
+                .split_once('=')
+                .and_then(|(q, n)| Some((q.trim().to_owned(), n.trim().parse::<usize>().ok()?)))
+                .filter(|(_, n)| *n > 0);
+            let Some((q, n)) = parsed else {
+                return Err(env.invalid(
+                    "QUEUE_CONCURRENCY",
+                    format!("{pair:?}: expected queue=positive number"),
+                ));
+            };
+            concurrency.insert(q, n);
+        }
+        Ok(Self {
+            port: env.parse("WORKER_PORT", 9090)?,
+            shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 30)?,
+            outbox_poll: Duration::from_millis(env.at_least("OUTBOX_POLL_MS", 1000, 10)?),
+            queues,
+            concurrency,
+        })
+    }
+}
