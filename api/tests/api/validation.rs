@@ -5,10 +5,7 @@
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{TestApp, assert_error, send},
-    users::{admin, invite, login, outbox, role_id},
-};
+use crate::helpers::{TestApp, assert_error, send};
 
 /// The `details` of a 422, as `(field, message)` pairs.
 fn details(error: &Value) -> Vec<(String, String)> {
@@ -74,7 +71,6 @@ async fn a_body_with_three_invalid_fields_names_all_three() {
             "the message names {field}: {message}"
         );
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -110,27 +106,26 @@ async fn fields_of_the_wrong_json_type_are_all_named_in_json_words() {
     );
     assert_eq!(found.len(), 4, "{error}");
     assert_readable(&error);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn wrong_types_bad_values_and_missing_fields_are_named_in_one_answer() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, token) = app.admin("boss@example.com").await;
 
-    let resp = invite(
-        &app,
-        &token,
-        &json!({"email": 5, "name": "x".repeat(101), "roleIds": ["nope"]}),
-    )
-    .await;
+    let resp = app
+        .invite(
+            &token,
+            &json!({"email": 5, "name": "x".repeat(101), "roleIds": ["nope"]}),
+        )
+        .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     let mut named = fields(&error);
     named.sort();
     assert_eq!(named, ["email", "name", "roleIds[0]"], "{error}");
     assert_readable(&error);
 
-    let resp = login(&app, &json!({})).await;
+    let resp = app.login(&json!({})).await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(
         details(&error),
@@ -148,7 +143,6 @@ async fn wrong_types_bad_values_and_missing_fields_are_named_in_one_answer() {
         .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&error), ["sleepMs", "priority"], "{error}");
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -175,7 +169,6 @@ async fn a_body_that_is_not_an_object_gets_a_readable_message() {
         );
         assert_readable(&error);
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
@@ -200,39 +193,37 @@ async fn a_run_at_without_a_time_zone_says_rfc_3339_is_expected() {
         .ping(&json!({"runAt": "2999-01-01T10:00:00+02:00"}), &token)
         .await;
     assert_eq!(resp.status(), StatusCode::ACCEPTED, "an offset is a zone");
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_invitation_with_several_bad_fields_names_each_and_writes_nothing() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, token) = app.admin("boss@example.com").await;
 
-    let resp = invite(
-        &app,
-        &token,
-        &json!({"email": "not-an-email", "name": "x".repeat(101), "roleIds": []}),
-    )
-    .await;
+    let resp = app
+        .invite(
+            &token,
+            &json!({"email": "not-an-email", "name": "x".repeat(101), "roleIds": []}),
+        )
+        .await;
 
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&error), ["email", "name", "roleIds"], "{error}");
-    assert!(outbox(&app).await.is_empty());
-    app.cleanup().await;
+    assert!(app.outbox().await.is_empty());
 }
 
 #[tokio::test]
 async fn nul_characters_are_refused_with_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
-    let member = role_id(&app, app.project_id(), "member").await;
+    let (_, token) = app.admin("boss@example.com").await;
+    let member = app.role_id(app.project_id(), "member").await;
 
-    let invited = invite(
-        &app,
-        &token,
-        &json!({"email": "new@example.com", "name": "a\u{0}b", "roleIds": [member]}),
-    )
-    .await;
+    let invited = app
+        .invite(
+            &token,
+            &json!({"email": "new@example.com", "name": "a\u{0}b", "roleIds": [member]}),
+        )
+        .await;
     let error = assert_error(
         invited,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -241,11 +232,9 @@ async fn nul_characters_are_refused_with_422_naming_the_field() {
     .await;
     assert_eq!(fields(&error), ["name"]);
 
-    let logged_in = login(
-        &app,
-        &json!({"email": "boss\u{0}@example.com", "password": "pass\u{0}word"}),
-    )
-    .await;
+    let logged_in = app
+        .login(&json!({"email": "boss\u{0}@example.com", "password": "pass\u{0}word"}))
+        .await;
     let error = assert_error(
         logged_in,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -264,13 +253,12 @@ async fn nul_characters_are_refused_with_422_naming_the_field() {
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert_eq!(fields(&error), [field], "{path}");
     }
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn over_long_strings_are_refused_with_422_naming_the_field() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, token) = app.admin("boss@example.com").await;
     let long = "x".repeat(201);
 
     for (path, field) in [
@@ -282,20 +270,17 @@ async fn over_long_strings_are_refused_with_422_naming_the_field() {
         let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert_eq!(fields(&error), [field], "{path}");
     }
-    let resp = login(
-        &app,
-        &json!({"email": format!("{}@example.com", "a".repeat(250)), "password": "p"}),
-    )
-    .await;
+    let resp = app
+        .login(&json!({"email": format!("{}@example.com", "a".repeat(250)), "password": "p"}))
+        .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&error), ["email"]);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn query_parameters_of_several_groups_are_reported_together() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, token) = app.admin("boss@example.com").await;
 
     let resp = send(app.authed(
         Method::GET,
@@ -314,13 +299,12 @@ async fn query_parameters_of_several_groups_are_reported_together() {
     .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&error), ["perPage", "actor", "from", "to"]);
-    app.cleanup().await;
 }
 
 #[tokio::test]
 async fn path_ids_that_are_not_uuids_get_400_naming_each_parameter() {
     let app = TestApp::spawn().await;
-    let (_, token) = admin(&app, "boss@example.com").await;
+    let (_, token) = app.admin("boss@example.com").await;
 
     let resp = send(
         app.authed(Method::PATCH, "/api/v1/users/nope/roles/nada", &token)
@@ -343,5 +327,4 @@ async fn path_ids_that_are_not_uuids_get_400_naming_each_parameter() {
             .unwrap_or_default()
             .contains("`id`")
     );
-    app.cleanup().await;
 }
