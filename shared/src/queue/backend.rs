@@ -132,9 +132,36 @@ struct Outcome {
 }
 
 enum OutcomeKind {
-    Ok(String),
-    Retry { delay: Duration, error: String },
+    /// Completed: the result as JSON, or why it could not be serialised (no result is stored,
+    /// and the reason shows as the job's last error).
+    Ok(Result<String, String>),
+    Retry {
+        delay: Duration,
+        error: String,
+    },
     Dead(String),
+}
+
+impl OutcomeKind {
+    /// The outcome's name in `comet_jobs_total`.
+    fn metric(&self) -> &'static str {
+        match self {
+            OutcomeKind::Ok(_) => "completed",
+            OutcomeKind::Retry { .. } => "retried",
+            OutcomeKind::Dead(_) => "dead",
+        }
+    }
+}
+
+/// What the ack script made of one batch of outcomes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AckSummary {
+    /// Outcomes written as sent.
+    applied: usize,
+    /// Outcomes of attempts whose lease had moved on: nothing written.
+    stale: usize,
+    /// Failures whose job could not record them (a corrupt hash): the job went dead instead.
+    poisoned: usize,
 }
 
 /// State shared by a backend, its middleware and its background tasks.
@@ -173,6 +200,34 @@ impl BackendHandle {
     /// The queue this backend serves.
     pub fn queue(&self) -> &'static str {
         self.0.queue
+    }
+}
+
+/// Whether Redis refused the call itself (a script error, a reply the client cannot read) rather
+/// than failed to answer: sending the same call again cannot succeed.
+fn is_refusal(err: &QueueError) -> bool {
+    match err {
+        // a script's own error (`ERR`) or a command's inside it (`WRONGTYPE`, …), not a server
+        // that is busy, loading, out of memory or failing over
+        QueueError::Redis(e) => e.code().is_some_and(|code| {
+            !matches!(
+                code,
+                "BUSY"
+                    | "OOM"
+                    | "LOADING"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "NOREPLICAS"
+                    | "MISCONF"
+                    | "NOSCRIPT"
+            )
+        }),
+        QueueError::Payload(_)
+        | QueueError::Parse(_)
+        | QueueError::Protocol(_)
+        | QueueError::Corrupt { .. } => true,
     }
 }
 
@@ -310,13 +365,16 @@ impl Shared {
             let mut backoff = Duration::from_millis(50);
             while !batch.is_empty() {
                 match self.write_outcomes(&batch).await {
-                    Ok(()) => {
-                        let mut held = self.held.lock().expect("held");
-                        for o in batch.drain(..) {
-                            if held.get(&o.id) == Some(&o.token) {
-                                held.remove(&o.id);
-                            }
-                        }
+                    Ok(_) => {
+                        self.forget(&batch);
+                        batch.clear();
+                    }
+                    // One outcome the script refuses must not hold back the others (nor be
+                    // retried forever while its lease is heartbeated): write them one by one.
+                    Err(e) if is_refusal(&e) => {
+                        tracing::warn!(queue = self.queue, error = %e, outcomes = batch.len(),
+                            "the ack script refused a batch; writing its outcomes one by one");
+                        batch = self.write_each(std::mem::take(&mut batch)).await;
                     }
                     Err(e) => {
                         record_redis_error(self.queue, "ack", &e);
@@ -338,14 +396,50 @@ impl Shared {
         }
     }
 
-    async fn write_outcomes(&self, batch: &[Outcome]) -> Result<(), QueueError> {
+    /// Stops heartbeating the attempts whose outcome is written (a job fetched again since,
+    /// under a new token, stays held).
+    fn forget(&self, written: &[Outcome]) {
+        let mut held = self.held.lock().expect("held");
+        for o in written {
+            if held.get(&o.id) == Some(&o.token) {
+                held.remove(&o.id);
+            }
+        }
+    }
+
+    /// Writes outcomes one per call; an outcome the script refuses even alone is dropped (its
+    /// lease then expires and maintenance takes the job back). Returns the outcomes that could
+    /// not be written for another reason (Redis not answering), to try again.
+    async fn write_each(&self, batch: Vec<Outcome>) -> Vec<Outcome> {
+        let mut again = Vec::new();
+        for o in batch {
+            let one = std::slice::from_ref(&o);
+            match self.write_outcomes(one).await {
+                Ok(_) => self.forget(one),
+                Err(e) if is_refusal(&e) => {
+                    metrics::counter!("comet_ack_refused_total", "queue" => self.queue)
+                        .increment(1);
+                    tracing::error!(queue = self.queue, job_id = %o.id, error = %e,
+                        "the ack script refuses this outcome; dropped (the lease expires)");
+                    self.forget(one);
+                }
+                Err(_) => again.push(o),
+            }
+        }
+        again
+    }
+
+    /// Writes one batch of outcomes in one script call, and counts what the script made of
+    /// each (`comet_jobs_total` only for outcomes it applied).
+    async fn write_outcomes(&self, batch: &[Outcome]) -> Result<AckSummary, QueueError> {
         let mut inv = self.queues.scripts.ack.key(&self.base);
         inv.arg(KEPT_ERRORS)
             .arg(batch.len())
             .arg(u8::from(self.options.dead_hook));
         for o in batch {
             let (name, delay, err, result) = match &o.kind {
-                OutcomeKind::Ok(r) => ("ok", 0, "", r.as_str()),
+                OutcomeKind::Ok(Ok(r)) => ("ok", 0, "", r.as_str()),
+                OutcomeKind::Ok(Err(why)) => ("ok", 0, why.as_str(), ""),
                 OutcomeKind::Retry { delay, error } => {
                     ("retry", delay.as_millis() as u64, error.as_str(), "")
                 }
@@ -359,65 +453,119 @@ impl Shared {
                 .arg(result);
         }
         let mut conn = self.queues.conn.clone();
-        let (applied, stale): (u64, u64) = inv.invoke_async(&mut conn).await?;
-        if stale > 0 {
-            metrics::counter!("comet_stale_acks_total", "queue" => self.queue).increment(stale);
+        let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
+        let (codes, mut reasons) = match reply.split_first() {
+            Some((codes, reasons)) if codes.len() == batch.len() => (codes, reasons.iter()),
+            _ => return Err(QueueError::Protocol(format!("ack reply {reply:?}"))),
+        };
+        let mut summary = AckSummary::default();
+        for (o, code) in batch.iter().zip(codes.bytes()) {
+            let outcome = match code {
+                b'a' => {
+                    summary.applied += 1;
+                    o.kind.metric()
+                }
+                b's' => {
+                    summary.stale += 1;
+                    continue;
+                }
+                b'p' => {
+                    summary.poisoned += 1;
+                    let reason = reasons.next().map_or("", String::as_str);
+                    metrics::counter!("comet_jobs_poisoned_total", "queue" => self.queue)
+                        .increment(1);
+                    tracing::error!(queue = self.queue, job_id = %o.id, reason,
+                        "job hash is corrupt; the job went dead instead");
+                    "dead"
+                }
+                _ => return Err(QueueError::Protocol(format!("ack code {code}"))),
+            };
+            metrics::counter!("comet_jobs_total", "queue" => self.queue, "outcome" => outcome)
+                .increment(1);
+        }
+        if summary.stale > 0 {
+            metrics::counter!("comet_stale_acks_total", "queue" => self.queue)
+                .increment(summary.stale as u64);
             tracing::warn!(
                 queue = self.queue,
-                stale,
+                stale = summary.stale,
                 "ignored outcomes of stale attempts"
             );
         }
-        let _ = applied;
-        Ok(())
+        Ok(summary)
+    }
+
+    /// A copy of the jobs held now (the heartbeat sends it while the acker keeps writing).
+    fn held_copy(&self) -> Vec<(Uuid, u64)> {
+        let held = self.held.lock().expect("held");
+        held.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
         let period = self.queues.settings.lease / 3;
         while self.sleep_or_stop(period).await {
-            let held: Vec<(Uuid, u64)> = self
-                .held
-                .lock()
-                .expect("held")
-                .iter()
-                .map(|(k, v)| (*k, *v))
-                .collect();
+            let held = self.held_copy();
             for chunk in held.chunks(OUTCOME_CHUNK) {
-                let mut inv = self.queues.scripts.heartbeat.key(&self.base);
-                inv.arg(self.queues.settings.lease.as_millis() as u64);
-                for (id, tok) in chunk {
-                    inv.arg(id.to_string()).arg(tok.to_string());
+                if let Err(e) = self.heartbeat(chunk).await {
+                    record_redis_error(self.queue, "heartbeat", &e);
                 }
-                let mut conn = self.queues.conn.clone();
-                match inv.invoke_async::<Vec<String>>(&mut conn).await {
-                    Ok(lost) if !lost.is_empty() => {
-                        tracing::warn!(
-                            queue = self.queue,
-                            lost = lost.len(),
-                            "leases lost (expired while this worker was stalled); their outcomes will be ignored"
-                        );
-                        let mut held = self.held.lock().expect("held");
-                        for id in lost.iter().filter_map(|s| Uuid::parse_str(s).ok()) {
-                            held.remove(&id);
-                        }
+            }
+            self.register().await;
+        }
+    }
+
+    /// Extends the leases of `copy` (at most [`OUTCOME_CHUNK`] jobs, copied from the held set
+    /// while the acker may have written some of their outcomes since). Returns how many leases
+    /// were lost: only jobs still held under the token the script was given count (and stop
+    /// being held); a job that failed and was fetched again meanwhile is held under its new
+    /// token, and stays heartbeated.
+    async fn heartbeat(&self, copy: &[(Uuid, u64)]) -> Result<usize, QueueError> {
+        let mut inv = self.queues.scripts.heartbeat.key(&self.base);
+        inv.arg(self.queues.settings.lease.as_millis() as u64);
+        for (id, tok) in copy {
+            inv.arg(id.to_string()).arg(tok.to_string());
+        }
+        let mut conn = self.queues.conn.clone();
+        let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
+        let lost = {
+            let mut held = self.held.lock().expect("held");
+            lost.iter()
+                .filter_map(|s| Uuid::parse_str(s).ok())
+                .filter(|id| {
+                    let sent = copy.iter().find(|(c, _)| c == id).map(|(_, tok)| tok);
+                    let still = sent.is_some() && held.get(id) == sent;
+                    if still {
+                        held.remove(id);
                     }
-                    Ok(_) => {}
-                    Err(e) => record_redis_error(self.queue, "heartbeat", &e.into()),
-                }
-            }
-            // The worker registry (for ops views): this worker's last heartbeat; names unseen for
-            // an hour are dropped, so restarts do not grow it.
-            let mut conn = self.queues.conn.clone();
-            let now = chrono::Utc::now().timestamp_millis();
-            let key = format!("{}:workers", self.queues.prefix);
-            let registered: Result<(), redis::RedisError> = redis::pipe()
-                .zadd(&key, &*self.worker, now)
-                .zrembyscore(&key, "-inf", now - 3_600_000)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = registered {
-                record_redis_error(self.queue, "register", &e.into());
-            }
+                    still
+                })
+                .count()
+        };
+        if lost > 0 {
+            metrics::counter!("comet_leases_lost_total", "queue" => self.queue)
+                .increment(lost as u64);
+            tracing::warn!(
+                queue = self.queue,
+                lost,
+                "leases lost (expired while this worker was stalled); their outcomes will be ignored"
+            );
+        }
+        Ok(lost)
+    }
+
+    /// The worker registry (for ops views): this worker's last heartbeat; names unseen for an
+    /// hour are dropped, so restarts do not grow it.
+    async fn register(&self) {
+        let mut conn = self.queues.conn.clone();
+        let now = chrono::Utc::now().timestamp_millis();
+        let key = format!("{}:workers", self.queues.prefix);
+        let registered: Result<(), redis::RedisError> = redis::pipe()
+            .zadd(&key, &*self.worker, now)
+            .zrembyscore(&key, "-inf", now - 3_600_000)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = registered {
+            record_redis_error(self.queue, "register", &e.into());
         }
     }
 
@@ -831,12 +979,20 @@ fn error_text(err: &BoxDynError) -> String {
 fn is_permanent(err: &BoxDynError) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(e) = cur {
-        if e.is::<AbortError>() {
-            return true;
+        if let Some(abort) = e.downcast_ref::<AbortError>() {
+            return !is_caught_panic(abort);
         }
         cur = e.source();
     }
     false
+}
+
+/// apalis's `catch_panic` layer turns a panic into an `AbortError` around its `PanicError`
+/// (apalis assumes handlers are pure, so that a panic would recur); Comet counts a panicked
+/// attempt as an ordinary failed one, retried while attempts are left (ARCHITECTURE.md, step 7).
+/// `shared` does not depend on `apalis` itself, so the type is recognised by its `Debug` name.
+fn is_caught_panic(abort: &AbortError) -> bool {
+    std::error::Error::source(abort).is_some_and(|s| format!("{s:?}").starts_with("PanicError("))
 }
 
 impl<S, J, Res> Service<Task<J>> for AckService<S>
@@ -864,92 +1020,461 @@ where
             None => tracing::info_span!("job", queue = shared.queue),
         };
         let fut = self.inner.call(task);
-        Box::pin(
-            async move {
+        let attempt = async move {
             let started = std::time::Instant::now();
             let res = fut.await.map_err(Into::into);
-            let Some(h) = handle else { return res };
-            shared.inflight.fetch_sub(1, Ordering::SeqCst);
-            let queue = shared.queue;
-            let kind = match &res {
-                Ok(v) => {
-                    OutcomeKind::Ok(serde_json::to_string(v).unwrap_or_else(|_| "null".into()))
-                }
-                Err(e) if is_permanent(e) => OutcomeKind::Dead(error_text(e)),
-                Err(e) if h.attempt >= h.max_attempts => OutcomeKind::Dead(error_text(e)),
-                Err(e) => {
-                    let delay = e
-                        .downcast_ref::<RetryAfterError>()
-                        .map(|r| r.get_duration())
-                        .unwrap_or_else(|| backoff_delay(&shared.options.policy, h.attempt));
-                    OutcomeKind::Retry {
-                        delay,
-                        error: error_text(e),
-                    }
-                }
-            };
-            let outcome = match &kind {
-                OutcomeKind::Ok(_) => "completed",
-                OutcomeKind::Retry { .. } => "retried",
-                OutcomeKind::Dead(_) => "dead",
-            };
-            metrics::counter!("comet_jobs_total", "queue" => queue, "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!("comet_job_duration_seconds", "queue" => queue)
-                .record(started.elapsed().as_secs_f64());
-            match &kind {
-                OutcomeKind::Ok(_) => {
-                    tracing::debug!(queue, job_id = %h.id, attempt = h.attempt, "job completed")
-                }
-                OutcomeKind::Retry { delay, error } => tracing::warn!(queue, job_id = %h.id,
-                    attempt = h.attempt, retry_in_ms = delay.as_millis() as u64, %error, "job failed; will retry"),
-                OutcomeKind::Dead(error) => tracing::error!(queue, job_id = %h.id,
-                    attempt = h.attempt, %error, "job failed; dead"),
+            if let Some(h) = handle {
+                shared.finish_attempt(&h, &res, started.elapsed());
             }
-            let _ = shared.acks.send(AckMsg::Outcome(Outcome {
-                id: h.id,
-                token: h.token,
-                kind,
-            }));
             res
+        };
+        Box::pin(attempt.instrument(span))
+    }
+}
+
+impl Shared {
+    /// Turns an attempt's result into its outcome and hands it to the acker.
+    fn finish_attempt<Res: Serialize>(
+        &self,
+        h: &JobHandle,
+        res: &Result<Res, BoxDynError>,
+        took: Duration,
+    ) {
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        let queue = self.queue;
+        let kind = match res {
+            Ok(v) => OutcomeKind::Ok(serde_json::to_string(v).map_err(|e| {
+                metrics::counter!("comet_job_result_errors_total", "queue" => queue).increment(1);
+                let why = format!("the job succeeded but its result could not be stored: {e}");
+                tracing::error!(queue, job_id = %h.id, attempt = h.attempt, error = %why,
+                    "job result not serialisable");
+                why
+            })),
+            Err(e) if is_permanent(e) || h.attempt >= h.max_attempts => {
+                OutcomeKind::Dead(error_text(e))
             }
-            .instrument(span),
-        )
+            Err(e) => OutcomeKind::Retry {
+                delay: e
+                    .downcast_ref::<RetryAfterError>()
+                    .map(|r| r.get_duration())
+                    .unwrap_or_else(|| backoff_delay(&self.options.policy, h.attempt)),
+                error: error_text(e),
+            },
+        };
+        metrics::histogram!("comet_job_duration_seconds", "queue" => queue)
+            .record(took.as_secs_f64());
+        match &kind {
+            OutcomeKind::Ok(_) => {
+                tracing::debug!(queue, job_id = %h.id, attempt = h.attempt, "job completed");
+            }
+            OutcomeKind::Retry { delay, error } => {
+                let retry_in_ms = delay.as_millis() as u64;
+                tracing::warn!(queue, job_id = %h.id, attempt = h.attempt, retry_in_ms, %error,
+                    "job failed; will retry");
+            }
+            OutcomeKind::Dead(error) => {
+                tracing::error!(queue, job_id = %h.id, attempt = h.attempt, %error,
+                    "job failed; dead");
+            }
+        }
+        // `comet_jobs_total` is counted once the ack script has applied the outcome (a stale
+        // attempt's outcome changes nothing and is counted as `comet_stale_acks_total`).
+        let _ = self.acks.send(AckMsg::Outcome(Outcome {
+            id: h.id,
+            token: h.token,
+            kind,
+        }));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use redis::AsyncCommands;
+
     use super::*;
+    use crate::queue::{JobRecord, JobState};
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 10,
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(1000),
+        timeout: Duration::from_secs(1),
+        concurrency: 4,
+        prefetch: 0,
+    };
 
     #[test]
-    fn backoff_stays_within_the_exponential_ceiling_and_the_cap() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            backoff_base: Duration::from_millis(100),
-            backoff_cap: Duration::from_millis(1000),
-            timeout: Duration::from_secs(1),
-            concurrency: 1,
-            prefetch: 0,
-        };
+    fn backoff_is_spread_over_the_whole_range_from_zero_to_the_capped_ceiling() {
         for attempt in 1..=10 {
             let ceiling = (100u64 << (attempt - 1)).min(1000);
-            for _ in 0..200 {
-                let d = backoff_delay(&p, attempt).as_millis() as u64;
-                assert!(d <= ceiling, "attempt {attempt}: {d} > {ceiling}");
+            let delays: Vec<u64> = (0..2000)
+                .map(|_| backoff_delay(&POLICY, attempt).as_millis() as u64)
+                .collect();
+            let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+            let mean = delays.iter().sum::<u64>() as f64 / delays.len() as f64;
+            // full jitter: uniform in [0, ceiling]; neither a fixed delay nor none at all
+            assert!(*max <= ceiling, "attempt {attempt}: {max} > {ceiling}");
+            assert!(
+                *max >= ceiling * 9 / 10,
+                "attempt {attempt}: never near the ceiling"
+            );
+            assert!(*min <= ceiling / 10, "attempt {attempt}: never near zero");
+            let half = ceiling as f64 / 2.0;
+            assert!(
+                (mean - half).abs() < ceiling as f64 * 0.05,
+                "attempt {attempt}: mean {mean} is not about {half}"
+            );
+        }
+    }
+
+    /// A backend of queue `ping` under a prefix of its own, on the test Redis.
+    struct Fixture {
+        shared: Arc<Shared>,
+        queues: Queues,
+        client: redis::Client,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let url =
+                std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let prefix = format!("test-unit-{}", &Uuid::new_v4().simple().to_string()[..12]);
+            let client = redis::Client::open(url).expect("redis url");
+            let queues = Queues::new(
+                client.clone(),
+                &prefix,
+                crate::config::QueueSettings::default(),
+            )
+            .expect("queues");
+            let options = BackendOptions {
+                concurrency: 4,
+                policy: POLICY,
+                dead_hook: false,
+            };
+            let backend =
+                QueueBackend::<serde_json::Value>::new(queues.clone(), "ping", "worker-a", options);
+            Self {
+                shared: backend.shared.clone(),
+                queues,
+                client,
             }
         }
-        // full jitter: delays spread over the range rather than sitting at the ceiling
-        let spread: std::collections::HashSet<u128> =
-            (0..200).map(|_| backoff_delay(&p, 5).as_millis()).collect();
-        assert!(spread.len() > 50);
+
+        /// Writes a waiting job as the enqueue script would (the fields the scripts read).
+        async fn waiting(&self) -> Uuid {
+            let id = Uuid::new_v4();
+            let mut conn = self.queues.connection();
+            let seq: i64 = conn
+                .incr(format!("{}seq", self.shared.base), 1)
+                .await
+                .expect("seq");
+            let fields = [
+                ("id", id.to_string()),
+                ("kind", "ping".into()),
+                ("payload", "{}".into()),
+                ("state", "waiting".into()),
+                ("att", "0".into()),
+                ("max", "5".into()),
+                ("pri", "0".into()),
+                ("rs", seq.to_string()),
+                ("tok", "0".into()),
+            ];
+            let _: () = redis::pipe()
+                .hset_multiple(self.key(id), &fields)
+                .zadd(format!("{}ready", self.shared.base), id.to_string(), seq)
+                .query_async(&mut conn)
+                .await
+                .expect("job written");
+            id
+        }
+
+        fn key(&self, id: Uuid) -> String {
+            format!("{}job:{id}", self.shared.base)
+        }
+
+        /// Leases up to `n` jobs with the backend's own fetch; their tokens, by id.
+        async fn lease(&self, n: usize) -> HashMap<Uuid, u64> {
+            let (_, _, jobs) = self.shared.clone().fetch(n).await.expect("fetch");
+            jobs.into_iter().map(|j| (j.id, j.token)).collect()
+        }
+
+        fn held(&self) -> HashMap<Uuid, u64> {
+            self.shared.held.lock().expect("held").clone()
+        }
+
+        async fn job(&self, id: Uuid) -> JobRecord {
+            self.queues
+                .job("ping", id)
+                .await
+                .expect("job")
+                .expect("exists")
+        }
+
+        async fn lease_deadline(&self, id: Uuid) -> Option<i64> {
+            let mut conn = self.queues.connection();
+            conn.zscore(format!("{}active", self.shared.base), id.to_string())
+                .await
+                .expect("zscore")
+        }
+    }
+
+    /// Deletes the fixture's keys, also when its test panicked (a blocking connection: no
+    /// runtime is needed in `drop`).
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let Ok(mut conn) = self.client.get_connection() else {
+                return;
+            };
+            let pattern = format!("{}:*", self.queues.prefix());
+            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, &pattern)
+                .map_or_else(|_| Vec::new(), |iter| iter.filter_map(Result::ok).collect());
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::Commands::del(&mut conn, keys);
+            }
+        }
+    }
+
+    fn outcome(id: Uuid, token: u64, kind: OutcomeKind) -> Outcome {
+        Outcome { id, token, kind }
+    }
+
+    /// The chaos run's false "leases lost": the heartbeat copied the held jobs, then the acker
+    /// wrote one's outcome, then the heartbeat script ran on the copy.
+    #[tokio::test]
+    async fn a_heartbeat_does_not_report_a_job_whose_outcome_landed_after_the_copy_as_lost() {
+        let f = Fixture::new();
+        let id = f.waiting().await;
+        let token = f.lease(1).await[&id];
+        let copy = f.shared.held_copy();
+
+        let written = [outcome(id, token, OutcomeKind::Ok(Ok("1".into())))];
+        let summary = f.shared.write_outcomes(&written).await.expect("ack");
+        assert_eq!(summary.applied, 1);
+        // the acker has written the outcome but not yet forgotten the job when the heartbeat runs
+        assert_eq!(f.shared.heartbeat(&copy).await.expect("heartbeat"), 0);
+        f.shared.forget(&written);
+        assert!(f.held().is_empty());
+        assert_eq!(f.job(id).await.state, JobState::Completed);
+    }
+
+    /// The chaos run's lost heartbeat: the attempt failed, its retry was due at once and this
+    /// worker fetched the job again (new token) between the heartbeat's copy and its script.
+    #[tokio::test]
+    async fn a_job_that_failed_and_was_fetched_again_meanwhile_stays_heartbeated() {
+        let f = Fixture::new();
+        let id = f.waiting().await;
+        let first = f.lease(1).await[&id];
+        let copy = f.shared.held_copy();
+
+        let retry = OutcomeKind::Retry {
+            delay: Duration::ZERO,
+            error: "boom".into(),
+        };
+        let written = [outcome(id, first, retry)];
+        assert_eq!(
+            f.shared
+                .write_outcomes(&written)
+                .await
+                .expect("ack")
+                .applied,
+            1
+        );
+        f.shared.forget(&written);
+        let second = f.lease(1).await[&id];
+        assert_ne!(first, second);
+        assert_eq!(f.held(), HashMap::from([(id, second)]));
+
+        // the heartbeat's copy still has the first attempt: that attempt's lease is gone, but
+        // the job is held under the second, which must stay held and heartbeated
+        assert_eq!(f.shared.heartbeat(&copy).await.expect("heartbeat"), 0);
+        assert_eq!(f.held(), HashMap::from([(id, second)]));
+        let mut conn = f.queues.connection();
+        let _: i64 = conn
+            .zadd(format!("{}active", f.shared.base), id.to_string(), 0)
+            .await
+            .expect("deadline moved back");
+        assert_eq!(
+            f.shared
+                .heartbeat(&f.shared.held_copy())
+                .await
+                .expect("heartbeat"),
+            0
+        );
+        let deadline = f.lease_deadline(id).await.expect("still leased");
+        assert!(
+            deadline > chrono::Utc::now().timestamp_millis(),
+            "lease extended"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_error_history_is_corrupt_goes_dead_alone_and_the_rest_of_its_batch_lands()
+    {
+        let f = Fixture::new();
+        let (a, b, c) = (f.waiting().await, f.waiting().await, f.waiting().await);
+        let tokens = f.lease(3).await;
+        let mut conn = f.queues.connection();
+        let _: i64 = conn
+            .hset(f.key(b), "errors", "[{\"attempt\": 1, oops")
+            .await
+            .expect("corrupted");
+        let retry = |error: &str| OutcomeKind::Retry {
+            delay: Duration::from_secs(60),
+            error: error.into(),
+        };
+        let batch = [
+            outcome(a, tokens[&a], retry("a failed")),
+            outcome(b, tokens[&b], retry("b failed")),
+            outcome(c, tokens[&c], OutcomeKind::Ok(Ok("\"done\"".into()))),
+        ];
+        let summary = f.shared.write_outcomes(&batch).await.expect("ack");
+        assert_eq!(
+            summary,
+            AckSummary {
+                applied: 2,
+                stale: 0,
+                poisoned: 1
+            }
+        );
+
+        use JobState;
+        let (ja, jb, jc) = (f.job(a).await, f.job(b).await, f.job(c).await);
+        assert_eq!((ja.state, ja.errors.len()), (JobState::Retrying, 1));
+        assert_eq!(jc.state, JobState::Completed);
+        assert_eq!(jc.result, Some(serde_json::json!("done")));
+        assert_eq!(jb.state, JobState::Dead);
+        let reason = jb.last_error.expect("a reason");
+        assert!(
+            reason.starts_with("corrupt job: its error history is not JSON")
+                && reason.ends_with("(the attempt ended with: b failed)"),
+            "{reason}"
+        );
+        assert_eq!(jb.errors.len(), 1, "the unreadable history is replaced");
+        assert_eq!(jb.errors[0].error, reason);
+        let counts = f.queues.counts("ping").await.expect("counts");
+        assert_eq!(
+            (
+                counts.active,
+                counts.retrying,
+                counts.completed,
+                counts.dead
+            ),
+            (0, 1, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_job_with_a_corrupt_attempt_count_goes_dead_and_its_batch_is_leased() {
+        let f = Fixture::new();
+        let (bad, good) = (f.waiting().await, f.waiting().await);
+        let mut conn = f.queues.connection();
+        let _: i64 = conn
+            .hset(f.key(bad), "att", "two")
+            .await
+            .expect("corrupted");
+        let leased = f.lease(2).await;
+        assert_eq!(leased.keys().collect::<Vec<_>>(), [&good]);
+        // (the record itself does not read: its `att` is still corrupt, and says so)
+        let (state, why): (String, String) = redis::cmd("HMGET")
+            .arg(f.key(bad))
+            .arg("state")
+            .arg("last_error")
+            .query_async(&mut conn)
+            .await
+            .expect("fields");
+        assert_eq!(state, "dead");
+        assert!(why.starts_with("corrupt job: its att or tok"), "{why}");
+        assert!(matches!(
+            f.queues.job("ping", bad).await,
+            Err(QueueError::Corrupt { field: "att", .. })
+        ));
+        let counts = f.queues.counts("ping").await.expect("counts");
+        assert_eq!((counts.waiting, counts.active, counts.dead), (0, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn the_acker_drops_an_outcome_the_script_refuses_and_writes_the_others() {
+        let f = Fixture::new();
+        let (a, b) = (f.waiting().await, f.waiting().await);
+        let tokens = f.lease(2).await;
+        // b's key is no longer a hash: reading it fails inside the script
+        let mut conn = f.queues.connection();
+        let _: () = redis::pipe()
+            .del(f.key(b))
+            .set(f.key(b), "not a hash")
+            .query_async(&mut conn)
+            .await
+            .expect("b broken");
+        let rx = f.shared.acks_rx.lock().expect("rx").take().expect("rx");
+        tokio::spawn(f.shared.clone().acker(rx));
+        for id in [b, a] {
+            let kind = OutcomeKind::Ok(Ok("1".into()));
+            let _ = f
+                .shared
+                .acks
+                .send(AckMsg::Outcome(outcome(id, tokens[&id], kind)));
+        }
+        let (tx, flushed) = oneshot::channel();
+        let _ = f.shared.acks.send(AckMsg::Flush(tx));
+        tokio::time::timeout(Duration::from_secs(10), flushed)
+            .await
+            .expect("the batch is not retried forever")
+            .expect("flushed");
+
+        assert_eq!(f.job(a).await.state, JobState::Completed);
+        assert!(
+            f.held().is_empty(),
+            "b is no longer heartbeated: its lease expires"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_that_cannot_be_serialised_is_an_error_on_the_completed_job_not_null() {
+        let f = Fixture::new();
+        let id = f.waiting().await;
+        let token = f.lease(1).await[&id];
+        let handle = JobHandle {
+            id,
+            queue: "ping",
+            attempt: 1,
+            max_attempts: 5,
+            project_id: None,
+            request_id: None,
+            worker: f.shared.worker.clone(),
+            token,
+            queues: f.queues.clone(),
+        };
+        // a map with non-string keys has no JSON form
+        let result: Result<HashMap<(u8, u8), u8>, BoxDynError> = Ok(HashMap::from([((1, 2), 3)]));
+        f.shared
+            .finish_attempt(&handle, &result, Duration::from_millis(5));
+        let mut rx = f.shared.acks_rx.lock().expect("rx").take().expect("rx");
+        let Some(AckMsg::Outcome(o)) = rx.recv().await else {
+            panic!("no outcome")
+        };
+        assert_eq!(f.shared.write_outcomes(&[o]).await.expect("ack").applied, 1);
+
+        let job = f.job(id).await;
+        assert_eq!(job.state, JobState::Completed);
+        assert_eq!(job.result, None);
+        let why = job.last_error.expect("why there is no result");
+        assert!(
+            why.starts_with("the job succeeded but its result could not be stored"),
+            "{why}"
+        );
     }
 
     #[test]
-    fn abort_errors_are_permanent_wherever_they_sit_in_the_chain() {
+    fn abort_errors_are_permanent_wherever_they_sit_in_the_chain_but_caught_panics_are_not() {
         let e: BoxDynError = Box::new(AbortError::new("bad payload"));
         assert!(is_permanent(&e));
         let e: BoxDynError = "transient".into();
+        assert!(!is_permanent(&e));
+        // what apalis's catch_panic layer returns
+        #[derive(Debug, thiserror::Error)]
+        #[error("PanicError: {0}")]
+        struct PanicError(String);
+        let e: BoxDynError = Box::new(AbortError::new(PanicError("index out of bounds".into())));
         assert!(!is_permanent(&e));
     }
 }

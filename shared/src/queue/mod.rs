@@ -16,7 +16,10 @@
 //! | `p:{q}:completed` / `dead` / `cancelled` | zset | finished jobs, by finish time, trimmed |
 //! | `p:{q}:idem:<key>` | string | idempotency key → first job id, with a TTL |
 //! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
+//! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
+//! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
+//! | `p:workers` | zset | worker names by last heartbeat (ms); names unseen for an hour are dropped |
 
 pub mod backend;
 mod policy;
@@ -58,10 +61,16 @@ impl Scripts {
         Self {
             enqueue: Script::new(include_str!("lua/enqueue.lua")),
             fetch: Script::new(include_str!("lua/fetch.lua")),
-            ack: Script::new(include_str!("lua/ack.lua")),
+            ack: Script::new(concat!(
+                include_str!("lua/history.lua"),
+                include_str!("lua/ack.lua")
+            )),
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             release: Script::new(include_str!("lua/release.lua")),
-            maintain: Script::new(include_str!("lua/maintain.lua")),
+            maintain: Script::new(concat!(
+                include_str!("lua/history.lua"),
+                include_str!("lua/maintain.lua")
+            )),
             retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
             cancel: Script::new(include_str!("lua/cancel.lua")),
             claim_dead: Script::new(include_str!("lua/claim_dead.lua")),
@@ -84,6 +93,16 @@ pub enum QueueError {
     /// Redis answered something the scripts never return (a bug or a foreign key).
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// A job hash the scripts could not have written (edited by hand, or a bug).
+    #[error("corrupt job {job}: `{field}` {detail}")]
+    Corrupt {
+        /// `queue/id` of the job.
+        job: String,
+        /// The field that does not parse.
+        field: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 /// The states a job moves through (see the state machine in `ARCHITECTURE.md`).
@@ -417,7 +436,7 @@ impl Queues {
         let map: HashMap<String, String> = conn
             .hgetall(format!("{}job:{}", self.base(queue), id))
             .await?;
-        Ok(Self::record(queue, map))
+        Self::record(queue, map)
     }
 
     /// Finds a job by id across the given queues (one round trip).
@@ -432,60 +451,26 @@ impl Queues {
         }
         let mut conn = self.conn.clone();
         let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        Ok(queues
-            .iter()
-            .zip(maps)
-            .find_map(|(q, m)| Self::record(q, m)))
+        for (q, m) in queues.iter().zip(maps) {
+            if let Some(job) = Self::record(q, m)? {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
     }
 
-    fn record(queue: &str, map: HashMap<String, String>) -> Option<JobRecord> {
-        let id = Uuid::parse_str(map.get("id")?).ok()?;
-        let num = |k: &str| map.get(k).and_then(|v| v.parse::<i64>().ok());
-        let text = |k: &str| map.get(k).filter(|v| !v.is_empty()).cloned();
-        fn json<T: serde::de::DeserializeOwned>(
-            map: &HashMap<String, String>,
-            k: &str,
-        ) -> Option<T> {
-            map.get(k).and_then(|v| serde_json::from_str(v).ok())
+    /// Reads a job hash: `None` for an empty one (no such job). A hash the scripts could not
+    /// have written (an unknown state, a number, time or JSON field that does not parse) is a
+    /// [`QueueError::Corrupt`], logged and counted (`comet_corrupt_jobs_total`), never shown as
+    /// a plausible value.
+    fn record(queue: &str, map: HashMap<String, String>) -> Result<Option<JobRecord>, QueueError> {
+        if map.is_empty() {
+            return Ok(None);
         }
-        #[derive(Deserialize)]
-        struct RawError {
-            attempt: u32,
-            error: String,
-            at: i64,
-            worker: String,
-        }
-        let errors: Vec<RawError> = json(&map, "errors").unwrap_or_default();
-        Some(JobRecord {
-            id,
-            kind: text("kind").unwrap_or_default(),
-            queue: queue.to_owned(),
-            state: map
-                .get("state")
-                .and_then(|s| JobState::parse(s))
-                .unwrap_or(JobState::Waiting),
-            attempts: num("att").unwrap_or(0).max(0) as u32,
-            max_attempts: num("max").unwrap_or(1) as u32,
-            priority: num("pri").unwrap_or(0) as i16,
-            run_at: num("run_at").and_then(ms_to_time),
-            errors: errors
-                .into_iter()
-                .map(|e| AttemptError {
-                    attempt: e.attempt,
-                    error: e.error,
-                    at: ms_to_time(e.at).unwrap_or_default(),
-                    worker: e.worker,
-                })
-                .collect(),
-            last_error: text("last_error"),
-            progress: json(&map, "progress"),
-            result: json(&map, "result"),
-            project_id: map.get("project").and_then(|p| Uuid::parse_str(p).ok()),
-            request_id: text("rid"),
-            worker: text("worker"),
-            created_at: num("created").and_then(ms_to_time),
-            started_at: num("started").and_then(ms_to_time),
-            finished_at: num("finished").and_then(ms_to_time),
+        let hash = JobHash { queue, map: &map };
+        hash.record().map(Some).inspect_err(|e| {
+            metrics::counter!("comet_corrupt_jobs_total", "queue" => queue.to_owned()).increment(1);
+            tracing::error!(queue, error = %e, "corrupt job hash");
         })
     }
 
@@ -551,12 +536,12 @@ impl Queues {
             pipe.hgetall(format!("{}job:{}", self.base(queue), id));
         }
         let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        Ok((
-            maps.into_iter()
-                .filter_map(|m| Self::record(queue, m))
-                .collect(),
-            total,
-        ))
+        let mut jobs = Vec::with_capacity(maps.len());
+        for m in maps {
+            // a job trimmed between the two round trips is simply left out
+            jobs.extend(Self::record(queue, m)?);
+        }
+        Ok((jobs, total))
     }
 
     /// Puts a dead job back to waiting with fresh attempts; false if it is not dead.
@@ -583,7 +568,16 @@ impl Queues {
             .arg(id.to_string())
             .invoke_async(&mut conn)
             .await?;
-        Ok(JobState::parse(&before))
+        if before.is_empty() {
+            return Ok(None);
+        }
+        JobState::parse(&before)
+            .map(Some)
+            .ok_or_else(|| QueueError::Corrupt {
+                job: format!("{queue}/{id}"),
+                field: "state",
+                detail: format!("is {before:?}, not a state"),
+            })
     }
 
     /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is
@@ -661,5 +655,203 @@ impl Queues {
             }
             cursor = next;
         }
+    }
+}
+
+/// A job hash being read into a [`JobRecord`]: every field present must parse.
+struct JobHash<'a> {
+    queue: &'a str,
+    map: &'a HashMap<String, String>,
+}
+
+impl JobHash<'_> {
+    fn corrupt(&self, field: &'static str, detail: impl std::fmt::Display) -> QueueError {
+        let id = self.map.get("id").map_or("?", String::as_str);
+        QueueError::Corrupt {
+            job: format!("{}/{id}", self.queue),
+            field,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A field every job has.
+    fn required(&self, field: &'static str) -> Result<&str, QueueError> {
+        self.map
+            .get(field)
+            .map(String::as_str)
+            .ok_or_else(|| self.corrupt(field, "is missing"))
+    }
+
+    /// An optional text field (empty is absent).
+    fn text(&self, field: &str) -> Option<String> {
+        self.map.get(field).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn parse<T: std::str::FromStr>(&self, field: &'static str, v: &str) -> Result<T, QueueError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        v.parse()
+            .map_err(|e| self.corrupt(field, format_args!("is {v:?}: {e}")))
+    }
+
+    fn num<T: std::str::FromStr>(&self, field: &'static str) -> Result<Option<T>, QueueError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.map
+            .get(field)
+            .map(|v| self.parse(field, v))
+            .transpose()
+    }
+
+    fn time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, QueueError> {
+        self.num::<i64>(field)?
+            .map(|ms| self.at(field, ms))
+            .transpose()
+    }
+
+    fn at(&self, field: &'static str, ms: i64) -> Result<DateTime<Utc>, QueueError> {
+        ms_to_time(ms)
+            .filter(|t| t.timestamp() > 0)
+            .ok_or_else(|| self.corrupt(field, format_args!("holds {ms}, not a time")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        field: &'static str,
+    ) -> Result<Option<T>, QueueError> {
+        self.map
+            .get(field)
+            .map(|v| {
+                serde_json::from_str(v)
+                    .map_err(|e| self.corrupt(field, format_args!("is not valid: {e}")))
+            })
+            .transpose()
+    }
+
+    fn record(&self) -> Result<JobRecord, QueueError> {
+        #[derive(Deserialize)]
+        struct RawError {
+            attempt: u32,
+            error: String,
+            at: i64,
+            worker: String,
+        }
+        let state = self.required("state")?;
+        let state = JobState::parse(state)
+            .ok_or_else(|| self.corrupt("state", format_args!("is {state:?}, not a state")))?;
+        let errors = self
+            .json::<Vec<RawError>>("errors")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                Ok(AttemptError {
+                    attempt: e.attempt,
+                    error: e.error,
+                    at: self.at("errors", e.at)?,
+                    worker: e.worker,
+                })
+            })
+            .collect::<Result<_, QueueError>>()?;
+        Ok(JobRecord {
+            id: self.parse("id", self.required("id")?)?,
+            kind: self.required("kind")?.to_owned(),
+            queue: self.queue.to_owned(),
+            state,
+            attempts: self.parse("att", self.required("att")?)?,
+            max_attempts: self.parse("max", self.required("max")?)?,
+            priority: self.num("pri")?.unwrap_or(0),
+            run_at: self.time("run_at")?,
+            errors,
+            last_error: self.text("last_error"),
+            progress: self.json("progress")?,
+            result: self.json("result")?,
+            project_id: self
+                .text("project")
+                .map(|p| self.parse("project", &p))
+                .transpose()?,
+            request_id: self.text("rid"),
+            worker: self.text("worker"),
+            created_at: self.time("created")?,
+            started_at: self.time("started")?,
+            finished_at: self.time("finished")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let id = Uuid::new_v4().to_string();
+        let mut map: HashMap<String, String> = [
+            ("id", id.as_str()),
+            ("kind", "ping"),
+            ("payload", "{}"),
+            ("state", "dead"),
+            ("att", "2"),
+            ("max", "2"),
+            ("pri", "0"),
+            ("created", "1764650000000"),
+            (
+                "errors",
+                r#"[{"attempt":1,"error":"boom","at":1764650000100,"worker":"w"}]"#,
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in extra {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        map
+    }
+
+    fn corrupt_field(extra: &[(&str, &str)]) -> &'static str {
+        match Queues::record("ping", hash(extra)) {
+            Err(QueueError::Corrupt { field, .. }) => field,
+            other => panic!("{extra:?} read as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_hash_reads_as_its_record_and_an_empty_one_as_no_job() {
+        let job = Queues::record("ping", hash(&[("result", "{\"ok\":true}")]))
+            .expect("readable")
+            .expect("a job");
+        assert_eq!(
+            (job.state, job.attempts, job.max_attempts),
+            (JobState::Dead, 2, 2)
+        );
+        assert_eq!(job.errors[0].at.timestamp_millis(), 1_764_650_000_100);
+        assert_eq!(job.result, Some(serde_json::json!({"ok": true})));
+        assert!(
+            Queues::record("ping", HashMap::new())
+                .expect("readable")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_job_hash_is_an_error_naming_the_field_never_a_plausible_value() {
+        assert_eq!(corrupt_field(&[("state", "paused")]), "state");
+        assert_eq!(corrupt_field(&[("errors", "[{\"attempt\": 1")]), "errors");
+        assert_eq!(corrupt_field(&[("errors", "{}")]), "errors");
+        let at_zero = r#"[{"attempt":1,"error":"boom","at":0,"worker":"w"}]"#;
+        assert_eq!(corrupt_field(&[("errors", at_zero)]), "errors");
+        assert_eq!(corrupt_field(&[("result", "not json")]), "result");
+        assert_eq!(corrupt_field(&[("progress", "{")]), "progress");
+        assert_eq!(corrupt_field(&[("att", "two")]), "att");
+        assert_eq!(corrupt_field(&[("pri", "99999")]), "pri");
+        assert_eq!(corrupt_field(&[("finished", "yesterday")]), "finished");
+        assert_eq!(corrupt_field(&[("project", "acme")]), "project");
+        let mut no_state = hash(&[]);
+        no_state.remove("state");
+        assert!(matches!(
+            Queues::record("ping", no_state),
+            Err(QueueError::Corrupt { field: "state", .. })
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! Test helpers: in-process workers, worker processes (the real binary), private Redis servers.
 
 use std::{
+    collections::HashSet,
     net::TcpListener as StdListener,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -130,12 +131,10 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// A free port with no server on it yet.
     pub fn reserve() -> Self {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        Self { port, child: None }
+        Self {
+            port: free_port(),
+            child: None,
+        }
     }
 
     /// Its URL.
@@ -224,11 +223,70 @@ pub async fn pongs(queues: &Queues) -> std::collections::HashMap<String, i64> {
         .expect("pongs")
 }
 
+/// A queue script as the queue loads it (`ack` and `maintain` come after `history.lua`), for
+/// tests that drive the scripts directly.
+pub fn script(name: &str) -> redis::Script {
+    const HISTORY: &str = include_str!("../../../shared/src/queue/lua/history.lua");
+    let body = match name {
+        "ack" => include_str!("../../../shared/src/queue/lua/ack.lua"),
+        "maintain" => include_str!("../../../shared/src/queue/lua/maintain.lua"),
+        "fetch" => {
+            return redis::Script::new(include_str!("../../../shared/src/queue/lua/fetch.lua"));
+        }
+        other => panic!("no script {other}"),
+    };
+    redis::Script::new(&format!("{HISTORY}{body}"))
+}
+
+/// A free TCP port (for a worker process's `WORKER_PORT`).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The value of the Prometheus sample `name` whose labels include `labels`, if it is rendered.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.strip_prefix(name)?.rsplit_once(' ')?;
+        let ours = series.is_empty() || series.starts_with('{');
+        let matches = labels
+            .iter()
+            .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+        (ours && matches).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// The worker processes (their names) whose backend of `queue` has heartbeated at least once
+/// (the `workers` registry holds `<queue>@<process>#<run>`).
+pub async fn registered(queues: &Queues, queue: &str) -> HashSet<String> {
+    use redis::AsyncCommands;
+    let names: Vec<String> = queues
+        .connection()
+        .zrange(format!("{}:workers", queues.prefix()), 0, -1)
+        .await
+        .expect("workers");
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(queue)?.strip_prefix('@')?.split('#').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A worker's `/metrics` text, once its HTTP server answers.
+pub async fn metrics(port: u16) -> Option<String> {
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    res.text().await.ok()
+}
+
 /// Leases the next job of `queue` to `worker` by running the fetch script directly, as a worker
 /// that then stalls or dies would (nobody heartbeats it); returns the job's fencing token.
 pub async fn lease_by_hand(env: &TestEnv, queue: &str, worker: &str, lease_ms: u64) -> String {
-    let fetch = redis::Script::new(include_str!("../../../shared/src/queue/lua/fetch.lua"));
-    let reply: Vec<redis::Value> = fetch
+    let reply: Vec<redis::Value> = script("fetch")
         .key(env.queues.base(queue))
         .arg(worker)
         .arg(1)

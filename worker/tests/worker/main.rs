@@ -2,6 +2,7 @@
 //! own database and Redis prefix) and, where the behaviour is about processes, the real
 //! `comet-worker` binary.
 
+mod capacity;
 mod helpers;
 mod outbox;
 mod processes;

@@ -1,7 +1,9 @@
-//! The transactional outbox: a job exists if and only if its transaction commits.
+//! The transactional outbox: a job exists if and only if its transaction commits, and relays
+//! share a backlog without waiting on each other.
 
 use std::time::Duration;
 
+use comet_worker::services::relay::relay_once;
 use shared::{
     db::outbox,
     queue::{JobState, Queues},
@@ -94,13 +96,52 @@ async fn a_relay_that_pushes_the_same_row_twice_creates_one_job() {
     // The relay crashed after pushing but before deleting: the row is pushed again.
     let first = env.queues.push(&job).await.unwrap();
     assert!(first.created);
-    assert_eq!(
-        comet_worker::services::relay::relay_once(&env.pool, &env.queues)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(relay_once(&env.pool, &env.queues).await.unwrap(), 1);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
+    let env = TestEnv::new().await;
+    let jobs: Vec<_> = (0..2500).map(|_| ping_job(&env, |_| {})).collect();
+    let mut tx = env.pool.begin().await.unwrap();
+    for job in &jobs {
+        outbox::insert(&mut tx, job).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // another relay is in the middle of the oldest 1000 rows (its transaction is open)
+    let mut holder = env.pool.begin().await.unwrap();
+    let held: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT job_id FROM job_outbox ORDER BY created_at, job_id LIMIT 1000 FOR UPDATE",
+    )
+    .fetch_all(&mut *holder)
+    .await
+    .unwrap();
+    assert_eq!(held.len(), 1000);
+    let relayed = tokio::time::timeout(Duration::from_secs(10), relay_once(&env.pool, &env.queues))
+        .await
+        .expect("a relay does not wait for rows another relay holds")
+        .unwrap();
+    assert_eq!(relayed, 1000, "it takes the next 1000 rows");
+    for id in &held {
+        assert!(
+            env.queues.job("ping", *id).await.unwrap().is_none(),
+            "a held row was relayed"
+        );
+    }
+    holder.rollback().await.unwrap();
+
+    // two relays at once split the rest between them, each row pushed once
+    let (a, b) = tokio::join!(
+        relay_once(&env.pool, &env.queues),
+        relay_once(&env.pool, &env.queues)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a + b + relayed, 2500, "{a} + {b} + {relayed}");
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2500);
     env.cleanup().await;
 }

@@ -8,7 +8,10 @@ use shared::{
     testing::{TestEnv, eventually},
 };
 
-use crate::helpers::{PrivateRedis, WorkerProcess, ping_job, pongs, wait_finished};
+use crate::helpers::{
+    PrivateRedis, WorkerProcess, free_port, metrics, ping_job, pongs, registered, sample,
+    wait_finished,
+};
 
 fn ids(jobs: &[NewJob]) -> Vec<uuid::Uuid> {
     jobs.iter().map(|j| j.id).collect()
@@ -27,13 +30,11 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
         .collect();
     env.queues.push_many("ping", &jobs).await.unwrap();
     let mut a = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=200")]);
+    // leased is not enough: every job must have started (a ping records itself first thing)
     eventually(
         Duration::from_secs(30),
-        "worker A holds all 200 jobs",
-        || async {
-            let c = env.queues.counts("ping").await.ok()?;
-            (c.active == 200).then_some(())
-        },
+        "worker A runs all 200 jobs",
+        || async { (pongs(&env.queues).await.len() == 200).then_some(()) },
     )
     .await;
 
@@ -144,10 +145,24 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
             })
         })
         .collect();
-    let workers: Vec<WorkerProcess> = (0..3)
-        .map(|_| WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=16")]))
+    // the test environment's lease is 3 s (JOB_LEASE_SECS=3): the chaos run's setting
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let workers: Vec<WorkerProcess> = ports
+        .iter()
+        .map(|port| {
+            let port = port.to_string();
+            WorkerProcess::spawn(
+                &env,
+                &[("QUEUE_CONCURRENCY", "ping=16"), ("WORKER_PORT", &port)],
+            )
+        })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(30),
+        "three processes run the ping queue",
+        || async { (registered(&env.queues, "ping").await.len() == 3).then_some(()) },
+    )
+    .await;
     for chunk in jobs.chunks(100) {
         env.queues.push_many("ping", chunk).await.unwrap();
     }
@@ -166,6 +181,15 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
         pids.insert(job.worker.clone().unwrap());
     }
     assert!(pids.len() >= 2, "the work was shared: {pids:?}");
+    // no process was stalled or killed: no lease may be reported lost (a guard only: the race
+    // between a heartbeat and the acker is forced in shared's queue::backend unit tests)
+    for port in ports {
+        let text = metrics(port).await.expect("metrics");
+        assert_eq!(
+            sample(&text, "comet_leases_lost_total", &[("queue", "ping")]),
+            None
+        );
+    }
     drop(workers);
     env.cleanup().await;
 }
@@ -225,7 +249,8 @@ async fn a_stalled_worker_loses_its_job_and_its_late_outcome_is_ignored() {
         p.record = true;
     });
     env.queues.push(&job).await.unwrap();
-    let a = WorkerProcess::spawn(&env, &[]);
+    let a_port = free_port().to_string();
+    let a = WorkerProcess::spawn(&env, &[("WORKER_PORT", &a_port)]);
     let a_pid = a.pid().to_string();
     eventually(Duration::from_secs(20), "A runs the job", || async {
         let j = env.queues.job("ping", job.id).await.ok()??;
@@ -251,7 +276,21 @@ async fn a_stalled_worker_loses_its_job_and_its_late_outcome_is_ignored() {
 
     a.signal("CONT");
     // A's attempt wakes up, finishes its sleep and reports: the report must change nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a_metrics = eventually(
+        Duration::from_secs(30),
+        "A sends its late outcome and the script finds it stale",
+        || async {
+            let text = metrics(a_port.parse().unwrap()).await?;
+            let stale = sample(&text, "comet_stale_acks_total", &[("queue", "ping")])?;
+            (stale == 1.0).then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&a_metrics, "comet_jobs_total", &[("queue", "ping")]),
+        None,
+        "a stale outcome is not counted as a job outcome"
+    );
     let after = env.queues.job("ping", job.id).await.unwrap().unwrap();
     assert_eq!(after.state, JobState::Completed);
     assert_eq!(after.finished_at, done.finished_at);

@@ -1,16 +1,21 @@
 //! Queue semantics with an in-process worker: backlogs, delays, priorities, idempotency, bad
-//! payloads, and the fencing of stale attempts.
+//! payloads, retries (backoff, timeouts, panics), retention, and the fencing of stale attempts.
 
 use std::time::Duration;
 
+use apalis::prelude::WorkerBuilderExt;
+use apalis_core::{error::BoxDynError, worker::builder::WorkerBuilder};
 use chrono::Utc;
 use shared::{
-    jobs::{EnqueueOptions, Ping},
-    queue::{JobState, NewJob},
+    jobs::{EnqueueOptions, Job, Ping},
+    queue::{
+        JobState, NewJob,
+        backend::{BackendOptions, JobHandle, QueueBackend},
+    },
     testing::{TestEnv, eventually},
 };
 
-use crate::helpers::{InProcessWorker, lease_by_hand, ping_job};
+use crate::helpers::{InProcessWorker, lease_by_hand, ping_job, script};
 
 #[tokio::test]
 async fn a_backlog_of_100k_jobs_queued_with_no_worker_drains_without_error() {
@@ -188,8 +193,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     let job = ping_job(&env, |_| {});
     env.queues.push(&job).await.unwrap();
     let base = env.queues.base("ping");
-    let ack = redis::Script::new(include_str!("../../../shared/src/queue/lua/ack.lua"));
-    let maintain = redis::Script::new(include_str!("../../../shared/src/queue/lua/maintain.lua"));
+    let (ack, maintain) = (script("ack"), script("maintain"));
     let mut conn = env.queues.connection();
 
     let stale_token = lease_by_hand(&env, "ping", "worker-a", 60_000).await;
@@ -228,22 +232,23 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
             .arg("\"a\"");
         inv
     };
-    let (applied, stale): (u64, u64) = ack_one(stale_token, "dead")
+    // one letter per outcome: `s` stale
+    let codes: Vec<String> = ack_one(stale_token, "dead")
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!((applied, stale), (0, 1));
+    assert_eq!(codes, ["s"]);
     let j = env.queues.job("ping", job.id).await.unwrap().unwrap();
     assert_eq!(
         (j.state, j.attempts, j.worker.as_deref()),
         (JobState::Active, 2, Some("worker-b"))
     );
 
-    let (applied, stale): (u64, u64) = ack_one(fresh_token, "ok")
+    let codes: Vec<String> = ack_one(fresh_token, "ok")
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!((applied, stale), (1, 0));
+    assert_eq!(codes, ["a"], "applied");
     let j = env.queues.job("ping", job.id).await.unwrap().unwrap();
     assert_eq!(j.state, JobState::Completed);
     assert_eq!(
@@ -271,5 +276,275 @@ async fn a_long_job_reports_progress_while_it_runs() {
     let done = crate::helpers::wait_finished(&env.queues, &[job.id], Duration::from_secs(15)).await;
     assert_eq!(done[0].progress.as_ref().unwrap()["done"], 100);
     worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Acks one attempt of `id` as failed through the ack script, retry due at once.
+async fn fail_by_hand(env: &TestEnv, id: uuid::Uuid, token: String, error: &str) {
+    let codes: Vec<String> = script("ack")
+        .key(env.queues.base("ping"))
+        .arg(25)
+        .arg(1)
+        .arg(0)
+        .arg(id.to_string())
+        .arg(token)
+        .arg("retry")
+        .arg(0)
+        .arg(error)
+        .arg("")
+        .invoke_async(&mut env.queues.connection())
+        .await
+        .expect("ack script");
+    assert_eq!(codes, ["a"]);
+}
+
+#[tokio::test]
+async fn a_job_keeps_the_errors_of_its_last_25_attempts() {
+    let env = TestEnv::new().await;
+    let mut job = ping_job(&env, |_| {});
+    job.max_attempts = 40;
+    env.queues.push(&job).await.unwrap();
+    for attempt in 1..=30 {
+        let token = lease_by_hand(&env, "ping", "worker-a", 60_000).await;
+        fail_by_hand(&env, job.id, token, &format!("attempt {attempt} failed")).await;
+    }
+    let j = env.queues.job("ping", job.id).await.unwrap().unwrap();
+    assert_eq!((j.state, j.attempts), (JobState::Retrying, 30));
+    let kept: Vec<u32> = j.errors.iter().map(|e| e.attempt).collect();
+    assert_eq!(
+        kept,
+        (6..=30).collect::<Vec<u32>>(),
+        "the oldest dropped first"
+    );
+    assert_eq!(j.errors[24].error, "attempt 30 failed");
+    assert_eq!(j.last_error.as_deref(), Some("attempt 30 failed"));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn finished_jobs_stay_visible_for_their_retention_and_are_trimmed_after_it() {
+    let env = TestEnv::with(|s| {
+        s.queue.completed_retention = Duration::from_secs(2);
+        s.queue.dead_retention = Duration::from_secs(4);
+    })
+    .await;
+    let ok = ping_job(&env, |_| {});
+    let dead = ping_job(&env, |p| p.fail_permanently = true);
+    for j in [&ok, &dead] {
+        env.queues.push(j).await.unwrap();
+    }
+    let worker = InProcessWorker::start(&env).await;
+    let done =
+        crate::helpers::wait_finished(&env.queues, &[ok.id, dead.id], Duration::from_secs(15))
+            .await;
+    assert_eq!(
+        (done[0].state, done[1].state),
+        (JobState::Completed, JobState::Dead)
+    );
+
+    // watch both at once: each must vanish, and not before its own retention has passed
+    let retention = [Duration::from_secs(2), Duration::from_secs(4)];
+    let mut gone_at = [None, None];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while gone_at.iter().any(Option::is_none) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not trimmed: {gone_at:?}"
+        );
+        for (i, job) in done.iter().enumerate() {
+            if gone_at[i].is_none() && env.queues.job("ping", job.id).await.unwrap().is_none() {
+                gone_at[i] = Some(Utc::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (i, job) in done.iter().enumerate() {
+        let kept = gone_at[i].unwrap() - job.finished_at.unwrap();
+        assert!(
+            kept.to_std().unwrap() >= retention[i],
+            "{:?} job trimmed {kept} after it finished, before its {:?} retention",
+            job.state,
+            retention[i]
+        );
+    }
+    let c = env.queues.counts("ping").await.unwrap();
+    assert_eq!(
+        (c.completed, c.dead),
+        (0, 0),
+        "index entries trimmed with the jobs"
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn beyond_the_completed_cap_the_oldest_completed_jobs_are_trimmed() {
+    let env = TestEnv::with(|s| {
+        s.queue.max_completed = 5;
+        s.worker.concurrency.insert("ping".into(), 1);
+    })
+    .await;
+    let jobs: Vec<NewJob> = (0..12).map(|_| ping_job(&env, |_| {})).collect();
+    env.queues.push_many("ping", &jobs).await.unwrap();
+    let worker = InProcessWorker::start(&env).await;
+    eventually(Duration::from_secs(30), "12 run, 5 kept", || async {
+        let c = env.queues.counts("ping").await.ok()?;
+        (c.waiting + c.active == 0 && c.completed == 5).then_some(())
+    })
+    .await;
+    // one at a time, in FIFO order: the last five enqueued finished last and are the ones kept
+    let (kept, total) = env
+        .queues
+        .list("ping", JobState::Completed, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 5);
+    let mut kept: Vec<_> = kept.iter().map(|j| j.id).collect();
+    kept.reverse();
+    assert_eq!(kept, jobs[7..].iter().map(|j| j.id).collect::<Vec<_>>());
+    for j in &jobs[..7] {
+        assert!(env.queues.job("ping", j.id).await.unwrap().is_none());
+    }
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_job_until_it_expires_and_then_makes_a_new_one() {
+    let env = TestEnv::with(|s| s.queue.idempotency_ttl = Duration::from_secs(1)).await;
+    let opts = || EnqueueOptions {
+        idempotency_key: Some("order-7".into()),
+        ..Default::default()
+    };
+    let mk = || Ping::new(env.project_id).to_new_job(opts()).unwrap();
+    let (first, second, third) = (mk(), mk(), mk());
+    let enqueued_at = tokio::time::Instant::now();
+    assert!(env.queues.push(&first).await.unwrap().created);
+    let dup = env.queues.push(&second).await.unwrap();
+    assert_eq!((dup.id, dup.created), (first.id, false));
+
+    let fresh = eventually(Duration::from_secs(10), "the key expires", || async {
+        let e = env.queues.push(&third).await.ok()?;
+        e.created.then_some(e)
+    })
+    .await;
+    assert!(
+        enqueued_at.elapsed() >= Duration::from_millis(900),
+        "expired after {:?}, before its 1 s TTL",
+        enqueued_at.elapsed()
+    );
+    assert_eq!(fresh.id, third.id);
+    assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_attempt_is_retried_after_its_drawn_backoff_and_not_before() {
+    let env = TestEnv::new().await;
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|_| {
+            let mut j = ping_job(&env, |p| p.fail_attempts = 1);
+            j.max_attempts = 2;
+            j
+        })
+        .collect();
+    env.queues.push_many("ping", &jobs).await.unwrap();
+    let worker = InProcessWorker::start(&env).await;
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let done = crate::helpers::wait_finished(&env.queues, &ids, Duration::from_secs(30)).await;
+
+    // ping's policy: the first retry's delay is uniform in [0, 500 ms]; it is recorded as the
+    // retry's due time (`runAt`) against the failure's time
+    let ceiling = chrono::Duration::milliseconds(500);
+    let mut delays = Vec::new();
+    for job in &done {
+        assert_eq!(
+            (job.state, job.attempts, job.errors.len()),
+            (JobState::Completed, 2, 1)
+        );
+        let (failed, due) = (job.errors[0].at, job.run_at.unwrap());
+        let delay = due - failed;
+        assert!(
+            delay >= chrono::Duration::zero() && delay <= ceiling,
+            "delay {delay} outside [0, {ceiling}]"
+        );
+        assert!(
+            job.started_at.unwrap() >= due,
+            "attempt 2 started before its backoff ended"
+        );
+        delays.push(delay.num_milliseconds());
+    }
+    let mean = delays.iter().sum::<i64>() as f64 / delays.len() as f64;
+    // 40 draws of U[0, 500]: mean 250, standard error ~23 ms
+    assert!(
+        (150.0..=350.0).contains(&mean),
+        "mean backoff {mean} ms: {delays:?}"
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Panics (`failAttempts`) or sleeps past its timeout (`sleepMs`) on the attempts it is told
+/// to, else succeeds: with the worker's layers (timeout, catch-panic) around the backend.
+async fn misbehave(job: Ping, handle: JobHandle) -> Result<(), BoxDynError> {
+    if handle.attempt <= job.fail_attempts {
+        panic!("ping panicked on attempt {}", handle.attempt);
+    }
+    if handle.attempt == 1 {
+        tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_attempt_that_times_out_or_panics_is_an_ordinary_failed_attempt() {
+    let env = TestEnv::new().await;
+    let mk = |tweak: fn(&mut Ping), max_attempts| {
+        let mut j = ping_job(&env, tweak);
+        j.max_attempts = max_attempts;
+        j
+    };
+    let panics_once = mk(|p| p.fail_attempts = 1, 3);
+    let times_out_once = mk(|p| p.sleep_ms = 10_000, 3);
+    let always_panics = mk(|p| p.fail_attempts = 9, 2);
+    let jobs = [&panics_once, &times_out_once, &always_panics];
+    for j in jobs {
+        env.queues.push(j).await.unwrap();
+    }
+    // the layers `registry::monitor` puts around every kind, in its order
+    let options = BackendOptions {
+        concurrency: 4,
+        policy: Ping::POLICY,
+        dead_hook: false,
+    };
+    let backend = QueueBackend::<Ping>::new(env.queues.clone(), "ping", "misbehaving", options);
+    let worker = WorkerBuilder::new("misbehaving")
+        .backend(backend)
+        .concurrency(4)
+        .timeout(Duration::from_millis(500))
+        .catch_panic()
+        .build(misbehave);
+    let running = tokio::spawn(worker.run());
+
+    let ids: Vec<_> = jobs.iter().map(|j| j.id).collect();
+    let done = crate::helpers::wait_finished(&env.queues, &ids, Duration::from_secs(30)).await;
+    running.abort();
+    let errors =
+        |i: usize| -> Vec<String> { done[i].errors.iter().map(|e| e.error.clone()).collect() };
+    assert_eq!((done[0].state, done[0].attempts), (JobState::Completed, 2));
+    assert!(
+        errors(0)[0].contains("ping panicked on attempt 1"),
+        "{:?}",
+        errors(0)
+    );
+    assert_eq!((done[1].state, done[1].attempts), (JobState::Completed, 2));
+    assert!(errors(1)[0].contains("timed out"), "{:?}", errors(1));
+    assert_eq!((done[2].state, done[2].attempts), (JobState::Dead, 2));
+    assert_eq!(errors(2).len(), 2, "{:?}", errors(2));
+    assert!(
+        errors(2)[1].contains("ping panicked on attempt 2"),
+        "{:?}",
+        errors(2)
+    );
     env.cleanup().await;
 }

@@ -20,7 +20,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{InProcessWorker, lease_by_hand};
+use crate::helpers::{InProcessWorker, lease_by_hand, script};
 
 const INVITEE: &str = "grace@example.com";
 const REQUEST_ID: &str = "req-users-test";
@@ -156,6 +156,22 @@ async fn audit(env: &TestEnv, action: &str) -> Vec<db::audit::Entry> {
         .await
         .expect("audit")
         .0
+}
+
+/// Enqueues the invitation's job with one attempt whose worker dies at once (a 1 ms lease that
+/// nobody heartbeats), then starts a worker: maintenance takes the lease back and the job goes
+/// dead. Returns the worker and the dead job.
+async fn die_on_the_only_attempt(env: &TestEnv, invite: &Invite) -> (InProcessWorker, JobRecord) {
+    let opts = EnqueueOptions {
+        max_attempts: Some(1),
+        ..EnqueueOptions::default()
+    };
+    let id = enqueue(env, &invite.job, opts).await;
+    lease_by_hand(env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
+    let worker = InProcessWorker::start(env).await;
+    let job = finished(env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
+    (worker, job)
 }
 
 async fn env_with_smtp(server: &SmtpServer) -> TestEnv {
@@ -444,18 +460,8 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     let server = SmtpServer::start().await;
     let env = env_with_smtp(&server).await;
     let invite = seed_invitation(&env, in_30_days()).await;
-    let opts = EnqueueOptions {
-        max_attempts: Some(1),
-        ..EnqueueOptions::default()
-    };
-    let id = enqueue(&env, &invite.job, opts).await;
-    // a 1 ms lease: expired at once
-    lease_by_hand(&env, SendInvitation::QUEUE, "worker-that-dies", 1).await;
+    let (worker, job) = die_on_the_only_attempt(&env, &invite).await;
 
-    let worker = InProcessWorker::start(&env).await;
-    let job = finished(&env, SendInvitation::QUEUE, id, Duration::from_secs(30)).await;
-
-    assert_eq!((job.state, job.attempts), (JobState::Dead, 1));
     assert!(
         job.errors[0].error.contains("lease expired"),
         "{:?}",
@@ -469,6 +475,65 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     assert!(server.messages().is_empty());
     hooks_done(&env).await;
 
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Delivery is at least once: a hook that failed is claimed for [`comet_worker::services::dead_hooks::CLAIM`]
+/// and runs again once the claim has passed.
+#[tokio::test]
+async fn an_on_dead_hook_that_failed_runs_again_once_its_claim_has_passed() {
+    let env = TestEnv::new().await;
+    let invite = seed_invitation(&env, in_30_days()).await;
+    // the hook's write fails until the trigger is dropped
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION refuse_update() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+           CREATE TRIGGER refuse_update BEFORE UPDATE ON user_invitations
+             FOR EACH ROW EXECUTE FUNCTION refuse_update();"#,
+    )
+    .execute(&env.pool)
+    .await
+    .expect("trigger");
+    let (worker, job) = die_on_the_only_attempt(&env, &invite).await;
+    let id = job.id;
+
+    // the hook runs, fails, and stays claimed: its entry is due again a claim later
+    let key = format!("{}dead_hooks", env.queues.base(SendInvitation::QUEUE));
+    let failed_hooks = || {
+        let text = shared::telemetry::metrics_handle().render();
+        let labels = [("queue", SendInvitation::QUEUE), ("outcome", "failed")];
+        crate::helpers::sample(&text, "comet_dead_hooks_total", &labels)
+    };
+    eventually(Duration::from_secs(20), "the hook failed", || async {
+        failed_hooks().filter(|n| *n >= 1.0)
+    })
+    .await;
+    let due_again: Option<f64> = env
+        .queues
+        .connection()
+        .zscore(&key, id.to_string())
+        .await
+        .expect("zscore");
+    let due_again = due_again.expect("still waiting for its hook");
+    assert_eq!(delivery(&env, invite.invitation_id).await, "PENDING");
+    sqlx::raw_sql("DROP TRIGGER refuse_update ON user_invitations")
+        .execute(&env.pool)
+        .await
+        .expect("drop trigger");
+
+    let claim = comet_worker::services::dead_hooks::CLAIM + Duration::from_secs(15);
+    eventually(claim, "the hook ran again and marked it FAILED", || async {
+        (delivery(&env, invite.invitation_id).await == "FAILED").then_some(())
+    })
+    .await;
+    let ran_again_at = Utc::now().timestamp_millis() as f64;
+    assert!(
+        ran_again_at >= due_again,
+        "ran again before its claim had passed"
+    );
+    assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
+    hooks_done(&env).await;
     worker.stop().await;
     env.cleanup().await;
 }
@@ -515,9 +580,8 @@ async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
     let id = enqueue(&env, &other, opts).await;
     let base = env.queues.base(SendInvitation::QUEUE);
     let token = lease_by_hand(&env, SendInvitation::QUEUE, "worker-a", 60_000).await;
-    let ack = redis::Script::new(include_str!("../../../shared/src/queue/lua/ack.lua"));
     let mut conn = env.queues.connection();
-    let _: (u64, u64) = ack
+    let _: Vec<String> = script("ack")
         .key(&base)
         .arg(25)
         .arg(1)

@@ -1,61 +1,90 @@
--- Record the outcome of a batch of attempts (bounded: at most 500 per call).
+-- Record the outcome of a batch of attempts (bounded: at most 500 per call). Loaded after
+-- history.lua.
 -- KEYS[1] = queue base. ARGV[1] = max kept errors per job, ARGV[2] = count, ARGV[3] = 1 when
 --   the job kind has an on-dead hook (a job that goes dead is then queued in `dead_hooks`), then
---   6 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text,
---   result json
--- An outcome whose token is not the job's current token, or whose job is no longer active, is
--- from a stale attempt (its lease expired and the job moved on): it changes nothing.
--- Returns { applied, stale }.
+--   6 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text (for
+--   'ok': why there is no result, '' = none), result json ('' = none)
+-- An outcome whose token is not the job's current token, or whose job is no longer active (or
+-- already had an outcome earlier in the batch), is from a stale attempt (its lease expired and
+-- the job moved on): it changes nothing.
+-- A failure whose job cannot record it (its `errors` field is unreadable) poisons that job alone:
+-- it goes dead with the reason, and the rest of the batch lands.
+-- Everything is read and checked before anything is written, so an error writes nothing.
+-- Returns { codes, then the reason of each poisoned outcome }: codes has one letter per outcome,
+-- in order: 'a' applied, 's' stale, 'p' poisoned (dead).
 -- Every unpack below is bounded: the acker sends at most 500 outcomes per call.
 local base = KEYS[1]
 local keep, n, hooked = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local applied, stale, retried = 0, 0, 0
-local done, finished = {}, {}
+local codes, reply, seen = {}, { '' }, {}
+-- what phase 2 writes, in flat lists (no table per outcome: this runs for every job)
+local ok_jk, ok_result, ok_err = {}, {}, {}
+local failed = {}
+local finished, done, retried, dead = {}, {}, {}, {}
+-- 1. Read and decide.
 for i = 0, n - 1 do
   local o = 4 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local jk = base .. 'job:' .. id
   local cur = redis.call('HMGET', jk, 'tok', 'state')
-  if cur[1] ~= tok or cur[2] ~= 'active' then
-    stale = stale + 1
+  if cur[1] ~= tok or cur[2] ~= 'active' or seen[id] then
+    codes[i + 1] = 's'
   else
-    applied = applied + 1
+    seen[id] = true
     finished[#finished + 1] = id
+    codes[i + 1] = 'a'
     if outcome == 'ok' then
-      redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'result', result)
+      local k = #ok_jk + 1
+      ok_jk[k], ok_result[k], ok_err[k] = jk, result, err
       done[#done + 1] = now
       done[#done + 1] = id
     else
       local more = redis.call('HMGET', jk, 'att', 'errors', 'worker')
-      cur[3], cur[4], cur[5] = more[1], more[2], more[3]
-      local errs = {}
-      if cur[4] then errs = cjson.decode(cur[4]) end
-      errs[#errs + 1] = { attempt = tonumber(cur[3]), error = err, at = now, worker = cur[5] or '' }
-      while #errs > keep do table.remove(errs, 1) end
-      local encoded = cjson.encode(errs)
+      local entry = { attempt = tonumber(more[1]) or 0, error = err, at = now, worker = more[3] or '' }
+      local encoded, poison = record_failure(more[2], entry, keep)
+      if poison then
+        outcome, err = 'dead', poison
+        codes[i + 1] = 'p'
+        reply[#reply + 1] = poison
+      end
       if outcome == 'retry' then
-        redis.call('HSET', jk, 'state', 'retrying', 'run_at', now + delay, 'errors', encoded,
-          'last_error', err)
-        redis.call('ZADD', base .. 'retry', now + delay, id)
-        redis.call('HINCRBY', base .. 'stats', 'retried', 1)
-        retried = retried + 1
+        local due = now + delay
+        failed[#failed + 1] = { jk, 'state', 'retrying', 'run_at', due, 'errors', encoded, 'last_error', err }
+        retried[#retried + 1] = due
+        retried[#retried + 1] = id
       else
-        redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err)
-        redis.call('ZADD', base .. 'dead', now, id)
-        redis.call('HINCRBY', base .. 'stats', 'dead', 1)
-        if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
+        failed[#failed + 1] = { jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err }
+        dead[#dead + 1] = now
+        dead[#dead + 1] = id
       end
     end
   end
 end
-if #finished > 0 then redis.call('ZREM', base .. 'active', unpack(finished)) end
-if #done > 0 then
-  redis.call('ZADD', base .. 'completed', unpack(done))
-  redis.call('HINCRBY', base .. 'stats', 'completed', #done / 2)
+-- 2. Write.
+for k = 1, #ok_jk do
+  local jk, r, e = ok_jk[k], ok_result[k], ok_err[k]
+  if e == '' and r ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'result', r)
+  elseif r ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'result', r, 'last_error', e)
+  elseif e ~= '' then
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now, 'last_error', e)
+  else
+    redis.call('HSET', jk, 'state', 'completed', 'finished', now)
+  end
 end
+for _, f in ipairs(failed) do redis.call('HSET', unpack(f)) end
+if #finished > 0 then redis.call('ZREM', base .. 'active', unpack(finished)) end
+for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
+  if #scored > 0 then
+    redis.call('ZADD', base .. set, unpack(scored))
+    redis.call('HINCRBY', base .. 'stats', set == 'retry' and 'retried' or set, #scored / 2)
+  end
+end
+if hooked and #dead > 0 then redis.call('ZADD', base .. 'dead_hooks', unpack(dead)) end
 -- idle workers re-fetch, learn the retry's due time and sleep exactly until then
-if retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end
-return { applied, stale }
+if #retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end
+reply[1] = table.concat(codes)
+return reply

@@ -1,6 +1,7 @@
 -- Lease up to N ready jobs to one worker (after promoting a bounded number of due jobs).
 -- KEYS[1] = queue base. ARGV: worker name, max jobs, lease ms, promote limit.
--- Each fetch counts an attempt and bumps the job's fencing token.
+-- Each fetch counts an attempt and bumps the job's fencing token. A popped job whose attempt
+-- count or token is not a number goes dead with the reason instead.
 -- Returns { next_due_ms or -1, now_ms, then 8 fields per job:
 --   id, kind, payload, attempts, max_attempts, token, project, request id }
 -- Every unpack below is bounded: a fetch leases at most JOB_FETCH_BATCH (≤ 1000) jobs.
@@ -28,8 +29,15 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = base .. 'job:' .. id
   local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid', 'att', 'tok')
-  if f[2] then
-    local att, tok = tonumber(f[6]) + 1, tonumber(f[7]) + 1
+  local att, tok = tonumber(f[6]), tonumber(f[7])
+  if f[2] and not (att and tok) then
+    -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
+    local why = 'corrupt job: its att or tok field is missing or not a number, so it goes dead'
+    redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'last_error', why)
+    redis.call('ZADD', base .. 'dead', now, id)
+    redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+  elseif f[2] then
+    att, tok = att + 1, tok + 1
     redis.call('HSET', jk, 'att', att, 'tok', tok, 'state', 'active', 'started', now, 'worker', worker)
     active[#active + 1] = now + lease
     active[#active + 1] = id

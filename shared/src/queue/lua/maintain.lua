@@ -1,6 +1,8 @@
 -- One bounded maintenance pass over a queue: promote due delayed/retry jobs, take back expired
 -- leases (the attempt stays counted; out of attempts means dead), trim finished jobs past their
--- retention. Safe to run from every worker process at once.
+-- retention. Safe to run from every worker process at once. Loaded after history.lua: a reaped
+-- job whose hash is corrupt (unreadable `errors`, non-numeric attempts) goes dead with the reason
+-- instead of failing every pass.
 -- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
 --   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
 --   (a job that goes dead is then queued in `dead_hooks`).
@@ -34,18 +36,22 @@ for _, id in ipairs(expired) do
     reaped = reaped + 1
     redis.call('HINCRBY', jk, 'tok', 1)
     local err = 'lease expired: worker ' .. (cur[4] or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
-    local errs = {}
-    if cur[5] then errs = cjson.decode(cur[5]) end
-    errs[#errs + 1] = { attempt = tonumber(cur[1]), error = err, at = now, worker = cur[4] or '' }
-    while #errs > keep_errs do table.remove(errs, 1) end
-    if tonumber(cur[1]) >= tonumber(cur[2]) then
-      redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', cjson.encode(errs), 'last_error', err)
+    local att, max = tonumber(cur[1]), tonumber(cur[2])
+    local entry = { attempt = att or 0, error = err, at = now, worker = cur[4] or '' }
+    local encoded, poison = record_failure(cur[5], entry, keep_errs)
+    if not (att and max and cur[3]) then
+      poison = 'corrupt job: its att, max or rs field is missing or not a number, so it goes dead ('
+        .. err .. ')'
+      encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = cur[4] or '' } })
+    end
+    if poison or att >= max then
+      redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', poison or err)
       redis.call('ZADD', base .. 'dead', now, id)
       redis.call('HINCRBY', base .. 'stats', 'dead', 1)
       if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       died = died + 1
     else
-      redis.call('HSET', jk, 'state', 'waiting', 'errors', cjson.encode(errs), 'last_error', err)
+      redis.call('HSET', jk, 'state', 'waiting', 'errors', encoded, 'last_error', err)
       redis.call('HDEL', jk, 'worker')
       redis.call('ZADD', ready, cur[3], id)
     end
