@@ -5,9 +5,15 @@
 //! or a kind registered twice, and [`monitor`] then checks that every kind of the list was
 //! registered and that `WORKER_QUEUES` names only known queues.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    any::Any,
+    sync::{Arc, Mutex},
+};
 
-use apalis::prelude::WorkerBuilderExt;
+use apalis::{
+    layers::catch_panic::{CatchPanicLayer, PanicError},
+    prelude::WorkerBuilderExt,
+};
 use apalis_core::{
     error::BoxDynError, monitor::Monitor, task::data::Data, worker::builder::WorkerBuilder,
 };
@@ -44,6 +50,24 @@ pub struct Registrar<'a> {
     declared: Vec<&'static str>,
     /// `queue×concurrency` of the kinds this process runs.
     running: Vec<String>,
+}
+
+/// Turns a caught panic into the error of a failed attempt.
+pub type PanicHandler = fn(&Box<dyn Any + Send>) -> PanicError;
+
+/// The panic guard every kind runs under: a panic becomes an ordinary failed attempt, retried
+/// while attempts are left (apalis's own `catch_panic` wraps it in an `AbortError`, which
+/// would send the job dead at once, on the assumption that handlers are pure).
+pub fn catch_panics() -> CatchPanicLayer<PanicHandler, PanicError> {
+    fn retryable(panic: &Box<dyn Any + Send>) -> PanicError {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        PanicError(format!("the handler panicked: {message}"))
+    }
+    CatchPanicLayer::with_panic_handler(retryable)
 }
 
 /// The apalis handler of every kind: runs the kind's [`Handler`].
@@ -126,7 +150,7 @@ impl<'a> Registrar<'a> {
                 .backend(backend)
                 .concurrency(opts.concurrency)
                 .timeout(J::POLICY.timeout)
-                .catch_panic()
+                .layer(catch_panics())
                 .data(ctx.clone())
                 .build(handle::<J>)
         }));

@@ -10,7 +10,7 @@ use shared::{
     testing::TestEnv,
 };
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, later};
 
 /// Whether the test server has this database.
 async fn database_exists(name: &str) -> bool {
@@ -69,8 +69,7 @@ async fn a_test_that_panics_still_drops_its_database_and_redis_keys() {
         rt.block_on(async move {
             let mut app = TestApp::spawn().await;
             app.start_worker().await;
-            app.enqueue_ping(&json!({"runAt": "2999-01-01T00:00:00Z"}))
-                .await;
+            app.enqueue_ping(&json!({"runAt": later()})).await;
             // and a bare environment, as the worker's tests use
             let env = TestEnv::new().await;
             let names =
@@ -152,8 +151,7 @@ async fn running_pending_jobs_fails_on_a_job_that_went_dead() {
 #[should_panic(expected = "1 delayed in ping")]
 async fn a_drain_fails_naming_a_job_left_unfinished() {
     let mut app = TestApp::spawn().await;
-    app.enqueue_ping(&json!({"runAt": "2999-01-01T00:00:00Z"}))
-        .await;
+    app.enqueue_ping(&json!({"runAt": later()})).await;
 
     app.drain_jobs_within(Duration::from_secs(1)).await;
 }

@@ -9,7 +9,9 @@ use reqwest::{StatusCode, header};
 use serde_json::json;
 use shared::testing::eventually;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, random_id, request_id_of, time};
+use crate::helpers::{
+    TestApp, assert_error, json_with_status, later, random_id, request_id_of, time,
+};
 
 #[tokio::test]
 async fn ping_returns_202_with_a_location_and_the_job_id() {
@@ -112,7 +114,7 @@ async fn invalid_ping_options_return_422_naming_the_field() {
     }
     // the bounds themselves are accepted
     for body in [
-        json!({"sleepMs": 60000, "runAt": "2999-01-01T00:00:00Z"}),
+        json!({"sleepMs": 60000, "runAt": later()}),
         json!({"priority": 1000, "maxAttempts": 100, "failAttempts": 100}),
         json!({"priority": -1000, "maxAttempts": 1, "idempotencyKey": "k".repeat(200)}),
     ] {
@@ -196,9 +198,7 @@ async fn get_retry_and_cancel_return_404_for_a_job_of_another_project() {
     let app = TestApp::spawn().await;
     let other = app.env.other_project("other").await;
     let theirs = app.admin_token_for(other);
-    let id = app
-        .enqueue_ping(&json!({"runAt": "2999-01-01T00:00:00Z"}))
-        .await;
+    let id = app.enqueue_ping(&json!({"runAt": later()})).await;
 
     let get = app.get_job(&id, &theirs).await;
     let retry = app.retry_job(&id, &theirs).await;

@@ -979,20 +979,12 @@ fn error_text(err: &BoxDynError) -> String {
 fn is_permanent(err: &BoxDynError) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(e) = cur {
-        if let Some(abort) = e.downcast_ref::<AbortError>() {
-            return !is_caught_panic(abort);
+        if e.is::<AbortError>() {
+            return true;
         }
         cur = e.source();
     }
     false
-}
-
-/// apalis's `catch_panic` layer turns a panic into an `AbortError` around its `PanicError`
-/// (apalis assumes handlers are pure, so that a panic would recur); Comet counts a panicked
-/// attempt as an ordinary failed one, retried while attempts are left (ARCHITECTURE.md, step 7).
-/// `shared` does not depend on `apalis` itself, so the type is recognised by its `Debug` name.
-fn is_caught_panic(abort: &AbortError) -> bool {
-    std::error::Error::source(abort).is_some_and(|s| format!("{s:?}").starts_with("PanicError("))
 }
 
 impl<S, J, Res> Service<Task<J>> for AckService<S>
@@ -1465,16 +1457,10 @@ mod tests {
     }
 
     #[test]
-    fn abort_errors_are_permanent_wherever_they_sit_in_the_chain_but_caught_panics_are_not() {
+    fn abort_errors_are_permanent_wherever_they_sit_in_the_chain() {
         let e: BoxDynError = Box::new(AbortError::new("bad payload"));
         assert!(is_permanent(&e));
         let e: BoxDynError = "transient".into();
-        assert!(!is_permanent(&e));
-        // what apalis's catch_panic layer returns
-        #[derive(Debug, thiserror::Error)]
-        #[error("PanicError: {0}")]
-        struct PanicError(String);
-        let e: BoxDynError = Box::new(AbortError::new(PanicError("index out of bounds".into())));
         assert!(!is_permanent(&e));
     }
 }

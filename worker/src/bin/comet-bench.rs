@@ -322,7 +322,7 @@ fn monitor(queues: &Queues, concurrency: usize, probe: &Arc<Probe>) -> Monitor {
             .backend(backend)
             .concurrency(opts.concurrency)
             .timeout(BenchJob::POLICY.timeout)
-            .catch_panic()
+            .layer(comet_worker::registry::catch_panics())
             .data(probe.clone())
             .build(run_bench)
     })

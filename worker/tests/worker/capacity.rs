@@ -67,7 +67,6 @@ async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
         .unwrap();
     assert_eq!((j.state, j.attempts), (JobState::Waiting, 0));
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -125,7 +124,6 @@ async fn a_worker_runs_at_most_its_concurrency_and_leases_at_most_concurrency_pl
         "the window is filled while a backlog waits"
     );
     worker.stop().await;
-    env.cleanup().await;
 }
 
 async fn get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
@@ -186,5 +184,4 @@ async fn the_worker_serves_health_readiness_that_follows_redis_and_its_metrics()
         "alive all the same"
     );
     redis.start().await;
-    env.cleanup().await;
 }

@@ -41,7 +41,6 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
     assert!(crate::helpers::pongs(&env.queues).await.is_empty());
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -83,7 +82,6 @@ async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
     );
     worker.stop().await;
     redis.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -99,7 +97,6 @@ async fn a_relay_that_pushes_the_same_row_twice_creates_one_job() {
     assert_eq!(relay_once(&env.pool, &env.queues).await.unwrap(), 1);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -143,5 +140,4 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
     assert_eq!(a + b + relayed, 2500, "{a} + {b} + {relayed}");
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2500);
-    env.cleanup().await;
 }

@@ -56,7 +56,6 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
         );
         assert_eq!(runs.get(&job.id.to_string()), Some(&2));
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -106,7 +105,6 @@ async fn sigterm_lets_running_jobs_finish_and_hands_the_rest_back_without_losing
             "ran exactly once across the deploy"
         );
     }
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -131,7 +129,6 @@ async fn a_job_still_running_at_the_shutdown_timeout_is_released_to_run_again() 
         (JobState::Waiting, 0),
         "released, attempt not used"
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -191,7 +188,6 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
         );
     }
     drop(workers);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -238,7 +234,6 @@ async fn workers_recover_by_themselves_when_redis_restarts_under_load() {
     );
     drop(w);
     redis.stop();
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -305,5 +300,4 @@ async fn a_stalled_worker_loses_its_job_and_its_late_outcome_is_ignored() {
     );
     assert_eq!(pongs(&env.queues).await.get(&job.id.to_string()), Some(&2));
     drop((a, b));
-    env.cleanup().await;
 }

@@ -36,7 +36,6 @@ async fn a_backlog_of_100k_jobs_queued_with_no_worker_drains_without_error() {
         (0, 0, 0, 0)
     );
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -82,7 +81,6 @@ async fn ten_thousand_delayed_jobs_due_at_the_same_second_all_run() {
         );
     }
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -110,7 +108,6 @@ async fn higher_priority_jobs_wait_ahead_and_equal_priorities_keep_their_order()
     assert_eq!(total, 4);
     let order: Vec<_> = waiting.iter().map(|j| j.id).collect();
     assert_eq!(order, vec![urgent.id, high.id, low1.id, low2.id]);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -129,7 +126,6 @@ async fn a_second_enqueue_with_the_same_idempotency_key_returns_the_first_job() 
     assert_eq!(b.id, first.id);
     assert!(env.queues.job("ping", second.id).await.unwrap().is_none());
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 1);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -148,7 +144,6 @@ async fn a_job_with_an_unreadable_payload_goes_dead_at_once_with_a_readable_erro
     let err = dead.last_error.unwrap();
     assert!(err.starts_with("invalid payload at `sleepMs`:"), "{err}");
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -182,7 +177,6 @@ async fn a_permanent_failure_goes_dead_at_once_and_a_transient_one_retries_until
         (JobState::Completed, 3, 2)
     );
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// Drives the Lua scripts directly: an attempt whose lease expired and whose job was fetched
@@ -257,7 +251,6 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
         "the expired lease is recorded as attempt 1's error"
     );
     assert!(j.errors[0].error.contains("lease expired"));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -276,7 +269,6 @@ async fn a_long_job_reports_progress_while_it_runs() {
     let done = crate::helpers::wait_finished(&env.queues, &[job.id], Duration::from_secs(15)).await;
     assert_eq!(done[0].progress.as_ref().unwrap()["done"], 100);
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// Acks one attempt of `id` as failed through the ack script, retry due at once.
@@ -318,7 +310,6 @@ async fn a_job_keeps_the_errors_of_its_last_25_attempts() {
     );
     assert_eq!(j.errors[24].error, "attempt 30 failed");
     assert_eq!(j.last_error.as_deref(), Some("attempt 30 failed"));
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -374,7 +365,6 @@ async fn finished_jobs_stay_visible_for_their_retention_and_are_trimmed_after_it
         "index entries trimmed with the jobs"
     );
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -406,7 +396,6 @@ async fn beyond_the_completed_cap_the_oldest_completed_jobs_are_trimmed() {
         assert!(env.queues.job("ping", j.id).await.unwrap().is_none());
     }
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -435,7 +424,6 @@ async fn an_idempotency_key_returns_the_first_job_until_it_expires_and_then_make
     );
     assert_eq!(fresh.id, third.id);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2);
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -481,7 +469,6 @@ async fn a_failed_attempt_is_retried_after_its_drawn_backoff_and_not_before() {
         "mean backoff {mean} ms: {delays:?}"
     );
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// Panics (`failAttempts`) or sleeps past its timeout (`sleepMs`) on the attempts it is told
@@ -522,7 +509,7 @@ async fn an_attempt_that_times_out_or_panics_is_an_ordinary_failed_attempt() {
         .backend(backend)
         .concurrency(4)
         .timeout(Duration::from_millis(500))
-        .catch_panic()
+        .layer(comet_worker::registry::catch_panics())
         .build(misbehave);
     let running = tokio::spawn(worker.run());
 
@@ -546,5 +533,4 @@ async fn an_attempt_that_times_out_or_panics_is_an_ordinary_failed_attempt() {
         "{:?}",
         errors(2)
     );
-    env.cleanup().await;
 }

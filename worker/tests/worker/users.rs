@@ -234,7 +234,6 @@ async fn an_invitation_email_arrives_over_smtp_with_the_inviter_roles_and_a_work
     assert!(!sent[0].metadata.to_string().contains('@'));
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -269,7 +268,6 @@ async fn without_smtp_the_invitation_is_written_as_an_eml_file_to_the_outbox() {
     assert_eq!(delivery(&env, invite.invitation_id).await, "SENT");
 
     worker.stop().await;
-    env.cleanup().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -300,7 +298,6 @@ async fn an_invitation_resent_since_the_job_was_enqueued_is_not_sent_by_it() {
     assert!(audit(&env, "invitation.sent").await.is_empty());
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -326,7 +323,6 @@ async fn an_accepted_invitation_is_not_sent() {
     assert!(server.messages().is_empty());
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -346,7 +342,6 @@ async fn an_expired_invitation_is_not_sent() {
     assert!(server.messages().is_empty());
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -393,7 +388,6 @@ async fn when_smtp_is_down_the_invitation_is_retried_and_sent_once_it_is_back() 
     assert!(audit(&env, "invitation.failed").await.is_empty());
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -423,7 +417,6 @@ async fn a_permanent_smtp_rejection_kills_the_job_at_once_and_marks_the_invitati
     assert!(!failed[0].metadata.to_string().contains('@'));
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -449,7 +442,6 @@ async fn a_transient_smtp_failure_on_the_last_attempt_marks_the_invitation_faile
     assert_eq!(failed[0].metadata["attempts"], 1);
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// The handler never sees this death: its worker held the job on its last attempt and died
@@ -476,7 +468,6 @@ async fn an_invitation_whose_worker_died_on_the_last_attempt_is_marked_failed() 
     hooks_done(&env).await;
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// Delivery is at least once: a hook that failed is claimed for [`comet_worker::services::dead_hooks::CLAIM`]
@@ -535,7 +526,6 @@ async fn an_on_dead_hook_that_failed_runs_again_once_its_claim_has_passed() {
     assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
     hooks_done(&env).await;
     worker.stop().await;
-    env.cleanup().await;
 }
 
 /// Hooks run at least once, so running one again changes nothing; and a dead job retried by an
@@ -621,7 +611,6 @@ async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
             .expect("zcard"),
         0
     );
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -662,7 +651,6 @@ async fn a_token_sealed_under_another_key_kills_the_job_and_marks_the_invitation
     assert_eq!(audit(&env, "invitation.failed").await.len(), 1);
 
     worker.stop().await;
-    env.cleanup().await;
 }
 
 #[tokio::test]
@@ -763,5 +751,4 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
     assert_eq!(sessions.of_user(user).await.unwrap().len(), 1);
 
     worker.stop().await;
-    env.cleanup().await;
 }

@@ -296,6 +296,19 @@ pub fn request_id_of(resp: &Response) -> String {
 }
 
 /// A random UUID as a string (a job id that does not exist).
+/// A `runAt` that is not due during any test yet within the scheduling horizon: midnight UTC
+/// 30 days from now, as RFC 3339.
+pub fn later() -> String {
+    let day = (Utc::now() + chrono::Duration::days(30)).date_naive();
+    format!("{}T00:00:00Z", day.format("%Y-%m-%d"))
+}
+
+/// The same instant as [`later`], written with a `+02:00` offset.
+pub fn later_at_offset() -> String {
+    let day = (Utc::now() + chrono::Duration::days(30)).date_naive();
+    format!("{}T02:00:00+02:00", day.format("%Y-%m-%d"))
+}
+
 pub fn random_id() -> String {
     Uuid::new_v4().to_string()
 }
