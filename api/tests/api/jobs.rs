@@ -236,7 +236,12 @@ async fn retries_follow_the_backoff_and_end_dead_with_their_errors_visible() {
     }
     assert_eq!(job["lastError"], errors[2]["error"]);
     // ping's policy: the ceiling after attempt n is 500 ms · 2^(n-1), full jitter below it; the
-    // gap between two failures is that delay plus promotion, fetch and the attempt itself
+    // gap between two failures is that delay plus promotion, fetch and the attempt itself. A
+    // single draw may be near zero, so the lower bound (no retry before its drawn delay, and
+    // delays spread over the whole range) is proven where the draws are visible:
+    // worker/tests/worker/queue.rs, `a_failed_attempt_is_retried_after_its_drawn_backoff_and_not_
+    // before`, and the backend's `backoff_is_spread_over_the_whole_range_from_zero_to_the_capped_
+    // ceiling`. Here: the order, and the ceiling as an operator sees it.
     let slack = Duration::from_millis(1500);
     let base = Duration::from_millis(500);
     for n in 1..errors.len() {
