@@ -176,3 +176,19 @@ async fn a_project_past_its_enqueue_rate_gets_429_and_others_do_not() {
         .await;
     assert_eq!(theirs.status(), StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn a_forged_cursor_with_a_time_postgres_cannot_hold_is_a_422() {
+    use base64::Engine as _;
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    // year ~ -100,000: a valid chrono time, before the earliest Postgres can hold (4713 BC)
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}.{}",
+        -3_200_000_000_000_000_000i64,
+        uuid::Uuid::nil().simple()
+    ));
+    let resp = app.get_users(&token, &format!("?after={forged}")).await;
+    let body = json_with_status(resp, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["error"]["details"][0]["field"], "after", "{body}");
+}

@@ -299,8 +299,13 @@ impl UserCursor {
             .decode(s.trim())
             .ok()?;
         let (micros, id) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
+        let created_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        // a forged cursor must not reach Postgres with a time it cannot represent
+        if !(1..=9999).contains(&chrono::Datelike::year(&created_at)) {
+            return None;
+        }
         Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            created_at,
             user_id: Uuid::parse_str(id).ok()?,
         })
     }
