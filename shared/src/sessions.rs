@@ -9,6 +9,8 @@
 //! - `seen:<user>`: the 5-minute gate of activity tracking.
 //! - `rate:<name>:<key>`: fixed-window rate-limit counters.
 //! - `known-clients:<email hash>`: client IPs that logged in as that email (30 days).
+//! - `collapse:<name>:{<key>}:gate|count`: one record per window of a noisy event, and how many
+//!   were collapsed since the last record.
 
 use std::time::Duration;
 
@@ -268,6 +270,37 @@ impl Sessions {
         let mut conn = self.conn.clone();
         conn.sismember(self.key("known-clients", subject), client)
             .await
+    }
+
+    /// Collapses a noisy event to one record per `window` and `key`: `Some(n)` for the first
+    /// occurrence of a window (to be recorded, with `n` occurrences collapsed since the last
+    /// record), `None` for the others (counted, to be reported with the next record).
+    pub async fn collapse(
+        &self,
+        name: &str,
+        key: &str,
+        window: Duration,
+    ) -> redis::RedisResult<Option<u64>> {
+        let script = redis::Script::new(
+            r"if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+                local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+                redis.call('DEL', KEYS[2])
+                return n
+              end
+              redis.call('INCR', KEYS[2])
+              redis.call('PEXPIRE', KEYS[2], ARGV[2])
+              return -1",
+        );
+        let mut conn = self.conn.clone();
+        let n: i64 = script
+            .key(self.key("collapse", format!("{name}:{{{key}}}:gate")))
+            .key(self.key("collapse", format!("{name}:{{{key}}}:count")))
+            .arg(window.as_millis() as u64)
+            // the count outlives a quiet window, so the next record reports it
+            .arg(window.as_millis() as u64 * 60)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(u64::try_from(n).ok())
     }
 
     /// Counts one action against a fixed-window limit; `Err(Limited)` when over it.

@@ -141,6 +141,10 @@ impl Failure {
     }
 }
 
+/// The window in which failed logins naming no user of the claimed project are collapsed to
+/// one audit entry.
+const UNKNOWN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn audit_failure(
     s: &AppState,
     project_id: Uuid,
@@ -148,19 +152,39 @@ async fn audit_failure(
     why: Failure,
     ip: &str,
 ) -> Result<()> {
-    let mut entry = NewEntry::new(project_id, "login.failed")
-        .metadata(serde_json::json!({ "reason": why.as_str(), "ip": ip }))
-        .request(Some(request_id::current()));
-    if let Some(user_id) = user_id {
-        entry = entry.user(user_id);
-    }
     let mut conn = s.pool.acquire().await?;
-    if user_id.is_some() {
+    if let Some(user_id) = user_id {
+        // a known user's failures are bounded by the login limits
+        let entry = NewEntry::new(project_id, "login.failed")
+            .user(user_id)
+            .metadata(serde_json::json!({ "reason": why.as_str(), "ip": ip }))
+            .request(Some(request_id::current()));
         db::audit::record(&mut conn, entry).await?;
-    } else {
-        // the project is the caller's claim: record only if it exists
-        db::audit::record_if_project_exists(&mut conn, entry).await?;
+        return Ok(());
     }
+    // The project is the unauthenticated caller's claim, and anyone can make up emails: such
+    // failures are collapsed to one entry per project a minute, carrying how many were
+    // collapsed before it, and never a caller-chosen request id.
+    let Some(collapsed) = s
+        .sessions
+        .collapse(
+            "login-failed-unknown",
+            &project_id.to_string(),
+            UNKNOWN_FAILURE_WINDOW,
+        )
+        .await
+        .map_err(ApiError::session_store)?
+    else {
+        return Ok(());
+    };
+    let entry = NewEntry::new(project_id, "login.failed").metadata(serde_json::json!({
+        "reason": why.as_str(),
+        "ip": ip,
+        "collapsedBefore": collapsed,
+        "windowSecs": UNKNOWN_FAILURE_WINDOW.as_secs(),
+    }));
+    // the project is the caller's claim: record only if it exists
+    db::audit::record_if_project_exists(&mut conn, entry).await?;
     Ok(())
 }
 

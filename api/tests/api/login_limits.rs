@@ -96,3 +96,34 @@ async fn a_login_answer_carrying_a_token_is_never_cached() {
         Some("no-store")
     );
 }
+
+#[tokio::test]
+async fn failed_logins_naming_no_user_of_a_project_fill_its_audit_log_with_one_entry_a_minute() {
+    let app = app_with(100, 1000).await;
+    let project = app.project_id();
+    for i in 0..5 {
+        let resp = send(
+            app.request(Method::POST, "/api/v1/auth/login")
+                .header("x-request-id", format!("attacker-chosen-{i}"))
+                .json(&json!({
+                    "email": format!("nobody{i}@example.com"),
+                    "password": "guess",
+                    "projectId": project,
+                })),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let rows: Vec<(serde_json::Value, Option<String>)> = sqlx::query_as(
+        "SELECT metadata, request_id FROM audit_log
+         WHERE project_id = $1 AND action = 'login.failed'",
+    )
+    .bind(project)
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("audit rows");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0["reason"], "unknown_user");
+    assert_eq!(rows[0].0["collapsedBefore"], 0);
+    assert_eq!(rows[0].1, None, "no caller-chosen request id is stored");
+}

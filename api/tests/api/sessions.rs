@@ -132,7 +132,13 @@ async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
             "no password in the audit: {text}"
         );
         assert!(f["actor_id"].is_null());
-        assert!(f["request_id"].is_string());
+        // a failure naming no user of the project is the caller's claim: no caller-chosen
+        // request id is stored with it (see login_limits.rs)
+        if f["metadata"]["reason"] == "unknown_user" {
+            assert!(f["request_id"].is_null(), "{f}");
+        } else {
+            assert!(f["request_id"].is_string(), "{f}");
+        }
     }
 }
 
