@@ -11,12 +11,12 @@ use crate::{
 /// Counts one `name` action by `key` against `limit`: 429 with `Retry-After` when over it,
 /// 503 if Redis fails (limits fail closed).
 pub async fn check(s: &AppState, name: &str, key: &str, limit: &RateLimit) -> Result<()> {
-    match s
-        .sessions
-        .rate_limit(name, key, limit)
-        .await
-        .map_err(ApiError::session_store)?
-    {
+    refuse(name, s.sessions.rate_limit(name, key, limit).await)
+}
+
+/// A limiter's answer as the route's: 429 with `Retry-After`, or 503 when Redis failed.
+fn refuse(name: &str, verdict: redis::RedisResult<Result<(), Limited>>) -> Result<()> {
+    match verdict.map_err(ApiError::session_store)? {
         Ok(()) => Ok(()),
         Err(Limited { retry_after }) => {
             tracing::info!(limit = name, retry_after, "rate limited");
@@ -33,18 +33,7 @@ pub async fn refuse_if_reached(
     key: &str,
     limit: &RateLimit,
 ) -> Result<()> {
-    match s
-        .sessions
-        .limit_reached(name, key, limit)
-        .await
-        .map_err(ApiError::session_store)?
-    {
-        Ok(()) => Ok(()),
-        Err(Limited { retry_after }) => {
-            tracing::info!(limit = name, retry_after, "rate limited");
-            Err(ApiError::TooManyRequests { retry_after })
-        }
-    }
+    refuse(name, s.sessions.limit_reached(name, key, limit).await)
 }
 
 /// Counts one `name` action (a failure) by `key` against `limit`, refusing nothing.

@@ -23,12 +23,13 @@
 
 pub mod backend;
 mod policy;
+mod record;
 
 pub use policy::RetryPolicy;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -316,10 +317,6 @@ impl std::fmt::Debug for Queues {
     }
 }
 
-fn ms_to_time(ms: i64) -> Option<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms).single()
-}
-
 impl Queues {
     /// The queues of `settings` (`REDIS_URL`, `REDIS_PREFIX`, the queue settings): what every
     /// process and test builds. Connects lazily, as [`Queues::new`].
@@ -436,7 +433,7 @@ impl Queues {
         let map: HashMap<String, String> = conn
             .hgetall(format!("{}job:{}", self.base(queue), id))
             .await?;
-        Self::record(queue, map)
+        record::read(queue, map)
     }
 
     /// Finds a job by id across the given queues (one round trip).
@@ -452,26 +449,11 @@ impl Queues {
         let mut conn = self.conn.clone();
         let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
         for (q, m) in queues.iter().zip(maps) {
-            if let Some(job) = Self::record(q, m)? {
+            if let Some(job) = record::read(q, m)? {
                 return Ok(Some(job));
             }
         }
         Ok(None)
-    }
-
-    /// Reads a job hash: `None` for an empty one (no such job). A hash the scripts could not
-    /// have written (an unknown state, a number, time or JSON field that does not parse) is a
-    /// [`QueueError::Corrupt`], logged and counted (`comet_corrupt_jobs_total`), never shown as
-    /// a plausible value.
-    fn record(queue: &str, map: HashMap<String, String>) -> Result<Option<JobRecord>, QueueError> {
-        if map.is_empty() {
-            return Ok(None);
-        }
-        let hash = JobHash { queue, map: &map };
-        hash.record().map(Some).inspect_err(|e| {
-            metrics::counter!("comet_corrupt_jobs_total", "queue" => queue.to_owned()).increment(1);
-            tracing::error!(queue, error = %e, "corrupt job hash");
-        })
     }
 
     /// Counts per state of one queue (one round trip).
@@ -539,7 +521,7 @@ impl Queues {
         let mut jobs = Vec::with_capacity(maps.len());
         for m in maps {
             // a job trimmed between the two round trips is simply left out
-            jobs.extend(Self::record(queue, m)?);
+            jobs.extend(record::read(queue, m)?);
         }
         Ok((jobs, total))
     }
@@ -655,203 +637,5 @@ impl Queues {
             }
             cursor = next;
         }
-    }
-}
-
-/// A job hash being read into a [`JobRecord`]: every field present must parse.
-struct JobHash<'a> {
-    queue: &'a str,
-    map: &'a HashMap<String, String>,
-}
-
-impl JobHash<'_> {
-    fn corrupt(&self, field: &'static str, detail: impl std::fmt::Display) -> QueueError {
-        let id = self.map.get("id").map_or("?", String::as_str);
-        QueueError::Corrupt {
-            job: format!("{}/{id}", self.queue),
-            field,
-            detail: detail.to_string(),
-        }
-    }
-
-    /// A field every job has.
-    fn required(&self, field: &'static str) -> Result<&str, QueueError> {
-        self.map
-            .get(field)
-            .map(String::as_str)
-            .ok_or_else(|| self.corrupt(field, "is missing"))
-    }
-
-    /// An optional text field (empty is absent).
-    fn text(&self, field: &str) -> Option<String> {
-        self.map.get(field).filter(|v| !v.is_empty()).cloned()
-    }
-
-    fn parse<T: std::str::FromStr>(&self, field: &'static str, v: &str) -> Result<T, QueueError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        v.parse()
-            .map_err(|e| self.corrupt(field, format_args!("is {v:?}: {e}")))
-    }
-
-    fn num<T: std::str::FromStr>(&self, field: &'static str) -> Result<Option<T>, QueueError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        self.map
-            .get(field)
-            .map(|v| self.parse(field, v))
-            .transpose()
-    }
-
-    fn time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, QueueError> {
-        self.num::<i64>(field)?
-            .map(|ms| self.at(field, ms))
-            .transpose()
-    }
-
-    fn at(&self, field: &'static str, ms: i64) -> Result<DateTime<Utc>, QueueError> {
-        ms_to_time(ms)
-            .filter(|t| t.timestamp() > 0)
-            .ok_or_else(|| self.corrupt(field, format_args!("holds {ms}, not a time")))
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        field: &'static str,
-    ) -> Result<Option<T>, QueueError> {
-        self.map
-            .get(field)
-            .map(|v| {
-                serde_json::from_str(v)
-                    .map_err(|e| self.corrupt(field, format_args!("is not valid: {e}")))
-            })
-            .transpose()
-    }
-
-    fn record(&self) -> Result<JobRecord, QueueError> {
-        #[derive(Deserialize)]
-        struct RawError {
-            attempt: u32,
-            error: String,
-            at: i64,
-            worker: String,
-        }
-        let state = self.required("state")?;
-        let state = JobState::parse(state)
-            .ok_or_else(|| self.corrupt("state", format_args!("is {state:?}, not a state")))?;
-        let errors = self
-            .json::<Vec<RawError>>("errors")?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| {
-                Ok(AttemptError {
-                    attempt: e.attempt,
-                    error: e.error,
-                    at: self.at("errors", e.at)?,
-                    worker: e.worker,
-                })
-            })
-            .collect::<Result<_, QueueError>>()?;
-        Ok(JobRecord {
-            id: self.parse("id", self.required("id")?)?,
-            kind: self.required("kind")?.to_owned(),
-            queue: self.queue.to_owned(),
-            state,
-            attempts: self.parse("att", self.required("att")?)?,
-            max_attempts: self.parse("max", self.required("max")?)?,
-            priority: self.num("pri")?.unwrap_or(0),
-            run_at: self.time("run_at")?,
-            errors,
-            last_error: self.text("last_error"),
-            progress: self.json("progress")?,
-            result: self.json("result")?,
-            project_id: self
-                .text("project")
-                .map(|p| self.parse("project", &p))
-                .transpose()?,
-            request_id: self.text("rid"),
-            worker: self.text("worker"),
-            created_at: self.time("created")?,
-            started_at: self.time("started")?,
-            finished_at: self.time("finished")?,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hash(extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let id = Uuid::new_v4().to_string();
-        let mut map: HashMap<String, String> = [
-            ("id", id.as_str()),
-            ("kind", "ping"),
-            ("payload", "{}"),
-            ("state", "dead"),
-            ("att", "2"),
-            ("max", "2"),
-            ("pri", "0"),
-            ("created", "1764650000000"),
-            (
-                "errors",
-                r#"[{"attempt":1,"error":"boom","at":1764650000100,"worker":"w"}]"#,
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        for (k, v) in extra {
-            map.insert((*k).to_owned(), (*v).to_owned());
-        }
-        map
-    }
-
-    fn corrupt_field(extra: &[(&str, &str)]) -> &'static str {
-        match Queues::record("ping", hash(extra)) {
-            Err(QueueError::Corrupt { field, .. }) => field,
-            other => panic!("{extra:?} read as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_job_hash_reads_as_its_record_and_an_empty_one_as_no_job() {
-        let job = Queues::record("ping", hash(&[("result", "{\"ok\":true}")]))
-            .expect("readable")
-            .expect("a job");
-        assert_eq!(
-            (job.state, job.attempts, job.max_attempts),
-            (JobState::Dead, 2, 2)
-        );
-        assert_eq!(job.errors[0].at.timestamp_millis(), 1_764_650_000_100);
-        assert_eq!(job.result, Some(serde_json::json!({"ok": true})));
-        assert!(
-            Queues::record("ping", HashMap::new())
-                .expect("readable")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn a_corrupt_job_hash_is_an_error_naming_the_field_never_a_plausible_value() {
-        assert_eq!(corrupt_field(&[("state", "paused")]), "state");
-        assert_eq!(corrupt_field(&[("errors", "[{\"attempt\": 1")]), "errors");
-        assert_eq!(corrupt_field(&[("errors", "{}")]), "errors");
-        let at_zero = r#"[{"attempt":1,"error":"boom","at":0,"worker":"w"}]"#;
-        assert_eq!(corrupt_field(&[("errors", at_zero)]), "errors");
-        assert_eq!(corrupt_field(&[("result", "not json")]), "result");
-        assert_eq!(corrupt_field(&[("progress", "{")]), "progress");
-        assert_eq!(corrupt_field(&[("att", "two")]), "att");
-        assert_eq!(corrupt_field(&[("pri", "99999")]), "pri");
-        assert_eq!(corrupt_field(&[("finished", "yesterday")]), "finished");
-        assert_eq!(corrupt_field(&[("project", "acme")]), "project");
-        let mut no_state = hash(&[]);
-        no_state.remove("state");
-        assert!(matches!(
-            Queues::record("ping", no_state),
-            Err(QueueError::Corrupt { field: "state", .. })
-        ));
     }
 }
