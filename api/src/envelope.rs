@@ -105,17 +105,25 @@ pub struct List<T> {
 }
 
 /// `?page=&perPage=` (1-based; perPage 1..=100, default 20).
+///
+/// The bounds are in the OpenAPI document (`minimum`, `maximum`); [`PageParams::check`] holds
+/// the API to them. The largest page is `u32::MAX` (past the end, it is empty).
 #[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page number, from 1.
     #[serde(default = "one")]
+    #[param(value_type = u64, minimum = 1, maximum = 4294967295u64, default = 1)]
     pub page: u32,
     /// Items per page, 1 to 100.
     #[serde(default = "twenty")]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub per_page: u32,
 }
+
+/// Most items a page holds (`perPage`).
+pub const MAX_PER_PAGE: u32 = 100;
 
 fn one() -> u32 {
     1
@@ -131,8 +139,8 @@ impl PageParams {
         if self.page == 0 {
             errors.add("page", "must be at least 1");
         }
-        if !(1..=100).contains(&self.per_page) {
-            errors.add("perPage", "must be between 1 and 100");
+        if !(1..=MAX_PER_PAGE).contains(&self.per_page) {
+            errors.add("perPage", format!("must be between 1 and {MAX_PER_PAGE}"));
         }
         if errors.is_empty() {
             Ok(self)

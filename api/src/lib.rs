@@ -7,6 +7,8 @@
 //! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
 //!   validated before a handler runs (every invalid field named), UUID path ids.
+//! - [`filters`]: optional query-string filters (empty is no filter), read exactly as the
+//!   OpenAPI document describes them.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
 //!   caller is), [`rate_limit`],
 //!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
@@ -23,6 +25,7 @@ pub mod csv_export;
 pub mod envelope;
 pub mod error;
 pub mod extract;
+pub mod filters;
 pub mod passwords;
 pub mod rate_limit;
 pub mod request_id;

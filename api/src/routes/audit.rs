@@ -8,11 +8,10 @@ use shared::{
         self,
         audit::{AuditFilter, Entry},
     },
-    domain::{FieldErrors, Invalid, SearchTerm, parse_instant},
+    domain::{FieldErrors, SearchTerm},
 };
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -20,6 +19,7 @@ use crate::{
     envelope::{ApiJson, List, PageParams},
     error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
+    filters,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -28,28 +28,26 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(export_audit_logs))
 }
 
-/// Filters of the audit log.
+/// Filters of the audit log (empty is no filter, see [`crate::filters`]).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Exact action, e.g. `invitation.created`, `login.failed`, `user.deactivated`.
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub action: Option<String>,
     /// The acting user's id.
-    #[param(value_type = Option<Uuid>)]
+    #[param(value_type = Option<filters::UuidOrEmpty>, inline)]
     pub actor: Option<String>,
     /// The target's id (e.g. a user id).
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub target: Option<String>,
     /// From this instant, inclusive (RFC 3339).
-    #[param(value_type = Option<DateTime<Utc>>)]
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub from: Option<String>,
-    /// Until this instant, exclusive (RFC 3339).
-    #[param(value_type = Option<DateTime<Utc>>)]
+    /// Until this instant, exclusive (RFC 3339); not before `from`.
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub to: Option<String>,
-}
-
-fn non_blank(v: Option<&str>) -> Option<&str> {
-    v.map(str::trim).filter(|v| !v.is_empty())
 }
 
 impl AuditParams {
@@ -57,22 +55,9 @@ impl AuditParams {
         let mut errors = FieldErrors::new();
         let action = errors.check("action", SearchTerm::parse_optional(self.action.as_deref()));
         let target_id = errors.check("target", SearchTerm::parse_optional(self.target.as_deref()));
-        let actor_id = errors.check(
-            "actor",
-            non_blank(self.actor.as_deref())
-                .map(|a| Uuid::parse_str(a).map_err(|_| Invalid::new("must be a user id (UUID)")))
-                .transpose(),
-        );
-        let from = errors.check(
-            "from",
-            non_blank(self.from.as_deref())
-                .map(parse_instant)
-                .transpose(),
-        );
-        let to = errors.check(
-            "to",
-            non_blank(self.to.as_deref()).map(parse_instant).transpose(),
-        );
+        let actor_id = errors.check("actor", filters::uuid(self.actor.as_deref(), "a user id"));
+        let from = errors.check("from", filters::instant(self.from.as_deref()));
+        let to = errors.check("to", filters::instant(self.to.as_deref()));
         if let (Some(Some(f)), Some(Some(t))) = (from, to)
             && f > t
         {

@@ -17,10 +17,16 @@ use serde::{Deserialize, Serialize};
 use shared::{
     auth::Claims,
     db::{self, audit::NewEntry, users::UserStatus},
-    domain::{FieldErrors, Invalid, required},
+    domain::{FieldErrors, Invalid, MAX_EMAIL, NO_NUL_PATTERN, PRINTABLE_PATTERN, required},
     secrets,
 };
-use utoipa::ToSchema;
+use utoipa::{
+    ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, Schema, Type},
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -48,19 +54,49 @@ const BAD_CREDENTIALS: &str = "invalid email or password";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
-    /// The user's email (case does not matter).
-    #[schema(required = true)]
+    /// The user's email.
+    #[schema(required = true, nullable = false, schema_with = login_email)]
     pub email: Option<String>,
     /// The password.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false, schema_with = login_password)]
     pub password: Option<String>,
     /// The project, when the email belongs to users of several projects.
     pub project_id: Option<Uuid>,
 }
 
-/// A [`LoginRequest`] fit to look up: the email trimmed and lower-cased, both bounded and free
-/// of NUL (which Postgres text cannot hold). The email's syntax is not checked: a wrong one is
-/// a wrong credential like any other.
+/// Longest password a login takes (characters): bounds the hashing work.
+pub const MAX_LOGIN_PASSWORD: usize = 1024;
+
+fn login_email() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "The user's email: 1 to {MAX_EMAIL} characters, no control characters; case and \
+             surrounding whitespace do not matter. Its syntax is not checked: a wrong address is \
+             a wrong credential (401)."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_EMAIL))
+        .pattern(Some(PRINTABLE_PATTERN))
+        .into()
+}
+
+fn login_password() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "The password: 1 to {MAX_LOGIN_PASSWORD} characters, no NUL."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_LOGIN_PASSWORD))
+        .pattern(Some(NO_NUL_PATTERN))
+        .into()
+}
+
+/// A [`LoginRequest`] fit to look up: the email trimmed and lower-cased, both bounded (as sent,
+/// in characters, as the document says) and free of control characters in the email and NUL in
+/// the password (Postgres text cannot hold NUL). The email's syntax is not checked: a wrong one
+/// is a wrong credential like any other.
 #[derive(Debug)]
 pub struct Credentials {
     email: String,
@@ -76,21 +112,22 @@ impl Validate for LoginRequest {
         let email = errors.check(
             "email",
             required(self.email).and_then(|e| {
-                let email = e.trim().to_lowercase();
-                if email.is_empty() || email.len() > 254 {
-                    Err(Invalid::new("must be 1 to 254 characters"))
-                } else if email.chars().any(char::is_control) {
+                if !(1..=MAX_EMAIL).contains(&e.chars().count()) {
+                    Err(Invalid::new(format!("must be 1 to {MAX_EMAIL} characters")))
+                } else if e.chars().any(char::is_control) {
                     Err(Invalid::new("must not contain control characters"))
                 } else {
-                    Ok(email)
+                    Ok(e.trim().to_lowercase())
                 }
             }),
         );
         let password = errors.check(
             "password",
             required(self.password).and_then(|p| {
-                if p.is_empty() || p.len() > 1024 {
-                    Err(Invalid::new("must be 1 to 1024 bytes"))
+                if !(1..=MAX_LOGIN_PASSWORD).contains(&p.chars().count()) {
+                    Err(Invalid::new(format!(
+                        "must be 1 to {MAX_LOGIN_PASSWORD} characters"
+                    )))
                 } else if p.contains('\0') {
                     Err(Invalid::new("must not contain NUL characters"))
                 } else {

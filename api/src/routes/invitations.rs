@@ -33,18 +33,20 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptInvitation {
-    /// The token from the invitation link.
-    #[schema(required = true)]
+    /// The token from the invitation link (1 to 512 characters; surrounding whitespace is
+    /// ignored).
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 512)]
     pub token: Option<String>,
-    /// The password to log in with (12 to 128 characters).
-    #[schema(required = true)]
+    /// The password to log in with.
+    #[schema(required = true, nullable = false, value_type = Password)]
     pub password: Option<String>,
-    /// Display name (replaces the one given at invitation).
+    /// Display name (replaces the one given at invitation; blank keeps it).
+    #[schema(value_type = Option<DisplayName>)]
     pub name: Option<String>,
 }
 
-/// Longest token accepted (bytes; real ones are far shorter).
-const MAX_TOKEN: usize = 512;
+/// Longest token accepted (characters; real ones are far shorter).
+pub const MAX_TOKEN: usize = 512;
 
 /// A valid [`AcceptInvitation`].
 #[derive(Debug)]
@@ -61,11 +63,11 @@ impl Validate for AcceptInvitation {
         let mut errors = FieldErrors::new();
         let token = errors.check(
             "token",
-            required(self.token).and_then(|t| match t.trim() {
-                t if t.is_empty() || t.len() > MAX_TOKEN => {
-                    Err(Invalid::new("must be the token from the invitation link"))
-                }
-                t => Ok(t.to_owned()),
+            // bounded as sent (the document's lengths); a blank token is looked up like any
+            // other, and found nowhere
+            required(self.token).and_then(|t| match t.chars().count() {
+                1..=MAX_TOKEN => Ok(t.trim().to_owned()),
+                _ => Err(Invalid::new("must be the token from the invitation link")),
             }),
         );
         let password = errors.check(

@@ -153,29 +153,44 @@ async fn cancel_job(
 }
 
 /// Options of a fleet ping; all optional (`{}` is a plain ping).
+// The ranges are in the OpenAPI document; `validate` holds the API to them (the `openapi`
+// tests check that the two agree).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PingRequest {
     /// Hold a worker slot this long (0..=60000 ms).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 60000)]
     pub sleep_ms: u64,
     /// Fail attempts 1..=N with a retryable error (0..=100), to watch retries and backoff.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     pub fail_attempts: u32,
     /// Fail with a permanent error: the job goes dead at once.
     #[serde(default)]
     pub fail_permanently: bool,
-    /// Run no earlier than this time (RFC 3339 with a time zone).
+    /// Run no earlier than this time (RFC 3339 with a time zone), at most `JOB_MAX_DELAY_SECS`
+    /// (90 days by default) ahead; a time past is now.
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub run_at: Option<String>,
     /// Priority within the queue, -1000..=1000 (higher first).
     #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: i64,
     /// Attempts before the job goes dead (1..=100; default the queue's).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// A second ping with the same key (within a day) returns the first job.
+    #[schema(value_type = Option<IdempotencyKey>)]
     pub idempotency_key: Option<String>,
 }
+
+/// Most attempts a ping may fail on purpose (`failAttempts`).
+pub const MAX_FAIL_ATTEMPTS: u32 = 100;
+/// Most attempts a ping may be given (`maxAttempts`).
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Highest priority (and, negated, the lowest).
+pub const MAX_PRIORITY: i64 = 1000;
 
 /// A valid [`PingRequest`].
 #[derive(Debug)]
@@ -195,15 +210,23 @@ impl Validate for PingRequest {
     fn validate(self) -> Result<PingOptions, FieldErrors> {
         let mut errors = FieldErrors::new();
         let sleep_ms = errors.check("sleepMs", within(self.sleep_ms, 0..=MAX_SLEEP_MS));
-        let fail_attempts = errors.check("failAttempts", within(self.fail_attempts, 0..=100));
+        let fail_attempts = errors.check(
+            "failAttempts",
+            within(self.fail_attempts, 0..=MAX_FAIL_ATTEMPTS),
+        );
         let run_at = errors.check(
             "runAt",
             self.run_at.as_deref().map(parse_instant).transpose(),
         );
-        let priority = errors.check("priority", within(self.priority, -1000..=1000));
+        let priority = errors.check(
+            "priority",
+            within(self.priority, -MAX_PRIORITY..=MAX_PRIORITY),
+        );
         let max_attempts = errors.check(
             "maxAttempts",
-            self.max_attempts.map(|m| within(m, 1..=100)).transpose(),
+            self.max_attempts
+                .map(|m| within(m, 1..=MAX_ATTEMPTS))
+                .transpose(),
         );
         let idempotency_key = errors.check(
             "idempotencyKey",

@@ -5,7 +5,13 @@
 
 use axum::extract::State;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, Schema, Type},
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use shared::queue::{JobRecord, JobState, QueueCounts};
@@ -42,20 +48,37 @@ async fn list_queues(
     Ok(ApiJson(Data::new(out)))
 }
 
-/// `?state=&page=&perPage=`.
+/// `?state=&page=&perPage=` (the page as in [`PageParams`]).
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// The state to list (not `pending`: those are still in Postgres).
+    #[param(value_type = QueueState, inline)]
     pub state: JobState,
     /// Page number, from 1.
     #[serde(default = "one")]
+    #[param(value_type = u64, minimum = 1, maximum = 4294967295u64, default = 1)]
     pub page: u32,
     /// Items per page, 1 to 100.
     #[serde(default = "twenty")]
+    #[param(minimum = 1, maximum = 100, default = 20)]
     pub per_page: u32,
 }
+
+/// The OpenAPI schema of the states a queue lists: every [`JobState`] but `pending`.
+pub struct QueueState;
+
+impl PartialSchema for QueueState {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(JobState::REDIS.iter().map(|(s, _)| s.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for QueueState {}
 
 fn one() -> u32 {
     1

@@ -1,10 +1,14 @@
 //! The OpenAPI document and the served routes are the same set: a documented route that is not
 //! served fails one test, a served route that is not documented (registered outside utoipa-axum's
-//! `routes!`) fails another.
+//! `routes!`) fails another. The document states the limits the API enforces (ranges, lengths,
+//! patterns, required fields, filters that may be empty), from the same constants as the checks,
+//! so a limit cannot silently drop out of it; `.ci/schemathesis.sh` then holds the running API to
+//! the document.
 
 use std::path::{Path, PathBuf};
 
 use reqwest::{StatusCode, header};
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, content_type, json_with_status, operations, send, served_spec};
 
@@ -256,4 +260,263 @@ async fn every_status_a_route_answers_is_documented() {
         "statuses the API answers but its OpenAPI document does not list:\n{}",
         undocumented.join("\n")
     );
+}
+
+/// The schema `v` names: itself, the component its `$ref` points at, or for a nullable
+/// `oneOf: [null, X]` the schema X.
+fn resolve<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    if let Some(name) = v["$ref"].as_str() {
+        let name = name
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("a component reference: {name}"));
+        return resolve(spec, &spec["components"]["schemas"][name]);
+    }
+    if let Some(items) = v["oneOf"].as_array()
+        && items.len() == 2
+        && let Some(other) = items.iter().find(|s| s["type"] != "null")
+        && items.iter().any(|s| s["type"] == "null")
+    {
+        return resolve(spec, other);
+    }
+    v
+}
+
+/// Whether a schema lets JSON `null` through.
+fn allows_null(v: &Value) -> bool {
+    v["type"] == "null"
+        || v["type"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "null"))
+        || v["oneOf"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(allows_null))
+}
+
+/// The request body schema of a component, by name.
+fn body<'a>(spec: &'a Value, name: &str) -> &'a Value {
+    let schema = &spec["components"]["schemas"][name];
+    assert!(schema.is_object(), "the document has schema {name}");
+    schema
+}
+
+/// A property of a body schema, resolved.
+fn property<'a>(spec: &'a Value, schema: &'a Value, name: &str) -> &'a Value {
+    let p = &schema["properties"][name];
+    assert!(p.is_object(), "property {name} of {schema}");
+    resolve(spec, p)
+}
+
+/// A query parameter of an operation, resolved.
+fn query_param<'a>(spec: &'a Value, path: &str, name: &str) -> &'a Value {
+    let params = spec["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path} has parameters"));
+    let p = params
+        .iter()
+        .find(|p| p["name"] == name && p["in"] == "query")
+        .unwrap_or_else(|| panic!("GET {path} has query parameter {name}"));
+    resolve(spec, &p["schema"])
+}
+
+fn number(v: &Value, key: &str) -> i128 {
+    v[key]
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| v[key].as_u64().map(i128::from))
+        .unwrap_or_else(|| panic!("{key} of {v}"))
+}
+
+/// `(minimum, maximum)` of an integer schema.
+fn range(v: &Value) -> (i128, i128) {
+    (number(v, "minimum"), number(v, "maximum"))
+}
+
+/// `(minLength, maxLength)` of a string schema (a missing minLength is 0).
+fn lengths(v: &Value) -> (i128, i128) {
+    let min = if v["minLength"].is_null() {
+        0
+    } else {
+        number(v, "minLength")
+    };
+    (min, number(v, "maxLength"))
+}
+
+/// Whether a query filter's schema takes the empty string (no filter) beside its values.
+fn takes_empty(v: &Value) -> bool {
+    let empty = |s: &Value| s["enum"].as_array().is_some_and(|e| e.contains(&json!("")));
+    empty(v)
+        || v["oneOf"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(empty))
+}
+
+#[test]
+fn the_document_states_the_limits_the_api_enforces() {
+    use comet_api::routes::{auth, invitations, jobs, users};
+    use shared::domain::{
+        MAX_EMAIL, MAX_IDEMPOTENCY_KEY, MAX_NAME, MAX_PASSWORD, MAX_SEARCH, MIN_PASSWORD,
+        NO_NUL_PATTERN, PRINTABLE_PATTERN,
+    };
+    let spec = serde_json::to_value(comet_api::openapi()).expect("serialisable");
+    let max = |n: usize| i128::try_from(n).expect("small");
+
+    let ping = body(&spec, "PingRequest");
+    let sleep = property(&spec, ping, "sleepMs");
+    assert_eq!(range(sleep), (0, i128::from(shared::jobs::MAX_SLEEP_MS)));
+    let fail = property(&spec, ping, "failAttempts");
+    assert_eq!(range(fail), (0, i128::from(jobs::MAX_FAIL_ATTEMPTS)));
+    let priority = property(&spec, ping, "priority");
+    let p = i128::from(jobs::MAX_PRIORITY);
+    assert_eq!(range(priority), (-p, p));
+    let attempts = property(&spec, ping, "maxAttempts");
+    assert_eq!(range(attempts), (1, i128::from(jobs::MAX_ATTEMPTS)));
+    let key = property(&spec, ping, "idempotencyKey");
+    assert_eq!(lengths(key), (1, max(MAX_IDEMPOTENCY_KEY)));
+    assert_eq!(key["pattern"], PRINTABLE_PATTERN);
+    assert_eq!(property(&spec, ping, "runAt")["format"], "date-time");
+
+    let invite = body(&spec, "InviteRequest");
+    let email = property(&spec, invite, "email");
+    assert_eq!(
+        (email["format"].as_str(), number(email, "maxLength")),
+        (Some("email"), max(MAX_EMAIL))
+    );
+    let roles = property(&spec, invite, "roleIds");
+    assert_eq!(
+        (number(roles, "minItems"), number(roles, "maxItems")),
+        (1, max(users::invite::MAX_ROLES))
+    );
+    let name = property(&spec, invite, "name");
+    assert_eq!(lengths(name), (0, max(MAX_NAME)));
+    assert_eq!(name["pattern"], PRINTABLE_PATTERN);
+
+    let login = body(&spec, "LoginRequest");
+    let email = property(&spec, login, "email");
+    assert_eq!(
+        lengths(email),
+        (1, max(MAX_EMAIL)),
+        "a login email is not empty"
+    );
+    assert_eq!(email["pattern"], PRINTABLE_PATTERN);
+    let password = property(&spec, login, "password");
+    assert_eq!(lengths(password), (1, max(auth::MAX_LOGIN_PASSWORD)));
+    assert_eq!(password["pattern"], NO_NUL_PATTERN);
+
+    let accept = body(&spec, "AcceptInvitation");
+    let token = property(&spec, accept, "token");
+    assert_eq!(lengths(token), (1, max(invitations::MAX_TOKEN)));
+    let password = property(&spec, accept, "password");
+    assert_eq!(lengths(password), (max(MIN_PASSWORD), max(MAX_PASSWORD)));
+    assert_eq!(password["pattern"], NO_NUL_PATTERN);
+
+    for path in [
+        "/api/v1/users",
+        "/api/v1/audit-logs",
+        "/api/v1/queues/{queue}/jobs",
+    ] {
+        assert_eq!(
+            range(query_param(&spec, path, "page")),
+            (1, i128::from(u32::MAX)),
+            "{path}"
+        );
+        let per_page = query_param(&spec, path, "perPage");
+        let most = i128::from(comet_api::envelope::MAX_PER_PAGE);
+        assert_eq!(range(per_page), (1, most), "{path}");
+    }
+    for (path, name) in [
+        ("/api/v1/users", "search"),
+        ("/api/v1/users/export", "search"),
+        ("/api/v1/audit-logs", "action"),
+        ("/api/v1/audit-logs", "target"),
+    ] {
+        let term = query_param(&spec, path, name);
+        assert_eq!(lengths(term), (0, max(MAX_SEARCH)), "{path} {name}");
+        assert_eq!(term["pattern"], PRINTABLE_PATTERN, "{path} {name}");
+    }
+}
+
+#[test]
+fn the_document_says_which_values_are_required_and_which_filters_may_be_empty() {
+    let spec = serde_json::to_value(comet_api::openapi()).expect("serialisable");
+
+    // a required field the API refuses as `null` is not nullable in the document
+    for name in [
+        "InviteRequest",
+        "LoginRequest",
+        "AcceptInvitation",
+        "RoleRequest",
+    ] {
+        let schema = body(&spec, name);
+        let required = schema["required"].as_array().expect("required fields");
+        assert!(!required.is_empty(), "{name}");
+        for field in required {
+            let field = field.as_str().expect("a name");
+            let p = &schema["properties"][field];
+            assert!(
+                !allows_null(p),
+                "{name}.{field} is required and not nullable: {p}"
+            );
+        }
+    }
+
+    // an empty filter is no filter, and the document says so
+    for (path, name) in [
+        ("/api/v1/users", "status"),
+        ("/api/v1/users", "role"),
+        ("/api/v1/users/export", "role"),
+        ("/api/v1/audit-logs", "actor"),
+        ("/api/v1/audit-logs", "from"),
+        ("/api/v1/audit-logs", "to"),
+        ("/api/v1/audit-logs/export", "to"),
+    ] {
+        let filter = query_param(&spec, path, name);
+        assert!(takes_empty(filter), "{path} {name}: {filter}");
+    }
+    let status = query_param(&spec, "/api/v1/users", "status");
+    for word in ["INVITED", "ACTIVE", "DEACTIVATED", "active"] {
+        assert!(
+            status["enum"]
+                .as_array()
+                .is_some_and(|e| e.contains(&json!(word))),
+            "{word}"
+        );
+    }
+
+    // a queue lists every state but `pending`, which is still in Postgres
+    let state = query_param(&spec, "/api/v1/queues/{queue}/jobs", "state");
+    let states = state["enum"].as_array().expect("an enum of states");
+    assert!(!states.contains(&json!("pending")));
+    assert_eq!(states.len(), shared::queue::JobState::REDIS.len());
+}
+
+#[test]
+fn the_documented_patterns_let_through_exactly_what_the_api_accepts() {
+    use shared::domain::{DisplayName, NO_NUL_PATTERN, PRINTABLE_PATTERN, Password, SearchTerm};
+    let printable = regex::Regex::new(PRINTABLE_PATTERN).expect("a regular expression");
+    let no_nul = regex::Regex::new(NO_NUL_PATTERN).expect("a regular expression");
+
+    // every character (surrogates are not characters), inside a value that is otherwise valid
+    for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+        let short = format!("a{c}b");
+        let documented = printable.is_match(&short);
+        assert_eq!(
+            SearchTerm::parse_optional(Some(&short)).is_ok(),
+            documented,
+            "U+{:04X} in a search term",
+            c as u32
+        );
+        assert_eq!(
+            DisplayName::parse_optional(Some(&short)).is_ok(),
+            documented,
+            "U+{:04X} in a name",
+            c as u32
+        );
+        let password = format!("password-{c}-long");
+        assert_eq!(
+            Password::parse(password.clone()).is_ok(),
+            no_nul.is_match(&password),
+            "U+{:04X} in a password",
+            c as u32
+        );
+    }
 }

@@ -1,6 +1,14 @@
 //! [`EmailAddress`]: a user's address, as stored (lower-cased, at most 254 characters).
 
-use super::Invalid;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{KnownFormat, Schema, SchemaFormat},
+    },
+};
+
+use super::{Invalid, string_schema};
 
 /// A syntactically valid email address, trimmed and lower-cased; no display name, no domain
 /// literal, and a top-level domain is required (`ada@localhost` is refused). Look-alikes are
@@ -10,20 +18,22 @@ use super::Invalid;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EmailAddress(String);
 
-/// Longest address accepted (RFC 5321's path limit, minus the angle brackets).
+/// Longest address accepted (RFC 5321's path limit, minus the angle brackets), in characters
+/// as sent.
 pub const MAX_EMAIL: usize = 254;
 
 impl EmailAddress {
     /// Parses an address as a user typed it.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let email = raw.trim().to_lowercase();
-        if email.is_empty() {
-            return Err(Invalid::new("is required"));
-        }
-        if email.len() > MAX_EMAIL {
+        // the limit holds for the address as sent, as the OpenAPI document says
+        if raw.chars().count() > MAX_EMAIL {
             return Err(Invalid::new(format!(
                 "must be at most {MAX_EMAIL} characters"
             )));
+        }
+        let email = raw.trim().to_lowercase();
+        if email.is_empty() {
+            return Err(Invalid::new("is required"));
         }
         let options = email_address::Options::default()
             .without_display_text()
@@ -56,6 +66,21 @@ impl EmailAddress {
         self.0
     }
 }
+
+impl PartialSchema for EmailAddress {
+    fn schema() -> RefOr<Schema> {
+        string_schema(format!(
+            "An email address of at most {MAX_EMAIL} characters, with a top-level domain and no \
+             display name or domain literal; case does not matter (stored lower-cased). A local \
+             part or domain label mixing letters of several scripts is refused."
+        ))
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+        .max_length(Some(MAX_EMAIL))
+        .into()
+    }
+}
+
+impl ToSchema for EmailAddress {}
 
 /// The script of a letter, coarsely: enough to tell look-alikes apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! [`FieldErrors`]: it names the field (through `serde_path_to_error`), says what was expected
 //! in JSON's words ("a whole number", "an object"), never in Rust's ("u64", "struct
 //! PingRequest with 7 elements"), and reports every field of the wrong type, not only the
-//! first.
+//! first. A number with no fractional part (`82.0`) is read as the integer it is, as JSON Schema
+//! counts it an `integer`: the OpenAPI document calls it valid, so the API takes it.
 
 use std::{collections::HashSet, fmt};
 
@@ -136,6 +137,7 @@ pub fn read_json_object<T: DeserializeOwned>(value: Value) -> (Option<T>, FieldE
         return (None, FieldErrors::one(WHOLE_BODY, message));
     }
     let mut value = value;
+    integral_numbers_as_integers(&mut value);
     let mut errors = FieldErrors::new();
     let mut dropped = HashSet::new();
     loop {
@@ -159,6 +161,26 @@ pub fn read_json_object<T: DeserializeOwned>(value: Value) -> (Option<T>, FieldE
             }
             None => return (None, errors),
         }
+    }
+}
+
+/// Rewrites every number with no fractional part (`82.0`, `1e2`) as an integer, where one can
+/// hold it: JSON Schema counts such numbers as integers, and serde's integer types refuse them.
+/// Numbers with a fraction, or too large for 64 bits, are left for serde to refuse.
+fn integral_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // 2^64 and -2^63 are exact in f64; an integral value within them converts exactly
+            if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *value = Value::from(f as u64);
+            } else if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -395,6 +417,28 @@ mod tests {
         errors.extend_new(FieldErrors::one("name", "is too short"));
         let fields: Vec<_> = errors.as_slice().iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["count", "name"], "count is named once");
+    }
+
+    #[test]
+    fn numbers_without_a_fraction_are_integers_as_json_schema_says() {
+        let s: Sample = from_json_object(json!({"name": "a", "count": 82.0})).unwrap();
+        assert_eq!(s.count, 82);
+        let s: Sample = from_json_object(json!({"name": "a", "count": 1e2})).unwrap();
+        assert_eq!(s.count, 100);
+        assert_eq!(
+            refused(json!({"name": "a", "count": 82.5})),
+            [(
+                "count".to_owned(),
+                "must be a whole number, not a number".to_owned()
+            )]
+        );
+        assert_eq!(
+            refused(json!({"name": "a", "count": -1.0})),
+            [(
+                "count".to_owned(),
+                "must be a whole number from 0 to 4294967295".to_owned()
+            )]
+        );
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! caller prefixes with the field's name. [`FieldErrors`] collects them, so one answer names
 //! every invalid field. The coming rule conditions, bucket amounts and import rows live here
 //! too.
+//!
+//! Each value the API accepts also says what it accepts in the OpenAPI document: its
+//! `ToSchema` is built from the same constants as its `parse` (lengths in characters, as JSON
+//! Schema counts them, measured on the value as sent, before any trimming), so the document and
+//! the check cannot drift apart.
 
 mod email;
 mod fields;
@@ -14,11 +19,11 @@ mod password;
 mod text;
 mod time;
 
-pub use email::{EmailAddress, domain_of};
+pub use email::{EmailAddress, MAX_EMAIL, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
-pub use name::DisplayName;
-pub use password::Password;
-pub use text::{IdempotencyKey, SearchTerm};
+pub use name::{DisplayName, MAX_NAME};
+pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password};
+pub use text::{IdempotencyKey, MAX_IDEMPOTENCY_KEY, MAX_SEARCH, SearchTerm};
 pub use time::parse_instant;
 
 use std::{borrow::Cow, fmt, ops::RangeInclusive};
@@ -63,9 +68,39 @@ pub fn within<T: PartialOrd + fmt::Display>(
     }
 }
 
+/// A UUID in its hyphenated form (`8-4-4-4-12` hex digits, either case), the one JSON Schema's
+/// `uuid` format names; the other forms `Uuid::parse_str` would take (bare hex, braces, URN)
+/// are refused, so the API accepts what its document says and nothing else.
+pub fn parse_uuid(raw: &str) -> Result<uuid::Uuid, Invalid> {
+    let hyphenated = raw.len() == 36
+        && raw.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    hyphenated
+        .then(|| uuid::Uuid::parse_str(raw).ok())
+        .flatten()
+        .ok_or_else(|| Invalid::new("must be a UUID (8-4-4-4-12 hex digits)"))
+}
+
 /// A required value: absent (or JSON `null`) is refused.
 pub fn required<T>(value: Option<T>) -> Result<T, Invalid> {
     value.ok_or_else(|| Invalid::new("is required"))
+}
+
+/// JSON Schema `pattern` of a string without control characters (Unicode category Cc, what
+/// `char::is_control` finds): what [`no_control_characters`] lets through.
+pub const PRINTABLE_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// JSON Schema `pattern` of a string without NUL characters.
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+
+/// A string schema for the OpenAPI document (the `ToSchema` of the values here).
+fn string_schema(description: String) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
 }
 
 /// Refuses control characters (NUL among them: Postgres cannot store it in text).
@@ -87,6 +122,23 @@ fn at_most(s: &str, max: usize) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuids_are_read_in_their_hyphenated_form_only() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(parse_uuid(&id.to_string()), Ok(id));
+        assert_eq!(parse_uuid(&id.to_string().to_uppercase()), Ok(id));
+        for bad in [
+            id.simple().to_string(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+            format!(" {id}"),
+            String::new(),
+            "e3e70682-c209-1cac-a29f-6fbed82c07cg".into(),
+        ] {
+            assert!(parse_uuid(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn within_accepts_the_bounds_and_names_them_when_refusing() {

@@ -1,32 +1,39 @@
 //! [`DisplayName`]: how a user is shown.
 
-use super::{Invalid, at_most, no_control_characters};
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{RefOr, schema::Schema},
+};
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+use super::{Invalid, PRINTABLE_PATTERN, at_most, no_control_characters, string_schema};
+
+/// A display name: at most 100 characters as sent, no control characters, trimmed; blank is
+/// refused (or means none, for an optional name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
-/// Longest display name accepted (characters).
+/// Longest display name accepted (characters, as sent).
 pub const MAX_NAME: usize = 100;
 
 impl DisplayName {
     /// Parses a name; blank is refused.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(Invalid::new("must not be blank"));
+        match Self::parse_optional(Some(raw))? {
+            Some(name) => Ok(name),
+            None => Err(Invalid::new("must not be blank")),
         }
-        at_most(name, MAX_NAME)?;
-        no_control_characters(name)?;
-        Ok(Self(name.to_owned()))
     }
 
     /// Parses an optional name: absent or blank is none.
     pub fn parse_optional(raw: Option<&str>) -> Result<Option<Self>, Invalid> {
-        match raw.map(str::trim).filter(|n| !n.is_empty()) {
-            None => Ok(None),
-            Some(name) => Self::parse(name).map(Some),
-        }
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        // the limits hold for the value as sent, as the OpenAPI document says
+        at_most(raw, MAX_NAME)?;
+        no_control_characters(raw)?;
+        let name = raw.trim();
+        Ok((!name.is_empty()).then(|| Self(name.to_owned())))
     }
 }
 
@@ -35,6 +42,20 @@ impl AsRef<str> for DisplayName {
         &self.0
     }
 }
+
+impl PartialSchema for DisplayName {
+    fn schema() -> RefOr<Schema> {
+        string_schema(format!(
+            "A display name: at most {MAX_NAME} characters, no control characters; surrounding \
+             whitespace is trimmed, and a blank name is none."
+        ))
+        .max_length(Some(MAX_NAME))
+        .pattern(Some(PRINTABLE_PATTERN))
+        .into()
+    }
+}
+
+impl ToSchema for DisplayName {}
 
 #[cfg(test)]
 mod tests {
@@ -47,6 +68,7 @@ mod tests {
             Some(DisplayName("Ada".into()))
         );
         assert_eq!(DisplayName::parse_optional(Some("   ")).unwrap(), None);
+        assert_eq!(DisplayName::parse_optional(Some("")).unwrap(), None);
         assert_eq!(DisplayName::parse_optional(None).unwrap(), None);
         assert!(DisplayName::parse("  ").is_err());
         assert!(DisplayName::parse("a\u{7}b").is_err());
@@ -56,5 +78,14 @@ mod tests {
             DisplayName::parse(&"é".repeat(100)).is_ok(),
             "characters, not bytes"
         );
+    }
+
+    #[test]
+    fn the_length_limit_holds_for_the_name_as_sent() {
+        // 100 characters once trimmed, 102 as sent: the document says at most 100
+        let padded = format!(" {} ", "x".repeat(100));
+        assert!(DisplayName::parse_optional(Some(&padded)).is_err());
+        // a control character in the whitespace around a name is refused too
+        assert!(DisplayName::parse_optional(Some("Ada\n")).is_err());
     }
 }

@@ -1,6 +1,11 @@
 //! [`Password`]: a password a user chooses.
 
-use super::Invalid;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{RefOr, schema::Schema},
+};
+
+use super::{Invalid, NO_NUL_PATTERN, string_schema};
 
 /// A new password: 12 to 128 characters, no NUL. Never logged or serialized.
 #[derive(Clone)]
@@ -32,6 +37,20 @@ impl AsRef<str> for Password {
         &self.0
     }
 }
+
+impl PartialSchema for Password {
+    fn schema() -> RefOr<Schema> {
+        string_schema(format!(
+            "A new password: {MIN_PASSWORD} to {MAX_PASSWORD} characters, no NUL."
+        ))
+        .min_length(Some(MIN_PASSWORD))
+        .max_length(Some(MAX_PASSWORD))
+        .pattern(Some(NO_NUL_PATTERN))
+        .into()
+    }
+}
+
+impl ToSchema for Password {}
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -26,20 +26,21 @@ use crate::{
     rate_limit, request_id,
 };
 
-/// Most roles one invitation gives.
-const MAX_ROLES: usize = 50;
+/// Most role ids one invitation names (as sent, repeats counted).
+pub const MAX_ROLES: usize = 50;
 
 /// Who to invite.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InviteRequest {
-    /// The invitee's email (stored lower-cased; at most 254 characters).
-    #[schema(required = true)]
+    /// The invitee's email (stored lower-cased).
+    #[schema(required = true, nullable = false, value_type = EmailAddress)]
     pub email: Option<String>,
-    /// Display name (1 to 100 characters).
+    /// Display name (blank: none).
+    #[schema(value_type = Option<DisplayName>)]
     pub name: Option<String>,
-    /// The roles to give (1 to 50; roles of the caller's project).
-    #[schema(required = true)]
+    /// The roles to give: 1 to 50 ids (a repeated id counts), roles of the caller's project.
+    #[schema(required = true, nullable = false, min_items = 1, max_items = 50)]
     pub role_ids: Option<Vec<Uuid>>,
 }
 
@@ -65,13 +66,16 @@ impl Validate for InviteRequest {
         let role_ids = errors.check(
             "roleIds",
             required(self.role_ids).and_then(|mut ids| {
+                // counted as sent, as the document's maxItems counts them
+                if ids.is_empty() {
+                    return Err(Invalid::new("give at least one role"));
+                }
+                if ids.len() > MAX_ROLES {
+                    return Err(Invalid::new(format!("at most {MAX_ROLES} roles")));
+                }
                 ids.sort();
                 ids.dedup();
-                match ids.len() {
-                    0 => Err(Invalid::new("give at least one role")),
-                    n if n > MAX_ROLES => Err(Invalid::new(format!("at most {MAX_ROLES} roles"))),
-                    _ => Ok(ids),
-                }
+                Ok(ids)
             }),
         );
         match (email, name, role_ids) {

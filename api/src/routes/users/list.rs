@@ -11,7 +11,6 @@ use shared::{
     domain::{FieldErrors, Invalid, SearchTerm},
 };
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -19,44 +18,61 @@ use crate::{
     envelope::{ApiJson, PageParams, Pagination},
     error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
+    filters,
 };
 
-/// Filters of the user list and export.
+/// Filters of the user list and export (empty is no filter, see [`crate::filters`]).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct UserFilterParams {
-    /// Only users with this status: `INVITED`, `ACTIVE` or `DEACTIVATED`.
+    /// Only users with this status: `INVITED`, `ACTIVE` or `DEACTIVATED` (or in lower case).
+    #[param(value_type = Option<StatusFilter>, inline)]
     pub status: Option<String>,
     /// Only holders of this role (a role id).
-    #[param(value_type = Option<Uuid>)]
+    #[param(value_type = Option<filters::UuidOrEmpty>, inline)]
     pub role: Option<String>,
-    /// Substring of the email or name (case-insensitive; at most 200 characters).
+    /// Substring of the email or name (case-insensitive).
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub search: Option<String>,
 }
 
-fn non_blank(v: Option<&str>) -> Option<&str> {
-    v.map(str::trim).filter(|v| !v.is_empty())
+const STATUSES: [UserStatus; 3] = [
+    UserStatus::Invited,
+    UserStatus::Active,
+    UserStatus::Deactivated,
+];
+
+/// The OpenAPI schema of the `status` filter: each status in upper or lower case, or empty.
+pub struct StatusFilter;
+
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let words: Vec<String> = STATUSES
+            .iter()
+            .flat_map(|s| [s.as_str().to_owned(), s.as_str().to_ascii_lowercase()])
+            .collect();
+        filters::one_of_or_empty(words.iter().map(String::as_str))
+    }
 }
+
+impl ToSchema for StatusFilter {}
 
 impl UserFilterParams {
     fn parse(self) -> Result<UserFilter, FieldErrors> {
         let mut errors = FieldErrors::new();
         let status = errors.check(
             "status",
-            non_blank(self.status.as_deref())
+            filters::given(self.status.as_deref())
                 .map(|s| {
-                    UserStatus::parse(&s.to_uppercase())
+                    STATUSES
+                        .into_iter()
+                        .find(|st| s == st.as_str() || s == st.as_str().to_ascii_lowercase())
                         .ok_or_else(|| Invalid::new("must be INVITED, ACTIVE or DEACTIVATED"))
                 })
                 .transpose(),
         );
-        let role_id = errors.check(
-            "role",
-            non_blank(self.role.as_deref())
-                .map(|r| Uuid::parse_str(r).map_err(|_| Invalid::new("must be a role id (UUID)")))
-                .transpose(),
-        );
+        let role_id = errors.check("role", filters::uuid(self.role.as_deref(), "a role id"));
         let search = errors.check("search", SearchTerm::parse_optional(self.search.as_deref()));
         match (status, role_id, search) {
             (Some(status), Some(role_id), Some(search)) => Ok(UserFilter {
@@ -97,14 +113,15 @@ pub struct UserList {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct CursorParams {
-    /// The `meta.nextCursor` of the previous page (then `page` must be left out).
+    /// The `meta.nextCursor` of the previous page (then `page` must be left out); empty is no
+    /// cursor.
     pub after: Option<String>,
 }
 
 impl CursorParams {
     /// Where the page starts: at `page`'s offset, or right after the cursor.
     fn start(self, page: PageParams) -> Result<PageStart, FieldErrors> {
-        match non_blank(self.after.as_deref()) {
+        match filters::given(self.after.as_deref()) {
             None => Ok(PageStart::Offset(page.offset() as i64)),
             Some(_) if page.page != 1 => Err(FieldErrors::one(
                 "after",

@@ -30,7 +30,7 @@ use crate::{
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleRequest {
     /// The role (of the caller's project).
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub role_id: Option<Uuid>,
 }
 
