@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod clock;
 mod contract;
 mod envelope;
 mod flow;
