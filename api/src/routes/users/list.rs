@@ -10,7 +10,10 @@ use shared::{
     },
     domain::{FieldErrors, Invalid, SearchTerm},
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{RefOr, schema::Schema},
+};
 
 use crate::{
     AppState,
@@ -46,8 +49,8 @@ const STATUSES: [UserStatus; 3] = [
 /// The OpenAPI schema of the `status` filter: each status in upper or lower case, or empty.
 pub struct StatusFilter;
 
-impl utoipa::PartialSchema for StatusFilter {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+impl PartialSchema for StatusFilter {
+    fn schema() -> RefOr<Schema> {
         let words: Vec<String> = STATUSES
             .iter()
             .flat_map(|s| [s.as_str().to_owned(), s.as_str().to_ascii_lowercase()])
@@ -68,7 +71,11 @@ impl UserFilterParams {
                     STATUSES
                         .into_iter()
                         .find(|st| s == st.as_str() || s == st.as_str().to_ascii_lowercase())
-                        .ok_or_else(|| Invalid::new("must be INVITED, ACTIVE or DEACTIVATED"))
+                        .ok_or_else(|| {
+                            Invalid::new(
+                                "must be INVITED, ACTIVE or DEACTIVATED (or in lower case)",
+                            )
+                        })
                 })
                 .transpose(),
         );
