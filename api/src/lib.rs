@@ -8,7 +8,7 @@
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
 //!   validated before a handler runs (every invalid field named), UUID path ids.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
-//!   caller is), [`rate_limit`],
+//!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod passwords;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_id;
 pub mod revocation;

@@ -6,6 +6,12 @@
 //! when Redis cannot be asked, see [`crate::auth::RevocationCache`]), and a `revoke_sessions`
 //! job, enqueued in the same transaction, cleans the sessions up. If Redis cannot take the
 //! marker the caller's change is rolled back and it gets a 503.
+//!
+//! The job does not pass the project's enqueue quota ([`crate::quota`]): a revocation is a
+//! security action, and whoever filled the project's quota or enqueue rate (a leaked token with
+//! `jobs:write`, say) must not be able to stop the admins from locking that token out. Its job
+//! is still counted among the project's open jobs, and there is at most one per committed
+//! change of a user's status or roles (each audited).
 
 use chrono::Utc;
 use shared::jobs::{Job as _, RevokeSessions};

@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod permissions;
 mod queues;
+mod quota;
 mod sessions;
 mod users;
 mod validation;
