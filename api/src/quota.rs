@@ -97,11 +97,16 @@ async fn open_jobs(s: &AppState, project: Uuid, limit: u64) -> Result<u64> {
 /// The per-project gauges, in the Prometheus text format, read from Redis now:
 /// `comet_project_open_jobs{project}` for the [`METRIC_TOP_PROJECTS`] projects with the most
 /// open jobs (a project that drops out of the top is simply absent from the next scrape, so
-/// the series stay bounded), `comet_open_jobs` (every open job) and
+/// the series stay bounded; bounded work too, see `Queues::top_projects`), `comet_open_jobs`
+/// (every open job) and
 /// `comet_project_open_jobs_quota` (`JOB_MAX_OPEN_PER_PROJECT`, to alert on a project near it).
 pub async fn render_gauges(s: &AppState) -> Result<String> {
     let queues = shared::jobs::QUEUES;
-    let top = s.queues.top_projects(queues, METRIC_TOP_PROJECTS).await?;
+    let top = s
+        .queues
+        .top_projects(queues, METRIC_TOP_PROJECTS)
+        .await?
+        .projects;
     let total = s.queues.open_jobs_total(queues).await?;
     let mut out = String::new();
     // writing to a String cannot fail

@@ -128,6 +128,10 @@ pub struct BusiestProjects {
     /// The projects with the most open jobs, most first (ties by project id); jobs still in
     /// the Postgres outbox are not included.
     pub projects: Vec<ProjectOpenJobs>,
+    /// Null when `projects` is exactly the top. Otherwise the search stopped at its bound (very
+    /// many projects, their jobs spread over several queues): every project not listed has at
+    /// most this many open jobs.
+    pub others_at_most: Option<u64>,
 }
 
 /// The projects with the most open jobs (waiting, delayed, active, retrying) across every
@@ -150,11 +154,12 @@ async fn list_busiest_projects(
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }
     let queues = shared::jobs::QUEUES;
-    let projects = s.queues.top_projects(queues, q.limit as usize).await?;
+    let top = s.queues.top_projects(queues, q.limit as usize).await?;
     let total_open_jobs = s.queues.open_jobs_total(queues).await?;
     Ok(ApiJson(Data::new(BusiestProjects {
         total_open_jobs,
         max_open_per_project: s.settings.queue.max_open_per_project,
-        projects,
+        projects: top.projects,
+        others_at_most: top.others_at_most,
     })))
 }

@@ -3,7 +3,7 @@
 //! (`GET /api/v1/queues/projects`, the `comet_project_open_jobs` gauge).
 
 use reqwest::{Response, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use shared::{
     config::{RateLimit, Settings},
     jobs::{EnqueueOptions, Job as _, Ping},
@@ -217,6 +217,7 @@ async fn the_busiest_projects_are_listed_most_first_for_operators_only() {
     let data = &body["data"];
     assert_eq!(data["totalOpenJobs"], 10);
     assert_eq!(data["maxOpenPerProject"], 50);
+    assert_eq!(data["othersAtMost"], Value::Null, "the list is exact");
     let listed: Vec<(String, u64)> = data["projects"]
         .as_array()
         .expect("projects")

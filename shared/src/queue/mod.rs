@@ -29,7 +29,7 @@ mod projects;
 mod record;
 
 pub use policy::RetryPolicy;
-pub use projects::ProjectOpenJobs;
+pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

@@ -6,7 +6,7 @@
 //! project), so every script still touches one Redis Cluster slot; a project's total is the sum
 //! over the queues, read in one round trip.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +26,21 @@ pub struct ProjectOpenJobs {
     pub by_queue: BTreeMap<String, u64>,
 }
 
+/// How deep [`Queues::top_projects`] reads each queue's ranking at most.
+pub const TOP_DEPTH: usize = 1024;
+
+/// The projects with the most open jobs ([`Queues::top_projects`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopProjects {
+    /// Most open jobs first (ties by project id), each with its exact count.
+    pub projects: Vec<ProjectOpenJobs>,
+    /// `None` when the list is exactly the top. Otherwise the search stopped at its bound
+    /// (many projects whose jobs are spread over several queues): every project not listed
+    /// has at most this many open jobs, and one of them may have more than the last listed.
+    pub others_at_most: Option<u64>,
+}
+
 impl Queues {
     /// The key of queue `queue`'s open-jobs-per-project sorted set.
     fn open_key(&self, queue: &str) -> String {
@@ -35,109 +50,114 @@ impl Queues {
     /// `project`'s open jobs across `queues` (one round trip): what its quota is checked
     /// against. Exact as of the read: every script that opens or closes a job counts it.
     pub async fn open_jobs(&self, queues: &[&str], project: Uuid) -> Result<u64, QueueError> {
-        let counts = self.open_by_queue(queues, &[project]).await?;
-        Ok(counts.into_iter().next().map_or(0, |p| p.open_jobs))
-    }
-
-    /// Every queue's count of each of `projects` (one round trip), in the order given.
-    async fn open_by_queue(
-        &self,
-        queues: &[&str],
-        projects: &[Uuid],
-    ) -> Result<Vec<ProjectOpenJobs>, QueueError> {
-        if queues.is_empty() || projects.is_empty() {
-            return Ok(projects
-                .iter()
-                .map(|p| ProjectOpenJobs {
-                    project_id: *p,
-                    open_jobs: 0,
-                    by_queue: BTreeMap::new(),
-                })
-                .collect());
+        if queues.is_empty() {
+            return Ok(0);
         }
+        let member = project.to_string();
         let mut pipe = redis::pipe();
-        for p in projects {
-            let member = p.to_string();
-            for q in queues {
-                pipe.zscore(self.open_key(q), &member);
-            }
+        for q in queues {
+            pipe.zscore(self.open_key(q), &member);
         }
         let mut conn = self.conn.clone();
         let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
-        Ok(projects
-            .iter()
-            .zip(scores.chunks(queues.len()))
-            .map(|(p, row)| {
-                let by_queue: BTreeMap<String, u64> = queues
-                    .iter()
-                    .zip(row)
-                    .filter_map(|(q, s)| Some(((*q).to_owned(), count(*s)?)))
-                    .collect();
-                ProjectOpenJobs {
-                    project_id: *p,
-                    open_jobs: by_queue.values().sum(),
-                    by_queue,
-                }
-            })
-            .collect())
+        Ok(scores.into_iter().filter_map(count).sum())
     }
 
     /// The `n` projects with the most open jobs across `queues`, most first (ties by project
-    /// id), exactly.
+    /// id), each with its exact count.
     ///
-    /// Each queue ranks its own projects, and a project's total is the sum over the queues, so
-    /// the top of the sum is found with the threshold algorithm (Fagin): read the `depth` best
-    /// of every queue, sum each candidate exactly over every queue, and stop when the `n`-th
-    /// best candidate has at least what any project outside the candidates can have (the sum of
-    /// each queue's `depth`-th score); else double `depth`. With few queues it stops at the
-    /// first round unless the top projects of one queue are unlike those of another. A handful
-    /// of round trips, whatever the number of projects.
-    pub async fn top_projects(
-        &self,
-        queues: &[&str],
-        n: usize,
-    ) -> Result<Vec<ProjectOpenJobs>, QueueError> {
+    /// Each queue ranks its own projects and a project's total is the sum over the queues, so
+    /// the top of the sums is found with the threshold algorithm (Fagin): read each queue's
+    /// ranking down to `depth`, complete every project seen with its count in the other queues,
+    /// and stop once the `n`-th best total is at least what a project not seen can have (the
+    /// sum of each queue's score at `depth`); else read twice as deep. It usually stops at the
+    /// first round (when the projects with the most jobs in one queue are not spread thinly
+    /// over the others). The work is bounded: past [`TOP_DEPTH`] entries per queue it stops
+    /// with the best totals it has and says how many jobs an unlisted project has at most
+    /// ([`TopProjects::others_at_most`]), so a scrape costs the same with a million projects.
+    pub async fn top_projects(&self, queues: &[&str], n: usize) -> Result<TopProjects, QueueError> {
         if n == 0 || queues.is_empty() {
-            return Ok(Vec::new());
+            return Ok(TopProjects {
+                projects: Vec::new(),
+                others_at_most: None,
+            });
         }
-        let mut depth = n;
+        let mut seen: HashMap<Uuid, BTreeMap<String, u64>> = HashMap::new();
+        let mut exhausted = vec![false; queues.len()];
+        let (mut from, mut depth) = (0, n.min(TOP_DEPTH));
+        let mut conn = self.conn.clone();
         loop {
+            // sorted access: ranks from..depth of every queue still being read
             let mut pipe = redis::pipe();
             for q in queues {
-                pipe.zrevrange_withscores(self.open_key(q), 0, depth as isize - 1);
+                pipe.zrevrange_withscores(self.open_key(q), from as isize, depth as isize - 1);
             }
-            let mut conn = self.conn.clone();
-            let tops: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
-            let mut candidates = BTreeSet::new();
-            // the most a project outside the candidates can have
+            let slices: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
             let mut threshold = 0;
-            let mut exhausted = true;
-            for top in &tops {
-                if top.len() >= depth {
-                    exhausted = false;
-                    threshold += top.last().and_then(|(_, s)| count(Some(*s))).unwrap_or(0);
+            let mut new = Vec::new();
+            for (i, (q, slice)) in queues.iter().zip(&slices).enumerate() {
+                if exhausted[i] {
+                    continue;
                 }
-                for (member, _) in top {
-                    // a member that is not a UUID was not written by the scripts: left out
-                    if let Ok(id) = Uuid::parse_str(member) {
-                        candidates.insert(id);
+                exhausted[i] = slice.len() < depth - from;
+                for (member, score) in slice {
+                    // a member that is not a project id was not written by the scripts
+                    let (Ok(id), Some(n)) = (Uuid::parse_str(member), count(Some(*score))) else {
+                        continue;
+                    };
+                    let counts = seen.entry(id).or_insert_with(|| {
+                        new.push(id);
+                        BTreeMap::new()
+                    });
+                    counts.insert((*q).to_owned(), n);
+                }
+                if !exhausted[i] {
+                    threshold += slice.last().and_then(|(_, s)| count(Some(*s))).unwrap_or(0);
+                }
+            }
+            // random access: the other queues' counts of the projects seen for the first time
+            let mut pipe = redis::pipe();
+            let mut asked = Vec::new();
+            for id in &new {
+                for q in queues {
+                    if !seen[id].contains_key(*q) {
+                        pipe.zscore(self.open_key(q), id.to_string());
+                        asked.push((*id, *q));
                     }
                 }
             }
-            let candidates: Vec<Uuid> = candidates.into_iter().collect();
-            let mut ranked = self.open_by_queue(queues, &candidates).await?;
-            ranked.retain(|p| p.open_jobs > 0);
+            if !asked.is_empty() {
+                let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
+                for ((id, q), score) in asked.into_iter().zip(scores) {
+                    if let Some(n) = count(score) {
+                        seen.entry(id).or_default().insert(q.to_owned(), n);
+                    }
+                }
+            }
+            let mut ranked: Vec<ProjectOpenJobs> = seen
+                .iter()
+                .map(|(id, by_queue)| ProjectOpenJobs {
+                    project_id: *id,
+                    open_jobs: by_queue.values().sum(),
+                    by_queue: by_queue.clone(),
+                })
+                .collect();
             ranked.sort_by(|a, b| {
                 b.open_jobs
                     .cmp(&a.open_jobs)
                     .then(a.project_id.cmp(&b.project_id))
             });
-            let settled = ranked.len() >= n && ranked[n - 1].open_jobs >= threshold;
-            if exhausted || settled {
+            let all_read = exhausted.iter().all(|e| *e);
+            let settled = all_read || (ranked.len() >= n && ranked[n - 1].open_jobs >= threshold);
+            if settled || depth >= TOP_DEPTH {
                 ranked.truncate(n);
-                return Ok(ranked);
+                return Ok(TopProjects {
+                    projects: ranked,
+                    others_at_most: (!settled).then_some(threshold),
+                });
             }
-            depth *= 2;
+            from = depth;
+            depth = (depth * 2).min(TOP_DEPTH);
         }
     }
 
@@ -243,6 +263,8 @@ mod tests {
         f.push("a", p[3], 1).await;
 
         let top = f.queues.top_projects(&["a", "b"], 1).await.expect("top");
+        assert_eq!(top.others_at_most, None, "exact");
+        let top = top.projects;
         assert_eq!(top.len(), 1);
         assert_eq!(top[0].project_id, p[2]);
         assert_eq!(top[0].open_jobs, 18);
@@ -252,7 +274,11 @@ mod tests {
         );
 
         let all = f.queues.top_projects(&["a", "b"], 10).await.expect("top");
-        let order: Vec<(Uuid, u64)> = all.iter().map(|p| (p.project_id, p.open_jobs)).collect();
+        let order: Vec<(Uuid, u64)> = all
+            .projects
+            .iter()
+            .map(|p| (p.project_id, p.open_jobs))
+            .collect();
         assert_eq!(
             order,
             [(p[2], 18), (p[0], 10), (p[1], 10), (p[3], 1)],
@@ -290,7 +316,44 @@ mod tests {
         want.truncate(10);
 
         let top = f.queues.top_projects(&queues, 10).await.expect("top");
-        let got: Vec<(Uuid, u64)> = top.iter().map(|p| (p.project_id, p.open_jobs)).collect();
+        assert_eq!(top.others_at_most, None, "exact");
+        let got: Vec<(Uuid, u64)> = top
+            .projects
+            .iter()
+            .map(|p| (p.project_id, p.open_jobs))
+            .collect();
         assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn past_its_depth_the_top_says_how_many_jobs_an_unlisted_project_has_at_most() {
+        let f = Fixture::new();
+        let queues = ["a", "b", "c"];
+        // 1,100 projects in each queue, none in two: the totals are no larger than one
+        // queue's counts, so the threshold stays above them down to any depth
+        let mut conn = f.queues.connection();
+        let mut all: Vec<(Uuid, u64)> = Vec::new();
+        for q in queues {
+            let mut pipe = redis::pipe();
+            for i in 0..1100u64 {
+                let p = Uuid::new_v4();
+                pipe.zadd(f.queues.open_key(q), p.to_string(), 1000 + i)
+                    .ignore();
+                all.push((p, 1000 + i));
+            }
+            let _: () = pipe.query_async(&mut conn).await.expect("zadd");
+        }
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(10);
+
+        let top = f.queues.top_projects(&queues, 10).await.expect("top");
+        let got: Vec<(Uuid, u64)> = top
+            .projects
+            .iter()
+            .map(|p| (p.project_id, p.open_jobs))
+            .collect();
+        assert_eq!(got, all, "the best totals it read, each exact");
+        // each queue read down to rank 1024, whose count is 1000 + 1100 - 1024
+        assert_eq!(top.others_at_most, Some(3 * (1000 + 1100 - 1024)));
     }
 }
