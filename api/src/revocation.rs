@@ -5,7 +5,8 @@
 //! (every API process reads it on every request), this process remembers it too (the fallback
 //! when Redis cannot be asked, see [`crate::auth::RevocationCache`]), and a `revoke_sessions`
 //! job, enqueued in the same transaction, cleans the sessions up. If Redis cannot take the
-//! marker the caller's change is rolled back and it gets a 503.
+//! marker the caller's change is rolled back and it gets a 503. The marker's time and tokens'
+//! issue times both come from Redis `TIME`, so API hosts with skewed clocks agree on them.
 //!
 //! The job does not pass the project's enqueue quota ([`crate::quota`]): a revocation is a
 //! security action, and whoever filled the project's quota or enqueue rate (a leaked token with
@@ -13,7 +14,6 @@
 //! is still counted among the project's open jobs, and there is at most one per committed
 //! change of a user's status or roles (each audited).
 
-use chrono::Utc;
 use shared::jobs::{Job as _, RevokeSessions};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -34,7 +34,8 @@ pub async fn revoke_sessions(
     actor_id: Option<Uuid>,
     reason: &str,
 ) -> Result<Uuid> {
-    let now_ms = Utc::now().timestamp_millis();
+    // the shared clock, as tokens' issue times (see `Sessions::now_ms`)
+    let now_ms = s.sessions.now_ms().await.map_err(ApiError::session_store)?;
     let job_id = RevokeSessions {
         project_id,
         user_id,

@@ -10,6 +10,7 @@
 mod audit;
 mod jobs;
 mod openapi;
+mod process;
 mod users;
 
 use std::{collections::HashSet, time::Duration};
@@ -22,6 +23,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
 pub use openapi::{operations, served_spec};
+pub use process::ApiProcess;
 pub use users::PASSWORD;
 
 /// Every permission the API knows.
