@@ -59,6 +59,10 @@ permissions! {
     AuditRead => "audit:read", "Read and export the audit log", ["admin"];
     JobsRead => "jobs:read", "See the status of jobs", ["admin", "member"];
     JobsWrite => "jobs:write", "Enqueue, retry and cancel jobs", ["admin"];
+    EventsWrite => "events:write", "Send events", ["admin"];
+    EventsRead => "events:read", "See events and what they matched", ["admin", "member"];
+    RuleRead => "rule:read", "See alert rules", ["admin", "member"];
+    RuleWrite => "rule:write", "Create, change and delete alert rules", ["admin"];
     QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", [];
 }
 
@@ -100,6 +104,9 @@ mod tests {
         }
         assert!(of_default_role("admin").contains(&"user:create"));
         assert!(!of_default_role("admin").contains(&"queues:read"));
-        assert_eq!(of_default_role("member"), ["user:read", "jobs:read"]);
+        assert_eq!(
+            of_default_role("member"),
+            ["user:read", "jobs:read", "events:read", "rule:read"]
+        );
     }
 }

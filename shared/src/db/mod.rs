@@ -12,10 +12,13 @@
 //! that a compile error would save real time; the switch is per query.
 
 pub mod audit;
+pub mod events;
+pub mod notifications;
 pub mod invitations;
 pub mod outbox;
 pub mod projects;
 pub mod roles;
+pub mod rules;
 pub mod users;
 
 use std::time::Duration;
