@@ -8,7 +8,7 @@
 //!
 //! Who calls [`admit`]: `POST /api/v1/jobs/ping`, `/jobs/{id}/retry` (a retried dead job is open
 //! again), `/users/invite` and `/users/{id}/resend-invitation`; every later route that enqueues
-//! (events, imports) must too. Not [`crate::revocation::revoke_sessions`]: revoking a user's
+//! (events, imports) must too, with [`admit_jobs`] when one request enqueues many. Not [`crate::revocation::revoke_sessions`]: revoking a user's
 //! tokens (deactivation, role changes) is a security action, and whoever filled a project's
 //! quota (a leaked token with `jobs:write`) must not be able to stop the admins from locking
 //! that very token out. Its jobs are still counted as open.
@@ -46,20 +46,30 @@ const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_millis(500);
 /// (429 `rate_limited` past it). 503 when Redis does not answer. Call it before enqueuing (and
 /// before the transaction that enqueues, for the outbox).
 pub async fn admit(s: &AppState, project: Uuid) -> Result<()> {
+    admit_jobs(s, project, 1).await
+}
+
+/// [`admit`] for a request that enqueues `jobs` jobs at once (a batch of events, an import):
+/// refused unless all of them fit under the quota, and all counted against the enqueue rate.
+/// A batch larger than the rate's count per window never passes: such a route bounds its batch
+/// size below `RATE_LIMIT_ENQUEUE_PER_PROJECT`'s count, or enqueues one job that fans out.
+pub async fn admit_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<()> {
+    let jobs = jobs.max(1);
     let limit = s.settings.queue.max_open_per_project;
     let open = open_jobs(s, project, limit).await?;
-    if open >= limit {
-        tracing::info!(%project, open, limit, "enqueue refused: project at its open-jobs quota");
+    if open.saturating_add(jobs) > limit {
+        tracing::info!(%project, open, jobs, limit, "enqueue refused: project at its open-jobs quota");
         return Err(ApiError::QuotaExceeded {
             limit,
             retry_after: QUOTA_RETRY_AFTER_SECS,
         });
     }
-    rate_limit::check(
+    rate_limit::check_n(
         s,
         "enqueue-project",
         &project.to_string(),
         &s.settings.queue.enqueue_per_project,
+        jobs,
     )
     .await
 }

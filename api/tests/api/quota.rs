@@ -346,3 +346,38 @@ async fn every_route_that_enqueues_documents_its_429_with_retry_after() {
         assert!(text.contains("quota_exceeded"), "{method} {path}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_is_admitted_only_if_all_its_jobs_fit_under_the_quota_and_the_rate() {
+    use comet_api::{error::ApiError, quota::admit_jobs};
+    let app = TestApp::spawn_with(|s| {
+        s.queue.max_open_per_project = 5;
+        s.queue.enqueue_per_project = RateLimit::per_secs(7, 60);
+    })
+    .await;
+    let state = comet_api::state(app.env.settings.clone()).expect("state");
+    let project = app.project_id();
+    // 3 open jobs, 3 enqueues counted in the window
+    fill(&app, &app.admin_token(), 3).await;
+
+    let too_many = admit_jobs(&state, project, 3).await;
+    assert!(
+        matches!(too_many, Err(ApiError::QuotaExceeded { limit: 5, .. })),
+        "3 + 3 > 5: {too_many:?}"
+    );
+    admit_jobs(&state, project, 2)
+        .await
+        .expect("3 + 2 fit, 5 of 7 enqueues");
+    let other = app.env.other_project("other").await;
+    admit_jobs(&state, other, 4)
+        .await
+        .expect("another project's own rate");
+    admit_jobs(&state, project, 2)
+        .await
+        .expect("7 of 7 enqueues");
+    let over_rate = admit_jobs(&state, project, 1).await;
+    assert!(
+        matches!(over_rate, Err(ApiError::TooManyRequests { .. })),
+        "a batch counts each of its jobs: 8 of 7 {over_rate:?}"
+    );
+}
