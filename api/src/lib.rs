@@ -78,6 +78,8 @@ Each operation's `bearer` security scopes name the permission it needs."),
         (name = "users", description = "Users, invitations, roles, deactivation"),
         (name = "invitations", description = "Accepting an invitation"),
         (name = "audit", description = "The audit log"),
+        (name = "events", description = "Sending events and reading them back"),
+        (name = "rules", description = "Alert rules: which events become notifications, for whom"),
         (name = "jobs", description = "Job status and control"),
         (name = "ops", description = "Health and metrics")
     )
@@ -111,6 +113,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::invitations::router())
         .merge(routes::audit::router())
+        .merge(routes::events::router())
+        .merge(routes::rules::router())
 }
 
 /// The OpenAPI document of every route (built once).
