@@ -307,9 +307,9 @@ impl IntoResponses for BodyRefusals {
 }
 
 /// For a route's OpenAPI `responses(..)`: the 429 of a route that enqueues a job
-/// ([`crate::quota::admit`]): past the project's enqueue rate (`rate_limited`) or at its quota
-/// of open jobs (`quota_exceeded`), with `Retry-After`. A route with rate limits of its own
-/// (invitations) is covered by the same entry.
+/// ([`crate::quota`]): past the project's enqueue rate (`rate_limited`) or at its quota of
+/// open jobs (`quota_exceeded`), with `Retry-After`. A route with rate limits of its own
+/// (invitations, events) is covered by the same entry.
 pub struct EnqueueRefusals;
 
 impl IntoResponses for EnqueueRefusals {
@@ -328,9 +328,9 @@ impl IntoResponses for EnqueueRefusals {
             .build();
         let response = ResponseBuilder::new()
             .description(
-                "Too many requests: past a rate limit (`rate_limited`, e.g. \
-                 RATE_LIMIT_ENQUEUE_PER_PROJECT) or at the project's quota of open jobs \
-                 (`quota_exceeded`, JOB_MAX_OPEN_PER_PROJECT)",
+                "Too many requests: past a per-project rate (`rate_limited`: \
+                 RATE_LIMIT_ENQUEUE_PER_PROJECT, or the route's own) or at the project's quota \
+                 of open jobs (`quota_exceeded`, JOB_MAX_OPEN_PER_PROJECT)",
             )
             .header("Retry-After", retry_after)
             .content("application/json", content)

@@ -8,7 +8,9 @@
 //!
 //! Who calls [`admit`]: `POST /api/v1/jobs/ping`, `/jobs/{id}/retry` (a retried dead job is open
 //! again), `/users/invite` and `/users/{id}/resend-invitation`; every later route that enqueues
-//! (events, imports) must too, with [`admit_jobs`] when one request enqueues many. Not [`crate::revocation::revoke_sessions`]: revoking a user's
+//! (imports, …) must too, with [`admit_jobs`] when one request enqueues many. The event routes
+//! (`/events`, `/events/batch`) have a per-project rate of their own and call
+//! [`check_open_jobs`] (the quota alone) before it. Not [`crate::revocation::revoke_sessions`]: revoking a user's
 //! tokens (deactivation, role changes) is a security action, and whoever filled a project's
 //! quota (a leaked token with `jobs:write`) must not be able to stop the admins from locking
 //! that very token out. Its jobs are still counted as open.
@@ -55,6 +57,22 @@ pub async fn admit(s: &AppState, project: Uuid) -> Result<()> {
 /// size below `RATE_LIMIT_ENQUEUE_PER_PROJECT`'s count, or enqueues one job that fans out.
 pub async fn admit_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<()> {
     let jobs = jobs.max(1);
+    check_open_jobs(s, project, jobs).await?;
+    rate_limit::check_n(
+        s,
+        "enqueue-project",
+        &project.to_string(),
+        &s.settings.queue.enqueue_per_project,
+        jobs,
+    )
+    .await
+}
+
+/// The open-jobs half of [`admit_jobs`] alone, counting nothing: 429 `quota_exceeded` unless
+/// `jobs` more fit under `JOB_MAX_OPEN_PER_PROJECT`. For a route whose own per-project rate
+/// stands in for the enqueue rate (events: `RATE_LIMIT_EVENTS_PER_PROJECT`, with `RateLimit-*`
+/// headers and batches of 1000).
+pub async fn check_open_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<()> {
     let limit = s.settings.queue.max_open_per_project;
     let open = open_jobs(s, project, limit).await?;
     if open.saturating_add(jobs) > limit {
@@ -64,14 +82,7 @@ pub async fn admit_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<()> {
             retry_after: QUOTA_RETRY_AFTER_SECS,
         });
     }
-    rate_limit::check_n(
-        s,
-        "enqueue-project",
-        &project.to_string(),
-        &s.settings.queue.enqueue_per_project,
-        jobs,
-    )
-    .await
+    Ok(())
 }
 
 /// The project's open jobs as the quota counts them: those in Redis (exact, kept by the queue

@@ -332,6 +332,8 @@ async fn every_route_that_enqueues_documents_its_429_with_retry_after() {
     let app = TestApp::spawn().await;
     let spec = crate::helpers::served_spec(&app).await;
     for (path, method) in [
+        ("/api/v1/events", "post"),
+        ("/api/v1/events/batch", "post"),
         ("/api/v1/jobs/ping", "post"),
         ("/api/v1/jobs/{id}/retry", "post"),
         ("/api/v1/users/invite", "post"),
@@ -379,5 +381,37 @@ async fn a_batch_is_admitted_only_if_all_its_jobs_fit_under_the_quota_and_the_ra
     assert!(
         matches!(over_rate, Err(ApiError::TooManyRequests { .. })),
         "a batch counts each of its jobs: 8 of 7 {over_rate:?}"
+    );
+}
+
+#[tokio::test]
+async fn events_pass_the_quota_whole_batches_included_and_nothing_is_stored_when_refused() {
+    let app = app_with_quota(4).await;
+    let token = app.admin_token();
+    let event = |n: i64| json!({"type": "transfer.failed", "payload": {"amount": n}});
+    fill(&app, &token, 1).await;
+    // 1 open ping + 3 events in the outbox = 4
+    let batch = app.send_batch(&token, &[event(1), event(2)]).await;
+    assert_eq!(batch.status(), StatusCode::ACCEPTED);
+    let single = app.send_event(&token, &event(3)).await;
+    assert_eq!(single.status(), StatusCode::ACCEPTED);
+
+    assert_quota_exceeded(app.send_event(&token, &event(4)).await, 4).await;
+    assert_quota_exceeded(app.send_batch(&token, &[event(5)]).await, 4).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 3, "refused events are not stored");
+
+    // a batch that would not fit whole is refused whole, in a project with room for one
+    let roomy = app.env.other_project("roomy").await;
+    let theirs = app.admin_token_for(roomy);
+    fill(&app, &theirs, 3).await;
+    let too_big = app.send_batch(&theirs, &[event(6), event(7)]).await;
+    assert_quota_exceeded(too_big, 4).await;
+    assert_eq!(
+        app.send_event(&theirs, &event(8)).await.status(),
+        StatusCode::ACCEPTED
     );
 }
