@@ -20,5 +20,6 @@ mod permissions;
 mod queues;
 mod rules;
 mod sessions;
+mod tenancy;
 mod users;
 mod validation;
