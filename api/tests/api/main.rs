@@ -21,5 +21,6 @@ mod queues;
 mod quota;
 mod rules;
 mod sessions;
+mod tenancy;
 mod users;
 mod validation;
