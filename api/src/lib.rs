@@ -10,7 +10,7 @@
 //! - [`filters`]: optional query-string filters (empty is no filter), read exactly as the
 //!   OpenAPI document describes them.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
-//!   caller is), [`rate_limit`],
+//!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod filters;
 pub mod passwords;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_id;
 pub mod revocation;
@@ -80,6 +81,8 @@ Each operation's `bearer` security scopes name the permission it needs."),
         (name = "users", description = "Users, invitations, roles, deactivation"),
         (name = "invitations", description = "Accepting an invitation"),
         (name = "audit", description = "The audit log"),
+        (name = "events", description = "Sending events and reading them back"),
+        (name = "rules", description = "Alert rules: which events become notifications, for whom"),
         (name = "jobs", description = "Job status and control"),
         (name = "ops", description = "Health and metrics")
     )
@@ -113,6 +116,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::invitations::router())
         .merge(routes::audit::router())
+        .merge(routes::events::router())
+        .merge(routes::rules::router())
 }
 
 /// The OpenAPI document of every route (built once).

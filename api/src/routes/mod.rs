@@ -3,8 +3,10 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
 pub mod queues;
+pub mod rules;
 pub mod users;

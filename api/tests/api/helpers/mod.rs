@@ -8,6 +8,7 @@
 //! database), `audit`; `openapi` reads the served document.
 
 mod audit;
+mod events;
 mod jobs;
 mod openapi;
 mod process;
@@ -22,9 +23,17 @@ use shared::{auth::Claims, config::Settings, testing::TestEnv};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
+pub use events::rule_body;
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;
+
+/// The permissions of the default `member` role, sorted as the API lists them.
+pub fn member_permissions() -> Vec<&'static str> {
+    let mut p = shared::permissions::of_default_role("member");
+    p.sort_unstable();
+    p
+}
 
 /// Every permission the API knows.
 pub fn all_permissions() -> Vec<&'static str> {
