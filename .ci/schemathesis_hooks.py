@@ -1,28 +1,39 @@
 """Schemathesis hooks of `./dev test`'s schemathesis step (.ci/schemathesis.sh).
 
 JSON Schema cannot say everything the API requires. Where it cannot, the API's OpenAPI
-document says it in words, the Rust suite tests the refusal, and these hooks keep generated
+document says it in words, the Rust suite tests the refusal, and this hook keeps generated
 requests clear of it, so that a schema-valid request the API refuses still fails the run for
-every other reason. Each hook changes a request only in the way its comment says, and only
-where the value it replaces is already schema-valid (a schema-violating value is left alone,
-so negative cases stay negative). Schemathesis re-validates a changed request against the
-schema before it checks the answer.
+every other reason. It runs just before each request is sent (in every phase, after the
+stateful phase has filled in values from earlier answers), and it only ever replaces a value
+the schema allows by another value the schema allows: a value the schema forbids is left
+alone, so a request meant to be refused stays one.
 
-The rules the schema cannot hold:
+The rules the schema cannot hold, and what the hook does about each:
 
-- `GET /api/v1/users`: `after` is an opaque cursor the API issued (`meta.nextCursor`), and it
-  cannot be combined with a `page` other than 1. A generated `after` is replaced by a real
-  cursor (ST_CURSOR) and `page` is dropped beside it.
+- `GET /api/v1/users`: `after` is a cursor the API issued, and it cannot be combined with a
+  `page` other than 1. A generated `after` becomes a real cursor (ST_CURSOR), and a valid
+  `page` beside it is dropped.
+- `GET /api/v1/rules`: `after` is a cursor the API issued: a generated one becomes a real one
+  (ST_RULES_CURSOR).
 - `GET /api/v1/audit-logs` and its export: `to` is not before `from`. Reversed bounds are
   swapped.
-- `POST /api/v1/jobs/ping`: `runAt` is at most JOB_MAX_DELAY_SECS ahead (ST_MAX_DELAY_SECS).
-  A later one is brought forward to a day from now.
-- `POST /api/v1/users/invite`: `roleIds` are roles of the caller's project. Generated ids are
-  replaced by the project's roles (ST_ROLE_IDS), keeping their number.
+- `POST /api/v1/jobs/ping`: `runAt` is at most JOB_MAX_DELAY_SECS ahead (ST_MAX_DELAY_SECS):
+  a later one becomes a day from now.
+- `POST /api/v1/events` and each event of a batch: `occurredAt` is at most an hour ahead (a
+  later one becomes now), and the payload holds no NUL (Postgres cannot store it; removed from
+  generated strings and keys).
+- `POST /api/v1/users/invite` (`roleIds`) and a rule's `targetRoleIds`: roles of the caller's
+  project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
+- `POST /api/v1/rules`, `PUT /api/v1/rules/{id}`: `condition` compiles as CEL (a generated one
+  becomes a valid condition); `title` and `body` compile as templates (the characters of
+  template syntax, `{ } % # |`, are removed from generated text).
+- `POST /api/v1/rules/test`: exactly one of `condition` and `ruleId`, and the condition
+  compiles. A generated condition becomes a valid one and a valid `ruleId` beside it is
+  dropped; a request with neither gets the condition.
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
-(ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes
-every token of the user); a request naming one of them names a random id instead (a 404).
+(ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
+token of the user); a request naming one of them names a random id instead (a 404).
 """
 
 from __future__ import annotations
@@ -36,7 +47,11 @@ import schemathesis
 _ROLE_IDS = [r for r in os.environ.get("ST_ROLE_IDS", "").split(",") if r]
 _PROTECTED = {u.lower() for u in os.environ.get("ST_PROTECTED_USERS", "").split(",") if u}
 _CURSOR = os.environ.get("ST_CURSOR", "")
+_RULES_CURSOR = os.environ.get("ST_RULES_CURSOR", "")
 _MAX_DELAY = dt.timedelta(seconds=int(os.environ.get("ST_MAX_DELAY_SECS", "7776000")))
+# compiles, and evaluates without an error on every event
+_CONDITION = 'event.type != ""'
+_TEMPLATE_SYNTAX = str.maketrans("", "", "{}%#|")
 
 _USER_WRITES = (
     "/api/v1/users/{id}/deactivate",
@@ -46,7 +61,7 @@ _USER_WRITES = (
 
 
 def _instant(value: object) -> dt.datetime | None:
-    """An RFC 3339 `date-time` string as an aware datetime; None for anything else."""
+    """A valid RFC 3339 `date-time` string as an aware datetime; None for anything else."""
     if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt":
         return None
     try:
@@ -54,6 +69,10 @@ def _instant(value: object) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_uuid(value: object) -> bool:
@@ -66,43 +85,108 @@ def _is_uuid(value: object) -> bool:
     return True
 
 
-@schemathesis.hook
-def map_case(context, case):
-    path = case.operation.path
-    method = case.operation.method.upper()
-    query = case.query if isinstance(case.query, dict) else None
-    body = case.body if isinstance(case.body, dict) else None
+def _is_text(value: object, low: int, high: int) -> bool:
+    """A string the schema allows: `low` to `high` characters, no NUL."""
+    return isinstance(value, str) and low <= len(value) <= high and "\x00" not in value
 
-    if path == "/api/v1/users" and query is not None and _CURSOR:
-        after = query.get("after")
-        if isinstance(after, str) and after != "":
-            query["after"] = _CURSOR
-            query.pop("page", None)
 
-    if path.startswith("/api/v1/audit-logs") and query is not None:
-        start, end = _instant(query.get("from")), _instant(query.get("to"))
-        if start is not None and end is not None and start > end:
-            query["from"], query["to"] = query["to"], query["from"]
+def _is_page(value: object) -> bool:
+    try:
+        return 1 <= int(value) <= 4294967295 and str(int(value)) == str(value)
+    except (TypeError, ValueError):
+        return False
 
-    if path == "/api/v1/jobs/ping" and method == "POST" and body is not None:
-        run_at = _instant(body.get("runAt"))
-        now = dt.datetime.now(dt.timezone.utc)
-        # a margin below the horizon: the request takes a moment to arrive
-        if run_at is not None and run_at > now + _MAX_DELAY - dt.timedelta(hours=1):
-            body["runAt"] = (now + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    if path == "/api/v1/users/invite" and body is not None and _ROLE_IDS:
-        ids = body.get("roleIds")
-        if isinstance(ids, list) and all(_is_uuid(i) for i in ids):
-            body["roleIds"] = [_ROLE_IDS[n % len(_ROLE_IDS)] for n in range(len(ids))]
+def _without_nul(value):
+    """A JSON value with every NUL removed from its strings and keys."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
+    return value
 
-    return case
+
+def _fix_event(event: dict, now: dt.datetime) -> None:
+    occurred = _instant(event.get("occurredAt"))
+    if occurred is not None and occurred > now + dt.timedelta(minutes=50):
+        event["occurredAt"] = _stamp(now)
+    if isinstance(event.get("payload"), dict):
+        event["payload"] = _without_nul(event["payload"])
+
+
+def _real_roles(body: dict, field: str) -> None:
+    ids = body.get(field)
+    if _ROLE_IDS and isinstance(ids, list) and all(_is_uuid(i) for i in ids):
+        body[field] = [_ROLE_IDS[n % len(_ROLE_IDS)] for n in range(len(ids))]
+
+
+def _fix_rule(body: dict) -> None:
+    if _is_text(body.get("condition"), 1, 2000):
+        body["condition"] = _CONDITION
+    title = body.get("title")
+    if _is_text(title, 1, 200) and title.strip():
+        stripped = title.translate(_TEMPLATE_SYNTAX)
+        body["title"] = stripped if stripped.strip() else "Title"
+    if _is_text(body.get("body"), 0, 4000):
+        body["body"] = body["body"].translate(_TEMPLATE_SYNTAX)
+    _real_roles(body, "targetRoleIds")
+
+
+def _fix_rule_test(body: dict) -> None:
+    condition, rule_id = body.get("condition"), body.get("ruleId")
+    if _is_text(condition, 1, 2000):
+        body["condition"] = _CONDITION
+        if rule_id is None or _is_uuid(rule_id):
+            body.pop("ruleId", None)
+    elif condition is None and rule_id is None:
+        body.pop("ruleId", None)
+        body["condition"] = _CONDITION
 
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    # also covers ids the stateful phase takes from earlier answers (GET /users/me)
-    if case.operation.path in _USER_WRITES and isinstance(case.path_parameters, dict):
+    path = case.operation.path
+    method = case.operation.method.upper()
+    query = case.query if isinstance(case.query, dict) else None
+    body = case.body if isinstance(case.body, dict) else None
+    now = dt.datetime.now(dt.timezone.utc)
+
+    if path in _USER_WRITES and isinstance(case.path_parameters, dict):
         user = case.path_parameters.get("id")
         if isinstance(user, str) and user.lower() in _PROTECTED:
             case.path_parameters["id"] = str(uuid.uuid4())
+
+    if method == "GET" and query is not None:
+        after = query.get("after")
+        if path == "/api/v1/users" and _CURSOR and isinstance(after, str) and after:
+            query["after"] = _CURSOR
+            if _is_page(query.get("page")):
+                del query["page"]
+        if path == "/api/v1/rules" and _RULES_CURSOR and isinstance(after, str) and after:
+            query["after"] = _RULES_CURSOR
+        if path.startswith("/api/v1/audit-logs"):
+            start, end = _instant(query.get("from")), _instant(query.get("to"))
+            if start is not None and end is not None and start > end:
+                query["from"], query["to"] = query["to"], query["from"]
+
+    if body is None or method not in ("POST", "PUT"):
+        return
+    if path == "/api/v1/jobs/ping":
+        run_at = _instant(body.get("runAt"))
+        # a margin below the horizon: the request takes a moment to arrive
+        if run_at is not None and run_at > now + _MAX_DELAY - dt.timedelta(hours=1):
+            body["runAt"] = _stamp(now + dt.timedelta(days=1))
+    elif path == "/api/v1/events":
+        _fix_event(body, now)
+    elif path == "/api/v1/events/batch" and isinstance(body.get("events"), list):
+        for event in body["events"]:
+            if isinstance(event, dict):
+                _fix_event(event, now)
+    elif path == "/api/v1/users/invite":
+        _real_roles(body, "roleIds")
+    elif path in ("/api/v1/rules", "/api/v1/rules/{id}"):
+        _fix_rule(body)
+    elif path == "/api/v1/rules/test":
+        _fix_rule_test(body)

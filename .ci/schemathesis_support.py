@@ -2,9 +2,9 @@
 
     schemathesis_support.py fixtures BASE_URL EMAIL PASSWORD
         Logs the seeded admin user in (twice: one token for the run, one for its logout
-        operation), invites a second user so the user list has a next page, and prints shell
-        assignments: ST_USER_TOKEN, ST_USER_LOGOUT_TOKEN, ST_PROTECTED_USERS, ST_ROLE_IDS,
-        ST_CURSOR.
+        operation), invites a second user and creates two rules so the user and rule lists
+        have a next page, and prints shell assignments: ST_USER_TOKEN, ST_USER_LOGOUT_TOKEN,
+        ST_PROTECTED_USERS, ST_ROLE_IDS, ST_CURSOR, ST_RULES_CURSOR.
 
     schemathesis_support.py purge-redis REDIS_URL PREFIX
         Deletes every key under `PREFIX:` (the run's own prefix).
@@ -46,12 +46,20 @@ def fixtures(base: str, email: str, password: str) -> None:
     cursor = page["meta"]["nextCursor"]
     if not cursor:
         sys.exit(f"the user list has no next page: {page}")
+    for name in ("First rule", "Second rule"):
+        rule = {"name": name, "eventTypes": ["fixture.*"], "title": name, "channels": ["inApp"]}
+        _call("POST", f"{base}/api/v1/rules", token, json=rule)
+    rules = _call("GET", f"{base}/api/v1/rules?limit=1", token)
+    rules_cursor = rules["meta"]["nextCursor"]
+    if not rules_cursor:
+        sys.exit(f"the rule list has no next page: {rules}")
     values = {
         "ST_USER_TOKEN": token,
         "ST_USER_LOGOUT_TOKEN": logout_token,
         "ST_PROTECTED_USERS": user_id,
         "ST_ROLE_IDS": ",".join(role_ids),
         "ST_CURSOR": cursor,
+        "ST_RULES_CURSOR": rules_cursor,
     }
     for name, value in values.items():
         print(f"{name}={shlex.quote(value)}")

@@ -59,24 +59,24 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 pub struct EventRequest {
     /// A dotted type, e.g. `transfer.failed` (letters, digits, `_`, `-`; at most 100).
     #[serde(rename = "type")]
+    #[schema(required = true, nullable = false, value_type = EventType)]
+    pub event_type: Option<String>,
+    /// Any JSON object, at most `EVENT_MAX_PAYLOAD_BYTES` (64 KiB) as JSON; strings and keys
+    /// without NUL (`\u0000`), which Postgres cannot store.
+    #[schema(required = true, nullable = false, value_type = Object)]
+    pub payload: Option<serde_json::Value>,
+    /// Who sent it, e.g. `billing-service` (1 to 100 characters, no control characters).
     #[schema(
-        required = true,
         min_length = 1,
         max_length = 100,
-        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
     )]
-    pub event_type: Option<String>,
-    /// Any JSON object, at most `EVENT_MAX_PAYLOAD_BYTES` (64 KiB) as JSON; strings without NUL.
-    #[schema(required = true, value_type = Object)]
-    pub payload: Option<serde_json::Value>,
-    /// Who sent it, e.g. `billing-service` (at most 100 printable characters).
-    #[schema(min_length = 1, max_length = 100)]
     pub source: Option<String>,
     /// When it happened (RFC 3339; default: when received; at most an hour ahead).
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub occurred_at: Option<String>,
     /// The same key within the project answers the first event (`created: false`).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = Option<IdempotencyKey>)]
     pub idempotency_key: Option<String>,
 }
 
@@ -490,10 +490,14 @@ impl From<db::events::EventRow> for Event {
 pub struct EventParams {
     /// Exact type.
     #[serde(rename = "type")]
-    #[param(rename = "type", min_length = 1, max_length = 100)]
+    #[param(rename = "type", value_type = Option<EventType>, inline)]
     pub event_type: Option<String>,
-    /// Exact source.
-    #[param(min_length = 1, max_length = 100)]
+    /// Exact source (1 to 100 characters, no control characters).
+    #[param(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub source: Option<String>,
     /// Received at or after (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]

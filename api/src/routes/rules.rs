@@ -13,12 +13,22 @@ use shared::{
         audit::NewEntry,
         rules::{RuleFields, RuleRow},
     },
-    domain::{FieldErrors, Invalid, parse_instant, required, within},
+    domain::{
+        FieldErrors, Invalid, NO_NUL_NOT_BLANK_PATTERN, PRINTABLE_NOT_BLANK_PATTERN, parse_instant,
+        required, within,
+    },
     rules::{
-        CHANNELS, Condition, EventInput, EventType, EventView, MAX_PATTERNS, Templates, TypePattern,
+        CHANNELS, Condition, EventInput, EventType, EventView, MAX_PATTERNS, MAX_TITLE, Templates,
+        TypePattern,
     },
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, Schema, Type},
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -56,33 +66,39 @@ pub struct Suppression {
 }
 
 /// A rule as written (create, and full replace).
+///
+/// What JSON Schema cannot say is in the descriptions: `condition` must compile as CEL, `title`
+/// and `body` as templates, and `targetRoleIds` must be roles of the project (each a `422`
+/// naming the field).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleRequest {
-    /// 1 to 100 characters.
-    #[schema(required = true, min_length = 1, max_length = 100)]
+    /// 1 to 100 characters as sent, no control characters, not blank (stored trimmed).
+    #[schema(required = true, nullable = false, schema_with = rule_name)]
     pub name: Option<String>,
-    /// At most 1000 characters.
-    #[schema(max_length = 1000)]
+    /// At most 1000 characters, no NUL.
+    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$")]
     pub description: Option<String>,
     /// 1 to 20 types: exact (`transfer.failed`) or a prefix (`transfer.*`; `*` for all).
-    #[schema(required = true, min_items = 1, max_items = 20)]
+    #[schema(required = true, nullable = false, value_type = Vec<TypePattern>, min_items = 1, max_items = 20)]
     pub event_types: Option<Vec<String>>,
     /// CEL over `event` (`type`, `source`, `occurredAt`, `payload`), e.g.
-    /// `event.payload.amount > 1000`; absent: every event of the types matches.
+    /// `event.payload.amount > 1000`, that compiles; absent: every event of the types matches.
     #[schema(min_length = 1, max_length = 2000)]
     pub condition: Option<String>,
-    /// The notification's title: a template over `event`, e.g. `Transfer of {{ event.payload.amount }} failed`.
-    #[schema(required = true, min_length = 1, max_length = 200)]
+    /// The notification's title: a template over `event` that compiles, e.g.
+    /// `Transfer of {{ event.payload.amount }} failed`; not blank, at most 200 characters, no NUL.
+    #[schema(required = true, nullable = false, schema_with = rule_title)]
     pub title: Option<String>,
-    /// The notification's body: a template over `event`.
-    #[schema(max_length = 4000)]
+    /// The notification's body: a template over `event` that compiles; at most 4000 characters,
+    /// no NUL.
+    #[schema(max_length = 4000, pattern = "^[^\\u0000]*$")]
     pub body: Option<String>,
     /// Roles of this project whose ACTIVE holders receive the notifications (0 to 50).
     #[schema(max_items = 50)]
     pub target_role_ids: Option<Vec<Uuid>>,
-    /// 1 to 3 of `inApp`, `email`, `webhook`.
-    #[schema(required = true, min_items = 1, max_items = 3)]
+    /// 1 to 3 of `inApp`, `email`, `webhook` (a repeated one counts).
+    #[schema(required = true, nullable = false, value_type = Vec<Channel>, min_items = 1, max_items = 3)]
     pub channels: Option<Vec<String>>,
     /// -1000 to 1000 (default 0); higher rules are evaluated first.
     #[schema(minimum = -1000, maximum = 1000)]
@@ -94,6 +110,47 @@ pub struct RuleRequest {
     pub sound: Option<String>,
     /// At most this many notifications per window.
     pub suppression: Option<Suppression>,
+}
+
+/// The OpenAPI schema of a channel a rule notifies on: one of [`CHANNELS`].
+pub struct Channel;
+
+impl PartialSchema for Channel {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(CHANNELS.iter().copied()))
+            .into()
+    }
+}
+
+impl ToSchema for Channel {}
+
+fn rule_name() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "1 to {MAX_NAME} characters as sent, no control characters, not blank (stored \
+             trimmed)."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME))
+        .pattern(Some(PRINTABLE_NOT_BLANK_PATTERN))
+        .into()
+}
+
+fn rule_title() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(format!(
+            "The notification's title: a template over `event` that compiles, e.g. \
+             `Transfer of {{{{ event.payload.amount }}}} failed`; not blank, at most {MAX_TITLE} \
+             characters, no NUL."
+        )))
+        .min_length(Some(1))
+        .max_length(Some(MAX_TITLE))
+        .pattern(Some(NO_NUL_NOT_BLANK_PATTERN))
+        .into()
 }
 
 /// A valid [`RuleRequest`], compiled.
@@ -121,11 +178,15 @@ impl Validate for RuleRequest {
         let name = errors.check(
             "name",
             required(self.name).and_then(|n| {
-                let n = n.trim().to_owned();
+                // bounded as sent, as the document says; stored trimmed
                 if n.chars().any(char::is_control) {
                     return Err(Invalid::new("must not contain control characters"));
                 }
-                bounded(n, 1, MAX_NAME)
+                let n = bounded(n, 1, MAX_NAME)?;
+                match n.trim() {
+                    "" => Err(Invalid::new("must not be blank")),
+                    t => Ok(t.to_owned()),
+                }
             }),
         );
         let description = errors.check(
@@ -197,8 +258,11 @@ impl Validate for RuleRequest {
                         ok.push(ch.clone());
                     }
                 }
-                if c.is_empty() {
-                    errors.add("channels", "must hold at least one channel");
+                if c.is_empty() || c.len() > CHANNELS.len() {
+                    errors.add(
+                        "channels",
+                        format!("must hold 1 to {} channels", CHANNELS.len()),
+                    );
                 }
                 Some(ok)
             }
@@ -429,7 +493,7 @@ async fn create_rule(
 pub struct RuleParams {
     /// Only active (`true`) or inactive (`false`) rules.
     pub active: Option<bool>,
-    /// The previous page's `meta.nextCursor`.
+    /// The previous page's `meta.nextCursor`; empty is no cursor.
     pub after: Option<String>,
     /// Rules per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
@@ -442,10 +506,12 @@ fn encode_cursor(r: &Rule) -> String {
 
 fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = c.split_once('_')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    // a forged cursor must not reach Postgres with a time it cannot hold (a 500)
+    if !(1..=9999).contains(&chrono::Datelike::year(&at)) {
+        return None;
+    }
+    Some((at, Uuid::parse_str(id).ok()?))
 }
 
 /// The project's rules, oldest first.
@@ -465,7 +531,7 @@ async fn list_rules(
 ) -> Result<ApiJson<CursorList<Rule>>> {
     let mut errors = FieldErrors::new();
     let limit = errors.check("limit", within(params.limit.unwrap_or(50), 1..=100));
-    let after = match params.after.as_deref() {
+    let after = match crate::filters::given(params.after.as_deref()) {
         None => None,
         Some(c) => {
             let decoded = decode_cursor(c);
@@ -595,20 +661,21 @@ async fn delete_rule(
 pub struct TestEvent {
     /// Its type.
     #[serde(rename = "type")]
-    #[schema(required = true, min_length = 1, max_length = 100)]
+    #[schema(required = true, nullable = false, value_type = EventType)]
     pub event_type: Option<String>,
-    /// Its source.
-    #[schema(max_length = 100)]
+    /// Its source: 1 to 100 characters, no NUL.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*$")]
     pub source: Option<String>,
     /// When it happened (RFC 3339; default now).
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub occurred_at: Option<String>,
     /// Its payload (a JSON object).
-    #[schema(required = true, value_type = Object)]
+    #[schema(required = true, nullable = false, value_type = Object)]
     pub payload: Option<serde_json::Value>,
 }
 
-/// A rule test: a condition (or a stored rule) and an event.
+/// A rule test: a condition (or a stored rule) and an event. Exactly one of `condition` and
+/// `ruleId` is given (a `422` otherwise), and the condition must compile as CEL.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TestRequest {
@@ -618,7 +685,7 @@ pub struct TestRequest {
     /// A stored rule to try: its types, condition and templates.
     pub rule_id: Option<Uuid>,
     /// The event.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false)]
     pub event: Option<TestEvent>,
 }
 

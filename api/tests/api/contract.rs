@@ -1,7 +1,8 @@
 //! The API takes what its OpenAPI document allows and refuses what it forbids, at the places
 //! where schemathesis (`.ci/schemathesis.sh`) found the two disagreeing: integers written with a
 //! zero fraction, filters left empty or spelt another way, limits counted on the trimmed value
-//! or in bytes where the document counts characters as sent.
+//! or in bytes where the document counts characters as sent; and the 500s it found (an event
+//! payload with the largest numbers, a forged rule cursor).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -157,4 +158,76 @@ async fn limits_hold_for_values_as_sent_counted_in_characters() {
         .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(fields(&error), ["token"]);
+}
+
+#[tokio::test]
+async fn an_event_payload_holding_the_largest_numbers_reads_back_as_sent() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+
+    // Postgres prints such a number back as 309 digits; it must parse to the same f64
+    let payload = json!({"max": f64::MAX, "min": f64::MIN, "tiny": 5e-324});
+    let sent = app
+        .event(&token, &json!({"type": "big.numbers", "payload": payload}))
+        .await;
+
+    let resp = app.list_events(&token, "").await;
+    let list = crate::helpers::json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(list["data"][0]["payload"], payload, "{list}");
+    let id = sent["eventId"].as_str().expect("an event id");
+    let one = app.get_event(&token, id).await;
+    let one = crate::helpers::json_with_status(one, StatusCode::OK).await;
+    assert_eq!(one["data"]["payload"], payload);
+}
+
+#[tokio::test]
+async fn the_rule_list_takes_an_empty_cursor_and_refuses_a_forged_one_with_422() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+
+    assert_eq!(
+        status_of(&app, &token, "/api/v1/rules?after=").await,
+        StatusCode::OK
+    );
+    // a time chrono holds and Postgres does not (before 4713 BC), and one past both
+    let id = uuid::Uuid::now_v7();
+    for micros in ["-3000000000000000000", "9000000000000000000"] {
+        let path = format!("/api/v1/rules?after={micros}_{id}");
+        let resp = send(app.authed(Method::GET, &path, &token)).await;
+        let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&error), ["after"], "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_rule_is_held_to_its_document_as_sent() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let rule = |name: String, channels: Value| json!({"name": name, "eventTypes": ["a.*"], "title": "A", "channels": channels});
+
+    // 101 characters as sent are more than the document's 100, trimmed or not
+    let resp = app
+        .create_rule(
+            &token,
+            &rule(format!("{} ", "n".repeat(100)), json!(["inApp"])),
+        )
+        .await;
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&error), ["name"]);
+    // 4 channels are more than the document's 3, repeats included
+    let resp = app
+        .create_rule(&token, &rule("n".into(), json!(vec!["inApp"; 4])))
+        .await;
+    let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(fields(&error), ["channels"]);
+
+    let resp = app
+        .create_rule(
+            &token,
+            &rule(format!(" {} ", "n".repeat(98)), json!(["inApp", "inApp"])),
+        )
+        .await;
+    let created = crate::helpers::json_with_status(resp, StatusCode::CREATED).await;
+    assert_eq!(created["data"]["name"], "n".repeat(98), "stored trimmed");
+    assert_eq!(created["data"]["channels"], json!(["inApp"]));
 }

@@ -482,6 +482,31 @@ fn the_document_says_which_values_are_required_and_which_filters_may_be_empty() 
         );
     }
 
+    // a rule's channels and types are spelt out
+    let rule = body(&spec, "RuleRequest");
+    let channels = resolve(&spec, &property(&spec, rule, "channels")["items"]);
+    assert_eq!(
+        channels["enum"],
+        json!(shared::rules::CHANNELS),
+        "the channels a rule takes"
+    );
+    let types = property(&spec, rule, "eventTypes");
+    assert_eq!(
+        number(types, "maxItems"),
+        i128::try_from(shared::rules::MAX_PATTERNS).expect("small")
+    );
+    let pattern = resolve(&spec, &types["items"]);
+    assert_eq!(
+        pattern["oneOf"].as_array().map(Vec::len),
+        Some(3),
+        "exact, prefix or `*`"
+    );
+    let event = body(&spec, "EventRequest");
+    assert_eq!(
+        property(&spec, event, "type")["pattern"],
+        shared::rules::EVENT_TYPE_PATTERN
+    );
+
     // a queue lists every state but `pending`, which is still in Postgres
     let state = query_param(&spec, "/api/v1/queues/{queue}/jobs", "state");
     let states = state["enum"].as_array().expect("an enum of states");
@@ -491,9 +516,16 @@ fn the_document_says_which_values_are_required_and_which_filters_may_be_empty() 
 
 #[test]
 fn the_documented_patterns_let_through_exactly_what_the_api_accepts() {
-    use shared::domain::{DisplayName, NO_NUL_PATTERN, PRINTABLE_PATTERN, Password, SearchTerm};
+    use shared::domain::{
+        DisplayName, NO_NUL_NOT_BLANK_PATTERN, NO_NUL_PATTERN, PRINTABLE_NOT_BLANK_PATTERN,
+        PRINTABLE_PATTERN, Password, SearchTerm,
+    };
     let printable = regex::Regex::new(PRINTABLE_PATTERN).expect("a regular expression");
     let no_nul = regex::Regex::new(NO_NUL_PATTERN).expect("a regular expression");
+    let printable_not_blank =
+        regex::Regex::new(PRINTABLE_NOT_BLANK_PATTERN).expect("a regular expression");
+    let no_nul_not_blank =
+        regex::Regex::new(NO_NUL_NOT_BLANK_PATTERN).expect("a regular expression");
 
     // every character (surrogates are not characters), inside a value that is otherwise valid
     for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
@@ -517,6 +549,68 @@ fn the_documented_patterns_let_through_exactly_what_the_api_accepts() {
             no_nul.is_match(&password),
             "U+{:04X} in a password",
             c as u32
+        );
+        // alone, and between spaces: blank is what `str::trim` leaves empty
+        for text in [c.to_string(), format!(" {c} ")] {
+            let not_blank = !text.trim().is_empty();
+            assert_eq!(
+                printable_not_blank.is_match(&text),
+                not_blank && !text.chars().any(char::is_control),
+                "U+{:04X} in a rule name",
+                c as u32
+            );
+            assert_eq!(
+                no_nul_not_blank.is_match(&text),
+                not_blank && !text.contains('\0'),
+                "U+{:04X} in a rule title",
+                c as u32
+            );
+        }
+    }
+}
+
+#[test]
+fn the_documented_event_type_patterns_are_the_ones_the_api_parses() {
+    use shared::rules::{
+        EVENT_TYPE_PATTERN, EventType, MAX_EVENT_TYPE, PREFIX_PATTERN, TypePattern,
+    };
+    let exact = regex::Regex::new(EVENT_TYPE_PATTERN).expect("a regular expression");
+    let prefix = regex::Regex::new(PREFIX_PATTERN).expect("a regular expression");
+    let long = "a".repeat(MAX_EVENT_TYPE);
+    let too_long = "a".repeat(MAX_EVENT_TYPE + 1);
+    let cases = [
+        "transfer.failed",
+        "a",
+        "x-1.y_2",
+        "",
+        ".",
+        "a.",
+        ".a",
+        "a..b",
+        "a b",
+        "a.*",
+        "*",
+        "a*",
+        "a.b.*",
+        ".*",
+        "*.a",
+        "é",
+        "a.é",
+        &long,
+        &too_long,
+        &format!("{long}.*"),
+        &format!("{too_long}.*"),
+    ];
+    for case in cases {
+        let documented = exact.is_match(case) && case.chars().count() <= MAX_EVENT_TYPE;
+        assert_eq!(EventType::parse(case).is_ok(), documented, "type {case:?}");
+        let documented_pattern = documented
+            || case == "*"
+            || (prefix.is_match(case) && case.chars().count() <= MAX_EVENT_TYPE + 2);
+        assert_eq!(
+            TypePattern::parse(case).is_ok(),
+            documented_pattern,
+            "pattern {case:?}"
         );
     }
 }

@@ -95,6 +95,17 @@ pub const PRINTABLE_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// JSON Schema `pattern` of a string without NUL characters.
 pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
 
+/// JSON Schema `pattern` of a string without control characters that is not blank: it has a
+/// character `str::trim` keeps (one that is not Unicode `White_Space`).
+pub const PRINTABLE_NOT_BLANK_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\
+     [^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\
+     [^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// JSON Schema `pattern` of a string without NUL characters that is not blank.
+pub const NO_NUL_NOT_BLANK_PATTERN: &str = "^[^\\u0000]*\
+     [^\\u0000\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\
+     [^\\u0000]*$";
+
 /// A string schema for the OpenAPI document (the `ToSchema` of the values here).
 fn string_schema(description: String) -> utoipa::openapi::schema::ObjectBuilder {
     use utoipa::openapi::schema::{ObjectBuilder, Type};

@@ -3,7 +3,21 @@
 
 use std::fmt;
 
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, OneOfBuilder, Schema, Type},
+    },
+};
+
 use crate::domain::Invalid;
+
+/// JSON Schema `pattern` of an event type: what [`EventType::parse`] accepts (with its length).
+pub const EVENT_TYPE_PATTERN: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$";
+
+/// JSON Schema `pattern` of a prefix pattern (`billing.*`).
+pub const PREFIX_PATTERN: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.\*$";
 
 /// Longest event type (characters).
 pub const MAX_EVENT_TYPE: usize = 100;
@@ -55,6 +69,27 @@ impl fmt::Display for EventType {
     }
 }
 
+fn event_type_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_EVENT_TYPE))
+        .pattern(Some(EVENT_TYPE_PATTERN))
+}
+
+impl PartialSchema for EventType {
+    fn schema() -> RefOr<Schema> {
+        event_type_schema()
+            .description(Some(format!(
+                "A dotted event type, e.g. `transfer.failed`: 1 to {MAX_EVENT_TYPE} characters, \
+                 names of ASCII letters, digits, `_` and `-` separated by single dots."
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
+
 /// Which events a rule looks at: one type exactly, or every type below a prefix (`billing.*`
 /// matches `billing.paid` and `billing.card.expired`, not `billing`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,6 +123,32 @@ impl TypePattern {
         }
     }
 }
+
+impl PartialSchema for TypePattern {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .description(Some(
+                "An event type exactly (`transfer.failed`), every type below a prefix \
+                 (`transfer.*`), or every type (`*`).",
+            ))
+            .item(event_type_schema())
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(3))
+                    .max_length(Some(MAX_EVENT_TYPE + 2))
+                    .pattern(Some(PREFIX_PATTERN)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["*"])),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for TypePattern {}
 
 impl fmt::Display for TypePattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -11,7 +11,7 @@ mod template;
 pub use condition::{
     Condition, ConditionError, EventInput, MAX_COMPREHENSION_DEPTH, MAX_CONDITION, MAX_NODES,
 };
-pub use event_type::{EventType, MAX_EVENT_TYPE, TypePattern};
+pub use event_type::{EVENT_TYPE_PATTERN, EventType, MAX_EVENT_TYPE, PREFIX_PATTERN, TypePattern};
 pub use template::{EventView, MAX_BODY, MAX_BODY_TEMPLATE, MAX_TITLE, TemplateError, Templates};
 
 /// Channels a notification can go out on.
