@@ -7,8 +7,9 @@
 //! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
 //! - [`jobs`]: job definitions, their queues and retry policies.
 //! - [`permissions`]: every permission, declared once; the table and default roles follow.
-//! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
-//! - [`auth`]: access-token claims, minting and verification.
+//! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects, API keys, users…).
+//! - [`auth`]: access-token claims (project and platform tokens), minting and verification.
+//! - [`api_keys`]: projects' API keys: the `ck_<prefix>_<secret>` format, hashing, checking.
 //! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
 //! - [`sessions`]: sessions, revocation and rate limits in Redis.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
@@ -16,6 +17,7 @@
 //!   `.eml` files).
 //! - [`telemetry`]: logging and metrics set-up.
 
+pub mod api_keys;
 pub mod auth;
 pub mod config;
 pub mod db;

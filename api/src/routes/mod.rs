@@ -6,5 +6,6 @@ pub mod auth;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
+pub mod projects;
 pub mod queues;
 pub mod users;

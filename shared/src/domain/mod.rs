@@ -11,6 +11,7 @@ mod email;
 mod fields;
 mod name;
 mod password;
+mod project;
 mod text;
 mod time;
 
@@ -18,6 +19,10 @@ pub use email::{EmailAddress, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
 pub use name::DisplayName;
 pub use password::Password;
+pub use project::{
+    Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG, ProjectSettings, ProjectStatus,
+    Slug,
+};
 pub use text::{IdempotencyKey, SearchTerm};
 pub use time::parse_instant;
 
