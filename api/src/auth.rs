@@ -253,9 +253,9 @@ impl<P: Permission + Send + Sync> FromRequestParts<AppState> for Authorized<P> {
 /// The project `{id}` of a route's path, and a caller that may act on it: a platform operator
 /// (`projects:manage`), or a token of that very project granting `P`.
 ///
-/// A token of another project gets 404 (the project is "not found" whether or not it exists:
-/// a tenant never learns another's ids); a token of the project without `P`, 403. The handler
-/// still checks that the project exists (a platform operator may name any id).
+/// A token without `P` gets 403 whatever the id; a token with `P` of another project gets 404,
+/// whether or not that project exists: a tenant never learns another's ids. The handler still
+/// checks that the project exists (a platform operator may name any id).
 #[derive(Debug)]
 pub struct ProjectScoped<P> {
     /// The project of the path.
@@ -300,11 +300,12 @@ impl<P: Permission + Send + Sync> FromRequestParts<AppState> for ProjectScoped<P
         })?;
         let operator = claims.platform && claims.has(<ProjectsManage as Permission>::NAME);
         if !operator {
-            if claims.project_id != project_id {
-                return Err(ApiError::NotFound("project"));
-            }
+            // the permission first: its 403 is the same for every id, so it reveals nothing
             if !claims.has(P::NAME) {
                 return Err(ApiError::Forbidden(P::NAME));
+            }
+            if claims.project_id != project_id {
+                return Err(ApiError::NotFound("project"));
             }
         }
         if mutating(&parts.method) {
@@ -382,7 +383,10 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 const BAD_KEY: &str = "invalid API key";
 
 /// Checks an `X-API-Key`: (project, key id).
-async fn api_key(value: &axum::http::HeaderValue, state: &AppState) -> Result<(Uuid, Uuid), ApiError> {
+async fn api_key(
+    value: &axum::http::HeaderValue,
+    state: &AppState,
+) -> Result<(Uuid, Uuid), ApiError> {
     use shared::api_keys;
     let presented = value
         .to_str()
@@ -427,7 +431,10 @@ impl<P: CallerPermission + Send + Sync> FromRequestParts<AppState> for Caller<P>
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(key) = parts.headers.get(API_KEY_HEADER) {
-            if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            if parts
+                .headers
+                .contains_key(axum::http::header::AUTHORIZATION)
+            {
                 return Err(ApiError::Unauthorized(
                     "send either Authorization or X-API-Key, not both",
                 ));
@@ -439,7 +446,10 @@ impl<P: CallerPermission + Send + Sync> FromRequestParts<AppState> for Caller<P>
                 _p: PhantomData,
             });
         }
-        if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
             return Err(ApiError::Unauthorized(
                 "missing credentials: send Authorization: Bearer <token> or X-API-Key: <key>",
             ));

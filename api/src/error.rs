@@ -40,7 +40,9 @@ pub enum ApiError {
     #[error("{0}")]
     Refused(&'static str),
     /// 403 `project_suspended`: the credential is good but its project is suspended.
-    #[error("this project is suspended; its tokens and API keys are refused until it is active again")]
+    #[error(
+        "this project is suspended; its tokens and API keys are refused until it is active again"
+    )]
     ProjectSuspended,
     /// 401 `project_deleted`: the credential's project was deleted.
     #[error("this project was deleted; its tokens and API keys no longer work")]

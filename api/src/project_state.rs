@@ -47,10 +47,15 @@ pub async fn refill(s: AppState) {
                     .collect();
                 match s.sessions.set_project_states(&states).await {
                     Ok(()) => {
-                        tracing::info!(projects = states.len(), "blocked projects' markers written");
+                        tracing::info!(
+                            projects = states.len(),
+                            "blocked projects' markers written"
+                        );
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not write the project markers; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write the project markers; retrying")
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not read the blocked projects; retrying"),

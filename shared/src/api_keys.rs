@@ -124,6 +124,9 @@ mod tests {
         bad[KEY_PREFIX.len() + PREFIX_LEN] = b'-';
         assert_eq!(prefix_of(&String::from_utf8(bad).unwrap()), None);
         assert!(!matches(&hash("a"), &hash("b")));
-        assert!(!matches(&hash("a"), &[]), "a short stored value never matches");
+        assert!(
+            !matches(&hash("a"), &[]),
+            "a short stored value never matches"
+        );
     }
 }

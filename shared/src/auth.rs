@@ -122,7 +122,10 @@ mod tests {
         let all = vec!["*".to_owned(), "projects:manage".to_owned()];
         let project = Claims::new("ops", Uuid::now_v7(), all.clone(), 60);
         assert!(project.has("user:read"));
-        assert!(!project.has("projects:manage"), "not even with `*` or by name");
+        assert!(
+            !project.has("projects:manage"),
+            "not even with `*` or by name"
+        );
         let platform = Claims::platform("ops", vec!["projects:manage".into()], 60);
         assert!(platform.has("projects:manage"));
         assert!(!platform.has("user:read"));

@@ -145,10 +145,16 @@ mod tests {
             assert!(p.default_roles.is_empty(), "{} is platform-only", p.name);
         }
         for (role, _) in DEFAULT_ROLES {
-            assert!(!of_default_role(role).contains(&"projects:manage"), "{role}");
+            assert!(
+                !of_default_role(role).contains(&"projects:manage"),
+                "{role}"
+            );
         }
         let admin = of_default_role("admin");
-        for p in ALL.iter().filter(|p| !p.platform_only && p.name != "queues:read") {
+        for p in ALL
+            .iter()
+            .filter(|p| !p.platform_only && p.name != "queues:read")
+        {
             assert!(admin.contains(&p.name), "admin holds {}", p.name);
         }
     }

@@ -15,6 +15,7 @@ mod login_limits;
 mod metrics;
 mod openapi;
 mod permissions;
+mod projects;
 mod queues;
 mod sessions;
 mod users;

@@ -41,7 +41,7 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
     assert_eq!(data["user"]["email"], "ada@example.com");
     assert_eq!(
         data["user"]["permissions"],
-        json!(["jobs:read", "user:read"])
+        json!(["events:read", "jobs:read", "rule:read", "user:read"])
     );
     let token = data["accessToken"].as_str().expect("a token");
     let claims =

@@ -169,8 +169,9 @@ pub async fn revoke(
     project_id: Uuid,
     id: Uuid,
 ) -> Result<Option<ApiKey>, sqlx::Error> {
-    let sql =
-        format!("DELETE FROM api_keys WHERE project_id = $1 AND api_key_id = $2 RETURNING {COLUMNS}");
+    let sql = format!(
+        "DELETE FROM api_keys WHERE project_id = $1 AND api_key_id = $2 RETURNING {COLUMNS}"
+    );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .bind(id)

@@ -143,7 +143,8 @@ pub async fn ensure(conn: &mut PgConnection, name: &str) -> Result<Uuid, sqlx::E
 
 /// A live project.
 pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Project>, sqlx::Error> {
-    let sql = format!("SELECT {COLUMNS} FROM projects WHERE project_id = $1 AND deleted_at IS NULL");
+    let sql =
+        format!("SELECT {COLUMNS} FROM projects WHERE project_id = $1 AND deleted_at IS NULL");
     one(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)

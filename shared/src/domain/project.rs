@@ -169,12 +169,19 @@ mod tests {
         assert_eq!(slug("Acme Corp."), Some("acme-corp".into()));
         assert_eq!(slug("  --Ünïcode & Co 2 "), Some("n-code-co-2".into()));
         assert_eq!(slug("日本"), None);
-        assert_eq!(slug(&"ab ".repeat(40)).unwrap().len(), 62, "cut, no trailing '-'");
+        assert_eq!(
+            slug(&"ab ".repeat(40)).unwrap().len(),
+            62,
+            "cut, no trailing '-'"
+        );
     }
 
     #[test]
     fn descriptions_are_bounded_and_may_break_lines() {
-        assert_eq!(Description::parse("  a\nb\tc ").unwrap().as_ref(), "a\nb\tc");
+        assert_eq!(
+            Description::parse("  a\nb\tc ").unwrap().as_ref(),
+            "a\nb\tc"
+        );
         assert!(Description::parse("").is_ok());
         assert!(Description::parse(&"é".repeat(500)).is_ok());
         assert!(Description::parse(&"é".repeat(501)).is_err());

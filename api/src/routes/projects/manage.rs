@@ -76,7 +76,11 @@ pub struct CreateProjectRequest {
     pub name: Option<String>,
     /// Its short handle, unique among live projects: 1 to 63 characters of a-z, 0-9 and `-`,
     /// starting and ending with a letter or digit. Default: made from the name.
-    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub slug: Option<String>,
     /// What it is for (at most 500 characters).
     #[schema(max_length = 500)]
@@ -332,7 +336,11 @@ pub struct UpdateProjectRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// A new slug, unique among live projects (see `CreateProjectRequest.slug`).
-    #[schema(min_length = 1, max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub slug: Option<String>,
     /// A new description (at most 500 characters; `""` clears it).
     #[schema(max_length = 500)]
@@ -427,8 +435,16 @@ pub(super) async fn update_project(
             changed.insert(field.into(), serde_json::json!({ "from": from, "to": to }));
         }
     };
-    note("name", before.name.clone().into(), after.name.clone().into());
-    note("slug", before.slug.clone().into(), after.slug.clone().into());
+    note(
+        "name",
+        before.name.clone().into(),
+        after.name.clone().into(),
+    );
+    note(
+        "slug",
+        before.slug.clone().into(),
+        after.slug.clone().into(),
+    );
     note(
         "description",
         before.description.clone().into(),
@@ -570,4 +586,3 @@ pub(super) async fn project_stats(
         api_keys: c.api_keys,
     })))
 }
-
