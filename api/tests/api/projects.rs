@@ -1195,3 +1195,209 @@ async fn every_project_route_hides_another_projects_rows_from_its_tokens_and_key
         "{own}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The migration, the CLI and the extractor for machine routes
+
+/// The slugs the migration gives projects that existed before it: (name, slug) by name.
+async fn slugs_after_migrating(names: &[&str]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    use sqlx::Connection as _;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the migrations")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    files.sort();
+    let ours = "20261202100000_projects_api_keys.sql";
+    let server = shared::testing::server_url();
+    let db = format!(
+        "comet_test_mig_{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    let mut admin = sqlx::PgConnection::connect(&server).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await?;
+    let result = async {
+        let mut conn = sqlx::PgConnection::connect(&format!("{base}/{db}")).await?;
+        for file in files
+            .iter()
+            .filter(|f| f.file_name().unwrap().to_str().unwrap() < ours)
+        {
+            let sql = std::fs::read_to_string(file).expect("a migration");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await?;
+        }
+        for name in names {
+            sqlx::query("INSERT INTO projects (project_id, name) VALUES ($1, $2)")
+                .bind(Uuid::now_v7())
+                .bind(name)
+                .execute(&mut conn)
+                .await?;
+        }
+        let sql = std::fs::read_to_string(dir.join(ours)).expect("the migration");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
+        let slugs = sqlx::query_as("SELECT name, slug FROM projects ORDER BY name")
+            .fetch_all(&mut conn)
+            .await;
+        conn.close().await?;
+        slugs
+    }
+    .await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    result
+}
+
+#[tokio::test]
+async fn the_migration_gives_existing_projects_valid_unique_slugs() {
+    let long = "Long ".repeat(20);
+    let names = [
+        "Acme Corp",
+        "acme corp!",
+        "日本",
+        "--",
+        long.as_str(),
+        "demo",
+    ];
+
+    let slugs = slugs_after_migrating(&names).await.expect("migrated");
+
+    let slug_of = |name: &str| {
+        slugs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("{name} has a slug: {slugs:?}"))
+    };
+    let mut all: Vec<&str> = slugs.iter().map(|(_, s)| s.as_str()).collect();
+    for slug in &all {
+        assert!(shared::domain::Slug::parse(slug).is_ok(), "{slug:?}");
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), names.len(), "unique: {slugs:?}");
+    assert_eq!(slug_of("demo"), "demo");
+    assert_eq!(
+        slug_of("Acme Corp"),
+        "acme-corp",
+        "the first keeps the plain slug"
+    );
+    assert!(slug_of("acme corp!").starts_with("acme-corp-"), "{slugs:?}");
+    assert_eq!(slug_of("日本"), "project");
+    assert!(slug_of("--").starts_with("project-"), "{slugs:?}");
+    assert!(slug_of(&long).len() <= 63);
+}
+
+#[tokio::test]
+async fn comet_api_token_platform_mints_a_platform_operators_token() {
+    let app = TestApp::spawn().await;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_comet-api"))
+            .args(args)
+            .env_clear()
+            .envs(app.env.process_env())
+            .output()
+            .expect("run comet-api")
+    };
+
+    let out = run(&["token", "--platform"]);
+    let refused = run(&[
+        "token",
+        "--platform",
+        "--project",
+        &app.project_id().to_string(),
+    ]);
+    let needs_permissions = run(&["token"]);
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let claims = shared::auth::verify(&app.env.settings.auth.jwt_secret, &token).unwrap();
+    assert!(claims.platform);
+    assert_eq!(claims.project_id, Uuid::nil());
+    assert_eq!(claims.permissions, ["projects:manage", "queues:read"]);
+    assert_eq!(app.list_projects(&token, "").await.status(), StatusCode::OK);
+    assert!(!refused.status.success(), "a platform token has no project");
+    assert!(
+        !needs_permissions.status.success(),
+        "--permission or --platform"
+    );
+}
+
+/// A handler taking `Caller<EventsWrite>`, as the events routes will: the caller's project and
+/// who it is.
+async fn events_probe(
+    caller: comet_api::auth::Caller<shared::permissions::EventsWrite>,
+) -> axum::Json<Value> {
+    let actor = match &caller.actor {
+        comet_api::auth::Actor::Token(claims) => json!({"token": claims.sub}),
+        comet_api::auth::Actor::ApiKey { key_id } => json!({"key": key_id}),
+    };
+    axum::Json(json!({"project": caller.project_id, "actor": actor, "user": caller.user_id()}))
+}
+
+#[tokio::test]
+async fn a_machine_route_takes_a_token_with_its_permission_or_a_key_of_the_project() {
+    use tower::ServiceExt as _;
+    let app = TestApp::spawn().await;
+    let state = comet_api::state(app.env.settings.clone()).expect("state");
+    let probe = axum::Router::new()
+        .route("/probe", axum::routing::get(events_probe))
+        .with_state(state);
+    let call = |header: (&'static str, String)| {
+        let probe = probe.clone();
+        async move {
+            let req = axum::http::Request::get("/probe")
+                .header(header.0, header.1)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = probe.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (_, id, key) = app.new_project("Sender").await;
+    let key_id = app.key_row_id(&key).await;
+    let writer = app.env.token(id, &["events:write"]);
+    let reader = app.env.token(id, &["events:read"]);
+
+    let (by_key, key_body) = call(("x-api-key", key.clone())).await;
+    let (by_token, token_body) = call(("authorization", format!("Bearer {writer}"))).await;
+    let (without, without_body) = call(("authorization", format!("Bearer {reader}"))).await;
+    app.set_project_status(id, "suspended").await;
+    let (suspended, suspended_body) = call(("x-api-key", key.clone())).await;
+
+    assert_eq!(by_key.as_u16(), 200, "{key_body}");
+    assert_eq!(
+        key_body,
+        json!({"project": id, "actor": {"key": key_id}, "user": null})
+    );
+    assert_eq!(by_token.as_u16(), 200, "{token_body}");
+    assert_eq!(
+        token_body,
+        json!({"project": id, "actor": {"token": "test"}, "user": null})
+    );
+    assert_eq!(without.as_u16(), 403);
+    assert!(
+        without_body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events:write")
+    );
+    assert_eq!(suspended.as_u16(), 403);
+    assert_eq!(suspended_body["error"]["code"], "project_suspended");
+}

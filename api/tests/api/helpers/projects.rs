@@ -178,6 +178,16 @@ impl TestApp {
         send(self.authed(Method::DELETE, &path, token)).await
     }
 
+    /// The id of the key a whole key belongs to (by its prefix).
+    pub async fn key_row_id(&self, key: &str) -> Uuid {
+        let prefix = key.split('_').nth(1).expect("ck_<prefix>_<secret>");
+        sqlx::query_scalar("SELECT api_key_id FROM api_keys WHERE prefix = $1")
+            .bind(prefix)
+            .fetch_one(&self.env.pool)
+            .await
+            .expect("the key's id")
+    }
+
     /// A key's row, straight from Postgres.
     pub async fn key_row(&self, key_id: Uuid) -> KeyRow {
         let (text, secret_hash, previous_hash, last_used_at, xmin) = sqlx::query_as(
