@@ -18,10 +18,7 @@ use crate::error::{ApiError, Result};
 /// Characters a spreadsheet may skip before reading a formula: whitespace, format characters
 /// (zero-width spaces and joiners, the byte-order mark, direction marks) and other controls.
 fn skipped(c: char) -> bool {
-    c.is_whitespace()
-        || c.is_control()
-        || matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+    c.is_whitespace() || c.is_control() || shared::domain::is_invisible(c)
 }
 
 fn sanitize(cell: &str) -> std::borrow::Cow<'_, str> {

@@ -5,9 +5,9 @@
 //! (every API process reads it on every request), this process remembers it too (the fallback
 //! when Redis cannot be asked, see [`crate::auth::RevocationCache`]), and a `revoke_sessions`
 //! job, enqueued in the same transaction, cleans the sessions up. If Redis cannot take the
-//! marker the caller's change is rolled back and it gets a 503.
+//! marker the caller's change is rolled back and it gets a 503. The marker's time and tokens'
+//! issue times both come from Redis `TIME`, so API hosts with skewed clocks agree on them.
 
-use chrono::Utc;
 use shared::jobs::{Job as _, RevokeSessions};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -28,7 +28,8 @@ pub async fn revoke_sessions(
     actor_id: Option<Uuid>,
     reason: &str,
 ) -> Result<Uuid> {
-    let now_ms = Utc::now().timestamp_millis();
+    // the shared clock, as tokens' issue times (see `Sessions::now_ms`)
+    let now_ms = s.sessions.now_ms().await.map_err(ApiError::session_store)?;
     let job_id = RevokeSessions {
         project_id,
         user_id,

@@ -36,9 +36,28 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// New claims valid for `ttl_secs` from now, with a fresh `jti`.
+    /// New claims valid for `ttl_secs` from now on this host's clock, with a fresh `jti`. (A
+    /// user's token is issued with [`Claims::issued_at`] on the shared clock instead: see
+    /// `Sessions::now_ms`.)
     pub fn new(sub: &str, project_id: Uuid, permissions: Vec<String>, ttl_secs: i64) -> Self {
-        let now_ms = Utc::now().timestamp_millis();
+        Self::issued_at(
+            sub,
+            project_id,
+            permissions,
+            ttl_secs,
+            Utc::now().timestamp_millis(),
+        )
+    }
+
+    /// New claims issued at `now_ms` (ms since the epoch), valid for `ttl_secs`, with a fresh
+    /// `jti`.
+    pub fn issued_at(
+        sub: &str,
+        project_id: Uuid,
+        permissions: Vec<String>,
+        ttl_secs: i64,
+        now_ms: i64,
+    ) -> Self {
         let now = now_ms.div_euclid(1000);
         Self {
             sub: sub.to_owned(),

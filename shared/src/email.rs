@@ -130,8 +130,12 @@ pub struct Email {
 /// What the invitation email says. (No `Debug`: the link carries the token.)
 #[derive(Serialize)]
 pub struct InvitationEmail {
-    /// Who invited, as the email names them.
+    /// Who invited, as the body names them (HTML-escaped there by the template).
     pub inviter_name: String,
+    /// Who invited, as the subject names them: the name is the inviter's own free text, so the
+    /// subject gets it on one line, without invisible or direction-changing characters, and at
+    /// most [`SUBJECT_NAME_MAX`] characters ([`crate::domain::one_line`]).
+    pub inviter_in_subject: String,
     /// The roles the invitee will hold.
     pub role_names: Vec<String>,
     /// `<APP_BASE_URL>/invitations/accept?token=<token>`.
@@ -139,6 +143,9 @@ pub struct InvitationEmail {
     /// When the link stops working, e.g. `21 December 2026 (UTC)`.
     pub expires_on: String,
 }
+
+/// The longest inviter name a subject carries (characters).
+pub const SUBJECT_NAME_MAX: usize = 40;
 
 /// The inviter's name when the inviter is unknown or has no name.
 pub const UNKNOWN_INVITER: &str = "A teammate";
@@ -157,8 +164,13 @@ impl InvitationEmail {
             .filter(|n| !n.is_empty())
             .unwrap_or(UNKNOWN_INVITER)
             .to_owned();
+        let inviter_in_subject = match crate::domain::one_line(&inviter_name, SUBJECT_NAME_MAX) {
+            short if short.is_empty() => UNKNOWN_INVITER.to_owned(),
+            short => short,
+        };
         Self {
             inviter_name,
+            inviter_in_subject,
             role_names,
             // tokens are base64url: nothing to percent-encode
             accept_url: format!("{app_base_url}/invitations/accept?token={token}"),
@@ -377,6 +389,27 @@ mod tests {
         assert!(!e.html.contains("<b>Eve"), "{}", e.html);
         assert!(e.text.contains("<b>Eve</b> & co"), "{}", e.text);
         assert!(e.subject.contains("<b>Eve</b> & co"));
+    }
+
+    #[test]
+    fn the_subject_gets_the_inviters_name_short_and_without_invisible_characters() {
+        let t = Templates::load("https://comet.example").unwrap();
+        let long = "Your account is locked: reset it now at https://evil.example/reset ok";
+        let e = t.invitation(&invitation(Some(long))).unwrap();
+        assert_eq!(
+            e.subject,
+            "Your account is locked: reset it now at… invited you to Comet"
+        );
+        // the body still names the inviter in full
+        assert!(e.text.contains(long), "{}", e.text);
+
+        // a right-to-left override would make the rest of the subject read backwards
+        let e = t
+            .invitation(&invitation(Some("Eve\u{202E}\u{200B} Smith")))
+            .unwrap();
+        assert_eq!(e.subject, "Eve Smith invited you to Comet");
+        let e = t.invitation(&invitation(Some("\u{200B}\u{FEFF}"))).unwrap();
+        assert_eq!(e.subject, "A teammate invited you to Comet");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   field errors that name every invalid input.
 //! - [`queue`]: the Redis queue (key layout, Lua scripts, client, apalis backend).
 //! - [`jobs`]: job definitions, their queues and retry policies.
+//! - [`rules`]: the rules language: event-type patterns, CEL conditions, notification
+//!   templates, each compiled when a rule is saved and evaluated by `process_event`.
 //! - [`permissions`]: every permission, declared once; the table and default roles follow.
 //! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects, API keys, users…).
 //! - [`auth`]: access-token claims (project and platform tokens), minting and verification.
@@ -26,6 +28,7 @@ pub mod email;
 pub mod jobs;
 pub mod permissions;
 pub mod queue;
+pub mod rules;
 pub mod secrets;
 pub mod sessions;
 pub mod shutdown;

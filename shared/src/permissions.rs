@@ -78,11 +78,11 @@ permissions! {
     AuditRead => "audit:read", "Read and export the audit log", project ["admin"];
     JobsRead => "jobs:read", "See the status of jobs", project ["admin", "member"];
     JobsWrite => "jobs:write", "Enqueue, retry and cancel jobs", project ["admin"];
-    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
     EventsWrite => "events:write", "Send events (an API key of the project may too)", project ["admin"];
-    EventsRead => "events:read", "Read the project's events", project ["admin", "member"];
-    RuleRead => "rule:read", "Read the project's alert rules", project ["admin", "member"];
-    RuleWrite => "rule:write", "Create, change and delete the project's alert rules", project ["admin"];
+    EventsRead => "events:read", "See events and what they matched", project ["admin", "member"];
+    RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
+    RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
+    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
 }

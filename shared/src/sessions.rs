@@ -91,6 +91,15 @@ impl Sessions {
         format!("{}{kind}:{id}", self.prefix)
     }
 
+    /// The time on the shared clock, Redis `TIME`, in milliseconds since the epoch. Token issue
+    /// times and revocation markers are both read from it, so API hosts whose clocks disagree
+    /// still agree on which tokens a revocation covers.
+    pub async fn now_ms(&self) -> redis::RedisResult<i64> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Records a new session for a freshly minted token.
     pub async fn create(
         &self,

@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
 use sqlx::PgPool;
 
+use crate::rules_cache::RuleCache;
+
 /// What every job handler gets: built once from the settings.
 #[derive(Clone)]
 pub struct JobContext {
@@ -19,6 +21,8 @@ pub struct JobContext {
     pub mailer: Mailer,
     /// Sessions and revocation, on the queues' Redis connection.
     pub sessions: Sessions,
+    /// Compiled rules per project (`process_event`).
+    pub rules: Arc<RuleCache>,
 }
 
 impl JobContext {
@@ -28,6 +32,7 @@ impl JobContext {
         let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
         Ok(Self {
             sessions: Sessions::new(&queues),
+            rules: Arc::default(),
             pool,
             queues,
             settings,

@@ -6,6 +6,7 @@
 //!   kinds ([`shared::with_job_kinds!`]).
 //! - [`registry`]: registers every kind with its queue, concurrency, timeout and retry policy,
 //!   and refuses a kind the list lacks or one registered twice.
+//! - [`rules_cache`]: compiled rules per project, for `process_event`.
 //! - [`services`]: the long-running loops besides the job runners (HTTP, outbox relay, on-dead
 //!   hooks), started from one list in [`run`], with one shutdown path.
 //! - [`run`]: wires the monitor and the services, and shuts them down in order on
@@ -14,6 +15,7 @@
 pub mod context;
 pub mod jobs;
 pub mod registry;
+pub mod rules_cache;
 pub mod services;
 
 use std::{future::Future, sync::Arc, time::Duration};

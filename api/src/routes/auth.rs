@@ -54,7 +54,8 @@ pub struct LoginRequest {
     /// The password.
     #[schema(required = true)]
     pub password: Option<String>,
-    /// The project, when the email belongs to users of several projects.
+    /// The project to log into, when the email has accounts in several (without it, the most
+    /// recently active account is tried).
     pub project_id: Option<Uuid>,
 }
 
@@ -194,8 +195,9 @@ const KNOWN_CLIENT_TTL: std::time::Duration = std::time::Duration::from_secs(30 
 
 /// Logs in: an access token for an ACTIVE user whose password matches.
 ///
-/// Public. 401 for any bad credentials (one message for all), 422 when the email and password
-/// match users of several projects and no `projectId` says which, 429 when the client IP made
+/// Public. 401 for any bad credentials (one message for all). An email with accounts in several
+/// projects logs into its most recently active account unless `projectId` names the project.
+/// 429 when the client IP made
 /// too many attempts, or too many failed for the email from this client, or from all clients
 /// and this one never logged in as it (`Retry-After` says when to come back).
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
@@ -232,65 +234,55 @@ async fn login(
     }
 
     let candidates = db::users::login_candidates(&s.pool, &email, req.project_id).await?;
-    let active: Vec<_> = candidates
+    // Exactly one Argon2 verification per attempt, whatever the email: an unknown email is
+    // checked against a dummy hash, and an email with accounts in several projects (without a
+    // `projectId`) against its most recently active account only, so the time a login takes
+    // says nothing about how many accounts an email has.
+    let chosen = candidates
         .iter()
-        .filter(|c| c.status == UserStatus::Active.as_str())
-        .filter_map(|c| c.password_hash.clone().map(|h| (c, h)))
-        .collect();
-    // verify at least once, so an unknown email costs what a known one does
-    let hashes: Vec<String> = if active.is_empty() {
-        vec![secrets::dummy_password_hash().to_owned()]
-    } else {
-        active.iter().map(|(_, h)| h.clone()).collect()
-    };
-    let verdicts = passwords::verify_each(req.password, hashes).await?;
-    let matched: Vec<_> = active
-        .iter()
-        .zip(&verdicts)
-        .filter(|(_, ok)| **ok)
-        .map(|((c, _), _)| *c)
-        .collect();
+        .find(|c| c.status == UserStatus::Active.as_str() && c.password_hash.is_some());
+    let hash = chosen
+        .and_then(|c| c.password_hash.clone())
+        .unwrap_or_else(|| secrets::dummy_password_hash().to_owned());
+    let matched = passwords::verify(req.password, hash).await? && chosen.is_some();
 
-    let candidate = match matched.as_slice() {
-        [one] => *one,
-        [] => {
-            for c in &candidates {
-                let why = if c.status == UserStatus::Active.as_str() && c.password_hash.is_some() {
-                    Failure::WrongPassword
-                } else {
-                    Failure::NotActive
-                };
-                audit_failure(&s, c.project_id, Some(c.user_id), why, &ip).await?;
-            }
-            if candidates.is_empty()
-                && let Some(project) = req.project_id
-            {
-                audit_failure(&s, project, None, Failure::UnknownUser, &ip).await?;
-            }
-            rate_limit::count(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
-            rate_limit::count(&s, "login-email", &subject, &limits.login_per_email).await?;
-            tracing::info!(
-                candidates = candidates.len(),
-                "login refused: bad credentials"
-            );
-            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+    let Some(candidate) = chosen.filter(|_| matched) else {
+        for c in &candidates {
+            let why = if chosen.is_some_and(|t| t.user_id == c.user_id) {
+                Failure::WrongPassword
+            } else if c.status != UserStatus::Active.as_str() || c.password_hash.is_none() {
+                Failure::NotActive
+            } else {
+                // an active account of another project, not tried
+                continue;
+            };
+            audit_failure(&s, c.project_id, Some(c.user_id), why, &ip).await?;
         }
-        _ => {
-            return Err(ApiError::invalid(
-                "projectId",
-                "this email and password open accounts in several projects; say which project",
-            ));
+        if candidates.is_empty()
+            && let Some(project) = req.project_id
+        {
+            audit_failure(&s, project, None, Failure::UnknownUser, &ip).await?;
         }
+        rate_limit::count(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
+        rate_limit::count(&s, "login-email", &subject, &limits.login_per_email).await?;
+        tracing::info!(
+            candidates = candidates.len(),
+            "login refused: bad credentials"
+        );
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
     };
 
     let (project, user_id) = (candidate.project_id, candidate.user_id);
     // issued before the permissions are read: a role change or deactivation committing in
-    // between writes a marker later than this token's `iat`, which revokes it
-    let mut claims = Claims::new(
+    // between writes a marker later than this token's `iat`, which revokes it. Both times come
+    // from the shared clock (Redis `TIME`), never this host's.
+    let issued_ms = s.sessions.now_ms().await.map_err(ApiError::session_store)?;
+    let mut claims = Claims::issued_at(
         &user_id.to_string(),
         project,
         Vec::new(),
         s.settings.auth.jwt_ttl.as_secs() as i64,
+        issued_ms,
     );
     let mut tx = s.pool.begin().await?;
     // waits for a deactivation or role change in flight

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod clock;
 mod envelope;
 mod flow;
 mod hardening;

@@ -143,7 +143,7 @@ async fn every_bad_login_gets_the_same_401_and_is_audited_without_the_email() {
 }
 
 #[tokio::test]
-async fn an_email_in_several_projects_needs_a_project_id() {
+async fn an_email_in_several_projects_logs_into_its_most_recently_active_account_unless_named() {
     let app = TestApp::spawn().await;
     let other = app.env.other_project("other").await;
     let here = app
@@ -151,27 +151,44 @@ async fn an_email_in_several_projects_needs_a_project_id() {
         .await;
     let there = app.active_user(other, "both@example.com", "admin").await;
     let credentials = json!({"email": "both@example.com", "password": PASSWORD});
+    let seen = |user: Uuid, ago_secs: i64| {
+        let pool = app.env.pool.clone();
+        async move {
+            sqlx::query("UPDATE users SET last_seen_at = now() - make_interval(secs => $2) WHERE user_id = $1")
+                .bind(user)
+                .bind(ago_secs as f64)
+                .execute(&pool)
+                .await
+                .expect("update last_seen_at");
+        }
+    };
+    let app = &app;
+    let logged_into = |body: Value| async move {
+        let ok = json_with_status(app.login(&body).await, StatusCode::OK).await;
+        ok["data"]["user"]["id"].as_str().expect("an id").to_owned()
+    };
 
-    let error = assert_error(
-        app.login(&credentials).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert!(
-        error["details"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|e| e["field"] == "projectId")),
-        "{error}"
-    );
+    // one Argon2 verification per attempt: the most recently active account is the one tried
+    seen(there, 10).await;
+    assert_eq!(logged_into(credentials.clone()).await, there.to_string());
+    seen(here, 5).await;
+    assert_eq!(logged_into(credentials.clone()).await, here.to_string());
 
+    // `projectId` names the other one
     for (project, user) in [(app.project_id(), here), (other, there)] {
         let mut body = credentials.clone();
         body["projectId"] = json!(project);
-        let ok = json_with_status(app.login(&body).await, StatusCode::OK).await;
-        assert_eq!(ok["data"]["user"]["id"], user.to_string());
-        assert_eq!(ok["data"]["user"]["projectId"], project.to_string());
+        assert_eq!(logged_into(body).await, user.to_string());
     }
+
+    // a wrong password is the one 401, whoever has the email
+    let wrong = json!({"email": "both@example.com", "password": "not the password"});
+    assert_error(
+        app.login(&wrong).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -13,10 +13,13 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod events;
+pub mod notifications;
 pub mod invitations;
 pub mod outbox;
 pub mod projects;
 pub mod roles;
+pub mod rules;
 pub mod users;
 
 use std::time::Duration;

@@ -178,7 +178,8 @@ pub struct LoginCandidate {
     pub password_hash: Option<String>,
 }
 
-/// The users with this email: in one project if given, else in every project (login only).
+/// The users with this email: in one project if given, else in every project (login only),
+/// the most recently active first.
 pub async fn login_candidates(
     pool: &PgPool,
     email: &str,
@@ -188,7 +189,7 @@ pub async fn login_candidates(
         r#"
         SELECT project_id, user_id, status, password_hash FROM users
         WHERE email = $1 AND ($2::uuid IS NULL OR project_id = $2)
-        ORDER BY created_at LIMIT 10
+        ORDER BY last_seen_at DESC NULLS LAST, created_at LIMIT 10
         "#,
     )
     .bind(email)

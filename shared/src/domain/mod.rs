@@ -73,6 +73,34 @@ pub fn required<T>(value: Option<T>) -> Result<T, Invalid> {
     value.ok_or_else(|| Invalid::new("is required"))
 }
 
+/// Characters that show nothing but change how text around them reads: format characters
+/// (zero-width spaces and joiners, the byte-order mark, direction marks and overrides, the soft
+/// hyphen). Spreadsheets skip them before a formula; a bidi override can make a name in an
+/// email subject read backwards.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
+/// Free text made fit for one short line that a person reads out of context (an email
+/// subject): controls and invisible characters dropped, whitespace runs collapsed to one
+/// space, at most `max` characters (cut ones end in `…`).
+pub fn one_line(text: &str, max: usize) -> String {
+    let visible: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|c| !is_invisible(*c))
+        .collect();
+    let words = visible.split_whitespace().collect::<Vec<_>>().join(" ");
+    if words.chars().count() <= max {
+        return words;
+    }
+    let mut cut: String = words.chars().take(max.saturating_sub(1)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
 /// Refuses control characters (NUL among them: Postgres cannot store it in text).
 fn no_control_characters(s: &str) -> Result<(), Invalid> {
     if s.chars().any(char::is_control) {
@@ -99,5 +127,19 @@ mod tests {
         assert_eq!(within(1, 1..=5), Ok(1));
         let err = within(0, 1..=5).unwrap_err();
         assert_eq!(err.message(), "must be between 1 and 5 (got 0)");
+    }
+
+    #[test]
+    fn one_line_drops_controls_and_invisibles_collapses_spaces_and_cuts() {
+        assert_eq!(one_line("  Ada \n\t Lovelace ", 40), "Ada Lovelace");
+        // a right-to-left override and zero-width characters are gone
+        assert_eq!(
+            one_line("Eve\u{202E}moc.live\u{200B}\u{FEFF}", 40),
+            "Evemoc.live"
+        );
+        assert_eq!(one_line("abcdef", 6), "abcdef");
+        assert_eq!(one_line("abc defg", 6), "abc d…");
+        assert_eq!(one_line("abcd  efg", 6), "abcd…");
+        assert_eq!(one_line(&"é".repeat(100), 10).chars().count(), 10);
     }
 }

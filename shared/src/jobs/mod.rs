@@ -30,6 +30,7 @@ macro_rules! with_job_kinds {
             ping::Ping,
             send_invitation::SendInvitation,
             revoke_sessions::RevokeSessions,
+            process_event::ProcessEvent,
         }
     };
 }

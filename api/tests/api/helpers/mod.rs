@@ -11,6 +11,7 @@
 mod audit;
 mod jobs;
 mod openapi;
+mod process;
 mod projects;
 mod users;
 
@@ -24,6 +25,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
 pub use openapi::{operations, served_spec};
+pub use process::ApiProcess;
 pub use users::PASSWORD;
 
 /// Every permission the API knows.

@@ -1,0 +1,332 @@
+//! Events' SQL: accepting them with their `process_event` jobs (one transaction, the outbox),
+//! listing and reading them, and what `process_event` reads and writes.
+//!
+//! Event ids are UUIDv7, so `(project_id, event_id)` orders the list and a time range is a key
+//! range ([`id_bound`]). An idempotency key is unique per project: the same key answers the
+//! first event, never a second row.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    jobs::{EnqueueOptions, Job as _, ProcessEvent},
+    queue::NewJob,
+};
+
+/// An event to accept (validated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Its type (`transfer.failed`).
+    pub event_type: String,
+    /// Who sent it, if said.
+    pub source: Option<String>,
+    /// The JSON object.
+    pub payload: serde_json::Value,
+    /// When it happened (default: when it was received).
+    pub occurred_at: DateTime<Utc>,
+    /// The sender's idempotency key, unique in the project.
+    pub idempotency_key: Option<String>,
+}
+
+/// What accepting an event gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The event (the first one, for a repeated idempotency key).
+    pub event_id: Uuid,
+    /// Its `process_event` job.
+    pub job_id: Uuid,
+    /// False when the idempotency key named an earlier event.
+    pub created: bool,
+}
+
+/// Accepts events of `project_id` in the caller's transaction: one row each, and one
+/// `process_event` job each through the outbox, in two statements whatever their number.
+/// Answers in the order given.
+pub async fn accept(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    events: &[NewEvent],
+    opts: &EnqueueOptions,
+) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
+    let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let jobs: Vec<NewJob> = event_ids
+        .iter()
+        .map(|&event_id| {
+            ProcessEvent {
+                project_id,
+                event_id,
+            }
+            .to_new_job(opts.clone())
+        })
+        .collect::<Result<_, _>>()?;
+    let job_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let sources: Vec<Option<&str>> = events.iter().map(|e| e.source.as_deref()).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let keys: Vec<Option<&str>> = events
+        .iter()
+        .map(|e| e.idempotency_key.as_deref())
+        .collect();
+    let created: Vec<Uuid> = sqlx::query_scalar(
+        r#"
+        INSERT INTO events (project_id, event_id, type, source, payload, occurred_at,
+                            idempotency_key, job_id, rules_version)
+        SELECT $1, e.*, (SELECT rules_version FROM projects WHERE project_id = $1)
+        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
+                    $7::text[], $8::uuid[]) AS e
+        ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING event_id
+        "#,
+    )
+    .bind(project_id)
+    .bind(&event_ids)
+    .bind(&types)
+    .bind(&sources)
+    .bind(&payloads)
+    .bind(&occurred)
+    .bind(&keys)
+    .bind(&job_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
+
+    // repeated keys (earlier requests, or earlier in this batch) answer the first event
+    let repeated: Vec<&str> = events
+        .iter()
+        .zip(&event_ids)
+        .filter(|(_, id)| !created.contains(id))
+        .filter_map(|(e, _)| e.idempotency_key.as_deref())
+        .collect();
+    let mut first: HashMap<String, (Uuid, Uuid)> = HashMap::new();
+    if !repeated.is_empty() {
+        let rows: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
+            "SELECT idempotency_key, event_id, job_id FROM events \
+             WHERE project_id = $1 AND idempotency_key = ANY($2)",
+        )
+        .bind(project_id)
+        .bind(&repeated)
+        .fetch_all(&mut *conn)
+        .await?;
+        first = rows.into_iter().map(|(k, e, j)| (k, (e, j))).collect();
+    }
+    let new_jobs: Vec<NewJob> = jobs
+        .into_iter()
+        .zip(&event_ids)
+        .filter(|(_, id)| created.contains(id))
+        .map(|(j, _)| j)
+        .collect();
+    crate::db::outbox::insert_many(conn, &new_jobs).await?;
+
+    Ok(events
+        .iter()
+        .zip(event_ids.iter().zip(&job_ids))
+        .map(|(e, (event_id, job_id))| {
+            if created.contains(event_id) {
+                return Accepted {
+                    event_id: *event_id,
+                    job_id: *job_id,
+                    created: true,
+                };
+            }
+            let (event_id, job_id) = e
+                .idempotency_key
+                .as_ref()
+                .and_then(|k| first.get(k))
+                .copied()
+                // not created and no key: cannot happen (only keys conflict)
+                .unwrap_or((*event_id, *job_id));
+            Accepted {
+                event_id,
+                job_id,
+                created: false,
+            }
+        })
+        .collect())
+}
+
+/// The smallest (`upper` false) or largest (`upper` true) UUIDv7 of the millisecond `at`: a
+/// time bound on event ids.
+pub fn id_bound(at: DateTime<Utc>, upper: bool) -> Uuid {
+    let ms = at.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+    let mut bytes = [if upper { 0xFF } else { 0 }; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// Filters of the event list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this type (exact).
+    pub event_type: Option<String>,
+    /// Only from this source.
+    pub source: Option<String>,
+    /// Received at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Received before.
+    pub to: Option<DateTime<Utc>>,
+    /// Only processed (true) or not yet processed (false) events.
+    pub processed: Option<bool>,
+}
+
+/// One event as lists and reads show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    /// Id (UUIDv7).
+    pub event_id: Uuid,
+    /// Type.
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    /// Source.
+    pub source: Option<String>,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// The sender's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Its `process_event` job.
+    pub job_id: Uuid,
+    /// When `process_event` finished with it.
+    pub processed_at: Option<DateTime<Utc>>,
+    /// The rules it matched.
+    pub matched_rule_ids: Vec<Uuid>,
+    /// Notifications created.
+    pub notification_count: i32,
+    /// Recipients of those notifications.
+    pub recipient_count: i32,
+}
+
+const COLUMNS: &str = "event_id, type, source, payload, occurred_at, received_at, \
+    idempotency_key, job_id, processed_at, matched_rule_ids, notification_count, recipient_count";
+
+/// A page of a project's events, newest first, after the cursor `before` (an event id).
+pub async fn list(
+    pool: &PgPool,
+    project_id: Uuid,
+    filter: &EventFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    let lower = filter.from.map(|t| id_bound(t, false));
+    let upper = filter.to.map(|t| id_bound(t, false));
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        r#"
+        SELECT {COLUMNS} FROM events
+        WHERE project_id = $1
+          AND ($2::text IS NULL OR type = $2)
+          AND ($3::text IS NULL OR source = $3)
+          AND ($4::uuid IS NULL OR event_id >= $4)
+          AND ($5::uuid IS NULL OR event_id < $5)
+          AND ($6::boolean IS NULL OR (processed_at IS NOT NULL) = $6)
+          AND ($7::uuid IS NULL OR event_id < $7)
+        ORDER BY event_id DESC
+        LIMIT $8
+        "#
+    )))
+    .bind(project_id)
+    .bind(&filter.event_type)
+    .bind(&filter.source)
+    .bind(lower)
+    .bind(upper)
+    .bind(filter.processed)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One event of the project.
+pub async fn find(
+    pool: &PgPool,
+    project_id: Uuid,
+    event_id: Uuid,
+) -> Result<Option<EventRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM events WHERE project_id = $1 AND event_id = $2"
+    )))
+    .bind(project_id)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// What `process_event` reads of an event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ToProcess {
+    /// Type.
+    #[sqlx(rename = "type")]
+    pub event_type: String,
+    /// Source.
+    pub source: Option<String>,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// The project's rules version when the event was accepted.
+    pub rules_version: i64,
+    /// Set once processed.
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// The event `process_event` works on.
+pub async fn to_process(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    event_id: Uuid,
+) -> Result<Option<ToProcess>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT type, source, payload, occurred_at, rules_version, processed_at \
+         FROM events WHERE project_id = $1 AND event_id = $2",
+    )
+    .bind(project_id)
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Marks the event processed with what it matched (the first processing time is kept).
+pub async fn mark_processed(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    event_id: Uuid,
+    matched: &[Uuid],
+    notifications: i32,
+    recipients: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        UPDATE events SET processed_at = coalesce(processed_at, now()), matched_rule_ids = $3,
+                          notification_count = $4, recipient_count = $5
+        WHERE project_id = $1 AND event_id = $2
+        "#,
+    )
+    .bind(project_id)
+    .bind(event_id)
+    .bind(matched)
+    .bind(notifications)
+    .bind(recipients)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_bounds_enclose_every_v7_id_of_their_millisecond() {
+        let at: DateTime<Utc> = "2026-12-02T10:00:00.123Z".parse().unwrap();
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, at.timestamp() as u64, 123_000_000);
+        let id = Uuid::new_v7(ts);
+        assert!(id_bound(at, false) <= id && id <= id_bound(at, true));
+        let next = at + chrono::Duration::milliseconds(1);
+        assert!(id < id_bound(next, false));
+    }
+}

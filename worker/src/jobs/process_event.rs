@@ -1,0 +1,178 @@
+//! Runs `process_event`: the project's active rules for the event's type (cached, see
+//! [`crate::rules_cache`]), by priority; for each whose condition matches, a notification
+//! rendered from the rule's templates, whose recipients are the ACTIVE users holding any of
+//! its target roles now. Then `processedAt`, the matched rules and the counts on the event.
+//!
+//! Idempotent: notifications are unique per (event, rule) and recipients per (notification,
+//! user), so a re-run after a crash or a retry creates nothing twice; the delivery jobs of the
+//! next issue go in the same transaction, on the same keys. An evaluation error (a missing
+//! field, a wrong type) or a render error is no match: counted in
+//! `comet_rule_evaluation_errors_total` and recorded on the rule (`lastError`), at most once a
+//! minute per rule. An event that is not in the job's project sends the job dead.
+
+use anyhow::Context as _;
+use apalis_core::error::{AbortError, BoxDynError};
+use serde::Serialize;
+use shared::{
+    db::{self, notifications::NewNotification},
+    jobs::ProcessEvent,
+    queue::backend::JobHandle,
+    rules::{EventInput, EventView},
+};
+use uuid::Uuid;
+
+use super::Handler;
+use crate::context::JobContext;
+
+/// Report progress every this many rules evaluated (large rule sets only).
+const PROGRESS_EVERY: usize = 100;
+
+/// What a run did (kept as the job's result).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// Rules that looked at the event's type.
+    pub evaluated: usize,
+    /// Rules that matched.
+    pub matched: Vec<Uuid>,
+    /// Rules whose condition or templates failed on this event.
+    pub errors: usize,
+    /// Notifications the event has.
+    pub notifications: i32,
+    /// Their recipients.
+    pub recipients: i32,
+}
+
+impl Handler for ProcessEvent {
+    type Output = Outcome;
+
+    async fn run(self, ctx: &JobContext, handle: &JobHandle) -> Result<Outcome, BoxDynError> {
+        process_event(ctx, &self, handle).await
+    }
+}
+
+async fn rule_failed(ctx: &JobContext, project_id: Uuid, rule_id: Uuid, why: &str) {
+    metrics::counter!("comet_rule_evaluation_errors_total").increment(1);
+    tracing::info!(%rule_id, error = why, "rule failed on an event: no match");
+    if let Err(e) = db::rules::record_error(&ctx.pool, project_id, rule_id, why).await {
+        tracing::warn!(%rule_id, error = %e, "could not record a rule's error");
+    }
+}
+
+/// Processes the job's event; see the module docs.
+#[tracing::instrument(name = "process_event", skip_all, fields(
+    project_id = %job.project_id, event_id = %job.event_id,
+))]
+pub async fn process_event(
+    ctx: &JobContext,
+    job: &ProcessEvent,
+    handle: &JobHandle,
+) -> Result<Outcome, BoxDynError> {
+    let (project_id, event_id) = (job.project_id, job.event_id);
+    let event = {
+        let mut conn = ctx
+            .pool
+            .acquire()
+            .await
+            .context("Failed to get a Postgres connection")?;
+        db::events::to_process(&mut conn, project_id, event_id)
+            .await
+            .context("Failed to read the event")?
+    };
+    let Some(event) = event else {
+        return Err(AbortError::new("the event does not exist in the job's project").into());
+    };
+    let Some(rules) = ctx.rules.get(&ctx.pool, project_id, event.rules_version).await? else {
+        return Err(AbortError::new("the job's project does not exist").into());
+    };
+    for (rule_id, why) in &rules.broken {
+        rule_failed(ctx, project_id, *rule_id, why).await;
+    }
+
+    let input = EventInput::new(
+        &event.event_type,
+        event.source.as_deref(),
+        event.occurred_at,
+        &event.payload,
+    );
+    let view = EventView::new(
+        &event.event_type,
+        event.source.as_deref(),
+        event.occurred_at,
+        &event.payload,
+    );
+    let selected: Vec<_> = rules
+        .rules
+        .iter()
+        .filter(|r| r.selects(&event.event_type))
+        .collect();
+    let mut outcome = Outcome {
+        evaluated: selected.len(),
+        matched: Vec::new(),
+        errors: 0,
+        notifications: 0,
+        recipients: 0,
+    };
+    let mut new = Vec::new();
+    for (i, rule) in selected.iter().enumerate() {
+        if i > 0 && i % PROGRESS_EVERY == 0 {
+            let progress = serde_json::json!({ "rulesEvaluated": i, "rules": selected.len() });
+            if let Err(e) = handle.progress(&progress).await {
+                tracing::debug!(error = %e, "progress not recorded");
+            }
+        }
+        let verdict = rule
+            .condition
+            .as_ref()
+            .map_or(Ok(true), |c| c.evaluate(&input));
+        let rendered = match verdict {
+            Ok(false) => continue,
+            Ok(true) => rule.templates.render(&view),
+            Err(why) => Err(format!("condition: {why}")),
+        };
+        match rendered {
+            Ok((title, body)) => {
+                outcome.matched.push(rule.id);
+                new.push(NewNotification {
+                    rule_id: rule.id,
+                    title,
+                    body,
+                    priority: rule.priority,
+                    sound: rule.sound.clone(),
+                    channels: rule.channels.clone(),
+                    target_role_ids: rule.target_role_ids.clone(),
+                });
+            }
+            Err(why) => {
+                outcome.errors += 1;
+                rule_failed(ctx, project_id, rule.id, &why).await;
+            }
+        }
+    }
+
+    let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
+    let created = db::notifications::create_for_event(&mut tx, project_id, event_id, &new)
+        .await
+        .context("Failed to store the notifications")?;
+    db::events::mark_processed(
+        &mut tx,
+        project_id,
+        event_id,
+        &outcome.matched,
+        created.notifications,
+        created.recipients,
+    )
+    .await
+    .context("Failed to mark the event processed")?;
+    tx.commit().await.context("Failed to commit")?;
+    outcome.notifications = created.notifications;
+    outcome.recipients = created.recipients;
+    metrics::counter!("comet_notifications_created_total").increment(new.len() as u64);
+    tracing::info!(
+        evaluated = outcome.evaluated,
+        matched = outcome.matched.len(),
+        recipients = outcome.recipients,
+        "event processed"
+    );
+    Ok(outcome)
+}
