@@ -451,7 +451,7 @@ async fn an_update_changes_only_the_given_fields_and_is_audited() {
 }
 
 #[tokio::test]
-async fn stats_count_the_projects_users_and_keys() {
+async fn stats_count_the_projects_users_keys_rules_and_last_days_events() {
     let app = TestApp::spawn().await;
     let ops = app.platform_token();
     let (_, id, _) = app.new_project("Counted").await;
@@ -463,6 +463,60 @@ async fn stats_count_the_projects_users_and_keys() {
         .await
         .unwrap();
     app.new_api_key(id, "second").await;
+    // rules, events and notifications, straight in the database: two rules (one inactive), an
+    // event and its notification now, and an older event and notification that are not counted
+    let rule = Uuid::now_v7();
+    for (rule_id, active) in [(rule, true), (Uuid::now_v7(), false)] {
+        sqlx::query(
+            "INSERT INTO rules (project_id, rule_id, name, event_types, title_template,
+                                target_role_ids, channels, active)
+             VALUES ($1, $2, $3, '{order.*}', 't', '{}', '{inApp}', $4)",
+        )
+        .bind(id)
+        .bind(rule_id)
+        .bind(format!("rule {rule_id}"))
+        .bind(active)
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+    }
+    let two_days_ago = chrono::Utc::now() - chrono::Duration::hours(48);
+    let old_id = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        two_days_ago.timestamp() as u64,
+        0,
+    ));
+    for (event_id, at, project) in [
+        (Uuid::now_v7(), chrono::Utc::now(), id),
+        (old_id, two_days_ago, id),
+        (Uuid::now_v7(), chrono::Utc::now(), app.project_id()),
+    ] {
+        sqlx::query(
+            "INSERT INTO events (project_id, event_id, type, payload, occurred_at, received_at,
+                                 job_id, rules_version)
+             VALUES ($1, $2, 'order.created', '{}', $3, $3, $4, 0)",
+        )
+        .bind(project)
+        .bind(event_id)
+        .bind(at)
+        .bind(Uuid::now_v7())
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title,
+                                        body, priority, channels, created_at)
+             VALUES ($1, $2, $3, $4, 't', '', 0, '{inApp}', $5)",
+        )
+        .bind(project)
+        .bind(Uuid::now_v7())
+        .bind(event_id)
+        .bind(rule)
+        .bind(at)
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+    }
 
     let body = json_with_status(
         app.project_stats(&ops, &id.to_string()).await,
@@ -477,6 +531,9 @@ async fn stats_count_the_projects_users_and_keys() {
             "projectId": id,
             "users": {"total": 2, "invited": 0, "active": 2, "deactivated": 0, "seenLast24h": 1},
             "apiKeys": 2,
+            "rules": {"total": 2, "active": 1},
+            "eventsLast24h": 1,
+            "notificationsLast24h": 1,
         })
     );
     assert_error(missing, StatusCode::NOT_FOUND, "not_found").await;

@@ -14,8 +14,8 @@
 pub mod api_keys;
 pub mod audit;
 pub mod events;
-pub mod notifications;
 pub mod invitations;
+pub mod notifications;
 pub mod outbox;
 pub mod projects;
 pub mod roles;

@@ -349,10 +349,20 @@ pub struct ProjectCounts {
     pub users_seen_last_24h: i64,
     /// API keys.
     pub api_keys: i64,
+    /// Rules.
+    pub rules: i64,
+    /// Active rules.
+    pub rules_active: i64,
+    /// Events received in the last 24 hours.
+    pub events_last_24h: i64,
+    /// Notifications created in the last 24 hours.
+    pub notifications_last_24h: i64,
 }
 
-/// A project's counts (the users by status from the trigger-kept `user_counts`).
+/// A project's counts (the users by status from the trigger-kept `user_counts`; the events of
+/// the last 24 hours as a range of their time-ordered ids).
 pub async fn counts(pool: &PgPool, id: Uuid) -> Result<ProjectCounts, sqlx::Error> {
+    let day_ago = Utc::now() - chrono::Duration::hours(24);
     sqlx::query_as(
         r#"
         SELECT coalesce((SELECT sum(invited) FROM user_counts WHERE project_id = $1), 0)::int8
@@ -362,12 +372,20 @@ pub async fn counts(pool: &PgPool, id: Uuid) -> Result<ProjectCounts, sqlx::Erro
                coalesce((SELECT sum(deactivated) FROM user_counts WHERE project_id = $1), 0)::int8
                    AS users_deactivated,
                (SELECT count(*) FROM users
-                WHERE project_id = $1 AND last_seen_at > now() - interval '24 hours')
-                   AS users_seen_last_24h,
-               (SELECT count(*) FROM api_keys WHERE project_id = $1) AS api_keys
+                WHERE project_id = $1 AND last_seen_at > $2) AS users_seen_last_24h,
+               (SELECT count(*) FROM api_keys WHERE project_id = $1) AS api_keys,
+               (SELECT count(*) FROM rules WHERE project_id = $1) AS rules,
+               (SELECT count(*) FROM rules WHERE project_id = $1 AND active) AS rules_active,
+               (SELECT count(*) FROM events
+                WHERE project_id = $1 AND event_id >= $3 AND received_at > $2)
+                   AS events_last_24h,
+               (SELECT count(*) FROM notifications
+                WHERE project_id = $1 AND created_at > $2) AS notifications_last_24h
         "#,
     )
     .bind(id)
+    .bind(day_ago)
+    .bind(super::events::id_bound(day_ago, false))
     .fetch_one(pool)
     .await
 }

@@ -539,6 +539,16 @@ pub struct UserStats {
     pub seen_last_24h: i64,
 }
 
+/// A project's rules.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleStats {
+    /// All rules.
+    pub total: i64,
+    /// Active rules (the ones events are matched against).
+    pub active: i64,
+}
+
 /// A project's counts.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -549,11 +559,16 @@ pub struct ProjectStats {
     pub users: UserStats,
     /// Its API keys.
     pub api_keys: i64,
+    /// Its rules.
+    pub rules: RuleStats,
+    /// Events it received in the last 24 hours.
+    pub events_last_24h: i64,
+    /// Notifications its rules created in the last 24 hours.
+    pub notifications_last_24h: i64,
 }
 
-/// A project's counts: users by status and seen in the last 24 hours, and API keys. (Rules,
-/// events and notifications in the last 24 hours join these counts once those features exist;
-/// they are not reported before.)
+/// A project's counts: users by status and seen in the last 24 hours, API keys, rules, and the
+/// events received and notifications created in the last 24 hours.
 ///
 /// Permission: `projects:manage` (platform tokens only). 404 for a deleted or unknown project.
 #[utoipa::path(get, path = "/api/v1/projects/{id}/stats", tag = "projects",
@@ -584,5 +599,11 @@ pub(super) async fn project_stats(
             seen_last_24h: c.users_seen_last_24h,
         },
         api_keys: c.api_keys,
+        rules: RuleStats {
+            total: c.rules,
+            active: c.rules_active,
+        },
+        events_last_24h: c.events_last_24h,
+        notifications_last_24h: c.notifications_last_24h,
     })))
 }
