@@ -1278,10 +1278,10 @@ async fn slugs_after_migrating(names: &[&str]) -> Result<Vec<(String, String)>, 
         .await?;
     let result = async {
         let mut conn = sqlx::PgConnection::connect(&format!("{base}/{db}")).await?;
-        for file in files
-            .iter()
-            .filter(|f| f.file_name().unwrap().to_str().unwrap() < ours)
-        {
+        for file in files.iter().filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().as_ref() < ours)
+        }) {
             let sql = std::fs::read_to_string(file).expect("a migration");
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut conn)
