@@ -491,4 +491,16 @@ mod tests {
         cache.note_jti(other.jti, Duration::from_secs(60));
         assert!(cache.is_revoked(&other));
     }
+
+    #[test]
+    fn the_cache_remembers_the_projects_this_process_blocked_until_it_unblocks_them() {
+        let cache = RevocationCache::default();
+        let project = Uuid::now_v7();
+        assert_eq!(cache.project_block(project), None);
+        cache.note_project(project, Some(Block::Suspended));
+        assert_eq!(cache.project_block(project), Some(Block::Suspended));
+        assert_eq!(cache.project_block(Uuid::now_v7()), None);
+        cache.note_project(project, None);
+        assert_eq!(cache.project_block(project), None);
+    }
 }

@@ -48,7 +48,10 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
         shared::auth::verify(&app.env.settings.auth.jwt_secret, token).expect("a valid JWT");
     assert_eq!(claims.sub, user.to_string());
     assert_eq!(claims.project_id, app.project_id());
-    assert_eq!(claims.permissions, ["jobs:read", "user:read"]);
+    assert_eq!(
+        claims.permissions,
+        ["events:read", "jobs:read", "rule:read", "user:read"]
+    );
     assert_eq!(claims.jti.get_version_num(), 4);
     let sessions = shared::sessions::Sessions::new(&app.env.queues)
         .of_user(user)

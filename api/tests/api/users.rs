@@ -448,7 +448,10 @@ async fn an_accepted_invitation_lets_the_user_log_in_and_cannot_be_used_again() 
     let me = json_with_status(app.me(&new_token).await, StatusCode::OK).await;
     assert_eq!(me["data"]["email"], "new@example.com");
     assert_eq!(me["data"]["roles"][0]["name"], "member");
-    assert_eq!(me["data"]["permissions"], json!(["jobs:read", "user:read"]));
+    assert_eq!(
+        me["data"]["permissions"],
+        json!(["events:read", "jobs:read", "rule:read", "user:read"])
+    );
     // one use only
     let again = app.accept(&invitation_token, PASSWORD).await;
     assert_error(again, StatusCode::NOT_FOUND, "not_found").await;
