@@ -184,3 +184,41 @@ impl PageParams {
         }
     }
 }
+
+/// `meta` of a list read by cursor.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorMeta {
+    /// Pass this back (as the list's cursor parameter) for the next page; null on the last.
+    pub next_cursor: Option<String>,
+    /// Items per page.
+    pub limit: u32,
+}
+
+/// `{"data": [T], "meta": {"nextCursor", "limit"}}`: a page of a list read by cursor (no
+/// total: counting a large table on every page costs more than the page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CursorList<T> {
+    /// The page's items.
+    pub data: Vec<T>,
+    /// The cursor of the next page.
+    pub meta: CursorMeta,
+}
+
+impl<T> CursorList<T> {
+    /// A page from up to `limit + 1` rows: the extra row, if any, only says a next page
+    /// exists, whose cursor is `cursor_of` the page's last item.
+    pub fn new(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Self {
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self {
+            data: rows,
+            meta: CursorMeta { next_cursor, limit },
+        }
+    }
+}

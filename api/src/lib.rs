@@ -82,6 +82,8 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "users", description = "Users, invitations, roles, deactivation"),
         (name = "invitations", description = "Accepting an invitation"),
         (name = "audit", description = "The audit log"),
+        (name = "events", description = "Sending events and reading them back"),
+        (name = "rules", description = "Alert rules: which events become notifications, for whom"),
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "ops", description = "Health and metrics")
@@ -123,6 +125,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::users::router())
         .merge(routes::invitations::router())
         .merge(routes::audit::router())
+        .merge(routes::events::router())
+        .merge(routes::rules::router())
         .merge(routes::projects::router())
 }
 

@@ -71,6 +71,19 @@ pub enum Verdict {
     Blocked(Block),
 }
 
+/// Where a caller stands against a limit after [`Sessions::take`] (the `RateLimit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Whether the actions were taken (all of them; none when refused).
+    pub allowed: bool,
+    /// Actions the window allows.
+    pub limit: u64,
+    /// Actions left in the window.
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    pub reset_secs: u64,
+}
+
 /// A refused rate-limited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -374,7 +387,48 @@ impl Sessions {
         Ok(u64::try_from(n).ok())
     }
 
-    /// Counts one action against a fixed-window limit; `Err(Limited)` when over it.
+    /// Takes `cost` actions from a fixed-window limit if all fit, else none (a batch is
+    /// accepted or refused whole); answers where the caller stands.
+    pub async fn take(
+        &self,
+        name: &str,
+        key: &str,
+        limit: &crate::config::RateLimit,
+        cost: u64,
+    ) -> redis::RedisResult<Allowance> {
+        let script = redis::Script::new(
+            r"local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+              local cost, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+              if n + cost > limit then
+                return { 0, n, redis.call('PTTL', KEYS[1]) }
+              end
+              n = redis.call('INCRBY', KEYS[1], cost)
+              if n == cost then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+              return { 1, n, redis.call('PTTL', KEYS[1]) }",
+        );
+        let mut conn = self.conn.clone();
+        let (allowed, used, pttl): (i64, u64, i64) = script
+            .key(self.key("rate", format!("{name}:{key}")))
+            .arg(limit.window.as_millis() as u64)
+            .arg(cost)
+            .arg(limit.count)
+            .invoke_async(&mut conn)
+            .await?;
+        let reset_ms = if pttl > 0 {
+            pttl as u64
+        } else {
+            limit.window.as_millis() as u64
+        };
+        Ok(Allowance {
+            allowed: allowed == 1,
+            limit: limit.count,
+            remaining: limit.count.saturating_sub(used),
+            reset_secs: reset_ms.div_ceil(1000).max(1),
+        })
+    }
+
+    /// Counts one action against a fixed-window limit; `Err(Limited)` when over it (every
+    /// attempt, refused or not, counts).
     pub async fn rate_limit(
         &self,
         name: &str,

@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod events;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
 pub mod projects;
 pub mod queues;
+pub mod rules;
 pub mod users;

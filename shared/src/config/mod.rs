@@ -9,6 +9,7 @@
 
 mod auth;
 mod email;
+mod events;
 mod http;
 mod queue;
 mod stores;
@@ -18,6 +19,7 @@ use std::{str::FromStr, time::Duration};
 
 pub use auth::AuthSettings;
 pub use email::EmailSettings;
+pub use events::{EventSettings, MAX_BATCH};
 pub use http::HttpSettings;
 pub use queue::{QueueSettings, WorkerSettings};
 pub use stores::{DatabaseSettings, RedisSettings};
@@ -69,6 +71,8 @@ pub struct Settings {
     pub users: UserSettings,
     /// Queue behaviour shared by the API (enqueue, status) and the worker (run).
     pub queue: QueueSettings,
+    /// Event ingestion.
+    pub events: EventSettings,
     /// The worker process.
     pub worker: WorkerSettings,
 }
@@ -222,6 +226,7 @@ impl Settings {
             email: EmailSettings::from_env(&env, production)?,
             users: UserSettings::from_env(&env)?,
             queue: QueueSettings::from_env(&env)?,
+            events: EventSettings::from_env(&env)?,
             worker: WorkerSettings::from_env(&env)?,
             log_format,
             app_env,

@@ -9,6 +9,7 @@
 //! `openapi` reads the served document.
 
 mod audit;
+mod events;
 mod jobs;
 mod openapi;
 mod process;
@@ -24,6 +25,7 @@ use shared::{auth::Claims, config::Settings, testing::TestEnv};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
+pub use events::rule_body;
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;

@@ -1,0 +1,720 @@
+//! Events: ingestion (one, or a batch of up to 1000 in one transaction) and reading them back
+//! with what they matched.
+//!
+//! An event and its `process_event` job are written in one transaction (the outbox); the answer
+//! is `202` with `{eventId, jobId}`. Ingestion counts against the project's event rate (every
+//! answer carries the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers;
+//! past it, `429` with `Retry-After`). Every query filters by the caller's project.
+
+use axum::{
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderName, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{
+    config::MAX_BATCH,
+    db::{self, events::NewEvent},
+    domain::{FieldError, FieldErrors, IdempotencyKey, Invalid, parse_instant, read_json_object},
+    queue::JobState,
+    rules::EventType,
+    sessions::Allowance,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{Authorized, EventsRead, EventsWrite},
+    envelope::{Accepted, ApiJson, CursorList, Data},
+    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
+    extract::{ApiQuery, PathId, ValidJson, Validate},
+    request_id,
+};
+
+/// Largest `POST /api/v1/events/batch` body.
+pub const BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Longest `source`.
+const MAX_SOURCE: usize = 100;
+/// How far ahead of the server's clock `occurredAt` may be (senders' clocks drift).
+const FUTURE_SLACK: chrono::Duration = chrono::Duration::hours(1);
+
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    let batch = OpenApiRouter::new()
+        .routes(routes!(create_events_batch))
+        .layer(DefaultBodyLimit::max(BATCH_MAX_BYTES));
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event))
+        .merge(batch)
+}
+
+/// An event as sent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventRequest {
+    /// A dotted type, e.g. `transfer.failed` (letters, digits, `_`, `-`; at most 100).
+    #[serde(rename = "type")]
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )]
+    pub event_type: Option<String>,
+    /// Any JSON object, at most `EVENT_MAX_PAYLOAD_BYTES` (64 KiB) as JSON; strings without NUL.
+    #[schema(required = true, value_type = Object)]
+    pub payload: Option<serde_json::Value>,
+    /// Who sent it, e.g. `billing-service` (at most 100 printable characters).
+    #[schema(min_length = 1, max_length = 100)]
+    pub source: Option<String>,
+    /// When it happened (RFC 3339; default: when received; at most an hour ahead).
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub occurred_at: Option<String>,
+    /// The same key within the project answers the first event (`created: false`).
+    #[schema(min_length = 1, max_length = 200)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Whether a JSON value holds a NUL anywhere (Postgres `jsonb` cannot store `\u0000`).
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+impl Validate for EventRequest {
+    type Valid = NewEvent;
+
+    fn validate(self) -> Result<NewEvent, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let event_type = errors.check(
+            "type",
+            shared::domain::required(self.event_type).and_then(|t| EventType::parse(&t)),
+        );
+        let payload = errors.check(
+            "payload",
+            shared::domain::required(self.payload).and_then(|p| {
+                if !p.is_object() {
+                    Err(Invalid::new("must be a JSON object"))
+                } else if has_nul(&p) {
+                    Err(Invalid::new("must not contain NUL characters (\\u0000)"))
+                } else {
+                    Ok(p)
+                }
+            }),
+        );
+        let source = errors.check(
+            "source",
+            self.source
+                .map(|s| {
+                    if s.is_empty() || s.chars().count() > MAX_SOURCE {
+                        Err(Invalid::new(format!(
+                            "must be 1 to {MAX_SOURCE} characters"
+                        )))
+                    } else if s.chars().any(char::is_control) {
+                        Err(Invalid::new("must not contain control characters"))
+                    } else {
+                        Ok(s)
+                    }
+                })
+                .transpose(),
+        );
+        let occurred_at = errors.check(
+            "occurredAt",
+            self.occurred_at
+                .as_deref()
+                .map(|t| {
+                    parse_instant(t).and_then(|at| {
+                        if at > Utc::now() + FUTURE_SLACK {
+                            Err(Invalid::new("must not be more than an hour in the future"))
+                        } else {
+                            Ok(at)
+                        }
+                    })
+                })
+                .transpose(),
+        );
+        let idempotency_key = errors.check(
+            "idempotencyKey",
+            self.idempotency_key.map(IdempotencyKey::parse).transpose(),
+        );
+        match (event_type, payload, source, occurred_at, idempotency_key) {
+            (Some(t), Some(payload), Some(source), Some(occurred_at), Some(key))
+                if errors.is_empty() =>
+            {
+                Ok(NewEvent {
+                    event_type: t.as_ref().to_owned(),
+                    source,
+                    payload,
+                    occurred_at: occurred_at.unwrap_or_else(Utc::now),
+                    idempotency_key: key.map(|k| k.as_ref().to_owned()),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn check_size(s: &AppState, e: &NewEvent) -> Result<(), Invalid> {
+    let max = s.settings.events.max_payload_bytes;
+    let size = serde_json::to_vec(&e.payload).map_or(usize::MAX, |b| b.len());
+    if size > max {
+        return Err(Invalid::new(format!(
+            "must be at most {max} bytes as JSON (EVENT_MAX_PAYLOAD_BYTES); this is {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// `RateLimit-*` headers (IETF draft "RateLimit header fields for HTTP").
+fn rate_headers(a: &Allowance) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(a.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(a.remaining),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from(a.reset_secs),
+        ),
+    ]
+}
+
+/// Takes `count` events from the project's rate; a refusal is the whole `429` response.
+async fn take_rate(
+    s: &AppState,
+    project_id: Uuid,
+    count: u64,
+) -> std::result::Result<Allowance, Response> {
+    let limit = &s.settings.events.per_project;
+    let allowance = s
+        .sessions
+        .take("events", &project_id.to_string(), limit, count)
+        .await
+        .map_err(|e| ApiError::session_store(e).into_response())?;
+    if allowance.allowed {
+        return Ok(allowance);
+    }
+    tracing::info!(%project_id, count, "event rate limited");
+    let mut resp = ApiError::TooManyRequests {
+        retry_after: allowance.reset_secs,
+    }
+    .into_response();
+    resp.headers_mut().extend(rate_headers(&allowance));
+    Err(resp)
+}
+
+/// An accepted event.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventAccepted {
+    /// The event's id (the first event's, for a repeated idempotency key).
+    pub event_id: Uuid,
+    /// False when the idempotency key named an earlier event.
+    pub created: bool,
+}
+
+/// Sends an event: stored with its `process_event` job in one transaction; `202` with the
+/// event's and the job's ids.
+///
+/// Permission: `events:write`. 429 past the project's event rate (`RateLimit-*` headers on
+/// every answer).
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    request_body = EventRequest,
+    security(("bearer" = ["events:write"])),
+    responses((status = 202, body = inline(Data<Accepted<EventAccepted>>),
+               headers(("Location" = String, description = "The job's status URL"),
+                       ("RateLimit-Remaining" = u64, description = "Events left in the window"))),
+              (status = 429, body = ErrorEnvelope,
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              BodyRefusals,
+              AuthRefusals))]
+async fn create_event(
+    auth: Authorized<EventsWrite>,
+    State(s): State<AppState>,
+    ValidJson(event): ValidJson<EventRequest>,
+) -> Result<Response> {
+    let project_id = auth.claims.project_id;
+    check_size(&s, &event).map_err(|e| ApiError::invalid("payload", e.message()))?;
+    let allowance = match take_rate(&s, project_id, 1).await {
+        Ok(a) => a,
+        Err(refusal) => return Ok(refusal),
+    };
+    let mut tx = s.pool.begin().await?;
+    let accepted = db::events::accept(
+        &mut tx,
+        project_id,
+        std::slice::from_ref(&event),
+        &request_id::enqueue_options(),
+    )
+    .await?;
+    tx.commit().await?;
+    let a = accepted
+        .first()
+        .copied()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no event accepted")))?;
+    tracing::info!(event_id = %a.event_id, job_id = %a.job_id, created = a.created, "event accepted");
+    let details = EventAccepted {
+        event_id: a.event_id,
+        created: a.created,
+    };
+    Ok((rate_headers(&allowance), Accepted::job(a.job_id, details)).into_response())
+}
+
+/// A batch of events.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 1000 events, each as for `POST /api/v1/events`.
+    #[schema(required = true, value_type = Vec<EventRequest>, min_items = 1, max_items = 1000)]
+    pub events: Option<Vec<serde_json::Value>>,
+}
+
+impl Validate for BatchRequest {
+    type Valid = Vec<serde_json::Value>;
+
+    fn validate(self) -> Result<Self::Valid, FieldErrors> {
+        match self.events {
+            None => Err(FieldErrors::one("events", "is required")),
+            Some(e) if e.is_empty() || e.len() > MAX_BATCH => Err(FieldErrors::one(
+                "events",
+                format!("must hold 1 to {MAX_BATCH} events"),
+            )),
+            Some(e) => Ok(e),
+        }
+    }
+}
+
+/// One event of a batch: accepted (ids) or refused (the reasons).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItem {
+    /// Its index in `events`.
+    pub index: usize,
+    /// The event's id, if accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Its `process_event` job, if accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+    /// False when its idempotency key named an earlier event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    /// Why it was refused (every invalid field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// What a batch did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchResult {
+    /// Events accepted (stored with their jobs; new or repeated keys).
+    pub accepted: usize,
+    /// Events refused.
+    pub rejected: usize,
+    /// One entry per event, in order.
+    pub results: Vec<BatchItem>,
+}
+
+/// Sends up to 1000 events in one transaction (one outbox batch). Each event is validated on
+/// its own: the valid ones are accepted even when others are refused, and each refused one is
+/// reported by index with its reasons. `202` when at least one was accepted; `422` (with
+/// every event's reasons) when none was.
+///
+/// Permission: `events:write`. The body may be up to 8 MiB. The batch counts as many events
+/// against the project's rate as it has valid ones, and is refused whole (429) if they do not
+/// all fit.
+#[utoipa::path(post, path = "/api/v1/events/batch", tag = "events",
+    request_body = BatchRequest,
+    security(("bearer" = ["events:write"])),
+    responses((status = 202, body = inline(Data<BatchResult>),
+               headers(("RateLimit-Remaining" = u64, description = "Events left in the window"))),
+              (status = 429, body = ErrorEnvelope,
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              BodyRefusals,
+              AuthRefusals))]
+async fn create_events_batch(
+    auth: Authorized<EventsWrite>,
+    State(s): State<AppState>,
+    ValidJson(raw): ValidJson<BatchRequest>,
+) -> Result<Response> {
+    let project_id = auth.claims.project_id;
+    let mut valid = Vec::with_capacity(raw.len());
+    let mut results: Vec<BatchItem> = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        let (req, mut errors) = read_json_object::<EventRequest>(value);
+        let event = req.and_then(|r| match r.validate() {
+            Ok(e) => Some(e),
+            Err(more) => {
+                errors.extend_new(more);
+                None
+            }
+        });
+        let event = event.filter(|_| errors.is_empty()).and_then(|e| {
+            check_size(&s, &e)
+                .map_err(|m| errors.add("payload", m.message()))
+                .ok()
+                .map(|()| e)
+        });
+        match event {
+            Some(e) => {
+                valid.push((index, e));
+                results.push(BatchItem {
+                    index,
+                    event_id: None,
+                    job_id: None,
+                    created: None,
+                    errors: None,
+                });
+            }
+            None => results.push(BatchItem {
+                index,
+                event_id: None,
+                job_id: None,
+                created: None,
+                errors: Some(errors.into_vec()),
+            }),
+        }
+    }
+    if valid.is_empty() {
+        let mut all = FieldErrors::new();
+        for item in &results {
+            for e in item.errors.iter().flatten() {
+                all.add(format!("events[{}].{}", item.index, e.field), &e.message);
+            }
+        }
+        return Err(all.into());
+    }
+    let allowance = match take_rate(&s, project_id, valid.len() as u64).await {
+        Ok(a) => a,
+        Err(refusal) => return Ok(refusal),
+    };
+    let events: Vec<NewEvent> = valid.iter().map(|(_, e)| e.clone()).collect();
+    let mut tx = s.pool.begin().await?;
+    let accepted =
+        db::events::accept(&mut tx, project_id, &events, &request_id::enqueue_options()).await?;
+    tx.commit().await?;
+    for ((index, _), a) in valid.iter().zip(&accepted) {
+        let item = &mut results[*index];
+        item.event_id = Some(a.event_id);
+        item.job_id = Some(a.job_id);
+        item.created = Some(a.created);
+    }
+    let rejected = results.len() - accepted.len();
+    tracing::info!(accepted = accepted.len(), rejected, "event batch accepted");
+    let body = BatchResult {
+        accepted: accepted.len(),
+        rejected,
+        results,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        rate_headers(&allowance),
+        ApiJson(Data::new(body)),
+    )
+        .into_response())
+}
+
+/// An event as read back.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Id (UUIDv7, time-ordered).
+    pub id: Uuid,
+    /// Type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Source.
+    pub source: Option<String>,
+    /// Payload.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When Comet received it.
+    pub received_at: DateTime<Utc>,
+    /// The sender's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// When `process_event` finished with it (null until then).
+    pub processed_at: Option<DateTime<Utc>>,
+    /// The rules it matched.
+    pub matched_rule_ids: Vec<Uuid>,
+    /// Notifications it created.
+    pub notification_count: i32,
+    /// Their recipients.
+    pub recipient_count: i32,
+    /// Its `process_event` job.
+    pub job_id: Uuid,
+}
+
+impl From<db::events::EventRow> for Event {
+    fn from(r: db::events::EventRow) -> Self {
+        Self {
+            id: r.event_id,
+            event_type: r.event_type,
+            source: r.source,
+            payload: r.payload,
+            occurred_at: r.occurred_at,
+            received_at: r.received_at,
+            idempotency_key: r.idempotency_key,
+            processed_at: r.processed_at,
+            matched_rule_ids: r.matched_rule_ids,
+            notification_count: r.notification_count,
+            recipient_count: r.recipient_count,
+            job_id: r.job_id,
+        }
+    }
+}
+
+/// Filters and cursor of the event list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Exact type.
+    #[serde(rename = "type")]
+    #[param(rename = "type", min_length = 1, max_length = 100)]
+    pub event_type: Option<String>,
+    /// Exact source.
+    #[param(min_length = 1, max_length = 100)]
+    pub source: Option<String>,
+    /// Received at or after (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub from: Option<String>,
+    /// Received before (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub to: Option<String>,
+    /// Only processed (`true`) or only waiting (`false`) events.
+    pub processed: Option<bool>,
+    /// The previous page's `meta.nextCursor`.
+    #[param(value_type = Option<Uuid>)]
+    pub before: Option<String>,
+    /// Events per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+struct EventQuery {
+    filter: db::events::EventFilter,
+    before: Option<Uuid>,
+    limit: u32,
+}
+
+impl EventParams {
+    fn parse(self) -> Result<EventQuery, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let event_type = errors.check(
+            "type",
+            self.event_type
+                .as_deref()
+                .map(|t| EventType::parse(t).map(|t| t.as_ref().to_owned()))
+                .transpose(),
+        );
+        let source = errors.check(
+            "source",
+            self.source
+                .map(|s| {
+                    if s.is_empty()
+                        || s.chars().count() > MAX_SOURCE
+                        || s.chars().any(char::is_control)
+                    {
+                        Err(Invalid::new(format!(
+                            "must be 1 to {MAX_SOURCE} printable characters"
+                        )))
+                    } else {
+                        Ok(s)
+                    }
+                })
+                .transpose(),
+        );
+        let from = errors.check("from", self.from.as_deref().map(parse_instant).transpose());
+        let to = errors.check("to", self.to.as_deref().map(parse_instant).transpose());
+        let before = errors.check(
+            "before",
+            self.before
+                .as_deref()
+                .map(|b| {
+                    Uuid::parse_str(b).map_err(|_| {
+                        Invalid::new("is not a cursor from this list (meta.nextCursor)")
+                    })
+                })
+                .transpose(),
+        );
+        let limit = errors.check(
+            "limit",
+            shared::domain::within(self.limit.unwrap_or(50), 1..=100),
+        );
+        match (event_type, source, from, to, before, limit) {
+            (Some(event_type), Some(source), Some(from), Some(to), Some(before), Some(limit))
+                if errors.is_empty() =>
+            {
+                Ok(EventQuery {
+                    filter: db::events::EventFilter {
+                        event_type,
+                        source,
+                        from,
+                        to,
+                        processed: self.processed,
+                    },
+                    before,
+                    limit,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The project's events, newest first, filtered; page with `before` = the previous page's
+/// `meta.nextCursor` (keyset: as fast deep in the list as at its start).
+///
+/// Permission: `events:read`.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventParams),
+    security(("bearer" = ["events:read"])),
+    responses((status = 200, body = inline(CursorList<Event>)),
+              (status = 400, body = ErrorEnvelope),
+              (status = 422, body = ErrorEnvelope),
+              AuthRefusals))]
+async fn list_events(
+    auth: Authorized<EventsRead>,
+    State(s): State<AppState>,
+    ApiQuery(params): ApiQuery<EventParams>,
+) -> Result<ApiJson<CursorList<Event>>> {
+    let q = params.parse()?;
+    let rows = db::events::list(
+        &s.pool,
+        auth.claims.project_id,
+        &q.filter,
+        q.before,
+        i64::from(q.limit) + 1,
+    )
+    .await?;
+    Ok(ApiJson(CursorList::new(
+        rows.into_iter().map(Event::from).collect(),
+        q.limit,
+        |e: &Event| e.id.to_string(),
+    )))
+}
+
+/// A notification an event created.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventNotification {
+    /// Id.
+    pub id: Uuid,
+    /// The rule that created it.
+    pub rule_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// How many users receive it.
+    pub recipients: i64,
+}
+
+/// An event's processing job, as far as the event's reader needs it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventJob {
+    /// Id (`GET /api/v1/jobs/{id}` has everything).
+    pub id: Uuid,
+    /// `pending`, `waiting`, `active`, `retrying`, `completed`, `dead`, … or `expired` once
+    /// the queue no longer keeps it.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// The last attempt's error, if any.
+    pub last_error: Option<String>,
+}
+
+/// An event with the notifications it created and its job.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDetail {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// The notifications it created.
+    pub notifications: Vec<EventNotification>,
+    /// Its `process_event` job.
+    pub job: EventJob,
+}
+
+/// One event: its payload, when it was processed, the rules it matched, the notifications it
+/// created, and its job's state.
+///
+/// Permission: `events:read`. Another project's event is not found.
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
+    params(("id" = Uuid, Path, description = "Event id")),
+    security(("bearer" = ["events:read"])),
+    responses((status = 200, body = inline(Data<EventDetail>)),
+              (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope),
+              AuthRefusals))]
+async fn get_event(
+    auth: Authorized<EventsRead>,
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> Result<ApiJson<Data<EventDetail>>> {
+    let project_id = auth.claims.project_id;
+    let row = db::events::find(&s.pool, project_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("event"))?;
+    let notifications = {
+        let mut conn = s.pool.acquire().await?;
+        db::notifications::of_event(&mut conn, project_id, id).await?
+    };
+    let job_id = row.job_id;
+    let job = match s
+        .queues
+        .find_job(
+            &[<shared::jobs::ProcessEvent as shared::jobs::Job>::QUEUE],
+            job_id,
+        )
+        .await?
+    {
+        Some(j) if j.project_id == Some(project_id) => EventJob {
+            id: job_id,
+            state: j.state.as_str().to_owned(),
+            attempts: j.attempts,
+            last_error: j.last_error,
+        },
+        _ => match db::outbox::pending_job(&s.pool, project_id, job_id).await? {
+            Some(_) => EventJob {
+                id: job_id,
+                state: JobState::Pending.as_str().to_owned(),
+                attempts: 0,
+                last_error: None,
+            },
+            None => EventJob {
+                id: job_id,
+                state: "expired".to_owned(),
+                attempts: 0,
+                last_error: None,
+            },
+        },
+    };
+    Ok(ApiJson(Data::new(EventDetail {
+        event: row.into(),
+        notifications: notifications
+            .into_iter()
+            .map(|n| EventNotification {
+                id: n.notification_id,
+                rule_id: n.rule_id,
+                title: n.title,
+                recipients: n.recipients,
+            })
+            .collect(),
+        job,
+    })))
+}

@@ -1,0 +1,529 @@
+//! Events: ingestion with the outbox, idempotency, batches, validation, the project's rate,
+//! reading back, and `process_event` turning events into notifications by the rules.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::config::RateLimit;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, assert_error, json_with_status, rule_body};
+
+fn transfer(amount: i64) -> Value {
+    json!({"type": "transfer.failed", "source": "bank",
+           "payload": {"amount": amount, "currency": "EUR"}})
+}
+
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn an_event_and_its_job_are_written_together_and_a_repeated_key_answers_the_first() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let mut body = transfer(1500);
+    body["idempotencyKey"] = json!("tx-1");
+
+    let resp = app.send_event(&token, &body).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(resp.headers().contains_key("ratelimit-remaining"));
+    let first = json_with_status(resp, StatusCode::ACCEPTED).await["data"].clone();
+    assert_eq!(first["created"], true);
+    let job = first["jobId"].as_str().unwrap();
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].id.to_string(), job);
+    assert_eq!(outbox[0].queue, "process_event");
+    assert_eq!(outbox[0].payload["eventId"], first["eventId"]);
+    assert_eq!(outbox[0].payload["projectId"], app.project_id().to_string());
+
+    let again = app.event(&token, &body).await;
+    assert_eq!(again["created"], false);
+    assert_eq!(again["eventId"], first["eventId"]);
+    assert_eq!(again["jobId"], first["jobId"]);
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 1);
+    assert_eq!(app.outbox().await.len(), 1);
+
+    // the same key in another project is another event
+    let other = app.env.other_project("other").await;
+    let theirs = app.event(&app.admin_token_for(other), &body).await;
+    assert_eq!(theirs["created"], true);
+    assert_ne!(theirs["eventId"], first["eventId"]);
+}
+
+#[tokio::test]
+async fn bad_events_get_422_naming_every_field_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    for (body, fields) in [
+        (json!({}), vec!["type", "payload"]),
+        (
+            json!({"type": "a..b", "payload": []}),
+            vec!["type", "payload"],
+        ),
+        (
+            json!({"type": "x", "payload": {"k": "nul\u{0}"}}),
+            vec!["payload"],
+        ),
+        (
+            json!({"type": "x", "payload": {}, "source": ""}),
+            vec!["source"],
+        ),
+        (
+            json!({"type": "x", "payload": {}, "occurredAt": "9999-01-01T00:00:00Z"}),
+            vec!["occurredAt"],
+        ),
+        (
+            json!({"type": "x", "payload": {}, "idempotencyKey": ""}),
+            vec!["idempotencyKey"],
+        ),
+        (
+            json!({"type": "x", "payload": {}, "extra": 1}),
+            vec!["extra"],
+        ),
+    ] {
+        let err = assert_error(
+            app.send_event(&token, &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        for f in fields {
+            assert!(
+                err["details"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["field"] == f),
+                "{body} should name {f}: {err}"
+            );
+        }
+    }
+    // a payload past EVENT_MAX_PAYLOAD_BYTES
+    let big = json!({"type": "x", "payload": {"blob": "x".repeat(70_000)}});
+    let err = assert_error(
+        app.send_event(&token, &big).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(err["details"][0]["field"], "payload", "{err}");
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 0);
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_accepts_its_valid_events_and_reports_the_others_by_index() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let mut keyed = transfer(1);
+    keyed["idempotencyKey"] = json!("same");
+    let events = vec![
+        transfer(10),
+        json!({"type": "bad type", "payload": {}}),
+        keyed.clone(),
+        keyed,
+        json!({"payload": "not an object"}),
+    ];
+    let body = json_with_status(app.send_batch(&token, &events).await, StatusCode::ACCEPTED).await;
+    let data = &body["data"];
+    assert_eq!(data["accepted"], 3, "{body}");
+    assert_eq!(data["rejected"], 2, "{body}");
+    let r = data["results"].as_array().unwrap();
+    assert_eq!(r.len(), 5);
+    assert!(r[0]["eventId"].is_string() && r[0]["created"] == true);
+    assert_eq!(r[1]["errors"][0]["field"], "type");
+    assert!(
+        r[4]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "payload")
+    );
+    assert!(
+        r[4]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "type")
+    );
+    // the key repeated within the batch: one event, both answers name it
+    assert_eq!(r[2]["created"], true);
+    assert_eq!(r[3]["created"], false);
+    assert_eq!(r[3]["eventId"], r[2]["eventId"]);
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 2);
+    assert_eq!(app.outbox().await.len(), 2);
+
+    // nothing valid: 422 naming each event's fields
+    let err = assert_error(
+        app.send_batch(&token, &[json!({"type": "x"}), json!({"payload": {}})])
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> = err["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["events[0].payload", "events[1].type"]);
+    // too many, or none
+    let many = vec![transfer(1); 1001];
+    assert_error(
+        app.send_batch(&token, &many).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_error(
+        app.send_batch(&token, &[]).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn past_the_projects_event_rate_ingestion_gets_429_with_rate_limit_headers() {
+    let app = TestApp::spawn_with(|s| s.events.per_project = RateLimit::per_secs(5, 60)).await;
+    let token = app.admin_token();
+    let resp = app.send_batch(&token, &vec![transfer(1); 4]).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(resp.headers()["ratelimit-limit"], "5");
+    assert_eq!(resp.headers()["ratelimit-remaining"], "1");
+    // a batch that does not fit is refused whole
+    let resp = app.send_batch(&token, &vec![transfer(1); 2]).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["ratelimit-remaining"], "1");
+    app.event(&token, &transfer(1)).await;
+    let resp = app.send_event(&token, &transfer(1)).await;
+    assert_error(resp, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 5);
+    // another project has its own rate
+    let other = app.env.other_project("other").await;
+    app.event(&app.admin_token_for(other), &transfer(1)).await;
+}
+
+#[tokio::test]
+async fn events_are_listed_newest_first_with_filters_and_a_cursor() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut e = transfer(i);
+        if i % 2 == 0 {
+            e["type"] = json!("bucket.low");
+            e["source"] = json!("monitor");
+        }
+        ids.push(
+            app.event(&token, &e).await["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let page = json_with_status(app.list_events(&token, "?limit=2").await, StatusCode::OK).await;
+    let got: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[4].as_str(), ids[3].as_str()]);
+    let cursor = page["meta"]["nextCursor"].as_str().unwrap().to_owned();
+    let next = json_with_status(
+        app.list_events(&token, &format!("?limit=2&before={cursor}"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(next["data"][0]["id"], ids[2]);
+
+    let low = json_with_status(
+        app.list_events(&token, "?type=bucket.low").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(low["data"].as_array().unwrap().len(), 3);
+    assert!(low["meta"]["nextCursor"].is_null());
+    let bank = json_with_status(
+        app.list_events(&token, "?source=bank&processed=false")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(bank["data"].as_array().unwrap().len(), 2);
+    let future = json_with_status(
+        app.list_events(&token, "?from=2999-01-01T00:00:00Z").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(future["data"].as_array().unwrap().is_empty());
+    let past = json_with_status(
+        app.list_events(&token, "?to=2000-01-01T00:00:00Z").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(past["data"].as_array().unwrap().is_empty());
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?before=nope",
+        "?type=a..b",
+        "?from=yesterday",
+    ] {
+        assert_error(
+            app.list_events(&token, bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+
+    // another project sees none of them
+    let other = app.env.other_project("other").await;
+    let theirs = app.admin_token_for(other);
+    let list = json_with_status(app.list_events(&theirs, "").await, StatusCode::OK).await;
+    assert!(list["data"].as_array().unwrap().is_empty());
+    assert_error(
+        app.get_event(&theirs, &ids[0]).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    // a reader without events:read is refused
+    let no = app.token(&["jobs:read"]);
+    assert_error(
+        app.list_events(&no, "").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert_error(
+        app.send_event(&no, &transfer(1)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn process_event_notifies_the_active_holders_of_the_matching_rules_roles_once() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let project = app.project_id();
+    let admin_role = app.role_id(project, "admin").await.to_string();
+    let member_role = app.role_id(project, "member").await.to_string();
+    let ada = app.active_user(project, "ada@example.com", "admin").await;
+    let bob = app.active_user(project, "bob@example.com", "member").await;
+    let eve = app.active_user(project, "eve@example.com", "member").await;
+    sqlx::query("UPDATE users SET status = 'DEACTIVATED' WHERE user_id = $1")
+        .bind(eve)
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+
+    let big = app
+        .rule(
+            &token,
+            &rule_body(
+                "big",
+                &["transfer.*"],
+                Some("event.payload.amount > 1000"),
+                &[admin_role.clone(), member_role.clone()],
+            ),
+        )
+        .await;
+    let eur = app
+        .rule(
+            &token,
+            &rule_body(
+                "eur",
+                &["transfer.failed"],
+                Some(r#"event.payload.currency == "EUR""#),
+                std::slice::from_ref(&admin_role),
+            ),
+        )
+        .await;
+    // selects the type, never matches
+    app.rule(
+        &token,
+        &rule_body(
+            "usd",
+            &["transfer.failed"],
+            Some(r#"event.payload.currency == "USD""#),
+            std::slice::from_ref(&admin_role),
+        ),
+    )
+    .await;
+    // another type entirely
+    app.rule(
+        &token,
+        &rule_body(
+            "other",
+            &["billing.*"],
+            None,
+            std::slice::from_ref(&admin_role),
+        ),
+    )
+    .await;
+
+    let sent = app.event(&token, &transfer(1500)).await;
+    let event_id = sent["eventId"].as_str().unwrap().to_owned();
+    app.run_pending_jobs().await;
+
+    let detail = json_with_status(app.get_event(&token, &event_id).await, StatusCode::OK).await;
+    let e = &detail["data"];
+    assert!(e["processedAt"].is_string(), "{e}");
+    let mut matched: Vec<&str> = e["matchedRuleIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    matched.sort_unstable();
+    let mut want = vec![big.as_str(), eur.as_str()];
+    want.sort_unstable();
+    assert_eq!(matched, want);
+    assert_eq!(e["notificationCount"], 2);
+    // big: ada and bob (eve is deactivated); eur: ada
+    assert_eq!(e["recipientCount"], 3);
+    assert_eq!(e["job"]["state"], "completed");
+    let titles: Vec<&str> = e["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["transfer.failed: 1500", "transfer.failed: 1500"]);
+    let recipients: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT n.rule_id, r.user_id FROM notification_recipients r \
+         JOIN notifications n USING (project_id, notification_id) ORDER BY 1, 2",
+    )
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    assert!(recipients.contains(&(Uuid::parse_str(&big).unwrap(), ada)));
+    assert!(recipients.contains(&(Uuid::parse_str(&big).unwrap(), bob)));
+    assert!(!recipients.iter().any(|(_, u)| *u == eve));
+
+    // a re-run (a retry after a crash) creates nothing twice
+    let mut conn = app.env.pool.acquire().await.unwrap();
+    sqlx::query("UPDATE events SET processed_at = NULL")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let job = shared::jobs::ProcessEvent {
+        project_id: project,
+        event_id: Uuid::parse_str(&event_id).unwrap(),
+    };
+    use shared::jobs::Job as _;
+    job.enqueue_now(&app.env.queues, Default::default())
+        .await
+        .unwrap();
+    app.run_pending_jobs().await;
+    assert_eq!(count(&app, "SELECT count(*) FROM notifications").await, 2);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM notification_recipients").await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_rule_created_after_the_cache_was_filled_still_sees_the_next_event() {
+    let mut app = TestApp::spawn().await;
+    app.start_worker().await;
+    let token = app.admin_token();
+    let admin_role = app.role_id(app.project_id(), "admin").await.to_string();
+    app.active_user(app.project_id(), "ada@example.com", "admin")
+        .await;
+    app.rule(
+        &token,
+        &rule_body(
+            "first",
+            &["transfer.failed"],
+            None,
+            std::slice::from_ref(&admin_role),
+        ),
+    )
+    .await;
+    // the worker caches the project's rules while processing this event
+    let one = app.event(&token, &transfer(1)).await;
+    app.run_pending_jobs().await;
+    let second = app
+        .rule(
+            &token,
+            &rule_body(
+                "second",
+                &["transfer.failed"],
+                None,
+                std::slice::from_ref(&admin_role),
+            ),
+        )
+        .await;
+    let two = app.event(&token, &transfer(2)).await;
+    app.run_pending_jobs().await;
+
+    let first_detail = json_with_status(
+        app.get_event(&token, one["eventId"].as_str().unwrap())
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(first_detail["data"]["notificationCount"], 1);
+    let detail = json_with_status(
+        app.get_event(&token, two["eventId"].as_str().unwrap())
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(detail["data"]["notificationCount"], 2, "{detail}");
+    assert!(
+        detail["data"]["matchedRuleIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &json!(second))
+    );
+}
+
+#[tokio::test]
+async fn an_evaluation_error_is_no_match_and_is_recorded_on_the_rule() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let admin_role = app.role_id(app.project_id(), "admin").await.to_string();
+    let rule = app
+        .rule(
+            &token,
+            &rule_body(
+                "needs a field",
+                &["transfer.failed"],
+                Some("event.payload.missing > 1"),
+                &[admin_role],
+            ),
+        )
+        .await;
+    let sent = app.event(&token, &transfer(5)).await;
+    app.run_pending_jobs().await;
+    let e = json_with_status(
+        app.get_event(&token, sent["eventId"].as_str().unwrap())
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(e["data"]["notificationCount"], 0);
+    assert!(e["data"]["processedAt"].is_string());
+    let r = json_with_status(app.get_rule(&token, &rule).await, StatusCode::OK).await;
+    let last = r["data"]["lastError"]
+        .as_str()
+        .expect("the rule records its error");
+    assert!(last.contains("missing"), "{last}");
+    assert!(r["data"]["lastErrorAt"].is_string());
+}
