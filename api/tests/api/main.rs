@@ -21,5 +21,6 @@ mod projects;
 mod queues;
 mod rules;
 mod sessions;
+mod tenancy;
 mod users;
 mod validation;

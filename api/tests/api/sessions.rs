@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::config::RateLimit;
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, json_with_status, send};
+use crate::helpers::{PASSWORD, TestApp, assert_error, json_with_status, member_permissions, send};
 
 async fn login_failures(app: &TestApp) -> Vec<Value> {
     sqlx::query_scalar(
@@ -39,19 +39,13 @@ async fn login_returns_a_bearer_token_with_the_users_permissions_and_records_a_s
     assert!(data["expiresAt"].is_string());
     assert_eq!(data["user"]["id"], user.to_string());
     assert_eq!(data["user"]["email"], "ada@example.com");
-    assert_eq!(
-        data["user"]["permissions"],
-        json!(["events:read", "jobs:read", "rule:read", "user:read"])
-    );
+    assert_eq!(data["user"]["permissions"], json!(member_permissions()));
     let token = data["accessToken"].as_str().expect("a token");
     let claims =
         shared::auth::verify(&app.env.settings.auth.jwt_secret, token).expect("a valid JWT");
     assert_eq!(claims.sub, user.to_string());
     assert_eq!(claims.project_id, app.project_id());
-    assert_eq!(
-        claims.permissions,
-        ["events:read", "jobs:read", "rule:read", "user:read"]
-    );
+    assert_eq!(claims.permissions, member_permissions());
     assert_eq!(claims.jti.get_version_num(), 4);
     let sessions = shared::sessions::Sessions::new(&app.env.queues)
         .of_user(user)

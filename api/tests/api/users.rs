@@ -11,7 +11,8 @@ use shared::{config::RateLimit, testing::eventually};
 use uuid::Uuid;
 
 use crate::helpers::{
-    PASSWORD, TestApp, assert_error, json_with_status, random_id, request_id_of, send, time,
+    PASSWORD, TestApp, assert_error, json_with_status, member_permissions, random_id,
+    request_id_of, send, time,
 };
 
 async fn user_count(app: &TestApp, email: &str) -> i64 {
@@ -448,10 +449,7 @@ async fn an_accepted_invitation_lets_the_user_log_in_and_cannot_be_used_again() 
     let me = json_with_status(app.me(&new_token).await, StatusCode::OK).await;
     assert_eq!(me["data"]["email"], "new@example.com");
     assert_eq!(me["data"]["roles"][0]["name"], "member");
-    assert_eq!(
-        me["data"]["permissions"],
-        json!(["events:read", "jobs:read", "rule:read", "user:read"])
-    );
+    assert_eq!(me["data"]["permissions"], json!(member_permissions()));
     // one use only
     let again = app.accept(&invitation_token, PASSWORD).await;
     assert_error(again, StatusCode::NOT_FOUND, "not_found").await;

@@ -30,6 +30,13 @@ pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;
 
+/// The permissions of the default `member` role, sorted as the API lists them.
+pub fn member_permissions() -> Vec<&'static str> {
+    let mut p = shared::permissions::of_default_role("member");
+    p.sort_unstable();
+    p
+}
+
 /// Every permission the API knows.
 pub fn all_permissions() -> Vec<&'static str> {
     comet_api::auth::ALL.to_vec()
