@@ -80,6 +80,8 @@ export DATABASE_URL=$PG_URL/$DB REDIS_URL REDIS_PREFIX=$PREFIX
 export JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export ALLOWED_INVITE_DOMAINS='' APP_BASE_URL=http://bench.test EMAIL_OUTBOX_DIR=$WORK/outbox
 export RATE_LIMIT_INVITE_PER_USER=1000000/3600 RATE_LIMIT_INVITE_PER_PROJECT=1000000/3600
+# invitations count against the enqueue rate too (the quota of open jobs stays the default)
+export RATE_LIMIT_ENQUEUE_PER_PROJECT=1000000/60
 export RATE_LIMIT_LOGIN_PER_IP=1000000/60 RATE_LIMIT_LOGIN_PER_EMAIL=1000/300
 
 clean_redis() {

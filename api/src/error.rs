@@ -77,6 +77,18 @@ pub enum ApiError {
         /// Seconds until a retry may succeed.
         retry_after: u64,
     },
+    /// 429: the project has as many open jobs as `JOB_MAX_OPEN_PER_PROJECT` allows; new jobs
+    /// are refused until some finish (`Retry-After`).
+    #[error(
+        "the project has reached its quota of {limit} open jobs (JOB_MAX_OPEN_PER_PROJECT); \
+         retry once some have finished"
+    )]
+    QuotaExceeded {
+        /// The quota.
+        limit: u64,
+        /// Seconds before a retry is worth trying.
+        retry_after: u64,
+    },
     /// 503: a dependency (Postgres, Redis) is unreachable; retry later.
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
@@ -147,6 +159,7 @@ impl ApiError {
             }
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -221,7 +234,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if let ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after, .. } = self
+        if let ApiError::TooManyRequests { retry_after }
+        | ApiError::QuotaExceeded { retry_after, .. }
+        | ApiError::Busy { retry_after, .. } = self
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -302,5 +317,38 @@ impl IntoResponses for BodyRefusals {
             (415, "The body is not JSON (content-type application/json)"),
             (422, "Invalid fields, each named in `details`"),
         ])
+    }
+}
+
+/// For a route's OpenAPI `responses(..)`: the 429 of a route that enqueues a job
+/// ([`crate::quota`]): past the project's enqueue rate (`rate_limited`) or at its quota of
+/// open jobs (`quota_exceeded`), with `Retry-After`. A route with rate limits of its own
+/// (invitations, events) is covered by the same entry.
+pub struct EnqueueRefusals;
+
+impl IntoResponses for EnqueueRefusals {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
+        let content = ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                "ErrorEnvelope",
+            )))
+            .build();
+        let retry_after = utoipa::openapi::HeaderBuilder::new()
+            .schema(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::Integer),
+            )
+            .description(Some("Seconds to wait before retrying"))
+            .build();
+        let response = ResponseBuilder::new()
+            .description(
+                "Too many requests: past a per-project rate (`rate_limited`: \
+                 RATE_LIMIT_ENQUEUE_PER_PROJECT, or the route's own) or at the project's quota \
+                 of open jobs (`quota_exceeded`, JOB_MAX_OPEN_PER_PROJECT)",
+            )
+            .header("Retry-After", retry_after)
+            .content("application/json", content)
+            .build();
+        std::collections::BTreeMap::from([("429".to_owned(), RefOr::T(response))])
     }
 }

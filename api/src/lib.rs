@@ -10,7 +10,7 @@
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
 //!   validated before a handler runs (every invalid field named), UUID path ids.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
-//!   caller is), [`rate_limit`],
+//!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
 //!   suspension or deletion reaching every process), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod passwords;
 pub mod project_state;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_id;
 pub mod revocation;

@@ -14,6 +14,11 @@ pub async fn check(s: &AppState, name: &str, key: &str, limit: &RateLimit) -> Re
     refuse(name, s.sessions.rate_limit(name, key, limit).await)
 }
 
+/// [`check`] for `n` actions at once (a batch; at least 1).
+pub async fn check_n(s: &AppState, name: &str, key: &str, limit: &RateLimit, n: u64) -> Result<()> {
+    refuse(name, s.sessions.rate_limit_by(name, key, limit, n).await)
+}
+
 /// A limiter's answer as the route's: 429 with `Retry-After`, or 503 when Redis failed.
 fn refuse(name: &str, verdict: redis::RedisResult<Result<(), Limited>>) -> Result<()> {
     match verdict.map_err(ApiError::session_store)? {

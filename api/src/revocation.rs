@@ -7,6 +7,12 @@
 //! job, enqueued in the same transaction, cleans the sessions up. If Redis cannot take the
 //! marker the caller's change is rolled back and it gets a 503. The marker's time and tokens'
 //! issue times both come from Redis `TIME`, so API hosts with skewed clocks agree on them.
+//!
+//! The job does not pass the project's enqueue quota ([`crate::quota`]): a revocation is a
+//! security action, and whoever filled the project's quota or enqueue rate (a leaked token with
+//! `jobs:write`, say) must not be able to stop the admins from locking that token out. Its job
+//! is still counted among the project's open jobs, and there is at most one per committed
+//! change of a user's status or roles (each audited).
 
 use shared::jobs::{Job as _, RevokeSessions};
 use sqlx::PgConnection;

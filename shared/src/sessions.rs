@@ -435,15 +435,29 @@ impl Sessions {
         key: &str,
         limit: &crate::config::RateLimit,
     ) -> redis::RedisResult<Result<(), Limited>> {
+        self.rate_limit_by(name, key, limit, 1).await
+    }
+
+    /// Counts `n` actions at once (at least 1: a batch) against a fixed-window limit;
+    /// `Err(Limited)` when the window's count is then over it (the `n` stay counted, as a
+    /// refused single action does). A batch larger than the limit's count never passes.
+    pub async fn rate_limit_by(
+        &self,
+        name: &str,
+        key: &str,
+        limit: &crate::config::RateLimit,
+        n: u64,
+    ) -> redis::RedisResult<Result<(), Limited>> {
         let script = redis::Script::new(
-            r"local n = redis.call('INCR', KEYS[1])
-              if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+            r"local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+              if n == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
               return { n, redis.call('PTTL', KEYS[1]) }",
         );
         let mut conn = self.conn.clone();
         let (count, pttl): (u64, i64) = script
             .key(self.key("rate", format!("{name}:{key}")))
             .arg(limit.window.as_millis() as u64)
+            .arg(n.max(1))
             .invoke_async(&mut conn)
             .await?;
         if count > limit.count {

@@ -4,7 +4,9 @@
 //! An event and its `process_event` job are written in one transaction (the outbox); the answer
 //! is `202` with `{eventId, jobId}`. Ingestion counts against the project's event rate (every
 //! answer carries the `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers;
-//! past it, `429` with `Retry-After`). Every query filters by the caller's project.
+//! past it, `429` with `Retry-After`), which stands in for the enqueue rate, and passes the
+//! project's quota of open jobs first (`quota::check_open_jobs`). Every query filters by the
+//! caller's project.
 
 use axum::{
     extract::{DefaultBodyLimit, State},
@@ -29,9 +31,9 @@ use crate::{
     AppState,
     auth::{Authorized, EventsRead, EventsWrite},
     envelope::{Accepted, ApiJson, CursorList, Data},
-    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result},
     extract::{ApiQuery, PathId, ValidJson, Validate},
-    request_id,
+    quota, request_id,
 };
 
 /// Largest `POST /api/v1/events/batch` body.
@@ -227,16 +229,16 @@ pub struct EventAccepted {
 /// Sends an event: stored with its `process_event` job in one transaction; `202` with the
 /// event's and the job's ids.
 ///
-/// Permission: `events:write`. 429 past the project's event rate (`RateLimit-*` headers on
-/// every answer).
+/// Permission: `events:write`. 429 with `Retry-After` past the project's event rate
+/// (`rate_limited`; `RateLimit-*` headers on every answer) or when the project has
+/// `JOB_MAX_OPEN_PER_PROJECT` open jobs (`quota_exceeded`).
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
     request_body = EventRequest,
     security(("bearer" = ["events:write"])),
     responses((status = 202, body = inline(Data<Accepted<EventAccepted>>),
                headers(("Location" = String, description = "The job's status URL"),
                        ("RateLimit-Remaining" = u64, description = "Events left in the window"))),
-              (status = 429, body = ErrorEnvelope,
-               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              EnqueueRefusals,
               BodyRefusals,
               AuthRefusals))]
 async fn create_event(
@@ -246,6 +248,7 @@ async fn create_event(
 ) -> Result<Response> {
     let project_id = auth.claims.project_id;
     check_size(&s, &event).map_err(|e| ApiError::invalid("payload", e.message()))?;
+    quota::check_open_jobs(&s, project_id, 1).await?;
     let allowance = match take_rate(&s, project_id, 1).await {
         Ok(a) => a,
         Err(refusal) => return Ok(refusal),
@@ -333,15 +336,15 @@ pub struct BatchResult {
 /// every event's reasons) when none was.
 ///
 /// Permission: `events:write`. The body may be up to 8 MiB. The batch counts as many events
-/// against the project's rate as it has valid ones, and is refused whole (429) if they do not
-/// all fit.
+/// against the project's rate as it has valid ones, and is refused whole (429 `rate_limited`)
+/// if they do not all fit; likewise (429 `quota_exceeded`) if their jobs do not all fit under
+/// the project's `JOB_MAX_OPEN_PER_PROJECT` open jobs.
 #[utoipa::path(post, path = "/api/v1/events/batch", tag = "events",
     request_body = BatchRequest,
     security(("bearer" = ["events:write"])),
     responses((status = 202, body = inline(Data<BatchResult>),
                headers(("RateLimit-Remaining" = u64, description = "Events left in the window"))),
-              (status = 429, body = ErrorEnvelope,
-               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              EnqueueRefusals,
               BodyRefusals,
               AuthRefusals))]
 async fn create_events_batch(
@@ -396,6 +399,9 @@ async fn create_events_batch(
         }
         return Err(all.into());
     }
+    // a repeated idempotency key makes no job, but is counted here: the check errs on the
+    // side of refusing
+    quota::check_open_jobs(&s, project_id, valid.len() as u64).await?;
     let allowance = match take_rate(&s, project_id, valid.len() as u64).await {
         Ok(a) => a,
         Err(refusal) => return Ok(refusal),

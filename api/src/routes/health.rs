@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{AppState, envelope::Data};
+use crate::{AppState, envelope::Data, quota};
 
 /// Liveness.
 #[derive(Debug, Serialize, ToSchema)]
@@ -59,9 +59,22 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     (status, axum::Json(Data::new(r)))
 }
 
-/// Prometheus metrics (text exposition format).
+/// Prometheus metrics (text exposition format). The per-project gauges
+/// (`comet_project_open_jobs` of the most loaded projects, `comet_open_jobs`) are read from
+/// Redis at each scrape; while Redis does not answer they are left out and the rest is served.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(s): State<AppState>) -> String {
-    s.metrics.render()
+    let mut text = s.metrics.render();
+    match tokio::time::timeout(std::time::Duration::from_secs(1), quota::render_gauges(&s)).await {
+        Ok(Ok(gauges)) => {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&gauges);
+        }
+        Ok(Err(_)) => {}
+        Err(_) => tracing::warn!("metrics: the per-project gauges timed out; left out"),
+    }
+    text
 }

@@ -18,9 +18,9 @@ use crate::{
     AppState,
     auth::{Authorized, JobsRead, JobsWrite},
     envelope::{Accepted, ApiJson, Data},
-    error::{ApiError, AuthRefusals, BodyRefusals, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, Result},
     extract::{PathId, ValidJson, Validate},
-    rate_limit, request_id,
+    quota, request_id,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -85,7 +85,9 @@ async fn get_job(
 
 /// Runs a dead job again with a fresh set of attempts (its error history is kept).
 ///
-/// Permission: `jobs:write`. 409 unless the job is dead.
+/// Permission: `jobs:write`. 409 unless the job is dead. The job is open again, so it passes
+/// the project's quota like a new one: 429 with `Retry-After` past the enqueue rate or at
+/// `JOB_MAX_OPEN_PER_PROJECT` open jobs.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:write"])),
@@ -94,6 +96,7 @@ async fn get_job(
               (status = 404, body = crate::error::ErrorEnvelope),
               (status = 400, body = crate::error::ErrorEnvelope),
               (status = 409, body = crate::error::ErrorEnvelope),
+              EnqueueRefusals,
               AuthRefusals))]
 async fn retry_job(
     auth: Authorized<JobsWrite>,
@@ -101,11 +104,18 @@ async fn retry_job(
     PathId(id): PathId,
 ) -> Result<Accepted<JobQueued>> {
     let job = find_job(&s, auth.claims.project_id, id).await?;
-    if job.state != JobState::Dead || !s.queues.retry_dead(&job.queue, id).await? {
-        return Err(ApiError::Conflict(format!(
+    let not_dead = |state: JobState| {
+        ApiError::Conflict(format!(
             "only dead jobs can be retried; this one is {}",
-            job.state.as_str()
-        )));
+            state.as_str()
+        ))
+    };
+    if job.state != JobState::Dead {
+        return Err(not_dead(job.state));
+    }
+    quota::admit(&s, auth.claims.project_id).await?;
+    if !s.queues.retry_dead(&job.queue, id).await? {
+        return Err(not_dead(job.state));
     }
     tracing::info!(job_id = %id, queue = %job.queue, "dead job retried");
     Ok(accepted(id, &job.queue, false))
@@ -243,14 +253,15 @@ impl Validate for PingRequest {
 ///
 /// Permission: `jobs:write`. Pushed straight to Redis (it follows no database write). 422 for
 /// a `runAt` further ahead than `JOB_MAX_DELAY_SECS`; 429 with `Retry-After` past the
-/// project's enqueue rate (`RATE_LIMIT_ENQUEUE_PER_PROJECT`).
+/// project's enqueue rate (`RATE_LIMIT_ENQUEUE_PER_PROJECT`, `rate_limited`) or when the
+/// project has `JOB_MAX_OPEN_PER_PROJECT` open jobs (`quota_exceeded`), even for a repeated
+/// idempotency key.
 #[utoipa::path(post, path = "/api/v1/jobs/ping", tag = "jobs",
     request_body = PingRequest,
     security(("bearer" = ["jobs:write"])),
     responses((status = 202, body = inline(Data<Accepted<JobQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
-              (status = 429, body = crate::error::ErrorEnvelope,
-               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              EnqueueRefusals,
               BodyRefusals,
               AuthRefusals))]
 async fn enqueue_ping(
@@ -268,13 +279,7 @@ async fn enqueue_ping(
             ),
         ));
     }
-    rate_limit::check(
-        &s,
-        "enqueue-project",
-        &auth.claims.project_id.to_string(),
-        &s.settings.queue.enqueue_per_project,
-    )
-    .await?;
+    quota::admit(&s, auth.claims.project_id).await?;
     let job = Ping {
         project_id: auth.claims.project_id,
         sleep_ms: req.sleep_ms,

@@ -1,14 +1,16 @@
-//! Queue views for platform operators: counts per state, and the jobs in one state.
+//! Queue views for platform operators: counts per state, the jobs in one state, and the
+//! projects with the most open jobs (who is near `JOB_MAX_OPEN_PER_PROJECT`).
 //!
 //! `queues:read` is a platform-operator permission: these views span every project (like a
 //! Sidekiq or BullMQ dashboard). Tenant users hold `jobs:*`, which only ever see their project.
 
 use axum::extract::State;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use shared::queue::{JobRecord, JobState, QueueCounts};
+use shared::queue::{JobRecord, JobState, ProjectOpenJobs, QueueCounts};
+use utoipa::ToSchema;
 
 use crate::{
     AppState,
@@ -22,6 +24,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_queues))
         .routes(routes!(list_queue_jobs))
+        .routes(routes!(list_busiest_projects))
 }
 
 /// Job counts per queue and state.
@@ -101,4 +104,62 @@ async fn list_queue_jobs(
         .list(queue, q.state, page.offset(), page.per_page as usize)
         .await?;
     Ok(ApiJson(page.list(jobs, total)))
+}
+
+/// `?limit=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct BusiestProjectsQuery {
+    /// How many projects to list, 1 to 100.
+    #[serde(default = "twenty")]
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: u32,
+}
+
+/// The projects with the most open jobs, against the quota.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BusiestProjects {
+    /// Open jobs (waiting, delayed, active, retrying) of every project together.
+    pub total_open_jobs: u64,
+    /// `JOB_MAX_OPEN_PER_PROJECT`: past it a project's new jobs are refused (429).
+    pub max_open_per_project: u64,
+    /// The projects with the most open jobs, most first (ties by project id); jobs still in
+    /// the Postgres outbox are not included.
+    pub projects: Vec<ProjectOpenJobs>,
+    /// Null when `projects` is exactly the top. Otherwise the search stopped at its bound (very
+    /// many projects, their jobs spread over several queues): every project not listed has at
+    /// most this many open jobs.
+    pub others_at_most: Option<u64>,
+}
+
+/// The projects with the most open jobs (waiting, delayed, active, retrying) across every
+/// queue, and the per-project quota they count against.
+///
+/// Permission: `queues:read` (platform operators; spans every project).
+#[utoipa::path(get, path = "/api/v1/queues/projects", tag = "jobs",
+    params(BusiestProjectsQuery),
+    security(("bearer" = ["queues:read"])),
+    responses((status = 200, body = inline(Data<BusiestProjects>)),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 422, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
+async fn list_busiest_projects(
+    _auth: Authorized<QueuesRead>,
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<BusiestProjectsQuery>,
+) -> Result<ApiJson<Data<BusiestProjects>>> {
+    if !(1..=100).contains(&q.limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 100"));
+    }
+    let queues = shared::jobs::QUEUES;
+    let top = s.queues.top_projects(queues, q.limit as usize).await?;
+    let total_open_jobs = s.queues.open_jobs_total(queues).await?;
+    Ok(ApiJson(Data::new(BusiestProjects {
+        total_open_jobs,
+        max_open_per_project: s.settings.queue.max_open_per_project,
+        projects: top.projects,
+        others_at_most: top.others_at_most,
+    })))
 }

@@ -19,6 +19,7 @@ mod openapi;
 mod permissions;
 mod projects;
 mod queues;
+mod quota;
 mod rules;
 mod sessions;
 mod tenancy;

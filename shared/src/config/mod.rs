@@ -322,6 +322,7 @@ mod tests {
             "JWT_TTL_SECS",
             "REQUEST_TIMEOUT_SECS",
             "DATABASE_MAX_CONNECTIONS",
+            "JOB_MAX_OPEN_PER_PROJECT",
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, "0"));

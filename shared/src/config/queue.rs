@@ -29,6 +29,10 @@ pub struct QueueSettings {
     /// `RATE_LIMIT_ENQUEUE_PER_PROJECT`: jobs a project may enqueue through the API per window
     /// (default `200/1`).
     pub enqueue_per_project: RateLimit,
+    /// `JOB_MAX_OPEN_PER_PROJECT`: most open jobs (waiting, delayed, running, retrying, or
+    /// still in the outbox) a project may have before the API refuses to enqueue more (default
+    /// 100000, at least 1).
+    pub max_open_per_project: u64,
 }
 
 impl Default for QueueSettings {
@@ -62,6 +66,7 @@ impl QueueSettings {
                 "RATE_LIMIT_ENQUEUE_PER_PROJECT",
                 RateLimit::per_secs(200, 1),
             )?,
+            max_open_per_project: env.at_least("JOB_MAX_OPEN_PER_PROJECT", 100_000, 1)?,
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));

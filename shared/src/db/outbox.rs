@@ -162,6 +162,23 @@ pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// A project's rows waiting in the outbox (committed, not yet relayed), counted up to
+/// `at_most`: jobs its quota counts as open before Redis holds them. Bounded work (the
+/// `job_outbox_project` index, at most `at_most` entries), whatever the backlog.
+pub async fn pending_of_project(
+    pool: &PgPool,
+    project_id: Uuid,
+    at_most: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM job_outbox WHERE project_id = $1 LIMIT $2) AS p",
+    )
+    .bind(project_id)
+    .bind(at_most)
+    .fetch_one(pool)
+    .await
+}
+
 /// Locks up to `limit` of the oldest committed rows for the caller's transaction, skipping rows
 /// another relay holds; the caller pushes them to Redis, then [`delete`]s them and commits.
 pub async fn lock_batch(conn: &mut PgConnection, limit: i64) -> Result<Vec<NewJob>, sqlx::Error> {

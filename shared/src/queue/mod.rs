@@ -2,7 +2,8 @@
 //!
 //! This module owns the Redis key layout, the Lua scripts that move jobs between states, and
 //! [`Queues`], the client the API uses to enqueue and inspect jobs. [`backend`] adapts the same
-//! scripts to apalis' `Backend` trait for the worker.
+//! scripts to apalis' `Backend` trait for the worker; `projects.rs` reads the open jobs per
+//! project the scripts count (the API's quota, the ops views).
 //!
 //! Key layout, per queue `q` under prefix `p` (every key of a queue shares the hash tag `{q}`, so
 //! a Redis Cluster keeps a queue on one slot and each script touches one slot):
@@ -16,6 +17,7 @@
 //! | `p:{q}:completed` / `dead` / `cancelled` | zset | finished jobs, by finish time, trimmed |
 //! | `p:{q}:idem:<key>` | string | idempotency key → first job id, with a TTL |
 //! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
+//! | `p:{q}:open_by_project` | zset | project id → its open (waiting, delayed, active, retrying) jobs of the queue; only projects with some (`projects.rs`) |
 //! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
@@ -23,9 +25,11 @@
 
 pub mod backend;
 mod policy;
+mod projects;
 mod record;
 
 pub use policy::RetryPolicy;
+pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -60,23 +64,41 @@ pub(crate) struct Scripts {
 impl Scripts {
     fn load() -> Self {
         Self {
-            enqueue: Script::new(include_str!("lua/enqueue.lua")),
-            fetch: Script::new(include_str!("lua/fetch.lua")),
-            ack: Script::new(concat!(
-                include_str!("lua/history.lua"),
-                include_str!("lua/ack.lua")
-            )),
-            heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
-            release: Script::new(include_str!("lua/release.lua")),
-            maintain: Script::new(concat!(
-                include_str!("lua/history.lua"),
-                include_str!("lua/maintain.lua")
-            )),
-            retry_dead: Script::new(include_str!("lua/retry_dead.lua")),
-            cancel: Script::new(include_str!("lua/cancel.lua")),
-            claim_dead: Script::new(include_str!("lua/claim_dead.lua")),
+            enqueue: Script::new(&script_source("enqueue")),
+            fetch: Script::new(&script_source("fetch")),
+            ack: Script::new(&script_source("ack")),
+            heartbeat: Script::new(&script_source("heartbeat")),
+            release: Script::new(&script_source("release")),
+            maintain: Script::new(&script_source("maintain")),
+            retry_dead: Script::new(&script_source("retry_dead")),
+            cancel: Script::new(&script_source("cancel")),
+            claim_dead: Script::new(&script_source("claim_dead")),
         }
     }
+}
+
+/// The source of queue script `name` as it is loaded: the scripts that record a failure start
+/// with `history.lua`, and those that open or close a job with `open.lua` (a Redis script cannot
+/// include another). Public for tests that drive a script by hand, as a stalled or dying worker
+/// would.
+pub fn script_source(name: &str) -> String {
+    const HISTORY: &str = include_str!("lua/history.lua");
+    const OPEN: &str = include_str!("lua/open.lua");
+    let (helpers, body): (&[&str], &str) = match name {
+        "enqueue" => (&[OPEN], include_str!("lua/enqueue.lua")),
+        "fetch" => (&[OPEN], include_str!("lua/fetch.lua")),
+        "ack" => (&[HISTORY, OPEN], include_str!("lua/ack.lua")),
+        "heartbeat" => (&[], include_str!("lua/heartbeat.lua")),
+        "release" => (&[], include_str!("lua/release.lua")),
+        "maintain" => (&[HISTORY, OPEN], include_str!("lua/maintain.lua")),
+        "retry_dead" => (&[OPEN], include_str!("lua/retry_dead.lua")),
+        "cancel" => (&[OPEN], include_str!("lua/cancel.lua")),
+        "claim_dead" => (&[], include_str!("lua/claim_dead.lua")),
+        other => panic!("no queue script {other:?}"),
+    };
+    let mut source = helpers.concat();
+    source.push_str(body);
+    source
 }
 
 /// Errors from the queue.

@@ -223,19 +223,28 @@ pub async fn pongs(queues: &Queues) -> std::collections::HashMap<String, i64> {
         .expect("pongs")
 }
 
-/// A queue script as the queue loads it (`ack` and `maintain` come after `history.lua`), for
-/// tests that drive the scripts directly.
+/// A queue script as the queue loads it (with its helpers), for tests that drive the scripts
+/// directly.
 pub fn script(name: &str) -> redis::Script {
-    const HISTORY: &str = include_str!("../../../shared/src/queue/lua/history.lua");
-    let body = match name {
-        "ack" => include_str!("../../../shared/src/queue/lua/ack.lua"),
-        "maintain" => include_str!("../../../shared/src/queue/lua/maintain.lua"),
-        "fetch" => {
-            return redis::Script::new(include_str!("../../../shared/src/queue/lua/fetch.lua"));
-        }
-        other => panic!("no script {other}"),
-    };
-    redis::Script::new(&format!("{HISTORY}{body}"))
+    redis::Script::new(&shared::queue::script_source(name))
+}
+
+/// Asserts no job of any project is open any more: the open counts the scripts keep are
+/// empty (a project is removed once its count reaches 0).
+pub async fn assert_no_open_jobs(env: &TestEnv) {
+    use redis::AsyncCommands;
+    let mut conn = env.queues.connection();
+    for q in shared::jobs::QUEUES {
+        let key = format!("{}open_by_project", env.queues.base(q));
+        let left: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await.expect("zrange");
+        assert!(left.is_empty(), "{key} still counts {left:?}");
+    }
+    let open = env
+        .queues
+        .open_jobs(shared::jobs::QUEUES, env.project_id)
+        .await
+        .expect("open jobs");
+    assert_eq!(open, 0);
 }
 
 /// A free TCP port (for a worker process's `WORKER_PORT`).

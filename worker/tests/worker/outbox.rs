@@ -38,7 +38,11 @@ async fn a_job_enqueued_in_a_rolled_back_transaction_never_runs() {
     .await;
 
     assert!(env.queues.job("ping", job.id).await.unwrap().is_none());
-    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
+    // the job can complete before the relay's transaction that deletes its row commits
+    eventually(Duration::from_secs(5), "the outbox is empty", || async {
+        (outbox::backlog(&env.pool).await.ok()? == 0).then_some(())
+    })
+    .await;
     assert!(crate::helpers::pongs(&env.queues).await.is_empty());
     worker.stop().await;
 }

@@ -4,13 +4,14 @@
 use std::{collections::HashSet, time::Duration};
 
 use shared::{
+    jobs::QUEUES,
     queue::{JobState, NewJob},
     testing::{TestEnv, eventually},
 };
 
 use crate::helpers::{
-    PrivateRedis, WorkerProcess, free_port, metrics, ping_job, pongs, registered, sample,
-    wait_finished,
+    PrivateRedis, WorkerProcess, assert_no_open_jobs, free_port, metrics, ping_job, pongs,
+    registered, sample, wait_finished,
 };
 
 fn ids(jobs: &[NewJob]) -> Vec<uuid::Uuid> {
@@ -38,6 +39,8 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
     )
     .await;
 
+    let open = env.queues.open_jobs(QUEUES, env.project_id).await.unwrap();
+    assert_eq!(open, 200, "every running job is open");
     a.signal("KILL");
     a.wait(Duration::from_secs(5)).await;
     let killed_at = tokio::time::Instant::now();
@@ -56,6 +59,8 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
         );
         assert_eq!(runs.get(&job.id.to_string()), Some(&2));
     }
+    // the reaped attempts did not close the jobs; their completion did, once each
+    assert_no_open_jobs(&env).await;
 }
 
 #[tokio::test]
@@ -178,6 +183,7 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
         pids.insert(job.worker.clone().unwrap());
     }
     assert!(pids.len() >= 2, "the work was shared: {pids:?}");
+    assert_no_open_jobs(&env).await;
     // no process was stalled or killed: no lease may be reported lost (a guard only: the race
     // between a heartbeat and the acker is forced in shared's queue::backend unit tests)
     for port in ports {

@@ -21,9 +21,11 @@ use crate::{
     AppState,
     auth::{Authorized, UserCreate},
     envelope::{Accepted, Data},
-    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result, ResultExt},
+    error::{
+        ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result, ResultExt,
+    },
     extract::{PathId, ValidJson, Validate},
-    rate_limit, request_id,
+    quota, rate_limit, request_id,
 };
 
 /// Most roles one invitation gives.
@@ -140,7 +142,10 @@ async fn inviter(s: &AppState, claims_user: Option<Uuid>, project: Uuid) -> Resu
         ))
 }
 
+/// The project's quota and enqueue rate ([`quota::admit`]: the email is a job), then the
+/// invitation limits per inviter and per project.
 async fn invite_limits(s: &AppState, project: Uuid, inviter: Uuid) -> Result<()> {
+    quota::admit(s, project).await?;
     let u = &s.settings.users;
     rate_limit::check(s, "invite-user", &inviter.to_string(), &u.invite_per_user).await?;
     rate_limit::check(
@@ -178,15 +183,16 @@ fn send_invitation(
 /// Permission: `user:create`, and the caller must be an active user of the project (403 for
 /// service tokens). 409 if the email is already a user of the project; 422 for a bad email,
 /// no or unknown roles, or an address (the invitee's or the inviter's) outside
-/// `ALLOWED_INVITE_DOMAINS`; 429 past the per-inviter or per-project limit.
+/// `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the per-inviter or per-project
+/// invitation limit or the project's enqueue rate (`rate_limited`), or when the project has
+/// `JOB_MAX_OPEN_PER_PROJECT` open jobs (`quota_exceeded`).
 #[utoipa::path(post, path = "/api/v1/users/invite", tag = "users",
     request_body = InviteRequest,
     security(("bearer" = ["user:create"])),
     responses((status = 202, body = inline(Data<Accepted<InvitationQueued>>),
                headers(("Location" = String, description = "The job's status URL"))),
               (status = 409, body = ErrorEnvelope),
-              (status = 429, body = ErrorEnvelope,
-               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              EnqueueRefusals,
               BodyRefusals,
               AuthRefusals))]
 pub(super) async fn invite_user(
@@ -282,7 +288,8 @@ pub(super) async fn invite_user(
 ///
 /// Permission: `user:create`, by an active user of the project (403 for service tokens).
 /// 404 for an unknown user; 409 unless the user is `INVITED` with an unexpired invitation;
-/// 422 for addresses outside `ALLOWED_INVITE_DOMAINS`; 429 past the invitation limits.
+/// 422 for addresses outside `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the
+/// invitation limits or the project's enqueue rate, or at its quota of open jobs.
 #[utoipa::path(post, path = "/api/v1/users/{id}/resend-invitation", tag = "users",
     params(("id" = Uuid, Path, description = "User id")),
     security(("bearer" = ["user:create"])),
@@ -292,8 +299,7 @@ pub(super) async fn invite_user(
               (status = 404, body = ErrorEnvelope),
               (status = 409, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
-              (status = 429, body = ErrorEnvelope,
-               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              EnqueueRefusals,
               AuthRefusals))]
 pub(super) async fn resend_invitation(
     auth: Authorized<UserCreate>,

@@ -22,6 +22,12 @@ impl TestApp {
         send(self.authed(Method::GET, "/api/v1/queues", token)).await
     }
 
+    /// `GET /api/v1/queues/projects` with `query` (`""` or `?limit=5`).
+    pub async fn busiest_projects(&self, token: &str, query: &str) -> Response {
+        let path = format!("/api/v1/queues/projects{query}");
+        send(self.authed(Method::GET, &path, token)).await
+    }
+
     /// `POST /api/v1/jobs/ping` with a JSON body.
     pub async fn ping(&self, body: &Value, token: &str) -> Response {
         send(

@@ -1,5 +1,5 @@
 -- Record the outcome of a batch of attempts (bounded: at most 500 per call). Loaded after
--- history.lua.
+-- history.lua and open.lua: a job that completes or goes dead is no longer open.
 -- KEYS[1] = queue base. ARGV[1] = max kept errors per job, ARGV[2] = count, ARGV[3] = 1 when
 --   the job kind has an on-dead hook (a job that goes dead is then queued in `dead_hooks`), then
 --   6 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text (for
@@ -22,24 +22,27 @@ local codes, reply, seen = {}, { '' }, {}
 local ok_jk, ok_result, ok_err = {}, {}, {}
 local failed = {}
 local finished, done, retried, dead = {}, {}, {}, {}
+local closed = {} -- project id -> jobs of it that completed or went dead
 -- 1. Read and decide.
 for i = 0, n - 1 do
   local o = 4 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local jk = base .. 'job:' .. id
-  local cur = redis.call('HMGET', jk, 'tok', 'state')
+  local cur = redis.call('HMGET', jk, 'tok', 'state', 'project')
   if cur[1] ~= tok or cur[2] ~= 'active' or seen[id] then
     codes[i + 1] = 's'
   else
     seen[id] = true
     finished[#finished + 1] = id
     codes[i + 1] = 'a'
+    local project = cur[3]
     if outcome == 'ok' then
       local k = #ok_jk + 1
       ok_jk[k], ok_result[k], ok_err[k] = jk, result, err
       done[#done + 1] = now
       done[#done + 1] = id
+      if project then closed[project] = (closed[project] or 0) - 1 end
     else
       local more = redis.call('HMGET', jk, 'att', 'errors', 'worker')
       local entry = { attempt = tonumber(more[1]) or 0, error = err, at = now, worker = more[3] or '' }
@@ -58,6 +61,7 @@ for i = 0, n - 1 do
         failed[#failed + 1] = { jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err }
         dead[#dead + 1] = now
         dead[#dead + 1] = id
+        if project then closed[project] = (closed[project] or 0) - 1 end
       end
     end
   end
@@ -83,6 +87,7 @@ for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
     redis.call('HINCRBY', base .. 'stats', set == 'retry' and 'retried' or set, #scored / 2)
   end
 end
+count_open_all(base, closed)
 if hooked and #dead > 0 then redis.call('ZADD', base .. 'dead_hooks', unpack(dead)) end
 -- idle workers re-fetch, learn the retry's due time and sleep exactly until then
 if #retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end

@@ -1,10 +1,12 @@
 -- Cancel a job that has not started (waiting, delayed or retrying). A running job cannot be
--- cancelled here: its worker owns it until the attempt ends.
+-- cancelled here: its worker owns it until the attempt ends. Loaded after open.lua: a
+-- cancelled job is no longer open.
 -- KEYS[1] = queue base. ARGV[1] = job id. Returns the job's state before the call ('' = none).
 local base = KEYS[1]
 local id = ARGV[1]
 local jk = base .. 'job:' .. id
-local state = redis.call('HGET', jk, 'state')
+local cur = redis.call('HMGET', jk, 'state', 'project')
+local state = cur[1]
 if not state then return '' end
 local from = { waiting = 'ready', delayed = 'delayed', retrying = 'retry' }
 if from[state] then
@@ -14,5 +16,6 @@ if from[state] then
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
   redis.call('HINCRBY', jk, 'tok', 1)
   redis.call('ZADD', base .. 'cancelled', now, id)
+  count_open(base, cur[2], -1)
 end
 return state

@@ -1,4 +1,5 @@
 -- Enqueue a batch of jobs into one queue (bounded: the caller sends at most 1000 per call).
+-- Loaded after open.lua: every job created is counted as open for its project.
 -- KEYS[1] = queue base "<prefix>:{<queue>}:" (every key below shares its hash tag)
 -- ARGV[1] = idempotency-key ttl ms, ARGV[2] = number of jobs, then 9 fields per job:
 --   id, kind, payload, run_at_ms (0 = now), priority, max_attempts, idempotency key ("" = none),
@@ -15,6 +16,7 @@ local out = {}
 local woke = 0
 local seq0 = redis.call('INCRBY', base .. 'seq', n) - n
 local readies = {}
+local opened = {}
 for i = 0, n - 1 do
   local o = 3 + i * 9
   local id, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -50,10 +52,12 @@ for i = 0, n - 1 do
     if idem ~= '' then
       redis.call('SET', base .. 'idem:' .. idem, id, 'PX', idem_ttl)
     end
+    opened[project] = (opened[project] or 0) + 1
     out[#out + 1] = id
     out[#out + 1] = 1
   end
 end
+count_open_all(base, opened)
 if woke > 0 then
   redis.call('ZADD', base .. 'ready', unpack(readies))
   redis.call('PUBLISH', base .. 'wake', woke)

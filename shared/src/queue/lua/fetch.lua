@@ -1,4 +1,5 @@
 -- Lease up to N ready jobs to one worker (after promoting a bounded number of due jobs).
+-- Loaded after open.lua: a corrupt job sent dead here is no longer open.
 -- KEYS[1] = queue base. ARGV: worker name, max jobs, lease ms, promote limit.
 -- Each fetch counts an attempt and bumps the job's fencing token. A popped job whose attempt
 -- count or token is not a number goes dead with the reason instead.
@@ -36,6 +37,7 @@ for i = 1, #popped, 2 do
     redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'last_error', why)
     redis.call('ZADD', base .. 'dead', now, id)
     redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+    count_open(base, f[4], -1)
   elseif f[2] then
     att, tok = att + 1, tok + 1
     redis.call('HSET', jk, 'att', att, 'tok', tok, 'state', 'active', 'started', now, 'worker', worker)

@@ -2,7 +2,8 @@
 -- leases (the attempt stays counted; out of attempts means dead), trim finished jobs past their
 -- retention. Safe to run from every worker process at once. Loaded after history.lua: a reaped
 -- job whose hash is corrupt (unreadable `errors`, non-numeric attempts) goes dead with the reason
--- instead of failing every pass.
+-- instead of failing every pass; and after open.lua: a reaped job that goes dead is no longer
+-- open (trimming deletes only finished jobs, which are not counted).
 -- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
 --   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
 --   (a job that goes dead is then queued in `dead_hooks`).
@@ -31,7 +32,7 @@ local expired = redis.call('ZRANGEBYSCORE', base .. 'active', '-inf', now, 'LIMI
 for _, id in ipairs(expired) do
   local jk = base .. 'job:' .. id
   redis.call('ZREM', base .. 'active', id)
-  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors')
+  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors', 'project')
   if cur[1] then
     reaped = reaped + 1
     redis.call('HINCRBY', jk, 'tok', 1)
@@ -49,6 +50,7 @@ for _, id in ipairs(expired) do
       redis.call('ZADD', base .. 'dead', now, id)
       redis.call('HINCRBY', base .. 'stats', 'dead', 1)
       if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
+      count_open(base, cur[6], -1)
       died = died + 1
     else
       redis.call('HSET', jk, 'state', 'waiting', 'errors', encoded, 'last_error', err)

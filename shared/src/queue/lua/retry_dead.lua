@@ -1,14 +1,17 @@
 -- Put a dead job back to waiting with a fresh set of attempts (its error history is kept).
+-- Loaded after open.lua: the job is open again.
 -- KEYS[1] = queue base. ARGV[1] = job id. Returns 1 if retried, 0 if the job is not dead.
 local base = KEYS[1]
 local id = ARGV[1]
 local jk = base .. 'job:' .. id
-if redis.call('HGET', jk, 'state') ~= 'dead' then return 0 end
+local cur = redis.call('HMGET', jk, 'state', 'rs', 'project')
+if cur[1] ~= 'dead' then return 0 end
 redis.call('ZREM', base .. 'dead', id)
 redis.call('ZREM', base .. 'dead_hooks', id)
 redis.call('HSET', jk, 'state', 'waiting', 'att', 0)
 redis.call('HINCRBY', jk, 'tok', 1)
 redis.call('HDEL', jk, 'finished', 'worker')
-redis.call('ZADD', base .. 'ready', redis.call('HGET', jk, 'rs'), id)
+redis.call('ZADD', base .. 'ready', cur[2], id)
+count_open(base, cur[3], 1)
 redis.call('PUBLISH', base .. 'wake', 1)
 return 1

@@ -1,0 +1,217 @@
+//! The open jobs per project the queue scripts count (what the API's quota reads) stay equal to
+//! the jobs really open, through every transition a worker, maintenance and the API make.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use redis::AsyncCommands;
+use shared::{
+    jobs::{EnqueueOptions, Job, Ping, QUEUES},
+    queue::{JobState, NewJob},
+    testing::{TestEnv, eventually},
+};
+use uuid::Uuid;
+
+use crate::helpers::{InProcessWorker, assert_no_open_jobs, lease_by_hand, wait_finished};
+
+/// The jobs of each project really open: read from the state sets and the job hashes.
+async fn really_open(env: &TestEnv) -> BTreeMap<Uuid, u64> {
+    let mut conn = env.queues.connection();
+    let mut out = BTreeMap::new();
+    for q in QUEUES {
+        let base = env.queues.base(q);
+        for set in ["ready", "delayed", "active", "retry"] {
+            let ids: Vec<String> = conn
+                .zrange(format!("{base}{set}"), 0, -1)
+                .await
+                .expect("zrange");
+            for id in ids {
+                let project: Option<String> = conn
+                    .hget(format!("{base}job:{id}"), "project")
+                    .await
+                    .expect("hget");
+                if let Some(p) = project.and_then(|p| Uuid::parse_str(&p).ok()) {
+                    *out.entry(p).or_default() += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The counts as the scripts keep them, summed over the queues; asserts no member is zero or
+/// negative (a project without open jobs is removed).
+async fn counted(env: &TestEnv) -> BTreeMap<Uuid, u64> {
+    let mut conn = env.queues.connection();
+    let mut out = BTreeMap::new();
+    for q in QUEUES {
+        let key = format!("{}open_by_project", env.queues.base(q));
+        let members: Vec<(String, f64)> =
+            conn.zrange_withscores(&key, 0, -1).await.expect("zrange");
+        for (member, score) in members {
+            assert!(score >= 1.0, "{key}: {member} holds {score}");
+            *out.entry(Uuid::parse_str(&member).expect("a project id"))
+                .or_default() += score as u64;
+        }
+    }
+    out
+}
+
+/// Asserts the counts equal the open jobs, and that the API's read agrees; returns them.
+async fn assert_exact(env: &TestEnv, when: &str) -> BTreeMap<Uuid, u64> {
+    let (real, kept) = (really_open(env).await, counted(env).await);
+    assert_eq!(kept, real, "{when}: counted vs really open");
+    for (project, n) in &real {
+        let read = env.queues.open_jobs(QUEUES, *project).await.expect("read");
+        assert_eq!(read, *n, "{when}: open_jobs of {project}");
+    }
+    real
+}
+
+fn ping(project: Uuid, tweak: impl FnOnce(&mut Ping), opts: EnqueueOptions) -> NewJob {
+    let mut p = Ping::new(project);
+    tweak(&mut p);
+    p.to_new_job(opts).expect("job")
+}
+
+#[tokio::test]
+async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_transition() {
+    let env = TestEnv::new().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let plain = EnqueueOptions::default;
+    let later = || EnqueueOptions {
+        run_at: Some(Utc::now() + chrono::Duration::hours(1)),
+        ..Default::default()
+    };
+    let keyed = || EnqueueOptions {
+        idempotency_key: Some(format!("{a}:order-1")),
+        ..Default::default()
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        jobs.push(ping(a, |_| {}, plain()));
+    }
+    for _ in 0..3 {
+        jobs.push(ping(a, |_| {}, later()));
+    }
+    let dies = ping(a, |p| p.fail_permanently = true, plain());
+    jobs.push(dies.clone());
+    jobs.push(ping(a, |p| p.fail_attempts = 1, plain()));
+    let mut out_of_attempts = ping(a, |p| p.fail_attempts = 9, plain());
+    out_of_attempts.max_attempts = 2;
+    jobs.push(out_of_attempts);
+    jobs.push(ping(b, |_| {}, plain()));
+    jobs.push(ping(b, |_| {}, later()));
+    env.queues.push_many("ping", &jobs).await.expect("push");
+    // duplicates are not counted: the same idempotency key thrice, and a relay pushing the
+    // same job id again
+    for _ in 0..3 {
+        env.queues
+            .push(&ping(a, |_| {}, keyed()))
+            .await
+            .expect("push");
+    }
+    let again = env.queues.push(&jobs[0]).await.expect("push");
+    assert!(!again.created);
+    // jobs of other kinds count in their own queue, for the same project
+    let mut other_kind = ping(b, |_| {}, plain());
+    other_kind.queue = "revoke_sessions".into();
+    env.queues.push(&other_kind).await.expect("push");
+
+    let open = assert_exact(&env, "after the pushes").await;
+    assert_eq!((open[&a], open[&b]), (12, 3));
+
+    // a job whose worker died on its last attempt is reaped dead by maintenance
+    let mut reaped = ping(a, |_| {}, plain());
+    reaped.max_attempts = 1;
+    env.queues.push(&reaped).await.expect("push");
+    let mut conn = env.queues.connection();
+    let base = env.queues.base("ping");
+    let _: () = conn
+        .zadd(format!("{base}ready"), reaped.id.to_string(), -1)
+        .await
+        .expect("first in line");
+    lease_by_hand(&env, "ping", "worker-that-dies", 100).await;
+    // a job whose attempt counter is corrupt goes dead at fetch; one whose error history is
+    // corrupt goes dead at its failed attempt's ack
+    let corrupt_counter = ping(a, |_| {}, plain());
+    let corrupt_history = ping(a, |p| p.fail_attempts = 1, plain());
+    env.queues
+        .push_many("ping", &[corrupt_counter.clone(), corrupt_history.clone()])
+        .await
+        .expect("push");
+    let _: () = conn
+        .hset(format!("{base}job:{}", corrupt_counter.id), "att", "x")
+        .await
+        .expect("corrupt");
+    let _: () = conn
+        .hset(format!("{base}job:{}", corrupt_history.id), "errors", "{")
+        .await
+        .expect("corrupt");
+    // a cancelled job is no longer open
+    let cancelled = jobs[5].id;
+    assert_eq!(
+        env.queues.cancel("ping", cancelled).await.expect("cancel"),
+        Some(JobState::Delayed)
+    );
+    assert_exact(&env, "after a cancel and the corruptions").await;
+
+    let worker = InProcessWorker::start(&env).await;
+    let due: Vec<Uuid> = jobs
+        .iter()
+        .filter(|j| j.run_at.is_none())
+        .map(|j| j.id)
+        .chain([reaped.id, corrupt_history.id])
+        .collect();
+    let done = wait_finished(&env.queues, &due, Duration::from_secs(30)).await;
+    let dead = done.iter().filter(|j| j.state == JobState::Dead).count();
+    assert_eq!(
+        dead, 4,
+        "permanent, out of attempts, reaped, corrupt history"
+    );
+    // a job with a corrupt counter cannot be read back as a record: its state is asked for
+    let state: Option<String> = conn
+        .hget(format!("{base}job:{}", corrupt_counter.id), "state")
+        .await
+        .expect("hget");
+    assert_eq!(state.as_deref(), Some("dead"));
+    // the keyed job and the other kind's job finish too
+    eventually(
+        Duration::from_secs(30),
+        "every due job finished",
+        || async {
+            let c = env.queues.counts("ping").await.ok()?;
+            let r = env.queues.counts("revoke_sessions").await.ok()?;
+            (c.waiting + c.active + c.retrying + r.waiting + r.active + r.retrying == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let open = assert_exact(&env, "once the due jobs finished").await;
+    assert_eq!(
+        open,
+        BTreeMap::from([(a, 2), (b, 1)]),
+        "only the delayed jobs are left open"
+    );
+
+    // a retried dead job is open again (no worker runs meanwhile), until it dies again
+    worker.stop().await;
+    assert!(env.queues.retry_dead("ping", dies.id).await.expect("retry"));
+    assert_eq!(assert_exact(&env, "after a retry").await[&a], 3);
+    let worker = InProcessWorker::start(&env).await;
+    wait_finished(&env.queues, &[dies.id], Duration::from_secs(30)).await;
+    assert_eq!(
+        assert_exact(&env, "after the retried job died").await[&a],
+        2
+    );
+
+    worker.stop().await;
+    for job in jobs
+        .iter()
+        .filter(|j| j.run_at.is_some() && j.id != cancelled)
+    {
+        env.queues.cancel("ping", job.id).await.expect("cancel");
+    }
+    assert_exact(&env, "after cancelling the rest").await;
+    assert_no_open_jobs(&env).await;
+}
