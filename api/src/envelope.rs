@@ -1,5 +1,6 @@
 //! The success half of the JSON envelope: `{"data": …}`, with `meta.pagination` for lists,
-//! and [`Accepted`], the `202` of work handed to a job.
+//! [`Accepted`], the `202` of work handed to a job, and [`Created`], the `201` of a new
+//! resource.
 
 use axum::{
     Json,
@@ -52,6 +53,26 @@ impl<T: Serialize> IntoResponse for Accepted<T> {
             StatusCode::ACCEPTED,
             [(header::LOCATION, self.status_url.clone())],
             Json(Data::new(self)),
+        )
+            .into_response()
+    }
+}
+
+/// `201 Created`: `{"data": T}` with the new resource's URL in `Location`.
+#[derive(Debug)]
+pub struct Created<T> {
+    /// Where the new resource is.
+    pub location: String,
+    /// The answer's `data`.
+    pub data: T,
+}
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::CREATED,
+            [(header::LOCATION, self.location)],
+            Json(Data::new(self.data)),
         )
             .into_response()
     }

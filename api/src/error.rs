@@ -39,6 +39,14 @@ pub enum ApiError {
     /// 403: the caller may not do this, for a reason other than a missing permission.
     #[error("{0}")]
     Refused(&'static str),
+    /// 403 `project_suspended`: the credential is good but its project is suspended.
+    #[error(
+        "this project is suspended; its tokens and API keys are refused until it is active again"
+    )]
+    ProjectSuspended,
+    /// 401 `project_deleted`: the credential's project was deleted.
+    #[error("this project was deleted; its tokens and API keys no longer work")]
+    ProjectDeleted,
     /// 404: no such resource in the caller's project.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -138,6 +146,8 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) | ApiError::Refused(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::ProjectSuspended => (StatusCode::FORBIDDEN, "project_suspended"),
+            ApiError::ProjectDeleted => (StatusCode::UNAUTHORIZED, "project_deleted"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -281,10 +291,14 @@ pub struct AuthRefusals;
 impl IntoResponses for AuthRefusals {
     fn responses() -> std::collections::BTreeMap<String, RefOr<DocResponse>> {
         refusals(&[
-            (401, "No valid access token"),
+            (
+                401,
+                "No valid access token (`project_deleted`: its project was deleted)",
+            ),
             (
                 403,
-                "The token lacks the permission, or the caller may not do this",
+                "The token lacks the permission, or the caller may not do this \
+                 (`project_suspended`: its project is suspended)",
             ),
             (503, "Postgres or Redis is unreachable; retry later"),
         ])

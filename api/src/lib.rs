@@ -4,14 +4,17 @@
 //! # Layout
 //! - [`routes`]: one module per feature, each with its `router()` (utoipa-axum, so every route
 //!   is in the OpenAPI document by construction).
-//! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`.
+//! - [`auth`]: Bearer JWT → [`auth::Authorized<P>`], which extracts only with permission `P`;
+//!   [`auth::ProjectScoped<P>`] for `/projects/{id}` routes; [`auth::Caller<P>`] for routes a
+//!   token with `P` or a project's API key (`X-API-Key`) may call.
 //! - [`error`], [`envelope`], [`extract`]: the JSON envelope for data and errors; request bodies
 //!   validated before a handler runs (every invalid field named), UUID path ids.
 //! - [`filters`]: optional query-string filters (empty is no filter), read exactly as the
 //!   OpenAPI document describes them.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
 //!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
-//!   [`revocation`] (revoke a user's tokens at once), [`passwords`] (Argon2 off the async
+//!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
+//!   suspension or deletion reaching every process), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
 //!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
@@ -27,6 +30,7 @@ pub mod error;
 pub mod extract;
 pub mod filters;
 pub mod passwords;
+pub mod project_state;
 pub mod quota;
 pub mod rate_limit;
 pub mod request_id;
@@ -46,7 +50,7 @@ use shared::{config::Settings, queue::Queues};
 use sqlx::PgPool;
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -73,7 +77,8 @@ pub struct AppState {
 #[openapi(
     info(title = "Comet API", description = "Comet's admin and alerting API. Every response uses \
 the JSON envelope: `{\"data\": …}` or `{\"error\": {\"code\", \"message\", \"details\"?, \"requestId\"}}`. \
-Each operation's `bearer` security scopes name the permission it needs."),
+Each operation's `bearer` security scopes name the permission it needs; operations that list \
+`apiKey` also accept a project's API key in `X-API-Key`."),
     modifiers(&BearerAuth),
     components(schemas(error::ErrorEnvelope, error::ErrorBody)),
     tags(
@@ -84,6 +89,7 @@ Each operation's `bearer` security scopes name the permission it needs."),
         (name = "events", description = "Sending events and reading them back"),
         (name = "rules", description = "Alert rules: which events become notifications, for whom"),
         (name = "jobs", description = "Job status and control"),
+        (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -103,6 +109,13 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "A project's API key, `ck_<prefix>_<secret>`",
+            ))),
+        );
     }
 }
 
@@ -118,6 +131,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::events::router())
         .merge(routes::rules::router())
+        .merge(routes::projects::router())
 }
 
 /// The OpenAPI document of every route (built once).
@@ -216,6 +230,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // a Redis that lost the blocked projects' markers gets them back
+    tokio::spawn(project_state::refill(state.clone()));
     // connect info: the client address for per-IP login rate limits
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)

@@ -26,12 +26,17 @@ enum Command {
     Seed,
     /// Mint an access token for local use.
     Token {
-        /// A permission to grant (repeatable), e.g. jobs:read.
-        #[arg(long = "permission", short = 'p', required = true)]
+        /// A permission to grant (repeatable), e.g. jobs:read. With --platform, default
+        /// projects:manage and queues:read.
+        #[arg(long = "permission", short = 'p', required_unless_present = "platform")]
         permissions: Vec<String>,
         /// The project (default: the demo project).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "platform")]
         project: Option<Uuid>,
+        /// A platform operator's token: bound to no project, the only kind that grants
+        /// projects:manage (create, suspend and delete projects).
+        #[arg(long)]
+        platform: bool,
         /// The subject.
         #[arg(long, default_value = "cli")]
         sub: String,
@@ -72,9 +77,23 @@ async fn main() -> anyhow::Result<()> {
                 settings.auth.jwt_ttl.as_secs() as i64,
             );
             let token = shared::auth::mint(&settings.auth.jwt_secret, &claims)?;
+            let platform = shared::auth::mint(
+                &settings.auth.jwt_secret,
+                &Claims::platform(
+                    "platform-operator",
+                    platform_permissions(),
+                    settings.auth.jwt_ttl.as_secs() as i64,
+                ),
+            )?;
             println!("demo project: {project}");
+            // before the admin token: `./dev up` takes the last token printed as its $TOKEN
             println!(
-                "demo admin token (all permissions, {}s):",
+                "platform operator token (projects:manage, queues:read; no project; {}s):",
+                settings.auth.jwt_ttl.as_secs()
+            );
+            println!("{platform}");
+            println!(
+                "demo admin token (every project permission, {}s):",
                 settings.auth.jwt_ttl.as_secs()
             );
             println!("{token}");
@@ -87,9 +106,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Token {
             permissions,
             project,
+            platform,
             sub,
             ttl,
         } => {
+            let ttl = ttl.unwrap_or(settings.auth.jwt_ttl.as_secs() as i64);
+            if platform {
+                let permissions = if permissions.is_empty() {
+                    platform_permissions()
+                } else {
+                    permissions
+                };
+                let claims = Claims::platform(&sub, permissions, ttl);
+                println!(
+                    "{}",
+                    shared::auth::mint(&settings.auth.jwt_secret, &claims)?
+                );
+                return Ok(());
+            }
             let project = match project {
                 Some(p) => p,
                 None => {
@@ -101,7 +135,6 @@ async fn main() -> anyhow::Result<()> {
                     shared::db::projects::ensure(&mut conn, "demo").await?
                 }
             };
-            let ttl = ttl.unwrap_or(settings.auth.jwt_ttl.as_secs() as i64);
             let claims = Claims::new(&sub, project, permissions, ttl);
             println!(
                 "{}",
@@ -110,6 +143,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What a platform operator's token grants by default.
+fn platform_permissions() -> Vec<String> {
+    vec!["projects:manage".into(), "queues:read".into()]
 }
 
 /// The demo admin's email.

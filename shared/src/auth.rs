@@ -1,4 +1,9 @@
 //! Access tokens: HS256 JWTs carrying the subject, its project and its permissions.
+//!
+//! A *platform token* (`platform: true`, minted by `comet-api token --platform`, never by a
+//! login) belongs to a platform operator: it is bound to no project (its `projectId` is the nil
+//! UUID, so project routes find nothing with it) and it is the only kind of token that can grant
+//! a platform permission such as `projects:manage` ([`crate::permissions::is_platform_only`]).
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -25,6 +30,9 @@ pub struct Claims {
     pub iat_ms: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
+    /// A platform operator's token (see the module doc); absent in every other token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub platform: bool,
 }
 
 impl Claims {
@@ -59,11 +67,24 @@ impl Claims {
             iat: now,
             iat_ms: now_ms,
             exp: now + ttl_secs,
+            platform: false,
         }
     }
 
-    /// Whether the token grants `permission`.
+    /// A platform operator's token (see the module doc) with these permissions.
+    pub fn platform(sub: &str, permissions: Vec<String>, ttl_secs: i64) -> Self {
+        Self {
+            platform: true,
+            ..Self::new(sub, Uuid::nil(), permissions, ttl_secs)
+        }
+    }
+
+    /// Whether the token grants `permission`. A platform permission only ever comes with a
+    /// platform token.
     pub fn has(&self, permission: &str) -> bool {
+        if !self.platform && crate::permissions::is_platform_only(permission) {
+            return false;
+        }
         self.permissions.iter().any(|p| p == permission || p == "*")
     }
 }
@@ -113,6 +134,26 @@ mod tests {
         let c = Claims::new("ops", Uuid::now_v7(), vec!["jobs:read".into()], 60);
         let t = mint(&secret(), &c).unwrap();
         assert_eq!(verify(&secret(), &t).unwrap(), c);
+    }
+
+    #[test]
+    fn only_a_platform_token_grants_a_platform_permission() {
+        let all = vec!["*".to_owned(), "projects:manage".to_owned()];
+        let project = Claims::new("ops", Uuid::now_v7(), all.clone(), 60);
+        assert!(project.has("user:read"));
+        assert!(
+            !project.has("projects:manage"),
+            "not even with `*` or by name"
+        );
+        let platform = Claims::platform("ops", vec!["projects:manage".into()], 60);
+        assert!(platform.has("projects:manage"));
+        assert!(!platform.has("user:read"));
+        assert_eq!(platform.project_id, Uuid::nil());
+        // the claim survives signing; an ordinary token does not carry it at all
+        let t = mint(&secret(), &platform).unwrap();
+        assert!(verify(&secret(), &t).unwrap().platform);
+        let json = serde_json::to_value(&project).unwrap();
+        assert!(json.get("platform").is_none(), "{json}");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - [`rules`]: the rules language: event-type patterns, CEL conditions, notification
 //!   templates, each compiled when a rule is saved and evaluated by `process_event`.
 //! - [`permissions`]: every permission, declared once; the table and default roles follow.
-//! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects).
-//! - [`auth`]: access-token claims, minting and verification.
+//! - [`db`]: the Postgres pool, migrations, and all SQL (outbox, projects, API keys, users…).
+//! - [`auth`]: access-token claims (project and platform tokens), minting and verification.
+//! - [`api_keys`]: projects' API keys: the `ck_<prefix>_<secret>` format, hashing, checking.
 //! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
 //! - [`sessions`]: sessions, revocation and rate limits in Redis.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
@@ -18,6 +19,7 @@
 //!   `.eml` files).
 //! - [`telemetry`]: logging and metrics set-up.
 
+pub mod api_keys;
 pub mod auth;
 pub mod config;
 pub mod db;

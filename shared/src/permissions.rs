@@ -1,8 +1,14 @@
 //! Every permission Comet checks, declared once.
 //!
 //! Each entry gives the type routes name in their first argument (`Authorized<UserRead>` in the
-//! API), the name tokens carry, the one-line description shown to admins, and the default roles
-//! that hold it. Everything else follows from this list: the `permissions` table is brought in
+//! API), the name tokens carry, the one-line description shown to admins, its scope, and the
+//! default roles that hold it.
+//!
+//! Scope `project` permissions are granted by a project's roles. Scope `platform` permissions
+//! (`projects:manage`) belong to platform operators only: no role can hold one (the
+//! `permissions` table marks them and a trigger on `role_permissions` refuses them), and a token
+//! grants one only when it is a platform token (`comet-api token --platform`, see
+//! [`crate::auth::Claims::platform`]), whatever its permission list says, `*` included. Everything else follows from this list: the `permissions` table is brought in
 //! line with it after every migration (`db::migrate`), a project's default roles are
 //! built from it (`db::roles::ensure_defaults`), and a permission added here is granted
 //! to the default roles of existing projects once, when it first appears.
@@ -20,18 +26,30 @@ pub struct PermissionInfo {
     pub name: &'static str,
     /// One line for admins.
     pub description: &'static str,
-    /// The default roles that hold it (none: platform operators' tokens only).
+    /// The default roles that hold it (none: granted only by hand, or by minted tokens).
     pub default_roles: &'static [&'static str],
+    /// Platform operators only: never held by a role, granted only by platform tokens.
+    pub platform_only: bool,
 }
 
 /// Every project's default roles, with their descriptions.
 pub const DEFAULT_ROLES: &[(&str, &str)] = &[
-    ("admin", "Manages users, roles and jobs"),
-    ("member", "Reads users and jobs"),
+    ("admin", "Manages users, roles, jobs, rules and API keys"),
+    ("member", "Reads users, jobs, rules and events"),
 ];
 
+/// Whether a scope is `platform` (the other is `project`).
+macro_rules! platform_only {
+    (platform) => {
+        true
+    };
+    (project) => {
+        false
+    };
+}
+
 macro_rules! permissions {
-    ($($ty:ident => $name:literal, $description:literal, [$($role:literal),*];)*) => {
+    ($($ty:ident => $name:literal, $description:literal, $scope:ident [$($role:literal),*];)*) => {
         $(
             #[doc = concat!("The `", $name, "` permission: ", $description, ".")]
             #[derive(Debug)]
@@ -45,6 +63,7 @@ macro_rules! permissions {
             name: $name,
             description: $description,
             default_roles: &[$($role),*],
+            platform_only: platform_only!($scope),
         }),*];
         /// Every permission's name, in declaration order.
         pub const NAMES: &[&str] = &[$($name),*];
@@ -52,18 +71,25 @@ macro_rules! permissions {
 }
 
 permissions! {
-    UserCreate => "user:create", "Invite users and resend invitations", ["admin"];
-    UserRead => "user:read", "List, view and export users", ["admin", "member"];
-    UserUpdate => "user:update", "Change users' roles", ["admin"];
-    UserDeactivate => "user:deactivate", "Deactivate users", ["admin"];
-    AuditRead => "audit:read", "Read and export the audit log", ["admin"];
-    JobsRead => "jobs:read", "See the status of jobs", ["admin", "member"];
-    JobsWrite => "jobs:write", "Enqueue, retry and cancel jobs", ["admin"];
-    EventsWrite => "events:write", "Send events", ["admin"];
-    EventsRead => "events:read", "See events and what they matched", ["admin", "member"];
-    RuleRead => "rule:read", "See alert rules", ["admin", "member"];
-    RuleWrite => "rule:write", "Create, change and delete alert rules", ["admin"];
-    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", [];
+    UserCreate => "user:create", "Invite users and resend invitations", project ["admin"];
+    UserRead => "user:read", "List, view and export users", project ["admin", "member"];
+    UserUpdate => "user:update", "Change users' roles", project ["admin"];
+    UserDeactivate => "user:deactivate", "Deactivate users", project ["admin"];
+    AuditRead => "audit:read", "Read and export the audit log", project ["admin"];
+    JobsRead => "jobs:read", "See the status of jobs", project ["admin", "member"];
+    JobsWrite => "jobs:write", "Enqueue, retry and cancel jobs", project ["admin"];
+    EventsWrite => "events:write", "Send events (an API key of the project may too)", project ["admin"];
+    EventsRead => "events:read", "See events and what they matched", project ["admin", "member"];
+    RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
+    RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
+    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
+    ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
+    ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
+}
+
+/// Whether `name` is a platform permission (see the module doc).
+pub fn is_platform_only(name: &str) -> bool {
+    ALL.iter().any(|p| p.platform_only && p.name == name)
 }
 
 /// The permissions default role `role` starts with.
@@ -108,5 +134,28 @@ mod tests {
             of_default_role("member"),
             ["user:read", "jobs:read", "events:read", "rule:read"]
         );
+    }
+
+    #[test]
+    fn platform_permissions_are_in_no_default_role() {
+        assert!(is_platform_only("projects:manage"));
+        assert!(!is_platform_only("api-keys:manage"));
+        assert!(!is_platform_only("no:such"));
+        for p in ALL.iter().filter(|p| p.platform_only) {
+            assert!(p.default_roles.is_empty(), "{} is platform-only", p.name);
+        }
+        for (role, _) in DEFAULT_ROLES {
+            assert!(
+                !of_default_role(role).contains(&"projects:manage"),
+                "{role}"
+            );
+        }
+        let admin = of_default_role("admin");
+        for p in ALL
+            .iter()
+            .filter(|p| !p.platform_only && p.name != "queues:read")
+        {
+            assert!(admin.contains(&p.name), "admin holds {}", p.name);
+        }
     }
 }

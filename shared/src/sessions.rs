@@ -6,6 +6,13 @@
 //! - `revoked-jti:<jti>`: a logged-out or revoked token, kept for its remaining life.
 //! - `revoked-before:<user>`: "tokens issued before T (ms) are revoked", written synchronously
 //!   by deactivation and role changes, kept for one token lifetime.
+//! - `project-states` hash: project id → `<state>@<version>` (`active`, `suspended` or
+//!   `deleted`, and the project row's `version`) for every project whose status changed; a
+//!   suspended or deleted project's tokens are refused. Written by the project routes before
+//!   they answer, and the blocked projects are written again from Postgres when an API process
+//!   starts (a Redis that lost the hash is refilled). A write never replaces a newer version,
+//!   so that refill cannot undo a change made meanwhile. Read by every token check in the same
+//!   round trip as the revocations.
 //! - `seen:<user>`: the 5-minute gate of activity tracking.
 //! - `rate:<name>:<key>`: fixed-window rate-limit counters.
 //! - `known-clients:<email hash>`: client IPs that logged in as that email (30 days).
@@ -17,7 +24,7 @@ use std::time::Duration;
 use redis::{AsyncCommands, aio::ConnectionManager};
 use uuid::Uuid;
 
-use crate::{auth::Claims, queue::Queues};
+use crate::{auth::Claims, db::projects::Block, queue::Queues};
 
 /// The longest a revocation is kept: tokens minted to live longer (`comet-api token --ttl`)
 /// are revoked for this long, which Redis can store (a raw far-future `exp` overflows its
@@ -60,6 +67,8 @@ pub enum Verdict {
     Valid,
     /// Logged out or revoked.
     Revoked,
+    /// Its project is suspended or deleted.
+    Blocked(Block),
 }
 
 /// Where a caller stands against a limit after [`Sessions::take`] (the `RateLimit-*` headers).
@@ -210,26 +219,79 @@ impl Sessions {
         Ok(())
     }
 
-    /// Whether a token was revoked (one round trip).
+    /// Whether a token was revoked, or its project blocked (one round trip).
     pub async fn check(&self, claims: &Claims) -> redis::RedisResult<Verdict> {
         let mut conn = self.conn.clone();
         let user = Uuid::parse_str(&claims.sub).ok();
         let mut pipe = redis::pipe();
         pipe.exists(self.key("revoked-jti", claims.jti));
+        pipe.hget(self.states_key(), claims.project_id.to_string());
         if let Some(u) = user {
             pipe.get(self.key("revoked-before", u));
         }
-        let (revoked, before): (bool, Option<i64>) = if user.is_some() {
+        let (revoked, blocked, before): (bool, Option<String>, Option<i64>) = if user.is_some() {
             pipe.query_async(&mut conn).await?
         } else {
-            let (r,): (bool,) = pipe.query_async(&mut conn).await?;
-            (r, None)
+            let (r, b): (bool, Option<String>) = pipe.query_async(&mut conn).await?;
+            (r, b, None)
         };
         if revoked || before.is_some_and(|t| claims.iat_ms < t) {
             Ok(Verdict::Revoked)
+        } else if let Some(block) = blocked
+            .as_deref()
+            .and_then(|s| s.split_once('@'))
+            .and_then(|(state, _)| Block::parse(state))
+        {
+            Ok(Verdict::Blocked(block))
         } else {
             Ok(Verdict::Valid)
         }
+    }
+
+    fn states_key(&self) -> String {
+        format!("{}project-states", self.prefix)
+    }
+
+    /// Records a project's state as of row version `version`: `Some` refuses its tokens, `None`
+    /// lets them work again, on every API process from the next request. A state already
+    /// recorded with a newer version stays.
+    pub async fn set_project_state(
+        &self,
+        project_id: Uuid,
+        block: Option<Block>,
+        version: i64,
+    ) -> redis::RedisResult<()> {
+        self.set_project_states(&[(project_id, block, version)])
+            .await
+    }
+
+    /// [`Sessions::set_project_state`] for many projects (one script call per 500).
+    pub async fn set_project_states(
+        &self,
+        states: &[(Uuid, Option<Block>, i64)],
+    ) -> redis::RedisResult<()> {
+        // ARGV: (project, state, version) triples
+        let script = redis::Script::new(
+            r"for i = 1, #ARGV, 3 do
+                local cur = redis.call('HGET', KEYS[1], ARGV[i])
+                local v = cur and tonumber(string.match(cur, '@(%-?%d+)$'))
+                if not v or v <= tonumber(ARGV[i + 2]) then
+                  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. '@' .. ARGV[i + 2])
+                end
+              end
+              return 1",
+        );
+        let mut conn = self.conn.clone();
+        for chunk in states.chunks(500) {
+            let mut call = script.key(self.states_key());
+            for (id, block, version) in chunk {
+                call.arg(id.to_string())
+                    .arg(block.map_or("active", Block::as_str))
+                    .arg(*version);
+            }
+            let _: i64 = call.invoke_async(&mut conn).await?;
+        }
+        Ok(())
     }
 
     /// True at most once per `every` per user across all processes (`SET NX EX`).

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    auth::{Authorized, EventsRead, EventsWrite},
+    auth::{Caller, EventsRead, EventsWrite},
     envelope::{Accepted, ApiJson, CursorList, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result},
     extract::{ApiQuery, PathId, ValidJson, Validate},
@@ -229,12 +229,12 @@ pub struct EventAccepted {
 /// Sends an event: stored with its `process_event` job in one transaction; `202` with the
 /// event's and the job's ids.
 ///
-/// Permission: `events:write`. 429 with `Retry-After` past the project's event rate
+/// Permission: `events:write`, or an API key of the project (`X-API-Key`). 429 with `Retry-After` past the project's event rate
 /// (`rate_limited`; `RateLimit-*` headers on every answer) or when the project has
 /// `JOB_MAX_OPEN_PER_PROJECT` open jobs (`quota_exceeded`).
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
     request_body = EventRequest,
-    security(("bearer" = ["events:write"])),
+    security(("bearer" = ["events:write"]), ("apiKey" = [])),
     responses((status = 202, body = inline(Data<Accepted<EventAccepted>>),
                headers(("Location" = String, description = "The job's status URL"),
                        ("RateLimit-Remaining" = u64, description = "Events left in the window"))),
@@ -242,11 +242,11 @@ pub struct EventAccepted {
               BodyRefusals,
               AuthRefusals))]
 async fn create_event(
-    auth: Authorized<EventsWrite>,
+    caller: Caller<EventsWrite>,
     State(s): State<AppState>,
     ValidJson(event): ValidJson<EventRequest>,
 ) -> Result<Response> {
-    let project_id = auth.claims.project_id;
+    let project_id = caller.project_id;
     check_size(&s, &event).map_err(|e| ApiError::invalid("payload", e.message()))?;
     quota::check_open_jobs(&s, project_id, 1).await?;
     let allowance = match take_rate(&s, project_id, 1).await {
@@ -335,24 +335,24 @@ pub struct BatchResult {
 /// reported by index with its reasons. `202` when at least one was accepted; `422` (with
 /// every event's reasons) when none was.
 ///
-/// Permission: `events:write`. The body may be up to 8 MiB. The batch counts as many events
+/// Permission: `events:write`, or an API key of the project (`X-API-Key`). The body may be up to 8 MiB. The batch counts as many events
 /// against the project's rate as it has valid ones, and is refused whole (429 `rate_limited`)
 /// if they do not all fit; likewise (429 `quota_exceeded`) if their jobs do not all fit under
 /// the project's `JOB_MAX_OPEN_PER_PROJECT` open jobs.
 #[utoipa::path(post, path = "/api/v1/events/batch", tag = "events",
     request_body = BatchRequest,
-    security(("bearer" = ["events:write"])),
+    security(("bearer" = ["events:write"]), ("apiKey" = [])),
     responses((status = 202, body = inline(Data<BatchResult>),
                headers(("RateLimit-Remaining" = u64, description = "Events left in the window"))),
               EnqueueRefusals,
               BodyRefusals,
               AuthRefusals))]
 async fn create_events_batch(
-    auth: Authorized<EventsWrite>,
+    caller: Caller<EventsWrite>,
     State(s): State<AppState>,
     ValidJson(raw): ValidJson<BatchRequest>,
 ) -> Result<Response> {
-    let project_id = auth.claims.project_id;
+    let project_id = caller.project_id;
     let mut valid = Vec::with_capacity(raw.len());
     let mut results: Vec<BatchItem> = Vec::with_capacity(raw.len());
     for (index, value) in raw.into_iter().enumerate() {
@@ -589,23 +589,23 @@ impl EventParams {
 /// The project's events, newest first, filtered; page with `before` = the previous page's
 /// `meta.nextCursor` (keyset: as fast deep in the list as at its start).
 ///
-/// Permission: `events:read`.
+/// Permission: `events:read`, or an API key of the project (`X-API-Key`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(EventParams),
-    security(("bearer" = ["events:read"])),
+    security(("bearer" = ["events:read"]), ("apiKey" = [])),
     responses((status = 200, body = inline(CursorList<Event>)),
               (status = 400, body = ErrorEnvelope),
               (status = 422, body = ErrorEnvelope),
               AuthRefusals))]
 async fn list_events(
-    auth: Authorized<EventsRead>,
+    caller: Caller<EventsRead>,
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<ApiJson<CursorList<Event>>> {
     let q = params.parse()?;
     let rows = db::events::list(
         &s.pool,
-        auth.claims.project_id,
+        caller.project_id,
         &q.filter,
         q.before,
         i64::from(q.limit) + 1,
@@ -663,20 +663,20 @@ pub struct EventDetail {
 /// One event: its payload, when it was processed, the rules it matched, the notifications it
 /// created, and its job's state.
 ///
-/// Permission: `events:read`. Another project's event is not found.
+/// Permission: `events:read`, or an API key of the project (`X-API-Key`). Another project's event is not found.
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "events",
     params(("id" = Uuid, Path, description = "Event id")),
-    security(("bearer" = ["events:read"])),
+    security(("bearer" = ["events:read"]), ("apiKey" = [])),
     responses((status = 200, body = inline(Data<EventDetail>)),
               (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope),
               AuthRefusals))]
 async fn get_event(
-    auth: Authorized<EventsRead>,
+    caller: Caller<EventsRead>,
     State(s): State<AppState>,
     PathId(id): PathId,
 ) -> Result<ApiJson<Data<EventDetail>>> {
-    let project_id = auth.claims.project_id;
+    let project_id = caller.project_id;
     let row = db::events::find(&s.pool, project_id, id)
         .await?
         .ok_or(ApiError::NotFound("event"))?;

@@ -216,7 +216,15 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
             continue;
         };
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        let token = app.token(&scopes);
+        // a platform permission comes only with a platform token
+        let token = if scopes
+            .iter()
+            .any(|s| shared::permissions::is_platform_only(s))
+        {
+            app.platform_token_with(&scopes)
+        } else {
+            app.token(&scopes)
+        };
 
         let resp = send(op.request(&app, Some(&token))).await;
 

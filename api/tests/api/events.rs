@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shared::config::RateLimit;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, rule_body};
+use crate::helpers::{TestApp, assert_error, json_with_status, rule_body, send};
 
 fn transfer(amount: i64) -> Value {
     json!({"type": "transfer.failed", "source": "bank",
@@ -526,4 +526,37 @@ async fn an_evaluation_error_is_no_match_and_is_recorded_on_the_rule() {
         .expect("the rule records its error");
     assert!(last.contains("missing"), "{last}");
     assert!(r["data"]["lastErrorAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_projects_api_key_sends_and_reads_its_events_and_no_other_projects() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.new_api_key(app.project_id(), "sender").await;
+    let resp = send(
+        app.keyed(reqwest::Method::POST, "/api/v1/events", &key)
+            .json(&transfer(7)),
+    )
+    .await;
+    let sent = json_with_status(resp, StatusCode::ACCEPTED).await;
+    let id = sent["data"]["eventId"].as_str().unwrap().to_owned();
+    let resp = send(app.keyed(reqwest::Method::GET, &format!("/api/v1/events/{id}"), &key)).await;
+    let got = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(got["data"]["payload"]["amount"], 7);
+    // another project's key finds nothing
+    let other = app.env.other_project("other").await;
+    let (_, theirs) = app.new_api_key(other, "theirs").await;
+    let resp = send(app.keyed(
+        reqwest::Method::GET,
+        &format!("/api/v1/events/{id}"),
+        &theirs,
+    ))
+    .await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    // a wrong key is a 401
+    let resp = send(
+        app.keyed(reqwest::Method::POST, "/api/v1/events", "ck_nope_nope")
+            .json(&transfer(7)),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }

@@ -18,6 +18,7 @@ mod login_limits;
 mod metrics;
 mod openapi;
 mod permissions;
+mod projects;
 mod queues;
 mod quota;
 mod rules;

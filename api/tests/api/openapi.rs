@@ -23,7 +23,11 @@ const PUBLIC: &[&str] = &[
 ];
 
 /// Routes any valid token may call: they declare `bearer` with no scope.
-const ANY_TOKEN: &[&str] = &["/api/v1/auth/logout", "/api/v1/users/me"];
+const ANY_TOKEN: &[&str] = &[
+    "/api/v1/auth/logout",
+    "/api/v1/users/me",
+    "/api/v1/projects/current",
+];
 
 #[tokio::test]
 async fn the_openapi_document_is_json_of_version_3() {

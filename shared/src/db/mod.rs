@@ -11,6 +11,7 @@
 //! Postgres: a query no test runs is a gap in the tests. Revisit if the schema churns enough
 //! that a compile error would save real time; the switch is per query.
 
+pub mod api_keys;
 pub mod audit;
 pub mod events;
 pub mod invitations;

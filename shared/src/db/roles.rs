@@ -64,23 +64,28 @@ pub async fn ensure_defaults(conn: &mut PgConnection, project_id: Uuid) -> Resul
 
 /// Brings the `permissions` table in line with [`crate::permissions::ALL`]: adds new
 /// permissions (and grants each to the default roles that name it, in every project, once),
-/// updates descriptions, and deletes permissions the code no longer has (with their grants).
+/// updates descriptions and platform flags, takes platform permissions away from every role,
+/// and deletes permissions the code no longer has (with their grants).
 pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     use crate::permissions::ALL;
     let names: Vec<&str> = ALL.iter().map(|p| p.name).collect();
     let descriptions: Vec<&str> = ALL.iter().map(|p| p.description).collect();
+    let platform: Vec<bool> = ALL.iter().map(|p| p.platform_only).collect();
     // `xmax = 0` tells a row this statement inserted from one it updated
     let changed: Vec<(String, bool)> = sqlx::query_as(
         r#"
-        INSERT INTO permissions (name, description)
-        SELECT * FROM unnest($1::text[], $2::text[])
-        ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description
-            WHERE permissions.description IS DISTINCT FROM EXCLUDED.description
+        INSERT INTO permissions (name, description, platform_only)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::bool[])
+        ON CONFLICT (name) DO UPDATE
+            SET description = EXCLUDED.description, platform_only = EXCLUDED.platform_only
+            WHERE (permissions.description, permissions.platform_only)
+                IS DISTINCT FROM (EXCLUDED.description, EXCLUDED.platform_only)
         RETURNING name, xmax = 0
         "#,
     )
     .bind(&names)
     .bind(&descriptions)
+    .bind(&platform)
     .fetch_all(&mut *conn)
     .await?;
     let inserted: Vec<&str> = changed
@@ -101,6 +106,12 @@ pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error
         .execute(&mut *conn)
         .await?;
     }
+    // a permission that became platform-only leaves every role that held it
+    sqlx::query(
+        "DELETE FROM role_permissions WHERE permission IN (SELECT name FROM permissions WHERE platform_only)",
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM permissions WHERE name <> ALL($1)")
         .bind(&names)
         .execute(&mut *conn)

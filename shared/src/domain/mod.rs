@@ -16,6 +16,7 @@ mod email;
 mod fields;
 mod name;
 mod password;
+mod project;
 mod text;
 mod time;
 
@@ -23,6 +24,10 @@ pub use email::{EmailAddress, MAX_EMAIL, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
 pub use name::{DisplayName, MAX_NAME};
 pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password};
+pub use project::{
+    Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG, ProjectSettings, ProjectStatus,
+    Slug,
+};
 pub use text::{IdempotencyKey, MAX_IDEMPOTENCY_KEY, MAX_SEARCH, SearchTerm};
 pub use time::parse_instant;
 

@@ -5,13 +5,15 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`; `openapi` reads the served document.
+//! database), `audit`, `projects` (platform tokens, projects, API keys and their rows);
+//! `openapi` reads the served document.
 
 mod audit;
 mod events;
 mod jobs;
 mod openapi;
 mod process;
+mod projects;
 mod users;
 
 use std::{collections::HashSet, time::Duration};
