@@ -2,7 +2,8 @@
 # Schemathesis over the API, as `./dev test` runs it (its `schemathesis` step): the debug
 # `comet-api` and `comet-worker` over a fresh database and Redis prefix, then `st run` over
 # /api/v1/openapi.json with every check, a fixed seed and a bounded number of examples, once
-# with an all-permissions token and once with a user's token. Fails on any failure: a 5xx, an
+# with an all-permissions token, once with a user's token, and once with a platform operator's
+# token over the routes it is for (projects, queues). Fails on any failure: a 5xx, an
 # answer that breaks its documented schema, an undocumented status, a schema-valid request
 # refused or a schema-violating one accepted, … The processes are stopped, the database dropped
 # and the Redis keys deleted afterwards, whatever happened.
@@ -113,11 +114,13 @@ done
 [[ -n $PORT ]] || die "the API did not say which port it listens on: $(tail -n 5 "$OUT/api.log")"
 BASE=http://127.0.0.1:$PORT
 
-# Two callers: a token with every permission (`*`), and the seeded admin user's own token
-# (logged in: its roles' permissions, and a user for the routes that need one).
+# Three callers: a token with every permission of the demo project (`*`), the seeded admin
+# user's own token (logged in: its roles' permissions, and a user for the routes that need one),
+# and a platform operator's token (the only kind that manages projects; bound to no project).
 mint() { "$BIN/comet-api" token --project "$PROJECT" --permission '*' --sub schemathesis --ttl 1800; }
 ALL_TOKEN=$(mint)
 ALL_LOGOUT_TOKEN=$(mint)
+PLATFORM_TOKEN=$("$BIN/comet-api" token --platform --sub schemathesis-platform --ttl 1800)
 fixtures=$("$VENV/bin/python" "$ROOT/.ci/schemathesis_support.py" fixtures "$BASE" "$EMAIL" "$PASSWORD") ||
   die "could not set up the user's fixtures (API log: $OUT/api.log)"
 eval "$fixtures"
@@ -128,11 +131,12 @@ export ST_PROTECTED_USERS ST_ROLE_IDS ST_CURSOR ST_RULES_CURSOR
 # says why).
 run_st() {
   local caller=$1 token=$2 logout_token=$3 started=$SECONDS rc=0
+  shift 3
   say "$caller: st run (all checks) --seed $SEED --max-examples $MAX_EXAMPLES"
   # in the background: a signal to this script then stops it at once (cleanup ends `st`)
   ST_TOKEN=$token ST_LOGOUT_TOKEN=$logout_token PYTHONHASHSEED=0 timeout "$TIMEOUT" \
     "$VENV/bin/st" --config-file "$ROOT/.ci/schemathesis.toml" run "$BASE/api/v1/openapi.json" \
-    --seed "$SEED" --max-examples "$MAX_EXAMPLES" --no-color \
+    --seed "$SEED" --max-examples "$MAX_EXAMPLES" --no-color "$@" \
     --report junit --report-junit-path "$OUT/$caller.junit.xml" \
     >"$OUT/$caller.txt" 2>&1 &
   ST_PID=$!
@@ -152,6 +156,10 @@ run_st() {
 failed=0
 run_st all-permissions "$ALL_TOKEN" "$ALL_LOGOUT_TOKEN" || failed=1
 run_st user "$ST_USER_TOKEN" "$ST_USER_LOGOUT_TOKEN" || failed=1
+# last: it may suspend or delete the demo project the other callers use. Only the routes a
+# platform token is for (the others answer it 403, or 404 for being bound to no project).
+run_st platform "$PLATFORM_TOKEN" "$PLATFORM_TOKEN" \
+  --include-path-regex '^/api/v1/(projects|queues)' || failed=1
 if ! kill -0 "$API_PID" 2>/dev/null || ! kill -0 "$WORKER_PID" 2>/dev/null; then
   printf 'schemathesis: the API or the worker died during the run (logs in %s)\n' "$OUT" >&2
   failed=1

@@ -30,6 +30,8 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/rules/test`: exactly one of `condition` and `ruleId`, and the condition
   compiles. A generated condition becomes a valid one and a valid `ruleId` beside it is
   dropped; a request with neither gets the condition.
+- `POST /api/v1/projects/{id}/api-keys`: `expiresAt` is in the future and at most 10 years
+  ahead; one outside becomes 30 days from now.
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
@@ -190,3 +192,7 @@ def before_call(context, case, kwargs):
         _fix_rule(body)
     elif path == "/api/v1/rules/test":
         _fix_rule_test(body)
+    elif path == "/api/v1/projects/{id}/api-keys":
+        expires = _instant(body.get("expiresAt"))
+        if expires is not None and not now < expires < now + dt.timedelta(days=3650):
+            body["expiresAt"] = _stamp(now + dt.timedelta(days=30))

@@ -231,3 +231,32 @@ async fn a_rule_is_held_to_its_document_as_sent() {
     assert_eq!(created["data"]["name"], "n".repeat(98), "stored trimmed");
     assert_eq!(created["data"]["channels"], json!(["inApp"]));
 }
+
+#[tokio::test]
+async fn a_project_is_held_to_its_document_as_sent() {
+    let app = TestApp::spawn().await;
+    let platform = app.platform_token();
+
+    // at most 500 characters as sent, and no carriage return, even where trimming removes it
+    for description in [format!("{} ", "d".repeat(500)), "about\r".to_owned()] {
+        let resp = app
+            .create_project(
+                &platform,
+                &json!({"name": "Acme", "description": description}),
+            )
+            .await;
+        let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&error), ["description"]);
+    }
+
+    // the status filter: empty, or a status in lower or upper case, nothing else
+    for query in ["?status=", "?status=active", "?status=SUSPENDED"] {
+        let resp = app.list_projects(&platform, query).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{query}");
+    }
+    for query in ["?status=Active", "?status=%20active"] {
+        let resp = app.list_projects(&platform, query).await;
+        let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert_eq!(fields(&error), ["status"], "{query}");
+    }
+}

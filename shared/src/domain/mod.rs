@@ -22,11 +22,11 @@ mod time;
 
 pub use email::{EmailAddress, MAX_EMAIL, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
-pub use name::{DisplayName, MAX_NAME};
+pub use name::{DisplayName, MAX_NAME, NonBlankName};
 pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password};
 pub use project::{
-    Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG, ProjectSettings, ProjectStatus,
-    Slug,
+    DESCRIPTION_PATTERN, Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG,
+    ProjectSettings, ProjectStatus, Slug,
 };
 pub use text::{IdempotencyKey, MAX_IDEMPOTENCY_KEY, MAX_SEARCH, SearchTerm};
 pub use time::parse_instant;

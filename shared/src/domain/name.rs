@@ -5,7 +5,10 @@ use utoipa::{
     openapi::{RefOr, schema::Schema},
 };
 
-use super::{Invalid, PRINTABLE_PATTERN, at_most, no_control_characters, string_schema};
+use super::{
+    Invalid, PRINTABLE_NOT_BLANK_PATTERN, PRINTABLE_PATTERN, at_most, no_control_characters,
+    string_schema,
+};
 
 /// A display name: at most 100 characters as sent, no control characters, trimmed; blank is
 /// refused (or means none, for an optional name).
@@ -56,6 +59,25 @@ impl PartialSchema for DisplayName {
 }
 
 impl ToSchema for DisplayName {}
+
+/// The OpenAPI schema of a name that must be given ([`DisplayName::parse`]: blank refused), as a
+/// project's or an API key's: `#[schema(value_type = NonBlankName)]`.
+pub struct NonBlankName;
+
+impl PartialSchema for NonBlankName {
+    fn schema() -> RefOr<Schema> {
+        string_schema(format!(
+            "A name: 1 to {MAX_NAME} characters, no control characters, not blank (stored \
+             trimmed)."
+        ))
+        .min_length(Some(1))
+        .max_length(Some(MAX_NAME))
+        .pattern(Some(PRINTABLE_NOT_BLANK_PATTERN))
+        .into()
+    }
+}
+
+impl ToSchema for NonBlankName {}
 
 #[cfg(test)]
 mod tests {

@@ -2,9 +2,12 @@
 //! [`ProjectSettings`] (known keys only, each bounded).
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{RefOr, schema::Schema},
+};
 
-use super::{Invalid, at_most, within};
+use super::{Invalid, at_most, string_schema, within};
 
 /// A project's short handle, unique among live projects: 1 to 63 characters of `a-z`, `0-9`
 /// and `-`, starting and ending with a letter or digit (a DNS label, so it fits in URLs and
@@ -59,27 +62,47 @@ impl AsRef<str> for Slug {
     }
 }
 
-/// What a project is for: trimmed, at most 500 characters, no control characters but line
-/// breaks and tabs; may be empty.
+/// What a project is for: at most 500 characters as sent, no control characters but line
+/// breaks and tabs, trimmed; may be empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Description(String);
 
-/// Longest description accepted (characters).
+/// Longest description accepted (characters, as sent).
 pub const MAX_DESCRIPTION: usize = 500;
+
+/// JSON Schema `pattern` of a description: no control characters but `\n` and `\t`.
+pub const DESCRIPTION_PATTERN: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
 
 impl Description {
     /// Checks a description.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let d = raw.trim();
-        at_most(d, MAX_DESCRIPTION)?;
-        if d.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        // the limits hold for the value as sent, as the OpenAPI document says
+        at_most(raw, MAX_DESCRIPTION)?;
+        if raw
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             return Err(Invalid::new(
                 "must not contain control characters (line breaks and tabs are fine)",
             ));
         }
-        Ok(Self(d.to_owned()))
+        Ok(Self(raw.trim().to_owned()))
     }
 }
+
+impl PartialSchema for Description {
+    fn schema() -> RefOr<Schema> {
+        string_schema(format!(
+            "At most {MAX_DESCRIPTION} characters, no control characters but line breaks and \
+             tabs; surrounding whitespace is trimmed."
+        ))
+        .max_length(Some(MAX_DESCRIPTION))
+        .pattern(Some(DESCRIPTION_PATTERN))
+        .into()
+    }
+}
+
+impl ToSchema for Description {}
 
 impl AsRef<str> for Description {
     fn as_ref(&self) -> &str {
@@ -186,6 +209,12 @@ mod tests {
         assert!(Description::parse(&"é".repeat(500)).is_ok());
         assert!(Description::parse(&"é".repeat(501)).is_err());
         assert!(Description::parse("nul\0").is_err());
+        // bounded as sent: 501 characters are refused even if trimming leaves 500
+        assert!(Description::parse(&format!("{} ", "é".repeat(500))).is_err());
+        assert!(
+            Description::parse("a\r").is_err(),
+            "a carriage return is refused anywhere"
+        );
     }
 
     #[test]

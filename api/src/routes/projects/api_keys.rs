@@ -13,7 +13,7 @@ use shared::{
         api_keys::{ApiKey, NewApiKey},
         audit::NewEntry,
     },
-    domain::{DisplayName, FieldErrors, Invalid, parse_instant, required, within},
+    domain::{DisplayName, FieldErrors, Invalid, NonBlankName, parse_instant, required, within},
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -50,8 +50,8 @@ async fn lock_project(tx: &mut sqlx::PgConnection, project: Uuid) -> Result<()> 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
-    /// Its name, unique in the project (1 to 100 characters), e.g. `billing-service`.
-    #[schema(required = true, min_length = 1, max_length = 100)]
+    /// Its name, unique in the project, e.g. `billing-service`.
+    #[schema(required = true, nullable = false, value_type = NonBlankName)]
     pub name: Option<String>,
     /// When it stops working (RFC 3339, in the future, at most 10 years ahead); absent: never.
     #[schema(value_type = Option<DateTime<Utc>>)]

@@ -14,11 +14,14 @@ use shared::{
         projects::{NewProject, Project, ProjectChanges, ProjectFilter},
     },
     domain::{
-        Description, DisplayName, FieldErrors, ProjectSettings, ProjectStatus, SearchTerm, Slug,
-        required,
+        Description, DisplayName, FieldErrors, NonBlankName, ProjectSettings, ProjectStatus,
+        SearchTerm, Slug, required,
     },
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{RefOr, schema::Schema},
+};
 use uuid::Uuid;
 
 use super::{audit_actor, with_by};
@@ -28,7 +31,7 @@ use crate::{
     envelope::{ApiJson, Created, Data, List, PageParams},
     error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
     extract::{ApiQuery, ValidJson, Validate},
-    project_state, request_id,
+    filters, project_state, request_id,
 };
 
 /// The name of the API key a new project starts with.
@@ -71,8 +74,8 @@ fn check_settings(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateProjectRequest {
-    /// Its name, unique among live projects (1 to 100 characters).
-    #[schema(required = true, min_length = 1, max_length = 100)]
+    /// Its name, unique among live projects.
+    #[schema(required = true, nullable = false, value_type = NonBlankName)]
     pub name: Option<String>,
     /// Its short handle, unique among live projects: 1 to 63 characters of a-z, 0-9 and `-`,
     /// starting and ending with a letter or digit. Default: made from the name.
@@ -82,8 +85,8 @@ pub struct CreateProjectRequest {
         pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
     )]
     pub slug: Option<String>,
-    /// What it is for (at most 500 characters).
-    #[schema(max_length = 500)]
+    /// What it is for.
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// Its settings (known keys only).
     pub settings: Option<ProjectSettings>,
@@ -241,30 +244,52 @@ pub(super) async fn create_project(
     })
 }
 
-/// Filters of the project list.
+/// Filters of the project list (empty is no filter, see [`crate::filters`]).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ProjectFilterParams {
-    /// Only projects with this status: `active` or `suspended`.
+    /// Only projects with this status: `active` or `suspended` (or in upper case).
+    #[param(value_type = Option<StatusFilter>, inline)]
     pub status: Option<String>,
-    /// Substring of the name or slug (case-insensitive; at most 200 characters).
-    #[param(max_length = 200)]
+    /// Substring of the name or slug (case-insensitive).
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub search: Option<String>,
     /// `true`: the deleted projects instead of the live ones.
     pub deleted: Option<bool>,
 }
+
+const STATUSES: [ProjectStatus; 2] = [ProjectStatus::Active, ProjectStatus::Suspended];
+
+/// The OpenAPI schema of the `status` filter: each status in lower or upper case, or empty.
+pub struct StatusFilter;
+
+impl PartialSchema for StatusFilter {
+    fn schema() -> RefOr<Schema> {
+        let words: Vec<String> = STATUSES
+            .iter()
+            .flat_map(|s| [s.as_str().to_owned(), s.as_str().to_ascii_uppercase()])
+            .collect();
+        filters::one_of_or_empty(words.iter().map(String::as_str))
+    }
+}
+
+impl ToSchema for StatusFilter {}
 
 impl ProjectFilterParams {
     fn parse(self) -> Result<ProjectFilter, FieldErrors> {
         let mut errors = FieldErrors::new();
         let status = errors.check(
             "status",
-            self.status
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| ProjectStatus::parse(&s.to_lowercase()))
+            filters::given(self.status.as_deref())
+                .map(|s| {
+                    // exactly as the document lists them: lower or upper case
+                    if s == s.to_ascii_uppercase() {
+                        ProjectStatus::parse(&s.to_ascii_lowercase())
+                    } else {
+                        ProjectStatus::parse(s)
+                    }
+                })
                 .transpose(),
         );
         let search = errors.check("search", SearchTerm::parse_optional(self.search.as_deref()));
@@ -332,8 +357,8 @@ pub(super) async fn get_project(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateProjectRequest {
-    /// A new name, unique among live projects (1 to 100 characters).
-    #[schema(min_length = 1, max_length = 100)]
+    /// A new name, unique among live projects.
+    #[schema(value_type = Option<NonBlankName>)]
     pub name: Option<String>,
     /// A new slug, unique among live projects (see `CreateProjectRequest.slug`).
     #[schema(
@@ -342,8 +367,8 @@ pub struct UpdateProjectRequest {
         pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
     )]
     pub slug: Option<String>,
-    /// A new description (at most 500 characters; `""` clears it).
-    #[schema(max_length = 500)]
+    /// A new description (`""` clears it).
+    #[schema(value_type = Option<Description>)]
     pub description: Option<String>,
     /// `suspended` refuses the project's tokens and API keys (403 `project_suspended`) on every
     /// API process before this answers; `active` lets them work again.
