@@ -21,10 +21,15 @@ ALTER TABLE notifications
     );
 CREATE UNIQUE INDEX notifications_dedupe ON notifications (project_id, dedupe_key)
     WHERE dedupe_key IS NOT NULL;
+-- a suppressed match records its suppression period (`data.period`, Unix ms); the period's
+-- digest counts them
+CREATE INDEX notifications_suppressed ON notifications (project_id, rule_id, ((data ->> 'period')))
+    WHERE suppressed;
 
 -- One row per (job attempt, target): what one `deliver_notification` attempt did for one
 -- recipient (email, in-app) or endpoint (webhook). A target with an `ok`, `skipped` or
--- `permanent` row is done: a retry of the job does not deliver to it again.
+-- `permanent` row is done, and so is one with `deferred` for the job that deferred it: a retry
+-- of the job does not deliver to it again.
 CREATE TABLE delivery_attempts (
     project_id uuid NOT NULL,
     notification_id uuid NOT NULL,
@@ -36,8 +41,9 @@ CREATE TABLE delivery_attempts (
     started_at timestamptz NOT NULL,
     finished_at timestamptz NOT NULL DEFAULT now(),
     -- ok: delivered; retry: failed, will be retried; permanent: failed for good;
-    -- skipped: not sent by choice (preferences, quiet hours, no address, endpoint disabled)
-    outcome text NOT NULL CHECK (outcome IN ('ok', 'retry', 'permanent', 'skipped')),
+    -- skipped: not sent by choice (preferences, no address, endpoint disabled);
+    -- deferred: held by the recipient's quiet hours, handed to a job that runs when they end
+    outcome text NOT NULL CHECK (outcome IN ('ok', 'retry', 'permanent', 'skipped', 'deferred')),
     http_status integer,
     smtp_reply text,
     error text,

@@ -88,6 +88,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "audit", description = "The audit log"),
         (name = "events", description = "Sending events and reading them back"),
         (name = "rules", description = "Alert rules: which events become notifications, for whom"),
+        (name = "notifications", description = "Notifications: the inbox, the live stream, deliveries"),
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "ops", description = "Health and metrics")
@@ -131,6 +132,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::events::router())
         .merge(routes::rules::router())
+        .merge(routes::deliveries::router())
         .merge(routes::projects::router())
 }
 

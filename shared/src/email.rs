@@ -40,6 +40,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "invitation/body.html",
         include_str!("../../email-templates/invitation/body.html"),
     ),
+    (
+        "notification/subject.txt",
+        include_str!("../../email-templates/notification/subject.txt"),
+    ),
+    (
+        "notification/body.txt",
+        include_str!("../../email-templates/notification/body.txt"),
+    ),
+    (
+        "notification/body.html",
+        include_str!("../../email-templates/notification/body.html"),
+    ),
 ];
 
 /// Longest an SMTP command may take. lettre's default (60 s) equals `send_invitation`'s attempt
@@ -179,6 +191,79 @@ impl InvitationEmail {
     }
 }
 
+/// What a notification's email says. Title and body were rendered from the rule's templates
+/// over the event (text written by the project and by whoever sent the event): the subject gets
+/// the title on one line, without invisible characters, at most [`SUBJECT_TITLE_MAX`]
+/// characters; the HTML body escapes everything.
+#[derive(Serialize)]
+pub struct NotificationEmail {
+    /// The title, in full.
+    pub title: String,
+    /// The title as the subject carries it.
+    pub title_in_subject: String,
+    /// `High` for a priority above zero, nothing otherwise.
+    pub priority_label: Option<&'static str>,
+    /// The body.
+    pub body: String,
+    /// The event's type (none for a digest or a notice).
+    pub event_type: Option<String>,
+    /// The event's source.
+    pub event_source: Option<String>,
+    /// When the event happened, e.g. `2 December 2026 10:00 UTC`.
+    pub occurred_at: Option<String>,
+    /// The rule's name.
+    pub rule_name: Option<String>,
+    /// `<APP_BASE_URL>/notifications/<id>`.
+    pub link: String,
+}
+
+/// The longest title a notification email's subject carries (characters).
+pub const SUBJECT_TITLE_MAX: usize = 120;
+
+/// What a notification email needs to say (see [`NotificationEmail::new`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationFields<'a> {
+    /// The notification.
+    pub notification_id: uuid::Uuid,
+    /// Title.
+    pub title: &'a str,
+    /// Body.
+    pub body: &'a str,
+    /// Priority (above zero reads `High`).
+    pub priority: i32,
+    /// The event's type.
+    pub event_type: Option<&'a str>,
+    /// The event's source.
+    pub event_source: Option<&'a str>,
+    /// When the event happened.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// The rule's name.
+    pub rule_name: Option<&'a str>,
+}
+
+impl NotificationEmail {
+    /// The email for a notification; `app_base_url` has no trailing slash.
+    pub fn new(n: NotificationFields<'_>, app_base_url: &str) -> Self {
+        let title_in_subject = match crate::domain::one_line(n.title, SUBJECT_TITLE_MAX) {
+            short if short.is_empty() => "Alert from Comet".to_owned(),
+            short => short,
+        };
+        Self {
+            title: n.title.to_owned(),
+            title_in_subject,
+            priority_label: (n.priority > 0).then_some("High"),
+            body: n.body.to_owned(),
+            event_type: n.event_type.map(str::to_owned),
+            event_source: n.event_source.map(str::to_owned),
+            occurred_at: n
+                .occurred_at
+                .map(|t| t.format("%-d %B %Y %H:%M UTC").to_string()),
+            rule_name: n.rule_name.map(str::to_owned),
+            link: format!("{app_base_url}/notifications/{}", n.notification_id),
+        }
+    }
+}
+
 /// The parsed templates.
 pub struct Templates {
     tera: tera::Tera,
@@ -222,13 +307,18 @@ impl Templates {
     pub fn invitation(&self, email: &InvitationEmail) -> Result<Email, EmailError> {
         self.render("invitation", email)
     }
+
+    /// Renders a notification's email.
+    pub fn notification(&self, email: &NotificationEmail) -> Result<Email, EmailError> {
+        self.render("notification", email)
+    }
 }
 
 /// Where a sent email went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
-    /// Accepted by the SMTP server.
-    Smtp,
+    /// Accepted by the SMTP server, with its reply (`250 …`, addresses redacted).
+    Smtp(String),
     /// Written to this `.eml` file.
     Outbox(PathBuf),
 }
@@ -317,10 +407,19 @@ impl Mailer {
         }
     }
 
-    /// Sends an email (multipart: plain text and HTML) to one address.
-    pub async fn send(&self, to: &str, email: &Email) -> Result<Sent, EmailError> {
+    /// The `Message-ID` for `local`: `<local@domain of FROM_EMAIL>`. Deterministic, so an email
+    /// sent again after a crash (between the server's 250 and recording it) carries the same id
+    /// and can be recognised downstream.
+    pub fn message_id(&self, local: &str) -> String {
+        format!("<{local}@{}>", self.0.from.email.domain())
+    }
+
+    /// Sends an email (multipart: plain text and HTML) to one address, with the `Message-ID`
+    /// [`Mailer::message_id`] makes of `message_id` (the same for every send of one message).
+    pub async fn send(&self, to: &str, email: &Email, message_id: &str) -> Result<Sent, EmailError> {
         let to: Address = to.parse()?;
         let message = Message::builder()
+            .message_id(Some(self.message_id(message_id)))
             .from(self.0.from.clone())
             .to(Mailbox::new(None, to))
             .subject(email.subject.clone())
@@ -330,8 +429,9 @@ impl Mailer {
             ))?;
         match &self.0.backend {
             Backend::Smtp(transport) => {
-                transport.send(message).await?;
-                Ok(Sent::Smtp)
+                let reply = transport.send(message).await?;
+                let text = format!("{} {}", reply.code(), reply.message().collect::<Vec<_>>().join(" "));
+                Ok(Sent::Smtp(redact_addresses(&text)))
             }
             Backend::Outbox { transport, dir } => {
                 tokio::fs::create_dir_all(dir)

@@ -14,6 +14,7 @@
 //! - [`api_keys`]: projects' API keys: the `ck_<prefix>_<secret>` format, hashing, checking.
 //! - [`secrets`]: random tokens, their hashes, sealed job secrets, password hashing.
 //! - [`sessions`]: sessions, revocation and rate limits in Redis.
+//! - [`suppression`]: rules' alert suppression, decided atomically in Redis.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
 //! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
 //!   `.eml` files).
@@ -32,6 +33,7 @@ pub mod rules;
 pub mod secrets;
 pub mod sessions;
 pub mod shutdown;
+pub mod suppression;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

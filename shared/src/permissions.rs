@@ -83,6 +83,7 @@ permissions! {
     RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
     RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
     QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
+    DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
+use shared::{
+    config::Settings, email::Mailer, queue::Queues, sessions::Sessions, suppression::Suppressor,
+};
 use sqlx::PgPool;
 
 use crate::rules_cache::RuleCache;
@@ -23,6 +25,8 @@ pub struct JobContext {
     pub sessions: Sessions,
     /// Compiled rules per project (`process_event`).
     pub rules: Arc<RuleCache>,
+    /// Rules' alert suppression, decided in Redis (`process_event`).
+    pub suppressor: Suppressor,
 }
 
 impl JobContext {
@@ -33,6 +37,7 @@ impl JobContext {
         Ok(Self {
             sessions: Sessions::new(&queues),
             rules: Arc::default(),
+            suppressor: Suppressor::new(&queues),
             pool,
             queues,
             settings,

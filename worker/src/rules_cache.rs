@@ -46,6 +46,8 @@ pub struct CompiledRule {
     pub channels: Vec<String>,
     /// Target roles.
     pub target_role_ids: Vec<Uuid>,
+    /// Its alert suppression, if any.
+    pub suppression: Option<shared::suppression::Limit>,
 }
 
 impl CompiledRule {
@@ -98,6 +100,13 @@ fn compile(row: db::rules::RuleRow) -> Result<CompiledRule, (Uuid, String)> {
         sound: row.sound,
         channels: row.channels,
         target_role_ids: row.target_role_ids,
+        suppression: match (row.suppression_max_fires, row.suppression_window_secs) {
+            (Some(max), Some(secs)) if max > 0 && secs > 0 => Some(shared::suppression::Limit {
+                max_fires: max as u32,
+                window: Duration::from_secs(secs as u64),
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod clock;
+mod deliveries;
 mod contract;
 mod envelope;
 mod events;

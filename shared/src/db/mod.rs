@@ -13,10 +13,12 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod deliveries;
 pub mod events;
 pub mod invitations;
 pub mod notifications;
 pub mod outbox;
+pub mod preferences;
 pub mod projects;
 pub mod roles;
 pub mod rules;

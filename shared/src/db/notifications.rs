@@ -21,15 +21,30 @@ pub struct NewNotification {
     pub channels: Vec<String>,
     /// Roles whose ACTIVE holders receive it.
     pub target_role_ids: Vec<Uuid>,
+    /// The suppression period (start, Unix ms) this match was folded into: stored, with no
+    /// recipients and no delivery.
+    pub suppressed_in: Option<i64>,
+}
+
+/// A notification created now (not by an earlier run), to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToEnqueue {
+    /// The notification.
+    pub notification_id: Uuid,
+    /// Its channels.
+    pub channels: Vec<String>,
 }
 
 /// What creating an event's notifications did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Created {
     /// Notifications the event has (created now or by an earlier run).
     pub notifications: i32,
     /// Their recipients.
     pub recipients: i32,
+    /// The delivered (not suppressed) notifications this run created: their delivery jobs go
+    /// in the same transaction.
+    pub new: Vec<ToEnqueue>,
 }
 
 /// Creates the event's notifications and their recipients (the ACTIVE users holding any of
@@ -51,15 +66,20 @@ pub async fn create_for_event(
     let sounds: Vec<Option<&str>> = new.iter().map(|n| n.sound.as_deref()).collect();
     // text[] per row does not fit unnest: channels travel as comma lists
     let channels: Vec<String> = new.iter().map(|n| n.channels.join(",")).collect();
-    sqlx::query(
+    let periods: Vec<Option<i64>> = new.iter().map(|n| n.suppressed_in).collect();
+    let inserted: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
         r#"
         INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title, body,
-                                   priority, sound, channels)
+                                   priority, sound, channels, suppressed, data)
         SELECT $1, n.id, $2, n.rule, n.title, n.body, n.priority, n.sound,
-               string_to_array(nullif(n.channels, ''), ',')
+               coalesce(string_to_array(nullif(n.channels, ''), ','), '{}'),
+               n.period IS NOT NULL,
+               CASE WHEN n.period IS NOT NULL THEN jsonb_build_object('period', n.period::text) END
         FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::integer[], $8::text[],
-                    $9::text[]) AS n(id, rule, title, body, priority, sound, channels)
+                    $9::text[], $10::bigint[])
+             AS n(id, rule, title, body, priority, sound, channels, period)
         ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
+        RETURNING notification_id, channels
         "#,
     )
     .bind(project_id)
@@ -71,12 +91,19 @@ pub async fn create_for_event(
     .bind(&priorities)
     .bind(&sounds)
     .bind(&channels)
-    .execute(&mut *conn)
+    .bind(&periods)
+    .fetch_all(&mut *conn)
     .await?;
+    let suppressed: Vec<Uuid> = new
+        .iter()
+        .filter(|n| n.suppressed_in.is_some())
+        .map(|n| n.rule_id)
+        .collect();
 
     // (rule, role) pairs: the recipients of each rule's notification
     let (pair_rules, pair_roles): (Vec<Uuid>, Vec<Uuid>) = new
         .iter()
+        .filter(|n| n.suppressed_in.is_none())
         .flat_map(|n| n.target_role_ids.iter().map(move |r| (n.rule_id, *r)))
         .unzip();
     sqlx::query(
@@ -111,9 +138,22 @@ pub async fn create_for_event(
     .bind(event_id)
     .fetch_one(conn)
     .await?;
+    let rules: std::collections::HashMap<Uuid, Uuid> = new
+        .iter()
+        .zip(&ids)
+        .map(|(n, id)| (*id, n.rule_id))
+        .collect();
     Ok(Created {
         notifications: notifications as i32,
         recipients: recipients as i32,
+        new: inserted
+            .into_iter()
+            .filter(|(id, _)| rules.get(id).is_some_and(|r| !suppressed.contains(r)))
+            .map(|(notification_id, channels)| ToEnqueue {
+                notification_id,
+                channels,
+            })
+            .collect(),
     })
 }
 
@@ -151,4 +191,123 @@ pub async fn of_event(
     .bind(event_id)
     .fetch_all(conn)
     .await
+}
+
+/// A closed suppression period's matches, as its digest tells them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PeriodSummary {
+    /// Matches suppressed in the period.
+    pub count: i64,
+    /// The first suppressed event.
+    pub first_event_id: Uuid,
+    /// The last suppressed event.
+    pub last_event_id: Uuid,
+    /// When the first was stored.
+    pub first_at: chrono::DateTime<chrono::Utc>,
+    /// When the last was stored.
+    pub last_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The matches of `rule_id` suppressed in the period that opened at `period_start_ms`, or
+/// `None` when there were none.
+pub async fn suppressed_in_period(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    rule_id: Uuid,
+    period_start_ms: i64,
+) -> Result<Option<PeriodSummary>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT count(*) AS count,
+               (array_agg(event_id ORDER BY created_at, event_id))[1] AS first_event_id,
+               (array_agg(event_id ORDER BY created_at DESC, event_id DESC))[1] AS last_event_id,
+               min(created_at) AS first_at, max(created_at) AS last_at
+        FROM notifications
+        WHERE project_id = $1 AND rule_id = $2 AND suppressed
+          AND (data ->> 'period') = $3::text
+        HAVING count(*) > 0
+        "#,
+    )
+    .bind(project_id)
+    .bind(rule_id)
+    .bind(period_start_ms.to_string())
+    .fetch_optional(conn)
+    .await
+}
+
+/// A digest (or system notice) to create once, keyed by `dedupe_key`.
+#[derive(Debug, Clone)]
+pub struct NewKeyed {
+    /// `digest` or `system`.
+    pub kind: &'static str,
+    /// The key that makes it exist once per project.
+    pub dedupe_key: String,
+    /// The rule (a digest's).
+    pub rule_id: Option<Uuid>,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Priority.
+    pub priority: i32,
+    /// Sound.
+    pub sound: Option<String>,
+    /// Channels.
+    pub channels: Vec<String>,
+    /// Details (counts, ids).
+    pub data: serde_json::Value,
+    /// Roles whose ACTIVE holders receive it.
+    pub target_role_ids: Vec<Uuid>,
+}
+
+/// Creates a keyed notification with its recipients (the ACTIVE holders of its target roles
+/// now), in the caller's transaction; `None` when it already exists (a re-run).
+pub async fn create_keyed(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    n: &NewKeyed,
+) -> Result<Option<ToEnqueue>, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        r#"
+        INSERT INTO notifications (project_id, notification_id, kind, dedupe_key, rule_id, title,
+                                   body, priority, sound, channels, data)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (project_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+        RETURNING notification_id
+        "#,
+    )
+    .bind(project_id)
+    .bind(Uuid::now_v7())
+    .bind(n.kind)
+    .bind(&n.dedupe_key)
+    .bind(n.rule_id)
+    .bind(&n.title)
+    .bind(&n.body)
+    .bind(n.priority)
+    .bind(&n.sound)
+    .bind(&n.channels)
+    .bind(&n.data)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(id) = id else { return Ok(None) };
+    sqlx::query(
+        r#"
+        INSERT INTO notification_recipients (project_id, notification_id, user_id)
+        SELECT DISTINCT $1, $2, ur.user_id
+        FROM user_roles ur
+        JOIN users u ON u.project_id = ur.project_id AND u.user_id = ur.user_id
+                    AND u.status = 'ACTIVE'
+        WHERE ur.project_id = $1 AND ur.role_id = ANY($3)
+        ON CONFLICT DO NOTHING
+        "#,
+    )
+    .bind(project_id)
+    .bind(id)
+    .bind(&n.target_role_ids)
+    .execute(conn)
+    .await?;
+    Ok(Some(ToEnqueue {
+        notification_id: id,
+        channels: n.channels.clone(),
+    }))
 }

@@ -73,14 +73,23 @@ impl FieldErrors {
         self.0
     }
 
-    /// Adds the errors of `more` whose field (or its parent: `roleIds` for `roleIds[1]`) is not
-    /// named yet, so a field refused twice (of the wrong type, then missing) is reported once.
+    /// Adds the errors of `more` whose field is not named yet, neither itself nor as the parent
+    /// or a child of a named one (`roleIds` and `roleIds[1]`), so a field refused twice (of the
+    /// wrong type, then missing) is reported once, while siblings (`quietHours.start`,
+    /// `quietHours.end`) are each reported.
     pub fn extend_new(&mut self, more: Self) {
-        fn top(field: &str) -> &str {
-            field.split(['.', '[']).next().unwrap_or(field)
+        fn within(child: &str, parent: &str) -> bool {
+            child == parent
+                || child
+                    .strip_prefix(parent)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
         }
         for e in more.0 {
-            if !self.0.iter().any(|seen| top(&seen.field) == top(&e.field)) {
+            if !self
+                .0
+                .iter()
+                .any(|seen| within(&e.field, &seen.field) || within(&seen.field, &e.field))
+            {
                 self.0.push(e);
             }
         }

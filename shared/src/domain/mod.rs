@@ -17,6 +17,7 @@ mod fields;
 mod name;
 mod password;
 mod project;
+mod quiet_hours;
 mod text;
 mod time;
 
@@ -28,6 +29,7 @@ pub use project::{
     DESCRIPTION_PATTERN, Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG,
     ProjectSettings, ProjectStatus, Slug,
 };
+pub use quiet_hours::{QuietHours, parse_time_of_day, parse_time_zone};
 pub use text::{IdempotencyKey, MAX_IDEMPOTENCY_KEY, MAX_SEARCH, SearchTerm};
 pub use time::parse_instant;
 

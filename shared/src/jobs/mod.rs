@@ -31,6 +31,8 @@ macro_rules! with_job_kinds {
             send_invitation::SendInvitation,
             revoke_sessions::RevokeSessions,
             process_event::ProcessEvent,
+            deliver_notification::DeliverNotification,
+            rule_digest::RuleDigest,
         }
     };
 }

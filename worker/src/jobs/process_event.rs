@@ -9,20 +9,31 @@
 //! field, a wrong type) or a render error is no match: counted in
 //! `comet_rule_evaluation_errors_total` and recorded on the rule (`lastError`), at most once a
 //! minute per rule. An event that is not in the job's project sends the job dead.
+//!
+//! Delivery: in the same transaction, one `deliver_notification` job per new notification and
+//! channel (notifications a re-run finds already stored were enqueued by the run that stored
+//! them). A rule with `suppression` asks [`shared::suppression`] about each match: a suppressed
+//! match is stored without recipients or delivery, and the match that opens a suppression period
+//! also enqueues the period's `rule_digest` job, to run when the period closes.
 
 use anyhow::Context as _;
 use apalis_core::error::{AbortError, BoxDynError};
 use serde::Serialize;
 use shared::{
     db::{self, notifications::NewNotification},
-    jobs::ProcessEvent,
+    jobs::{EnqueueOptions, Job as _, ProcessEvent, RuleDigest, enqueue_deliveries},
     queue::backend::JobHandle,
     rules::{EventInput, EventView},
+    suppression::Decision,
 };
 use uuid::Uuid;
 
 use super::Handler;
 use crate::context::JobContext;
+
+/// A digest job runs this long after its period closes: matches decided just before the close
+/// have committed by then.
+const DIGEST_GRACE_MS: i64 = 2_000;
 
 /// Report progress every this many rules evaluated (large rule sets only).
 const PROGRESS_EVERY: usize = 100;
@@ -41,6 +52,10 @@ pub struct Outcome {
     pub notifications: i32,
     /// Their recipients.
     pub recipients: i32,
+    /// Matches folded into a suppression digest (stored, not delivered one by one).
+    pub suppressed: usize,
+    /// Delivery jobs enqueued (one per new notification and channel).
+    pub deliveries: usize,
 }
 
 impl Handler for ProcessEvent {
@@ -112,8 +127,11 @@ pub async fn process_event(
         errors: 0,
         notifications: 0,
         recipients: 0,
+        suppressed: 0,
+        deliveries: 0,
     };
     let mut new = Vec::new();
+    let mut digests = Vec::new();
     for (i, rule) in selected.iter().enumerate() {
         if i > 0 && i % PROGRESS_EVERY == 0 {
             let progress = serde_json::json!({ "rulesEvaluated": i, "rules": selected.len() });
@@ -133,6 +151,33 @@ pub async fn process_event(
         match rendered {
             Ok((title, body)) => {
                 outcome.matched.push(rule.id);
+                let suppressed_in = match rule.suppression {
+                    None => None,
+                    Some(limit) => match ctx
+                        .suppressor
+                        .decide(project_id, rule.id, event_id, limit)
+                        .await
+                        .context("Failed to decide the rule's suppression")?
+                    {
+                        Decision::Deliver => None,
+                        Decision::Suppress {
+                            start_ms,
+                            end_ms,
+                            opened,
+                        } => {
+                            outcome.suppressed += 1;
+                            if opened {
+                                digests.push(RuleDigest {
+                                    project_id,
+                                    rule_id: rule.id,
+                                    period_start_ms: start_ms,
+                                    period_end_ms: end_ms,
+                                });
+                            }
+                            Some(start_ms)
+                        }
+                    },
+                };
                 new.push(NewNotification {
                     rule_id: rule.id,
                     title,
@@ -141,6 +186,7 @@ pub async fn process_event(
                     sound: rule.sound.clone(),
                     channels: rule.channels.clone(),
                     target_role_ids: rule.target_role_ids.clone(),
+                    suppressed_in,
                 });
             }
             Err(why) => {
@@ -154,6 +200,28 @@ pub async fn process_event(
     let created = db::notifications::create_for_event(&mut tx, project_id, event_id, &new)
         .await
         .context("Failed to store the notifications")?;
+    let deliveries = enqueue_deliveries(
+        &mut tx,
+        project_id,
+        &created.new,
+        handle.request_id.as_deref(),
+    )
+    .await
+    .context("Failed to enqueue the deliveries")?;
+    for digest in &digests {
+        // when the period closes, plus a moment for matches decided just before it to commit
+        let run_at = chrono::DateTime::from_timestamp_millis(digest.period_end_ms + DIGEST_GRACE_MS);
+        let opts = EnqueueOptions {
+            run_at,
+            idempotency_key: Some(digest.idempotency_key()),
+            request_id: handle.request_id.clone(),
+            ..EnqueueOptions::default()
+        };
+        digest
+            .enqueue(&mut tx, opts)
+            .await
+            .context("Failed to enqueue the suppression digest")?;
+    }
     db::events::mark_processed(
         &mut tx,
         project_id,
@@ -167,6 +235,7 @@ pub async fn process_event(
     tx.commit().await.context("Failed to commit")?;
     outcome.notifications = created.notifications;
     outcome.recipients = created.recipients;
+    outcome.deliveries = deliveries;
     metrics::counter!("comet_notifications_created_total").increment(new.len() as u64);
     tracing::info!(
         evaluated = outcome.evaluated,

@@ -220,8 +220,15 @@ async fn deliver(
         token,
         invitation.expires_at,
     ))?;
-    match ctx.mailer.send(&user.email, &email).await? {
-        Sent::Smtp => tracing::info!("invitation email sent"),
+    // one Message-ID per (invitation, token): a resend after a crash repeats it, a resend with a
+    // new token does not
+    let message_id = format!(
+        "invitation.{}.{}",
+        job.invitation_id,
+        &token_hash[..token_hash.len().min(16)]
+    );
+    match ctx.mailer.send(&user.email, &email, &message_id).await? {
+        Sent::Smtp(_) => tracing::info!("invitation email sent"),
         Sent::Outbox(path) => tracing::info!(
             path = %path.display(),
             "invitation email written to the outbox (SMTP_URL is unset)"

@@ -10,6 +10,7 @@ pub mod deactivate;
 pub mod invite;
 pub mod list;
 pub mod me;
+pub mod preferences;
 pub mod roles;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -19,6 +20,10 @@ use crate::AppState;
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me::me))
+        .routes(routes!(
+            preferences::get_preferences,
+            preferences::put_preferences
+        ))
         .routes(routes!(list::list_users))
         .routes(routes!(list::export_users))
         .routes(routes!(invite::invite_user))

@@ -1,0 +1,308 @@
+//! Deliveries' SQL: what `deliver_notification` reads to deliver a notification (the
+//! notification, its event, its recipients with their preferences) and the attempts it records,
+//! one row per (job attempt, target) in `delivery_attempts`.
+//!
+//! A target (a user, a webhook endpoint) is done once it has an `ok`, `skipped` or `permanent`
+//! row, or a `deferred` one (its delivery was handed to a later job): a retried attempt delivers
+//! only to the targets not done ([`done_targets`]).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, NaiveTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::jobs::Channel;
+
+/// A notification as its delivery needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ToDeliver {
+    /// `rule`, `digest` or `system`.
+    pub kind: String,
+    /// The rule (none for a system notice).
+    pub rule_id: Option<Uuid>,
+    /// The rule's name (none for a system notice, or a deleted rule).
+    pub rule_name: Option<String>,
+    /// The event (a rule's match only).
+    pub event_id: Option<Uuid>,
+    /// The event's type.
+    pub event_type: Option<String>,
+    /// The event's source.
+    pub event_source: Option<String>,
+    /// When the event happened.
+    pub event_occurred_at: Option<DateTime<Utc>>,
+    /// The event's payload.
+    pub event_payload: Option<serde_json::Value>,
+    /// Rendered title.
+    pub title: String,
+    /// Rendered body.
+    pub body: String,
+    /// The rule's priority.
+    pub priority: i32,
+    /// The rule's sound.
+    pub sound: Option<String>,
+    /// The channels it goes out on.
+    pub channels: Vec<String>,
+    /// A match its rule's suppression folded into a digest: never delivered by itself.
+    pub suppressed: bool,
+    /// A digest's or notice's details.
+    pub data: Option<serde_json::Value>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Reads a notification for delivery (with its event and rule, when it has them).
+pub async fn to_deliver(
+    pool: &PgPool,
+    project_id: Uuid,
+    notification_id: Uuid,
+) -> Result<Option<ToDeliver>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT n.kind, n.rule_id, r.name AS rule_name, n.event_id, e.type AS event_type,
+               e.source AS event_source, e.occurred_at AS event_occurred_at,
+               e.payload AS event_payload, n.title, n.body, n.priority, n.sound, n.channels,
+               n.suppressed, n.data, n.created_at
+        FROM notifications n
+        LEFT JOIN events e ON e.project_id = n.project_id AND e.event_id = n.event_id
+        LEFT JOIN rules r ON r.project_id = n.project_id AND r.rule_id = n.rule_id
+        WHERE n.project_id = $1 AND n.notification_id = $2
+        "#,
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A recipient as delivery sees it: address, status, channel preferences.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recipient {
+    /// The user.
+    pub user_id: Uuid,
+    /// Their address.
+    pub email: String,
+    /// Their name.
+    pub name: Option<String>,
+    /// `ACTIVE`, `INVITED` or `DEACTIVATED` now.
+    pub status: String,
+    /// In-app on (default true).
+    pub in_app: bool,
+    /// Email on (default true).
+    pub email_on: bool,
+    /// Quiet hours for email: start (local time).
+    pub quiet_start: Option<NaiveTime>,
+    /// Quiet hours for email: end (local time).
+    pub quiet_end: Option<NaiveTime>,
+    /// Their time zone (IANA name).
+    pub time_zone: String,
+}
+
+/// The notification's recipients (all of them, or `only` one), with their preferences now.
+pub async fn recipients(
+    pool: &PgPool,
+    project_id: Uuid,
+    notification_id: Uuid,
+    only: Option<Uuid>,
+) -> Result<Vec<Recipient>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT u.user_id, u.email, u.name, u.status,
+               coalesce(p.in_app, true) AS in_app, coalesce(p.email, true) AS email_on,
+               p.quiet_start, p.quiet_end, coalesce(p.time_zone, 'UTC') AS time_zone
+        FROM notification_recipients nr
+        JOIN users u ON u.project_id = nr.project_id AND u.user_id = nr.user_id
+        LEFT JOIN notification_preferences p
+          ON p.project_id = nr.project_id AND p.user_id = nr.user_id
+        WHERE nr.project_id = $1 AND nr.notification_id = $2
+          AND ($3::uuid IS NULL OR nr.user_id = $3)
+        ORDER BY u.user_id
+        "#,
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .bind(only)
+    .fetch_all(pool)
+    .await
+}
+
+/// How one attempt ended for one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered.
+    Ok,
+    /// Failed; the job retries it.
+    Retry,
+    /// Failed for good.
+    Permanent,
+    /// Not sent by choice (preferences, inactive user, disabled endpoint).
+    Skipped,
+    /// Held by quiet hours; a later job sends it.
+    Deferred,
+}
+
+impl Outcome {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Retry => "retry",
+            Outcome::Permanent => "permanent",
+            Outcome::Skipped => "skipped",
+            Outcome::Deferred => "deferred",
+        }
+    }
+}
+
+/// One target's attempt, to record.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    /// A user (inApp, email) or an endpoint (webhook).
+    pub target_id: Uuid,
+    /// When this target's attempt started.
+    pub started_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// A webhook's HTTP status.
+    pub http_status: Option<i32>,
+    /// The SMTP server's reply (redacted of addresses).
+    pub smtp_reply: Option<String>,
+    /// Why it failed or was skipped (no addresses, no secrets).
+    pub error: Option<String>,
+}
+
+/// Records one job attempt's results (one row per target); a re-recorded attempt (the same
+/// attempt number, after a crash between recording and acknowledging) keeps the first rows.
+pub async fn record(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    notification_id: Uuid,
+    channel: Channel,
+    job_id: Uuid,
+    attempt: u32,
+    rows: &[NewAttempt],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let targets: Vec<Uuid> = rows.iter().map(|r| r.target_id).collect();
+    let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+    let statuses: Vec<Option<i32>> = rows.iter().map(|r| r.http_status).collect();
+    let replies: Vec<Option<&str>> = rows.iter().map(|r| r.smtp_reply.as_deref()).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    sqlx::query(
+        r#"
+        INSERT INTO delivery_attempts (project_id, notification_id, channel, target_id, attempt,
+                                       job_id, started_at, outcome, http_status, smtp_reply, error)
+        SELECT $1, $2, $3, t.target, $4, $5, t.started, t.outcome, t.status, t.reply, t.error
+        FROM unnest($6::uuid[], $7::timestamptz[], $8::text[], $9::integer[], $10::text[],
+                    $11::text[]) AS t(target, started, outcome, status, reply, error)
+        ON CONFLICT DO NOTHING
+        "#,
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .bind(channel.as_str())
+    .bind(attempt as i32)
+    .bind(job_id)
+    .bind(&targets)
+    .bind(&started)
+    .bind(&outcomes)
+    .bind(&statuses)
+    .bind(&replies)
+    .bind(&errors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The targets of (notification, channel) that are done: delivered, skipped, failed for good,
+/// or deferred to a later job (by a job other than `job_id`, or by this one).
+pub async fn done_targets(
+    pool: &PgPool,
+    project_id: Uuid,
+    notification_id: Uuid,
+    channel: Channel,
+    job_id: Uuid,
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        r#"
+        SELECT DISTINCT target_id FROM delivery_attempts
+        WHERE project_id = $1 AND notification_id = $2 AND channel = $3
+          AND (outcome IN ('ok', 'skipped', 'permanent')
+               OR (outcome = 'deferred' AND job_id = $4))
+        "#,
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .bind(channel.as_str())
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// One recorded attempt, as the deliveries API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    /// `inApp`, `email` or `webhook`.
+    pub channel: String,
+    /// A user or a webhook endpoint.
+    pub target_id: Uuid,
+    /// The job attempt (1-based).
+    pub attempt: i32,
+    /// The job.
+    pub job_id: Uuid,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: DateTime<Utc>,
+    /// `ok`, `retry`, `permanent`, `skipped` or `deferred`.
+    pub outcome: String,
+    /// A webhook's HTTP status.
+    pub http_status: Option<i32>,
+    /// The SMTP reply.
+    pub smtp_reply: Option<String>,
+    /// The error.
+    pub error: Option<String>,
+}
+
+/// Every recorded attempt of a notification, by channel, target and attempt; at most `limit`.
+pub async fn attempts(
+    pool: &PgPool,
+    project_id: Uuid,
+    notification_id: Uuid,
+    limit: i64,
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        SELECT channel, target_id, attempt, job_id, started_at, finished_at, outcome,
+               http_status, smtp_reply, error
+        FROM delivery_attempts
+        WHERE project_id = $1 AND notification_id = $2
+        ORDER BY channel, target_id, attempt
+        LIMIT $3
+        "#,
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether the notification exists in the project.
+pub async fn notification_exists(
+    pool: &PgPool,
+    project_id: Uuid,
+    notification_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM notifications WHERE project_id = $1 AND notification_id = $2)",
+    )
+    .bind(project_id)
+    .bind(notification_id)
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,7 @@
+//! The in_app channel (wired when its library lands; see the lead's integration).
+
+use super::{Delivery, TargetResult};
+
+pub(super) async fn deliver(_d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
+    anyhow::bail!("the in_app channel is not wired yet")
+}
