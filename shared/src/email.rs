@@ -416,7 +416,12 @@ impl Mailer {
 
     /// Sends an email (multipart: plain text and HTML) to one address, with the `Message-ID`
     /// [`Mailer::message_id`] makes of `message_id` (the same for every send of one message).
-    pub async fn send(&self, to: &str, email: &Email, message_id: &str) -> Result<Sent, EmailError> {
+    pub async fn send(
+        &self,
+        to: &str,
+        email: &Email,
+        message_id: &str,
+    ) -> Result<Sent, EmailError> {
         let to: Address = to.parse()?;
         let message = Message::builder()
             .message_id(Some(self.message_id(message_id)))
@@ -430,7 +435,11 @@ impl Mailer {
         match &self.0.backend {
             Backend::Smtp(transport) => {
                 let reply = transport.send(message).await?;
-                let text = format!("{} {}", reply.code(), reply.message().collect::<Vec<_>>().join(" "));
+                let text = format!(
+                    "{} {}",
+                    reply.code(),
+                    reply.message().collect::<Vec<_>>().join(" ")
+                );
                 Ok(Sent::Smtp(redact_addresses(&text)))
             }
             Backend::Outbox { transport, dir } => {

@@ -101,12 +101,20 @@ async fn an_email_rule_emails_each_active_recipient_once_with_a_message_id_fixed
     for m in &received {
         let email = m.parse();
         assert_eq!(email.header("Subject"), Some("Disk /var is full"));
-        let user = if m.to[0] == "bob@example.com" { bob } else { cy };
+        let user = if m.to[0] == "bob@example.com" {
+            bob
+        } else {
+            cy
+        };
         assert_eq!(
             email.header("Message-ID"),
             Some(format!("<notification.{notification}.{user}@comet.local>").as_str())
         );
-        assert!(email.text.contains("alert.disk from db-1"), "{}", email.text);
+        assert!(
+            email.text.contains("alert.disk from db-1"),
+            "{}",
+            email.text
+        );
         assert!(
             email
                 .text
@@ -122,10 +130,7 @@ async fn an_email_rule_emails_each_active_recipient_once_with_a_message_id_fixed
         assert_eq!(r["channel"], "email");
         assert_eq!(r["outcome"], "ok");
         assert_eq!(r["attempt"], 1);
-        assert!(
-            r["smtpReply"].as_str().unwrap().starts_with("250"),
-            "{r}"
-        );
+        assert!(r["smtpReply"].as_str().unwrap().starts_with("250"), "{r}");
     }
 
     // the same job again (a duplicate, a retry after a crash): the targets are done, no email
@@ -141,7 +146,11 @@ async fn an_email_rule_emails_each_active_recipient_once_with_a_message_id_fixed
         .await
         .unwrap();
     app.run_pending_jobs().await;
-    assert_eq!(server.messages().len(), 2, "a done target got a second email");
+    assert_eq!(
+        server.messages().len(),
+        2,
+        "a done target got a second email"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +160,9 @@ async fn preferences_turn_email_off_and_quiet_hours_defer_it_until_they_end() {
     let token = app.admin_token();
     let project = app.project_id();
     let off = app.active_user(project, "off@example.com", "member").await;
-    let quiet = app.active_user(project, "quiet@example.com", "member").await;
+    let quiet = app
+        .active_user(project, "quiet@example.com", "member")
+        .await;
     let on = app.active_user(project, "on@example.com", "member").await;
 
     let put = |user: Uuid, body: Value| {
@@ -164,7 +175,10 @@ async fn preferences_turn_email_off_and_quiet_hours_defer_it_until_they_end() {
     put(off, json!({ "inApp": true, "email": false })).await;
     // quiet hours around now, in UTC: from the last full hour to two hours later
     let hour = Utc::now().hour();
-    let (start, end) = (format!("{hour:02}:00"), format!("{:02}:00", (hour + 2) % 24));
+    let (start, end) = (
+        format!("{hour:02}:00"),
+        format!("{:02}:00", (hour + 2) % 24),
+    );
     let saved = put(
         quiet,
         json!({ "inApp": true, "email": true,
@@ -178,14 +192,22 @@ async fn preferences_turn_email_off_and_quiet_hours_defer_it_until_they_end() {
     app.start_worker().await;
     let sent = app.event(&token, &alert("/home")).await;
     let notification = notification_eventually(&app, &sent).await;
-    let rows = eventually(Duration::from_secs(20), "every recipient handled", || async {
-        let rows = deliveries(&app, &token, notification).await;
-        (rows.len() == 3).then_some(rows)
-    })
+    let rows = eventually(
+        Duration::from_secs(20),
+        "every recipient handled",
+        || async {
+            let rows = deliveries(&app, &token, notification).await;
+            (rows.len() == 3).then_some(rows)
+        },
+    )
     .await;
 
     let received = server.messages();
-    assert_eq!(received.len(), 1, "only the user with email on and no quiet hours");
+    assert_eq!(
+        received.len(),
+        1,
+        "only the user with email on and no quiet hours"
+    );
     assert_eq!(received[0].to, ["on@example.com"]);
     assert_eq!(outcome_of(&rows, on), ["ok"]);
     assert_eq!(outcome_of(&rows, off), ["skipped"]);
@@ -213,7 +235,10 @@ async fn preferences_turn_email_off_and_quiet_hours_defer_it_until_they_end() {
         (due - want).num_seconds().abs() <= 3600,
         "due {due}, quiet hours end {want}"
     );
-    assert!(due > Utc::now() + chrono::Duration::minutes(50), "due {due}");
+    assert!(
+        due > Utc::now() + chrono::Duration::minutes(50),
+        "due {due}"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +269,10 @@ async fn an_smtp_5xx_goes_dead_at_once_and_a_4xx_is_retried_each_recorded() {
         "{rows:?}"
     );
     assert!(
-        !rows[0]["error"].as_str().unwrap().contains("bob@example.com"),
+        !rows[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bob@example.com"),
         "addresses are redacted"
     );
 
@@ -262,7 +290,9 @@ async fn an_smtp_5xx_goes_dead_at_once_and_a_4xx_is_retried_each_recorded() {
     server.set_mode(Mode::Accept);
     eventually(Duration::from_secs(30), "the retry delivered", || async {
         let rows = deliveries(&app, &token, notification).await;
-        outcome_of(&rows, bob).contains(&"ok".to_owned()).then_some(())
+        outcome_of(&rows, bob)
+            .contains(&"ok".to_owned())
+            .then_some(())
     })
     .await;
     assert_eq!(server.messages().len(), 1);

@@ -5,8 +5,8 @@
 mod audit;
 mod auth;
 mod clock;
-mod deliveries;
 mod contract;
+mod deliveries;
 mod envelope;
 mod events;
 mod flow;

@@ -74,11 +74,11 @@ impl QuietHours {
         }
         let end = day.and_time(self.end);
         // a local time skipped by a DST change: the first instant after the gap
-        let at = self
-            .zone
-            .from_local_datetime(&end)
-            .earliest()
-            .or_else(|| self.zone.from_local_datetime(&(end + Duration::hours(1))).earliest())?;
+        let at = self.zone.from_local_datetime(&end).earliest().or_else(|| {
+            self.zone
+                .from_local_datetime(&(end + Duration::hours(1)))
+                .earliest()
+        })?;
         Some(at.with_timezone(&Utc))
     }
 }

@@ -201,6 +201,19 @@ async fn an_invitation_email_arrives_over_smtp_with_the_inviter_roles_and_a_work
         Some("Ada Lovelace invited you to Comet")
     );
     assert_eq!(email.header("To"), Some(INVITEE));
+    // fixed per (invitation, token): a resend after a crash repeats it
+    let hash = secrets::token_hash(&invite.token);
+    assert_eq!(
+        email.header("Message-ID"),
+        Some(
+            format!(
+                "<invitation.{}.{}@comet.local>",
+                invite.invitation_id,
+                &hash[..16]
+            )
+            .as_str()
+        )
+    );
     for body in [&email.text, &email.html] {
         assert!(body.contains("Ada Lovelace"), "{body}");
         assert!(body.contains("admin, member"), "{body}");

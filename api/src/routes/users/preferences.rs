@@ -15,7 +15,7 @@ use crate::{
     auth::Authenticated,
     envelope::{ApiJson, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
-    extract::{Validate, ValidJson},
+    extract::{ValidJson, Validate},
 };
 
 /// Email quiet hours: a daily window in the user's time zone during which alert emails wait;
@@ -79,14 +79,21 @@ impl Validate for NotificationPreferences {
             let end = errors.check("quietHours.end", parse_time_of_day(&q.end));
             let zone = errors.check("quietHours.timeZone", parse_time_zone(&q.time_zone));
             if let (Some(start), Some(end), Some(zone)) = (start, end, zone) {
-                if errors.check("quietHours.end", QuietHours::new(start, end, zone)).is_some() {
+                if errors
+                    .check("quietHours.end", QuietHours::new(start, end, zone))
+                    .is_some()
+                {
                     prefs.quiet_start = Some(start);
                     prefs.quiet_end = Some(end);
                     prefs.time_zone = zone.name().to_owned();
                 }
             }
         }
-        if errors.is_empty() { Ok(prefs) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(prefs)
+        } else {
+            Err(errors)
+        }
     }
 }
 
