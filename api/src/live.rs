@@ -77,7 +77,12 @@ impl Default for Hub {
 
 impl Hub {
     /// Registers a stream of the user with a buffer of `buffer` signals.
-    pub fn register(self: &Arc<Self>, project_id: Uuid, user_id: Uuid, buffer: usize) -> Registration {
+    pub fn register(
+        self: &Arc<Self>,
+        project_id: Uuid,
+        user_id: Uuid,
+        buffer: usize,
+    ) -> Registration {
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (project_id, user_id);
@@ -186,7 +191,9 @@ impl Hub {
                     metrics::counter!("comet_inbox_pubsub_reconnects_total").increment(1);
                     tracing::warn!("inbox pub/sub connection lost; reconnecting");
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "inbox pub/sub: cannot subscribe; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "inbox pub/sub: cannot subscribe; retrying")
+                }
                 Err(_) => tracing::warn!("inbox pub/sub: subscribe timed out; retrying"),
             }
             tokio::select! {

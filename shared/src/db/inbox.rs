@@ -162,8 +162,10 @@ pub async fn append(
 
 #[derive(sqlx::FromRow)]
 struct RenderRow {
-    #[sqlx(flatten)]
-    entry: FeedEntry,
+    feed_user_id: Uuid,
+    feed_seq: i64,
+    feed_kind: String,
+    feed_notification_id: Uuid,
     present: bool,
     #[sqlx(flatten)]
     row: InboxRowOpt,
@@ -213,7 +215,12 @@ impl From<RenderRow> for RenderedEntry {
             _ => None,
         };
         Self {
-            entry: r.entry,
+            entry: FeedEntry {
+                user_id: r.feed_user_id,
+                seq: r.feed_seq,
+                kind: r.feed_kind,
+                notification_id: r.feed_notification_id,
+            },
             row,
         }
     }
@@ -222,7 +229,9 @@ impl From<RenderRow> for RenderedEntry {
 fn render_sql(filter: &str) -> String {
     format!(
         r#"
-        SELECT f.user_id, f.seq, f.kind, f.notification_id, (r.user_id IS NOT NULL) AS present,
+        SELECT f.user_id AS feed_user_id, f.seq AS feed_seq, f.kind AS feed_kind,
+               f.notification_id AS feed_notification_id,
+               (r.user_id IS NOT NULL AND n.notification_id IS NOT NULL) AS present,
                {ROW_COLUMNS}
         FROM inbox_feed f
         LEFT JOIN notifications n
@@ -310,13 +319,11 @@ pub async fn first_seq<'e>(
     project_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT min(seq) FROM inbox_feed WHERE project_id = $1 AND user_id = $2",
-    )
-    .bind(project_id)
-    .bind(user_id)
-    .fetch_one(executor)
-    .await
+    sqlx::query_scalar("SELECT min(seq) FROM inbox_feed WHERE project_id = $1 AND user_id = $2")
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_one(executor)
+        .await
 }
 
 /// The notification for in-app delivery, locked `FOR SHARE` (an acknowledgement waits):

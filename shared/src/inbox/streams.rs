@@ -45,7 +45,11 @@ impl StreamStore {
     }
 
     fn ticket_key(&self, ticket: &str) -> String {
-        format!("{}ticket:{}", self.prefix, crate::secrets::token_hash(ticket))
+        format!(
+            "{}ticket:{}",
+            self.prefix,
+            crate::secrets::token_hash(ticket)
+        )
     }
 
     fn slots_key(&self, project_id: Uuid, user_id: Uuid) -> String {

@@ -56,7 +56,10 @@ pub struct InboxParams {
 impl InboxParams {
     fn parse(self) -> Result<(InboxFilter, Option<Uuid>, u32), FieldErrors> {
         let mut errors = FieldErrors::new();
-        let rule_id = errors.check("ruleId", filters::uuid(self.rule_id.as_deref(), "a rule id"));
+        let rule_id = errors.check(
+            "ruleId",
+            filters::uuid(self.rule_id.as_deref(), "a rule id"),
+        );
         let from = errors.check("from", filters::instant(self.from.as_deref()));
         let to = errors.check("to", filters::instant(self.to.as_deref()));
         let before = errors.check(
@@ -250,8 +253,13 @@ pub(super) async fn delete_notification(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebviewActionRequest {
     /// What the user did, e.g. `open_runbook` (1 to 100 of letters, digits, `_ . : -`).
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 100,
-             pattern = "^[A-Za-z0-9_.:-]+$")]
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[A-Za-z0-9_.:-]+$"
+    )]
     pub action: Option<String>,
     /// Any JSON object, at most 8 KiB as JSON, without NUL characters.
     #[schema(value_type = Option<Object>)]
