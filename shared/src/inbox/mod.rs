@@ -16,6 +16,8 @@
 
 pub mod streams;
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -416,7 +418,10 @@ pub async fn acknowledge_all(
     let mut users: Vec<Uuid> = holders.iter().map(|(_, u)| *u).collect();
     users.push(user_id);
     feed::lock_users(&mut tx, project_id, &users).await?;
-    let first = items::acknowledge(&mut tx, project_id, user_id, &unacked).await?;
+    let first: HashSet<Uuid> = items::acknowledge(&mut tx, project_id, user_id, &unacked)
+        .await?
+        .into_iter()
+        .collect();
     let read = items::mark_read(&mut tx, project_id, user_id, &ids).await?;
     let mut targets: Vec<(Uuid, &str, Uuid)> = holders
         .iter()
