@@ -122,6 +122,51 @@ async fn a_resume_by_last_event_id_loses_nothing_and_repeats_nothing_while_deliv
 }
 
 #[tokio::test]
+async fn a_lost_publish_is_recovered_from_the_feed_at_the_next_event_in_order() {
+    let app = TestApp::spawn().await;
+    let p = app.project_id();
+    let (alice, token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let mut stream = SseReader::new(open_stream(&app.address, Some(&token), "", None).await);
+    // delivered and committed, but its message never published (as if Redis dropped it)
+    let lost = new_notification(&app.env, p, None, "lost", &[alice]).await;
+    let mut tx = app.env.pool.begin().await.expect("begin");
+    shared::db::inbox::lock_users(&mut tx, p, &[alice])
+        .await
+        .expect("lock");
+    shared::db::inbox::mark_delivered(&mut tx, p, lost, &[alice])
+        .await
+        .expect("deliver");
+    shared::db::inbox::append(&mut tx, p, &[(alice, "notification", lost)])
+        .await
+        .expect("append");
+    tx.commit().await.expect("commit");
+    assert!(
+        stream.next(Duration::from_millis(300)).await.is_none(),
+        "premise: nothing live"
+    );
+
+    let next = notify(&app.env, p, None, &[alice]).await;
+
+    let first = stream
+        .next(SOON)
+        .await
+        .expect("the lost one, read from the feed");
+    let second = stream.next(SOON).await.expect("then the live one");
+    assert_eq!(
+        (first.id, first.data["id"].as_str()),
+        (Some(1), Some(&*lost.to_string()))
+    );
+    assert_eq!(
+        (second.id, second.data["id"].as_str()),
+        (Some(2), Some(&*next.to_string()))
+    );
+    assert!(
+        stream.next(Duration::from_millis(300)).await.is_none(),
+        "no duplicate"
+    );
+}
+
+#[tokio::test]
 async fn acknowledgements_and_deletions_reach_every_open_stream_concerned() {
     let app = TestApp::spawn().await;
     let p = app.project_id();
