@@ -271,8 +271,8 @@ async fn another_projects_user_sees_nothing_and_changes_nothing_on_every_route()
     let service = app.admin_token();
     assert_error(
         app.inbox(&service, "").await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        StatusCode::NOT_FOUND,
+        "not_found",
     )
     .await;
 

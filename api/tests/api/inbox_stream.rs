@@ -241,7 +241,7 @@ async fn a_long_lived_token_in_the_url_is_refused() {
     let resp = open_stream(&app.address, None, "", None).await;
     assert_error(resp, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let resp = open_stream(&app.address, Some(&app.admin_token()), "", None).await;
-    assert_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test]

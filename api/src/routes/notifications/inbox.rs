@@ -103,6 +103,7 @@ impl InboxParams {
     security(("bearer" = [])),
     responses((status = 200, body = inline(CursorList<InboxItem>)),
               (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               (status = 422, body = ErrorEnvelope),
               AuthRefusals))]
 pub(super) async fn list_notifications(
@@ -166,6 +167,7 @@ pub struct UnreadCount {
 #[utoipa::path(get, path = "/api/v1/notifications/unread-count", tag = "inbox",
     security(("bearer" = [])),
     responses((status = 200, body = inline(Data<UnreadCount>)),
+              (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               AuthRefusals))]
 pub(super) async fn unread_count(
     auth: Authenticated,
@@ -215,6 +217,7 @@ pub struct AcknowledgedAll {
 #[utoipa::path(post, path = "/api/v1/notifications/acknowledge-all", tag = "inbox",
     security(("bearer" = [])),
     responses((status = 200, body = inline(Data<AcknowledgedAll>)),
+              (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               AuthRefusals))]
 pub(super) async fn acknowledge_all(
     auth: Authenticated,

@@ -4,7 +4,7 @@
 //!
 //! Every route is for a user's token of the project (no permission beyond being a user: an
 //! inbox holds only what was delivered to its user); a token that is not a user's (platform,
-//! service) is refused with 403, an API key with 401. A notification the user did not receive,
+//! service) gets 404 (no such user, as `GET /api/v1/users/me` answers it), an API key 401. A notification the user did not receive,
 //! deleted, or of another project is 404. The SQL is in `shared::db::inbox_items`; the writes
 //! that also push to streams are `shared::inbox`'s.
 
@@ -32,7 +32,5 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 fn inbox_owner(auth: &Authenticated) -> Result<(Uuid, Uuid), ApiError> {
     crate::auth::user_of(&auth.claims)
         .map(|user| (auth.claims.project_id, user))
-        .ok_or(ApiError::Refused(
-            "only a user has an inbox: this token is not a user's",
-        ))
+        .ok_or(ApiError::NotFound("user"))
 }

@@ -62,10 +62,11 @@ pub struct StreamTicket {
 /// stream from a browser, whose `EventSource` cannot send `Authorization`: pass it as
 /// `?ticket=`. Stored hashed, bound to the caller's project and user.
 ///
-/// Any user's token of the project (no permission needed); 403 for a token that is not a user's.
+/// Any user's token of the project (no permission needed); 404 for a token that is not a user's.
 #[utoipa::path(post, path = "/api/v1/notifications/stream-ticket", tag = "inbox",
     security(("bearer" = [])),
     responses((status = 200, body = inline(Data<StreamTicket>)),
+              (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               AuthRefusals))]
 pub(super) async fn stream_ticket(
     auth: Authenticated,
@@ -120,6 +121,7 @@ pub struct StreamParams {
     responses((status = 200, content_type = "text/event-stream", body = String,
                description = "The event stream"),
               (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               (status = 429, body = ErrorEnvelope,
                description = "The user has STREAM_MAX_PER_USER streams open"),
               AuthRefusals))]
