@@ -166,6 +166,68 @@ async fn a_lost_publish_is_recovered_from_the_feed_at_the_next_event_in_order() 
     );
 }
 
+/// Kills every pattern-subscribed Redis connection (the inbox hubs' only: queue wake-ups use
+/// plain `SUBSCRIBE`); returns how many. A hub that loses its connection resyncs by design.
+async fn kill_pattern_subscribers(app: &TestApp) -> usize {
+    let mut conn = app.env.queues.connection();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT LIST");
+    let mut killed = 0;
+    for line in list.lines() {
+        let field = |name: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if field("psub=") != "0" && field("sub=") == "0" {
+            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(field("id="))
+                .query_async(&mut conn)
+                .await;
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[tokio::test]
+async fn a_stream_gets_what_was_published_while_its_process_was_reconnecting_to_redis() {
+    let app = TestApp::spawn().await;
+    let p = app.project_id();
+    let (alice, token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let mut stream = SseReader::new(open_stream(&app.address, Some(&token), "", None).await);
+
+    assert!(
+        kill_pattern_subscribers(&app).await >= 1,
+        "premise: the hub was subscribed"
+    );
+    // published while the hub is down (it waits 100 ms before reconnecting): lost live
+    let n = notify(&app.env, p, None, &[alice]).await;
+
+    let e = stream
+        .next(SOON)
+        .await
+        .expect("read back from the feed after the reconnect");
+    assert_eq!(
+        (e.id, e.data["id"].as_str()),
+        (Some(1), Some(&*n.to_string()))
+    );
+    let later = notify(&app.env, p, None, &[alice]).await;
+    let e = stream.next(SOON).await.expect("live again");
+    assert_eq!(
+        (e.id, e.data["id"].as_str()),
+        (Some(2), Some(&*later.to_string()))
+    );
+}
+
 #[tokio::test]
 async fn acknowledgements_and_deletions_reach_every_open_stream_concerned() {
     let app = TestApp::spawn().await;
