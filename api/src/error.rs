@@ -210,6 +210,19 @@ impl From<shared::jobs::EnqueueError> for ApiError {
     }
 }
 
+impl From<shared::inbox::InboxError> for ApiError {
+    fn from(e: shared::inbox::InboxError) -> Self {
+        use shared::inbox::InboxError;
+        match e {
+            InboxError::Database(e) => e.into(),
+            InboxError::Redis(e) => ApiError::session_store(e),
+            e @ InboxError::Encode(_) => {
+                ApiError::Internal(anyhow::Error::new(e).context("Failed to push an inbox event"))
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

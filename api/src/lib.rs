@@ -18,6 +18,8 @@
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
 //!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
+//! - [`live`]: the inbox's live fan-out: one Redis pub/sub connection per process, to the
+//!   process's open notification streams.
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
@@ -29,6 +31,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod filters;
+pub mod live;
 pub mod passwords;
 pub mod project_state;
 pub mod quota;
@@ -71,6 +74,10 @@ pub struct AppState {
     pub sessions: shared::sessions::Sessions,
     /// Revocations this process made (fallback when Redis is unreachable).
     pub revocations: Arc<auth::RevocationCache>,
+    /// The open notification streams of this process and their pub/sub fan-out.
+    pub live: Arc<live::Hub>,
+    /// Stream tickets and the per-user count of open streams (Redis).
+    pub streams: shared::inbox::streams::StreamStore,
 }
 
 #[derive(OpenApi)]
@@ -88,7 +95,8 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "audit", description = "The audit log"),
         (name = "events", description = "Sending events and reading them back"),
         (name = "rules", description = "Alert rules: which events become notifications, for whom"),
-        (name = "notifications", description = "Notifications: the inbox, the live stream, deliveries"),
+        (name = "inbox", description = "The user's own notifications and their live stream"),
+        (name = "notifications", description = "Notifications' delivery attempts (project admins)"),
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "ops", description = "Health and metrics")
@@ -132,6 +140,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::events::router())
         .merge(routes::rules::router())
+        .merge(routes::notifications::router())
         .merge(routes::deliveries::router())
         .merge(routes::projects::router())
 }
@@ -220,6 +229,8 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         pool,
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),
+        live: Arc::default(),
+        streams: shared::inbox::streams::StreamStore::new(&queues),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),
@@ -234,10 +245,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // a Redis that lost the blocked projects' markers gets them back
     tokio::spawn(project_state::refill(state.clone()));
+    // the inbox's one pub/sub connection of this process
+    match state.settings.redis_client() {
+        Ok(client) => {
+            let prefix = state.settings.redis.prefix.clone();
+            tokio::spawn(Arc::clone(&state.live).run(client, prefix));
+        }
+        Err(e) => tracing::error!(error = %e, "inbox pub/sub not started: bad REDIS_URL"),
+    }
+    let live = Arc::clone(&state.live);
     // connect info: the client address for per-IP login rate limits
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // open streams never finish by themselves: end them, or the drain waits forever
+            live.close();
+        })
         .await
 }
 

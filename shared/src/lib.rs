@@ -18,6 +18,8 @@
 //! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
 //! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
 //!   `.eml` files).
+//! - [`inbox`]: the in-app inbox: delivery into recipients' inboxes, acknowledgements and
+//!   deletions, each pushed live (Redis pub/sub) to the users' streams; stream tickets.
 //! - [`telemetry`]: logging and metrics set-up.
 
 pub mod api_keys;
@@ -26,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod email;
+pub mod inbox;
 pub mod jobs;
 pub mod permissions;
 pub mod queue;

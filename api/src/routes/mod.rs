@@ -8,6 +8,7 @@ pub mod events;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
+pub mod notifications;
 pub mod projects;
 pub mod queues;
 pub mod rules;

@@ -14,6 +14,8 @@ mod hardening;
 mod harness;
 mod health;
 mod helpers;
+mod inbox;
+mod inbox_stream;
 mod jobs;
 mod login_limits;
 mod metrics;

@@ -27,6 +27,15 @@ const ANY_TOKEN: &[&str] = &[
     "/api/v1/auth/logout",
     "/api/v1/users/me",
     "/api/v1/projects/current",
+    // a user's own inbox: any user's token of the project
+    "/api/v1/notifications",
+    "/api/v1/notifications/{id}",
+    "/api/v1/notifications/unread-count",
+    "/api/v1/notifications/acknowledge-all",
+    "/api/v1/notifications/{id}/acknowledge",
+    "/api/v1/notifications/{id}/webview-action",
+    "/api/v1/notifications/stream",
+    "/api/v1/notifications/stream-ticket",
 ];
 
 #[tokio::test]

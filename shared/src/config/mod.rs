@@ -11,6 +11,7 @@ mod auth;
 mod email;
 mod events;
 mod http;
+mod inbox;
 mod queue;
 mod stores;
 mod users;
@@ -21,6 +22,7 @@ pub use auth::AuthSettings;
 pub use email::EmailSettings;
 pub use events::{EventSettings, MAX_BATCH};
 pub use http::HttpSettings;
+pub use inbox::InboxSettings;
 pub use queue::{QueueSettings, WorkerSettings};
 pub use stores::{DatabaseSettings, RedisSettings};
 pub use users::UserSettings;
@@ -73,6 +75,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Event ingestion.
     pub events: EventSettings,
+    /// The in-app inbox's live stream.
+    pub inbox: InboxSettings,
     /// The worker process.
     pub worker: WorkerSettings,
 }
@@ -227,6 +231,7 @@ impl Settings {
             users: UserSettings::from_env(&env)?,
             queue: QueueSettings::from_env(&env)?,
             events: EventSettings::from_env(&env)?,
+            inbox: InboxSettings::from_env(&env)?,
             worker: WorkerSettings::from_env(&env)?,
             log_format,
             app_env,

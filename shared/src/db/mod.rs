@@ -15,6 +15,8 @@ pub mod api_keys;
 pub mod audit;
 pub mod deliveries;
 pub mod events;
+pub mod inbox;
+pub mod inbox_items;
 pub mod invitations;
 pub mod notifications;
 pub mod outbox;

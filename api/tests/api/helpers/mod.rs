@@ -5,11 +5,12 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`, `projects` (platform tokens, projects, API keys and their rows);
+//! database), `audit`, `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects` (platform tokens, projects, API keys and their rows);
 //! `openapi` reads the served document.
 
 mod audit;
 mod events;
+mod inbox;
 mod jobs;
 mod openapi;
 mod process;
@@ -26,6 +27,9 @@ use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
 pub use events::rule_body;
+pub use inbox::{
+    SseReader, deliver, inbox_user, new_notification, notify, open_stream, user_token,
+};
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;

@@ -31,21 +31,32 @@ impl ApiProcess {
     /// Starts the API on `env` with its wall clock shifted by `clock_offset` (libfaketime's
     /// syntax, e.g. `+90s`, `-90s`), and waits until it listens.
     pub async fn spawn_with_clock(env: &TestEnv, clock_offset: &str) -> Self {
+        let faked = [
+            ("LD_PRELOAD", libfaketime()),
+            ("FAKETIME", clock_offset.to_owned()),
+            // timers and timeouts keep the real monotonic clock
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+        ];
+        Self::spawn_with_env(env, &faked.each_ref().map(|(k, v)| (*k, v.as_str()))).await
+    }
+
+    /// Starts the API on `env` with extra variables (e.g. `STREAM_BUFFER`), and waits until it
+    /// listens.
+    pub async fn spawn_with_env(env: &TestEnv, extra: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_comet-api"));
         cmd.arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PORT", "0")
             .env("RUST_LOG", "info")
-            .env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME", clock_offset)
-            // timers and timeouts keep the real monotonic clock
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env("FAKETIME_NO_CACHE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env.process_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn comet-api");
@@ -82,6 +93,13 @@ fn listening_address(line: &str) -> Option<String> {
         return None;
     }
     Some(fields.get("addr")?.as_str()?.to_owned())
+}
+
+impl ApiProcess {
+    /// The process id (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ApiProcess {

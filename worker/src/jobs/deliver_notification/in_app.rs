@@ -1,7 +1,52 @@
-//! The in_app channel (wired when its library lands; see the lead's integration).
+//! The in-app channel: the notification enters each recipient's inbox and is pushed to their
+//! open streams, wherever they are connected ([`shared::inbox::deliver_in_app`]: idempotent,
+//! preferences and status read in its transaction). A failure (Postgres, or the publish after
+//! the commit) retries every recipient not done; a retry delivers nothing twice.
+
+use anyhow::Context as _;
+use shared::{db, db::deliveries::Outcome, inbox};
 
 use super::{Delivery, TargetResult};
 
-pub(super) async fn deliver(_d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
-    anyhow::bail!("the in_app channel is not wired yet")
+pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
+    let recipients = db::deliveries::recipients(
+        &d.ctx.pool,
+        d.job.project_id,
+        d.job.notification_id,
+        d.job.user_id,
+    )
+    .await
+    .context("Failed to read the recipients")?;
+    let users: Vec<_> = recipients
+        .iter()
+        .map(|r| r.user_id)
+        .filter(|u| !d.done.contains(u))
+        .collect();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    match inbox::deliver_in_app(
+        &d.ctx.pool,
+        &d.ctx.queues,
+        d.job.project_id,
+        d.job.notification_id,
+        &users,
+    )
+    .await
+    {
+        Ok(outcomes) => Ok(outcomes
+            .into_iter()
+            .map(|(user, outcome)| match outcome.skip_reason() {
+                None => TargetResult::new(user, Outcome::Ok),
+                Some(why) => TargetResult::new(user, Outcome::Skipped).error(why),
+            })
+            .collect()),
+        Err(e) => {
+            let why = format!("in-app delivery failed: {e}");
+            Ok(users
+                .into_iter()
+                .map(|u| TargetResult::new(u, Outcome::Retry).error(why.clone()))
+                .collect())
+        }
+    }
 }
