@@ -71,6 +71,8 @@ pub struct AppState {
     pub sessions: shared::sessions::Sessions,
     /// Revocations this process made (fallback when Redis is unreachable).
     pub revocations: Arc<auth::RevocationCache>,
+    /// The webhook delivery client (test messages), behind the SSRF guard.
+    pub webhooks: shared::webhooks::WebhookClient,
 }
 
 #[derive(OpenApi)]
@@ -90,6 +92,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "rules", description = "Alert rules: which events become notifications, for whom"),
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
+        (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -132,6 +135,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::events::router())
         .merge(routes::rules::router())
         .merge(routes::projects::router())
+        .merge(routes::webhook_endpoints::router())
 }
 
 /// The OpenAPI document of every route (built once).
@@ -214,7 +218,10 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     use anyhow::Context as _;
     let pool = shared::db::pool(&settings).context("Failed to configure the Postgres pool")?;
     let queues = Queues::from_settings(&settings).context("Failed to configure the Redis queue")?;
+    let webhooks = shared::webhooks::WebhookClient::new(&settings.webhooks)
+        .context("Failed to build the webhook HTTP client")?;
     Ok(AppState {
+        webhooks,
         pool,
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),

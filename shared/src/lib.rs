@@ -18,6 +18,8 @@
 //! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
 //!   `.eml` files).
 //! - [`telemetry`]: logging and metrics set-up.
+//! - [`webhooks`]: signed webhook deliveries: Standard Webhooks signing, the SSRF guard, the
+//!   delivery client.
 
 pub mod api_keys;
 pub mod auth;
@@ -35,5 +37,6 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod webhooks;
 
 pub use db::MIGRATOR;
