@@ -26,3 +26,4 @@ mod sessions;
 mod tenancy;
 mod users;
 mod validation;
+mod webhooks;

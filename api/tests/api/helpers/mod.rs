@@ -6,7 +6,8 @@
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
 //! database), `audit`, `projects` (platform tokens, projects, API keys and their rows);
-//! `openapi` reads the served document.
+//! `webhooks` (the endpoint routes, a loopback receiver and a signature verifier); `openapi`
+//! reads the served document.
 
 mod audit;
 mod events;
@@ -15,6 +16,7 @@ mod openapi;
 mod process;
 mod projects;
 mod users;
+mod webhooks;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -29,6 +31,7 @@ pub use events::rule_body;
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;
+pub use webhooks::{Receiver, endpoint_body, verifies, verify_at};
 
 /// The permissions of the default `member` role, sorted as the API lists them.
 pub fn member_permissions() -> Vec<&'static str> {
