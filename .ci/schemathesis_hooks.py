@@ -30,6 +30,10 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/rules/test`: exactly one of `condition` and `ruleId`, and the condition
   compiles. A generated condition becomes a valid one and a valid `ruleId` beside it is
   dropped; a request with neither gets the condition.
+- `POST /api/v1/webhook-endpoints`, `PUT /api/v1/webhook-endpoints/{id}`: `url` parses as a
+  URL (a pattern-valid `http://a:99999` does not) and, unless WEBHOOK_ALLOW_PRIVATE (which the
+  step sets), its host resolves to public addresses. A generated URL becomes
+  `http://127.0.0.1:9/comet-hook` (the discard port: a test message finds nothing listening).
 - `POST /api/v1/projects/{id}/api-keys`: `expiresAt` is in the future and at most 10 years
   ahead; one outside becomes 30 days from now.
 
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import uuid
 
 import schemathesis
@@ -54,6 +59,8 @@ _MAX_DELAY = dt.timedelta(seconds=int(os.environ.get("ST_MAX_DELAY_SECS", "77760
 # compiles, and evaluates without an error on every event
 _CONDITION = 'event.type != ""'
 _TEMPLATE_SYNTAX = str.maketrans("", "", "{}%#|")
+_WEBHOOK_URL = "http://127.0.0.1:9/comet-hook"
+_WEBHOOK_URL_PATTERN = re.compile(r"^https?://[^\s@/?#]+([/?#]\S*)?$")
 
 _USER_WRITES = (
     "/api/v1/users/{id}/deactivate",
@@ -192,6 +199,10 @@ def before_call(context, case, kwargs):
         _fix_rule(body)
     elif path == "/api/v1/rules/test":
         _fix_rule_test(body)
+    elif path in ("/api/v1/webhook-endpoints", "/api/v1/webhook-endpoints/{id}"):
+        url = body.get("url")
+        if _is_text(url, 8, 2048) and _WEBHOOK_URL_PATTERN.match(url):
+            body["url"] = _WEBHOOK_URL
     elif path == "/api/v1/projects/{id}/api-keys":
         expires = _instant(body.get("expiresAt"))
         if expires is not None and not now < expires < now + dt.timedelta(days=3650):

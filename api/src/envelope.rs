@@ -231,12 +231,15 @@ impl<T> CursorList<T> {
     }
 }
 
+/// A position in a list ordered by `(created_at, id)`: the last row seen.
+pub type CreatedAfter = (chrono::DateTime<chrono::Utc>, Uuid);
+
 /// The cursor of a list ordered by `(created_at, id)`: `<micros>_<id>`.
 pub fn created_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
     format!("{}_{}", at.timestamp_micros(), id)
 }
 
-fn decode_created_cursor(c: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+fn decode_created_cursor(c: &str) -> Option<CreatedAfter> {
     let (micros, id) = c.split_once('_')?;
     let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
     // a forged cursor must not reach Postgres with a time it cannot hold (a 500)
@@ -251,7 +254,7 @@ fn decode_created_cursor(c: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid
 pub fn cursor_page(
     limit: Option<u32>,
     after: Option<&str>,
-) -> Result<(u32, Option<(chrono::DateTime<chrono::Utc>, Uuid)>), FieldErrors> {
+) -> Result<(u32, Option<CreatedAfter>), FieldErrors> {
     let mut errors = FieldErrors::new();
     let limit = errors.check(
         "limit",

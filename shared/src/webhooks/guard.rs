@@ -139,12 +139,33 @@ impl HostLookup for SystemLookup {
     }
 }
 
-/// Checks a URL's form (not its addresses): scheme, length, host, no user info.
+/// JSON Schema `pattern` of an endpoint URL: what [`parse_url`] requires of the text before
+/// it parses it.
+pub const URL_PATTERN: &str = r"^https?://[^\s@/?#]+([/?#]\S*)?$";
+
+/// Checks a URL's form (not its addresses): scheme, length, host, no user info, no spaces, as
+/// [`URL_PATTERN`] says, then that it parses.
 pub fn parse_url(raw: &str) -> Result<Url, Invalid> {
     if raw.chars().count() > MAX_URL {
         return Err(Invalid::new(format!(
             "must be at most {MAX_URL} characters"
         )));
+    }
+    let Some(rest) = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+    else {
+        return Err(Invalid::new("must be an http or https URL (`https://…`)"));
+    };
+    if raw.chars().any(|c| c.is_whitespace() || c == '\u{feff}') {
+        return Err(Invalid::new("must not contain spaces"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(Invalid::new("must name a host"));
+    }
+    if authority.contains('@') {
+        return Err(Invalid::new("must not hold a user name or password"));
     }
     let url = Url::parse(raw).map_err(|e| Invalid::new(format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -312,6 +333,11 @@ mod tests {
             "not a url",
             "file:///etc/passwd",
             "data:text/plain,hi",
+            "HTTP://example.com/",
+            "http:///x",
+            "https://exa mple.com/",
+            "https://example.com/a b",
+            "http://a:99999/",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }

@@ -24,7 +24,13 @@ use shared::{
     rules::{MAX_PATTERNS, TypePattern},
     webhooks::{SigningSecret, guard},
 };
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, Schema, Type},
+    },
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -57,9 +63,9 @@ const MAX_DESCRIPTION: usize = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointRequest {
-    /// `http` or `https` URL, at most 2048 characters, without user name or password.
-    #[schema(required = true, nullable = false, value_type = String,
-        min_length = 8, max_length = 2048, pattern = r"^https?://[^\s@/?#]+([/?#]\S*)?$")]
+    /// `http` or `https` URL, at most 2048 characters, without user name or password, whose
+    /// host is or resolves to public addresses.
+    #[schema(required = true, nullable = false, schema_with = endpoint_url)]
     pub url: Option<String>,
     /// At most 500 characters, no NUL.
     #[schema(max_length = 500, pattern = "^[^\\u0000]*$")]
@@ -71,6 +77,21 @@ pub struct EndpointRequest {
     /// Whether deliveries are made (default true). Enabling an endpoint that was disabled
     /// clears its failing streak.
     pub enabled: Option<bool>,
+}
+
+/// The OpenAPI schema of an endpoint URL.
+fn endpoint_url() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An `http` or `https` URL, 8 to 2048 characters, without user name or password; its \
+             host must be, or resolve only to, public addresses (not loopback, private, \
+             link-local or otherwise reserved) unless WEBHOOK_ALLOW_PRIVATE is set.",
+        ))
+        .min_length(Some(8))
+        .max_length(Some(guard::MAX_URL))
+        .pattern(Some(guard::URL_PATTERN))
+        .into()
 }
 
 /// A valid [`EndpointRequest`] (the URL's addresses are vetted by the handler).

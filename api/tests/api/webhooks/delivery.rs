@@ -28,8 +28,12 @@ fn key_of(secret: &SigningSecret) -> Vec<u8> {
     use secrecy::ExposeSecret as _;
     let text = secret.to_text();
     base64::engine::general_purpose::STANDARD
-        .decode(text.expose_secret().strip_prefix("whsec_").unwrap())
-        .unwrap()
+        .decode(
+            text.expose_secret()
+                .strip_prefix("whsec_")
+                .expect("a whsec_ secret"),
+        )
+        .expect("base64")
 }
 
 const BODY: &[u8] = br#"{"type":"transfer.failed","data":{"amount":12}}"#;
@@ -43,7 +47,7 @@ async fn a_delivery_carries_headers_that_an_independent_verifier_accepts() {
     let rx = Receiver::start().await;
     let secret = SigningSecret::generate();
     let d = client()
-        .send(&rx.url("/ok"), &signed(&[secret.clone()]), BODY)
+        .send(&rx.url("/ok"), &signed(std::slice::from_ref(&secret)), BODY)
         .await;
     assert!(
         matches!(d.outcome, SendOutcome::Delivered { status: 200, .. }),
