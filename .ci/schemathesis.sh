@@ -127,7 +127,7 @@ fixtures=$("$VENV/bin/python" "$ROOT/.ci/schemathesis_support.py" fixtures "$BAS
   die "could not set up the user's fixtures (API log: $OUT/api.log)"
 eval "$fixtures"
 export ST_HOOKS=$ROOT/.ci/schemathesis_hooks.py ST_MAX_DELAY_SECS=$MAX_DELAY_SECS
-export ST_PROTECTED_USERS ST_ROLE_IDS ST_CURSOR ST_RULES_CURSOR
+export ST_PROTECTED_USERS ST_ROLE_IDS ST_CURSOR ST_RULES_CURSOR ST_WEBHOOKS_CURSOR
 
 # Every check runs (.ci/schemathesis.toml enables them all; its one exception, for one operation,
 # says why).

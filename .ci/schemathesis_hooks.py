@@ -14,7 +14,7 @@ The rules the schema cannot hold, and what the hook does about each:
   `page` other than 1. A generated `after` becomes a real cursor (ST_CURSOR), and a valid
   `page` beside it is dropped.
 - `GET /api/v1/rules`: `after` is a cursor the API issued: a generated one becomes a real one
-  (ST_RULES_CURSOR).
+  (ST_RULES_CURSOR); the same for `GET /api/v1/webhook-endpoints` (ST_WEBHOOKS_CURSOR).
 - `GET /api/v1/audit-logs` and its export: `to` is not before `from`. Reversed bounds are
   swapped.
 - `POST /api/v1/jobs/ping`: `runAt` is at most JOB_MAX_DELAY_SECS ahead (ST_MAX_DELAY_SECS):
@@ -55,6 +55,7 @@ _ROLE_IDS = [r for r in os.environ.get("ST_ROLE_IDS", "").split(",") if r]
 _PROTECTED = {u.lower() for u in os.environ.get("ST_PROTECTED_USERS", "").split(",") if u}
 _CURSOR = os.environ.get("ST_CURSOR", "")
 _RULES_CURSOR = os.environ.get("ST_RULES_CURSOR", "")
+_WEBHOOKS_CURSOR = os.environ.get("ST_WEBHOOKS_CURSOR", "")
 _MAX_DELAY = dt.timedelta(seconds=int(os.environ.get("ST_MAX_DELAY_SECS", "7776000")))
 # compiles, and evaluates without an error on every event
 _CONDITION = 'event.type != ""'
@@ -175,6 +176,8 @@ def before_call(context, case, kwargs):
                 del query["page"]
         if path == "/api/v1/rules" and _RULES_CURSOR and isinstance(after, str) and after:
             query["after"] = _RULES_CURSOR
+        if path == "/api/v1/webhook-endpoints" and _WEBHOOKS_CURSOR and isinstance(after, str) and after:
+            query["after"] = _WEBHOOKS_CURSOR
         if path.startswith("/api/v1/audit-logs"):
             start, end = _instant(query.get("from")), _instant(query.get("to"))
             if start is not None and end is not None and start > end:
