@@ -18,8 +18,8 @@ use crate::{
     rules::TypePattern,
 };
 
-/// An endpoint as stored.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+/// An endpoint as stored. Its `Debug` leaves the sealed secrets out.
+#[derive(Clone, PartialEq, sqlx::FromRow)]
 pub struct Endpoint {
     /// Id.
     pub endpoint_id: Uuid,
@@ -51,6 +51,19 @@ pub struct Endpoint {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("endpoint_id", &self.endpoint_id)
+            .field("enabled", &self.enabled)
+            .field("event_types", &self.event_types)
+            .field("failing_since", &self.failing_since)
+            .field("disabled_at", &self.disabled_at)
+            .field("disabled_reason", &self.disabled_reason)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Endpoint {
