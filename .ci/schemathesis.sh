@@ -89,6 +89,8 @@ export JWT_SECRET
 JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export PORT=0 WORKER_PORT=0 EMAIL_OUTBOX_DIR=$WORK/outbox SHUTDOWN_TIMEOUT_SECS=2
 export JOB_MAX_DELAY_SECS=$MAX_DELAY_SECS
+# webhook URLs become loopback ones (the hook): allowed, and no DNS needed
+export WEBHOOK_ALLOW_PRIVATE=true
 cd "$WORK"
 
 "$BIN/comet-api" migrate >"$OUT/migrate.log" 2>&1 || die "migrate failed: $(tail -n 5 "$OUT/migrate.log")"
@@ -125,7 +127,7 @@ fixtures=$("$VENV/bin/python" "$ROOT/.ci/schemathesis_support.py" fixtures "$BAS
   die "could not set up the user's fixtures (API log: $OUT/api.log)"
 eval "$fixtures"
 export ST_HOOKS=$ROOT/.ci/schemathesis_hooks.py ST_MAX_DELAY_SECS=$MAX_DELAY_SECS
-export ST_PROTECTED_USERS ST_ROLE_IDS ST_CURSOR ST_RULES_CURSOR
+export ST_PROTECTED_USERS ST_ROLE_IDS ST_CURSOR ST_RULES_CURSOR ST_WEBHOOKS_CURSOR
 
 # Every check runs (.ci/schemathesis.toml enables them all; its one exception, for one operation,
 # says why).

@@ -14,7 +14,7 @@ The rules the schema cannot hold, and what the hook does about each:
   `page` other than 1. A generated `after` becomes a real cursor (ST_CURSOR), and a valid
   `page` beside it is dropped.
 - `GET /api/v1/rules`: `after` is a cursor the API issued: a generated one becomes a real one
-  (ST_RULES_CURSOR).
+  (ST_RULES_CURSOR); the same for `GET /api/v1/webhook-endpoints` (ST_WEBHOOKS_CURSOR).
 - `GET /api/v1/audit-logs` and its export: `to` is not before `from`. Reversed bounds are
   swapped.
 - `POST /api/v1/jobs/ping`: `runAt` is at most JOB_MAX_DELAY_SECS ahead (ST_MAX_DELAY_SECS):
@@ -30,6 +30,10 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/rules/test`: exactly one of `condition` and `ruleId`, and the condition
   compiles. A generated condition becomes a valid one and a valid `ruleId` beside it is
   dropped; a request with neither gets the condition.
+- `POST /api/v1/webhook-endpoints`, `PUT /api/v1/webhook-endpoints/{id}`: `url` parses as a
+  URL (a pattern-valid `http://a:99999` does not) and, unless WEBHOOK_ALLOW_PRIVATE (which the
+  step sets), its host resolves to public addresses. A generated URL becomes
+  `http://127.0.0.1:9/comet-hook` (the discard port: a test message finds nothing listening).
 - `POST /api/v1/projects/{id}/api-keys`: `expiresAt` is in the future and at most 10 years
   ahead; one outside becomes 30 days from now.
 
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import uuid
 
 import schemathesis
@@ -50,10 +55,13 @@ _ROLE_IDS = [r for r in os.environ.get("ST_ROLE_IDS", "").split(",") if r]
 _PROTECTED = {u.lower() for u in os.environ.get("ST_PROTECTED_USERS", "").split(",") if u}
 _CURSOR = os.environ.get("ST_CURSOR", "")
 _RULES_CURSOR = os.environ.get("ST_RULES_CURSOR", "")
+_WEBHOOKS_CURSOR = os.environ.get("ST_WEBHOOKS_CURSOR", "")
 _MAX_DELAY = dt.timedelta(seconds=int(os.environ.get("ST_MAX_DELAY_SECS", "7776000")))
 # compiles, and evaluates without an error on every event
 _CONDITION = 'event.type != ""'
 _TEMPLATE_SYNTAX = str.maketrans("", "", "{}%#|")
+_WEBHOOK_URL = "http://127.0.0.1:9/comet-hook"
+_WEBHOOK_URL_PATTERN = re.compile(r"^https?://[^\s@/?#]+([/?#]\S*)?$")
 
 _USER_WRITES = (
     "/api/v1/users/{id}/deactivate",
@@ -168,6 +176,8 @@ def before_call(context, case, kwargs):
                 del query["page"]
         if path == "/api/v1/rules" and _RULES_CURSOR and isinstance(after, str) and after:
             query["after"] = _RULES_CURSOR
+        if path == "/api/v1/webhook-endpoints" and _WEBHOOKS_CURSOR and isinstance(after, str) and after:
+            query["after"] = _WEBHOOKS_CURSOR
         if path.startswith("/api/v1/audit-logs"):
             start, end = _instant(query.get("from")), _instant(query.get("to"))
             if start is not None and end is not None and start > end:
@@ -192,6 +202,10 @@ def before_call(context, case, kwargs):
         _fix_rule(body)
     elif path == "/api/v1/rules/test":
         _fix_rule_test(body)
+    elif path in ("/api/v1/webhook-endpoints", "/api/v1/webhook-endpoints/{id}"):
+        url = body.get("url")
+        if _is_text(url, 8, 2048) and _WEBHOOK_URL_PATTERN.match(url):
+            body["url"] = _WEBHOOK_URL
     elif path == "/api/v1/projects/{id}/api-keys":
         expires = _instant(body.get("expiresAt"))
         if expires is not None and not now < expires < now + dt.timedelta(days=3650):

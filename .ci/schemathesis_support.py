@@ -2,9 +2,10 @@
 
     schemathesis_support.py fixtures BASE_URL EMAIL PASSWORD
         Logs the seeded admin user in (twice: one token for the run, one for its logout
-        operation), invites a second user and creates two rules so the user and rule lists
-        have a next page, and prints shell assignments: ST_USER_TOKEN, ST_USER_LOGOUT_TOKEN,
-        ST_PROTECTED_USERS, ST_ROLE_IDS, ST_CURSOR, ST_RULES_CURSOR.
+        operation), invites a second user and creates two rules and two webhook endpoints so
+        the user, rule and endpoint lists have a next page, and prints shell assignments:
+        ST_USER_TOKEN, ST_USER_LOGOUT_TOKEN, ST_PROTECTED_USERS, ST_ROLE_IDS, ST_CURSOR,
+        ST_RULES_CURSOR, ST_WEBHOOKS_CURSOR.
 
     schemathesis_support.py purge-redis REDIS_URL PREFIX
         Deletes every key under `PREFIX:` (the run's own prefix).
@@ -53,6 +54,13 @@ def fixtures(base: str, email: str, password: str) -> None:
     rules_cursor = rules["meta"]["nextCursor"]
     if not rules_cursor:
         sys.exit(f"the rule list has no next page: {rules}")
+    for name in ("first", "second"):
+        endpoint = {"url": f"http://127.0.0.1:9/{name}", "description": name}
+        _call("POST", f"{base}/api/v1/webhook-endpoints", token, json=endpoint)
+    endpoints = _call("GET", f"{base}/api/v1/webhook-endpoints?limit=1", token)
+    webhooks_cursor = endpoints["meta"]["nextCursor"]
+    if not webhooks_cursor:
+        sys.exit(f"the webhook endpoint list has no next page: {endpoints}")
     values = {
         "ST_USER_TOKEN": token,
         "ST_USER_LOGOUT_TOKEN": logout_token,
@@ -60,6 +68,7 @@ def fixtures(base: str, email: str, password: str) -> None:
         "ST_ROLE_IDS": ",".join(role_ids),
         "ST_CURSOR": cursor,
         "ST_RULES_CURSOR": rules_cursor,
+        "ST_WEBHOOKS_CURSOR": webhooks_cursor,
     }
     for name, value in values.items():
         print(f"{name}={shlex.quote(value)}")

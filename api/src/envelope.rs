@@ -230,3 +230,48 @@ impl<T> CursorList<T> {
         }
     }
 }
+
+/// A position in a list ordered by `(created_at, id)`: the last row seen.
+pub type CreatedAfter = (chrono::DateTime<chrono::Utc>, Uuid);
+
+/// The cursor of a list ordered by `(created_at, id)`: `<micros>_<id>`.
+pub fn created_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    format!("{}_{}", at.timestamp_micros(), id)
+}
+
+fn decode_created_cursor(c: &str) -> Option<CreatedAfter> {
+    let (micros, id) = c.split_once('_')?;
+    let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    // a forged cursor must not reach Postgres with a time it cannot hold (a 500)
+    if !(1..=9999).contains(&chrono::Datelike::year(&at)) {
+        return None;
+    }
+    Some((at, Uuid::parse_str(id).ok()?))
+}
+
+/// A page's `limit` (1 to 100, default 50) and `after` (a [`created_cursor`] from the list;
+/// empty is none), every invalid one named.
+pub fn cursor_page(
+    limit: Option<u32>,
+    after: Option<&str>,
+) -> Result<(u32, Option<CreatedAfter>), FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let limit = errors.check(
+        "limit",
+        shared::domain::within(limit.unwrap_or(50), 1..=100),
+    );
+    let after = match crate::filters::given(after) {
+        None => None,
+        Some(c) => {
+            let decoded = decode_created_cursor(c);
+            if decoded.is_none() {
+                errors.add("after", "is not a cursor from this list (meta.nextCursor)");
+            }
+            decoded
+        }
+    };
+    match limit {
+        Some(limit) if errors.is_empty() => Ok((limit, after)),
+        _ => Err(errors),
+    }
+}

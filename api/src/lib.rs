@@ -78,6 +78,8 @@ pub struct AppState {
     pub live: Arc<live::Hub>,
     /// Stream tickets and the per-user count of open streams (Redis).
     pub streams: shared::inbox::streams::StreamStore,
+    /// The webhook delivery client (test messages), behind the SSRF guard.
+    pub webhooks: shared::webhooks::WebhookClient,
 }
 
 #[derive(OpenApi)]
@@ -99,6 +101,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "notifications", description = "Notifications' delivery attempts (project admins)"),
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
+        (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -143,6 +146,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::notifications::router())
         .merge(routes::deliveries::router())
         .merge(routes::projects::router())
+        .merge(routes::webhook_endpoints::router())
 }
 
 /// The OpenAPI document of every route (built once).
@@ -225,7 +229,10 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     use anyhow::Context as _;
     let pool = shared::db::pool(&settings).context("Failed to configure the Postgres pool")?;
     let queues = Queues::from_settings(&settings).context("Failed to configure the Redis queue")?;
+    let webhooks = shared::webhooks::WebhookClient::new(&settings.webhooks)
+        .context("Failed to build the webhook HTTP client")?;
     Ok(AppState {
+        webhooks,
         pool,
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),

@@ -21,6 +21,8 @@
 //! - [`inbox`]: the in-app inbox: delivery into recipients' inboxes, acknowledgements and
 //!   deletions, each pushed live (Redis pub/sub) to the users' streams; stream tickets.
 //! - [`telemetry`]: logging and metrics set-up.
+//! - [`webhooks`]: signed webhook deliveries: Standard Webhooks signing, the SSRF guard, the
+//!   delivery client.
 
 pub mod api_keys;
 pub mod auth;
@@ -40,5 +42,6 @@ pub mod suppression;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod webhooks;
 
 pub use db::MIGRATOR;

@@ -85,6 +85,7 @@ permissions! {
     QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
     DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
+    WebhooksManage => "webhooks:manage", "Manage the project's webhook endpoints and their secrets; told when one is disabled", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
 }
 

@@ -3,6 +3,11 @@
 //! An invitation token is shown once (in the email). Postgres keeps only its SHA-256; the
 //! `send_invitation` job carries it sealed (ChaCha20-Poly1305 under a key derived from
 //! `JWT_SECRET`), so neither Postgres nor Redis holds it in the clear.
+//!
+//! Webhook signing secrets must stay usable to sign, so they cannot be hashed: Postgres keeps
+//! them sealed the same way, under a key derived with its own label
+//! ([`seal_webhook_secret`]), so a sealed job payload and a sealed signing secret never open
+//! with each other's key.
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -23,16 +28,40 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-fn seal_key(secret: &SecretString) -> Key {
+/// Key-derivation label of sealed job payloads.
+const JOB_PAYLOAD_LABEL: &[u8] = b"comet/job-payload-seal/v1:";
+/// Key-derivation label of webhook signing secrets at rest.
+const WEBHOOK_SECRET_LABEL: &[u8] = b"comet/webhook-secret-seal/v1:";
+
+fn seal_key(label: &[u8], secret: &SecretString) -> Key {
     let mut h = Sha256::new();
-    h.update(b"comet/job-payload-seal/v1:");
+    h.update(label);
     h.update(secret.expose_secret().as_bytes());
     Key::from(<[u8; 32]>::from(h.finalize()))
 }
 
 /// Seals a short secret for a job payload: base64url(nonce ‖ ciphertext).
 pub fn seal(secret: &SecretString, plaintext: &str) -> String {
-    let cipher = ChaCha20Poly1305::new(&seal_key(secret));
+    seal_labelled(JOB_PAYLOAD_LABEL, secret, plaintext)
+}
+
+/// Opens what [`seal`] made; `None` if it was tampered with or sealed under another key.
+pub fn open(secret: &SecretString, sealed: &str) -> Option<String> {
+    open_labelled(JOB_PAYLOAD_LABEL, secret, sealed)
+}
+
+/// Seals a webhook signing secret for storage (see the module doc).
+pub fn seal_webhook_secret(secret: &SecretString, plaintext: &str) -> String {
+    seal_labelled(WEBHOOK_SECRET_LABEL, secret, plaintext)
+}
+
+/// Opens what [`seal_webhook_secret`] made.
+pub fn open_webhook_secret(secret: &SecretString, sealed: &str) -> Option<String> {
+    open_labelled(WEBHOOK_SECRET_LABEL, secret, sealed)
+}
+
+fn seal_labelled(label: &[u8], secret: &SecretString, plaintext: &str) -> String {
+    let cipher = ChaCha20Poly1305::new(&seal_key(label, secret));
     let nonce_bytes = rand::random::<[u8; 12]>();
     let ct = cipher
         .encrypt(&Nonce::from(nonce_bytes), plaintext.as_bytes())
@@ -42,14 +71,13 @@ pub fn seal(secret: &SecretString, plaintext: &str) -> String {
     URL_SAFE_NO_PAD.encode(out)
 }
 
-/// Opens what [`seal`] made; `None` if it was tampered with or sealed under another key.
-pub fn open(secret: &SecretString, sealed: &str) -> Option<String> {
+fn open_labelled(label: &[u8], secret: &SecretString, sealed: &str) -> Option<String> {
     let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
     if raw.len() < 12 {
         return None;
     }
     let (nonce, ct) = raw.split_at(12);
-    let cipher = ChaCha20Poly1305::new(&seal_key(secret));
+    let cipher = ChaCha20Poly1305::new(&seal_key(label, secret));
     let nonce: [u8; 12] = nonce.try_into().ok()?;
     let pt = cipher.decrypt(&Nonce::from(nonce), ct).ok()?;
     String::from_utf8(pt).ok()
@@ -104,6 +132,18 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         assert_eq!(open(&k, &URL_SAFE_NO_PAD.encode(bytes)), None);
+    }
+
+    #[test]
+    fn a_sealed_webhook_secret_does_not_open_as_a_job_payload_or_the_reverse() {
+        let k: SecretString = "0123456789abcdef0123456789abcdef".into();
+        let sealed = seal_webhook_secret(&k, "whsec_abc");
+        assert_eq!(
+            open_webhook_secret(&k, &sealed).as_deref(),
+            Some("whsec_abc")
+        );
+        assert_eq!(open(&k, &sealed), None);
+        assert_eq!(open_webhook_secret(&k, &seal(&k, "tok")), None);
     }
 
     #[test]

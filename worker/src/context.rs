@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use shared::{
     config::Settings, email::Mailer, queue::Queues, sessions::Sessions, suppression::Suppressor,
+    webhooks::WebhookClient,
 };
 use sqlx::PgPool;
 
@@ -27,6 +28,8 @@ pub struct JobContext {
     pub rules: Arc<RuleCache>,
     /// Rules' alert suppression, decided in Redis (`process_event`).
     pub suppressor: Suppressor,
+    /// The webhook delivery client, behind the SSRF guard (`deliver_notification`).
+    pub webhooks: WebhookClient,
 }
 
 impl JobContext {
@@ -34,10 +37,13 @@ impl JobContext {
     /// built here, so a malformed `SMTP_URL` or `FROM_EMAIL` fails start-up.
     pub fn new(settings: Arc<Settings>, pool: PgPool, queues: Queues) -> anyhow::Result<Self> {
         let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
+        let webhooks =
+            WebhookClient::new(&settings.webhooks).context("Failed to build the webhook client")?;
         Ok(Self {
             sessions: Sessions::new(&queues),
             rules: Arc::default(),
             suppressor: Suppressor::new(&queues),
+            webhooks,
             pool,
             queues,
             settings,

@@ -13,3 +13,4 @@ pub mod projects;
 pub mod queues;
 pub mod rules;
 pub mod users;
+pub mod webhook_endpoints;

@@ -501,17 +501,7 @@ pub struct RuleParams {
 }
 
 fn encode_cursor(r: &Rule) -> String {
-    format!("{}_{}", r.created_at.timestamp_micros(), r.id)
-}
-
-fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = c.split_once('_')?;
-    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
-    // a forged cursor must not reach Postgres with a time it cannot hold (a 500)
-    if !(1..=9999).contains(&chrono::Datelike::year(&at)) {
-        return None;
-    }
-    Some((at, Uuid::parse_str(id).ok()?))
+    crate::envelope::created_cursor(r.created_at, r.id)
 }
 
 /// The project's rules, oldest first.
@@ -529,21 +519,7 @@ async fn list_rules(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<RuleParams>,
 ) -> Result<ApiJson<CursorList<Rule>>> {
-    let mut errors = FieldErrors::new();
-    let limit = errors.check("limit", within(params.limit.unwrap_or(50), 1..=100));
-    let after = match crate::filters::given(params.after.as_deref()) {
-        None => None,
-        Some(c) => {
-            let decoded = decode_cursor(c);
-            if decoded.is_none() {
-                errors.add("after", "is not a cursor from this list (meta.nextCursor)");
-            }
-            decoded
-        }
-    };
-    let Some(limit) = limit.filter(|_| errors.is_empty()) else {
-        return Err(errors.into());
-    };
+    let (limit, after) = crate::envelope::cursor_page(params.limit, params.after.as_deref())?;
     let rows = db::rules::list(
         &s.pool,
         auth.claims.project_id,

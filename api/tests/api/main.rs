@@ -29,3 +29,4 @@ mod sessions;
 mod tenancy;
 mod users;
 mod validation;
+mod webhooks;

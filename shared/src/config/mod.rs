@@ -3,7 +3,8 @@
 //! Nothing else in Comet reads environment variables. Settings are split by concern, each part
 //! in its own module parsing its own variables (and holding their defaults, written once):
 //! [`stores`] (Postgres, Redis), [`http`] (the API), [`auth`] (tokens, login limits), [`email`],
-//! [`users`] (invitations), [`queue`] (the queue, and the worker process). Every variable is
+//! [`users`] (invitations), [`queue`] (the queue, and the worker process), [`webhooks`]
+//! (webhook delivery). Every variable is
 //! documented in `.env.example` and README; a missing or malformed one fails start-up with its
 //! name in the message.
 
@@ -15,6 +16,7 @@ mod inbox;
 mod queue;
 mod stores;
 mod users;
+mod webhooks;
 
 use std::{str::FromStr, time::Duration};
 
@@ -26,6 +28,7 @@ pub use inbox::InboxSettings;
 pub use queue::{QueueSettings, WorkerSettings};
 pub use stores::{DatabaseSettings, RedisSettings};
 pub use users::UserSettings;
+pub use webhooks::WebhookSettings;
 
 /// A configuration problem, naming the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,8 @@ pub struct Settings {
     pub inbox: InboxSettings,
     /// The worker process.
     pub worker: WorkerSettings,
+    /// Webhook endpoints and deliveries.
+    pub webhooks: WebhookSettings,
 }
 
 /// A fixed-window rate limit: `count` actions per `window`.
@@ -233,6 +238,7 @@ impl Settings {
             events: EventSettings::from_env(&env)?,
             inbox: InboxSettings::from_env(&env)?,
             worker: WorkerSettings::from_env(&env)?,
+            webhooks: WebhookSettings::from_env(&env)?,
             log_format,
             app_env,
         })
@@ -328,6 +334,8 @@ mod tests {
             "REQUEST_TIMEOUT_SECS",
             "DATABASE_MAX_CONNECTIONS",
             "JOB_MAX_OPEN_PER_PROJECT",
+            "WEBHOOK_TIMEOUT_MS",
+            "WEBHOOK_DISABLE_AFTER_SECS",
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, "0"));

@@ -25,6 +25,7 @@ pub mod projects;
 pub mod roles;
 pub mod rules;
 pub mod users;
+pub mod webhook_endpoints;
 
 use std::time::Duration;
 

@@ -101,6 +101,8 @@ impl TestEnv {
             ("PORT", "0".into()),
             ("WORKER_PORT", "0".into()),
             ("DATABASE_MAX_CONNECTIONS", "5".into()),
+            // webhook receivers in tests listen on loopback
+            ("WEBHOOK_ALLOW_PRIVATE", "true".into()),
         ];
         let mut settings =
             Settings::from_source(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))

@@ -5,8 +5,9 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`, `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects` (platform tokens, projects, API keys and their rows);
-//! `openapi` reads the served document.
+//! database), `audit`, `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
+//! (platform tokens, projects, API keys and their rows); `webhooks` (the endpoint routes, a
+//! loopback receiver and a signature verifier); `openapi` reads the served document.
 
 mod audit;
 mod events;
@@ -16,6 +17,7 @@ mod openapi;
 mod process;
 mod projects;
 mod users;
+mod webhooks;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -33,6 +35,7 @@ pub use inbox::{
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;
+pub use webhooks::{Receiver, endpoint_body, verifies, verify_at};
 
 /// The permissions of the default `member` role, sorted as the API lists them.
 pub fn member_permissions() -> Vec<&'static str> {

@@ -1,7 +1,115 @@
-//! The webhook channel (wired when its library lands; see the lead's integration).
+//! The webhook channel: one signed POST (Standard Webhooks 1.0, see [`shared::webhooks`]) per
+//! enabled endpoint of the project whose event-type filter selects the notification's event
+//! (a digest or a notice, which have no single event, goes to the endpoints without a filter).
+//!
+//! The message is the same on every attempt and to every endpoint: `webhook-id` is fixed per
+//! notification, the body is built from stored rows; only `webhook-timestamp` (and so the
+//! signature) is the attempt's own, as receivers check its freshness. Each result also feeds the
+//! endpoint's failing streak: an endpoint failing for `WEBHOOK_DISABLE_AFTER_SECS` is disabled,
+//! audited, and its managers get a `system` notification, delivered in-app here.
+
+use anyhow::Context as _;
+use chrono::Utc;
+use serde_json::json;
+use shared::{
+    db::{self, deliveries::Outcome, notifications::ToEnqueue},
+    jobs::enqueue_deliveries,
+    webhooks::{self, SendOutcome},
+};
 
 use super::{Delivery, TargetResult};
 
-pub(super) async fn deliver(_d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
-    anyhow::bail!("the webhook channel is not wired yet")
+/// The body every endpoint receives for a notification.
+fn body(d: &Delivery<'_>) -> serde_json::Value {
+    let n = d.notification;
+    let event = n.event_id.map(|id| {
+        json!({
+            "id": id,
+            "type": n.event_type,
+            "source": n.event_source,
+            "occurredAt": n.event_occurred_at,
+            "payload": n.event_payload,
+        })
+    });
+    json!({
+        "type": format!("notification.{}", n.kind),
+        "timestamp": n.created_at,
+        "data": {
+            "notificationId": d.job.notification_id,
+            "projectId": d.job.project_id,
+            "kind": n.kind,
+            "ruleId": n.rule_id,
+            "ruleName": n.rule_name,
+            "title": n.title,
+            "body": n.body,
+            "priority": n.priority,
+            "sound": n.sound,
+            "createdAt": n.created_at,
+            "event": event,
+            "details": n.data,
+        }
+    })
+}
+
+pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
+    let ctx = d.ctx;
+    let project = d.job.project_id;
+    // no event (a digest, a notice): only the endpoints that take every type
+    let event_type = d.notification.event_type.as_deref().unwrap_or("");
+    let endpoints = db::webhook_endpoints::matching(&ctx.pool, project, event_type)
+        .await
+        .context("Failed to read the webhook endpoints")?;
+    let body = serde_json::to_vec(&body(d)).context("Failed to serialise the webhook body")?;
+    let msg_id = webhooks::message_id(d.job.notification_id);
+    let mut results = Vec::new();
+    for ep in endpoints.iter().filter(|e| !d.done.contains(&e.endpoint_id)) {
+        let mut result = TargetResult::new(ep.endpoint_id, Outcome::Ok);
+        let sent = webhooks::deliver(
+            &ctx.webhooks,
+            ep,
+            &ctx.settings.auth.jwt_secret,
+            &msg_id,
+            &body,
+            Utc::now(),
+        )
+        .await;
+        result.attempt.http_status = sent.outcome.status().map(i32::from);
+        match &sent.outcome {
+            SendOutcome::Delivered { .. } => {}
+            SendOutcome::Retry {
+                retry_after, error, ..
+            } => {
+                result.attempt.outcome = Outcome::Retry;
+                result.attempt.error = Some(error.clone());
+                result.retry_after = *retry_after;
+            }
+            SendOutcome::Permanent { error, .. } => {
+                result.attempt.outcome = Outcome::Permanent;
+                result.attempt.error = Some(error.clone());
+            }
+        }
+        let recorded = db::webhook_endpoints::record_result(
+            &ctx.pool,
+            project,
+            ep.endpoint_id,
+            sent.outcome.is_success(),
+            Utc::now(),
+            ctx.settings.webhooks.disable_after,
+        )
+        .await
+        .context("Failed to record the endpoint's result")?;
+        if let Some(notice) = recorded.notification_id {
+            let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
+            let created = ToEnqueue {
+                notification_id: notice,
+                channels: vec!["inApp".into()],
+            };
+            enqueue_deliveries(&mut tx, project, &[created], None)
+                .await
+                .context("Failed to enqueue the disabled endpoint's notice")?;
+            tx.commit().await.context("Failed to commit")?;
+        }
+        results.push(result);
+    }
+    Ok(results)
 }
