@@ -29,4 +29,5 @@ mod sessions;
 mod tenancy;
 mod users;
 mod validation;
+mod webhook_deliveries;
 mod webhooks;

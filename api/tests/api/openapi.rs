@@ -26,6 +26,7 @@ const PUBLIC: &[&str] = &[
 const ANY_TOKEN: &[&str] = &[
     "/api/v1/auth/logout",
     "/api/v1/users/me",
+    "/api/v1/users/me/notification-preferences",
     "/api/v1/projects/current",
     // a user's own inbox: any user's token of the project
     "/api/v1/notifications",
