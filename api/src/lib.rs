@@ -17,7 +17,8 @@
 //!   suspension or deletion reaching every process), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
-//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
+//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`, then after the commit
+//!   `s.outbox.wake()`: the relays are woken by a Redis publish, not by the transaction).
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub sessions: shared::sessions::Sessions,
     /// Revocations this process made (fallback when Redis is unreachable).
     pub revocations: Arc<auth::RevocationCache>,
+    /// Wakes the outbox relays: call `wake()` after committing a transaction that enqueued.
+    pub outbox: shared::queue::OutboxWaker,
 }
 
 #[derive(OpenApi)]
@@ -218,6 +221,7 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         pool,
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),
+        outbox: shared::queue::OutboxWaker::spawn(queues.clone()),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),

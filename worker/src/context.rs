@@ -3,7 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use shared::{config::Settings, email::Mailer, queue::Queues, sessions::Sessions};
+use shared::{
+    config::Settings,
+    email::Mailer,
+    queue::{OutboxWaker, Queues},
+    sessions::Sessions,
+};
 use sqlx::PgPool;
 
 use crate::rules_cache::RuleCache;
@@ -23,6 +28,9 @@ pub struct JobContext {
     pub sessions: Sessions,
     /// Compiled rules per project (`process_event`).
     pub rules: Arc<RuleCache>,
+    /// Wakes the outbox relays: a job that enqueues through the outbox (`Job::enqueue` in its
+    /// transaction) calls `wake()` after the commit.
+    pub outbox: OutboxWaker,
 }
 
 impl JobContext {
@@ -33,6 +41,7 @@ impl JobContext {
         Ok(Self {
             sessions: Sessions::new(&queues),
             rules: Arc::default(),
+            outbox: OutboxWaker::spawn(queues.clone()),
             pool,
             queues,
             settings,

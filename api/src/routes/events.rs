@@ -262,6 +262,7 @@ async fn create_event(
     )
     .await?;
     tx.commit().await?;
+    s.outbox.wake();
     let a = accepted
         .first()
         .copied()
@@ -411,6 +412,7 @@ async fn create_events_batch(
     let accepted =
         db::events::accept(&mut tx, project_id, &events, &request_id::enqueue_options()).await?;
     tx.commit().await?;
+    s.outbox.wake();
     for ((index, _), a) in valid.iter().zip(&accepted) {
         let item = &mut results[*index];
         item.event_id = Some(a.event_id);

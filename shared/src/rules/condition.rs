@@ -361,7 +361,8 @@ mod tests {
     #[test]
     fn evaluations_share_the_library_but_never_an_event() {
         // one program, many events, on several threads at once: each sees only its own event
-        let c = Condition::compile("event.payload.n + event.payload.n == event.payload.twice").unwrap();
+        let c =
+            Condition::compile("event.payload.n + event.payload.n == event.payload.twice").unwrap();
         let other = Condition::compile("has(event.payload.leak)").unwrap();
         std::thread::scope(|s| {
             for t in 0..4_i64 {
