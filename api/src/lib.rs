@@ -14,7 +14,8 @@
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
 //!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
-//!   suspension or deletion reaching every process), [`passwords`] (Argon2 off the async
+//!   suspension or deletion reaching every process), [`project_settings`] (projects' settings
+//!   cached per process, dropped on every process when changed), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
 //!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`, then after the commit
@@ -31,6 +32,7 @@ pub mod error;
 pub mod extract;
 pub mod filters;
 pub mod passwords;
+pub mod project_settings;
 pub mod project_state;
 pub mod quota;
 pub mod rate_limit;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub revocations: Arc<auth::RevocationCache>,
     /// Wakes the outbox relays: call `wake()` after committing a transaction that enqueued.
     pub outbox: shared::queue::OutboxWaker,
+    /// Projects' settings, cached ([`project_settings`]).
+    pub project_settings: Arc<project_settings::SettingsCache>,
 }
 
 #[derive(OpenApi)]
@@ -222,6 +226,7 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),
         outbox: shared::queue::OutboxWaker::spawn(queues.clone()),
+        project_settings: Arc::default(),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),
@@ -236,6 +241,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // a Redis that lost the blocked projects' markers gets them back
     tokio::spawn(project_state::refill(state.clone()));
+    // projects changed on other processes leave this one's settings cache
+    tokio::spawn(project_settings::listen(state.clone()));
     // connect info: the client address for per-IP login rate limits
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)

@@ -16,7 +16,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
-    config::MAX_BATCH,
+    config::{MAX_BATCH, RateLimit},
     db::{self, events::NewEvent},
     domain::{FieldError, FieldErrors, IdempotencyKey, Invalid, parse_instant, read_json_object},
     queue::JobState,
@@ -192,16 +192,27 @@ fn rate_headers(a: &Allowance) -> [(HeaderName, HeaderValue); 3] {
     ]
 }
 
-/// Takes `count` events from the project's rate; a refusal is the whole `429` response.
+/// Takes `count` events from the project's rate (its `settings.eventsPerSecond`, else
+/// `RATE_LIMIT_EVENTS_PER_PROJECT`); a refusal is the whole `429` response.
 async fn take_rate(
     s: &AppState,
     project_id: Uuid,
     count: u64,
 ) -> std::result::Result<Allowance, Response> {
-    let limit = &s.settings.events.per_project;
+    let settings = crate::project_settings::get(s, project_id)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    // a project's own rate counts in a window of its own (its length differs from the default's)
+    let (key, limit) = match settings.events_per_second {
+        Some(eps) => (
+            format!("{project_id}:1s"),
+            RateLimit::per_secs(u64::from(eps), 1),
+        ),
+        None => (project_id.to_string(), s.settings.events.per_project),
+    };
     let allowance = s
         .sessions
-        .take("events", &project_id.to_string(), limit, count)
+        .take("events", &key, &limit, count)
         .await
         .map_err(|e| ApiError::session_store(e).into_response())?;
     if allowance.allowed {

@@ -7,6 +7,7 @@ mod auth;
 mod clock;
 mod contract;
 mod envelope;
+mod event_rates;
 mod events;
 mod flow;
 mod hardening;

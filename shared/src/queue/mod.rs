@@ -386,6 +386,11 @@ impl Queues {
         self.conn.clone()
     }
 
+    /// The client, for connections of their own (pub/sub subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// The key prefix every Comet key starts with.
     pub fn prefix(&self) -> &str {
         &self.prefix
