@@ -23,6 +23,7 @@
 #   DB (comet_bench_events; dropped and recreated)  PG_URL (postgres://postgres@127.0.0.1:5432)
 #   REDIS_URL (redis://127.0.0.1:6379)  PREFIX (bench-events; its keys deleted before and after)
 #   PORT (18091)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)  PEER (1)
+#   PG_QUERY (appended as ?PG_QUERY to the processes' DATABASE_URL, e.g. Postgres options)
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 set -euo pipefail
@@ -72,7 +73,7 @@ PEERS=$ROOT/../shared/bench/peers
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export APP_ENV=development LOG_FORMAT=json RUST_LOG=warn
-export DATABASE_URL=$PG_URL/$DB REDIS_URL REDIS_PREFIX=$PREFIX
+export DATABASE_URL=$PG_URL/$DB${PG_QUERY:+?$PG_QUERY} REDIS_URL REDIS_PREFIX=$PREFIX
 export JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export APP_BASE_URL=http://bench.test EMAIL_OUTBOX_DIR=$WORK/outbox
 # the limits are not what is measured here
@@ -130,7 +131,8 @@ SQL
   python3 "$HERE/events_bench.py" --bin "$BIN" --logs "$OUT" --port "$PORT" --db "$DATABASE_URL" \
     --project "$project" --api-key "$key" --single-rate "$SINGLE_RATE" --single-secs "$SINGLE_SECS" \
     --batch-n "$BATCH_N" --batch-conc "$BATCH_CONC" --proc-secs "$PROC_SECS" \
-    --lat-rate "$LAT_RATE" --lat-secs "$LAT_SECS" --clean "bash -c clean_redis" \
+    --lat-rate "$LAT_RATE" --lat-secs "$LAT_SECS" \
+    --clean "redis-cli -h $RHOST -p $RPORT --scan --pattern '$PREFIX:*' | xargs -r -n 500 redis-cli -h $RHOST -p $RPORT del > /dev/null" \
     --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
   clean_redis
 }

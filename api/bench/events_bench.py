@@ -142,6 +142,26 @@ class Psql:
         self.p.wait()
 
 
+PG_DB = ""
+
+
+def pg_cpu():
+    """CPU seconds the Postgres backends serving the bench's database used so far (not the
+    server's shared processes: WAL writer, checkpointer; nor other databases' backends)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline") as f:
+                    cmd = f.read()
+                if not cmd.startswith("postgres: ") or f" {PG_DB} " not in cmd:
+                    continue
+                total += cpu_of(pid)
+            except OSError:
+                pass
+    return total
+
+
 def cpu_of(pid):
     """CPU seconds (user + system) a process used so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -188,6 +208,8 @@ async def main():
                 p.kill()
                 p.wait()
 
+    global PG_DB
+    PG_DB = args.db.rsplit("/", 1)[-1]
     headers = {"X-API-Key": args.api_key}
     body = json.dumps(EVENT).encode()
     project = args.project
@@ -201,7 +223,7 @@ async def main():
         await open_loop(args.port, headers, 500, 2, body, 64)
 
         # 1. single events, open loop
-        ru0, api0 = resource.getrusage(resource.RUSAGE_SELF), cpu_of(api.pid)
+        ru0, api0, pg0 = resource.getrusage(resource.RUSAGE_SELF), cpu_of(api.pid), pg_cpu()
         t = now()
         lats, statuses, conns = await open_loop(args.port, headers, args.single_rate, args.single_secs,
                                                 body, args.single_conns)
@@ -209,7 +231,7 @@ async def main():
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         result["single"] = dict(summary(lats), offered=args.single_rate, secs=args.single_secs,
                                 achieved=len(lats) / wall, statuses=statuses, conns=conns,
-                                api_cpu_s=cpu_of(api.pid) - api0,
+                                api_cpu_s=cpu_of(api.pid) - api0, pg_cpu_s=pg_cpu() - pg0,
                                 driver_cpu_s=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
         print(f"single: {result['single']}", file=sys.stderr)
 
@@ -229,14 +251,15 @@ async def main():
                 bstat[s] = bstat.get(s, 0) + 1
             c.close()
 
-        api0 = cpu_of(api.pid)
+        api0, pg0 = cpu_of(api.pid), pg_cpu()
         t = now()
         await asyncio.gather(*(batcher() for _ in range(args.batch_conc)))
         wall = now() - t
         accepted = bstat.get(202, 0) * 1000
         result["batch"] = {"events": accepted, "secs": wall, "events_per_s": accepted / wall,
                            "statuses": bstat, "request_p50_ms": pct(blats, 50),
-                           "request_p99_ms": pct(blats, 99), "api_cpu_s": cpu_of(api.pid) - api0}
+                           "request_p99_ms": pct(blats, 99), "api_cpu_s": cpu_of(api.pid) - api0,
+                           "pg_cpu_s": pg_cpu() - pg0}
         print(f"batch: {result['batch']}", file=sys.stderr)
 
         # 3. process_event on the backlog
@@ -253,12 +276,12 @@ async def main():
             await asyncio.sleep(0.05)
         t_first = now()
         await asyncio.sleep(args.proc_skip)
-        n1, t1, w1 = int(sql.query(done_q)[0]), now(), cpu_of(worker.pid)
+        n1, t1, w1, pg1 = int(sql.query(done_q)[0]), now(), cpu_of(worker.pid), pg_cpu()
         while now() - t1 < args.proc_secs:
             await asyncio.sleep(0.5)
             if int(sql.query(done_q)[0]) - base >= backlog:
                 break
-        n2, t2, w2 = int(sql.query(done_q)[0]), now(), cpu_of(worker.pid)
+        n2, t2, w2, pg2 = int(sql.query(done_q)[0]), now(), cpu_of(worker.pid), pg_cpu()
         notes = sql.query(f"SELECT count(*), (SELECT count(*) FROM notification_recipients "
                           f"WHERE project_id = '{project}') FROM notifications "
                           f"WHERE project_id = '{project}'")[0].split("|")
@@ -267,6 +290,8 @@ async def main():
                              "events_per_s": processed / (t2 - t1),
                              "first_after_s": t_first - t_start,
                              "worker_cpu_ms_per_event": (w2 - w1) * 1000 / max(processed, 1),
+                             "pg_cpu_ms_per_event": (pg2 - pg1) * 1000 / max(processed, 1),
+                             "loadavg": open("/proc/loadavg").read().split()[:3],
                              "notifications": int(notes[0]), "recipients": int(notes[1])}
         print(f"process: {result['process']}", file=sys.stderr)
         stop(worker)

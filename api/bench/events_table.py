@@ -83,6 +83,10 @@ if args.md:
         if args.foreign not in ("", "null") else "- (no guard report)",
         f"- single ingest: API CPU {s['api_cpu_s']:.1f} s, load generator (Python) CPU {s['driver_cpu_s']:.1f} s "
         f"over {s['secs']:.0f} s; {s['conns']} connections; batch: API CPU {b['api_cpu_s']:.1f} s over {b['secs']:.1f} s",
+        (f"- Postgres backends of the bench's database, CPU: single ingest {s['pg_cpu_s']:.1f} s "
+         f"({s['pg_cpu_s'] * 1000 / max(s['n'], 1):.2f} ms per request), batch {b['pg_cpu_s']:.1f} s, "
+         f"process_event {p['pg_cpu_ms_per_event']:.2f} ms per event (worker {p['worker_cpu_ms_per_event']:.2f} ms)")
+        if "pg_cpu_s" in s else "- (no Postgres CPU figures)",
         f"- peer figures: graphile-worker, {args.peer_source}",
         "",
         *table,
