@@ -149,7 +149,7 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
 
 /// Waits until a relay of the environment listens on the outbox wake channel.
 async fn relay_subscribed(env: &TestEnv) {
-    let client = env.settings.redis_client().unwrap();
+    let client = env.settings.redis_client().expect("a Redis client");
     let channel = env.queues.outbox_wake_channel();
     eventually(Duration::from_secs(10), "a relay subscribes", || async {
         let mut conn = client.get_multiplexed_async_connection().await.ok()?;
@@ -166,9 +166,9 @@ async fn relay_subscribed(env: &TestEnv) {
 
 async fn commit_one(env: &TestEnv) -> uuid::Uuid {
     let job = ping_job(env, |_| {});
-    let mut tx = env.pool.begin().await.unwrap();
-    outbox::insert(&mut tx, &job).await.unwrap();
-    tx.commit().await.unwrap();
+    let mut tx = env.pool.begin().await.expect("begin");
+    outbox::insert(&mut tx, &job).await.expect("outbox insert");
+    tx.commit().await.expect("commit");
     job.id
 }
 
