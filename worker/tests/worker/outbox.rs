@@ -8,7 +8,7 @@ use comet_worker::services::relay::relay_once;
 use shared::{
     db::outbox,
     queue::{JobState, OutboxWaker, Queues},
-    testing::{TestEnv, eventually},
+    testing::{TestEnv, eventually, outbox_relay_subscribed},
 };
 
 use crate::helpers::{InProcessWorker, PrivateRedis, ping_job};
@@ -147,23 +147,6 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2500);
 }
 
-/// Waits until a relay of the environment listens on the outbox wake channel.
-async fn relay_subscribed(env: &TestEnv) {
-    let client = env.settings.redis_client().expect("a Redis client");
-    let channel = env.queues.outbox_wake_channel();
-    eventually(Duration::from_secs(10), "a relay subscribes", || async {
-        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&channel)
-            .query_async(&mut conn)
-            .await
-            .ok()?;
-        (n >= 1).then_some(())
-    })
-    .await;
-}
-
 async fn commit_one(env: &TestEnv) -> uuid::Uuid {
     let job = ping_job(env, |_| {});
     let mut tx = env.pool.begin().await.expect("begin");
@@ -177,7 +160,7 @@ async fn a_committed_job_is_relayed_promptly_by_a_wake_after_the_commit_not_by_n
     // the poll would take a minute: only the wake can relay within the test's time
     let env = TestEnv::with(|s| s.worker.outbox_poll = Duration::from_secs(60)).await;
     let worker = InProcessWorker::start(&env).await;
-    relay_subscribed(&env).await;
+    outbox_relay_subscribed(&env).await;
 
     // committed, no wake: nothing (no NOTIFY) moves it
     let id = commit_one(&env).await;
@@ -207,7 +190,7 @@ async fn a_committed_job_is_relayed_promptly_by_a_wake_after_the_commit_not_by_n
 async fn the_poll_relays_a_row_whose_wake_was_never_sent() {
     let env = TestEnv::with(|s| s.worker.outbox_poll = Duration::from_millis(300)).await;
     let worker = InProcessWorker::start(&env).await;
-    relay_subscribed(&env).await;
+    outbox_relay_subscribed(&env).await;
     // as if the process died between its commit and its wake
     let id = commit_one(&env).await;
     eventually(
