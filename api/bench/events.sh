@@ -23,6 +23,7 @@
 #   DB (comet_bench_events; dropped and recreated)  PG_URL (postgres://postgres@127.0.0.1:5432)
 #   REDIS_URL (redis://127.0.0.1:6379)  PREFIX (bench-events; its keys deleted before and after)
 #   PORT (18091)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)  PEER (1)
+#   INGEST_WORKER (0; 1 = the worker, and so the relay, runs during the ingest phases too)
 #   PG_QUERY (appended as ?PG_QUERY to the processes' DATABASE_URL, e.g. Postgres options)
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
@@ -131,7 +132,7 @@ SQL
   python3 "$HERE/events_bench.py" --bin "$BIN" --logs "$OUT" --port "$PORT" --db "$DATABASE_URL" \
     --project "$project" --api-key "$key" --single-rate "$SINGLE_RATE" --single-secs "$SINGLE_SECS" \
     --batch-n "$BATCH_N" --batch-conc "$BATCH_CONC" --proc-secs "$PROC_SECS" \
-    --lat-rate "$LAT_RATE" --lat-secs "$LAT_SECS" \
+    --lat-rate "$LAT_RATE" --lat-secs "$LAT_SECS" --ingest-worker "${INGEST_WORKER:-0}" \
     --clean "redis-cli -h $RHOST -p $RPORT --scan --pattern '$PREFIX:*' | xargs -r -n 500 redis-cli -h $RHOST -p $RPORT del > /dev/null" \
     --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
   clean_redis
@@ -142,6 +143,7 @@ T_START=$(date +%s)
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 export -f measure clean_redis
+export INGEST_WORKER=${INGEST_WORKER:-0}
 export HERE OUT WORK BIN PG_URL DB PORT PREFIX RHOST RPORT SINGLE_RATE SINGLE_SECS BATCH_N BATCH_CONC PROC_SECS LAT_RATE LAT_SECS
 GUARD=()
 [ -f "$PEERS/guard.py" ] && GUARD=(python3 "$PEERS/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --)

@@ -187,6 +187,8 @@ async def main():
     ap.add_argument("--lat-rate", type=float, default=100)
     ap.add_argument("--lat-secs", type=float, default=10)
     ap.add_argument("--poll-ms", type=float, default=1)
+    ap.add_argument("--ingest-worker", type=int, default=0,
+                    help="1: the worker runs during the ingest phases too (its relay keeps the outbox short)")
     ap.add_argument("--clean", required=True, help="a command that deletes the Redis prefix's keys")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -222,6 +224,11 @@ async def main():
         # warm-up: connections, prepared statements, the key lookup
         await open_loop(args.port, headers, 500, 2, body, 64)
 
+        ingest_worker = None
+        if args.ingest_worker:
+            ingest_worker = spawn("worker", [f"{args.bin}/comet-worker"], {"WORKER_PORT": "0"})
+            await asyncio.sleep(1.0)
+
         # 1. single events, open loop
         ru0, api0, pg0 = resource.getrusage(resource.RUSAGE_SELF), cpu_of(api.pid), pg_cpu()
         t = now()
@@ -229,7 +236,7 @@ async def main():
                                                 body, args.single_conns)
         wall = now() - t
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        result["single"] = dict(summary(lats), offered=args.single_rate, secs=args.single_secs,
+        result["single"] = dict(summary(lats), offered=args.single_rate, worker=bool(args.ingest_worker), secs=args.single_secs,
                                 achieved=len(lats) / wall, statuses=statuses, conns=conns,
                                 api_cpu_s=cpu_of(api.pid) - api0, pg_cpu_s=pg_cpu() - pg0,
                                 driver_cpu_s=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
@@ -261,6 +268,9 @@ async def main():
                            "request_p99_ms": pct(blats, 99), "api_cpu_s": cpu_of(api.pid) - api0,
                            "pg_cpu_s": pg_cpu() - pg0}
         print(f"batch: {result['batch']}", file=sys.stderr)
+
+        if ingest_worker:
+            stop(ingest_worker)
 
         # 3. process_event on the backlog
         backlog = int(sql.query(f"SELECT count(*) FROM events WHERE project_id = '{project}' "
