@@ -159,3 +159,66 @@ async fn a_410_goes_dead_at_once_and_retry_after_is_waited_for() {
         "retried after {wait}, Retry-After asked 5 s"
     );
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_past_the_disable_period_is_disabled_and_its_managers_told_in_app() {
+    let receiver = Receiver::start().await;
+    let mut app = TestApp::spawn_with(|s| s.webhooks.disable_after = Duration::ZERO).await;
+    let token = app.admin_token();
+    let project = app.project_id();
+    let ada = app.active_user(project, "ada@example.com", "admin").await;
+    let bob = app.active_user(project, "bob@example.com", "member").await;
+    let failing = app
+        .endpoint(&token, &endpoint_body(&receiver.url("/status/500"), &[]))
+        .await;
+    webhook_rule(&app, &token).await;
+
+    app.event(&token, &json!({"type": "alert.c", "payload": {}}))
+        .await;
+    app.start_worker().await;
+    // the first failure already lasts the (zero) period: the endpoint is disabled
+    let id = failing["id"].as_str().expect("an id");
+    eventually(Duration::from_secs(20), "the endpoint disabled", || async {
+        let resp = send(app.authed(
+            Method::GET,
+            &format!("/api/v1/webhook-endpoints/{id}"),
+            &token,
+        ))
+        .await;
+        let body: Value = resp.json().await.ok()?;
+        (body["data"]["enabled"] == false).then_some(())
+    })
+    .await;
+    // the notice reaches the admin's inbox through an in-app delivery job; not the member's
+    let (notice, delivered): (Uuid, Option<chrono::DateTime<chrono::Utc>>) = eventually(
+        Duration::from_secs(20),
+        "the notice delivered in-app",
+        || async {
+            let row: Option<(Uuid, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+                "SELECT n.notification_id, r.delivered_at FROM notifications n \
+                 JOIN notification_recipients r USING (project_id, notification_id) \
+                 WHERE n.kind = 'system' AND r.user_id = $1",
+            )
+            .bind(ada)
+            .fetch_optional(&app.env.pool)
+            .await
+            .ok()?;
+            row.filter(|(_, at)| at.is_some())
+        },
+    )
+    .await;
+    assert!(delivered.is_some());
+    let others: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notification_recipients WHERE notification_id = $1 AND user_id = $2",
+    )
+    .bind(notice)
+    .bind(bob)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(others, 0, "only webhooks:manage holders are told");
+    let audited = app
+        .audit_logs(&token, "?action=webhook_endpoint.disabled")
+        .await;
+    assert_eq!(audited["data"].as_array().unwrap().len(), 1, "{audited}");
+}
