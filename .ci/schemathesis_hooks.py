@@ -36,6 +36,15 @@ The rules the schema cannot hold, and what the hook does about each:
   `http://127.0.0.1:9/comet-hook` (the discard port: a test message finds nothing listening).
 - `POST /api/v1/projects/{id}/api-keys`: `expiresAt` is in the future and at most 10 years
   ahead; one outside becomes 30 days from now.
+- `PUT /api/v1/users/me/notification-preferences`: `quietHours.timeZone` is an IANA zone name
+  (a generated one becomes `Europe/Paris`) and `quietHours.end` differs from its `start` (an
+  equal one moves an hour on).
+- `/api/v1/notifications/{id}/…`: the stateful phase infers links from the stream ticket's
+  `url` (`/api/v1/notifications/stream?ticket=…`) and takes `stream` for an `{id}`; a static
+  sibling segment standing in for an id becomes a random id (a 404).
+- `GET /api/v1/notifications/stream`: a browser sends `?ticket=`, anything else the
+  `Authorization` header, never both (`400`); every caller of the run sends the header, so a
+  generated `ticket` is dropped.
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
@@ -62,6 +71,8 @@ _CONDITION = 'event.type != ""'
 _TEMPLATE_SYNTAX = str.maketrans("", "", "{}%#|")
 _WEBHOOK_URL = "http://127.0.0.1:9/comet-hook"
 _WEBHOOK_URL_PATTERN = re.compile(r"^https?://[^\s@/?#]+([/?#]\S*)?$")
+
+_NOTIFICATION_SIBLINGS = ("stream", "stream-ticket", "unread-count", "acknowledge-all")
 
 _USER_WRITES = (
     "/api/v1/users/{id}/deactivate",
@@ -168,6 +179,13 @@ def before_call(context, case, kwargs):
         if isinstance(user, str) and user.lower() in _PROTECTED:
             case.path_parameters["id"] = str(uuid.uuid4())
 
+    if path.startswith("/api/v1/notifications/{id}") and isinstance(case.path_parameters, dict):
+        if case.path_parameters.get("id") in _NOTIFICATION_SIBLINGS:
+            case.path_parameters["id"] = str(uuid.uuid4())
+
+    if path == "/api/v1/notifications/stream" and query is not None:
+        query.pop("ticket", None)
+
     if method == "GET" and query is not None:
         after = query.get("after")
         if path == "/api/v1/users" and _CURSOR and isinstance(after, str) and after:
@@ -204,8 +222,18 @@ def before_call(context, case, kwargs):
         _fix_rule_test(body)
     elif path in ("/api/v1/webhook-endpoints", "/api/v1/webhook-endpoints/{id}"):
         url = body.get("url")
-        if _is_text(url, 8, 2048) and _WEBHOOK_URL_PATTERN.match(url):
+        # the schema's pattern lets control characters through (NUL too): any URL it allows
+        # is replaced, whatever it holds
+        if isinstance(url, str) and 8 <= len(url) <= 2048 and _WEBHOOK_URL_PATTERN.match(url):
             body["url"] = _WEBHOOK_URL
+    elif path == "/api/v1/users/me/notification-preferences":
+        quiet = body.get("quietHours")
+        if isinstance(quiet, dict):
+            if isinstance(quiet.get("timeZone"), str):
+                quiet["timeZone"] = "Europe/Paris"
+            start, end = quiet.get("start"), quiet.get("end")
+            if isinstance(start, str) and start == end and len(start) == 5:
+                quiet["end"] = f"{(int(start[:2]) + 1) % 24:02d}{start[2:]}"
     elif path == "/api/v1/projects/{id}/api-keys":
         expires = _instant(body.get("expiresAt"))
         if expires is not None and not now < expires < now + dt.timedelta(days=3650):

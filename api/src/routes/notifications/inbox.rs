@@ -64,7 +64,8 @@ impl InboxParams {
         let to = errors.check("to", filters::instant(self.to.as_deref()));
         let before = errors.check(
             "before",
-            filters::given(self.before.as_deref())
+            self.before
+                .as_deref()
                 .map(|b| {
                     Uuid::parse_str(b).map_err(|_| {
                         Invalid::new("is not a cursor from this list (meta.nextCursor)")

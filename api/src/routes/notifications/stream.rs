@@ -91,8 +91,8 @@ pub(super) async fn stream_ticket(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamParams {
-    /// A ticket from `POST /api/v1/notifications/stream-ticket` (instead of `Authorization`).
-    /// Access tokens are never accepted in the URL.
+    /// A ticket from `POST /api/v1/notifications/stream-ticket`, instead of `Authorization`
+    /// (not with it: 400). Access tokens are never accepted in the URL.
     #[param(max_length = 128)]
     pub ticket: Option<String>,
     /// Resume after this event id (as the `Last-Event-ID` header, which wins when both are
@@ -110,7 +110,8 @@ pub struct StreamParams {
 /// `STREAM_KEEPALIVE_MS` (15 s) keeps idle connections open.
 ///
 /// Authenticate with a user's token in `Authorization`, or with `?ticket=` (from
-/// `POST /api/v1/notifications/stream-ticket`); a token in the URL is refused (400). 429 when
+/// `POST /api/v1/notifications/stream-ticket`), not both (400); a token in the URL is refused
+/// (400). 429 when
 /// the user has `STREAM_MAX_PER_USER` streams open (across every API process). A client that
 /// does not read fast enough is disconnected once its buffer (`STREAM_BUFFER` events) is
 /// full; it resumes with `Last-Event-ID`.
@@ -118,8 +119,8 @@ pub struct StreamParams {
     params(StreamParams,
            ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id")),
     security(("bearer" = [])),
-    responses((status = 200, content_type = "text/event-stream", body = String,
-               description = "The event stream"),
+    responses((status = 200, content_type = "text/event-stream", body = Object,
+               description = "The event stream; each event's `data` is a JSON object"),
               (status = 400, body = ErrorEnvelope),
               (status = 404, body = ErrorEnvelope, description = "The token is not a user's"),
               (status = 429, body = ErrorEnvelope,

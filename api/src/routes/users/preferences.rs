@@ -115,7 +115,8 @@ pub(super) async fn get_preferences(
 }
 
 /// Replaces the caller's notification preferences. Applies to every delivery from now on,
-/// including notifications already queued.
+/// including notifications already queued. `quietHours.timeZone` must be an IANA zone name
+/// and `quietHours.end` must differ from its `start` (else 422, naming the field).
 ///
 /// Any user token (no permission needed); 404 for service tokens, which are not users.
 #[utoipa::path(put, path = "/api/v1/users/me/notification-preferences", tag = "users",
