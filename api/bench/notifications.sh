@@ -23,6 +23,7 @@
 #   PORT_A (18101) PORT_B (18102) HOOK_PORT (18103)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
+#   PERF (0; 1 = `perf record` the webhook-delivering worker into the raw results)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/../.." && pwd))

@@ -87,6 +87,22 @@ def cpu_secs(pid):
     return (int(v[11]) + int(v[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pg_cpu(db):
+    """CPU seconds used so far by the Postgres backends serving database `db` (not the server's
+    shared processes, nor other databases' backends; a backend that exited is not counted)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline") as f:
+                    cmd = f.read()
+                if cmd.startswith("postgres: ") and f" {db} " in cmd:
+                    total += cpu_secs(pid)
+            except (OSError, IndexError):
+                pass
+    return total
+
+
 # ---------------------------------------------------------------- SSE clients (child process)
 
 async def sse_client(port, token, per_user_ix, stats, got, stop):
@@ -343,11 +359,41 @@ def latencies(sent, got, group_of):
     return lats
 
 
+STAGES_SQL = """
+WITH ev AS (SELECT event_id, received_at, processed_at, row_number() OVER (ORDER BY received_at) rn
+            FROM events WHERE type LIKE 'bench.g%%'),
+d AS (SELECT ev.rn, ev.received_at, ev.processed_at, max(r.delivered_at) AS delivered
+      FROM ev JOIN notifications n ON n.event_id = ev.event_id
+      JOIN notification_recipients r ON r.notification_id = n.notification_id GROUP BY 1, 2, 3)
+SELECT rn <= %d, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(processed_at - received_at))),
+  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(processed_at - received_at))),
+  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(delivered - processed_at))),
+  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(delivered - processed_at)))
+FROM d GROUP BY 1
+"""
+
+
+def stages(db, first_n):
+    """Per phase, from the rows' own clocks: ingest (received_at) -> process_event's transaction
+    (processed_at), and that -> the last recipient's in-app delivery (delivered_at), p50/p99 ms."""
+    sql = ("CREATE OR REPLACE FUNCTION pg_temp.ms(i interval) RETURNS numeric LANGUAGE sql AS "
+           "'SELECT (extract(epoch FROM i) * 1000)::numeric';" + STAGES_SQL.replace("ms(", "pg_temp.ms(") % first_n)
+    out = subprocess.check_output(["psql", "-X", "-w", "-Atq", "-F", " ", "-c", sql, db], text=True)
+    res = {}
+    for line in out.strip().splitlines():
+        v = line.split()
+        res["low" if v[0] == "t" else "high"] = {
+            "process_p50_ms": float(v[1]), "process_p99_ms": float(v[2]),
+            "deliver_p50_ms": float(v[3]), "deliver_p99_ms": float(v[4])}
+    return res
+
+
 async def main_role(a):
     users = [json.loads(x) for x in open(a.users)]
     group_of = {u["ix"]: u["group"] for u in users}
     groups = max(group_of.values()) + 1
     res = {"users": len(users), "groups": groups, "group": a.group}
+    dbname = a.db.rsplit("/", 1)[1].split("?")[0]
     common = {"WEBHOOK_ALLOW_PRIVATE": "true"}
     api_a = spawn(a, "api-a", a.port_a, common)
     api_b = spawn(a, "api-b", a.port_b, common)
@@ -395,10 +441,12 @@ async def main_role(a):
     phases = []
     for rate in (a.low_rate, a.rate):
         cpu0 = {n: cpu_secs(p.pid) for n, p in (("api_a", api_a), ("api_b", api_b), ("worker", worker))}
+        cpu0["postgres"] = pg_cpu(dbname)
         la0 = os.getloadavg()
         sent, expected, post = await live_phase(a, clients, rate, group_of, groups)
         cpu = {n: round(cpu_secs(p.pid) - cpu0[n], 1)
                for n, p in (("api_a", api_a), ("api_b", api_b), ("worker", worker))}
+        cpu["postgres"] = round(pg_cpu(dbname) - cpu0["postgres"], 1)
         phases.append({"rate": rate, "sent": sent, "expected": expected, "post": post, "cpu_s": cpu,
                        "load_before": la0, "load_after": os.getloadavg()})
         print(f"live {rate}/s: posted {post}, expected {expected}", file=sys.stderr)
@@ -417,6 +465,12 @@ async def main_role(a):
                    "max_ms": round(max(lats), 1) if lats else None})
         res["live"].append(ph)
     res["sse_stats"] = stats
+    try:
+        st = stages(a.db, phases and res["live"][0]["post"]["n"])
+        for key, ph in zip(("low", "high"), res["live"]):
+            ph["stages"] = st.get(key)
+    except (subprocess.CalledProcessError, ValueError, IndexError) as e:
+        print(f"stages: {e}", file=sys.stderr)
     stop_proc(worker)
 
     # webhook: a backlog of webhook deliveries, then one worker delivering it
@@ -447,7 +501,12 @@ async def main_role(a):
     print(f"webhook backlog: {prep}", file=sys.stderr)
     base = hook.last.get("n", 0)
     wk = spawn(a, "worker", 0, dict(common, WORKER_QUEUES="deliver_notification"))
-    cpu0 = cpu_secs(wk.pid)
+    cpu0, pg0 = cpu_secs(wk.pid), pg_cpu(dbname)
+    perf = None
+    if os.environ.get("PERF") == "1":  # a CPU profile of the delivering worker
+        perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "-g", "-p", str(wk.pid), "-o",
+                                 os.path.join(a.logs, "perf-webhook-worker.data")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0, last_n, last_change = now(), base, now()
     want = n * a.endpoints
     while now() - t0 < a.wh_timeout:
@@ -457,7 +516,10 @@ async def main_role(a):
             last_n, last_change = cur, now()
         if cur - base >= want or (cur > base and now() - last_change > 5):
             break
-    wcpu = cpu_secs(wk.pid) - cpu0
+    wcpu, pgcpu = cpu_secs(wk.pid) - cpu0, pg_cpu(dbname) - pg0
+    if perf:
+        perf.send_signal(2)
+        perf.wait()
     stop_proc(wk)
     await hook.stop()
     buckets = json.load(open(os.path.join(a.logs, "hook.json")))
@@ -480,7 +542,8 @@ async def main_role(a):
                           attempts_ok=ok, span_s=round(span, 2),
                           mean_per_s=round(total / span, 0) if span else 0,
                           steady_per_s=round(sum(steady) / len(steady), 0) if steady else 0,
-                          peak_per_s=max(steady) if steady else 0, worker_cpu_s=round(wcpu, 1))
+                          peak_per_s=max(steady) if steady else 0, worker_cpu_s=round(wcpu, 1),
+                          postgres_cpu_s=round(pgcpu, 1))
     print(f"webhook: {res['webhook']}", file=sys.stderr)
     stop_proc(api_a)
     stop_proc(api_b)

@@ -41,7 +41,7 @@ for ph in d["live"]:
         (f"{ph['rate']:,.0f} events/s: p99 (max {ms(ph['max_ms'])})", ms(ph["p99_ms"]),
          "< 20 ms (seed 004: < 50 ms)", NO_PEER,
          met(p99_ok) + ("" if p99_ok or ph["p99_ms"] is None or ph["p99_ms"] >= 50 or lost else " (< 50 ms: yes)")),
-        (f"{ph['rate']:,.0f} events/s: stream messages arrived within {post['drain_s']:.0f} s of the last post",
+        (f"{ph['rate']:,.0f} events/s: stream messages arrived within {post['drain_s']:.1f} s of the last post",
          f"{ph['arrived']:,} of {ph['expected']:,}", "all", NO_PEER, met(lost == 0)),
     ]
 w = d["webhook"]
@@ -62,7 +62,8 @@ print("\n".join(table))
 
 if args.md:
     cpu = "; ".join(f"{ph['rate']:,.0f}/s: API A {ph['cpu_s']['api_a']} s, API B {ph['cpu_s']['api_b']} s, "
-                    f"worker {ph['cpu_s']['worker']} s" for ph in d["live"])
+                    f"worker {ph['cpu_s']['worker']} s, Postgres backends {ph['cpu_s'].get('postgres', '?')} s"
+                    for ph in d["live"])
     sse = d["sse_stats"]
     section = "\n".join([
         START,
@@ -73,7 +74,12 @@ if args.md:
         f"- Postgres / Redis / rustc: {args.versions}; release builds; two API processes, one worker",
         f"- share of the machine's CPU used by other processes during the run: {float(args.foreign):.2f}"
         if args.foreign not in ("", "null") else "- (no guard report)",
-        f"- CPU used during each live phase (posting and draining): {cpu}; webhook worker {w['worker_cpu_s']} s",
+        f"- CPU used during each live phase (posting and draining): {cpu}; webhook delivery: worker {w['worker_cpu_s']} s, "
+        f"Postgres backends {w.get('postgres_cpu_s', '?')} s",
+        *[f"- {ph['rate']:,.0f}/s, stages from the rows' timestamps: event received → process_event's "
+          f"transaction p50 {ph['stages']['process_p50_ms']:,.0f} ms / p99 {ph['stages']['process_p99_ms']:,.0f} ms; "
+          f"→ last recipient's in-app delivery p50 {ph['stages']['deliver_p50_ms']:,.0f} ms / "
+          f"p99 {ph['stages']['deliver_p99_ms']:,.0f} ms" for ph in d["live"] if ph.get("stages")],
         f"- streams: {d['users']} users, {d['groups']} roles of {d['group']}; reconnects "
         f"{sum(s['reconnects'] for s in sse)}, ticket errors {sum(s['ticket_errors'] for s in sse)}, "
         f"stream errors {sum(s['stream_errors'] for s in sse)}",
