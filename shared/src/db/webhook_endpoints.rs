@@ -296,14 +296,7 @@ pub struct Recorded {
 /// The audit action of an endpoint disabled for failing.
 pub const DISABLED_ACTION: &str = "webhook_endpoint.disabled";
 
-/// How far behind a healthy endpoint's `last_success_at` may be: a success within this of the
-/// recorded one writes nothing. Writing every success made all deliveries to one endpoint take
-/// its row lock in turn, one commit (a WAL flush) each: about 640 deliveries/s at most on the
-/// benchmark's machine (BENCHMARKS.md, Notifications).
-pub const SUCCESS_RESOLUTION: Duration = Duration::from_secs(1);
-
-/// Records one delivery's result at `now`. A success ends the failing streak (and moves
-/// `last_success_at`, to within [`SUCCESS_RESOLUTION`]). A failure starts
+/// Records one delivery's result at `now`. A success ends the failing streak. A failure starts
 /// one or extends it; when the streak has lasted `disable_after`, the endpoint is disabled and,
 /// in the same transaction, audited ([`DISABLED_ACTION`]) and announced by a `system`
 /// notification (dedupe key `webhook-disabled:<endpointId>:<failing_since unix>`) whose
@@ -318,18 +311,13 @@ pub async fn record_result(
     disable_after: Duration,
 ) -> Result<Recorded, sqlx::Error> {
     if success {
-        // a healthy endpoint whose recorded success is recent is left alone: no row lock, so
-        // concurrent deliveries to one endpoint do not queue behind each other's commits
         sqlx::query(
             "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $3 \
-             WHERE project_id = $1 AND endpoint_id = $2 \
-               AND (failing_since IS NOT NULL OR last_success_at IS NULL \
-                    OR last_success_at < $3 - make_interval(secs => $4))",
+             WHERE project_id = $1 AND endpoint_id = $2",
         )
         .bind(project_id)
         .bind(endpoint_id)
         .bind(now)
-        .bind(SUCCESS_RESOLUTION.as_secs_f64())
         .execute(pool)
         .await?;
         return Ok(Recorded::default());
