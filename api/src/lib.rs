@@ -14,10 +14,12 @@
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
 //!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
-//!   suspension or deletion reaching every process), [`passwords`] (Argon2 off the async
+//!   suspension or deletion reaching every process), [`project_settings`] (projects' settings
+//!   cached per process, dropped on every process when changed), [`passwords`] (Argon2 off the async
 //!   threads), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
-//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`).
+//!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`, then after the commit
+//!   `s.outbox.wake()`: the relays are woken by a Redis publish, not by the transaction).
 //! - [`live`]: the inbox's live fan-out: one Redis pub/sub connection per process, to the
 //!   process's open notification streams.
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
@@ -33,6 +35,7 @@ pub mod extract;
 pub mod filters;
 pub mod live;
 pub mod passwords;
+pub mod project_settings;
 pub mod project_state;
 pub mod quota;
 pub mod rate_limit;
@@ -80,6 +83,10 @@ pub struct AppState {
     pub streams: shared::inbox::streams::StreamStore,
     /// The webhook delivery client (test messages), behind the SSRF guard.
     pub webhooks: shared::webhooks::WebhookClient,
+    /// Wakes the outbox relays: call `wake()` after committing a transaction that enqueued.
+    pub outbox: shared::queue::OutboxWaker,
+    /// Projects' settings, cached ([`project_settings`]).
+    pub project_settings: Arc<project_settings::SettingsCache>,
 }
 
 #[derive(OpenApi)]
@@ -238,6 +245,8 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         revocations: Arc::default(),
         live: Arc::default(),
         streams: shared::inbox::streams::StreamStore::new(&queues),
+        outbox: shared::queue::OutboxWaker::spawn(queues.clone()),
+        project_settings: Arc::default(),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),
@@ -261,6 +270,8 @@ pub async fn serve(
         Err(e) => tracing::error!(error = %e, "inbox pub/sub not started: bad REDIS_URL"),
     }
     let live = Arc::clone(&state.live);
+    // projects changed on other processes leave this one's settings cache
+    tokio::spawn(project_settings::listen(state.clone()));
     // connect info: the client address for per-IP login rate limits
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)

@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shared::{
-    config::Settings, email::Mailer, queue::Queues, sessions::Sessions, suppression::Suppressor,
+    config::Settings,
+    email::Mailer,
+    queue::{OutboxWaker, Queues},
+    sessions::Sessions,
+    suppression::Suppressor,
     webhooks::WebhookClient,
 };
 use sqlx::PgPool;
@@ -30,6 +34,9 @@ pub struct JobContext {
     pub suppressor: Suppressor,
     /// The webhook delivery client, behind the SSRF guard (`deliver_notification`).
     pub webhooks: WebhookClient,
+    /// Wakes the outbox relays: a job that enqueues through the outbox (`Job::enqueue` in its
+    /// transaction) calls `wake()` after the commit.
+    pub outbox: OutboxWaker,
 }
 
 impl JobContext {
@@ -44,6 +51,7 @@ impl JobContext {
             rules: Arc::default(),
             suppressor: Suppressor::new(&queues),
             webhooks,
+            outbox: OutboxWaker::spawn(queues.clone()),
             pool,
             queues,
             settings,

@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 /// How long an entry is used without a newer event forcing a reload.
 pub const MAX_AGE: Duration = Duration::from_secs(30);
+/// How often one process writes a failing rule's `lastError`.
+pub const ERROR_EVERY: Duration = Duration::from_secs(60);
 /// Projects kept; past it the cache starts over (a bound on memory, not an eviction policy).
 const MAX_PROJECTS: usize = 10_000;
 
@@ -73,6 +75,8 @@ pub struct ProjectRules {
 #[derive(Debug, Default)]
 pub struct RuleCache {
     entries: Mutex<HashMap<Uuid, Arc<ProjectRules>>>,
+    /// When this process last wrote each rule's `lastError` (see [`RuleCache::error_due`]).
+    errors_written: Mutex<HashMap<(Uuid, i64), Instant>>,
 }
 
 fn compile(row: db::rules::RuleRow) -> Result<CompiledRule, (Uuid, String)> {
@@ -157,6 +161,27 @@ impl RuleCache {
                 Ok(Some(entry))
             }
         }
+    }
+
+    /// Whether a rule's error should be written now: at most once per [`ERROR_EVERY`] per rule,
+    /// rules version (a change of the condition clears the error) and process (the row's own
+    /// check keeps it to once a minute across processes), so a rule that fails on every event
+    /// costs no write per event.
+    pub fn error_due(&self, rule_id: Uuid, version: i64) -> bool {
+        let key = (rule_id, version);
+        let mut written = self
+            .errors_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if written.get(&key).is_some_and(|t| now - *t < ERROR_EVERY) {
+            return false;
+        }
+        if written.len() >= MAX_PROJECTS {
+            written.retain(|_, t| now - *t < ERROR_EVERY);
+        }
+        written.insert(key, now);
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<ProjectRules>>> {

@@ -55,7 +55,7 @@ fn alert(disk: &str) -> Value {
 
 async fn notification_of(app: &TestApp, event_id: &str) -> Uuid {
     sqlx::query_scalar("SELECT notification_id FROM notifications WHERE event_id = $1")
-        .bind(Uuid::parse_str(event_id).unwrap())
+        .bind(Uuid::parse_str(event_id).expect("as the test set it up"))
         .fetch_one(&app.env.pool)
         .await
         .expect("the event's notification")
@@ -69,13 +69,21 @@ async fn deliveries(app: &TestApp, token: &str, notification: Uuid) -> Vec<Value
     ))
     .await;
     let body = json_with_status(resp, StatusCode::OK).await;
-    body["data"].as_array().unwrap().clone()
+    body["data"]
+        .as_array()
+        .expect("as the test set it up")
+        .clone()
 }
 
 fn outcome_of(rows: &[Value], target: Uuid) -> Vec<String> {
     rows.iter()
         .filter(|r| r["targetId"] == target.to_string())
-        .map(|r| r["outcome"].as_str().unwrap().to_owned())
+        .map(|r| {
+            r["outcome"]
+                .as_str()
+                .expect("as the test set it up")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -299,7 +307,8 @@ async fn an_smtp_5xx_goes_dead_at_once_and_a_4xx_is_retried_each_recorded() {
 }
 
 async fn notification_eventually(app: &TestApp, sent: &Value) -> Uuid {
-    let event = Uuid::parse_str(sent["eventId"].as_str().unwrap()).unwrap();
+    let event = Uuid::parse_str(sent["eventId"].as_str().expect("as the test set it up"))
+        .expect("as the test set it up");
     eventually(Duration::from_secs(20), "the notification", || async {
         sqlx::query_scalar("SELECT notification_id FROM notifications WHERE event_id = $1")
             .bind(event)

@@ -560,3 +560,38 @@ async fn a_projects_api_key_sends_and_reads_its_events_and_no_other_projects() {
     .await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn accepted_events_are_relayed_at_once_by_the_wake_after_the_commit_not_the_poll() {
+    // the relay's poll would take a minute: only the API's wake after its commit moves the jobs
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.outbox_poll = std::time::Duration::from_secs(60);
+    })
+    .await;
+    app.start_worker().await;
+    shared::testing::outbox_relay_subscribed(&app.env).await;
+    let token = app.admin_token();
+    let started = std::time::Instant::now();
+    let one = app.event(&token, &transfer(1)).await;
+    let resp = app.send_batch(&token, &vec![transfer(2); 3]).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let job: Uuid = one["jobId"].as_str().unwrap().parse().unwrap();
+    shared::testing::eventually(
+        std::time::Duration::from_secs(5),
+        "every job leaves the outbox",
+        || async {
+            let left = shared::db::outbox::backlog(&app.env.pool).await.ok()?;
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        app.env
+            .queues
+            .job("process_event", job)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -8,6 +8,7 @@ mod clock;
 mod contract;
 mod deliveries;
 mod envelope;
+mod event_rates;
 mod events;
 mod flow;
 mod hardening;

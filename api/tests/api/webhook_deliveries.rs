@@ -21,7 +21,8 @@ async fn webhook_rule(app: &TestApp, token: &str) {
 }
 
 async fn attempts_of(app: &TestApp, token: &str, event: &Value) -> (Uuid, Vec<Value>) {
-    let event = Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
+    let event = Uuid::parse_str(event["eventId"].as_str().expect("as the test set it up"))
+        .expect("as the test set it up");
     let notification: Uuid = eventually(Duration::from_secs(20), "the notification", || async {
         sqlx::query_scalar("SELECT notification_id FROM notifications WHERE event_id = $1")
             .bind(event)
@@ -37,7 +38,7 @@ async fn attempts_of(app: &TestApp, token: &str, event: &Value) -> (Uuid, Vec<Va
     )
     .await["data"]
         .as_array()
-        .unwrap()
+        .expect("a list")
         .clone();
     (notification, rows)
 }

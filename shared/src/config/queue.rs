@@ -85,7 +85,7 @@ pub struct WorkerSettings {
     pub port: u16,
     /// `SHUTDOWN_TIMEOUT_SECS`: how long a stopping worker lets running jobs finish (default 30).
     pub shutdown_timeout: Duration,
-    /// `OUTBOX_POLL_MS`: how often the outbox relay polls when no NOTIFY arrives (default 1000).
+    /// `OUTBOX_POLL_MS`: how often the outbox relay polls when no wake arrives (default 1000).
     pub outbox_poll: Duration,
     /// `WORKER_QUEUES`: comma list of queues this worker process runs (default: all; checked
     /// against the job kinds at start-up).

@@ -290,32 +290,6 @@ pub async fn to_process(
     .await
 }
 
-/// Marks the event processed with what it matched (the first processing time is kept).
-pub async fn mark_processed(
-    conn: &mut PgConnection,
-    project_id: Uuid,
-    event_id: Uuid,
-    matched: &[Uuid],
-    notifications: i32,
-    recipients: i32,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        r#"
-        UPDATE events SET processed_at = coalesce(processed_at, now()), matched_rule_ids = $3,
-                          notification_count = $4, recipient_count = $5
-        WHERE project_id = $1 AND event_id = $2
-        "#,
-    )
-    .bind(project_id)
-    .bind(event_id)
-    .bind(matched)
-    .bind(notifications)
-    .bind(recipients)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

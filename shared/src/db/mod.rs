@@ -37,11 +37,28 @@ use crate::config::Settings;
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// A connection idle longer than this is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
+
 /// A lazily connecting pool (a process starts while Postgres is down; `/ready` tells).
+///
+/// A connection is pinged before it is handed out only when it sat idle for more than
+/// [`PING_IDLE_AFTER`] (where a restarted server or a dropped link shows): sqlx's default pings
+/// on every acquire, a round trip added to every request and job.
 pub fn pool(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    use sqlx::Connection as _;
     PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy(settings.database.url.expose_secret())
 }
 

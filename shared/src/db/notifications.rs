@@ -1,5 +1,6 @@
 //! Notifications' SQL: what `process_event` writes for the rules an event matched, once
-//! however often it runs (unique `(project, event, rule)`; recipients keyed by user).
+//! however often it runs (unique `(project, event, rule)`; recipients keyed by user), in one
+//! statement with the event's processed mark.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -48,16 +49,17 @@ pub struct Created {
 }
 
 /// Creates the event's notifications and their recipients (the ACTIVE users holding any of
-/// each rule's target roles now), in the caller's transaction; a re-run adds nothing.
+/// each rule's target roles now) and marks the event processed with the rules it matched and
+/// its counts (the first processing time is kept): one statement, one round trip, in the
+/// caller's transaction; a re-run adds nothing. The counts are the event's notifications and
+/// recipients, created now or by an earlier run.
 pub async fn create_for_event(
     conn: &mut PgConnection,
     project_id: Uuid,
     event_id: Uuid,
     new: &[NewNotification],
+    matched: &[Uuid],
 ) -> Result<Created, sqlx::Error> {
-    if new.is_empty() {
-        return Ok(Created::default());
-    }
     let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
     let rules: Vec<Uuid> = new.iter().map(|n| n.rule_id).collect();
     let titles: Vec<&str> = new.iter().map(|n| n.title.as_str()).collect();
@@ -66,20 +68,63 @@ pub async fn create_for_event(
     let sounds: Vec<Option<&str>> = new.iter().map(|n| n.sound.as_deref()).collect();
     // text[] per row does not fit unnest: channels travel as comma lists
     let channels: Vec<String> = new.iter().map(|n| n.channels.join(",")).collect();
+    // (rule, role) pairs: the recipients of each rule's notification
+    let (pair_rules, pair_roles): (Vec<Uuid>, Vec<Uuid>) = new
+        .iter()
+        .filter(|n| n.suppressed_in.is_none())
+        .flat_map(|n| n.target_role_ids.iter().map(move |r| (n.rule_id, *r)))
+        .unzip();
+    // Every part of one statement sees the rows as they were before it: `earlier` (an earlier
+    // run's notifications) and `added` never overlap, nor do `earlier_recipients` and `rec`.
     let periods: Vec<Option<i64>> = new.iter().map(|n| n.suppressed_in).collect();
-    let inserted: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
+    let (notifications, recipients, added): (i32, i32, Vec<Uuid>) = sqlx::query_as(
         r#"
-        INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title, body,
-                                   priority, sound, channels, suppressed, data)
-        SELECT $1, n.id, $2, n.rule, n.title, n.body, n.priority, n.sound,
-               coalesce(string_to_array(nullif(n.channels, ''), ','), '{}'),
-               n.period IS NOT NULL,
-               CASE WHEN n.period IS NOT NULL THEN jsonb_build_object('period', n.period::text) END
-        FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::integer[], $8::text[],
-                    $9::text[], $10::bigint[])
-             AS n(id, rule, title, body, priority, sound, channels, period)
-        ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
-        RETURNING notification_id, channels
+        WITH added AS (
+            INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title,
+                                       body, priority, sound, channels, suppressed, data)
+            SELECT $1, n.id, $2, n.rule, n.title, n.body, n.priority, n.sound,
+                   coalesce(string_to_array(nullif(n.channels, ''), ','), '{}'),
+                   n.period IS NOT NULL,
+                   CASE WHEN n.period IS NOT NULL
+                        THEN jsonb_build_object('period', n.period::text) END
+            FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::integer[],
+                        $8::text[], $9::text[], $13::bigint[])
+                 AS n(id, rule, title, body, priority, sound, channels, period)
+            ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
+            RETURNING notification_id, rule_id, suppressed
+        ),
+        earlier AS (
+            SELECT notification_id, rule_id, suppressed FROM notifications
+            WHERE project_id = $1 AND event_id = $2
+        ),
+        notes AS (
+            SELECT * FROM added UNION ALL SELECT * FROM earlier
+        ),
+        rec AS (
+            INSERT INTO notification_recipients (project_id, notification_id, user_id)
+            SELECT DISTINCT $1, n.notification_id, ur.user_id
+            FROM unnest($10::uuid[], $11::uuid[]) AS t(rule_id, role_id)
+            JOIN notes n ON n.rule_id = t.rule_id
+            JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
+            JOIN users u ON u.project_id = $1 AND u.user_id = ur.user_id AND u.status = 'ACTIVE'
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        ),
+        counts AS (
+            SELECT (SELECT count(*) FROM notes)::integer AS notifications,
+                   ((SELECT count(*) FROM rec)
+                    + (SELECT count(*) FROM notification_recipients r
+                       JOIN earlier e ON r.project_id = $1
+                                     AND r.notification_id = e.notification_id))::integer
+                       AS recipients,
+                   (SELECT coalesce(array_agg(notification_id), '{}') FROM added
+                    WHERE NOT suppressed) AS added
+        )
+        UPDATE events SET processed_at = coalesce(processed_at, now()), matched_rule_ids = $12,
+                          notification_count = c.notifications, recipient_count = c.recipients
+        FROM counts c
+        WHERE project_id = $1 AND event_id = $2
+        RETURNING c.notifications, c.recipients, c.added
         "#,
     )
     .bind(project_id)
@@ -91,67 +136,30 @@ pub async fn create_for_event(
     .bind(&priorities)
     .bind(&sounds)
     .bind(&channels)
-    .bind(&periods)
-    .fetch_all(&mut *conn)
-    .await?;
-    let suppressed: Vec<Uuid> = new
-        .iter()
-        .filter(|n| n.suppressed_in.is_some())
-        .map(|n| n.rule_id)
-        .collect();
-
-    // (rule, role) pairs: the recipients of each rule's notification
-    let (pair_rules, pair_roles): (Vec<Uuid>, Vec<Uuid>) = new
-        .iter()
-        .filter(|n| n.suppressed_in.is_none())
-        .flat_map(|n| n.target_role_ids.iter().map(move |r| (n.rule_id, *r)))
-        .unzip();
-    sqlx::query(
-        r#"
-        INSERT INTO notification_recipients (project_id, notification_id, user_id)
-        SELECT DISTINCT $1, n.notification_id, ur.user_id
-        FROM unnest($3::uuid[], $4::uuid[]) AS t(rule_id, role_id)
-        JOIN notifications n
-          ON n.project_id = $1 AND n.event_id = $2 AND n.rule_id = t.rule_id
-        JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
-        JOIN users u ON u.project_id = $1 AND u.user_id = ur.user_id AND u.status = 'ACTIVE'
-        ON CONFLICT DO NOTHING
-        "#,
-    )
-    .bind(project_id)
-    .bind(event_id)
     .bind(&pair_rules)
     .bind(&pair_roles)
-    .execute(&mut *conn)
-    .await?;
-
-    let (notifications, recipients): (i64, i64) = sqlx::query_as(
-        r#"
-        SELECT count(DISTINCT n.notification_id), count(r.user_id)
-        FROM notifications n
-        LEFT JOIN notification_recipients r
-          ON r.project_id = n.project_id AND r.notification_id = n.notification_id
-        WHERE n.project_id = $1 AND n.event_id = $2
-        "#,
-    )
-    .bind(project_id)
-    .bind(event_id)
-    .fetch_one(conn)
-    .await?;
-    let rules: std::collections::HashMap<Uuid, Uuid> = new
+    .bind(matched)
+    .bind(&periods)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or_default();
+    // the delivered notifications inserted now, with their rules' channels
+    let channels_of: std::collections::HashMap<Uuid, &Vec<String>> = ids
         .iter()
-        .zip(&ids)
-        .map(|(n, id)| (*id, n.rule_id))
+        .zip(new)
+        .map(|(id, n)| (*id, &n.channels))
         .collect();
     Ok(Created {
-        notifications: notifications as i32,
-        recipients: recipients as i32,
-        new: inserted
+        notifications,
+        recipients,
+        new: added
             .into_iter()
-            .filter(|(id, _)| rules.get(id).is_some_and(|r| !suppressed.contains(r)))
-            .map(|(notification_id, channels)| ToEnqueue {
+            .map(|notification_id| ToEnqueue {
                 notification_id,
-                channels,
+                channels: channels_of
+                    .get(&notification_id)
+                    .map(|c| c.to_vec())
+                    .unwrap_or_default(),
             })
             .collect(),
     })

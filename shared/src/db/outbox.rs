@@ -14,9 +14,8 @@ use uuid::Uuid;
 
 use crate::queue::{JobRecord, JobState, NewJob};
 
-/// The NOTIFY channel the relay listens on.
-pub const CHANNEL: &str = "comet_outbox";
-/// Writes a job to the outbox in the caller's transaction (and wakes the relays on commit).
+/// Writes a job to the outbox in the caller's transaction; wake the relays after the commit
+/// ([`crate::queue::OutboxWaker::wake`]).
 pub async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::Error> {
     sqlx::query(
         r#"
@@ -35,17 +34,14 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::E
     .bind(&job.idempotency_key)
     .bind(job.project_id)
     .bind(&job.request_id)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 
 /// Writes many jobs to the outbox in one statement, in the caller's transaction (batch event
-/// ingestion: a thousand jobs cost one round trip, not a thousand).
+/// ingestion: a thousand jobs cost one round trip, not a thousand); wake the relays after the
+/// commit.
 pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(), sqlx::Error> {
     if jobs.is_empty() {
         return Ok(());
@@ -77,12 +73,8 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(),
     .bind(&keys)
     .bind(&projects)
     .bind(&requests)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

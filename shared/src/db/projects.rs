@@ -151,6 +151,17 @@ pub async fn find(conn: &mut PgConnection, id: Uuid) -> Result<Option<Project>, 
         .await?)
 }
 
+/// A live project's settings (`None` if there is no such live project).
+pub async fn settings_of(pool: &PgPool, id: Uuid) -> Result<Option<ProjectSettings>, sqlx::Error> {
+    let row: Option<(Json<ProjectSettings>,)> = sqlx::query_as(
+        "SELECT settings FROM projects WHERE project_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(s,)| s.0))
+}
+
 /// A live project, locked until the transaction ends (changes to it and its keys wait).
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Project>, sqlx::Error> {
     let sql = format!(

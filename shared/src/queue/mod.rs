@@ -20,14 +20,17 @@
 //! | `p:{q}:open_by_project` | zset | project id → its open (waiting, delayed, active, retrying) jobs of the queue; only projects with some (`projects.rs`) |
 //! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
+//! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
 //! | `p:workers` | zset | worker names by last heartbeat (ms); names unseen for an hour are dropped |
 
 pub mod backend;
+mod outbox_wake;
 mod policy;
 mod projects;
 mod record;
 
+pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 
@@ -381,6 +384,11 @@ impl Queues {
     /// The shared multiplexed connection (for job handlers' own Redis work).
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// The client, for connections of their own (pub/sub subscriptions).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The key prefix every Comet key starts with.

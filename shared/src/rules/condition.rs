@@ -8,12 +8,24 @@
 //! count and one level of comprehension (`all`, `exists`, `map`, `filter`) over lists of an
 //! event payload that is itself bounded in size. An evaluation error (a missing field, a wrong
 //! type) is no match: the caller counts it and records it on the rule.
+//!
+//! The CEL standard library (its functions, macros and types: the [`Env`]) is built once per
+//! process and shared, read-only, by every evaluation; each evaluation gets a context of its
+//! own holding only the event, which it borrows (see [`EventInput`]). Nothing one evaluation
+//! binds is seen by another.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock},
+};
 
 use cel::{
-    Context, Program, Value,
-    common::ast::{EntryExpr, Expr, IdedExpr},
+    Context, Env, Program, Value,
+    common::{
+        ast::{EntryExpr, Expr, IdedExpr},
+        value::{CowVal, Val},
+    },
+    context::VariableResolver,
 };
 use chrono::{DateTime, Utc};
 
@@ -26,6 +38,10 @@ pub const MAX_COMPREHENSION_DEPTH: usize = 1;
 
 /// The one variable a condition can read.
 pub const VARIABLE: &str = "event";
+
+/// The CEL standard library, built once per process (building it registers every standard
+/// function and type: most of an evaluation's cost when done per call).
+static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// A condition refused at compile time, with where (1-based line and column, when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +163,9 @@ impl Condition {
     /// Evaluates against an event: `Ok(true)` on a match; an evaluation error, or a result
     /// that is not a boolean, is `Err` with a readable reason.
     pub fn evaluate(&self, event: &EventInput) -> Result<bool, String> {
-        let mut context = Context::default();
-        context.add_variable_from_value(VARIABLE, event.value.clone());
+        // a fresh root over the shared library: it holds no variable, only the event's resolver
+        let mut context = Context::with_env(Arc::clone(&STDLIB));
+        context.set_variable_resolver(event);
         match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!(
@@ -238,10 +255,17 @@ impl Check<'_> {
     }
 }
 
-/// An event as conditions see it, converted once and evaluated by every rule.
+/// An event as conditions see it, converted once and evaluated by every rule, which borrow it
+/// (no copy per evaluation).
 #[derive(Debug, Clone)]
 pub struct EventInput {
-    value: Value,
+    value: Box<dyn Val>,
+}
+
+impl VariableResolver for EventInput {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        (variable == VARIABLE).then(|| CowVal::Borrowed(self.value.as_ref()))
+    }
 }
 
 impl EventInput {
@@ -266,7 +290,9 @@ impl EventInput {
         );
         map.insert("payload".into(), payload);
         Self {
-            value: Value::from(map),
+            // a map of plain values always converts
+            value: <Box<dyn Val>>::try_from(Value::from(map))
+                .unwrap_or_else(|_| Box::new(cel::common::types::CelNull)),
         }
     }
 }
@@ -330,6 +356,58 @@ mod tests {
         assert!(Condition::compile("event.payload.items.exists(x, x == 2)").is_ok());
         assert!(Condition::compile("x == 1").is_err());
         assert!(Condition::compile("  ").is_err());
+    }
+
+    #[test]
+    fn evaluations_share_the_library_but_never_an_event() {
+        // one program, many events, on several threads at once: each sees only its own event
+        let c =
+            Condition::compile("event.payload.n + event.payload.n == event.payload.twice").unwrap();
+        let other = Condition::compile("has(event.payload.leak)").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4_i64 {
+                let (c, other) = (&c, &other);
+                s.spawn(move || {
+                    for n in 0..200_i64 {
+                        let v = t * 1000 + n;
+                        let good = EventInput::new(
+                            "a.b",
+                            None,
+                            Utc::now(),
+                            &serde_json::json!({"n": v, "twice": v * 2, "leak": true}),
+                        );
+                        let bad = EventInput::new(
+                            "a.b",
+                            None,
+                            Utc::now(),
+                            &serde_json::json!({"n": v, "twice": v * 2 + 1}),
+                        );
+                        assert_eq!(c.evaluate(&good), Ok(true));
+                        assert_eq!(c.evaluate(&bad), Ok(false));
+                        // nothing of the previous evaluation's event is left behind
+                        assert_eq!(other.evaluate(&bad), Ok(false));
+                        assert_eq!(other.evaluate(&good), Ok(true));
+                    }
+                });
+            }
+        });
+        // the shared library still has no variable but the event, and the standard functions
+        let e = event();
+        assert!(eval("size(event.payload.items) == 3").unwrap());
+        assert!(
+            Condition::compile("event.type == \"x\"")
+                .unwrap()
+                .evaluate(&e)
+                .is_ok()
+        );
+        let missing = Context::with_env(Arc::clone(&STDLIB));
+        assert!(
+            Program::compile("event")
+                .unwrap()
+                .execute(&missing)
+                .is_err(),
+            "the shared library holds no event of its own"
+        );
     }
 
     #[test]

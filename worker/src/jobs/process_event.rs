@@ -8,7 +8,12 @@
 //! next issue go in the same transaction, on the same keys. An evaluation error (a missing
 //! field, a wrong type) or a render error is no match: counted in
 //! `comet_rule_evaluation_errors_total` and recorded on the rule (`lastError`), at most once a
-//! minute per rule. An event that is not in the job's project sends the job dead.
+//! minute per rule (checked in the process first: no write per event).
+//!
+//! Round trips per event: the event's read, then one transaction holding one statement that
+//! writes the notifications, their recipients and the processed mark
+//! ([`db::notifications::create_for_event`]), and one that enqueues the deliveries; the rules
+//! come from the cache. An event that is not in the job's project sends the job dead.
 //!
 //! Delivery: in the same transaction, one `deliver_notification` job per new notification and
 //! channel (notifications a re-run finds already stored were enqueued by the run that stored
@@ -66,9 +71,12 @@ impl Handler for ProcessEvent {
     }
 }
 
-async fn rule_failed(ctx: &JobContext, project_id: Uuid, rule_id: Uuid, why: &str) {
+async fn rule_failed(ctx: &JobContext, project_id: Uuid, version: i64, rule_id: Uuid, why: &str) {
     metrics::counter!("comet_rule_evaluation_errors_total").increment(1);
     tracing::info!(%rule_id, error = why, "rule failed on an event: no match");
+    if !ctx.rules.error_due(rule_id, version) {
+        return;
+    }
     if let Err(e) = db::rules::record_error(&ctx.pool, project_id, rule_id, why).await {
         tracing::warn!(%rule_id, error = %e, "could not record a rule's error");
     }
@@ -101,7 +109,7 @@ pub async fn process_event(
         return Err(AbortError::new("the job's project does not exist").into());
     };
     for (rule_id, why) in &rules.broken {
-        rule_failed(ctx, project_id, *rule_id, why).await;
+        rule_failed(ctx, project_id, rules.version, *rule_id, why).await;
     }
 
     let input = EventInput::new(
@@ -191,15 +199,17 @@ pub async fn process_event(
             }
             Err(why) => {
                 outcome.errors += 1;
-                rule_failed(ctx, project_id, rule.id, &why).await;
+                rule_failed(ctx, project_id, rules.version, rule.id, &why).await;
             }
         }
     }
 
     let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
-    let created = db::notifications::create_for_event(&mut tx, project_id, event_id, &new)
-        .await
-        .context("Failed to store the notifications")?;
+    // notifications, recipients and the processed mark: one statement
+    let created =
+        db::notifications::create_for_event(&mut tx, project_id, event_id, &new, &outcome.matched)
+            .await
+            .context("Failed to store the notifications and mark the event processed")?;
     let deliveries = enqueue_deliveries(
         &mut tx,
         project_id,
@@ -222,17 +232,10 @@ pub async fn process_event(
             .await
             .context("Failed to enqueue the suppression digest")?;
     }
-    db::events::mark_processed(
-        &mut tx,
-        project_id,
-        event_id,
-        &outcome.matched,
-        created.notifications,
-        created.recipients,
-    )
-    .await
-    .context("Failed to mark the event processed")?;
     tx.commit().await.context("Failed to commit")?;
+    if deliveries > 0 || !digests.is_empty() {
+        ctx.outbox.wake();
+    }
     outcome.notifications = created.notifications;
     outcome.recipients = created.recipients;
     outcome.deliveries = deliveries;

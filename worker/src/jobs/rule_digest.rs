@@ -137,6 +137,7 @@ pub async fn digest(
     .await
     .context("Failed to enqueue the digest's deliveries")?;
     tx.commit().await.context("Failed to commit the digest")?;
+    ctx.outbox.wake();
     metrics::counter!("comet_rule_digests_total").increment(1);
     tracing::info!(folded = period.count, "suppression digest created");
     Ok(Outcome {

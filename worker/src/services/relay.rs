@@ -1,20 +1,22 @@
 //! The outbox relay: moves committed outbox rows to their Redis queues.
 //!
-//! Runs in every worker process: drain in batches, then wait for a `NOTIFY` on
-//! [`shared::db::outbox::CHANNEL`] or the poll interval (`OUTBOX_POLL_MS`). Several relays share
+//! Runs in every worker process: drain in batches, then wait for a wake (a Redis `PUBLISH` that
+//! whoever committed outbox rows sends after the commit, see [`shared::queue::OutboxWaker`]) or
+//! the poll interval (`OUTBOX_POLL_MS`: the fallback for a wake never sent). Several relays share
 //! the backlog (`FOR UPDATE SKIP LOCKED`); a relay that dies between pushing and deleting pushes
 //! again harmlessly, because the job id is fixed in the row and the enqueue script ignores an id
 //! it already holds. Postgres or Redis being down is logged, counted and retried with backoff;
 //! the relay only returns when asked to stop. The SQL lives in [`shared::db::outbox`].
 
-use std::time::Duration;
+use std::{pin::Pin, time::Duration};
 
 use anyhow::Context as _;
+use futures::{Stream, StreamExt as _};
 use shared::{
     db::outbox,
     queue::{NewJob, Queues},
 };
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 
 use super::Stop;
 
@@ -54,22 +56,23 @@ pub async fn relay_once(pool: &PgPool, queues: &Queues) -> anyhow::Result<usize>
     Ok(ids.len())
 }
 
-/// Runs the relay until `stop` resolves: drain, then wait for a NOTIFY or the poll interval.
+/// Runs the relay until `stop` resolves: drain, then wait for a wake (Redis pub/sub, see
+/// [`shared::queue::OutboxWaker`]) or the poll interval.
 pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> anyhow::Result<()> {
     let stop = stop.requested();
     tokio::pin!(stop);
-    let mut listener: Option<PgListener> = None;
+    let mut wakes: Option<Pin<Box<dyn Stream<Item = ()> + Send>>> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
-        if listener.is_none() {
-            match PgListener::connect_with(&pool).await {
-                Ok(mut l) => match l.listen(outbox::CHANNEL).await {
-                    Ok(()) => listener = Some(l),
-                    Err(e) => tracing::warn!(error = %e, "outbox relay could not LISTEN; polling"),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay could not connect to LISTEN; polling")
+        if wakes.is_none() {
+            // subscribed before the pass below, so a wake sent during it is not lost
+            let subscribe = tokio::time::timeout(Duration::from_secs(5), queues.outbox_wakes());
+            match subscribe.await {
+                Ok(Ok(s)) => wakes = Some(Box::pin(s)),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "outbox relay could not subscribe to wakes; polling")
                 }
+                Err(_) => tracing::warn!("outbox relay's subscription timed out; polling"),
             }
         }
         let mut wait = poll;
@@ -92,18 +95,18 @@ pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> an
                 }
             }
         }
-        let notified = async {
-            match listener.as_mut() {
-                Some(l) => l.recv().await.map(|_| ()),
+        let woken = async {
+            match wakes.as_mut() {
+                Some(w) => w.next().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             () = &mut stop => return Ok(()),
             () = tokio::time::sleep(wait) => {}
-            res = notified => if let Err(e) = res {
-                tracing::warn!(error = %e, "outbox LISTEN connection lost; reconnecting");
-                listener = None;
+            wake = woken => if wake.is_none() {
+                tracing::warn!("outbox wake subscription lost; subscribing again");
+                wakes = None;
             },
         }
     }

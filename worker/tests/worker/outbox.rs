@@ -1,13 +1,14 @@
-//! The transactional outbox: a job exists if and only if its transaction commits, and relays
-//! share a backlog without waiting on each other.
+//! The transactional outbox: a job exists if and only if its transaction commits, relays
+//! share a backlog without waiting on each other, and they are woken after a commit by a Redis
+//! publish (no `NOTIFY`), with their poll as the fallback.
 
 use std::time::Duration;
 
 use comet_worker::services::relay::relay_once;
 use shared::{
     db::outbox,
-    queue::{JobState, Queues},
-    testing::{TestEnv, eventually},
+    queue::{JobState, OutboxWaker, Queues},
+    testing::{TestEnv, eventually, outbox_relay_subscribed},
 };
 
 use crate::helpers::{InProcessWorker, PrivateRedis, ping_job};
@@ -144,4 +145,63 @@ async fn relays_share_a_backlog_without_waiting_on_rows_another_relay_holds() {
     assert_eq!(a + b + relayed, 2500, "{a} + {b} + {relayed}");
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 0);
     assert_eq!(env.queues.counts("ping").await.unwrap().waiting, 2500);
+}
+
+async fn commit_one(env: &TestEnv) -> uuid::Uuid {
+    let job = ping_job(env, |_| {});
+    let mut tx = env.pool.begin().await.expect("begin");
+    outbox::insert(&mut tx, &job).await.expect("outbox insert");
+    tx.commit().await.expect("commit");
+    job.id
+}
+
+#[tokio::test]
+async fn a_committed_job_is_relayed_promptly_by_a_wake_after_the_commit_not_by_notify() {
+    // the poll would take a minute: only the wake can relay within the test's time
+    let env = TestEnv::with(|s| s.worker.outbox_poll = Duration::from_secs(60)).await;
+    let worker = InProcessWorker::start(&env).await;
+    outbox_relay_subscribed(&env).await;
+
+    // committed, no wake: nothing (no NOTIFY) moves it
+    let id = commit_one(&env).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 1);
+    assert!(env.queues.job("ping", id).await.unwrap().is_none());
+
+    // the wake after the commit relays it at once (and the one before it, too)
+    let later = commit_one(&env).await;
+    let started = std::time::Instant::now();
+    OutboxWaker::spawn(env.queues.clone()).wake();
+    for id in [id, later] {
+        eventually(Duration::from_secs(5), "the job is relayed", || async {
+            env.queues.job("ping", id).await.ok()?.map(|_| ())
+        })
+        .await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn the_poll_relays_a_row_whose_wake_was_never_sent() {
+    let env = TestEnv::with(|s| s.worker.outbox_poll = Duration::from_millis(300)).await;
+    let worker = InProcessWorker::start(&env).await;
+    outbox_relay_subscribed(&env).await;
+    // as if the process died between its commit and its wake
+    let id = commit_one(&env).await;
+    eventually(
+        Duration::from_secs(5),
+        "the poll relays the job",
+        || async { env.queues.job("ping", id).await.ok()?.map(|_| ()) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "the outbox is empty", || async {
+        (outbox::backlog(&env.pool).await.ok()? == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
 }

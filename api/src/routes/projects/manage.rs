@@ -503,6 +503,7 @@ pub(super) async fn update_project(
         project_state::publish(&s, &after).await?;
     }
     tx.commit().await?;
+    crate::project_settings::changed(&s, after.id).await;
     tracing::info!(project_id = %after.id, action, "project updated");
     Ok(ApiJson(Data::new(after)))
 }

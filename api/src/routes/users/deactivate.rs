@@ -67,6 +67,7 @@ pub(super) async fn deactivate_user(
         .await?
         .ok_or(ApiError::NotFound("user"))?;
     tx.commit().await?;
+    s.outbox.wake();
     if before != UserStatus::Deactivated {
         tracing::info!(%user_id, previous = before.as_str(), "user deactivated");
     }

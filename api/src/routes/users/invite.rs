@@ -274,6 +274,7 @@ pub(super) async fn invite_user(
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the invited user vanished")))?;
     tx.commit().await?;
+    s.outbox.wake();
     tracing::info!(%user_id, %invitation_id, %job_id, "user invited");
     Ok(Accepted::job(
         job_id,
@@ -369,6 +370,7 @@ pub(super) async fn resend_invitation(
     );
     let job_id = job.enqueue(&mut tx, request_id::enqueue_options()).await?;
     tx.commit().await?;
+    s.outbox.wake();
     tracing::info!(%user_id, invitation_id = %invitation.invitation_id, %job_id, "invitation resent");
     Ok(Accepted::job(
         job_id,

@@ -78,15 +78,14 @@ impl Validate for NotificationPreferences {
             let start = errors.check("quietHours.start", parse_time_of_day(&q.start));
             let end = errors.check("quietHours.end", parse_time_of_day(&q.end));
             let zone = errors.check("quietHours.timeZone", parse_time_zone(&q.time_zone));
-            if let (Some(start), Some(end), Some(zone)) = (start, end, zone) {
-                if errors
+            if let (Some(start), Some(end), Some(zone)) = (start, end, zone)
+                && errors
                     .check("quietHours.end", QuietHours::new(start, end, zone))
                     .is_some()
-                {
-                    prefs.quiet_start = Some(start);
-                    prefs.quiet_end = Some(end);
-                    prefs.time_zone = zone.name().to_owned();
-                }
+            {
+                prefs.quiet_start = Some(start);
+                prefs.quiet_end = Some(end);
+                prefs.time_zone = zone.name().to_owned();
             }
         }
         if errors.is_empty() {

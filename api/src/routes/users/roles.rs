@@ -135,6 +135,7 @@ async fn change_roles(
     }
     let user = find_user(&mut tx, project, user_id).await?;
     tx.commit().await?;
+    s.outbox.wake();
     tracing::info!(%user_id, action, "roles changed");
     Ok(ApiJson(Data::new(user)))
 }

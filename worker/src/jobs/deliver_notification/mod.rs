@@ -253,5 +253,8 @@ async fn record(
     tx.commit()
         .await
         .context("Failed to commit the delivery attempts")?;
+    if results.iter().any(|r| r.defer_until.is_some()) {
+        ctx.outbox.wake();
+    }
     Ok(())
 }

@@ -108,6 +108,7 @@ pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult
                 .await
                 .context("Failed to enqueue the disabled endpoint's notice")?;
             tx.commit().await.context("Failed to commit")?;
+            ctx.outbox.wake();
         }
         results.push(result);
     }
