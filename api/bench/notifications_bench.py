@@ -516,7 +516,7 @@ async def main_role(a):
             last_n, last_change = cur, now()
         if cur - base >= want or (cur > base and now() - last_change > 5):
             break
-    wcpu, pgcpu = cpu_secs(wk.pid) - cpu0, pg_cpu(dbname) - pg0
+    wcpu, pgcpu, wall = cpu_secs(wk.pid) - cpu0, pg_cpu(dbname) - pg0, now() - t0
     if perf:
         perf.send_signal(2)
         perf.wait()
@@ -543,7 +543,7 @@ async def main_role(a):
                           mean_per_s=round(total / span, 0) if span else 0,
                           steady_per_s=round(sum(steady) / len(steady), 0) if steady else 0,
                           peak_per_s=max(steady) if steady else 0, worker_cpu_s=round(wcpu, 1),
-                          postgres_cpu_s=round(pgcpu, 1))
+                          postgres_cpu_s=round(pgcpu, 1), wall_s=round(wall, 1))
     print(f"webhook: {res['webhook']}", file=sys.stderr)
     stop_proc(api_a)
     stop_proc(api_b)

@@ -75,7 +75,8 @@ if args.md:
         f"- share of the machine's CPU used by other processes during the run: {float(args.foreign):.2f}"
         if args.foreign not in ("", "null") else "- (no guard report)",
         f"- CPU used during each live phase (posting and draining): {cpu}; webhook delivery: worker {w['worker_cpu_s']} s, "
-        f"Postgres backends {w.get('postgres_cpu_s', '?')} s",
+        f"Postgres backends {w.get('postgres_cpu_s', '?')} s"
+        + (f" over {w['wall_s']} s (worker start to last delivery)" if "wall_s" in w else ""),
         *[f"- {ph['rate']:,.0f}/s, stages from the rows' timestamps: event received → process_event's "
           f"transaction p50 {ph['stages']['process_p50_ms']:,.0f} ms / p99 {ph['stages']['process_p99_ms']:,.0f} ms; "
           f"→ last recipient's in-app delivery p50 {ph['stages']['deliver_p50_ms']:,.0f} ms / "
