@@ -532,3 +532,62 @@ async fn suppression_across_three_workers_delivers_max_fires_singles_and_one_dig
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
 }
+
+#[tokio::test]
+async fn a_recipient_deactivated_before_delivery_is_skipped_not_emailed() {
+    let server = SmtpServer::start().await;
+    let mut app = app_with_smtp(&server).await;
+    let token = app.admin_token();
+    let project = app.project_id();
+    let bob = app.active_user(project, "bob@example.com", "member").await;
+    email_rule(&app, &token, json!({})).await;
+    // no worker runs yet: the event waits in the outbox
+    let sent = app.event(&token, &alert("/z")).await;
+    sqlx::query("UPDATE users SET status = 'DEACTIVATED' WHERE user_id = $1")
+        .bind(bob)
+        .execute(&app.env.pool)
+        .await
+        .expect("deactivate");
+    // bob was deactivated before the event was processed: no recipient at all
+    app.run_pending_jobs().await;
+    let notification = notification_of(&app, sent["eventId"].as_str().expect("an id")).await;
+    let recipients: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM notification_recipients WHERE notification_id = $1",
+    )
+    .bind(notification)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(recipients, 0);
+
+    // a recipient deactivated after processing, before delivery: skipped, with the reason
+    sqlx::query(
+        "INSERT INTO notification_recipients (project_id, notification_id, user_id) \
+         VALUES ($1, $2, $3)",
+    )
+    .bind(project)
+    .bind(notification)
+    .bind(bob)
+    .execute(&app.env.pool)
+    .await
+    .expect("recipient");
+    let deliver = shared::jobs::DeliverNotification {
+        project_id: project,
+        notification_id: notification,
+        channel: shared::jobs::Channel::Email,
+        user_id: None,
+    };
+    use shared::jobs::Job as _;
+    deliver
+        .enqueue_now(&app.env.queues, Default::default())
+        .await
+        .expect("enqueue");
+    app.run_pending_jobs().await;
+    assert!(
+        server.messages().is_empty(),
+        "no email to a deactivated user"
+    );
+    let rows = deliveries(&app, &token, notification).await;
+    assert_eq!(outcome_of(&rows, bob), ["skipped"]);
+    assert_eq!(rows[0]["error"], "the user is no longer active");
+}
