@@ -22,8 +22,8 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/events` and each event of a batch: `occurredAt` is at most an hour ahead (a
   later one becomes now), and the payload holds no NUL (Postgres cannot store it; removed from
   generated strings and keys).
-- `POST /api/v1/users/invite` (`roleIds`) and a rule's `targetRoleIds`: roles of the caller's
-  project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
+- `POST /api/v1/users/invite` and `POST /api/v1/users` (`roleIds`) and a rule's
+  `targetRoleIds`: roles of the caller's project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
 - `POST /api/v1/rules`, `PUT /api/v1/rules/{id}`: `condition` compiles as CEL (a generated one
   becomes a valid condition); `title` and `body` compile as templates (the characters of
   template syntax, `{ } % # |`, are removed from generated text).
@@ -48,7 +48,10 @@ The rules the schema cannot hold, and what the hook does about each:
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
-token of the user); a request naming one of them names a random id instead (a 404).
+token of the user); a request naming one of them names a random id instead (a 404). The same
+for their roles (ST_ROLE_IDS, the built-in `admin` role among them) in `PUT` and `DELETE
+/api/v1/roles/{id}`: changing a role's permissions revokes its holders' tokens, and the admin
+role refuses to lose `role:*`/`user:*` (a `422` the schema cannot state).
 """
 
 from __future__ import annotations
@@ -179,6 +182,11 @@ def before_call(context, case, kwargs):
         if isinstance(user, str) and user.lower() in _PROTECTED:
             case.path_parameters["id"] = str(uuid.uuid4())
 
+    if path == "/api/v1/roles/{id}" and method in ("PUT", "DELETE") and isinstance(case.path_parameters, dict):
+        role = case.path_parameters.get("id")
+        if isinstance(role, str) and role.lower() in {r.lower() for r in _ROLE_IDS}:
+            case.path_parameters["id"] = str(uuid.uuid4())
+
     if path.startswith("/api/v1/notifications/{id}") and isinstance(case.path_parameters, dict):
         if case.path_parameters.get("id") in _NOTIFICATION_SIBLINGS:
             case.path_parameters["id"] = str(uuid.uuid4())
@@ -214,7 +222,7 @@ def before_call(context, case, kwargs):
         for event in body["events"]:
             if isinstance(event, dict):
                 _fix_event(event, now)
-    elif path == "/api/v1/users/invite":
+    elif path in ("/api/v1/users/invite", "/api/v1/users"):
         _real_roles(body, "roleIds")
     elif path in ("/api/v1/rules", "/api/v1/rules/{id}"):
         _fix_rule(body)

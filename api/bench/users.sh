@@ -16,8 +16,11 @@
 #      LIST_RATE (2000) req/s for LIST_SECS (20) s with oha (latency-corrected), p50/p95/p99, errors
 #   4. the same for the last page, for LIST_SECS/2 s each: by page number (the deepest OFFSET)
 #      and by cursor (`after`, keyset)
+#   5. GET /api/v1/roles (every role with its permissions and user count, over the same USERS
+#      users) at ROLES_RATE (2000) req/s for ROLES_SECS (LIST_SECS/2) s with oha: p50/p99, errors
 #
 # Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
+#   ROLES_RATE (2000) ROLES_SECS (LIST_SECS/2)
 #   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
 #   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
 #   PREFIX (bench-users: Redis key prefix; its keys are deleted before and after)
@@ -37,6 +40,8 @@ USERS=${USERS:-10000}
 LIST_RATE=${LIST_RATE:-2000}
 LIST_SECS=${LIST_SECS:-20}
 LIST_CONNS=${LIST_CONNS:-64}
+ROLES_RATE=${ROLES_RATE:-2000}
+ROLES_SECS=${ROLES_SECS:-$(( (LIST_SECS + 1) / 2 ))}
 DB=${DB:-comet_bench_users}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -142,6 +147,11 @@ SQL
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta"]["nextCursor"])')
   "$OHA" -z "$(( (LIST_SECS + 1) / 2 ))s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
     --output-format json -H "$auth" "$url?after=$cursor&perPage=20" > "$OUT/oha-cursor.json"
+  # 5. the role list (each role's permissions and holder count, over the same users)
+  local roles="http://127.0.0.1:$PORT_A/api/v1/roles"
+  "$OHA" -n 2000 -c 16 --no-tui -H "$auth" "$roles" > /dev/null # warm-up
+  "$OHA" -z "${ROLES_SECS}s" -q "$ROLES_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
+    --output-format json -H "$auth" "$roles" > "$OUT/oha-roles.json"
   touch "$WORK/hold"
   wait "$driver"
   clean_redis
@@ -151,7 +161,7 @@ echo "== users bench: N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST=${LIST_
 T_START=$(date +%s)
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 export -f measure clean_redis
-export HERE OUT WORK BIN OHA PG_URL DB N CONC REPEATS USERS LIST_RATE LIST_SECS LIST_CONNS PORT_A PORT_B PREFIX RHOST RPORT
+export HERE OUT WORK BIN OHA PG_URL DB N CONC REPEATS USERS LIST_RATE LIST_SECS LIST_CONNS ROLES_RATE ROLES_SECS PORT_A PORT_B PREFIX RHOST RPORT
 GUARD=()
 for p in "$ROOT/../shared/bench/peers" /work/shared/bench/peers; do
   if [ -f "$p/guard.py" ]; then GUARD=(python3 "$p/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --); break; fi
@@ -169,8 +179,9 @@ MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
 python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" --oha-last "$OUT/oha-last.json" --oha-cursor "$OUT/oha-cursor.json" \
+  --oha-roles "$OUT/oha-roles.json" \
   --users "$(cat "$OUT/users.count")" --md "$MD" --date "$DATE" --commit "$COMMIT" \
   --foreign "$FOREIGN" --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
-  --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS" \
+  --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS ROLES_RATE=$ROLES_RATE ROLES_SECS=$ROLES_SECS" \
   --machine "$(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr)" \
   --versions "$(psql -w "$PG_URL/postgres" -Atqc 'SHOW server_version' | cut -d' ' -f1) / $(redis-cli -h "$RHOST" -p "$RPORT" INFO server | awk -F: '/^redis_version/{print $2}' | tr -d '\r') / $("$OHA" --version | head -n1) / $(rustc --version | cut -d' ' -f1-2)"

@@ -8,7 +8,7 @@ import re
 START, END = "<!-- bench:users:start -->", "<!-- bench:users:end -->"
 
 ap = argparse.ArgumentParser()
-for a in ("driver", "oha", "oha_last", "oha_cursor", "users", "md", "date", "commit", "foreign", "minutes", "env", "machine", "versions"):
+for a in ("driver", "oha", "oha_last", "oha_cursor", "oha_roles", "users", "md", "date", "commit", "foreign", "minutes", "env", "machine", "versions"):
     ap.add_argument("--" + a.replace("_", "-"), default="")
 args = ap.parse_args()
 
@@ -66,6 +66,16 @@ for path, how in ((args.oha_last, "by page number (deepest OFFSET)"), (args.oha_
          f"{ms(llp['p50'] * 1e3)} / {ms(llp['p99'] * 1e3)}", "—", "—"),
         (f"GET /api/v1/users last page {how}: errors / non-200", f"{lnon200} of {ltotal:,}", "0",
          "yes" if lnon200 == 0 else "**no**"),
+    ]
+
+if args.oha_roles:
+    rlp, rtotal, rnon200, rsecs, rachieved = load(args.oha_roles)
+    rp99 = rlp["p99"] * 1e3
+    rows += [
+        (f"GET /api/v1/roles (permissions and user counts over {int(args.users):,} users), {rachieved:,.0f} req/s for {rsecs:.0f} s: p50",
+         ms(rlp["p50"] * 1e3), "—", "—"),
+        ("GET /api/v1/roles p99", ms(rp99), "< 20 ms at 2000 req/s", "yes" if rp99 < 20 else "**no**"),
+        ("GET /api/v1/roles errors / non-200", f"{rnon200} of {rtotal:,}", "0", "yes" if rnon200 == 0 else "**no**"),
     ]
 
 table = ["| measurement | value | target | met? |", "|---|---|---|---|"]

@@ -39,6 +39,13 @@ pub enum ApiError {
     /// 403: the caller may not do this, for a reason other than a missing permission.
     #[error("{0}")]
     Refused(&'static str),
+    /// 403 `user_token_required`: the route acts on the caller's own user, and the token is
+    /// not a user's (a minted service token, a platform operator's, an API key).
+    #[error(
+        "this route needs a user's token (from POST /api/v1/auth/login); this token belongs to \
+         no user (a service or platform token)"
+    )]
+    UserTokenRequired,
     /// 403 `project_suspended`: the credential is good but its project is suspended.
     #[error(
         "this project is suspended; its tokens and API keys are refused until it is active again"
@@ -147,6 +154,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) | ApiError::Refused(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::ProjectSuspended => (StatusCode::FORBIDDEN, "project_suspended"),
+            ApiError::UserTokenRequired => (StatusCode::FORBIDDEN, "user_token_required"),
             ApiError::ProjectDeleted => (StatusCode::UNAUTHORIZED, "project_deleted"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
@@ -311,7 +319,8 @@ impl IntoResponses for AuthRefusals {
             (
                 403,
                 "The token lacks the permission, or the caller may not do this \
-                 (`project_suspended`: its project is suspended)",
+                 (`project_suspended`: its project is suspended; `user_token_required`: the \
+                 route needs a user's token)",
             ),
             (503, "Postgres or Redis is unreachable; retry later"),
         ])

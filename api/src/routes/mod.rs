@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod projects;
 pub mod queues;
+pub mod roles;
 pub mod rules;
 pub mod users;
 pub mod webhook_endpoints;

@@ -240,7 +240,7 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
 #[tokio::test]
 async fn the_bearer_scheme_is_matched_case_insensitively() {
     let app = TestApp::spawn().await;
-    let token = app.token(&["queues:read"]);
+    let token = app.platform_token_with(&["queues:read"]);
 
     // RFC 9110 §11.1: the authentication scheme is a case-insensitive token
     for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {

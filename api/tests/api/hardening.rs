@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, all_permissions, json_with_status};
 #[tokio::test]
 async fn an_empty_state_or_a_page_past_the_end_lists_no_jobs_instead_of_failing() {
     let app = TestApp::spawn().await;
-    let token = app.token(&["queues:read"]);
+    let token = app.platform_token_with(&["queues:read"]);
     for query in ["?state=dead", "?state=waiting&page=50"] {
         let body = json_with_status(
             app.get_queue_jobs(&token, "ping", query).await,

@@ -2,6 +2,7 @@
 //! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
 //! run.
 
+mod admin_guards;
 mod audit;
 mod auth;
 mod clock;
@@ -25,9 +26,11 @@ mod permissions;
 mod projects;
 mod queues;
 mod quota;
+mod roles;
 mod rules;
 mod sessions;
 mod tenancy;
+mod user_detail;
 mod users;
 mod validation;
 mod webhook_deliveries;

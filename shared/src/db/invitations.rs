@@ -109,6 +109,21 @@ pub async fn of_user(
         .await
 }
 
+/// The invitation of a user, without locking it (to show it).
+pub async fn state_of(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM user_invitations WHERE project_id = $1 AND user_id = $2");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Replaces the token (the old one stops working); the expiry is kept. Returns the invitation.
 pub async fn replace_token(
     conn: &mut PgConnection,

@@ -553,6 +553,98 @@ pub async fn activate(
     Ok(res.rows_affected() == 1)
 }
 
+/// A user's name, email and status before a profile change.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileBefore {
+    /// The name before.
+    pub name: Option<String>,
+    /// The email before.
+    pub email: String,
+    /// The status (unchanged).
+    pub status: String,
+}
+
+/// Sets a user's name and/or email (`None`: unchanged); returns what they were (`None`: no such
+/// user in the project). The caller maps `users_project_email_key` to a 409.
+pub async fn set_profile(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> Result<Option<ProfileBefore>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        UPDATE users u SET name = coalesce($3, u.name), email = coalesce($4, u.email)
+        FROM (SELECT name, email, status FROM users
+              WHERE project_id = $1 AND user_id = $2 FOR UPDATE) old
+        WHERE u.project_id = $1 AND u.user_id = $2
+        RETURNING old.name, old.email, old.status
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(name)
+    .bind(email)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The user of the project with this (lower-case) email: its id and status.
+pub async fn by_email(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, UserStatus)>, sqlx::Error> {
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT user_id, status FROM users WHERE project_id = $1 AND email = $2")
+            .bind(project_id)
+            .bind(email)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.and_then(|(id, s)| Some((id, UserStatus::parse(&s)?))))
+}
+
+/// Creates an `ACTIVE` user with its password hash; the caller maps `users_project_email_key`
+/// to a 409.
+pub async fn create_active(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+    name: Option<&str>,
+    password_hash: &str,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        INSERT INTO users (user_id, project_id, email, name, status, password_hash)
+        VALUES ($1, $2, $3, $4, 'ACTIVE', $5) RETURNING user_id
+        "#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(project_id)
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .fetch_one(conn)
+    .await
+}
+
+/// Whether a user has a password (it accepted its invitation, or was created with one).
+pub async fn has_password(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT password_hash IS NOT NULL FROM users WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+    .map(|b| b.unwrap_or(false))
+}
+
 /// Records activity.
 pub async fn touch_last_seen(
     pool: &PgPool,

@@ -21,9 +21,7 @@ use crate::{
     AppState,
     auth::{Authorized, UserCreate},
     envelope::{Accepted, Data},
-    error::{
-        ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result, ResultExt,
-    },
+    error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result},
     extract::{PathId, ValidJson, Validate},
     quota, rate_limit, request_id,
 };
@@ -146,6 +144,34 @@ async fn inviter(s: &AppState, claims_user: Option<Uuid>, project: Uuid) -> Resu
         ))
 }
 
+/// Whether an insert failed on the project's unique email.
+pub(super) fn is_email_taken(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("users_project_email_key"))
+}
+
+/// The 409 for an email a user of the project already has: a deactivated one is pointed at
+/// reactivation (shared with `POST /users`).
+pub(super) async fn email_taken(s: &AppState, project: Uuid, email: &str) -> ApiError {
+    let found = match s.pool.acquire().await {
+        Ok(mut conn) => db::users::by_email(&mut conn, project, email)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    match found {
+        Some((id, UserStatus::Deactivated)) => ApiError::Conflict(format!(
+            "a deactivated user of the project has this email; reactivate it instead with \
+             POST /api/v1/users/{id}/reactivate"
+        )),
+        Some((id, status)) => ApiError::Conflict(format!(
+            "a user with this email already exists in the project ({id}, {})",
+            status.as_str()
+        )),
+        None => ApiError::Conflict("a user with this email already exists in the project".into()),
+    }
+}
+
 /// The project's quota and enqueue rate ([`quota::admit`]: the email is a job), then the
 /// invitation limits per inviter and per project.
 async fn invite_limits(s: &AppState, project: Uuid, inviter: Uuid) -> Result<()> {
@@ -185,7 +211,8 @@ fn send_invitation(
 /// Invites a user: creates it `INVITED` with its roles and an invitation, and queues the email.
 ///
 /// Permission: `user:create`, and the caller must be an active user of the project (403 for
-/// service tokens). 409 if the email is already a user of the project; 422 for a bad email,
+/// service tokens). 409 if the email is already a user of the project (for a deactivated
+/// user, the message names `POST /api/v1/users/{id}/reactivate`); 422 for a bad email,
 /// no or unknown roles, or an address (the invitee's or the inviter's) outside
 /// `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the per-inviter or per-project
 /// invitation limit or the project's enqueue rate (`rate_limited`), or when the project has
@@ -215,11 +242,14 @@ pub(super) async fn invite_user(
     .trunc_subsecs(6);
     let mut tx = s.pool.begin().await?;
     let name = req.name.as_ref().map(AsRef::as_ref);
-    let user_id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
-        .await
-        .on_constraint("users_project_email_key", || {
-            ApiError::Conflict("a user with this email already exists in the project".into())
-        })?;
+    let user_id = match db::users::create_invited(&mut tx, project, req.email.as_ref(), name).await
+    {
+        Err(e) if is_email_taken(&e) => {
+            drop(tx);
+            return Err(email_taken(&s, project, req.email.as_ref()).await);
+        }
+        other => other?,
+    };
     let role_ids = req.role_ids;
     let found = db::roles::existing(&mut tx, project, &role_ids).await?;
     if found.len() != role_ids.len() {

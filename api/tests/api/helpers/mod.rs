@@ -16,6 +16,7 @@ mod jobs;
 mod openapi;
 mod process;
 mod projects;
+mod roles;
 mod users;
 mod webhooks;
 
