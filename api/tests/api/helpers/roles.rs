@@ -71,10 +71,10 @@ impl TestApp {
         send(self.authed(Method::POST, "/api/v1/users", token).json(body)).await
     }
 
-    /// Audit actions about `target` (a user or role id), oldest first.
+    /// Audit actions about `target` (a user or role id), oldest first, logins left out.
     pub async fn audit_actions(&self, target: Uuid) -> Vec<String> {
         sqlx::query_scalar(
-            "SELECT action FROM audit_log WHERE target_id = $1 ORDER BY at, audit_id",
+            "SELECT action FROM audit_log WHERE target_id = $1 AND action NOT LIKE 'login.%' ORDER BY at, audit_id",
         )
         .bind(target.to_string())
         .fetch_all(&self.env.pool)
