@@ -25,7 +25,8 @@
 #   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
 #   PREFIX (bench-users: Redis key prefix; its keys are deleted before and after)
 #   PORT_A (18081) PORT_B (18082)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
-#   BUILD (1; 0 = use the existing target/release binaries)  OHA (oha on PATH or ~/.cargo/bin;
+#   BUILD (1; 0 = use the existing binaries)  BIN_DIR (target/release; e.g. target/debug for a
+#   smoke run with BUILD=0, whose figures say nothing about release speed)  OHA (oha on PATH or ~/.cargo/bin;
 #   installed with `cargo install oha --locked` when missing)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 set -euo pipefail
@@ -68,8 +69,8 @@ if [ "${BUILD:-1}" = 1 ]; then
   echo "== building comet-api and comet-worker (release)" >&2
   cargo build --release --quiet -p comet-api -p comet-worker >&2
 fi
-BIN=$ROOT/target/release
-[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
+BIN=${BIN_DIR:-$ROOT/target/release}
+[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no binaries in $BIN" >&2; exit 1; }
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 if [ ! -x "$OHA" ]; then
   echo "== installing oha (cargo install oha --locked; a few minutes, once)" >&2

@@ -33,12 +33,12 @@ async fn logging_out_a_token_that_expires_in_the_far_future_revokes_it() {
     );
     claims.exp = Utc::now().timestamp() + 100_000_000_000_000_000;
     let token = shared::auth::mint(&app.env.settings.auth.jwt_secret, &claims).expect("mint");
-    assert_eq!(app.queues(&token).await.status(), StatusCode::OK);
+    assert_eq!(app.get_roles(&token).await.status(), StatusCode::OK);
 
     let out = app.logout(&token).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
 
-    let after = app.queues(&token).await;
+    let after = app.get_roles(&token).await;
     assert_eq!(
         after.status(),
         StatusCode::UNAUTHORIZED,

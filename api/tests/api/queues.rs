@@ -86,7 +86,11 @@ async fn queue_counts_show_completed_and_dead_jobs_once_a_worker_ran_them() {
 async fn every_known_queue_is_listed() {
     let app = TestApp::spawn().await;
 
-    let body = json_with_status(app.queues(&app.admin_token()).await, StatusCode::OK).await;
+    let body = json_with_status(
+        app.queues(&app.platform_token_with(&["queues:read"])).await,
+        StatusCode::OK,
+    )
+    .await;
 
     let listed: Vec<&str> = body["data"]
         .as_array()
