@@ -2,6 +2,7 @@
 //! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
 //! run.
 
+mod accept_page;
 mod audit;
 mod auth;
 mod clock;
@@ -21,10 +22,12 @@ mod jobs;
 mod login_limits;
 mod metrics;
 mod openapi;
+mod passwords;
 mod permissions;
 mod projects;
 mod queues;
 mod quota;
+mod refresh;
 mod rules;
 mod sessions;
 mod tenancy;
