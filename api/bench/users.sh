@@ -29,7 +29,8 @@
 #   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
 #   PREFIX (bench-users: Redis key prefix; its keys are deleted before and after)
 #   PORT_A (18081) PORT_B (18082)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
-#   BUILD (1; 0 = use the existing target/release binaries)  OHA (oha on PATH or ~/.cargo/bin;
+#   BUILD (1; 0 = use the existing binaries)  PROFILE (release; `debug` for a quick look: its
+#   figures are not comparable, dependencies are built at opt-level 1)  OHA (oha on PATH or ~/.cargo/bin;
 #   installed with `cargo install oha --locked` when missing)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 set -euo pipefail
@@ -70,11 +71,16 @@ read -r RHOST RPORT <<< "$REDIS_HOST"
 redis-cli -h "$RHOST" -p "$RPORT" ping > /dev/null || { echo "Redis not reachable at $REDIS_URL" >&2; exit 1; }
 psql -w "$PG_URL/postgres" -Atqc 'SELECT 1' > /dev/null || { echo "Postgres not reachable at $PG_URL" >&2; exit 1; }
 
+PROFILE=${PROFILE:-release}
 if [ "${BUILD:-1}" = 1 ]; then
-  echo "== building comet-api and comet-worker (release)" >&2
-  cargo build --release --quiet -p comet-api -p comet-worker >&2
+  echo "== building comet-api and comet-worker ($PROFILE)" >&2
+  if [ "$PROFILE" = release ]; then
+    cargo build --release --quiet -p comet-api -p comet-worker >&2
+  else
+    cargo build --quiet --bin comet-api --bin comet-worker >&2
+  fi
 fi
-BIN=$ROOT/target/release
+BIN=$ROOT/target/$PROFILE
 [ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 if [ ! -x "$OHA" ]; then
