@@ -606,7 +606,11 @@ mod tests {
         let link = "https://dash.example/reset?from=mail&token=tok_R-1";
         assert!(e.text.contains(link), "{}", e.text);
         // escaped in the HTML part (`&` and `/`), as every value there
-        assert!(e.html.contains("from=mail&amp;token=tok_R-1\""), "{}", e.html);
+        assert!(
+            e.html.contains("from=mail&amp;token=tok_R-1\""),
+            "{}",
+            e.html
+        );
     }
 
     #[test]
