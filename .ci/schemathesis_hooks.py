@@ -46,6 +46,13 @@ The rules the schema cannot hold, and what the hook does about each:
   `Authorization` header, never both (`400`); every caller of the run sends the header, so a
   generated `ticket` is dropped.
 
+- Every new password (`password` of `POST /api/v1/invitations/accept` and of
+  `POST /api/v1/auth/password-reset/confirm`, `newPassword` of
+  `POST /api/v1/auth/change-password`) passes the password policy: not one character repeated,
+  not on the list of common passwords (shared/src/domain/common-passwords.txt, read here), and
+  a new password differs from the current one. A schema-valid password the policy refuses
+  becomes a strong one of the same schema.
+
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
 token of the user); a request naming one of them names a random id instead (a 404). The same
@@ -169,6 +176,26 @@ def _fix_rule_test(body: dict) -> None:
         body["condition"] = _CONDITION
 
 
+_COMMON_PASSWORDS_FILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "shared", "src", "domain", "common-passwords.txt"
+)
+with open(_COMMON_PASSWORDS_FILE, encoding="utf-8") as _f:
+    _COMMON = {
+        line.strip().lower() for line in _f if line.strip() and not line.startswith("#")
+    }
+_STRONG_PASSWORD = "schemathesis strong passphrase 7f"
+
+
+def _fix_password(body: dict, field: str, other: str | None = None) -> None:
+    """Replaces a schema-valid password the policy refuses (see the module doc)."""
+    value = body.get(field)
+    if not isinstance(value, str) or not 12 <= len(value) <= 128 or "\0" in value:
+        return
+    refused = len(set(value)) == 1 or value.strip().lower() in _COMMON
+    if refused or (other is not None and body.get(other) == value):
+        body[field] = _STRONG_PASSWORD if body.get(other) != _STRONG_PASSWORD else _STRONG_PASSWORD + "!"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     path = case.operation.path
@@ -224,6 +251,10 @@ def before_call(context, case, kwargs):
                 _fix_event(event, now)
     elif path in ("/api/v1/users/invite", "/api/v1/users"):
         _real_roles(body, "roleIds")
+    elif path in ("/api/v1/invitations/accept", "/api/v1/auth/password-reset/confirm"):
+        _fix_password(body, "password")
+    elif path == "/api/v1/auth/change-password":
+        _fix_password(body, "newPassword", "currentPassword")
     elif path in ("/api/v1/rules", "/api/v1/rules/{id}"):
         _fix_rule(body)
     elif path == "/api/v1/rules/test":

@@ -16,7 +16,7 @@
 //!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
 //!   suspension or deletion reaching every process), [`project_settings`] (projects' settings
 //!   cached per process, dropped on every process when changed), [`passwords`] (Argon2 off the async
-//!   threads), [`csv_export`].
+//!   threads), [`tokens`] (a user's access and refresh tokens), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
 //!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`, then after the commit
 //!   `s.outbox.wake()`: the relays are woken by a Redis publish, not by the transaction).
@@ -43,6 +43,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod revocation;
 pub mod routes;
+pub mod tokens;
 
 use std::{sync::Arc, sync::OnceLock, time::Duration};
 
@@ -147,6 +148,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::jobs::router())
         .merge(routes::queues::router())
         .merge(routes::auth::router())
+        .merge(routes::passwords::router())
         .merge(routes::users::router())
         .merge(routes::roles::router())
         .merge(routes::invitations::router())

@@ -9,6 +9,7 @@ pub mod health;
 pub mod invitations;
 pub mod jobs;
 pub mod notifications;
+pub mod passwords;
 pub mod projects;
 pub mod queues;
 pub mod roles;

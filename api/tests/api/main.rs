@@ -3,6 +3,7 @@
 //! run.
 
 mod admin_guards;
+mod accept_page;
 mod audit;
 mod auth;
 mod clock;
@@ -22,11 +23,13 @@ mod jobs;
 mod login_limits;
 mod metrics;
 mod openapi;
+mod passwords;
 mod permissions;
 mod projects;
 mod queues;
 mod quota;
 mod roles;
+mod refresh;
 mod rules;
 mod sessions;
 mod tenancy;

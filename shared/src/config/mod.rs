@@ -27,7 +27,7 @@ pub use http::HttpSettings;
 pub use inbox::InboxSettings;
 pub use queue::{QueueSettings, WorkerSettings};
 pub use stores::{DatabaseSettings, RedisSettings};
-pub use users::UserSettings;
+pub use users::{UserSettings, link_with_token};
 pub use webhooks::WebhookSettings;
 
 /// A configuration problem, naming the variable at fault.

@@ -643,6 +643,45 @@ pub async fn has_password(
     .fetch_optional(conn)
     .await
     .map(|b| b.unwrap_or(false))
+/// A user's password hash (`None`: no such user, or no password yet).
+pub async fn password_hash(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let hash: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT password_hash FROM users WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(hash.flatten())
+}
+
+/// Sets an ACTIVE user's password hash; with `expected`, only while the stored hash is still
+/// that one (a concurrent change or reset wins, and this returns false).
+pub async fn set_password(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    password_hash: &str,
+    expected: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        r#"
+        UPDATE users SET password_hash = $3
+        WHERE project_id = $1 AND user_id = $2 AND status = 'ACTIVE'
+          AND ($4::text IS NULL OR password_hash = $4)
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(password_hash)
+    .bind(expected)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
 }
 
 /// Records activity.

@@ -24,7 +24,7 @@ mod time;
 pub use email::{EmailAddress, MAX_EMAIL, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
 pub use name::{DisplayName, MAX_NAME, NonBlankName};
-pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password};
+pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password, check_policy};
 pub use project::{
     DESCRIPTION_PATTERN, Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG,
     ProjectSettings, ProjectStatus, Slug,

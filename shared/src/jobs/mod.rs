@@ -29,6 +29,7 @@ macro_rules! with_job_kinds {
         $then! {
             ping::Ping,
             send_invitation::SendInvitation,
+            send_password_reset::SendPasswordReset,
             revoke_sessions::RevokeSessions,
             process_event::ProcessEvent,
             deliver_notification::DeliverNotification,

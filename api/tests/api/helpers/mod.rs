@@ -10,6 +10,7 @@
 //! loopback receiver and a signature verifier); `openapi` reads the served document.
 
 mod audit;
+mod browser;
 mod events;
 mod inbox;
 mod jobs;
@@ -29,6 +30,7 @@ use shared::{auth::Claims, config::Settings, testing::TestEnv};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
+pub use browser::Browser;
 pub use events::rule_body;
 pub use inbox::{
     SseReader, deliver, inbox_user, new_notification, notify, open_stream, user_token,
