@@ -34,6 +34,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod permissions;
 pub mod queue;
+pub mod schedule;
 pub mod rules;
 pub mod secrets;
 pub mod sessions;

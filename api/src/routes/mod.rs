@@ -12,5 +12,6 @@ pub mod notifications;
 pub mod projects;
 pub mod queues;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;

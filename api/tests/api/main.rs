@@ -26,6 +26,7 @@ mod projects;
 mod queues;
 mod quota;
 mod rules;
+mod schedules;
 mod sessions;
 mod tenancy;
 mod users;

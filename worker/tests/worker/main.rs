@@ -8,4 +8,5 @@ mod open_counts;
 mod outbox;
 mod processes;
 mod queue;
+mod scheduler;
 mod users;
