@@ -60,3 +60,8 @@ CREATE INDEX api_keys_grace ON api_keys (previous_valid_until)
 -- Retention (apply_retention) deletes by age across projects, in small batches.
 CREATE INDEX audit_log_at ON audit_log (at);
 CREATE INDEX notifications_created ON notifications (created_at);
+
+-- Scheduled sweeps are platform-wide jobs: their project id is the nil id, which is no
+-- project's row. The outbox keeps the id (the quota counts a project's rows by it) without
+-- the foreign key; projects are only ever soft-deleted, so its cascade never ran.
+ALTER TABLE job_outbox DROP CONSTRAINT job_outbox_project_id_fkey;

@@ -405,8 +405,9 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
     };
     let (old_gone, old_kept, new) = (event(40).await, event(40).await, event(0).await);
     let (user, _) = crate::helpers::inbox_user(&app.env, project, "r@example.com").await;
+    let env = &app.env;
     let attach = |event: Uuid, age_days: i64| async move {
-        let n = new_notification(&app.env, project, None, "b", &[user]).await;
+        let n = new_notification(env, project, None, "b", &[user]).await;
         sqlx::query(
             "UPDATE notifications SET kind = 'rule', rule_id = gen_random_uuid(), event_id = $2,
                     created_at = now() - make_interval(days => $3::int)
