@@ -87,7 +87,9 @@ pub async fn run(
     });
 
     if settings.scheduler.enabled {
-        services.start("scheduler", |stop| services::scheduler::run(ctx.clone(), stop));
+        services.start("scheduler", |stop| {
+            services::scheduler::run(ctx.clone(), stop)
+        });
     }
 
     // The monitor runs until the shutdown signal, or until a service fails.

@@ -53,8 +53,7 @@ where
     for _ in 0..max_batches {
         let n = batch().await?;
         total += n;
-        metrics::counter!("comet_sweep_rows_total", "sweep" => sweep, "step" => step)
-            .increment(n);
+        metrics::counter!("comet_sweep_rows_total", "sweep" => sweep, "step" => step).increment(n);
         progress(handle, step, total).await;
         if n < size {
             break;

@@ -102,7 +102,9 @@ async fn view(s: &AppState, r: &Resolved, row: Option<&ScheduleRow>) -> Result<S
         }
         None => None,
     };
-    let from = row.map_or_else(Utc::now, |r| r.last_tick_at).max(Utc::now());
+    let from = row
+        .map_or_else(Utc::now, |r| r.last_tick_at)
+        .max(Utc::now());
     Ok(ScheduleView {
         name: r.name().to_owned(),
         expression: r.expression.clone(),

@@ -206,7 +206,10 @@ async fn no_role_can_be_given_a_platform_permission() {
             .fetch_all(pool)
             .await
             .unwrap();
-    assert_eq!(platform, ["projects:manage", "schedules:manage", "schedules:read"]);
+    assert_eq!(
+        platform,
+        ["projects:manage", "schedules:manage", "schedules:read"]
+    );
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM role_permissions WHERE permission = 'projects:manage'",
     )

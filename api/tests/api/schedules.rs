@@ -19,7 +19,10 @@ use crate::helpers::{TestApp, assert_error, json_with_status, new_notification, 
 
 /// Every schedule but `keep` switched off; the scheduler on when `keep` names any.
 fn only(s: &mut Settings, keep: &[(&str, &str)]) {
-    let names: Vec<&str> = shared::schedule::ALL.iter().map(|d| d.schedule.name).collect();
+    let names: Vec<&str> = shared::schedule::ALL
+        .iter()
+        .map(|d| d.schedule.name)
+        .collect();
     for name in names {
         let expr = keep
             .iter()
@@ -191,9 +194,11 @@ async fn a_pause_holds_across_restarts_of_the_worker_and_the_api_until_resumed()
         StatusCode::OK,
     )
     .await;
-    eventually(Duration::from_secs(10), "the canary fires again", || async {
-        (app.run_count("canary").await >= at_pause + 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the canary fires again",
+        || async { (app.run_count("canary").await >= at_pause + 2).then_some(()) },
+    )
     .await;
     assert_eq!(app.schedule("canary").await["paused"], false);
 }
@@ -238,7 +243,11 @@ async fn an_expired_invitation_is_swept_and_its_invitee_invited_again_end_to_end
     let (_, boss) = app.admin("boss@example.com").await;
     let first = app.invite_member(&boss, "late@example.com").await;
     let user = first["user"]["id"].as_str().expect("id").to_owned();
-    let old_token = link_token(&smtp.wait_for(1, Duration::from_secs(30)).await[0].parse().text);
+    let old_token = link_token(
+        &smtp.wait_for(1, Duration::from_secs(30)).await[0]
+            .parse()
+            .text,
+    );
     // today a re-invite of a pending invitee is a conflict
     let member = app.role_id(app.project_id(), "member").await;
     let again = json!({"email": "late@example.com", "roleIds": [member]});
@@ -271,7 +280,11 @@ async fn an_expired_invitation_is_swept_and_its_invitee_invited_again_end_to_end
     );
 
     let reinvited = json_with_status(app.invite(&boss, &again).await, StatusCode::ACCEPTED).await;
-    assert_eq!(reinvited["data"]["user"]["id"], user.as_str(), "the same user");
+    assert_eq!(
+        reinvited["data"]["user"]["id"],
+        user.as_str(),
+        "the same user"
+    );
     assert_ne!(
         reinvited["data"]["invitation"]["id"],
         first["invitation"]["id"]
@@ -313,11 +326,13 @@ async fn api_keys_past_expiry_are_disabled_and_ended_rotation_graces_erased_audi
         StatusCode::OK,
     )
     .await;
-    sqlx::query("UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE api_key_id = $1")
-        .bind(expiring)
-        .execute(&app.env.pool)
-        .await
-        .expect("expire");
+    sqlx::query(
+        "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE api_key_id = $1",
+    )
+    .bind(expiring)
+    .execute(&app.env.pool)
+    .await
+    .expect("expire");
     sqlx::query(
         "UPDATE api_keys SET previous_valid_until = now() - interval '1 second' WHERE api_key_id = $1",
     )
@@ -340,7 +355,10 @@ async fn api_keys_past_expiry_are_disabled_and_ended_rotation_graces_erased_audi
     .await;
     assert!(shown["data"]["disabledAt"].is_string(), "{shown}");
     assert!(app.key_row(rotated).await.previous_hash.is_none());
-    assert_eq!(app.key_status(&expiring_key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.key_status(&expiring_key).await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.key_status(&kept_key).await, StatusCode::OK);
     let kept_row = app.key_row(kept).await;
     assert!(kept_row.previous_hash.is_none());
@@ -435,16 +453,21 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
     assert_eq!(r["notifications"], 1, "{r}");
     assert_eq!(r["notificationRecipients"], 1, "{r}");
     assert_eq!(r["events"], 1, "{r}");
-    let left: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'test.%'")
-        .fetch_all(pool)
-        .await
-        .expect("audit left");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE action LIKE 'test.%'")
+            .fetch_all(pool)
+            .await
+            .expect("audit left");
     assert_eq!(left, ["test.new"]);
     let events: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM events ORDER BY event_id")
         .fetch_all(pool)
         .await
         .expect("events");
-    assert_eq!(events, [old_kept, new], "an event outlives its notifications");
+    assert_eq!(
+        events,
+        [old_kept, new],
+        "an event outlives its notifications"
+    );
     let notifications: Vec<Uuid> = sqlx::query_scalar("SELECT notification_id FROM notifications")
         .fetch_all(pool)
         .await
@@ -489,12 +512,10 @@ async fn the_session_sweep_removes_only_dead_ids_from_the_users_session_sets() {
         .into_iter()
         .map(|s| s.jti)
         .collect();
-    let members: Vec<String> = redis::AsyncCommands::smembers(
-        &mut conn,
-        format!("{prefix}:auth:user-sessions:{user}"),
-    )
-    .await
-    .expect("members");
+    let members: Vec<String> =
+        redis::AsyncCommands::smembers(&mut conn, format!("{prefix}:auth:user-sessions:{user}"))
+            .await
+            .expect("members");
     assert_eq!(members.len(), 2, "{members:?}");
     left.sort();
     let mut live = jtis[1..].to_vec();

@@ -494,7 +494,10 @@ async fn an_expired_invitation_returns_410_and_activates_nobody() {
     assert_ne!(invitation["id"], invited["invitation"]["id"], "{resent}");
     let expires: DateTime<Utc> =
         serde_json::from_value(invitation["expiresAt"].clone()).expect("expiresAt");
-    assert!(expires > Utc::now() + chrono::Duration::days(29), "{resent}");
+    assert!(
+        expires > Utc::now() + chrono::Duration::days(29),
+        "{resent}"
+    );
     let old = app.accept(&invitation_token, PASSWORD).await;
     assert_error(old, StatusCode::NOT_FOUND, "not_found").await;
 }

@@ -393,7 +393,9 @@ mod tests {
         assert!(!s.scheduler.get("sweep_sessions").unwrap().enabled());
         assert!(s.scheduler.get("expire_invitations").unwrap().enabled());
         pairs.push(("SCHEDULE_EXPIRE_INVITATIONS", "0 9 * *"));
-        let err = Settings::from_source(&source(&pairs)).unwrap_err().to_string();
+        let err = Settings::from_source(&source(&pairs))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SCHEDULE_EXPIRE_INVITATIONS"), "{err}");
         assert!(err.contains("schedule `expire_invitations`"), "{err}");
         assert!(err.contains("expected 5 fields"), "{err}");
@@ -401,7 +403,12 @@ mod tests {
 
     #[test]
     fn schedule_variables_that_name_no_schedule_are_found() {
-        let vars = ["SCHEDULE_CANARY", "SCHEDULE_CANRAY", "SCHEDULER_ENABLED", "PATH"];
+        let vars = [
+            "SCHEDULE_CANARY",
+            "SCHEDULE_CANRAY",
+            "SCHEDULER_ENABLED",
+            "PATH",
+        ];
         assert_eq!(
             scheduler::unknown_schedule_vars(vars.into_iter()),
             ["SCHEDULE_CANRAY"]
@@ -413,7 +420,10 @@ mod tests {
     #[test]
     fn retention_days_default_keep_and_refuse_nonsense() {
         let s = Settings::from_source(&source(&BASE)).unwrap();
-        assert_eq!(s.retention.audit_days, None, "the audit log is kept by default");
+        assert_eq!(
+            s.retention.audit_days, None,
+            "the audit log is kept by default"
+        );
         assert_eq!(s.retention.event_days, Some(90));
         let mut pairs = BASE.to_vec();
         pairs.push(("AUDIT_RETENTION_DAYS", "365"));
@@ -422,7 +432,9 @@ mod tests {
         assert_eq!(s.retention.audit_days, Some(365));
         assert_eq!(s.retention.event_days, None);
         pairs.push(("NOTIFICATION_RETENTION_DAYS", "1"));
-        let err = Settings::from_source(&source(&pairs)).unwrap_err().to_string();
+        let err = Settings::from_source(&source(&pairs))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NOTIFICATION_RETENTION_DAYS"), "{err}");
     }
 

@@ -218,7 +218,10 @@ pub async fn reissue(
     expires_at: DateTime<Utc>,
 ) -> Result<Uuid, sqlx::Error> {
     delete_of_user(conn, project_id, user_id).await?;
-    create(conn, project_id, user_id, token_hash, invited_by, expires_at).await
+    create(
+        conn, project_id, user_id, token_hash, invited_by, expires_at,
+    )
+    .await
 }
 
 /// Marks up to `batch` pending invitations past their expiry `EXPIRED` and audits each

@@ -24,8 +24,8 @@ pub mod preferences;
 pub mod projects;
 pub mod retention;
 pub mod roles;
-pub mod schedules;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;
 

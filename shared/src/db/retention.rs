@@ -11,7 +11,11 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 /// One batch of the audit log older than `before`.
-pub async fn audit_log(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
+pub async fn audit_log(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
     exec(
         pool,
         r#"
@@ -121,7 +125,11 @@ pub async fn events(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<
 
 /// One batch of inbox feed entries created before `before` (a stream resuming from further
 /// back starts again from the oldest entry kept).
-pub async fn inbox_feed(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
+pub async fn inbox_feed(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
     exec(
         pool,
         r#"

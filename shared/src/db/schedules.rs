@@ -220,7 +220,10 @@ pub async fn runs(pool: &PgPool, schedule: &str) -> Result<Vec<Run>, sqlx::Error
 }
 
 /// The job of a schedule's latest run, if any.
-pub async fn latest_job(conn: &mut PgConnection, schedule: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn latest_job(
+    conn: &mut PgConnection,
+    schedule: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT job_id FROM schedule_runs WHERE schedule = $1 ORDER BY fired_at DESC LIMIT 1",
     )

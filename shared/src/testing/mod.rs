@@ -209,10 +209,7 @@ impl TestEnv {
             ),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
             ("LOG_FORMAT".into(), "json".into()),
-            (
-                "SCHEDULER_ENABLED".into(),
-                s.scheduler.enabled.to_string(),
-            ),
+            ("SCHEDULER_ENABLED".into(), s.scheduler.enabled.to_string()),
         ]
     }
 

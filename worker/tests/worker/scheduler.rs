@@ -26,7 +26,11 @@ fn only(keep: &[(&str, &str)], extra: &[(&str, &str)]) -> Vec<(String, String)> 
         })
         .collect();
     vars.push(("SCHEDULER_ENABLED".into(), "true".into()));
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     vars
 }
 
@@ -101,7 +105,11 @@ async fn three_worker_processes_enqueue_exactly_one_job_per_tick_none_missed_non
         .collect();
     let distinct: BTreeSet<_> = ticks.iter().collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick enqueued twice");
-    assert_eq!(ticks.len(), 40, "one run per second of the window: {ticks:?}");
+    assert_eq!(
+        ticks.len(),
+        40,
+        "one run per second of the window: {ticks:?}"
+    );
     let row = schedules::all(&env.pool)
         .await
         .expect("rows")
@@ -112,17 +120,21 @@ async fn three_worker_processes_enqueue_exactly_one_job_per_tick_none_missed_non
 
     // every run's job reached Redis once and ran; and there is no other ping than these
     let ids: Vec<_> = runs.iter().map(|r| r.job_id).collect();
-    let done = eventually(Duration::from_secs(30), "the runs' jobs complete", || async {
-        let mut out = Vec::new();
-        for id in &ids {
-            let job = env.queues.job("ping", *id).await.ok()??;
-            if job.state != JobState::Completed {
-                return None;
+    let done = eventually(
+        Duration::from_secs(30),
+        "the runs' jobs complete",
+        || async {
+            let mut out = Vec::new();
+            for id in &ids {
+                let job = env.queues.job("ping", *id).await.ok()??;
+                if job.state != JobState::Completed {
+                    return None;
+                }
+                out.push(job);
             }
-            out.push(job);
-        }
-        Some(out)
-    })
+            Some(out)
+        },
+    )
     .await;
     assert_eq!(done.len(), runs.len());
     let counts = env.queues.counts("ping").await.expect("counts");
@@ -150,8 +162,7 @@ async fn three_worker_processes_enqueue_exactly_one_job_per_tick_none_missed_non
 }
 
 #[tokio::test]
-async fn a_fleet_down_across_two_ticks_skip_fires_none_of_them_and_once_fires_one_with_the_count()
-{
+async fn a_fleet_down_across_two_ticks_skip_fires_none_of_them_and_once_fires_one_with_the_count() {
     let env = TestEnv::new().await;
     let every5 = "*/5 * * * * *";
     let vars = only(

@@ -221,26 +221,25 @@ pub(super) async fn invite_user(
     let exists =
         || ApiError::Conflict("a user with this email already exists in the project".into());
     // an invitee whose invitation expired is invited again: same user, new invitation
-    let (user_id, previous) = match db::users::lock_by_email(&mut tx, project, req.email.as_ref())
-        .await?
-    {
-        None => {
-            let id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
-                .await
-                .on_constraint("users_project_email_key", exists)?;
-            (id, None)
-        }
-        Some((id, UserStatus::Invited)) => {
-            let invitation = db::invitations::of_user(&mut tx, project, id)
-                .await?
-                .filter(|i| i.is_expired(Utc::now()))
-                .ok_or_else(exists)?;
-            db::users::rename_invited(&mut tx, project, id, name).await?;
-            db::roles::clear(&mut tx, project, id).await?;
-            (id, Some(invitation.invitation_id))
-        }
-        Some(_) => return Err(exists()),
-    };
+    let (user_id, previous) =
+        match db::users::lock_by_email(&mut tx, project, req.email.as_ref()).await? {
+            None => {
+                let id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
+                    .await
+                    .on_constraint("users_project_email_key", exists)?;
+                (id, None)
+            }
+            Some((id, UserStatus::Invited)) => {
+                let invitation = db::invitations::of_user(&mut tx, project, id)
+                    .await?
+                    .filter(|i| i.is_expired(Utc::now()))
+                    .ok_or_else(exists)?;
+                db::users::rename_invited(&mut tx, project, id, name).await?;
+                db::roles::clear(&mut tx, project, id).await?;
+                (id, Some(invitation.invitation_id))
+            }
+            Some(_) => return Err(exists()),
+        };
     let role_ids = req.role_ids;
     let found = db::roles::existing(&mut tx, project, &role_ids).await?;
     if found.len() != role_ids.len() {
