@@ -259,30 +259,16 @@ pub(super) async fn invite_user(
         db::roles::assign(&mut tx, project, user_id, *role).await?;
     }
     let token_hash = secrets::token_hash(&token);
-    let invitation_id = match previous {
-        None => {
-            db::invitations::create(
-                &mut tx,
-                project,
-                user_id,
-                &token_hash,
-                Some(inviter.id),
-                expires_at,
-            )
-            .await?
-        }
-        Some(_) => {
-            db::invitations::reissue(
-                &mut tx,
-                project,
-                user_id,
-                &token_hash,
-                Some(inviter.id),
-                expires_at,
-            )
-            .await?
-        }
-    };
+    // a new user has no invitation to replace: `reissue` then only creates one
+    let invitation_id = db::invitations::reissue(
+        &mut tx,
+        project,
+        user_id,
+        &token_hash,
+        Some(inviter.id),
+        expires_at,
+    )
+    .await?;
     db::audit::record(
         &mut tx,
         NewEntry::new(project, "invitation.created")
