@@ -1386,7 +1386,15 @@ async fn comet_api_token_platform_mints_a_platform_operators_token() {
     let claims = shared::auth::verify(&app.env.settings.auth.jwt_secret, &token).unwrap();
     assert!(claims.platform);
     assert_eq!(claims.project_id, Uuid::nil());
-    assert_eq!(claims.permissions, ["projects:manage", "queues:read"]);
+    assert_eq!(
+        claims.permissions,
+        [
+            "projects:manage",
+            "queues:read",
+            "schedules:read",
+            "schedules:manage"
+        ]
+    );
     assert_eq!(app.list_projects(&token, "").await.status(), StatusCode::OK);
     assert!(!refused.status.success(), "a platform token has no project");
     assert!(
