@@ -193,6 +193,17 @@ impl From<FieldErrors> for ApiError {
     }
 }
 
+impl From<shared::schedule::fire::FireError> for ApiError {
+    fn from(e: shared::schedule::fire::FireError) -> Self {
+        use shared::schedule::fire::FireError;
+        match e {
+            FireError::Database(e) => e.into(),
+            FireError::Queue(e) => e.into(),
+            FireError::Payload(e) => ApiError::Internal(anyhow::Error::new(e)),
+        }
+    }
+}
+
 impl From<shared::queue::QueueError> for ApiError {
     fn from(e: shared::queue::QueueError) -> Self {
         match e {

@@ -112,6 +112,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
+        (name = "schedules", description = "Schedules and their sweeps (platform operators)"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -159,6 +160,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::deliveries::router())
         .merge(routes::projects::router())
         .merge(routes::webhook_endpoints::router())
+        .merge(routes::schedules::router())
 }
 
 /// The OpenAPI document of every route (built once).

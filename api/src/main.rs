@@ -34,7 +34,7 @@ enum Command {
     /// Mint an access token for local use.
     Token {
         /// A permission to grant (repeatable), e.g. jobs:read. With --platform, default
-        /// projects:manage and queues:read.
+        /// projects:manage, queues:read, schedules:read and schedules:manage.
         #[arg(long = "permission", short = 'p', required_unless_present = "platform")]
         permissions: Vec<String>,
         /// The project (default: the demo project).
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             }
             // before the admin token: `./dev up` takes the last token printed as its $TOKEN
             println!(
-                "platform operator token (projects:manage, queues:read; no project; {}s):",
+                "platform operator token (projects:manage, queues:read, schedules:*; no project; {}s):",
                 settings.auth.jwt_ttl.as_secs()
             );
             println!("{platform}");
@@ -191,7 +191,12 @@ fn check_permissions(permissions: &[String]) -> anyhow::Result<()> {
 
 /// What a platform operator's token grants by default.
 fn platform_permissions() -> Vec<String> {
-    vec!["projects:manage".into(), "queues:read".into()]
+    vec![
+        "projects:manage".into(),
+        "queues:read".into(),
+        "schedules:read".into(),
+        "schedules:manage".into(),
+    ]
 }
 
 /// The demo admin's email.

@@ -35,6 +35,7 @@ pub mod jobs;
 pub mod permissions;
 pub mod queue;
 pub mod rules;
+pub mod schedule;
 pub mod secrets;
 pub mod sessions;
 pub mod shutdown;

@@ -89,6 +89,8 @@ permissions! {
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     WebhooksManage => "webhooks:manage", "Manage the project's webhook endpoints and their secrets; told when one is disabled", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
+    SchedulesRead => "schedules:read", "Platform operators: list the schedules with their next and last runs", platform [];
+    SchedulesManage => "schedules:manage", "Platform operators: pause, resume and trigger schedules", platform [];
 }
 
 /// Whether `name` is a platform permission (see the module doc).

@@ -8,7 +8,9 @@
 //!   and refuses a kind the list lacks or one registered twice.
 //! - [`rules_cache`]: compiled rules per project, for `process_event`.
 //! - [`services`]: the long-running loops besides the job runners (HTTP, outbox relay, on-dead
-//!   hooks), started from one list in [`run`], with one shutdown path.
+//!   hooks, the scheduler), started from one list in [`run`], with one shutdown path.
+//! - [`sweeps`]: what the scheduled sweep jobs share (platform-only payloads, batches,
+//!   progress).
 //! - [`run`]: wires the monitor and the services, and shuts them down in order on
 //!   SIGTERM/SIGINT; any of them failing stops the process with a non-zero status.
 
@@ -17,6 +19,7 @@ pub mod jobs;
 pub mod registry;
 pub mod rules_cache;
 pub mod services;
+pub mod sweeps;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -205,6 +208,12 @@ pub async fn run(
             stop,
         )
     });
+
+    if settings.scheduler.enabled {
+        services.start("scheduler", |stop| {
+            services::scheduler::run(ctx.clone(), stop)
+        });
+    }
 
     // The monitor runs until the shutdown signal, or until a service fails.
     let mut failure = None;

@@ -14,5 +14,6 @@ pub mod projects;
 pub mod queues;
 pub mod roles;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;

@@ -31,6 +31,7 @@ mod quota;
 mod roles;
 mod refresh;
 mod rules;
+mod schedules;
 mod sessions;
 mod tenancy;
 mod user_detail;

@@ -484,13 +484,22 @@ async fn an_expired_invitation_returns_410_and_activates_nobody() {
             .await
             .expect("the user");
     assert_eq!(status, "INVITED");
-    // and it cannot be resent either (resending does not extend it)
-    assert_error(
+    // resending it issues a new invitation, with a new expiry; the old link stays dead
+    let resent = json_with_status(
         app.resend_invitation(&token, &user).await,
-        StatusCode::CONFLICT,
-        "conflict",
+        StatusCode::ACCEPTED,
     )
     .await;
+    let invitation = &resent["data"]["invitation"];
+    assert_ne!(invitation["id"], invited["invitation"]["id"], "{resent}");
+    let expires: DateTime<Utc> =
+        serde_json::from_value(invitation["expiresAt"].clone()).expect("expiresAt");
+    assert!(
+        expires > Utc::now() + chrono::Duration::days(29),
+        "{resent}"
+    );
+    let old = app.accept(&invitation_token, PASSWORD).await;
+    assert_error(old, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test]

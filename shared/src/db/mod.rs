@@ -24,8 +24,10 @@ pub mod password_resets;
 pub mod preferences;
 pub mod projects;
 pub mod refresh_tokens;
+pub mod retention;
 pub mod roles;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;
 

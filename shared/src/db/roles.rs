@@ -187,6 +187,20 @@ pub async fn assign(
     Ok(res.rows_affected() == 1)
 }
 
+/// Takes every role from a user (an invitee invited again gets the new invitation's roles).
+pub async fn clear(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM user_roles WHERE project_id = $1 AND user_id = $2")
+        .bind(project_id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Takes a role from a user; false if the user did not hold it.
 pub async fn unassign(
     conn: &mut PgConnection,

@@ -513,6 +513,42 @@ pub async fn lock_status(
     Ok(s.as_deref().and_then(UserStatus::parse))
 }
 
+/// The user with this email in the project and its status, locking its row for the rest of
+/// the transaction (inviting an address again).
+pub async fn lock_by_email(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, UserStatus)>, sqlx::Error> {
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT user_id, status FROM users WHERE project_id = $1 AND email = $2 FOR UPDATE",
+    )
+    .bind(project_id)
+    .bind(email)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|(id, s)| UserStatus::parse(&s).map(|s| (id, s))))
+}
+
+/// Sets an invited user's display name when a new invitation names one.
+pub async fn rename_invited(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    name: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET name = coalesce($3, name)
+         WHERE project_id = $1 AND user_id = $2 AND status = 'INVITED'",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The status of a user, share-locked for the rest of the transaction: login reads it (and the
 /// permissions) under this lock, so it waits for a deactivation or role change in flight.
 pub async fn share_lock_status(

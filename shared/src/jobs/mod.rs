@@ -34,6 +34,10 @@ macro_rules! with_job_kinds {
             process_event::ProcessEvent,
             deliver_notification::DeliverNotification,
             rule_digest::RuleDigest,
+            expire_invitations::ExpireInvitations,
+            sweep_sessions::SweepSessions,
+            apply_retention::ApplyRetention,
+            sweep_api_keys::SweepApiKeys,
         }
     };
 }

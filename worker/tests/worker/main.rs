@@ -9,4 +9,5 @@ mod open_counts;
 mod outbox;
 mod processes;
 mod queue;
+mod scheduler;
 mod users;

@@ -209,10 +209,13 @@ fn send_invitation(
 }
 
 /// Invites a user: creates it `INVITED` with its roles and an invitation, and queues the email.
+/// An address whose invitation expired is invited again: the same user gets the new roles and
+/// a new invitation (new link, new expiry); the old link stays dead.
 ///
 /// Permission: `user:create`, and the caller must be an active user of the project (403 for
-/// service tokens). 409 if the email is already a user of the project (for a deactivated
-/// user, the message names `POST /api/v1/users/{id}/reactivate`); 422 for a bad email,
+/// service tokens). 409 if the email is already a user of the project (active, deactivated:
+/// the message names `POST /api/v1/users/{id}/reactivate`, or invited with an invitation still
+/// valid); 422 for a bad email,
 /// no or unknown roles, or an address (the invitee's or the inviter's) outside
 /// `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the per-inviter or per-project
 /// invitation limit or the project's enqueue rate (`rate_limited`), or when the project has
@@ -242,14 +245,31 @@ pub(super) async fn invite_user(
     .trunc_subsecs(6);
     let mut tx = s.pool.begin().await?;
     let name = req.name.as_ref().map(AsRef::as_ref);
-    let user_id = match db::users::create_invited(&mut tx, project, req.email.as_ref(), name).await
-    {
-        Err(e) if is_email_taken(&e) => {
-            drop(tx);
-            return Err(email_taken(&s, project, req.email.as_ref()).await);
-        }
-        other => other?,
-    };
+    let exists =
+        || ApiError::Conflict("a user with this email already exists in the project".into());
+    // an invitee whose invitation expired is invited again: same user, new invitation
+    let (user_id, previous) =
+        match db::users::lock_by_email(&mut tx, project, req.email.as_ref()).await? {
+            None => {
+                let id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
+                    .await
+                    .on_constraint("users_project_email_key", exists)?;
+                (id, None)
+            }
+            Some((id, UserStatus::Invited)) => {
+                let invitation = db::invitations::of_user(&mut tx, project, id)
+                    .await?
+                    .filter(|i| i.is_expired(Utc::now()))
+                    .ok_or_else(exists)?;
+                db::users::rename_invited(&mut tx, project, id, name).await?;
+                db::roles::clear(&mut tx, project, id).await?;
+                (id, Some(invitation.invitation_id))
+            }
+            Some(_) => {
+                drop(tx);
+                return Err(email_taken(&s, project, req.email.as_ref()).await);
+            }
+        };
     let role_ids = req.role_ids;
     let found = db::roles::existing(&mut tx, project, &role_ids).await?;
     if found.len() != role_ids.len() {
@@ -268,11 +288,13 @@ pub(super) async fn invite_user(
     for role in &role_ids {
         db::roles::assign(&mut tx, project, user_id, *role).await?;
     }
-    let invitation_id = db::invitations::create(
+    let token_hash = secrets::token_hash(&token);
+    // a new user has no invitation to replace: `reissue` then only creates one
+    let invitation_id = db::invitations::reissue(
         &mut tx,
         project,
         user_id,
-        &secrets::token_hash(&token),
+        &token_hash,
         Some(inviter.id),
         expires_at,
     )
@@ -286,6 +308,7 @@ pub(super) async fn invite_user(
                 "invitationId": invitation_id,
                 "roleIds": role_ids,
                 "expiresAt": expires_at,
+                "replacesExpired": previous,
             }))
             .request(Some(request_id::current())),
     )
@@ -319,10 +342,11 @@ pub(super) async fn invite_user(
 }
 
 /// Sends an invited user a new invitation email. The new token replaces the old one (which
-/// stops working); the expiry stays what it was.
+/// stops working); the expiry stays what it was, unless the invitation has expired: then a new
+/// invitation (new id) with a new expiry replaces it.
 ///
 /// Permission: `user:create`, by an active user of the project (403 for service tokens).
-/// 404 for an unknown user; 409 unless the user is `INVITED` with an unexpired invitation;
+/// 404 for an unknown user; 409 unless the user is `INVITED` with an invitation;
 /// 422 for addresses outside `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the
 /// invitation limits or the project's enqueue rate, or at its quota of open jobs.
 #[utoipa::path(post, path = "/api/v1/users/{id}/resend-invitation", tag = "users",
@@ -371,21 +395,41 @@ pub(super) async fn resend_invitation(
     let current = db::invitations::of_user(&mut tx, project, user_id)
         .await?
         .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?;
-    if current.expires_at <= Utc::now() {
-        return Err(ApiError::Conflict(
-            "the invitation has expired; resending does not extend it".into(),
-        ));
-    }
-    let invitation =
-        db::invitations::replace_token(&mut tx, project, user_id, &secrets::token_hash(&token))
+    let token_hash = secrets::token_hash(&token);
+    let reissued = current.is_expired(Utc::now());
+    let invitation = if reissued {
+        // an expired invitation is replaced by a new one, with a new expiry
+        let expires_at = (Utc::now()
+            + chrono::Duration::days(i64::from(s.settings.users.invitation_expiry_days)))
+        .trunc_subsecs(6);
+        let id = db::invitations::reissue(
+            &mut tx,
+            project,
+            user_id,
+            &token_hash,
+            Some(inviter.id),
+            expires_at,
+        )
+        .await?;
+        db::invitations::of_user(&mut tx, project, user_id)
             .await?
-            .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?;
+            .filter(|i| i.invitation_id == id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the new invitation vanished")))?
+    } else {
+        db::invitations::replace_token(&mut tx, project, user_id, &token_hash)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?
+    };
     db::audit::record(
         &mut tx,
         NewEntry::new(project, "invitation.resend_requested")
             .actor(Some(inviter.id))
             .user(user_id)
-            .metadata(serde_json::json!({ "invitationId": invitation.invitation_id }))
+            .metadata(serde_json::json!({
+                "invitationId": invitation.invitation_id,
+                "replacesExpired": reissued.then_some(current.invitation_id),
+                "expiresAt": invitation.expires_at,
+            }))
             .request(Some(request_id::current())),
     )
     .await?;
