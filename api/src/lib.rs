@@ -109,6 +109,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
+        (name = "transfer-buckets", description = "Transfer buckets: exact balances, credits and debits, low-balance alerts"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -154,6 +155,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::deliveries::router())
         .merge(routes::projects::router())
         .merge(routes::webhook_endpoints::router())
+        .merge(routes::buckets::router())
 }
 
 /// The OpenAPI document of every route (built once).

@@ -4,6 +4,7 @@
 
 mod audit;
 mod auth;
+mod buckets;
 mod clock;
 mod contract;
 mod deliveries;

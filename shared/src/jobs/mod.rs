@@ -33,6 +33,7 @@ macro_rules! with_job_kinds {
             process_event::ProcessEvent,
             deliver_notification::DeliverNotification,
             rule_digest::RuleDigest,
+            bucket_monitor::BucketMonitor,
         }
     };
 }
