@@ -494,8 +494,10 @@ pub async fn apply(
             WITH t AS (
                 INSERT INTO bucket_transactions
                     (project_id, bucket_id, transaction_id, kind, amount, reference,
-                     idempotency_key, balance_after, actor_id)
-                SELECT $1, $2, $3, $4, $5::numeric, $6, $7, balance, $8
+                     idempotency_key, balance_after, actor_id, created_at)
+                -- the clock under the row lock, not the transaction's start: movements list
+                -- in the order they were applied
+                SELECT $1, $2, $3, $4, $5::numeric, $6, $7, balance, $8, clock_timestamp()
                 FROM transfer_buckets WHERE project_id = $1 AND bucket_id = $2
                 RETURNING *
             )
