@@ -158,7 +158,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// `comet-api bucket-monitor`: enqueues the sweep straight to Redis (a platform-wide job has no
 /// project, so no outbox row), and with `wait` polls it until it finishes.
-async fn bucket_monitor(settings: &Settings, project: Option<Uuid>, wait: bool) -> anyhow::Result<()> {
+async fn bucket_monitor(
+    settings: &Settings,
+    project: Option<Uuid>,
+    wait: bool,
+) -> anyhow::Result<()> {
     use shared::jobs::{BucketMonitor, EnqueueOptions, Job as _};
     let queues = shared::queue::Queues::from_settings(settings)?;
     let job = BucketMonitor {
@@ -184,7 +188,11 @@ async fn bucket_monitor(settings: &Settings, project: Option<Uuid>, wait: bool) 
                 return Ok(());
             }
             JobState::Dead | JobState::Cancelled => {
-                anyhow::bail!("bucket_monitor ended {:?}: {:?}", record.state, record.last_error)
+                anyhow::bail!(
+                    "bucket_monitor ended {:?}: {:?}",
+                    record.state,
+                    record.last_error
+                )
             }
             _ => {}
         }

@@ -35,7 +35,10 @@ pub struct PermissionInfo {
 /// Every project's default roles, with their descriptions.
 pub const DEFAULT_ROLES: &[(&str, &str)] = &[
     ("admin", "Manages users, roles, jobs, rules and API keys"),
-    ("member", "Reads users, jobs, rules, events and transfer buckets"),
+    (
+        "member",
+        "Reads users, jobs, rules, events and transfer buckets",
+    ),
 ];
 
 /// Whether a scope is `platform` (the other is `project`).

@@ -44,7 +44,9 @@ async fn low_balance_events(app: &TestApp) -> Vec<Value> {
 async fn buckets_are_created_read_listed_filtered_and_audited() {
     let app = TestApp::spawn().await;
     let token = app.admin_token();
-    let ops = app.bucket(&token, &usd("  Ops float ", "1500.5", "100")).await;
+    let ops = app
+        .bucket(&token, &usd("  Ops float ", "1500.5", "100"))
+        .await;
     assert_eq!(ops["name"], "Ops float", "trimmed");
     assert_eq!(ops["currency"], "USD");
     assert_eq!(ops["balance"], "1500.50", "at the currency's minor units");
@@ -92,9 +94,16 @@ async fn buckets_are_created_read_listed_filtered_and_audited() {
     };
     assert_eq!(names(&list("").await), ["Ops float", "Tokyo", "Kuwait"]);
     assert_eq!(names(&list("?currency=JPY").await), ["Tokyo"]);
-    assert_eq!(names(&list("?currency=").await).len(), 3, "empty: no filter");
+    assert_eq!(
+        names(&list("?currency=").await).len(),
+        3,
+        "empty: no filter"
+    );
     assert_eq!(names(&list("?belowThreshold=true").await), ["Tokyo"]);
-    assert_eq!(names(&list("?alerting=false").await), ["Ops float", "Kuwait"]);
+    assert_eq!(
+        names(&list("?alerting=false").await),
+        ["Ops float", "Kuwait"]
+    );
     assert_eq!(names(&list("?search=KYO").await), ["Tokyo"]);
     assert_eq!(names(&list("?search=%25").await), Vec::<String>::new());
     let first = list("?limit=2").await;
@@ -205,7 +214,10 @@ async fn bad_bodies_get_422_naming_every_invalid_field_and_store_nothing() {
         )
         .await;
     assert_eq!(overdraft["balance"], "-5.00");
-    assert_eq!(scalar(&app, "SELECT count(*) FROM transfer_buckets").await, 1);
+    assert_eq!(
+        scalar(&app, "SELECT count(*) FROM transfer_buckets").await,
+        1
+    );
 
     let id = id_of(&overdraft);
     for (body, fields) in [
@@ -256,14 +268,32 @@ async fn bad_bodies_get_422_naming_every_invalid_field_and_store_nothing() {
     .await;
     assert_eq!(err["details"][0]["field"], "amount");
     let threshold = app
-        .set_threshold(&token, &id, &json!({"lowBalanceThreshold": "1.005", "rearmMargin": "x"}))
+        .set_threshold(
+            &token,
+            &id,
+            &json!({"lowBalanceThreshold": "1.005", "rearmMargin": "x"}),
+        )
         .await;
-    let err = assert_error(threshold, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let err = assert_error(
+        threshold,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(err["details"][0]["field"], "rearmMargin");
     let threshold = app
-        .set_threshold(&token, &id, &json!({"lowBalanceThreshold": "1.005", "rearmMargin": "0.001"}))
+        .set_threshold(
+            &token,
+            &id,
+            &json!({"lowBalanceThreshold": "1.005", "rearmMargin": "0.001"}),
+        )
         .await;
-    let err = assert_error(threshold, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let err = assert_error(
+        threshold,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     let fields: Vec<&str> = err["details"]
         .as_array()
         .expect("details")
@@ -340,7 +370,10 @@ async fn a_hundred_concurrent_debits_leave_the_exact_balance() {
         }
     });
     let statuses = futures::future::join_all(debits).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
     assert_eq!(app.bucket_now(&token, &id).await["balance"], "63.00");
 
     // 100 debits of 1.00 from 50.00: exactly 50 go through, the rest are refused
@@ -353,16 +386,26 @@ async fn a_hundred_concurrent_debits_leave_the_exact_balance() {
         }
     });
     let statuses = futures::future::join_all(debits).await;
-    let ok = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let ok = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
     let refused = statuses
         .iter()
         .filter(|s| **s == StatusCode::CONFLICT)
         .count();
     assert_eq!((ok, refused), (50, 50), "{statuses:?}");
     assert_eq!(app.bucket_now(&token, &tiny).await["balance"], "0.00");
-    let resp = app.move_balance(&token, &tiny, &debit("0.01", "last")).await;
+    let resp = app
+        .move_balance(&token, &tiny, &debit("0.01", "last"))
+        .await;
     let err = assert_error(resp, StatusCode::CONFLICT, "insufficient_funds").await;
-    assert!(err["message"].as_str().expect("message").contains("0.00 USD"));
+    assert!(
+        err["message"]
+            .as_str()
+            .expect("message")
+            .contains("0.00 USD")
+    );
 
     // every movement is recorded once, with the balance after it
     let rows: Vec<(String,)> = sqlx::query_as(
@@ -376,7 +419,8 @@ async fn a_hundred_concurrent_debits_leave_the_exact_balance() {
     let distinct: HashSet<_> = rows.iter().collect();
     assert_eq!(distinct.len(), 100, "each movement saw the one before it");
     let all = json_with_status(
-        app.list_movements(&token, &id, "?limit=100&type=debit").await,
+        app.list_movements(&token, &id, "?limit=100&type=debit")
+            .await,
         StatusCode::OK,
     )
     .await;
@@ -418,7 +462,10 @@ async fn a_repeated_idempotency_key_answers_the_first_movement_and_a_different_b
         async move { app.move_balance(token, id, body).await.status() }
     });
     let statuses = futures::future::join_all(repeats).await;
-    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
     assert_eq!(app.bucket_now(&token, &id).await["balance"], "95.00");
 
     for changed in [
@@ -435,7 +482,11 @@ async fn a_repeated_idempotency_key_answers_the_first_movement_and_a_different_b
         1
     );
     assert_eq!(
-        scalar(&app, "SELECT count(*) FROM audit_log WHERE action = 'bucket.debited'").await,
+        scalar(
+            &app,
+            "SELECT count(*) FROM audit_log WHERE action = 'bucket.debited'"
+        )
+        .await,
         1
     );
     // the key is per bucket: another bucket's movement may use it
@@ -469,10 +520,10 @@ async fn a_bucket_that_crosses_hovers_and_recrosses_alerts_exactly_twice_through
     let id = id_of(&b);
 
     let steps = [
-        ("debit", "60", "90.00", true),   // crosses: alert 1
-        ("credit", "15", "105.00", true), // above the threshold, within the margin
-        ("debit", "10", "95.00", true),   // below again, still alerting: nothing
-        ("credit", "10", "105.00", true), // hovering
+        ("debit", "60", "90.00", true),       // crosses: alert 1
+        ("credit", "15", "105.00", true),     // above the threshold, within the margin
+        ("debit", "10", "95.00", true),       // below again, still alerting: nothing
+        ("credit", "10", "105.00", true),     // hovering
         ("credit", "10.01", "115.01", false), // above threshold + margin: re-armed
         ("debit", "15.01", "100.00", false),  // at the threshold: not below
         ("debit", "0.01", "99.99", true),     // crosses again: alert 2
@@ -522,7 +573,10 @@ async fn a_bucket_that_crosses_hovers_and_recrosses_alerts_exactly_twice_through
     let drained = app.run_pending_jobs().await;
     let run = drained.of_kind("bucket_monitor");
     assert_eq!(run.len(), 1);
-    assert_eq!(run[0].result.as_ref().map(|r| r["changed"].clone()), Some(json!(0)));
+    assert_eq!(
+        run[0].result.as_ref().map(|r| r["changed"].clone()),
+        Some(json!(0))
+    );
     assert_eq!(low_balance_events(&app).await.len(), 2);
 }
 
@@ -532,7 +586,11 @@ async fn a_threshold_change_applies_the_state_at_once_and_is_audited() {
     let token = app.admin_token();
     let id = id_of(&app.bucket(&token, &usd("float", "50", "10")).await);
     let raised = app
-        .set_threshold(&token, &id, &json!({"lowBalanceThreshold": "60", "rearmMargin": "5"}))
+        .set_threshold(
+            &token,
+            &id,
+            &json!({"lowBalanceThreshold": "60", "rearmMargin": "5"}),
+        )
         .await;
     let b = json_with_status(raised, StatusCode::OK).await["data"].clone();
     assert_eq!(b["lowBalanceThreshold"], "60.00");
@@ -547,7 +605,10 @@ async fn a_threshold_change_applies_the_state_at_once_and_is_audited() {
     )
     .await["data"]
         .clone();
-    assert_eq!((b["alerting"].clone(), b["rearmMargin"].clone()), (json!(true), json!("5.00")));
+    assert_eq!(
+        (b["alerting"].clone(), b["rearmMargin"].clone()),
+        (json!(true), json!("5.00"))
+    );
     let b = json_with_status(
         app.set_threshold(&token, &id, &json!({"lowBalanceThreshold": "40"}))
             .await,
@@ -575,9 +636,18 @@ async fn stale_by_sql(app: &TestApp, token: &str) -> [String; 4] {
     let c = id_of(&app.bucket(token, &usd("c", "50", "10")).await);
     let d = id_of(&app.bucket(token, &usd("d", "5", "10")).await);
     for (sql, id) in [
-        ("UPDATE transfer_buckets SET low_threshold = 100 WHERE bucket_id = $1", &b),
-        ("UPDATE transfer_buckets SET balance = 9.99 WHERE bucket_id = $1", &c),
-        ("UPDATE transfer_buckets SET balance = 1000 WHERE bucket_id = $1", &d),
+        (
+            "UPDATE transfer_buckets SET low_threshold = 100 WHERE bucket_id = $1",
+            &b,
+        ),
+        (
+            "UPDATE transfer_buckets SET balance = 9.99 WHERE bucket_id = $1",
+            &c,
+        ),
+        (
+            "UPDATE transfer_buckets SET balance = 1000 WHERE bucket_id = $1",
+            &d,
+        ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(Uuid::parse_str(id).expect("uuid"))
@@ -622,7 +692,12 @@ async fn the_monitor_catches_sql_changes_exactly_once_even_run_twice_at_once() {
     let events = low_balance_events(&app).await;
     let mut swept: Vec<(&str, &str)> = events[1..]
         .iter()
-        .map(|e| (e["name"].as_str().expect("name"), e["balance"].as_str().expect("balance")))
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name"),
+                e["balance"].as_str().expect("balance"),
+            )
+        })
         .collect();
     swept.sort_unstable();
     assert_eq!(swept, [("b", "50.00"), ("c", "9.99")]);
@@ -638,7 +713,10 @@ async fn the_monitor_catches_sql_changes_exactly_once_even_run_twice_at_once() {
     assert_eq!(drained.of_kind("process_event").len(), 3);
     let run = drained.of_kind("bucket_monitor");
     assert_eq!(run.len(), 1);
-    assert_eq!(run[0].result.as_ref().map(|r| r["changed"].clone()), Some(json!(0)));
+    assert_eq!(
+        run[0].result.as_ref().map(|r| r["changed"].clone()),
+        Some(json!(0))
+    );
     assert_eq!(low_balance_events(&app).await.len(), 3);
 }
 
@@ -650,7 +728,10 @@ async fn a_sweep_and_movements_at_once_raise_each_crossing_once() {
     // them through the API and two sweeps run
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(id_of(&app.bucket(&token, &usd(&format!("b{i}"), "100", "10")).await));
+        ids.push(id_of(
+            &app.bucket(&token, &usd(&format!("b{i}"), "100", "10"))
+                .await,
+        ));
     }
     sqlx::query("UPDATE transfer_buckets SET balance = 5")
         .execute(&app.env.pool)
@@ -677,7 +758,11 @@ async fn a_sweep_and_movements_at_once_raise_each_crossing_once() {
         .collect();
     assert_eq!(buckets.len(), 20);
     assert_eq!(
-        scalar(&app, "SELECT count(*) FROM transfer_buckets WHERE alerting AND alert_seq = 1").await,
+        scalar(
+            &app,
+            "SELECT count(*) FROM transfer_buckets WHERE alerting AND alert_seq = 1"
+        )
+        .await,
         20
     );
 }

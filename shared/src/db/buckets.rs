@@ -149,7 +149,10 @@ impl LowBalance {
             source: Some(EVENT_SOURCE.to_owned()),
             payload: serde_json::to_value(payload).unwrap_or_default(),
             occurred_at: Utc::now(),
-            idempotency_key: Some(format!("{LOW_BALANCE_EVENT}:{}:{}", self.bucket_id, self.seq)),
+            idempotency_key: Some(format!(
+                "{LOW_BALANCE_EVENT}:{}:{}",
+                self.bucket_id, self.seq
+            )),
         }
     }
 }
@@ -490,7 +493,7 @@ pub async fn apply(
     .fetch_one(&mut *conn)
     .await?;
     let transaction: TransactionRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            r#"
+        r#"
             WITH t AS (
                 INSERT INTO bucket_transactions
                     (project_id, bucket_id, transaction_id, kind, amount, reference,

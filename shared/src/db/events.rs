@@ -132,7 +132,10 @@ pub async fn accept_across(
         .bind(&repeated_keys)
         .fetch_all(&mut *conn)
         .await?;
-        first = rows.into_iter().map(|(p, k, e, j)| ((p, k), (e, j))).collect();
+        first = rows
+            .into_iter()
+            .map(|(p, k, e, j)| ((p, k), (e, j)))
+            .collect();
     }
     let new_jobs: Vec<NewJob> = jobs
         .into_iter()

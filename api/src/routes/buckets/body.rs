@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use shared::{
     db::buckets::{BucketRow, Movement, MovementKind, NewBucket, TransactionRow},
     domain::{
-        Amount, Currency, DisplayName, FieldErrors, IdempotencyKey, Invalid, NonBlankName,
-        Sign, SignedAmount, UnsignedAmount, required,
+        Amount, Currency, DisplayName, FieldErrors, IdempotencyKey, Invalid, NonBlankName, Sign,
+        SignedAmount, UnsignedAmount, required,
     },
 };
 use utoipa::{
@@ -163,19 +163,21 @@ impl Validate for BucketRequest {
             currency,
         );
         match (name, currency, balance, low_threshold, rearm_margin) {
-            (Some(name), Some(currency), Some(balance), Some(low_threshold), Some(rearm_margin))
-                if errors.is_empty() =>
-            {
-                Ok(NewBucket {
-                    name: name.as_ref().to_owned(),
-                    currency,
-                    balance,
-                    low_threshold,
-                    rearm_margin,
-                    allow_negative,
-                    created_by: None,
-                })
-            }
+            (
+                Some(name),
+                Some(currency),
+                Some(balance),
+                Some(low_threshold),
+                Some(rearm_margin),
+            ) if errors.is_empty() => Ok(NewBucket {
+                name: name.as_ref().to_owned(),
+                currency,
+                balance,
+                low_threshold,
+                rearm_margin,
+                allow_negative,
+                created_by: None,
+            }),
             _ => Err(errors),
         }
     }
@@ -289,7 +291,11 @@ pub struct MovementRequest {
     #[schema(required = true, nullable = false, value_type = UnsignedAmount)]
     pub amount: Option<String>,
     /// The caller's reference (1 to 200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub reference: Option<String>,
     /// Unique per bucket: a repeat with the same body answers the first movement (applied
     /// once), with a different body `409`.
@@ -302,10 +308,7 @@ impl Validate for MovementRequest {
 
     fn validate(self) -> Result<Movement, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let kind = errors.check(
-            "type",
-            required(self.kind).and_then(|k| movement_kind(&k)),
-        );
+        let kind = errors.check("type", required(self.kind).and_then(|k| movement_kind(&k)));
         let amount = amount(&mut errors, "amount", self.amount, Sign::Positive, None);
         let reference = errors.check(
             "reference",

@@ -115,10 +115,7 @@ impl BucketParams {
                 .map(Currency::parse)
                 .transpose(),
         );
-        let search = errors.check(
-            "search",
-            SearchTerm::parse_optional(self.search.as_deref()),
-        );
+        let search = errors.check("search", SearchTerm::parse_optional(self.search.as_deref()));
         match (currency, search) {
             (Some(currency), Some(search)) if errors.is_empty() => Ok(BucketFilter {
                 currency: currency.map(|c| c.code().to_owned()),
@@ -219,7 +216,8 @@ pub(super) async fn set_threshold(
         None => shared::domain::Amount::parse(&before.rearm_margin, shared::domain::Sign::Any)
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored margin: {e}")))?,
     };
-    let (after, crossing) = db::buckets::set_threshold(&mut tx, &before, &threshold, &margin).await?;
+    let (after, crossing) =
+        db::buckets::set_threshold(&mut tx, &before, &threshold, &margin).await?;
     let raised = raise(&mut tx, crossing, "threshold").await?;
     db::audit::record(
         &mut tx,

@@ -217,15 +217,9 @@ pub(super) async fn list_movements(
             .await?
             .ok_or(ApiError::NotFound("transfer bucket"))?;
     }
-    let rows = db::buckets::list_transactions(
-        &s.pool,
-        project_id,
-        id,
-        kind,
-        after,
-        i64::from(limit) + 1,
-    )
-    .await?;
+    let rows =
+        db::buckets::list_transactions(&s.pool, project_id, id, kind, after, i64::from(limit) + 1)
+            .await?;
     Ok(ApiJson(CursorList::new(
         rows.into_iter().map(Transaction::from).collect(),
         limit,
