@@ -409,7 +409,7 @@ pub enum Applied {
         /// The recorded movement.
         transaction: TransactionRow,
         /// The bucket after it.
-        bucket: BucketRow,
+        bucket: Box<BucketRow>,
         /// The crossing, for [`emit`] in the same transaction.
         crossing: Option<LowBalance>,
     },
@@ -520,7 +520,7 @@ pub async fn apply(
     let crossing = (bucket.alert_seq > locked.alert_seq).then(|| bucket.crossing());
     Ok(Applied::Done {
         transaction,
-        bucket,
+        bucket: Box::new(bucket),
         crossing,
     })
 }
