@@ -52,6 +52,12 @@ The rules the schema cannot hold, and what the hook does about each:
   not on the list of common passwords (shared/src/domain/common-passwords.txt, read here), and
   a new password differs from the current one. A schema-valid password the policy refuses
   becomes a strong one of the same schema.
+- `/api/v1/transfer-buckets…`: an amount may have no more decimal places than the bucket's
+  currency (JPY none), an opening balance is negative only with `allowNegative`, a movement's
+  amount is above zero, and no balance reaches 10^15. A generated amount loses its decimals
+  and keeps at most 9 digits (a movement's zero becomes `1`; an opening balance's `-` goes
+  unless `allowNegative` is true). The lists' `after` is a cursor the API issued: a generated
+  one becomes empty (no cursor).
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
@@ -137,6 +143,22 @@ def _without_nul(value):
     if isinstance(value, dict):
         return {k.replace("\x00", ""): _without_nul(v) for k, v in value.items()}
     return value
+
+
+_AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,4})?$")
+_BUCKET_LISTS = ("/api/v1/transfer-buckets", "/api/v1/transfer-buckets/{id}/transactions")
+
+
+def _fix_amount(body: dict, field: str, *, positive: bool = False, signed: bool = False) -> None:
+    """An amount the schema allows, made valid for every currency and bounded (see above)."""
+    value = body.get(field)
+    if not isinstance(value, str) or not _AMOUNT.match(value):
+        return
+    negative = value.startswith("-") and signed
+    digits = str(int(value.lstrip("-").split(".")[0]) % 10**9)
+    if positive and digits == "0":
+        digits = "1"
+    body[field] = ("-" if negative and digits != "0" else "") + digits
 
 
 def _fix_event(event: dict, now: dt.datetime) -> None:
@@ -231,6 +253,8 @@ def before_call(context, case, kwargs):
             query["after"] = _RULES_CURSOR
         if path == "/api/v1/webhook-endpoints" and _WEBHOOKS_CURSOR and isinstance(after, str) and after:
             query["after"] = _WEBHOOKS_CURSOR
+        if path in _BUCKET_LISTS and isinstance(after, str) and after:
+            query["after"] = ""
         if path.startswith("/api/v1/audit-logs"):
             start, end = _instant(query.get("from")), _instant(query.get("to"))
             if start is not None and end is not None and start > end:
@@ -273,6 +297,15 @@ def before_call(context, case, kwargs):
             start, end = quiet.get("start"), quiet.get("end")
             if isinstance(start, str) and start == end and len(start) == 5:
                 quiet["end"] = f"{(int(start[:2]) + 1) % 24:02d}{start[2:]}"
+    elif path == "/api/v1/transfer-buckets":
+        _fix_amount(body, "initialBalance", signed=body.get("allowNegative") is True)
+        _fix_amount(body, "lowBalanceThreshold")
+        _fix_amount(body, "rearmMargin")
+    elif path == "/api/v1/transfer-buckets/{id}/threshold":
+        _fix_amount(body, "lowBalanceThreshold")
+        _fix_amount(body, "rearmMargin")
+    elif path == "/api/v1/transfer-buckets/{id}/transactions":
+        _fix_amount(body, "amount", positive=True)
     elif path == "/api/v1/projects/{id}/api-keys":
         expires = _instant(body.get("expiresAt"))
         if expires is not None and not now < expires < now + dt.timedelta(days=3650):

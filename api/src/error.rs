@@ -66,6 +66,10 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `insufficient_funds`: a debit would take a bucket below zero, which it does not
+    /// allow.
+    #[error("{0}")]
+    InsufficientFunds(String),
     /// 410: the resource existed but is no longer usable (an expired invitation).
     #[error("{0}")]
     Gone(&'static str),
@@ -160,6 +164,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InsufficientFunds(_) => (StatusCode::CONFLICT, "insufficient_funds"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => {

@@ -113,6 +113,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
         (name = "schedules", description = "Schedules and their sweeps (platform operators)"),
+        (name = "transfer-buckets", description = "Transfer buckets: exact balances, credits and debits, low-balance alerts"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -161,6 +162,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::webhook_endpoints::router())
         .merge(routes::schedules::router())
+        .merge(routes::buckets::router())
 }
 
 /// The OpenAPI document of every route (built once).

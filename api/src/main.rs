@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         ttl: Option<i64>,
     },
+    /// Enqueue a `bucket_monitor` sweep now (platform-wide unless --project), print its job
+    /// id, and with --wait follow it to its end and print its result.
+    BucketMonitor {
+        /// Sweep one project's buckets only.
+        #[arg(long)]
+        project: Option<Uuid>,
+        /// Wait for the job to finish (a worker must run it) and print its result as JSON.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[tokio::main]
@@ -163,6 +173,50 @@ async fn main() -> anyhow::Result<()> {
                 shared::auth::mint(&settings.auth.jwt_secret, &claims)?
             );
             Ok(())
+        }
+        Command::BucketMonitor { project, wait } => bucket_monitor(&settings, project, wait).await,
+    }
+}
+
+/// `comet-api bucket-monitor`: enqueues the sweep straight to Redis (a platform-wide job has no
+/// project, so no outbox row), and with `wait` polls it until it finishes.
+async fn bucket_monitor(
+    settings: &Settings,
+    project: Option<Uuid>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    use shared::jobs::{BucketMonitor, EnqueueOptions, Job as _};
+    let queues = shared::queue::Queues::from_settings(settings)?;
+    let job = BucketMonitor {
+        project_id: project.unwrap_or(BucketMonitor::PLATFORM),
+    };
+    let enqueued = job
+        .enqueue_now(&queues, EnqueueOptions::default())
+        .await
+        .context("Failed to enqueue bucket_monitor")?;
+    println!("{}", enqueued.id);
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(record) = queues.job(BucketMonitor::QUEUE, enqueued.id).await? else {
+            anyhow::bail!("job {} is gone", enqueued.id);
+        };
+        use shared::queue::JobState;
+        match record.state {
+            JobState::Completed => {
+                println!("{}", record.result.unwrap_or_default());
+                return Ok(());
+            }
+            JobState::Dead | JobState::Cancelled => {
+                anyhow::bail!(
+                    "bucket_monitor ended {:?}: {:?}",
+                    record.state,
+                    record.last_error
+                )
+            }
+            _ => {}
         }
     }
 }

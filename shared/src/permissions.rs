@@ -35,7 +35,10 @@ pub struct PermissionInfo {
 /// Every project's default roles, with their descriptions.
 pub const DEFAULT_ROLES: &[(&str, &str)] = &[
     ("admin", "Manages users, roles, jobs, rules and API keys"),
-    ("member", "Reads users, jobs, rules and events"),
+    (
+        "member",
+        "Reads users, jobs, rules, events and transfer buckets",
+    ),
 ];
 
 /// Whether a scope is `platform` (the other is `project`).
@@ -88,6 +91,8 @@ permissions! {
     DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     WebhooksManage => "webhooks:manage", "Manage the project's webhook endpoints and their secrets; told when one is disabled", project ["admin"];
+    BucketsRead => "buckets:read", "See transfer buckets, their balances and movements", project ["admin", "member"];
+    BucketsWrite => "buckets:write", "Create transfer buckets, set their thresholds, credit and debit them", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
     SchedulesRead => "schedules:read", "Platform operators: list the schedules with their next and last runs", platform [];
     SchedulesManage => "schedules:manage", "Platform operators: pause, resume and trigger schedules", platform [];
@@ -138,7 +143,13 @@ mod tests {
         assert!(!of_default_role("admin").contains(&"queues:read"));
         assert_eq!(
             of_default_role("member"),
-            ["user:read", "jobs:read", "events:read", "rule:read"]
+            [
+                "user:read",
+                "jobs:read",
+                "events:read",
+                "rule:read",
+                "buckets:read"
+            ]
         );
     }
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod buckets;
 pub mod deliveries;
 pub mod events;
 pub mod health;

@@ -6,6 +6,7 @@ mod admin_guards;
 mod accept_page;
 mod audit;
 mod auth;
+mod buckets;
 mod clock;
 mod contract;
 mod deliveries;

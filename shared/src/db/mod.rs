@@ -13,6 +13,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod buckets;
 pub mod deliveries;
 pub mod events;
 pub mod inbox;

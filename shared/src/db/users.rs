@@ -209,7 +209,8 @@ pub struct UserFilter {
     pub search: Option<String>,
 }
 
-fn like_pattern(search: &Option<String>) -> Option<String> {
+/// `%term%` for `ILIKE`, with the term's own `\`, `%` and `_` escaped.
+pub(crate) fn like_pattern(search: &Option<String>) -> Option<String> {
     search.as_ref().map(|s| {
         let escaped = s
             .replace('\\', "\\\\")

@@ -38,6 +38,7 @@ macro_rules! with_job_kinds {
             sweep_sessions::SweepSessions,
             apply_retention::ApplyRetention,
             sweep_api_keys::SweepApiKeys,
+            bucket_monitor::BucketMonitor,
         }
     };
 }

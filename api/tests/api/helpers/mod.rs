@@ -5,12 +5,13 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`, `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
+//! database), `audit`, `buckets` (transfer buckets, and the monitor run in-process), `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
 //! (platform tokens, projects, API keys and their rows); `webhooks` (the endpoint routes, a
 //! loopback receiver and a signature verifier); `openapi` reads the served document.
 
 mod audit;
 mod browser;
+mod buckets;
 mod events;
 mod inbox;
 mod jobs;
