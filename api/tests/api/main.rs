@@ -2,8 +2,8 @@
 //! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
 //! run.
 
-mod admin_guards;
 mod accept_page;
+mod admin_guards;
 mod audit;
 mod auth;
 mod buckets;
@@ -29,8 +29,8 @@ mod permissions;
 mod projects;
 mod queues;
 mod quota;
-mod roles;
 mod refresh;
+mod roles;
 mod rules;
 mod schedules;
 mod sessions;

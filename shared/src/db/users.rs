@@ -680,6 +680,8 @@ pub async fn has_password(
     .fetch_optional(conn)
     .await
     .map(|b| b.unwrap_or(false))
+}
+
 /// A user's password hash (`None`: no such user, or no password yet).
 pub async fn password_hash(
     conn: &mut PgConnection,

@@ -21,7 +21,10 @@ use crate::{
     AppState,
     auth::{Authorized, UserCreate},
     envelope::{Accepted, Data},
-    error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result},
+    error::{
+        ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result,
+        ResultExt as _,
+    },
     extract::{PathId, ValidJson, Validate},
     quota, rate_limit, request_id,
 };
