@@ -323,6 +323,22 @@ fn metrics_at_zero() {
             "Job hashes that could not be read back",
             per_queue(shared::jobs::QUEUES),
         );
+        export_at_zero(
+            Counter,
+            "comet_bucket_movements_total",
+            "Transfer-bucket movements applied, by type",
+            ["credit", "debit"]
+                .into_iter()
+                .map(|t| vec![("type", t.to_owned())]),
+        );
+        export_at_zero(
+            Counter,
+            "comet_bucket_low_balance_total",
+            "Low-balance crossings of transfer buckets (events emitted), by cause",
+            ["movement", "threshold", "create"]
+                .into_iter()
+                .map(|c| vec![("cause", c.to_owned())]),
+        );
         metrics::gauge!("comet_argon2_in_flight").increment(0.0);
     });
 }

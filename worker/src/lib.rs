@@ -99,6 +99,28 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
     }
     export_at_zero(
         Counter,
+        "comet_password_resets_total",
+        "Password-reset requests handled, by outcome",
+        ["sent", "no_account"]
+            .into_iter()
+            .map(|o| vec![("outcome", o.to_owned())]),
+    );
+    export_at_zero(
+        Counter,
+        "comet_bucket_monitor_changed_total",
+        "Buckets whose low-balance state bucket_monitor changed, by change",
+        ["alerted", "rearmed"]
+            .into_iter()
+            .map(|c| vec![("change", c.to_owned())]),
+    );
+    export_at_zero(
+        Histogram,
+        "comet_bucket_monitor_duration_seconds",
+        "bucket_monitor run time",
+        unlabelled(),
+    );
+    export_at_zero(
+        Counter,
         "comet_jobs_total",
         "Attempts finished, by queue and outcome",
         per_queue_and(&queues, "outcome", &["completed", "retried", "dead"]),

@@ -208,7 +208,12 @@ async fn no_role_can_be_given_a_platform_permission() {
             .unwrap();
     assert_eq!(
         platform,
-        ["projects:manage", "schedules:manage", "schedules:read"]
+        [
+            "projects:manage",
+            "queues:read",
+            "schedules:manage",
+            "schedules:read"
+        ]
     );
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM role_permissions WHERE permission = 'projects:manage'",
