@@ -21,7 +21,8 @@ The rules the schema cannot hold, and what the hook does about each:
   a later one becomes a day from now.
 - `POST /api/v1/events` and each event of a batch: `occurredAt` is at most an hour ahead (a
   later one becomes now), and the payload holds no NUL (Postgres cannot store it; removed from
-  generated strings and keys).
+  generated strings and keys); the same for the `data` of
+  `POST /api/v1/notifications/{id}/webview-action`.
 - `POST /api/v1/users/invite` and `POST /api/v1/users` (`roleIds`) and a rule's
   `targetRoleIds`: roles of the caller's project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
 - `POST /api/v1/rules`, `PUT /api/v1/rules/{id}`: `condition` compiles as CEL (a generated one
@@ -31,7 +32,7 @@ The rules the schema cannot hold, and what the hook does about each:
   compiles. A generated condition becomes a valid one and a valid `ruleId` beside it is
   dropped; a request with neither gets the condition.
 - `POST /api/v1/webhook-endpoints`, `PUT /api/v1/webhook-endpoints/{id}`: `url` parses as a
-  URL (a pattern-valid `http://a:99999` does not) and, unless WEBHOOK_ALLOW_PRIVATE (which the
+  URL (a pattern-valid `http://a:99999` or a host of control characters does not) and, unless WEBHOOK_ALLOW_PRIVATE (which the
   step sets), its host resolves to public addresses. A generated URL becomes
   `http://127.0.0.1:9/comet-hook` (the discard port: a test message finds nothing listening).
 - `POST /api/v1/projects/{id}/api-keys`: `expiresAt` is in the future and at most 10 years
@@ -46,8 +47,8 @@ The rules the schema cannot hold, and what the hook does about each:
   `Authorization` header, never both (`400`); every caller of the run sends the header, so a
   generated `ticket` is dropped.
 
-- Every new password (`password` of `POST /api/v1/invitations/accept` and of
-  `POST /api/v1/auth/password-reset/confirm`, `newPassword` of
+- Every new password (`password` of `POST /api/v1/invitations/accept`, of `POST /api/v1/users`
+  and of `POST /api/v1/auth/password-reset/confirm`, `newPassword` of
   `POST /api/v1/auth/change-password`) passes the password policy: not one character repeated,
   not on the list of common passwords (shared/src/domain/common-passwords.txt, read here), and
   a new password differs from the current one. A schema-valid password the policy refuses
@@ -86,7 +87,10 @@ _MAX_DELAY = dt.timedelta(seconds=int(os.environ.get("ST_MAX_DELAY_SECS", "77760
 _CONDITION = 'event.type != ""'
 _TEMPLATE_SYNTAX = str.maketrans("", "", "{}%#|")
 _WEBHOOK_URL = "http://127.0.0.1:9/comet-hook"
-_WEBHOOK_URL_PATTERN = re.compile(r"^https?://[^\s@/?#]+([/?#]\S*)?$")
+# The schema's `^https?://[^\s@/?#]+([/?#]\S*)?$` as schemathesis's validator reads it: `\s` is
+# Unicode White_Space there, while Python's `\s` also takes the controls \x1c-\x1f.
+_WS = "\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_WEBHOOK_URL_PATTERN = re.compile(rf"^https?://[^{_WS}@/?#]+([/?#][^{_WS}]*)?$")
 
 _NOTIFICATION_SIBLINGS = ("stream", "stream-ticket", "unread-count", "acknowledge-all")
 
@@ -273,8 +277,14 @@ def before_call(context, case, kwargs):
         for event in body["events"]:
             if isinstance(event, dict):
                 _fix_event(event, now)
-    elif path in ("/api/v1/users/invite", "/api/v1/users"):
+    elif path == "/api/v1/users/invite":
         _real_roles(body, "roleIds")
+    elif path == "/api/v1/users":
+        _real_roles(body, "roleIds")
+        _fix_password(body, "password")
+    elif path == "/api/v1/notifications/{id}/webview-action":
+        if isinstance(body.get("data"), dict):
+            body["data"] = _without_nul(body["data"])
     elif path in ("/api/v1/invitations/accept", "/api/v1/auth/password-reset/confirm"):
         _fix_password(body, "password")
     elif path == "/api/v1/auth/change-password":

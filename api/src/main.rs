@@ -189,6 +189,7 @@ async fn bucket_monitor(
     let queues = shared::queue::Queues::from_settings(settings)?;
     let job = BucketMonitor {
         project_id: project.unwrap_or(BucketMonitor::PLATFORM),
+        run: None,
     };
     let enqueued = job
         .enqueue_now(&queues, EnqueueOptions::default())

@@ -5,8 +5,8 @@
 //!
 //! A reset request is answered `202` with the same body whatever the email, after the same
 //! work: the API looks nothing up. It seals the address into a `send_password_reset` job pushed
-//! straight to Redis (no database write precedes it, and an outbox row needs an existing
-//! project, which an unknown email has none of), and the worker finds the account, or finds
+//! straight to Redis (no database write precedes it, so there is no transaction for an outbox
+//! row to join), and the worker finds the account, or finds
 //! none and finishes (`shared::jobs::SendPasswordReset`). Requests are limited per client IP
 //! and per email.
 

@@ -705,6 +705,7 @@ async fn the_monitor_catches_sql_changes_exactly_once_even_run_twice_at_once() {
     // as a queued job, with its project scope: nothing left to do
     BucketMonitor {
         project_id: app.project_id(),
+        run: None,
     }
     .enqueue_now(&app.env.queues, Default::default())
     .await

@@ -106,9 +106,14 @@ async fn schedules_are_for_platform_operators_and_list_their_policies_and_next_t
             "sweep_sessions",
             "apply_retention",
             "sweep_api_keys",
+            "bucket_monitor",
             "canary"
         ]
     );
+    let monitor = app.schedule("bucket_monitor").await;
+    assert_eq!(monitor["expression"], "*/30 * * * * *");
+    assert_eq!(monitor["catchUp"], "once");
+    assert_eq!(monitor["overlap"], "skip");
     let expire = app.schedule("expire_invitations").await;
     assert_eq!(expire["expression"], "*/5 * * * *");
     assert_eq!(expire["timeZone"], "UTC");
@@ -223,6 +228,43 @@ async fn a_trigger_runs_a_sweep_once_now_outside_the_tick_sequence() {
     // and no tick ran besides it: the test's workers run no scheduler
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(app.run_count("expire_invitations").await, 1);
+}
+
+#[tokio::test]
+async fn the_bucket_monitor_schedule_settles_a_bucket_made_stale_by_sql_once() {
+    let mut app = TestApp::spawn().await;
+    app.start_worker().await;
+    let token = app.admin_token();
+    let bucket = app
+        .bucket(
+            &token,
+            &json!({"name": "float", "currency": "USD", "initialBalance": "50",
+                    "lowBalanceThreshold": "10"}),
+        )
+        .await;
+    let id = bucket["id"].as_str().expect("id").to_owned();
+    sqlx::query("UPDATE transfer_buckets SET balance = 9.99 WHERE bucket_id = $1")
+        .bind(Uuid::parse_str(&id).expect("uuid"))
+        .execute(&app.env.pool)
+        .await
+        .expect("stale by SQL");
+
+    let job = app.run_sweep("bucket_monitor").await;
+    assert_eq!(job["projectId"], Uuid::nil().to_string());
+    assert_eq!(job["result"]["changed"], 1, "{job}");
+    assert_eq!(job["result"]["alerted"], 1, "{job}");
+    assert_eq!(app.bucket_now(&token, &id).await["alerting"], true);
+    let again = app.run_sweep("bucket_monitor").await;
+    assert_eq!(again["result"]["changed"], 0, "{again}");
+    let events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE project_id = $1 AND type = 'bucket.low_balance'",
+    )
+    .bind(app.project_id())
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(events, 1, "one crossing, one event");
+    assert_eq!(app.run_count("bucket_monitor").await, 2);
 }
 
 /// The token of an invitation email's accept link.

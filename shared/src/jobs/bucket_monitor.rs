@@ -1,6 +1,11 @@
 //! `bucket_monitor`: the sweep that catches transfer buckets whose low-balance state is stale
 //! (a threshold or balance changed by SQL, a crash between two writes) and raises the same
 //! `bucket.low_balance` event a movement would have, once.
+//!
+//! Scheduled every 30 seconds (declared below; `SCHEDULE_BUCKET_MONITOR` overrides it), with
+//! catch-up `once` and overlap `skip`: a sweep settles every stale bucket whatever the ticks it
+//! missed, so one run after downtime is enough, and a second run beside a long one would only
+//! split the same rows. `comet-api bucket-monitor` enqueues one by hand.
 
 use std::time::Duration;
 
@@ -8,20 +13,28 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Job;
-use crate::queue::RetryPolicy;
+use crate::{
+    queue::RetryPolicy,
+    schedule::{CatchUp, Overlap, Schedule, Scheduled, Tick},
+};
 
 /// Settles every stale bucket of one project, or of every live project.
 ///
 /// `projectId` is the project to sweep, or the nil UUID
 /// (`00000000-0000-0000-0000-000000000000`, [`BucketMonitor::PLATFORM`]) for a platform-wide
 /// sweep, the one a schedule runs: the same "no project" id platform operators' tokens carry.
-/// A platform-wide job follows no database write and belongs to no project, so it is enqueued
-/// straight to Redis (`Job::enqueue_now`); the outbox's rows belong to a project.
+/// Its schedule enqueues it through the outbox with the tick's unique row (exactly once per
+/// tick); `comet-api bucket-monitor` follows no database write and pushes it straight to Redis
+/// (`Job::enqueue_now`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketMonitor {
     /// The project to sweep, or [`BucketMonitor::PLATFORM`] for all of them.
     pub project_id: Uuid,
+    /// The tick it runs for, when its schedule enqueued it (absent when enqueued by hand
+    /// with `comet-api bucket-monitor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Tick>,
 }
 
 impl BucketMonitor {
@@ -32,6 +45,7 @@ impl BucketMonitor {
     pub fn platform() -> Self {
         Self {
             project_id: Self::PLATFORM,
+            run: None,
         }
     }
 
@@ -55,5 +69,17 @@ impl Job for BucketMonitor {
     };
     fn project_id(&self) -> Uuid {
         self.project_id
+    }
+}
+
+impl Scheduled for BucketMonitor {
+    const SCHEDULE: Schedule = Schedule::new("bucket_monitor", "*/30 * * * * *")
+        .catch_up(CatchUp::Once)
+        .overlap(Overlap::Skip);
+    fn for_tick(tick: &Tick) -> Self {
+        Self {
+            project_id: Self::PLATFORM,
+            run: Some(tick.clone()),
+        }
     }
 }

@@ -184,6 +184,7 @@ pub const ALL: &[Declared] = &[
     Declared::of::<jobs::SweepSessions>(),
     Declared::of::<jobs::ApplyRetention>(),
     Declared::of::<jobs::SweepApiKeys>(),
+    Declared::of::<jobs::BucketMonitor>(),
     Declared::of::<jobs::Ping>(),
 ];
 
