@@ -87,6 +87,10 @@ pub struct AppState {
     pub outbox: shared::queue::OutboxWaker,
     /// Projects' settings, cached ([`project_settings`]).
     pub project_settings: Arc<project_settings::SettingsCache>,
+    /// Projects' outbox counts for the quota, memoised ([`quota::OutboxCounts`]).
+    pub outbox_counts: Arc<quota::OutboxCounts>,
+    /// Single ingested events, group-committed ([`routes::events::group_commit`]).
+    pub ingest: routes::events::group_commit::IngestWriter,
 }
 
 #[derive(OpenApi)]
@@ -238,6 +242,7 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     let queues = Queues::from_settings(&settings).context("Failed to configure the Redis queue")?;
     let webhooks = shared::webhooks::WebhookClient::new(&settings.webhooks)
         .context("Failed to build the webhook HTTP client")?;
+    let outbox = shared::queue::OutboxWaker::spawn(queues.clone());
     Ok(AppState {
         webhooks,
         pool,
@@ -245,8 +250,10 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         revocations: Arc::default(),
         live: Arc::default(),
         streams: shared::inbox::streams::StreamStore::new(&queues),
-        outbox: shared::queue::OutboxWaker::spawn(queues.clone()),
+        ingest: routes::events::group_commit::spawn(pool.clone(), outbox.clone()),
+        outbox,
         project_settings: Arc::default(),
+        outbox_counts: Arc::default(),
         queues,
         settings: Arc::new(settings),
         metrics: shared::telemetry::metrics_handle(),

@@ -51,15 +51,27 @@ pub async fn accept(
     events: &[NewEvent],
     opts: &EnqueueOptions,
 ) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
+    accept_each(conn, project_id, events, |_| opts.clone()).await
+}
+
+/// [`accept`] with each event's job options of its own (`opts(i)` for `events[i]`): events of
+/// several requests written together (the API's group commit), each job with its request id.
+pub async fn accept_each(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    events: &[NewEvent],
+    opts: impl Fn(usize) -> EnqueueOptions,
+) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
     let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let jobs: Vec<NewJob> = event_ids
         .iter()
-        .map(|&event_id| {
+        .enumerate()
+        .map(|(i, &event_id)| {
             ProcessEvent {
                 project_id,
                 event_id,
             }
-            .to_new_job(opts.clone())
+            .to_new_job(opts(i))
         })
         .collect::<Result<_, _>>()?;
     let job_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
