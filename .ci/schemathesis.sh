@@ -3,7 +3,7 @@
 # `comet-api` and `comet-worker` over a fresh database and Redis prefix, then `st run` over
 # /api/v1/openapi.json with every check, a fixed seed and a bounded number of examples, once
 # with an all-permissions token, once with a user's token, and once with a platform operator's
-# token over the routes it is for (projects, queues). Fails on any failure: a 5xx, an
+# token over the routes it is for (projects, queues, schedules). Fails on any failure: a 5xx, an
 # answer that breaks its documented schema, an undocumented status, a schema-valid request
 # refused or a schema-violating one accepted, … The processes are stopped, the database dropped
 # and the Redis keys deleted afterwards, whatever happened.
@@ -161,7 +161,7 @@ run_st user "$ST_USER_TOKEN" "$ST_USER_LOGOUT_TOKEN" || failed=1
 # last: it may suspend or delete the demo project the other callers use. Only the routes a
 # platform token is for (the others answer it 403, or 404 for being bound to no project).
 run_st platform "$PLATFORM_TOKEN" "$PLATFORM_TOKEN" \
-  --include-path-regex '^/api/v1/(projects|queues)' || failed=1
+  --include-path-regex '^/api/v1/(projects|queues|schedules)' || failed=1
 if ! kill -0 "$API_PID" 2>/dev/null || ! kill -0 "$WORKER_PID" 2>/dev/null; then
   printf 'schemathesis: the API or the worker died during the run (logs in %s)\n' "$OUT" >&2
   failed=1

@@ -22,8 +22,8 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/events` and each event of a batch: `occurredAt` is at most an hour ahead (a
   later one becomes now), and the payload holds no NUL (Postgres cannot store it; removed from
   generated strings and keys).
-- `POST /api/v1/users/invite` (`roleIds`) and a rule's `targetRoleIds`: roles of the caller's
-  project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
+- `POST /api/v1/users/invite` and `POST /api/v1/users` (`roleIds`) and a rule's
+  `targetRoleIds`: roles of the caller's project. Generated ids become the project's roles (ST_ROLE_IDS), as many as were generated.
 - `POST /api/v1/rules`, `PUT /api/v1/rules/{id}`: `condition` compiles as CEL (a generated one
   becomes a valid condition); `title` and `body` compile as templates (the characters of
   template syntax, `{ } % # |`, are removed from generated text).
@@ -46,9 +46,25 @@ The rules the schema cannot hold, and what the hook does about each:
   `Authorization` header, never both (`400`); every caller of the run sends the header, so a
   generated `ticket` is dropped.
 
+- Every new password (`password` of `POST /api/v1/invitations/accept` and of
+  `POST /api/v1/auth/password-reset/confirm`, `newPassword` of
+  `POST /api/v1/auth/change-password`) passes the password policy: not one character repeated,
+  not on the list of common passwords (shared/src/domain/common-passwords.txt, read here), and
+  a new password differs from the current one. A schema-valid password the policy refuses
+  becomes a strong one of the same schema.
+- `/api/v1/transfer-buckets…`: an amount may have no more decimal places than the bucket's
+  currency (JPY none), an opening balance is negative only with `allowNegative`, a movement's
+  amount is above zero, and no balance reaches 10^15. A generated amount loses its decimals
+  and keeps at most 9 digits (a movement's zero becomes `1`; an opening balance's `-` goes
+  unless `allowNegative` is true). The lists' `after` is a cursor the API issued: a generated
+  one becomes empty (no cursor).
+
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
-token of the user); a request naming one of them names a random id instead (a 404).
+token of the user); a request naming one of them names a random id instead (a 404). The same
+for their roles (ST_ROLE_IDS, the built-in `admin` role among them) in `PUT` and `DELETE
+/api/v1/roles/{id}`: changing a role's permissions revokes its holders' tokens, and the admin
+role refuses to lose `role:*`/`user:*` (a `422` the schema cannot state).
 """
 
 from __future__ import annotations
@@ -129,6 +145,22 @@ def _without_nul(value):
     return value
 
 
+_AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,4})?$")
+_BUCKET_LISTS = ("/api/v1/transfer-buckets", "/api/v1/transfer-buckets/{id}/transactions")
+
+
+def _fix_amount(body: dict, field: str, *, positive: bool = False, signed: bool = False) -> None:
+    """An amount the schema allows, made valid for every currency and bounded (see above)."""
+    value = body.get(field)
+    if not isinstance(value, str) or not _AMOUNT.match(value):
+        return
+    negative = value.startswith("-") and signed
+    digits = str(int(value.lstrip("-").split(".")[0]) % 10**9)
+    if positive and digits == "0":
+        digits = "1"
+    body[field] = ("-" if negative and digits != "0" else "") + digits
+
+
 def _fix_event(event: dict, now: dt.datetime) -> None:
     occurred = _instant(event.get("occurredAt"))
     if occurred is not None and occurred > now + dt.timedelta(minutes=50):
@@ -166,6 +198,26 @@ def _fix_rule_test(body: dict) -> None:
         body["condition"] = _CONDITION
 
 
+_COMMON_PASSWORDS_FILE = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "shared", "src", "domain", "common-passwords.txt"
+)
+with open(_COMMON_PASSWORDS_FILE, encoding="utf-8") as _f:
+    _COMMON = {
+        line.strip().lower() for line in _f if line.strip() and not line.startswith("#")
+    }
+_STRONG_PASSWORD = "schemathesis strong passphrase 7f"
+
+
+def _fix_password(body: dict, field: str, other: str | None = None) -> None:
+    """Replaces a schema-valid password the policy refuses (see the module doc)."""
+    value = body.get(field)
+    if not isinstance(value, str) or not 12 <= len(value) <= 128 or "\0" in value:
+        return
+    refused = len(set(value)) == 1 or value.strip().lower() in _COMMON
+    if refused or (other is not None and body.get(other) == value):
+        body[field] = _STRONG_PASSWORD if body.get(other) != _STRONG_PASSWORD else _STRONG_PASSWORD + "!"
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     path = case.operation.path
@@ -177,6 +229,11 @@ def before_call(context, case, kwargs):
     if path in _USER_WRITES and isinstance(case.path_parameters, dict):
         user = case.path_parameters.get("id")
         if isinstance(user, str) and user.lower() in _PROTECTED:
+            case.path_parameters["id"] = str(uuid.uuid4())
+
+    if path == "/api/v1/roles/{id}" and method in ("PUT", "DELETE") and isinstance(case.path_parameters, dict):
+        role = case.path_parameters.get("id")
+        if isinstance(role, str) and role.lower() in {r.lower() for r in _ROLE_IDS}:
             case.path_parameters["id"] = str(uuid.uuid4())
 
     if path.startswith("/api/v1/notifications/{id}") and isinstance(case.path_parameters, dict):
@@ -196,6 +253,8 @@ def before_call(context, case, kwargs):
             query["after"] = _RULES_CURSOR
         if path == "/api/v1/webhook-endpoints" and _WEBHOOKS_CURSOR and isinstance(after, str) and after:
             query["after"] = _WEBHOOKS_CURSOR
+        if path in _BUCKET_LISTS and isinstance(after, str) and after:
+            query["after"] = ""
         if path.startswith("/api/v1/audit-logs"):
             start, end = _instant(query.get("from")), _instant(query.get("to"))
             if start is not None and end is not None and start > end:
@@ -214,8 +273,12 @@ def before_call(context, case, kwargs):
         for event in body["events"]:
             if isinstance(event, dict):
                 _fix_event(event, now)
-    elif path == "/api/v1/users/invite":
+    elif path in ("/api/v1/users/invite", "/api/v1/users"):
         _real_roles(body, "roleIds")
+    elif path in ("/api/v1/invitations/accept", "/api/v1/auth/password-reset/confirm"):
+        _fix_password(body, "password")
+    elif path == "/api/v1/auth/change-password":
+        _fix_password(body, "newPassword", "currentPassword")
     elif path in ("/api/v1/rules", "/api/v1/rules/{id}"):
         _fix_rule(body)
     elif path == "/api/v1/rules/test":
@@ -234,6 +297,15 @@ def before_call(context, case, kwargs):
             start, end = quiet.get("start"), quiet.get("end")
             if isinstance(start, str) and start == end and len(start) == 5:
                 quiet["end"] = f"{(int(start[:2]) + 1) % 24:02d}{start[2:]}"
+    elif path == "/api/v1/transfer-buckets":
+        _fix_amount(body, "initialBalance", signed=body.get("allowNegative") is True)
+        _fix_amount(body, "lowBalanceThreshold")
+        _fix_amount(body, "rearmMargin")
+    elif path == "/api/v1/transfer-buckets/{id}/threshold":
+        _fix_amount(body, "lowBalanceThreshold")
+        _fix_amount(body, "rearmMargin")
+    elif path == "/api/v1/transfer-buckets/{id}/transactions":
+        _fix_amount(body, "amount", positive=True)
     elif path == "/api/v1/projects/{id}/api-keys":
         expires = _instant(body.get("expiresAt"))
         if expires is not None and not now < expires < now + dt.timedelta(days=3650):

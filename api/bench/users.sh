@@ -16,13 +16,27 @@
 #      LIST_RATE (2000) req/s for LIST_SECS (20) s with oha (latency-corrected), p50/p95/p99, errors
 #   4. the same for the last page, for LIST_SECS/2 s each: by page number (the deepest OFFSET)
 #      and by cursor (`after`, keyset)
+#   5. GET /api/v1/roles (every role with its permissions and user count, over the same USERS
+#      users) at ROLES_RATE (2000) req/s for ROLES_SECS (LIST_SECS/2) s with oha: p50/p99, errors
 #
 # Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
+#   ROLES_RATE (2000) ROLES_SECS (LIST_SECS/2)
+#   5. logins (Argon2id dominates): LOGIN_SEQ logins one at a time (each is one Argon2id
+#      verification: its p50 is the hash time plus a round trip), then a closed-loop flood of
+#      LOGIN_CONNS logins in flight for LOGIN_SECS s (req/s sustained, p50/p99, how many were
+#      refused 503 `busy` by the Argon2 gate: one computation per core, 2 s wait), while
+#      GET /api/v1/users/me runs at ME_RATE req/s on the same API: its p99 during the flood,
+#      against the same load without the flood (a login flood must not starve other routes)
+#
+# Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
+#   LOGIN_SEQ (20) LOGIN_CONNS (32) LOGIN_SECS (15) ME_RATE (200)
 #   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
 #   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
 #   PREFIX (bench-users: Redis key prefix; its keys are deleted before and after)
 #   PORT_A (18081) PORT_B (18082)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
-#   BUILD (1; 0 = use the existing target/release binaries)  OHA (oha on PATH or ~/.cargo/bin;
+#   BIN_DIR (target/$PROFILE; another build's binaries with BUILD=0)
+#   BUILD (1; 0 = use the existing binaries)  PROFILE (release; `debug` for a quick look: its
+#   figures are not comparable, dependencies are built at opt-level 1)  OHA (oha on PATH or ~/.cargo/bin;
 #   installed with `cargo install oha --locked` when missing)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 set -euo pipefail
@@ -37,6 +51,12 @@ USERS=${USERS:-10000}
 LIST_RATE=${LIST_RATE:-2000}
 LIST_SECS=${LIST_SECS:-20}
 LIST_CONNS=${LIST_CONNS:-64}
+ROLES_RATE=${ROLES_RATE:-2000}
+ROLES_SECS=${ROLES_SECS:-$(( (LIST_SECS + 1) / 2 ))}
+LOGIN_SEQ=${LOGIN_SEQ:-20}
+LOGIN_CONNS=${LOGIN_CONNS:-32}
+LOGIN_SECS=${LOGIN_SECS:-15}
+ME_RATE=${ME_RATE:-200}
 DB=${DB:-comet_bench_users}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -59,11 +79,16 @@ read -r RHOST RPORT <<< "$REDIS_HOST"
 redis-cli -h "$RHOST" -p "$RPORT" ping > /dev/null || { echo "Redis not reachable at $REDIS_URL" >&2; exit 1; }
 psql -w "$PG_URL/postgres" -Atqc 'SELECT 1' > /dev/null || { echo "Postgres not reachable at $PG_URL" >&2; exit 1; }
 
+PROFILE=${PROFILE:-release}
 if [ "${BUILD:-1}" = 1 ]; then
-  echo "== building comet-api and comet-worker (release)" >&2
-  cargo build --release --quiet -p comet-api -p comet-worker >&2
+  echo "== building comet-api and comet-worker ($PROFILE)" >&2
+  if [ "$PROFILE" = release ]; then
+    cargo build --release --quiet -p comet-api -p comet-worker >&2
+  else
+    cargo build --quiet --bin comet-api --bin comet-worker >&2
+  fi
 fi
-BIN=$ROOT/target/release
+BIN=${BIN_DIR:-$ROOT/target/$PROFILE}
 [ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 if [ ! -x "$OHA" ]; then
@@ -142,6 +167,24 @@ SQL
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta"]["nextCursor"])')
   "$OHA" -z "$(( (LIST_SECS + 1) / 2 ))s" -q "$LIST_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
     --output-format json -H "$auth" "$url?after=$cursor&perPage=20" > "$OUT/oha-cursor.json"
+  # 5. the role list (each role's permissions and holder count, over the same users)
+  local roles="http://127.0.0.1:$PORT_A/api/v1/roles"
+  "$OHA" -n 2000 -c 16 --no-tui -H "$auth" "$roles" > /dev/null # warm-up
+  "$OHA" -z "${ROLES_SECS}s" -q "$ROLES_RATE" -c "$LIST_CONNS" --latency-correction --no-tui \
+    --output-format json -H "$auth" "$roles" > "$OUT/oha-roles.json"
+  # 5. logins: one at a time (the Argon2id time), then a flood with GET /users/me beside it
+  local login_url="http://127.0.0.1:$PORT_A/api/v1/auth/login" me_url="http://127.0.0.1:$PORT_A/api/v1/users/me"
+  local login_body="{\"email\":\"admin@comet.local\",\"password\":\"$password\"}"
+  "$OHA" -n "$LOGIN_SEQ" -c 1 --no-tui --output-format json -m POST -T application/json \
+    -d "$login_body" "$login_url" > "$OUT/oha-login-seq.json"
+  "$OHA" -z "${LOGIN_SECS}s" -q "$ME_RATE" -c 8 --latency-correction --no-tui --output-format json \
+    -H "$auth" "$me_url" > "$OUT/oha-me-idle.json"
+  "$OHA" -z "${LOGIN_SECS}s" -q "$ME_RATE" -c 8 --latency-correction --no-tui --output-format json \
+    -H "$auth" "$me_url" > "$OUT/oha-me-flood.json" &
+  local me_pid=$!
+  "$OHA" -z "${LOGIN_SECS}s" -c "$LOGIN_CONNS" --no-tui --output-format json -m POST -T application/json \
+    -d "$login_body" "$login_url" > "$OUT/oha-login.json"
+  wait "$me_pid"
   touch "$WORK/hold"
   wait "$driver"
   clean_redis
@@ -151,7 +194,8 @@ echo "== users bench: N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST=${LIST_
 T_START=$(date +%s)
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 export -f measure clean_redis
-export HERE OUT WORK BIN OHA PG_URL DB N CONC REPEATS USERS LIST_RATE LIST_SECS LIST_CONNS PORT_A PORT_B PREFIX RHOST RPORT
+export HERE OUT WORK BIN OHA PG_URL DB N CONC REPEATS USERS LIST_RATE LIST_SECS LIST_CONNS ROLES_RATE ROLES_SECS PORT_A PORT_B PREFIX RHOST RPORT
+export LOGIN_SEQ LOGIN_CONNS LOGIN_SECS ME_RATE
 GUARD=()
 for p in "$ROOT/../shared/bench/peers" /work/shared/bench/peers; do
   if [ -f "$p/guard.py" ]; then GUARD=(python3 "$p/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --); break; fi
@@ -169,8 +213,10 @@ MEM_GIB=$(awk '/^MemTotal/{printf "%.1f", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
 python3 "$HERE/users_table.py" --driver "$OUT/driver.json" --oha "$OUT/oha.json" --oha-last "$OUT/oha-last.json" --oha-cursor "$OUT/oha-cursor.json" \
+  --oha-roles "$OUT/oha-roles.json" \
+  --login-seq "$OUT/oha-login-seq.json" --login "$OUT/oha-login.json" --me-idle "$OUT/oha-me-idle.json" --me-flood "$OUT/oha-me-flood.json" \
   --users "$(cat "$OUT/users.count")" --md "$MD" --date "$DATE" --commit "$COMMIT" \
   --foreign "$FOREIGN" --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
-  --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS" \
+  --env "N=$N CONC=$CONC REPEATS=$REPEATS USERS=$USERS LIST_RATE=$LIST_RATE LIST_SECS=$LIST_SECS LIST_CONNS=$LIST_CONNS ROLES_RATE=$ROLES_RATE ROLES_SECS=$ROLES_SECS LOGIN_CONNS=$LOGIN_CONNS LOGIN_SECS=$LOGIN_SECS ME_RATE=$ME_RATE" \
   --machine "$(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr)" \
   --versions "$(psql -w "$PG_URL/postgres" -Atqc 'SHOW server_version' | cut -d' ' -f1) / $(redis-cli -h "$RHOST" -p "$RPORT" INFO server | awk -F: '/^redis_version/{print $2}' | tr -d '\r') / $("$OHA" --version | head -n1) / $(rustc --version | cut -d' ' -f1-2)"

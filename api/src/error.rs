@@ -39,6 +39,13 @@ pub enum ApiError {
     /// 403: the caller may not do this, for a reason other than a missing permission.
     #[error("{0}")]
     Refused(&'static str),
+    /// 403 `user_token_required`: the route acts on the caller's own user, and the token is
+    /// not a user's (a minted service token, a platform operator's, an API key).
+    #[error(
+        "this route needs a user's token (from POST /api/v1/auth/login); this token belongs to \
+         no user (a service or platform token)"
+    )]
+    UserTokenRequired,
     /// 403 `project_suspended`: the credential is good but its project is suspended.
     #[error(
         "this project is suspended; its tokens and API keys are refused until it is active again"
@@ -59,6 +66,10 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// 409 `insufficient_funds`: a debit would take a bucket below zero, which it does not
+    /// allow.
+    #[error("{0}")]
+    InsufficientFunds(String),
     /// 410: the resource existed but is no longer usable (an expired invitation).
     #[error("{0}")]
     Gone(&'static str),
@@ -147,11 +158,13 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) | ApiError::Refused(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::ProjectSuspended => (StatusCode::FORBIDDEN, "project_suspended"),
+            ApiError::UserTokenRequired => (StatusCode::FORBIDDEN, "user_token_required"),
             ApiError::ProjectDeleted => (StatusCode::UNAUTHORIZED, "project_deleted"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::RouteNotFound(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InsufficientFunds(_) => (StatusCode::CONFLICT, "insufficient_funds"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => {
@@ -182,6 +195,17 @@ impl From<sqlx::Error> for ApiError {
 impl From<FieldErrors> for ApiError {
     fn from(e: FieldErrors) -> Self {
         ApiError::Validation(e)
+    }
+}
+
+impl From<shared::schedule::fire::FireError> for ApiError {
+    fn from(e: shared::schedule::fire::FireError) -> Self {
+        use shared::schedule::fire::FireError;
+        match e {
+            FireError::Database(e) => e.into(),
+            FireError::Queue(e) => e.into(),
+            FireError::Payload(e) => ApiError::Internal(anyhow::Error::new(e)),
+        }
     }
 }
 
@@ -311,7 +335,8 @@ impl IntoResponses for AuthRefusals {
             (
                 403,
                 "The token lacks the permission, or the caller may not do this \
-                 (`project_suspended`: its project is suspended)",
+                 (`project_suspended`: its project is suspended; `user_token_required`: the \
+                 route needs a user's token)",
             ),
             (503, "Postgres or Redis is unreachable; retry later"),
         ])

@@ -12,11 +12,11 @@
 //! - [`filters`]: optional query-string filters (empty is no filter), read exactly as the
 //!   OpenAPI document describes them.
 //! - Helpers routes share (a route module never imports from another): [`caller`] (who the
-//!   caller is), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
+//!   caller is), [`admin_guard`] (no request leaves a project without an active admin), [`rate_limit`], [`quota`] (the per-project quota every enqueue passes),
 //!   [`revocation`] (revoke a user's tokens at once), [`project_state`] (a project's
 //!   suspension or deletion reaching every process), [`project_settings`] (projects' settings
 //!   cached per process, dropped on every process when changed), [`passwords`] (Argon2 off the async
-//!   threads), [`csv_export`].
+//!   threads), [`tokens`] (a user's access and refresh tokens), [`csv_export`].
 //! - [`request_id`]: `x-request-id` on every response and log line, and on the jobs a request
 //!   enqueues (`job.enqueue(&mut tx, request_id::enqueue_options())`, then after the commit
 //!   `s.outbox.wake()`: the relays are woken by a Redis publish, not by the transaction).
@@ -25,6 +25,7 @@
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
+pub mod admin_guard;
 pub mod auth;
 pub mod caller;
 pub mod client_ip;
@@ -42,6 +43,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod revocation;
 pub mod routes;
+pub mod tokens;
 
 use std::{sync::Arc, sync::OnceLock, time::Duration};
 
@@ -104,6 +106,7 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
     tags(
         (name = "auth", description = "Login and logout"),
         (name = "users", description = "Users, invitations, roles, deactivation"),
+        (name = "roles", description = "Roles and the permissions they grant"),
         (name = "invitations", description = "Accepting an invitation"),
         (name = "audit", description = "The audit log"),
         (name = "events", description = "Sending events and reading them back"),
@@ -113,6 +116,8 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "jobs", description = "Job status and control"),
         (name = "projects", description = "Projects (platform operators) and their API keys"),
         (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
+        (name = "schedules", description = "Schedules and their sweeps (platform operators)"),
+        (name = "transfer-buckets", description = "Transfer buckets: exact balances, credits and debits, low-balance alerts"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -149,7 +154,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::jobs::router())
         .merge(routes::queues::router())
         .merge(routes::auth::router())
+        .merge(routes::passwords::router())
         .merge(routes::users::router())
+        .merge(routes::roles::router())
         .merge(routes::invitations::router())
         .merge(routes::audit::router())
         .merge(routes::events::router())
@@ -158,6 +165,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::deliveries::router())
         .merge(routes::projects::router())
         .merge(routes::webhook_endpoints::router())
+        .merge(routes::schedules::router())
+        .merge(routes::buckets::router())
 }
 
 /// The OpenAPI document of every route (built once).
@@ -256,8 +265,89 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         outbox_counts: Arc::default(),
         queues,
         settings: Arc::new(settings),
-        metrics: shared::telemetry::metrics_handle(),
+        metrics: {
+            let handle = shared::telemetry::metrics_handle();
+            metrics_at_zero();
+            handle
+        },
     })
+}
+
+/// Registers every counter and histogram the README documents for the API, so a fresh
+/// `/metrics` shows them at zero: the HTTP metrics for every documented route (status `200`),
+/// and the label-less and per-queue counters.
+fn metrics_at_zero() {
+    use shared::telemetry::{MetricKind::*, export_at_zero, per_queue, unlabelled};
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let spec = serde_json::to_value(openapi()).unwrap_or_default();
+        let mut routes = Vec::new();
+        if let Some(paths) = spec["paths"].as_object() {
+            for (path, item) in paths {
+                for method in item.as_object().into_iter().flat_map(|o| o.keys()) {
+                    let method = method.to_ascii_uppercase();
+                    if let Ok(m) = axum::http::Method::from_bytes(method.as_bytes()) {
+                        routes.push((path.clone(), method_label(&m)));
+                    }
+                }
+            }
+        }
+        export_at_zero(
+            Counter,
+            "comet_http_requests_total",
+            "Requests served, by route, method and status",
+            routes.iter().map(|(route, method)| {
+                vec![
+                    ("route", route.clone()),
+                    ("method", (*method).to_owned()),
+                    ("status", "200".to_owned()),
+                ]
+            }),
+        );
+        let mut paths: Vec<&String> = routes.iter().map(|(r, _)| r).collect();
+        paths.dedup();
+        export_at_zero(
+            Histogram,
+            "comet_http_request_duration_seconds",
+            "Request latency, by route",
+            paths.into_iter().map(|r| vec![("route", r.clone())]),
+        );
+        export_at_zero(
+            Counter,
+            "comet_session_check_degraded_total",
+            "Requests whose token-revocation check was skipped because Redis did not answer",
+            unlabelled(),
+        );
+        export_at_zero(
+            Counter,
+            "comet_argon2_refused_total",
+            "Requests refused with 503 busy: no password-hashing slot freed in time",
+            unlabelled(),
+        );
+        export_at_zero(
+            Counter,
+            "comet_corrupt_jobs_total",
+            "Job hashes that could not be read back",
+            per_queue(shared::jobs::QUEUES),
+        );
+        export_at_zero(
+            Counter,
+            "comet_bucket_movements_total",
+            "Transfer-bucket movements applied, by type",
+            ["credit", "debit"]
+                .into_iter()
+                .map(|t| vec![("type", t.to_owned())]),
+        );
+        export_at_zero(
+            Counter,
+            "comet_bucket_low_balance_total",
+            "Low-balance crossings of transfer buckets (events emitted), by cause",
+            ["movement", "threshold", "create"]
+                .into_iter()
+                .map(|c| vec![("cause", c.to_owned())]),
+        );
+        metrics::gauge!("comet_argon2_in_flight").increment(0.0);
+    });
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.

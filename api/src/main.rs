@@ -22,12 +22,19 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Create the demo project and print an admin token for it.
-    Seed,
+    /// Create the demo project and print an admin token for it; also the way back into a
+    /// project locked out of its admins (`--project`).
+    Seed {
+        /// Recover this existing project instead of the demo project: its `admin` role gets its
+        /// default permissions back and admin@comet.local becomes an ACTIVE admin of it, with a
+        /// new password.
+        #[arg(long)]
+        project: Option<Uuid>,
+    },
     /// Mint an access token for local use.
     Token {
         /// A permission to grant (repeatable), e.g. jobs:read. With --platform, default
-        /// projects:manage and queues:read.
+        /// projects:manage, queues:read, schedules:read and schedules:manage.
         #[arg(long = "permission", short = 'p', required_unless_present = "platform")]
         permissions: Vec<String>,
         /// The project (default: the demo project).
@@ -44,6 +51,16 @@ enum Command {
         #[arg(long)]
         ttl: Option<i64>,
     },
+    /// Enqueue a `bucket_monitor` sweep now (platform-wide unless --project), print its job
+    /// id, and with --wait follow it to its end and print its result.
+    BucketMonitor {
+        /// Sweep one project's buckets only.
+        #[arg(long)]
+        project: Option<Uuid>,
+        /// Wait for the job to finish (a worker must run it) and print its result as JSON.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[tokio::main]
@@ -59,16 +76,27 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Seed => {
+        Command::Seed { project: recover } => {
             let pool = shared::db::pool(&settings)?;
             let mut conn = pool
                 .acquire()
                 .await
                 .context("Failed to connect to Postgres")?;
-            let project = shared::db::projects::ensure(&mut conn, "demo").await?;
-            let (email, password) = seed_admin(&mut conn, project).await?;
+            let project = match recover {
+                None => shared::db::projects::ensure(&mut conn, "demo").await?,
+                Some(id) => {
+                    shared::db::projects::find(&mut conn, id)
+                        .await?
+                        .with_context(|| format!("No live project {id}"))?;
+                    shared::db::roles::ensure_defaults(&mut conn, id).await?;
+                    id
+                }
+            };
+            let (user, email, password) = seed_admin(&mut conn, project).await?;
+            // the demo admin user's own token (its `sub`), so user-only routes (invitations,
+            // /users/me) work with it
             let claims = Claims::new(
-                "demo-admin",
+                &user.to_string(),
                 project,
                 comet_api::auth::ALL
                     .iter()
@@ -85,15 +113,18 @@ async fn main() -> anyhow::Result<()> {
                     settings.auth.jwt_ttl.as_secs() as i64,
                 ),
             )?;
-            println!("demo project: {project}");
+            match recover {
+                None => println!("demo project: {project}"),
+                Some(_) => println!("recovered project: {project}"),
+            }
             // before the admin token: `./dev up` takes the last token printed as its $TOKEN
             println!(
-                "platform operator token (projects:manage, queues:read; no project; {}s):",
+                "platform operator token (projects:manage, queues:read, schedules:*; no project; {}s):",
                 settings.auth.jwt_ttl.as_secs()
             );
             println!("{platform}");
             println!(
-                "demo admin token (every project permission, {}s):",
+                "demo admin token (the demo admin user's, every project permission, {}s):",
                 settings.auth.jwt_ttl.as_secs()
             );
             println!("{token}");
@@ -111,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
         } => {
             let ttl = ttl.unwrap_or(settings.auth.jwt_ttl.as_secs() as i64);
+            check_permissions(&permissions)?;
             if platform {
                 let permissions = if permissions.is_empty() {
                     platform_permissions()
@@ -142,23 +174,95 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BucketMonitor { project, wait } => bucket_monitor(&settings, project, wait).await,
     }
+}
+
+/// `comet-api bucket-monitor`: enqueues the sweep straight to Redis (a platform-wide job has no
+/// project, so no outbox row), and with `wait` polls it until it finishes.
+async fn bucket_monitor(
+    settings: &Settings,
+    project: Option<Uuid>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    use shared::jobs::{BucketMonitor, EnqueueOptions, Job as _};
+    let queues = shared::queue::Queues::from_settings(settings)?;
+    let job = BucketMonitor {
+        project_id: project.unwrap_or(BucketMonitor::PLATFORM),
+    };
+    let enqueued = job
+        .enqueue_now(&queues, EnqueueOptions::default())
+        .await
+        .context("Failed to enqueue bucket_monitor")?;
+    println!("{}", enqueued.id);
+    if !wait {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(record) = queues.job(BucketMonitor::QUEUE, enqueued.id).await? else {
+            anyhow::bail!("job {} is gone", enqueued.id);
+        };
+        use shared::queue::JobState;
+        match record.state {
+            JobState::Completed => {
+                println!("{}", record.result.unwrap_or_default());
+                return Ok(());
+            }
+            JobState::Dead | JobState::Cancelled => {
+                anyhow::bail!(
+                    "bucket_monitor ended {:?}: {:?}",
+                    record.state,
+                    record.last_error
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refuses a permission no route checks (a typo would mint a token that fails everywhere),
+/// listing the valid ones. `*` grants every permission.
+fn check_permissions(permissions: &[String]) -> anyhow::Result<()> {
+    let unknown: Vec<&str> = permissions
+        .iter()
+        .map(String::as_str)
+        .filter(|p| *p != "*" && !comet_api::auth::ALL.contains(p))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let valid = shared::permissions::ALL
+        .iter()
+        .map(|p| format!("  {:<18} {}", p.name, p.description))
+        .collect::<Vec<_>>()
+        .join("\n");
+    anyhow::bail!(
+        "unknown permission {}; the valid ones are (or `*` for all):\n{valid}",
+        unknown.join(", ")
+    )
 }
 
 /// What a platform operator's token grants by default.
 fn platform_permissions() -> Vec<String> {
-    vec!["projects:manage".into(), "queues:read".into()]
+    vec![
+        "projects:manage".into(),
+        "queues:read".into(),
+        "schedules:read".into(),
+        "schedules:manage".into(),
+    ]
 }
 
 /// The demo admin's email.
 const DEMO_ADMIN_EMAIL: &str = "admin@comet.local";
 
 /// Creates (or re-activates) the demo admin user with a fresh random password and the `admin`
-/// role; returns its email and password, to be printed once.
+/// role (with every permission its defaults have); returns its id, email and password, to be
+/// printed once. This is the documented way back into a project locked out of its admins.
 async fn seed_admin(
     conn: &mut sqlx::PgConnection,
     project: Uuid,
-) -> anyhow::Result<(&'static str, String)> {
+) -> anyhow::Result<(Uuid, &'static str, String)> {
     let password = shared::secrets::new_token();
     let hash = shared::secrets::hash_password(&password)
         .map_err(|e| anyhow::anyhow!("Failed to hash the demo admin's password: {e}"))?;
@@ -177,7 +281,7 @@ async fn seed_admin(
     shared::db::roles::assign(&mut *conn, project, user, admin)
         .await
         .context("Failed to give the demo admin its role")?;
-    Ok((DEMO_ADMIN_EMAIL, password))
+    Ok((user, DEMO_ADMIN_EMAIL, password))
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

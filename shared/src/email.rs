@@ -41,6 +41,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../email-templates/invitation/body.html"),
     ),
     (
+        "password_reset/subject.txt",
+        include_str!("../../email-templates/password_reset/subject.txt"),
+    ),
+    (
+        "password_reset/body.txt",
+        include_str!("../../email-templates/password_reset/body.txt"),
+    ),
+    (
+        "password_reset/body.html",
+        include_str!("../../email-templates/password_reset/body.html"),
+    ),
+    (
         "notification/subject.txt",
         include_str!("../../email-templates/notification/subject.txt"),
     ),
@@ -150,7 +162,8 @@ pub struct InvitationEmail {
     pub inviter_in_subject: String,
     /// The roles the invitee will hold.
     pub role_names: Vec<String>,
-    /// `<APP_BASE_URL>/invitations/accept?token=<token>`.
+    /// `<INVITATION_ACCEPT_URL>?token=<token>` (by default
+    /// `<APP_BASE_URL>/invitations/accept?token=<token>`, the API's own accept page).
     pub accept_url: String,
     /// When the link stops working, e.g. `21 December 2026 (UTC)`.
     pub expires_on: String,
@@ -163,11 +176,11 @@ pub const SUBJECT_NAME_MAX: usize = 40;
 pub const UNKNOWN_INVITER: &str = "A teammate";
 
 impl InvitationEmail {
-    /// The email for an invitation; `app_base_url` has no trailing slash (as in the settings).
+    /// The email for an invitation; `accept_page` is the settings' `invitation_accept_url`.
     pub fn new(
         inviter_name: Option<&str>,
         role_names: Vec<String>,
-        app_base_url: &str,
+        accept_page: &str,
         token: &str,
         expires_at: DateTime<Utc>,
     ) -> Self {
@@ -184,9 +197,38 @@ impl InvitationEmail {
             inviter_name,
             inviter_in_subject,
             role_names,
-            // tokens are base64url: nothing to percent-encode
-            accept_url: format!("{app_base_url}/invitations/accept?token={token}"),
+            accept_url: crate::config::link_with_token(accept_page, token),
             expires_on: expires_at.format("%-d %B %Y (UTC)").to_string(),
+        }
+    }
+}
+
+/// What the password-reset email says. (No `Debug`: it carries the token.)
+#[derive(Serialize)]
+pub struct PasswordResetEmail {
+    /// The one-time token, for `POST /api/v1/auth/password-reset/confirm`.
+    pub token: String,
+    /// `<PASSWORD_RESET_URL>?token=<token>`, when a page for it is configured.
+    pub reset_url: Option<String>,
+    /// How long the token works, e.g. `60 minutes`.
+    pub valid_for: String,
+    /// The project's name (the account the reset is for).
+    pub project_name: String,
+}
+
+impl PasswordResetEmail {
+    /// The email for a reset token valid for `valid_for`.
+    pub fn new(
+        token: &str,
+        reset_page: Option<&str>,
+        valid_for: std::time::Duration,
+        project_name: &str,
+    ) -> Self {
+        Self {
+            token: token.to_owned(),
+            reset_url: reset_page.map(|p| crate::config::link_with_token(p, token)),
+            valid_for: format!("{} minutes", valid_for.as_secs().div_ceil(60)),
+            project_name: project_name.to_owned(),
         }
     }
 }
@@ -306,6 +348,11 @@ impl Templates {
     /// Renders the invitation email.
     pub fn invitation(&self, email: &InvitationEmail) -> Result<Email, EmailError> {
         self.render("invitation", email)
+    }
+
+    /// Renders the password-reset email.
+    pub fn password_reset(&self, email: &PasswordResetEmail) -> Result<Email, EmailError> {
+        self.render("password_reset", email)
     }
 
     /// Renders a notification's email.
@@ -463,7 +510,7 @@ mod tests {
         InvitationEmail::new(
             inviter,
             vec!["admin".into(), "member".into()],
-            "https://comet.example",
+            "https://comet.example/invitations/accept",
             "tok_EN-abc",
             Utc.with_ymd_and_hms(2026, 12, 21, 10, 0, 0).unwrap(),
         )
@@ -531,6 +578,39 @@ mod tests {
             assert_eq!(e.subject, "A teammate invited you to Comet");
             assert!(e.text.contains("join their team on Comet.\n"), "{}", e.text);
         }
+    }
+
+    #[test]
+    fn the_reset_email_carries_the_token_and_links_only_to_a_configured_page() {
+        let t = Templates::load("https://comet.example").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let e = t
+            .password_reset(&PasswordResetEmail::new(
+                "tok_R-1",
+                None,
+                hour,
+                "Acme <ops>",
+            ))
+            .unwrap();
+        assert_eq!(e.subject, "Reset your Comet password");
+        for body in [&e.text, &e.html] {
+            assert!(body.contains("tok_R-1"), "{body}");
+            assert!(body.contains("60 minutes"), "{body}");
+            assert!(!body.contains("?token="), "no page configured: {body}");
+        }
+        assert!(e.html.contains("Acme &lt;ops&gt;"), "{}", e.html);
+        let page = Some("https://dash.example/reset?from=mail");
+        let e = t
+            .password_reset(&PasswordResetEmail::new("tok_R-1", page, hour, "Acme"))
+            .unwrap();
+        let link = "https://dash.example/reset?from=mail&token=tok_R-1";
+        assert!(e.text.contains(link), "{}", e.text);
+        // escaped in the HTML part (`&` and `/`), as every value there
+        assert!(
+            e.html.contains("from=mail&amp;token=tok_R-1\""),
+            "{}",
+            e.html
+        );
     }
 
     #[test]

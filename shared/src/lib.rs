@@ -38,6 +38,7 @@ pub mod jobs;
 pub mod permissions;
 pub mod queue;
 pub mod rules;
+pub mod schedule;
 pub mod secrets;
 pub mod sessions;
 pub mod shutdown;

@@ -5,7 +5,7 @@
 //! default roles that hold it.
 //!
 //! Scope `project` permissions are granted by a project's roles. Scope `platform` permissions
-//! (`projects:manage`) belong to platform operators only: no role can hold one (the
+//! (`projects:manage`, and `queues:read`, whose views span every project) belong to platform operators only: no role can hold one (the
 //! `permissions` table marks them and a trigger on `role_permissions` refuses them), and a token
 //! grants one only when it is a platform token (`comet-api token --platform`, see
 //! [`crate::auth::Claims::platform`]), whatever its permission list says, `*` included. Everything else follows from this list: the `permissions` table is brought in
@@ -35,7 +35,10 @@ pub struct PermissionInfo {
 /// Every project's default roles, with their descriptions.
 pub const DEFAULT_ROLES: &[(&str, &str)] = &[
     ("admin", "Manages users, roles, jobs, rules and API keys"),
-    ("member", "Reads users, jobs, rules and events"),
+    (
+        "member",
+        "Reads users, jobs, rules, events and transfer buckets",
+    ),
 ];
 
 /// Whether a scope is `platform` (the other is `project`).
@@ -73,8 +76,10 @@ macro_rules! permissions {
 permissions! {
     UserCreate => "user:create", "Invite users and resend invitations", project ["admin"];
     UserRead => "user:read", "List, view and export users", project ["admin", "member"];
-    UserUpdate => "user:update", "Change users' roles", project ["admin"];
-    UserDeactivate => "user:deactivate", "Deactivate users", project ["admin"];
+    UserUpdate => "user:update", "Change users' names, invited users' emails and users' roles", project ["admin"];
+    UserDeactivate => "user:deactivate", "Deactivate and reactivate users", project ["admin"];
+    RoleRead => "role:read", "See roles, the permissions they grant and how many users hold them", project ["admin"];
+    RoleWrite => "role:write", "Create, change and delete roles", project ["admin"];
     AuditRead => "audit:read", "Read and export the audit log", project ["admin"];
     JobsRead => "jobs:read", "See the status of jobs", project ["admin", "member"];
     JobsWrite => "jobs:write", "Enqueue, retry and cancel jobs", project ["admin"];
@@ -82,11 +87,15 @@ permissions! {
     EventsRead => "events:read", "See events and what they matched", project ["admin", "member"];
     RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
     RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
-    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", project [];
+    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", platform [];
     DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     WebhooksManage => "webhooks:manage", "Manage the project's webhook endpoints and their secrets; told when one is disabled", project ["admin"];
+    BucketsRead => "buckets:read", "See transfer buckets, their balances and movements", project ["admin", "member"];
+    BucketsWrite => "buckets:write", "Create transfer buckets, set their thresholds, credit and debit them", project ["admin"];
     ProjectsManage => "projects:manage", "Platform operators: create, change, suspend and delete projects and their API keys", platform [];
+    SchedulesRead => "schedules:read", "Platform operators: list the schedules with their next and last runs", platform [];
+    SchedulesManage => "schedules:manage", "Platform operators: pause, resume and trigger schedules", platform [];
 }
 
 /// Whether `name` is a platform permission (see the module doc).
@@ -134,7 +143,13 @@ mod tests {
         assert!(!of_default_role("admin").contains(&"queues:read"));
         assert_eq!(
             of_default_role("member"),
-            ["user:read", "jobs:read", "events:read", "rule:read"]
+            [
+                "user:read",
+                "jobs:read",
+                "events:read",
+                "rule:read",
+                "buckets:read"
+            ]
         );
     }
 
@@ -153,10 +168,9 @@ mod tests {
             );
         }
         let admin = of_default_role("admin");
-        for p in ALL
-            .iter()
-            .filter(|p| !p.platform_only && p.name != "queues:read")
-        {
+        // queue views span every project: a platform permission, never a role's
+        assert!(is_platform_only("queues:read"));
+        for p in ALL.iter().filter(|p| !p.platform_only) {
             assert!(admin.contains(&p.name), "admin holds {}", p.name);
         }
     }

@@ -83,6 +83,41 @@ fn open_labelled(label: &[u8], secret: &SecretString, sealed: &str) -> Option<St
     String::from_utf8(pt).ok()
 }
 
+/// Key-derivation label of the browser forms' anti-forgery tokens.
+const FORM_TOKEN_LABEL: &[u8] = b"comet/form-token/v1:";
+
+/// An anti-forgery token for a browser form: HMAC-SHA256 (under a key derived from
+/// `JWT_SECRET` with its own label) of the browser's cookie nonce and what the form acts on
+/// (`bound_to`, e.g. an invitation token's hash), hex. A form posted without the cookie, with
+/// another browser's cookie, or for another invitation does not match.
+pub fn form_token(secret: &SecretString, nonce: &str, bound_to: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let key = seal_key(FORM_TOKEN_LABEL, secret);
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).expect("HMAC takes a key of any length");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\n");
+    mac.update(bound_to.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `presented` is the [`form_token`] of `nonce` and `bound_to` (compared in constant
+/// time).
+pub fn form_token_matches(
+    secret: &SecretString,
+    nonce: &str,
+    bound_to: &str,
+    presented: &str,
+) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = form_token(secret, nonce, bound_to);
+    expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+}
+
 /// Hashes a password with Argon2id (PHC string).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
@@ -144,6 +179,18 @@ mod tests {
         );
         assert_eq!(open(&k, &sealed), None);
         assert_eq!(open_webhook_secret(&k, &seal(&k, "tok")), None);
+    }
+
+    #[test]
+    fn a_form_token_matches_only_its_nonce_and_binding() {
+        let k: SecretString = "0123456789abcdef0123456789abcdef".into();
+        let t = form_token(&k, "nonce-1", "invitation-a");
+        assert!(form_token_matches(&k, "nonce-1", "invitation-a", &t));
+        assert!(!form_token_matches(&k, "nonce-2", "invitation-a", &t));
+        assert!(!form_token_matches(&k, "nonce-1", "invitation-b", &t));
+        assert!(!form_token_matches(&k, "nonce-1", "invitation-a", &t[1..]));
+        let other: SecretString = "fedcba9876543210fedcba9876543210".into();
+        assert!(!form_token_matches(&other, "nonce-1", "invitation-a", &t));
     }
 
     #[test]

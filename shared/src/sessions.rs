@@ -18,6 +18,12 @@
 //! - `known-clients:<email hash>`: client IPs that logged in as that email (30 days).
 //! - `collapse:<name>:{<key>}:gate|count`: one record per window of a noisy event, and how many
 //!   were collapsed since the last record.
+//! - `sweep-cursor`: where the `sweep_sessions` job's SCAN of the session sets resumes.
+//!
+//! Every key above expires by itself except the members of `user-sessions:<user>`: the set's
+//! expiry is pushed back by each new login, so a user who logs in every day keeps a set that
+//! only grows with the ids of sessions long expired. [`Sessions::sweep_session_sets`] removes
+//! those ids (the `sweep_sessions` job); nothing else needs sweeping.
 
 use std::time::Duration;
 
@@ -111,6 +117,66 @@ impl Sessions {
         let mut conn = self.conn.clone();
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// One step of the session-set sweep: a `SCAN` from `cursor` over the `user-sessions:*`
+    /// sets (`COUNT` hint `count`), removing from each the ids whose session record is gone
+    /// (expired with its token, or revoked). Returns the next cursor (0: the scan went round),
+    /// the sets examined and the ids removed. Bounded by `count`, never `KEYS`; an id found
+    /// dead cannot come back (ids are never reused, and a login writes its record and its set
+    /// member in one transaction), so removing it races with nothing.
+    pub async fn sweep_session_sets(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> redis::RedisResult<(u64, u64, u64)> {
+        let mut conn = self.conn.clone();
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}user-sessions:*", self.prefix))
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        let mut removed = 0;
+        for key in &keys {
+            let jtis: Vec<String> = conn.smembers(key).await?;
+            if jtis.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for jti in &jtis {
+                pipe.exists(format!("{}session:{jti}", self.prefix));
+            }
+            let alive: Vec<bool> = pipe.query_async(&mut conn).await?;
+            let dead: Vec<&String> = jtis
+                .iter()
+                .zip(alive)
+                .filter(|(_, alive)| !alive)
+                .map(|(j, _)| j)
+                .collect();
+            if !dead.is_empty() {
+                let n: u64 = conn.srem(key, dead).await?;
+                removed += n;
+            }
+        }
+        Ok((next, keys.len() as u64, removed))
+    }
+
+    /// Where the session-set sweep resumes (0: from the start).
+    pub async fn sweep_cursor(&self) -> redis::RedisResult<u64> {
+        let mut conn = self.conn.clone();
+        let c: Option<u64> = conn.get(format!("{}sweep-cursor", self.prefix)).await?;
+        Ok(c.unwrap_or(0))
+    }
+
+    /// Stores where the session-set sweep resumes (kept a day: a lost cursor restarts the
+    /// scan, which is harmless).
+    pub async fn set_sweep_cursor(&self, cursor: u64) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        conn.set_ex(format!("{}sweep-cursor", self.prefix), cursor, 86_400)
+            .await
     }
 
     /// Records a new session for a freshly minted token.

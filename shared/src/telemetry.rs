@@ -64,3 +64,66 @@ pub fn metrics_handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// What a metric exported from start-up is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A counter, exported at 0.
+    Counter,
+    /// A histogram, exported with empty buckets.
+    Histogram,
+}
+
+/// Describes a metric and registers each of its label sets, so `/metrics` shows it from
+/// start-up at zero (a rate alert on a counter then sees 0, not "no data", until it first
+/// moves). Registering an existing series leaves its value alone.
+pub fn export_at_zero(
+    kind: MetricKind,
+    name: &'static str,
+    help: &'static str,
+    label_sets: impl IntoIterator<Item = Vec<(&'static str, String)>>,
+) {
+    match kind {
+        MetricKind::Counter => metrics::describe_counter!(name, help),
+        MetricKind::Histogram => metrics::describe_histogram!(name, help),
+    }
+    for set in label_sets {
+        let labels: Vec<metrics::Label> = set
+            .into_iter()
+            .map(|(k, v)| metrics::Label::new(k, v))
+            .collect();
+        match kind {
+            MetricKind::Counter => metrics::counter!(name, labels).increment(0),
+            MetricKind::Histogram => drop(metrics::histogram!(name, labels)),
+        }
+    }
+}
+
+/// One label set per queue: `[("queue", q)]`.
+pub fn per_queue(queues: &[&str]) -> Vec<Vec<(&'static str, String)>> {
+    queues
+        .iter()
+        .map(|q| vec![("queue", (*q).to_owned())])
+        .collect()
+}
+
+/// One label set per queue and value of `label`.
+pub fn per_queue_and(
+    queues: &[&str],
+    label: &'static str,
+    values: &[&str],
+) -> Vec<Vec<(&'static str, String)>> {
+    queues
+        .iter()
+        .flat_map(|q| {
+            values
+                .iter()
+                .map(move |v| vec![("queue", (*q).to_owned()), (label, (*v).to_owned())])
+        })
+        .collect()
+}
+
+/// The single, label-less series.
+pub fn unlabelled() -> Vec<Vec<(&'static str, String)>> {
+    vec![Vec::new()]
+}

@@ -8,7 +8,9 @@
 //!   and refuses a kind the list lacks or one registered twice.
 //! - [`rules_cache`]: compiled rules per project, for `process_event`.
 //! - [`services`]: the long-running loops besides the job runners (HTTP, outbox relay, on-dead
-//!   hooks), started from one list in [`run`], with one shutdown path.
+//!   hooks, the scheduler), started from one list in [`run`], with one shutdown path.
+//! - [`sweeps`]: what the scheduled sweep jobs share (platform-only payloads, batches,
+//!   progress).
 //! - [`run`]: wires the monitor and the services, and shuts them down in order on
 //!   SIGTERM/SIGINT; any of them failing stops the process with a non-zero status.
 
@@ -17,6 +19,7 @@ pub mod jobs;
 pub mod registry;
 pub mod rules_cache;
 pub mod services;
+pub mod sweeps;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -37,6 +40,150 @@ pub fn process_name() -> String {
         std::process::id(),
         rand::random::<u16>()
     )
+}
+
+/// Registers every counter and histogram the README documents for the worker, for the queues
+/// this process runs, so a fresh `/metrics` shows them at zero.
+fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::DeadHook]) {
+    use shared::telemetry::{MetricKind::*, export_at_zero, per_queue, per_queue_and, unlabelled};
+    // the recorder first: series registered before it would go nowhere
+    shared::telemetry::metrics_handle();
+    let queues: Vec<&str> = shared::jobs::QUEUES
+        .iter()
+        .copied()
+        .filter(|q| {
+            settings
+                .worker
+                .queues
+                .as_ref()
+                .is_none_or(|wanted| wanted.iter().any(|w| w == q))
+        })
+        .collect();
+    let hooked: Vec<&str> = dead_hooks
+        .iter()
+        .map(|h| h.queue)
+        .filter(|q| queues.contains(q))
+        .collect();
+    let counters: [(&'static str, &'static str); 7] = [
+        (
+            "comet_jobs_lease_expired_total",
+            "Jobs taken back from a worker that stopped heartbeating",
+        ),
+        (
+            "comet_stale_acks_total",
+            "Outcomes ignored because their attempt had lost its lease",
+        ),
+        (
+            "comet_leases_lost_total",
+            "Jobs this worker held whose lease another took",
+        ),
+        (
+            "comet_jobs_poisoned_total",
+            "Jobs sent dead because their stored state is corrupt",
+        ),
+        (
+            "comet_ack_refused_total",
+            "Outcomes the ack script refused even alone",
+        ),
+        (
+            "comet_job_result_errors_total",
+            "Completed jobs whose result could not be stored",
+        ),
+        (
+            "comet_corrupt_jobs_total",
+            "Job hashes that could not be read back",
+        ),
+    ];
+    for (name, help) in counters {
+        export_at_zero(Counter, name, help, per_queue(&queues));
+    }
+    export_at_zero(
+        Counter,
+        "comet_password_resets_total",
+        "Password-reset requests handled, by outcome",
+        ["sent", "no_account"]
+            .into_iter()
+            .map(|o| vec![("outcome", o.to_owned())]),
+    );
+    export_at_zero(
+        Counter,
+        "comet_bucket_monitor_changed_total",
+        "Buckets whose low-balance state bucket_monitor changed, by change",
+        ["alerted", "rearmed"]
+            .into_iter()
+            .map(|c| vec![("change", c.to_owned())]),
+    );
+    export_at_zero(
+        Histogram,
+        "comet_bucket_monitor_duration_seconds",
+        "bucket_monitor run time",
+        unlabelled(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_jobs_total",
+        "Attempts finished, by queue and outcome",
+        per_queue_and(&queues, "outcome", &["completed", "retried", "dead"]),
+    );
+    export_at_zero(
+        Histogram,
+        "comet_job_duration_seconds",
+        "Attempt run time, by queue",
+        per_queue(&queues),
+    );
+    export_at_zero(
+        Counter,
+        "comet_dead_hooks_total",
+        "On-dead hook runs, by queue and outcome",
+        per_queue_and(
+            &hooked,
+            "outcome",
+            &["ok", "failed", "timeout", "undecodable"],
+        ),
+    );
+    export_at_zero(
+        Counter,
+        "comet_redis_errors_total",
+        "Failed Redis calls, by queue and operation (all retried)",
+        per_queue_and(
+            &queues,
+            "op",
+            &[
+                "fetch",
+                "ack",
+                "heartbeat",
+                "maintain",
+                "register",
+                "release",
+                "subscribe",
+                "counts",
+            ],
+        ),
+    );
+    export_at_zero(
+        Counter,
+        "comet_redis_errors_total",
+        "Failed Redis calls, by queue and operation (all retried)",
+        per_queue_and(&hooked, "op", &["claim_dead"]),
+    );
+    export_at_zero(
+        Counter,
+        "comet_outbox_relayed_total",
+        "Outbox rows moved to Redis",
+        unlabelled(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_outbox_relay_errors_total",
+        "Failed relay passes (retried with backoff)",
+        unlabelled(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_rule_evaluation_errors_total",
+        "Rule conditions that failed to evaluate on an event",
+        unlabelled(),
+    );
 }
 
 /// Runs the worker until `shutdown` resolves, then stops fetching, lets running jobs finish
@@ -60,6 +207,7 @@ pub async fn run(
         handles,
         dead_hooks,
     } = registry::monitor(&ctx, &name)?;
+    metrics_at_zero(&settings, &dead_hooks);
 
     // Every long-running loop of the process, from one list.
     let mut services = Services::new();
@@ -82,6 +230,12 @@ pub async fn run(
             stop,
         )
     });
+
+    if settings.scheduler.enabled {
+        services.start("scheduler", |stop| {
+            services::scheduler::run(ctx.clone(), stop)
+        });
+    }
 
     // The monitor runs until the shutdown signal, or until a service fails.
     let mut failure = None;

@@ -1,5 +1,7 @@
-//! Sessions: log in with email and password (an access JWT plus a session record in Redis), log
-//! out (the token's `jti` is blacklisted for the rest of its life).
+//! Sessions: log in with email and password (an access JWT plus a session record in Redis, and
+//! a rotating refresh token), refresh (a spent refresh token for a new pair; a reused one
+//! revokes its whole family as a possible theft), log out (the token's `jti` is blacklisted for
+//! the rest of its life, and its refresh family revoked).
 //!
 //! Login never says which part was wrong: an unknown email, a wrong password and a user that is
 //! not active all get the same 401, after the same amount of work (one Argon2 verification at
@@ -16,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     auth::Claims,
-    db::{self, audit::NewEntry, users::UserStatus},
+    db::{self, audit::NewEntry, refresh_tokens, users::UserStatus},
     domain::{FieldErrors, Invalid, MAX_EMAIL, NO_NUL_PATTERN, PRINTABLE_PATTERN, required},
     secrets,
 };
@@ -38,12 +40,13 @@ use crate::{
     envelope::{ApiJson, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, Result},
     extract::{ValidJson, Validate},
-    passwords, rate_limit, request_id,
+    passwords, rate_limit, request_id, tokens,
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(login))
+        .routes(routes!(refresh))
         .routes(routes!(logout))
 }
 
@@ -147,18 +150,36 @@ impl Validate for LoginRequest {
     }
 }
 
-/// A fresh access token and who it is for.
+/// A fresh access token, the refresh token to get the next one, and who they are for.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginResponse {
-    /// The JWT to send as `Authorization: Bearer <accessToken>`.
+    /// The JWT to send as `Authorization: Bearer <accessToken>` (short-lived: `JWT_TTL_SECS`).
     pub access_token: String,
     /// Always `Bearer`.
     pub token_type: &'static str,
-    /// When the token stops working.
+    /// When the access token stops working.
     pub expires_at: DateTime<Utc>,
+    /// Exchange it at `POST /api/v1/auth/refresh` for a new pair. It works once: using it
+    /// again revokes every token of this sign-in. Shown once; only its hash is stored.
+    pub refresh_token: String,
+    /// When the refresh token stops working if unused (`REFRESH_TOKEN_TTL_SECS`).
+    pub refresh_expires_at: DateTime<Utc>,
     /// The user, with roles and permissions.
     pub user: Me,
+}
+
+impl LoginResponse {
+    fn new(issued: crate::tokens::Issued, user: Me) -> Self {
+        Self {
+            access_token: issued.access_token,
+            token_type: "Bearer",
+            expires_at: issued.expires_at,
+            refresh_token: issued.refresh_token,
+            refresh_expires_at: issued.refresh_expires_at,
+            user,
+        }
+    }
 }
 
 /// Why a login failed (audited; never shown to the caller).
@@ -341,16 +362,11 @@ async fn login(
             .request(Some(request_id::current())),
     )
     .await?;
-    let token = shared::auth::mint(&s.settings.auth.jwt_secret, &claims)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("Failed to sign a token")))?;
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    s.sessions
-        .create(&claims, user_id, user_agent, &ip)
-        .await
-        .map_err(ApiError::session_store)?;
+    let issued = tokens::issue(&s, &mut tx, &claims, user_id, None, user_agent, &ip).await?;
     s.sessions
         .remember_client(&subject, &ip, KNOWN_CLIENT_TTL)
         .await
@@ -359,22 +375,146 @@ async fn login(
     tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
     // a token must never sit in a shared or browser cache
     let no_store = [(header::CACHE_CONTROL, "no-store")];
+    let me = Me {
+        user,
+        project_id: project,
+        permissions: claims.permissions,
+    };
+    Ok((no_store, ApiJson(Data::new(LoginResponse::new(issued, me)))))
+}
+
+/// A refresh token to exchange.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The `refreshToken` of a login or of the previous refresh.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 512)]
+    pub refresh_token: Option<String>,
+}
+
+/// Longest refresh token accepted (characters; real ones are 43).
+pub const MAX_REFRESH_TOKEN: usize = 512;
+
+impl Validate for RefreshRequest {
+    type Valid = String;
+
+    fn validate(self) -> Result<String, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let token = errors.check(
+            "refreshToken",
+            required(self.refresh_token).and_then(|t| match t.chars().count() {
+                1..=MAX_REFRESH_TOKEN => Ok(t.trim().to_owned()),
+                _ => Err(Invalid::new(format!(
+                    "must be 1 to {MAX_REFRESH_TOKEN} characters"
+                ))),
+            }),
+        );
+        token.ok_or(errors)
+    }
+}
+
+/// The one answer to a refresh token that does not work (unknown, expired, revoked).
+const BAD_REFRESH: &str = "invalid, expired or revoked refresh token; log in again";
+
+/// Exchanges a refresh token for a new access token and a new refresh token (rotation).
+///
+/// Public (the refresh token is the credential). Each refresh token works once. Presenting one
+/// that was already exchanged is treated as a possible theft: every refresh token of that
+/// sign-in (its family) and every access token issued in it are revoked at once, the event is
+/// audited as `refresh_token.reused`, and the answer is 401 (whoever holds the newest token
+/// must log in again). 401 for an unknown, expired or revoked token, or a user no longer
+/// active; 429 past `RATE_LIMIT_REFRESH_PER_IP`. The new access token carries the user's
+/// permissions as they are now.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 200, body = inline(Data<LoginResponse>),
+               headers(("Cache-Control" = String, description = "`no-store`: tokens are never cached"))),
+              (status = 401, body = crate::error::ErrorEnvelope),
+              (status = 429, body = crate::error::ErrorEnvelope,
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, body = crate::error::ErrorEnvelope),
+              BodyRefusals))]
+async fn refresh(
+    State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    ValidJson(token): ValidJson<RefreshRequest>,
+) -> Result<impl axum::response::IntoResponse> {
+    rate_limit::check(&s, "refresh-ip", &ip, &s.settings.auth.refresh_per_ip).await?;
+    let hash = secrets::token_hash(&token);
+    let mut tx = s.pool.begin().await?;
+    let presented = refresh_tokens::lock_presented(&mut tx, &hash)
+        .await?
+        .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
+    let (project, user_id, family) = (presented.project_id, presented.user_id, presented.family_id);
+    if presented.family_revoked_at.is_some() {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    if presented.used_at.is_some() {
+        // a spent token again: whoever holds it, the sign-in is no longer trustworthy
+        let accesses = refresh_tokens::revoke_family(&mut tx, family, "reused").await?;
+        db::audit::record(
+            &mut tx,
+            NewEntry::new(project, "refresh_token.reused")
+                .user(user_id)
+                .metadata(serde_json::json!({
+                    "familyId": family,
+                    "ip": ip,
+                    "possibleTheft": true,
+                    "revokedAccessTokens": accesses.len(),
+                }))
+                .request(Some(request_id::current())),
+        )
+        .await?;
+        tokens::revoke_accesses(&s, user_id, &accesses).await?;
+        tx.commit().await?;
+        tracing::warn!(%user_id, %project, family_id = %family,
+            "a spent refresh token was presented again: its family is revoked (possible theft)");
+        return Err(ApiError::Unauthorized(
+            "refresh token already used: every token of this sign-in was revoked; log in again",
+        ));
+    }
+    if presented.expires_at <= Utc::now() {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    // waits for a deactivation or role change in flight, as a login does
+    if db::users::share_lock_status(&mut tx, project, user_id).await? != Some(UserStatus::Active) {
+        return Err(ApiError::Unauthorized(BAD_REFRESH));
+    }
+    refresh_tokens::mark_used(&mut tx, &hash).await?;
+    let issued_ms = s.sessions.now_ms().await.map_err(ApiError::session_store)?;
+    let mut claims = Claims::issued_at(
+        &user_id.to_string(),
+        project,
+        Vec::new(),
+        s.settings.auth.jwt_ttl.as_secs() as i64,
+        issued_ms,
+    );
+    claims.permissions = db::roles::permissions_of(&mut tx, project, user_id).await?;
+    let user = db::users::find(&mut tx, project, user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let issued =
+        tokens::issue(&s, &mut tx, &claims, user_id, Some(family), user_agent, &ip).await?;
+    tx.commit().await?;
+    tracing::info!(%user_id, %project, jti = %claims.jti, family_id = %family, "tokens refreshed");
+    let me = Me {
+        user,
+        project_id: project,
+        permissions: claims.permissions,
+    };
     Ok((
-        no_store,
-        ApiJson(Data::new(LoginResponse {
-            access_token: token,
-            token_type: "Bearer",
-            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or_default(),
-            user: Me {
-                user,
-                project_id: project,
-                permissions: claims.permissions,
-            },
-        })),
+        [(header::CACHE_CONTROL, "no-store")],
+        ApiJson(Data::new(LoginResponse::new(issued, me))),
     ))
 }
 
-/// Logs out: the caller's token stops working at once, on every API process.
+/// Logs out: the caller's token stops working at once, on every API process, and so do the
+/// refresh token of its sign-in and the other access tokens issued in it.
 ///
 /// Any valid token (no permission needed).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
@@ -391,16 +531,22 @@ async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<Status
         .await
         .map_err(ApiError::session_store)?;
     if let Some(user_id) = auth.user_id() {
-        let mut conn = s.pool.acquire().await?;
+        let mut tx = s.pool.begin().await?;
+        let family = refresh_tokens::family_of_access(&mut tx, c.project_id, c.jti).await?;
+        if let Some(family) = family {
+            let accesses = refresh_tokens::revoke_family(&mut tx, family, "logout").await?;
+            tokens::revoke_accesses(&s, user_id, &accesses).await?;
+        }
         db::audit::record(
-            &mut conn,
+            &mut tx,
             NewEntry::new(c.project_id, "logout")
                 .actor(Some(user_id))
                 .user(user_id)
-                .metadata(serde_json::json!({ "jti": c.jti }))
+                .metadata(serde_json::json!({ "jti": c.jti, "familyId": family }))
                 .request(Some(request_id::current())),
         )
         .await?;
+        tx.commit().await?;
     }
     tracing::info!(jti = %c.jti, "logged out");
     Ok(StatusCode::NO_CONTENT)

@@ -3,14 +3,18 @@
 
 pub mod audit;
 pub mod auth;
+pub mod buckets;
 pub mod deliveries;
 pub mod events;
 pub mod health;
 pub mod invitations;
 pub mod jobs;
 pub mod notifications;
+pub mod passwords;
 pub mod projects;
 pub mod queues;
+pub mod roles;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;

@@ -45,6 +45,9 @@ async fn revocation_holds_between_api_processes_whose_clocks_disagree() {
     let user = app
         .active_user(app.project_id(), "skew@example.com", "member")
         .await;
+    // another active admin, so that taking the role back passes the last-admin guard
+    app.active_user(app.project_id(), "keeper@example.com", "admin")
+        .await;
     let admin_role = app.role_id(app.project_id(), "admin").await;
     let admin = app.admin_token();
     let ahead = ApiProcess::spawn_with_clock(&app.env, AHEAD).await;

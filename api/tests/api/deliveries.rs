@@ -394,8 +394,8 @@ async fn preferences_default_to_every_channel_and_bad_values_are_named() {
     let service = app.admin_token();
     assert_error(
         send(app.authed(Method::GET, path, &service)).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
+        StatusCode::FORBIDDEN,
+        "user_token_required",
     )
     .await;
 }

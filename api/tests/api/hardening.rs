@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, all_permissions, json_with_status};
 #[tokio::test]
 async fn an_empty_state_or_a_page_past_the_end_lists_no_jobs_instead_of_failing() {
     let app = TestApp::spawn().await;
-    let token = app.token(&["queues:read"]);
+    let token = app.platform_token_with(&["queues:read"]);
     for query in ["?state=dead", "?state=waiting&page=50"] {
         let body = json_with_status(
             app.get_queue_jobs(&token, "ping", query).await,
@@ -33,12 +33,12 @@ async fn logging_out_a_token_that_expires_in_the_far_future_revokes_it() {
     );
     claims.exp = Utc::now().timestamp() + 100_000_000_000_000_000;
     let token = shared::auth::mint(&app.env.settings.auth.jwt_secret, &claims).expect("mint");
-    assert_eq!(app.queues(&token).await.status(), StatusCode::OK);
+    assert_eq!(app.get_roles(&token).await.status(), StatusCode::OK);
 
     let out = app.logout(&token).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
 
-    let after = app.queues(&token).await;
+    let after = app.get_roles(&token).await;
     assert_eq!(
         after.status(),
         StatusCode::UNAUTHORIZED,

@@ -69,7 +69,7 @@ async fn job_and_queue_routes_return_503_never_500_while_redis_is_unreachable() 
     let get = app.get_job(&random_id(), &token).await;
     let retry = app.retry_job(&random_id(), &token).await;
     let cancel = app.cancel_job(&random_id(), &token).await;
-    let queues = app.queues(&token).await;
+    let queues = app.queues(&app.platform_token_with(&["queues:read"])).await;
 
     for resp in [ping, get, retry, cancel, queues] {
         let url = resp.url().path().to_owned();

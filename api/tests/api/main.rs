@@ -2,8 +2,11 @@
 //! its own database and Redis prefix (see `helpers`), with an in-process worker where jobs must
 //! run.
 
+mod accept_page;
+mod admin_guards;
 mod audit;
 mod auth;
+mod buckets;
 mod clock;
 mod contract;
 mod deliveries;
@@ -21,13 +24,18 @@ mod jobs;
 mod login_limits;
 mod metrics;
 mod openapi;
+mod passwords;
 mod permissions;
 mod projects;
 mod queues;
 mod quota;
+mod refresh;
+mod roles;
 mod rules;
+mod schedules;
 mod sessions;
 mod tenancy;
+mod user_detail;
 mod users;
 mod validation;
 mod webhook_deliveries;

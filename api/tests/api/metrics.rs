@@ -59,3 +59,42 @@ async fn random_methods_and_paths_create_no_metric_series() {
     assert!(text.contains(r#"method="other""#), "{text}");
     assert!(text.contains(r#"route="unmatched""#), "{text}");
 }
+
+#[tokio::test]
+async fn every_counter_and_histogram_the_readme_documents_is_exported_at_zero_from_start_up() {
+    use shared::testing::metrics::{documented_metrics, exports};
+    let env = shared::testing::TestEnv::new().await;
+    // a process of its own: nothing else has counted anything in it yet
+    let api = crate::helpers::ApiProcess::spawn_with_env(&env, &[]).await;
+    let readme = include_str!("../../../README.md");
+    let documented: Vec<_> = documented_metrics(readme)
+        .into_iter()
+        .filter(|m| m.from.contains("API") && m.kind != "gauge")
+        .collect();
+    assert!(
+        documented.len() >= 5,
+        "the README's table was read: {documented:?}"
+    );
+
+    let text = reqwest::get(format!("{}/metrics", api.address))
+        .await
+        .expect("an answer")
+        .text()
+        .await
+        .expect("a body");
+
+    let missing: Vec<&str> = documented
+        .iter()
+        .filter(|m| !exports(&text, &m.name))
+        .map(|m| m.name.as_str())
+        .collect();
+    assert!(missing.is_empty(), "not exported at start-up: {missing:?}");
+    // at zero, for a route nobody has called yet
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("comet_http_requests_total{")
+                && l.contains(r#"route="/api/v1/roles""#)
+                && l.ends_with(" 0")),
+        "{text}"
+    );
+}

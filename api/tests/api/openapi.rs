@@ -19,12 +19,19 @@ const PUBLIC: &[&str] = &[
     "/metrics",
     "/api/v1/openapi.json",
     "/api/v1/auth/login",
+    "/api/v1/auth/refresh",
+    "/api/v1/auth/password-reset",
+    "/api/v1/auth/password-reset/confirm",
     "/api/v1/invitations/accept",
+    // the HTML page the invitation email links to, and its form
+    "/invitations/accept",
 ];
 
 /// Routes any valid token may call: they declare `bearer` with no scope.
 const ANY_TOKEN: &[&str] = &[
     "/api/v1/auth/logout",
+    // a user's own password (a token without a user is refused 403)
+    "/api/v1/auth/change-password",
     "/api/v1/users/me",
     "/api/v1/users/me/notification-preferences",
     "/api/v1/projects/current",

@@ -206,7 +206,15 @@ async fn no_role_can_be_given_a_platform_permission() {
             .fetch_all(pool)
             .await
             .unwrap();
-    assert_eq!(platform, ["projects:manage"]);
+    assert_eq!(
+        platform,
+        [
+            "projects:manage",
+            "queues:read",
+            "schedules:manage",
+            "schedules:read"
+        ]
+    );
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM role_permissions WHERE permission = 'projects:manage'",
     )
@@ -1383,7 +1391,15 @@ async fn comet_api_token_platform_mints_a_platform_operators_token() {
     let claims = shared::auth::verify(&app.env.settings.auth.jwt_secret, &token).unwrap();
     assert!(claims.platform);
     assert_eq!(claims.project_id, Uuid::nil());
-    assert_eq!(claims.permissions, ["projects:manage", "queues:read"]);
+    assert_eq!(
+        claims.permissions,
+        [
+            "projects:manage",
+            "queues:read",
+            "schedules:read",
+            "schedules:manage"
+        ]
+    );
     assert_eq!(app.list_projects(&token, "").await.status(), StatusCode::OK);
     assert!(!refused.status.success(), "a platform token has no project");
     assert!(

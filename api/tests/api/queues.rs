@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, assert_error, json_with_status, later, time};
 /// The `ping` entry of the queue list.
 async fn ping_counts(app: &TestApp) -> Value {
     let body = json_with_status(
-        app.queues(&app.token(&["queues:read"])).await,
+        app.queues(&app.platform_token_with(&["queues:read"])).await,
         StatusCode::OK,
     )
     .await;
@@ -86,7 +86,11 @@ async fn queue_counts_show_completed_and_dead_jobs_once_a_worker_ran_them() {
 async fn every_known_queue_is_listed() {
     let app = TestApp::spawn().await;
 
-    let body = json_with_status(app.queues(&app.admin_token()).await, StatusCode::OK).await;
+    let body = json_with_status(
+        app.queues(&app.platform_token_with(&["queues:read"])).await,
+        StatusCode::OK,
+    )
+    .await;
 
     let listed: Vec<&str> = body["data"]
         .as_array()
@@ -209,7 +213,7 @@ async fn a_queues_jobs_are_paginated() {
 #[tokio::test]
 async fn listing_a_queues_jobs_refuses_unknown_queues_states_and_pages() {
     let app = TestApp::spawn().await;
-    let operator = app.token(&["queues:read"]);
+    let operator = app.platform_token_with(&["queues:read"]);
 
     let unknown_queue = app
         .get_queue_jobs(&operator, "no_such_queue", "?state=waiting")

@@ -211,7 +211,7 @@ async fn the_busiest_projects_are_listed_most_first_for_operators_only() {
     for (i, p) in projects.iter().enumerate() {
         push_open(&app, *p, i + 1).await;
     }
-    let ops = app.token(&["queues:read"]);
+    let ops = app.platform_token_with(&["queues:read"]);
 
     let body = json_with_status(app.busiest_projects(&ops, "?limit=2").await, StatusCode::OK).await;
     let data = &body["data"];

@@ -218,12 +218,12 @@ async fn logout_revokes_the_token_at_once() {
 }
 
 #[tokio::test]
-async fn me_is_404_for_a_service_token() {
+async fn me_is_403_user_token_required_for_a_service_token() {
     let app = TestApp::spawn().await;
 
     let resp = app.me(&app.token(&["jobs:read"])).await;
 
-    assert_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    assert_error(resp, StatusCode::FORBIDDEN, "user_token_required").await;
     assert_error(
         app.me("nope").await,
         StatusCode::UNAUTHORIZED,

@@ -484,13 +484,22 @@ async fn an_expired_invitation_returns_410_and_activates_nobody() {
             .await
             .expect("the user");
     assert_eq!(status, "INVITED");
-    // and it cannot be resent either (resending does not extend it)
-    assert_error(
+    // resending it issues a new invitation, with a new expiry; the old link stays dead
+    let resent = json_with_status(
         app.resend_invitation(&token, &user).await,
-        StatusCode::CONFLICT,
-        "conflict",
+        StatusCode::ACCEPTED,
     )
     .await;
+    let invitation = &resent["data"]["invitation"];
+    assert_ne!(invitation["id"], invited["invitation"]["id"], "{resent}");
+    let expires: DateTime<Utc> =
+        serde_json::from_value(invitation["expiresAt"].clone()).expect("expiresAt");
+    assert!(
+        expires > Utc::now() + chrono::Duration::days(29),
+        "{resent}"
+    );
+    let old = app.accept(&invitation_token, PASSWORD).await;
+    assert_error(old, StatusCode::NOT_FOUND, "not_found").await;
 }
 
 #[tokio::test]
@@ -513,8 +522,9 @@ async fn accepting_with_a_bad_password_or_token_is_refused() {
     }
     let unknown = app.accept(&shared::secrets::new_token(), PASSWORD).await;
     assert_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
-    // still usable after the refusals
-    let ok = app.accept(&invitation_token, &"p".repeat(128)).await;
+    // still usable after the refusals (128 characters is the most; one character repeated
+    // would be refused by the policy)
+    let ok = app.accept(&invitation_token, &"pq".repeat(64)).await;
     json_with_status(ok, StatusCode::OK).await;
 }
 

@@ -1,4 +1,4 @@
-//! Access tokens and login limits.
+//! Access and refresh tokens, and the limits of the public authentication routes.
 
 use std::time::Duration;
 
@@ -24,8 +24,19 @@ pub struct AuthSettings {
     /// `100/3600`).
     pub login_per_email: RateLimit,
     /// `RATE_LIMIT_ACCEPT_PER_IP`: invitation acceptances (a public route) per client IP
-    /// (default `20/60`).
+    /// (default `20/60`); the browser accept page's views and submissions count here too.
     pub accept_per_ip: RateLimit,
+    /// `REFRESH_TOKEN_TTL_SECS`: how long a refresh token works after it is issued; each
+    /// refresh issues a new one (default 2592000, 30 days).
+    pub refresh_ttl: Duration,
+    /// `RATE_LIMIT_REFRESH_PER_IP`: token refreshes per client IP (default `60/60`).
+    pub refresh_per_ip: RateLimit,
+    /// `RATE_LIMIT_RESET_PER_IP`: password-reset requests and confirmations per client IP
+    /// (default `10/300`).
+    pub reset_per_ip: RateLimit,
+    /// `RATE_LIMIT_RESET_PER_EMAIL`: password-reset requests per email, from every client
+    /// together (default `5/3600`).
+    pub reset_per_email: RateLimit,
 }
 
 impl AuthSettings {
@@ -45,6 +56,15 @@ impl AuthSettings {
             login_per_email: env
                 .parse("RATE_LIMIT_LOGIN_PER_EMAIL", RateLimit::per_secs(100, 3600))?,
             accept_per_ip: env.parse("RATE_LIMIT_ACCEPT_PER_IP", RateLimit::per_secs(20, 60))?,
+            refresh_ttl: Duration::from_secs(env.at_least(
+                "REFRESH_TOKEN_TTL_SECS",
+                30 * 86_400,
+                60,
+            )?),
+            refresh_per_ip: env.parse("RATE_LIMIT_REFRESH_PER_IP", RateLimit::per_secs(60, 60))?,
+            reset_per_ip: env.parse("RATE_LIMIT_RESET_PER_IP", RateLimit::per_secs(10, 300))?,
+            reset_per_email: env
+                .parse("RATE_LIMIT_RESET_PER_EMAIL", RateLimit::per_secs(5, 3600))?,
         })
     }
 }

@@ -14,6 +14,7 @@ mod events;
 mod http;
 mod inbox;
 mod queue;
+mod scheduler;
 mod stores;
 mod users;
 mod webhooks;
@@ -26,8 +27,9 @@ pub use events::{EventSettings, MAX_BATCH};
 pub use http::HttpSettings;
 pub use inbox::InboxSettings;
 pub use queue::{QueueSettings, WorkerSettings};
+pub use scheduler::{RetentionSettings, SchedulerSettings};
 pub use stores::{DatabaseSettings, RedisSettings};
-pub use users::UserSettings;
+pub use users::{UserSettings, link_with_token};
 pub use webhooks::WebhookSettings;
 
 /// A configuration problem, naming the variable at fault.
@@ -44,6 +46,19 @@ pub enum ConfigError {
         /// What is wrong with its value.
         reason: String,
     },
+    /// A schedule's expression does not parse (or its declaration is wrong).
+    #[error("environment variable {var} is invalid: schedule `{schedule}`: {reason}")]
+    Schedule {
+        /// `SCHEDULE_<NAME>`, or where the declaration is.
+        var: String,
+        /// The schedule's name.
+        schedule: &'static str,
+        /// The parse error.
+        reason: String,
+    },
+    /// `SCHEDULE_*` variables that name no schedule.
+    #[error("environment variables {0:?} name no schedule (known: {known})", known = crate::schedule::ALL.iter().map(|d| d.schedule.name).collect::<Vec<_>>().join(", "))]
+    UnknownSchedules(Vec<String>),
 }
 
 /// How logs are written.
@@ -84,6 +99,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Webhook endpoints and deliveries.
     pub webhooks: WebhookSettings,
+    /// The scheduler and every schedule's expression in force.
+    pub scheduler: SchedulerSettings,
+    /// The sweeps: retention periods and batch sizes.
+    pub retention: RetentionSettings,
 }
 
 /// A fixed-window rate limit: `count` actions per `window`.
@@ -137,6 +156,11 @@ impl Env<'_> {
     }
 
     fn get(&self, name: &'static str) -> Option<String> {
+        self.get_dyn(name)
+    }
+
+    /// [`Env::get`] for a name built at run time (`SCHEDULE_<NAME>`).
+    fn get_dyn(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
@@ -202,6 +226,16 @@ impl Settings {
     /// Reads the settings from the process environment (after loading `.env` if present).
     pub fn from_env() -> Result<Self, ConfigError> {
         let _ = dotenvy::dotenv();
+        let unknown = scheduler::unknown_schedule_vars(
+            std::env::vars_os()
+                .filter_map(|(k, _)| k.into_string().ok())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
+        );
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownSchedules(unknown));
+        }
         Self::from_source(&|name| std::env::var(name).ok())
     }
 
@@ -239,6 +273,8 @@ impl Settings {
             inbox: InboxSettings::from_env(&env)?,
             worker: WorkerSettings::from_env(&env)?,
             webhooks: WebhookSettings::from_env(&env)?,
+            scheduler: SchedulerSettings::from_env(&env)?,
+            retention: RetentionSettings::from_env(&env)?,
             log_format,
             app_env,
         })
@@ -343,6 +379,63 @@ mod tests {
             assert!(err.to_string().contains(name), "{name}: {err}");
             assert!(err.to_string().contains("at least"), "{name}: {err}");
         }
+    }
+
+    #[test]
+    fn a_schedule_override_is_applied_and_a_bad_one_names_the_schedule_and_the_error() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("SCHEDULE_CANARY", "*/2 * * * * *"));
+        pairs.push(("SCHEDULE_SWEEP_SESSIONS", "off"));
+        let s = Settings::from_source(&source(&pairs)).unwrap();
+        let canary = s.scheduler.get("canary").unwrap();
+        assert_eq!(canary.expression, "*/2 * * * * *");
+        assert!(canary.overridden && canary.enabled());
+        assert!(!s.scheduler.get("sweep_sessions").unwrap().enabled());
+        assert!(s.scheduler.get("expire_invitations").unwrap().enabled());
+        pairs.push(("SCHEDULE_EXPIRE_INVITATIONS", "0 9 * *"));
+        let err = Settings::from_source(&source(&pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SCHEDULE_EXPIRE_INVITATIONS"), "{err}");
+        assert!(err.contains("schedule `expire_invitations`"), "{err}");
+        assert!(err.contains("expected 5 fields"), "{err}");
+    }
+
+    #[test]
+    fn schedule_variables_that_name_no_schedule_are_found() {
+        let vars = [
+            "SCHEDULE_CANARY",
+            "SCHEDULE_CANRAY",
+            "SCHEDULER_ENABLED",
+            "PATH",
+        ];
+        assert_eq!(
+            scheduler::unknown_schedule_vars(vars.into_iter()),
+            ["SCHEDULE_CANRAY"]
+        );
+        let err = ConfigError::UnknownSchedules(vec!["SCHEDULE_CANRAY".into()]).to_string();
+        assert!(err.contains("known: expire_invitations"), "{err}");
+    }
+
+    #[test]
+    fn retention_days_default_keep_and_refuse_nonsense() {
+        let s = Settings::from_source(&source(&BASE)).unwrap();
+        assert_eq!(
+            s.retention.audit_days, None,
+            "the audit log is kept by default"
+        );
+        assert_eq!(s.retention.event_days, Some(90));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("AUDIT_RETENTION_DAYS", "365"));
+        pairs.push(("EVENT_RETENTION_DAYS", "keep"));
+        let s = Settings::from_source(&source(&pairs)).unwrap();
+        assert_eq!(s.retention.audit_days, Some(365));
+        assert_eq!(s.retention.event_days, None);
+        pairs.push(("NOTIFICATION_RETENTION_DAYS", "1"));
+        let err = Settings::from_source(&source(&pairs))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NOTIFICATION_RETENTION_DAYS"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,22 @@
-//! The user-management panel: invitations and their limits.
+//! The user-management panel: invitations, the pages emails link to, and their limits.
 
 use super::{ConfigError, Env, RateLimit};
 
 /// Settings of the user-management panel.
 #[derive(Debug, Clone)]
 pub struct UserSettings {
-    /// `APP_BASE_URL`: the dashboard's URL; invitation links point at
-    /// `<APP_BASE_URL>/invitations/accept?token=…` (default `http://localhost:8080`).
+    /// `APP_BASE_URL`: where people reach Comet (the API, or a proxy in front of it and the
+    /// dashboard); links in emails start with it (default `http://localhost:8080`).
     pub app_base_url: String,
+    /// `INVITATION_ACCEPT_URL`: the page invitation emails link to, with `?token=…` appended
+    /// (unset: `<APP_BASE_URL>/invitations/accept`, the API's own accept page; see
+    /// [`UserSettings::invitation_accept_page`]). A dashboard with its own page sets its
+    /// address here.
+    pub invitation_accept_url: Option<String>,
+    /// `PASSWORD_RESET_URL`: a page that takes a reset token as `?token=…` (a dashboard's); when
+    /// set, reset emails link to it, else they carry the token for
+    /// `POST /api/v1/auth/password-reset/confirm` (default unset).
+    pub password_reset_url: Option<String>,
     /// `ALLOWED_INVITE_DOMAINS`: comma list of email domains invitees and inviters must use
     /// (empty: no restriction).
     pub allowed_invite_domains: Vec<String>,
@@ -25,12 +34,26 @@ impl UserSettings {
         if invitation_expiry_days == 0 {
             return Err(env.invalid("INVITATION_EXPIRY_DAYS", "must be at least 1"));
         }
+        let app_base_url = env
+            .get("APP_BASE_URL")
+            .unwrap_or_else(|| "http://localhost:8080".into())
+            .trim_end_matches('/')
+            .to_owned();
+        let page = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            let Some(raw) = env.get(name) else {
+                return Ok(None);
+            };
+            match url::Url::parse(&raw) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {
+                    Ok(Some(raw))
+                }
+                _ => Err(env.invalid(name, "must be an http(s) URL without a #fragment")),
+            }
+        };
         Ok(Self {
-            app_base_url: env
-                .get("APP_BASE_URL")
-                .unwrap_or_else(|| "http://localhost:8080".into())
-                .trim_end_matches('/')
-                .to_owned(),
+            invitation_accept_url: page("INVITATION_ACCEPT_URL")?,
+            password_reset_url: page("PASSWORD_RESET_URL")?,
+            app_base_url,
             allowed_invite_domains: env
                 .list("ALLOWED_INVITE_DOMAINS")
                 .map(|d| d.trim_start_matches('@').to_ascii_lowercase())
@@ -45,4 +68,20 @@ impl UserSettings {
             )?,
         })
     }
+}
+
+impl UserSettings {
+    /// The page invitation emails link to: `INVITATION_ACCEPT_URL`, or the API's own
+    /// `<APP_BASE_URL>/invitations/accept`.
+    pub fn invitation_accept_page(&self) -> String {
+        self.invitation_accept_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/invitations/accept", self.app_base_url))
+    }
+}
+
+/// `page` with `token=<token>` added to its query (tokens are base64url: nothing to encode).
+pub fn link_with_token(page: &str, token: &str) -> String {
+    let sep = if page.contains('?') { '&' } else { '?' };
+    format!("{page}{sep}token={token}")
 }

@@ -36,10 +36,12 @@ pub struct ApiKey {
     /// Until when the secret it had before its last rotation still works (`null`: it does
     /// not).
     pub previous_valid_until: Option<DateTime<Utc>>,
+    /// When the `sweep_api_keys` sweep disabled it, past its expiry (`null`: not disabled).
+    pub disabled_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str = "api_key_id AS id, project_id, name, prefix, created_at, last_used_at, \
-                       expires_at, rotated_at, previous_valid_until";
+                       expires_at, rotated_at, previous_valid_until, disabled_at";
 
 /// A key to store.
 #[derive(Debug, Clone)]
@@ -208,7 +210,7 @@ pub async fn lookup(pool: &PgPool, prefix: &str) -> Result<Option<KeyLookup>, sq
         r#"
         SELECT k.api_key_id AS id, k.project_id, k.secret_hash,
                CASE WHEN k.previous_valid_until > now() THEN k.previous_hash END AS previous_hash,
-               coalesce(k.expires_at <= now(), false) AS expired,
+               (coalesce(k.expires_at <= now(), false) OR k.disabled_at IS NOT NULL) AS expired,
                (k.last_used_at IS NULL OR k.last_used_at <= now() - make_interval(secs => $2))
                    AS touch_due,
                p.status AS project_status, p.deleted_at IS NOT NULL AS project_deleted
@@ -237,4 +239,68 @@ pub async fn touch(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// Disables up to `batch` keys past their expiry (still refused at look-up by their expiry;
+/// this records it) and audits each `api_key.disabled`, in one statement; returns how many.
+pub async fn disable_expired(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+        WITH due AS (
+            SELECT api_key_id FROM api_keys
+            WHERE disabled_at IS NULL AND expires_at <= now()
+            ORDER BY expires_at LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ), disabled AS (
+            UPDATE api_keys k SET disabled_at = now(), disabled_reason = 'expired',
+                   previous_hash = NULL, previous_valid_until = NULL
+            FROM due WHERE k.api_key_id = due.api_key_id
+            RETURNING k.api_key_id, k.project_id, k.name, k.prefix, k.expires_at
+        ), audited AS (
+            INSERT INTO audit_log (audit_id, project_id, action, target_type, target_id, metadata)
+            SELECT gen_random_uuid(), project_id, 'api_key.disabled', 'api_key', api_key_id::text,
+                   jsonb_build_object('reason', 'expired', 'name', name, 'prefix', prefix,
+                                      'expiresAt', expires_at)
+            FROM disabled
+            RETURNING 1
+        )
+        SELECT count(*) FROM audited
+        "#,
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Erases the previous secret of up to `batch` keys whose rotation grace period is over (it is
+/// refused at look-up already; this drops its hash) and audits each
+/// `api_key.rotation_grace_ended`, in one statement; returns how many.
+pub async fn end_rotation_grace(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+        WITH due AS (
+            SELECT api_key_id FROM api_keys
+            WHERE previous_valid_until <= now()
+            ORDER BY previous_valid_until LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ), ended AS (
+            UPDATE api_keys k SET previous_hash = NULL, previous_valid_until = NULL
+            FROM due WHERE k.api_key_id = due.api_key_id
+            RETURNING k.api_key_id, k.project_id, k.name, k.prefix, k.rotated_at
+        ), audited AS (
+            INSERT INTO audit_log (audit_id, project_id, action, target_type, target_id, metadata)
+            SELECT gen_random_uuid(), project_id, 'api_key.rotation_grace_ended', 'api_key',
+                   api_key_id::text,
+                   jsonb_build_object('name', name, 'prefix', prefix, 'rotatedAt', rotated_at)
+            FROM ended
+            RETURNING 1
+        )
+        SELECT count(*) FROM audited
+        "#,
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
 }

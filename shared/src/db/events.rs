@@ -51,22 +51,38 @@ pub async fn accept(
     events: &[NewEvent],
     opts: &EnqueueOptions,
 ) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
-    accept_each(conn, project_id, events, |_| opts.clone()).await
+    let projects = vec![project_id; events.len()];
+    accept_each(conn, &projects, events, |_| opts.clone()).await
 }
 
-/// [`accept`] with each event's job options of its own (`opts(i)` for `events[i]`): events of
-/// several requests written together (the API's group commit), each job with its request id.
+/// [`accept`] for events of several projects at once (`projects[i]` is `events[i]`'s): what
+/// Comet raises itself across projects (`bucket.low_balance` from `bucket_monitor`) goes in
+/// the same two statements whatever the number of projects.
+pub async fn accept_across(
+    conn: &mut PgConnection,
+    projects: &[Uuid],
+    events: &[NewEvent],
+    opts: &EnqueueOptions,
+) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
+    accept_each(conn, projects, events, |_| opts.clone()).await
+}
+
+/// [`accept_across`] with each event's job options of its own (`opts(i)` for `events[i]`):
+/// events of several requests written together (the API's group commit), each job with its
+/// request id.
 pub async fn accept_each(
     conn: &mut PgConnection,
-    project_id: Uuid,
+    projects: &[Uuid],
     events: &[NewEvent],
     opts: impl Fn(usize) -> EnqueueOptions,
 ) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
+    debug_assert_eq!(projects.len(), events.len());
     let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let jobs: Vec<NewJob> = event_ids
         .iter()
+        .zip(projects)
         .enumerate()
-        .map(|(i, &event_id)| {
+        .map(|(i, (&event_id, &project_id))| {
             ProcessEvent {
                 project_id,
                 event_id,
@@ -87,14 +103,18 @@ pub async fn accept_each(
         r#"
         INSERT INTO events (project_id, event_id, type, source, payload, occurred_at,
                             idempotency_key, job_id, rules_version)
-        SELECT $1, e.*, (SELECT rules_version FROM projects WHERE project_id = $1)
-        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[],
-                    $7::text[], $8::uuid[]) AS e
+        SELECT e.project_id, e.event_id, e.type, e.source, e.payload, e.occurred_at,
+               e.idempotency_key, e.job_id,
+               (SELECT p.rules_version FROM projects p WHERE p.project_id = e.project_id)
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[],
+                    $6::timestamptz[], $7::text[], $8::uuid[])
+             AS e (project_id, event_id, type, source, payload, occurred_at,
+                   idempotency_key, job_id)
         ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING event_id
         "#,
     )
-    .bind(project_id)
+    .bind(projects)
     .bind(&event_ids)
     .bind(&types)
     .bind(&sources)
@@ -107,23 +127,28 @@ pub async fn accept_each(
     let created: std::collections::HashSet<Uuid> = created.into_iter().collect();
 
     // repeated keys (earlier requests, or earlier in this batch) answer the first event
-    let repeated: Vec<&str> = events
+    let (repeated_projects, repeated_keys): (Vec<Uuid>, Vec<&str>) = events
         .iter()
+        .zip(projects)
         .zip(&event_ids)
         .filter(|(_, id)| !created.contains(id))
-        .filter_map(|(e, _)| e.idempotency_key.as_deref())
-        .collect();
-    let mut first: HashMap<String, (Uuid, Uuid)> = HashMap::new();
-    if !repeated.is_empty() {
-        let rows: Vec<(String, Uuid, Uuid)> = sqlx::query_as(
-            "SELECT idempotency_key, event_id, job_id FROM events \
-             WHERE project_id = $1 AND idempotency_key = ANY($2)",
+        .filter_map(|((e, p), _)| Some((*p, e.idempotency_key.as_deref()?)))
+        .unzip();
+    let mut first: HashMap<(Uuid, String), (Uuid, Uuid)> = HashMap::new();
+    if !repeated_keys.is_empty() {
+        let rows: Vec<(Uuid, String, Uuid, Uuid)> = sqlx::query_as(
+            "SELECT e.project_id, e.idempotency_key, e.event_id, e.job_id FROM events e \
+             JOIN unnest($1::uuid[], $2::text[]) AS k (project_id, idempotency_key) \
+               ON e.project_id = k.project_id AND e.idempotency_key = k.idempotency_key",
         )
-        .bind(project_id)
-        .bind(&repeated)
+        .bind(&repeated_projects)
+        .bind(&repeated_keys)
         .fetch_all(&mut *conn)
         .await?;
-        first = rows.into_iter().map(|(k, e, j)| (k, (e, j))).collect();
+        first = rows
+            .into_iter()
+            .map(|(p, k, e, j)| ((p, k), (e, j)))
+            .collect();
     }
     let new_jobs: Vec<NewJob> = jobs
         .into_iter()
@@ -135,8 +160,9 @@ pub async fn accept_each(
 
     Ok(events
         .iter()
+        .zip(projects)
         .zip(event_ids.iter().zip(&job_ids))
-        .map(|(e, (event_id, job_id))| {
+        .map(|((e, p), (event_id, job_id))| {
             if created.contains(event_id) {
                 return Accepted {
                     event_id: *event_id,
@@ -147,7 +173,7 @@ pub async fn accept_each(
             let (event_id, job_id) = e
                 .idempotency_key
                 .as_ref()
-                .and_then(|k| first.get(k))
+                .and_then(|k| first.get(&(*p, k.clone())))
                 .copied()
                 // not created and no key: cannot happen (only keys conflict)
                 .unwrap_or((*event_id, *job_id));

@@ -22,10 +22,19 @@ pub struct Invitation {
     pub expires_at: DateTime<Utc>,
     /// `PENDING`, `SENT` or `FAILED`.
     pub delivery: String,
+    /// `PENDING`, or `EXPIRED` once the `expire_invitations` sweep found it past its expiry.
+    pub status: String,
+}
+
+impl Invitation {
+    /// Whether it no longer works: marked `EXPIRED`, or past its expiry and not swept yet.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.status == "EXPIRED" || self.expires_at <= now
+    }
 }
 
 const COLUMNS: &str =
-    "invitation_id, project_id, user_id, token_hash, invited_by, expires_at, delivery";
+    "invitation_id, project_id, user_id, token_hash, invited_by, expires_at, delivery, status";
 
 /// Creates the invitation of a user.
 pub async fn create(
@@ -102,6 +111,21 @@ pub async fn of_user(
     let sql = format!(
         "SELECT {COLUMNS} FROM user_invitations WHERE project_id = $1 AND user_id = $2 FOR UPDATE"
     );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The invitation of a user, without locking it (to show it).
+pub async fn state_of(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM user_invitations WHERE project_id = $1 AND user_id = $2");
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .bind(user_id)
@@ -195,4 +219,54 @@ pub async fn mark_failed(
     .execute(conn)
     .await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// Replaces a user's invitation by a new one (new id, token and expiry; the old token stops
+/// working): inviting again an invitee whose invitation expired, or resending it. Returns the
+/// new invitation's id.
+pub async fn reissue(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    token_hash: &str,
+    invited_by: Option<Uuid>,
+    expires_at: DateTime<Utc>,
+) -> Result<Uuid, sqlx::Error> {
+    delete_of_user(conn, project_id, user_id).await?;
+    create(
+        conn, project_id, user_id, token_hash, invited_by, expires_at,
+    )
+    .await
+}
+
+/// Marks up to `batch` pending invitations past their expiry `EXPIRED` and audits each
+/// (`invitation.expired`, in its project), in one statement; returns how many it marked.
+/// Invitations a request holds are skipped (`SKIP LOCKED`): the next run takes them.
+pub async fn expire_due(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        r#"
+        WITH due AS (
+            SELECT invitation_id FROM user_invitations
+            WHERE status = 'PENDING' AND expires_at <= now()
+            ORDER BY expires_at LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ), expired AS (
+            UPDATE user_invitations i SET status = 'EXPIRED', expired_at = now()
+            FROM due WHERE i.invitation_id = due.invitation_id
+            RETURNING i.invitation_id, i.project_id, i.user_id, i.expires_at, i.invited_by
+        ), audited AS (
+            INSERT INTO audit_log (audit_id, project_id, action, target_type, target_id, metadata)
+            SELECT gen_random_uuid(), project_id, 'invitation.expired', 'user', user_id::text,
+                   jsonb_build_object('invitationId', invitation_id, 'expiresAt', expires_at,
+                                      'invitedBy', invited_by)
+            FROM expired
+            RETURNING 1
+        )
+        SELECT count(*) FROM audited
+        "#,
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
 }

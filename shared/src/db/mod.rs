@@ -13,6 +13,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod buckets;
 pub mod deliveries;
 pub mod events;
 pub mod inbox;
@@ -20,10 +21,14 @@ pub mod inbox_items;
 pub mod invitations;
 pub mod notifications;
 pub mod outbox;
+pub mod password_resets;
 pub mod preferences;
 pub mod projects;
+pub mod refresh_tokens;
+pub mod retention;
 pub mod roles;
 pub mod rules;
+pub mod schedules;
 pub mod users;
 pub mod webhook_endpoints;
 

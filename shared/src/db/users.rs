@@ -209,7 +209,8 @@ pub struct UserFilter {
     pub search: Option<String>,
 }
 
-fn like_pattern(search: &Option<String>) -> Option<String> {
+/// `%term%` for `ILIKE`, with the term's own `\`, `%` and `_` escaped.
+pub(crate) fn like_pattern(search: &Option<String>) -> Option<String> {
     search.as_ref().map(|s| {
         let escaped = s
             .replace('\\', "\\\\")
@@ -513,6 +514,42 @@ pub async fn lock_status(
     Ok(s.as_deref().and_then(UserStatus::parse))
 }
 
+/// The user with this email in the project and its status, locking its row for the rest of
+/// the transaction (inviting an address again).
+pub async fn lock_by_email(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, UserStatus)>, sqlx::Error> {
+    let row: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT user_id, status FROM users WHERE project_id = $1 AND email = $2 FOR UPDATE",
+    )
+    .bind(project_id)
+    .bind(email)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.and_then(|(id, s)| UserStatus::parse(&s).map(|s| (id, s))))
+}
+
+/// Sets an invited user's display name when a new invitation names one.
+pub async fn rename_invited(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    name: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET name = coalesce($3, name)
+         WHERE project_id = $1 AND user_id = $2 AND status = 'INVITED'",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// The status of a user, share-locked for the rest of the transaction: login reads it (and the
 /// permissions) under this lock, so it waits for a deactivation or role change in flight.
 pub async fn share_lock_status(
@@ -548,6 +585,139 @@ pub async fn activate(
     .bind(user_id)
     .bind(password_hash)
     .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// A user's name, email and status before a profile change.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileBefore {
+    /// The name before.
+    pub name: Option<String>,
+    /// The email before.
+    pub email: String,
+    /// The status (unchanged).
+    pub status: String,
+}
+
+/// Sets a user's name and/or email (`None`: unchanged); returns what they were (`None`: no such
+/// user in the project). The caller maps `users_project_email_key` to a 409.
+pub async fn set_profile(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    name: Option<&str>,
+    email: Option<&str>,
+) -> Result<Option<ProfileBefore>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        UPDATE users u SET name = coalesce($3, u.name), email = coalesce($4, u.email)
+        FROM (SELECT name, email, status FROM users
+              WHERE project_id = $1 AND user_id = $2 FOR UPDATE) old
+        WHERE u.project_id = $1 AND u.user_id = $2
+        RETURNING old.name, old.email, old.status
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(name)
+    .bind(email)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The user of the project with this (lower-case) email: its id and status.
+pub async fn by_email(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, UserStatus)>, sqlx::Error> {
+    let row: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT user_id, status FROM users WHERE project_id = $1 AND email = $2")
+            .bind(project_id)
+            .bind(email)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.and_then(|(id, s)| Some((id, UserStatus::parse(&s)?))))
+}
+
+/// Creates an `ACTIVE` user with its password hash; the caller maps `users_project_email_key`
+/// to a 409.
+pub async fn create_active(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    email: &str,
+    name: Option<&str>,
+    password_hash: &str,
+) -> Result<Uuid, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        INSERT INTO users (user_id, project_id, email, name, status, password_hash)
+        VALUES ($1, $2, $3, $4, 'ACTIVE', $5) RETURNING user_id
+        "#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(project_id)
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .fetch_one(conn)
+    .await
+}
+
+/// Whether a user has a password (it accepted its invitation, or was created with one).
+pub async fn has_password(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT password_hash IS NOT NULL FROM users WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await
+    .map(|b| b.unwrap_or(false))
+}
+
+/// A user's password hash (`None`: no such user, or no password yet).
+pub async fn password_hash(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    let hash: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT password_hash FROM users WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(hash.flatten())
+}
+
+/// Sets an ACTIVE user's password hash; with `expected`, only while the stored hash is still
+/// that one (a concurrent change or reset wins, and this returns false).
+pub async fn set_password(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    user_id: Uuid,
+    password_hash: &str,
+    expected: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let res = sqlx::query(
+        r#"
+        UPDATE users SET password_hash = $3
+        WHERE project_id = $1 AND user_id = $2 AND status = 'ACTIVE'
+          AND ($4::text IS NULL OR password_hash = $4)
+        "#,
+    )
+    .bind(project_id)
+    .bind(user_id)
+    .bind(password_hash)
+    .bind(expected)
     .execute(conn)
     .await?;
     Ok(res.rows_affected() == 1)

@@ -14,6 +14,7 @@
 
 mod email;
 mod fields;
+mod money;
 mod name;
 mod password;
 mod project;
@@ -23,8 +24,12 @@ mod time;
 
 pub use email::{EmailAddress, MAX_EMAIL, domain_of};
 pub use fields::{FieldError, FieldErrors, from_json_object, read_json_object};
+pub use money::{
+    Amount, Currency, MAX_DECIMAL_PLACES, MAX_INTEGER_DIGITS, SIGNED_AMOUNT_PATTERN, Sign,
+    SignedAmount, UNSIGNED_AMOUNT_PATTERN, UnsignedAmount,
+};
 pub use name::{DisplayName, MAX_NAME, NonBlankName};
-pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password};
+pub use password::{MAX_PASSWORD, MIN_PASSWORD, Password, check_policy};
 pub use project::{
     DESCRIPTION_PATTERN, Description, MAX_DESCRIPTION, MAX_EVENTS_PER_SECOND, MAX_SLUG,
     ProjectSettings, ProjectStatus, Slug,

@@ -29,10 +29,16 @@ macro_rules! with_job_kinds {
         $then! {
             ping::Ping,
             send_invitation::SendInvitation,
+            send_password_reset::SendPasswordReset,
             revoke_sessions::RevokeSessions,
             process_event::ProcessEvent,
             deliver_notification::DeliverNotification,
             rule_digest::RuleDigest,
+            expire_invitations::ExpireInvitations,
+            sweep_sessions::SweepSessions,
+            apply_retention::ApplyRetention,
+            sweep_api_keys::SweepApiKeys,
+            bucket_monitor::BucketMonitor,
         }
     };
 }

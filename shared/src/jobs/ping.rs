@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Job;
-use crate::queue::RetryPolicy;
+use crate::{
+    queue::RetryPolicy,
+    schedule::{CatchUp, Overlap, PLATFORM, Schedule, Scheduled, Tick},
+};
 
 /// Most a ping may sleep.
 pub const MAX_SLEEP_MS: u64 = 60_000;
@@ -60,5 +63,17 @@ impl Job for Ping {
     };
     fn project_id(&self) -> Uuid {
         self.project_id
+    }
+}
+
+/// The `canary` schedule: a platform ping every five minutes, so a stalled scheduler or fleet
+/// shows as `comet_jobs_total{queue="ping"}` not growing. Overlap is allowed (a ping is
+/// instant; one stuck behind a busy queue must not silence the next).
+impl Scheduled for Ping {
+    const SCHEDULE: Schedule = Schedule::new("canary", "*/5 * * * *")
+        .catch_up(CatchUp::Skip)
+        .overlap(Overlap::Allow);
+    fn for_tick(_: &Tick) -> Self {
+        Self::new(PLATFORM)
     }
 }

@@ -5,6 +5,7 @@
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server, `TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) the Redis.
 
+pub mod metrics;
 pub mod smtp;
 
 use std::time::Duration;
@@ -120,6 +121,8 @@ impl TestEnv {
             .to_string_lossy()
             .into_owned();
         settings.worker.shutdown_timeout = Duration::from_secs(10);
+        // a test's workers fire no schedule unless the test asks (scheduler tests turn it on)
+        settings.scheduler.enabled = false;
         tweak(&mut settings);
         let pool = crate::db::pool(&settings).expect("pool");
         crate::db::migrate(&pool)
@@ -207,6 +210,7 @@ impl TestEnv {
             ),
             ("DATABASE_MAX_CONNECTIONS".into(), "5".into()),
             ("LOG_FORMAT".into(), "json".into()),
+            ("SCHEDULER_ENABLED".into(), s.scheduler.enabled.to_string()),
         ]
     }
 

@@ -216,7 +216,7 @@ async fn deliver(
     let email = ctx.mailer.templates().invitation(&InvitationEmail::new(
         inviter_name.as_deref(),
         user.roles.iter().map(|r| r.name.clone()).collect(),
-        &ctx.settings.users.app_base_url,
+        &ctx.settings.users.invitation_accept_page(),
         token,
         invitation.expires_at,
     ))?;

@@ -10,10 +10,12 @@
 //! - [`http`]: `/health`, `/ready`, `/metrics` on `WORKER_PORT`.
 //! - [`relay`]: the outbox relay, Postgres → Redis.
 //! - [`dead_hooks`]: the on-dead hooks of the kinds this process runs.
+//! - [`scheduler`]: fires the schedules' ticks (`SCHEDULER_ENABLED`, default on).
 
 pub mod dead_hooks;
 pub mod http;
 pub mod relay;
+pub mod scheduler;
 
 use std::{collections::HashMap, future::Future, time::Duration};
 

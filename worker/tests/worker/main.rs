@@ -4,8 +4,10 @@
 
 mod capacity;
 mod helpers;
+mod metrics;
 mod open_counts;
 mod outbox;
 mod processes;
 mod queue;
+mod scheduler;
 mod users;

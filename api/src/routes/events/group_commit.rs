@@ -72,17 +72,12 @@ impl BatchWrite for Writer {
     }
 
     async fn write(&self, items: &[&Ingest]) -> anyhow::Result<Vec<db::events::Accepted>> {
+        let projects: Vec<Uuid> = items.iter().map(|i| i.project_id).collect();
+        let events: Vec<NewEvent> = items.iter().map(|i| i.event.clone()).collect();
         let mut tx = self.pool.begin().await?;
-        let mut accepted = Vec::with_capacity(items.len());
-        for group in items.chunk_by(|a, b| a.project_id == b.project_id) {
-            let events: Vec<NewEvent> = group.iter().map(|i| i.event.clone()).collect();
-            accepted.extend(
-                db::events::accept_each(&mut tx, group[0].project_id, &events, |k| {
-                    group[k].opts.clone()
-                })
-                .await?,
-            );
-        }
+        let accepted =
+            db::events::accept_each(&mut tx, &projects, &events, |k| items[k].opts.clone())
+                .await?;
         tx.commit().await?;
         self.outbox.wake();
         Ok(accepted)

@@ -22,7 +22,8 @@ use crate::{
     auth::{Authorized, UserCreate},
     envelope::{Accepted, Data},
     error::{
-        ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result, ResultExt,
+        ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, ErrorEnvelope, Result,
+        ResultExt as _,
     },
     extract::{PathId, ValidJson, Validate},
     quota, rate_limit, request_id,
@@ -146,6 +147,34 @@ async fn inviter(s: &AppState, claims_user: Option<Uuid>, project: Uuid) -> Resu
         ))
 }
 
+/// Whether an insert failed on the project's unique email.
+pub(super) fn is_email_taken(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("users_project_email_key"))
+}
+
+/// The 409 for an email a user of the project already has: a deactivated one is pointed at
+/// reactivation (shared with `POST /users`).
+pub(super) async fn email_taken(s: &AppState, project: Uuid, email: &str) -> ApiError {
+    let found = match s.pool.acquire().await {
+        Ok(mut conn) => db::users::by_email(&mut conn, project, email)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    match found {
+        Some((id, UserStatus::Deactivated)) => ApiError::Conflict(format!(
+            "a deactivated user of the project has this email; reactivate it instead with \
+             POST /api/v1/users/{id}/reactivate"
+        )),
+        Some((id, status)) => ApiError::Conflict(format!(
+            "a user with this email already exists in the project ({id}, {})",
+            status.as_str()
+        )),
+        None => ApiError::Conflict("a user with this email already exists in the project".into()),
+    }
+}
+
 /// The project's quota and enqueue rate ([`quota::admit`]: the email is a job), then the
 /// invitation limits per inviter and per project.
 async fn invite_limits(s: &AppState, project: Uuid, inviter: Uuid) -> Result<()> {
@@ -183,9 +212,13 @@ fn send_invitation(
 }
 
 /// Invites a user: creates it `INVITED` with its roles and an invitation, and queues the email.
+/// An address whose invitation expired is invited again: the same user gets the new roles and
+/// a new invitation (new link, new expiry); the old link stays dead.
 ///
 /// Permission: `user:create`, and the caller must be an active user of the project (403 for
-/// service tokens). 409 if the email is already a user of the project; 422 for a bad email,
+/// service tokens). 409 if the email is already a user of the project (active, deactivated:
+/// the message names `POST /api/v1/users/{id}/reactivate`, or invited with an invitation still
+/// valid); 422 for a bad email,
 /// no or unknown roles, or an address (the invitee's or the inviter's) outside
 /// `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the per-inviter or per-project
 /// invitation limit or the project's enqueue rate (`rate_limited`), or when the project has
@@ -215,11 +248,31 @@ pub(super) async fn invite_user(
     .trunc_subsecs(6);
     let mut tx = s.pool.begin().await?;
     let name = req.name.as_ref().map(AsRef::as_ref);
-    let user_id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
-        .await
-        .on_constraint("users_project_email_key", || {
-            ApiError::Conflict("a user with this email already exists in the project".into())
-        })?;
+    let exists =
+        || ApiError::Conflict("a user with this email already exists in the project".into());
+    // an invitee whose invitation expired is invited again: same user, new invitation
+    let (user_id, previous) =
+        match db::users::lock_by_email(&mut tx, project, req.email.as_ref()).await? {
+            None => {
+                let id = db::users::create_invited(&mut tx, project, req.email.as_ref(), name)
+                    .await
+                    .on_constraint("users_project_email_key", exists)?;
+                (id, None)
+            }
+            Some((id, UserStatus::Invited)) => {
+                let invitation = db::invitations::of_user(&mut tx, project, id)
+                    .await?
+                    .filter(|i| i.is_expired(Utc::now()))
+                    .ok_or_else(exists)?;
+                db::users::rename_invited(&mut tx, project, id, name).await?;
+                db::roles::clear(&mut tx, project, id).await?;
+                (id, Some(invitation.invitation_id))
+            }
+            Some(_) => {
+                drop(tx);
+                return Err(email_taken(&s, project, req.email.as_ref()).await);
+            }
+        };
     let role_ids = req.role_ids;
     let found = db::roles::existing(&mut tx, project, &role_ids).await?;
     if found.len() != role_ids.len() {
@@ -238,11 +291,13 @@ pub(super) async fn invite_user(
     for role in &role_ids {
         db::roles::assign(&mut tx, project, user_id, *role).await?;
     }
-    let invitation_id = db::invitations::create(
+    let token_hash = secrets::token_hash(&token);
+    // a new user has no invitation to replace: `reissue` then only creates one
+    let invitation_id = db::invitations::reissue(
         &mut tx,
         project,
         user_id,
-        &secrets::token_hash(&token),
+        &token_hash,
         Some(inviter.id),
         expires_at,
     )
@@ -256,6 +311,7 @@ pub(super) async fn invite_user(
                 "invitationId": invitation_id,
                 "roleIds": role_ids,
                 "expiresAt": expires_at,
+                "replacesExpired": previous,
             }))
             .request(Some(request_id::current())),
     )
@@ -289,10 +345,11 @@ pub(super) async fn invite_user(
 }
 
 /// Sends an invited user a new invitation email. The new token replaces the old one (which
-/// stops working); the expiry stays what it was.
+/// stops working); the expiry stays what it was, unless the invitation has expired: then a new
+/// invitation (new id) with a new expiry replaces it.
 ///
 /// Permission: `user:create`, by an active user of the project (403 for service tokens).
-/// 404 for an unknown user; 409 unless the user is `INVITED` with an unexpired invitation;
+/// 404 for an unknown user; 409 unless the user is `INVITED` with an invitation;
 /// 422 for addresses outside `ALLOWED_INVITE_DOMAINS`; 429 with `Retry-After` past the
 /// invitation limits or the project's enqueue rate, or at its quota of open jobs.
 #[utoipa::path(post, path = "/api/v1/users/{id}/resend-invitation", tag = "users",
@@ -341,21 +398,41 @@ pub(super) async fn resend_invitation(
     let current = db::invitations::of_user(&mut tx, project, user_id)
         .await?
         .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?;
-    if current.expires_at <= Utc::now() {
-        return Err(ApiError::Conflict(
-            "the invitation has expired; resending does not extend it".into(),
-        ));
-    }
-    let invitation =
-        db::invitations::replace_token(&mut tx, project, user_id, &secrets::token_hash(&token))
+    let token_hash = secrets::token_hash(&token);
+    let reissued = current.is_expired(Utc::now());
+    let invitation = if reissued {
+        // an expired invitation is replaced by a new one, with a new expiry
+        let expires_at = (Utc::now()
+            + chrono::Duration::days(i64::from(s.settings.users.invitation_expiry_days)))
+        .trunc_subsecs(6);
+        let id = db::invitations::reissue(
+            &mut tx,
+            project,
+            user_id,
+            &token_hash,
+            Some(inviter.id),
+            expires_at,
+        )
+        .await?;
+        db::invitations::of_user(&mut tx, project, user_id)
             .await?
-            .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?;
+            .filter(|i| i.invitation_id == id)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the new invitation vanished")))?
+    } else {
+        db::invitations::replace_token(&mut tx, project, user_id, &token_hash)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("the user has no pending invitation".into()))?
+    };
     db::audit::record(
         &mut tx,
         NewEntry::new(project, "invitation.resend_requested")
             .actor(Some(inviter.id))
             .user(user_id)
-            .metadata(serde_json::json!({ "invitationId": invitation.invitation_id }))
+            .metadata(serde_json::json!({
+                "invitationId": invitation.invitation_id,
+                "replacesExpired": reissued.then_some(current.invitation_id),
+                "expiresAt": invitation.expires_at,
+            }))
             .request(Some(request_id::current())),
     )
     .await?;

@@ -99,7 +99,8 @@ impl Validate for NotificationPreferences {
 /// The caller's notification preferences (the defaults, every channel on and no quiet hours,
 /// until they set some).
 ///
-/// Any user token (no permission needed); 404 for service tokens, which are not users.
+/// Any user token (no permission needed); 403 `user_token_required` for service and platform
+/// tokens, which are not users.
 #[utoipa::path(get, path = "/api/v1/users/me/notification-preferences", tag = "users",
     security(("bearer" = [])),
     responses((status = 200, body = inline(Data<NotificationPreferences>)),
@@ -109,7 +110,7 @@ pub(super) async fn get_preferences(
     auth: Authenticated,
     State(s): State<AppState>,
 ) -> Result<ApiJson<Data<NotificationPreferences>>> {
-    let user_id = auth.user_id().ok_or(ApiError::NotFound("user"))?;
+    let user_id = crate::caller::own_user(&auth.claims)?;
     let prefs = db::preferences::get(&s.pool, auth.claims.project_id, user_id).await?;
     Ok(ApiJson(Data::new(prefs.into())))
 }
@@ -118,7 +119,8 @@ pub(super) async fn get_preferences(
 /// including notifications already queued. `quietHours.timeZone` must be an IANA zone name
 /// and `quietHours.end` must differ from its `start` (else 422, naming the field).
 ///
-/// Any user token (no permission needed); 404 for service tokens, which are not users.
+/// Any user token (no permission needed); 403 `user_token_required` for service and platform
+/// tokens, which are not users.
 #[utoipa::path(put, path = "/api/v1/users/me/notification-preferences", tag = "users",
     request_body = NotificationPreferences,
     security(("bearer" = [])),
@@ -131,7 +133,7 @@ pub(super) async fn put_preferences(
     State(s): State<AppState>,
     ValidJson(prefs): ValidJson<NotificationPreferences>,
 ) -> Result<ApiJson<Data<NotificationPreferences>>> {
-    let user_id = auth.user_id().ok_or(ApiError::NotFound("user"))?;
+    let user_id = crate::caller::own_user(&auth.claims)?;
     let project = auth.claims.project_id;
     let mut conn = s.pool.acquire().await?;
     // the user exists in the token's project (a deleted user's token is refused elsewhere)

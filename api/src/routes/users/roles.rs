@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    AppState,
+    AppState, admin_guard,
     auth::{Authorized, UserUpdate},
     envelope::{ApiJson, Data},
     error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
@@ -65,6 +65,8 @@ async fn change_roles(
     change: RoleChange,
 ) -> Result<ApiJson<Data<User>>> {
     let mut tx = s.pool.begin().await?;
+    // before the user's row: one lock order for every writer (see `admin_guard`)
+    let guard = admin_guard::lock(&mut tx, project).await?;
     let status = db::users::lock_status(&mut tx, project, user_id)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
@@ -121,6 +123,12 @@ async fn change_roles(
             )
         }
     };
+    let what = if actor == Some(user_id) {
+        "removing your own admin role"
+    } else {
+        "taking the admin role from this user"
+    };
+    guard.check(&mut tx, project, what).await?;
     db::audit::record(
         &mut tx,
         NewEntry::new(project, action)
@@ -166,7 +174,8 @@ pub(super) async fn add_role(
 /// Takes a role from a user. An ACTIVE user's tokens are revoked at once.
 ///
 /// Permission: `user:update`. 404 for an unknown user or role, or a role the user does not
-/// hold; 409 for a deactivated user.
+/// hold; 409 for a deactivated user, or when it would leave the project without an active
+/// admin (the last active holder of the `admin` role losing it, the caller included).
 #[utoipa::path(delete, path = "/api/v1/users/{id}/roles/{roleId}", tag = "users",
     params(("id" = Uuid, Path, description = "User id"),
            ("roleId" = Uuid, Path, description = "Role id")),
@@ -189,7 +198,8 @@ pub(super) async fn remove_role(
 /// tokens are revoked at once.
 ///
 /// Permission: `user:update`. 404 for an unknown user or role, or a role the user does not
-/// hold; 409 for a deactivated user.
+/// hold; 409 for a deactivated user, or when it would leave the project without an active
+/// admin.
 #[utoipa::path(patch, path = "/api/v1/users/{id}/roles/{roleId}", tag = "users",
     params(("id" = Uuid, Path, description = "User id"),
            ("roleId" = Uuid, Path, description = "The role to replace")),

@@ -109,7 +109,7 @@ impl TestApp {
     /// 200.
     pub async fn queue_jobs(&self, queue: &str, query: &str) -> Value {
         let resp = self
-            .get_queue_jobs(&self.token(&["queues:read"]), queue, query)
+            .get_queue_jobs(&self.platform_token_with(&["queues:read"]), queue, query)
             .await;
         json_with_status(resp, StatusCode::OK).await
     }

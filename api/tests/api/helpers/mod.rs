@@ -5,17 +5,20 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`, `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
+//! database), `audit`, `buckets` (transfer buckets, and the monitor run in-process), `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
 //! (platform tokens, projects, API keys and their rows); `webhooks` (the endpoint routes, a
 //! loopback receiver and a signature verifier); `openapi` reads the served document.
 
 mod audit;
+mod browser;
+mod buckets;
 mod events;
 mod inbox;
 mod jobs;
 mod openapi;
 mod process;
 mod projects;
+mod roles;
 mod users;
 mod webhooks;
 
@@ -28,6 +31,7 @@ use shared::{auth::Claims, config::Settings, testing::TestEnv};
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
+pub use browser::Browser;
 pub use events::rule_body;
 pub use inbox::{
     SseReader, deliver, inbox_user, new_notification, notify, open_stream, user_token,

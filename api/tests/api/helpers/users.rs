@@ -44,6 +44,50 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Logs in with `password`, asserting a 200; returns `data` (tokens and user).
+    pub async fn session_of(&self, email: &str, password: &str) -> Value {
+        let resp = self
+            .login(&json!({"email": email, "password": password}))
+            .await;
+        json_with_status(resp, StatusCode::OK).await["data"].take()
+    }
+
+    /// `POST /api/v1/auth/refresh` with this refresh token.
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        send(
+            self.request(Method::POST, "/api/v1/auth/refresh")
+                .json(&json!({"refreshToken": refresh_token})),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/auth/change-password` with this body.
+    pub async fn change_password(&self, token: &str, body: &Value) -> Response {
+        send(
+            self.authed(Method::POST, "/api/v1/auth/change-password", token)
+                .json(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/auth/password-reset` with this body.
+    pub async fn password_reset(&self, body: &Value) -> Response {
+        send(
+            self.request(Method::POST, "/api/v1/auth/password-reset")
+                .json(body),
+        )
+        .await
+    }
+
+    /// `POST /api/v1/auth/password-reset/confirm` with a token and a password.
+    pub async fn confirm_reset(&self, token: &str, password: &str) -> Response {
+        send(
+            self.request(Method::POST, "/api/v1/auth/password-reset/confirm")
+                .json(&json!({"token": token, "password": password})),
+        )
+        .await
+    }
+
     /// `POST /api/v1/auth/logout`.
     pub async fn logout(&self, token: &str) -> Response {
         send(self.authed(Method::POST, "/api/v1/auth/logout", token)).await

@@ -1,9 +1,15 @@
 //! Accepting an invitation: the invitee (not logged in) proves it holds the emailed token and
 //! chooses a password; the user becomes ACTIVE and the invitation is deleted (one use).
 //!
-//! The token is looked up by its SHA-256 (the only form stored). The password is hashed before
-//! the look-up, so a wrong token costs what a right one does and the invitation's row is not
-//! locked during the hashing.
+//! The token is looked up by its SHA-256 (the only form stored), first without a lock: an
+//! unknown, used or expired token costs no Argon2. The password is hashed before the
+//! transaction, so the invitation's row is not locked during the hashing.
+//!
+//! Two ways in, one acceptance ([`accept`]): the JSON route for dashboards and scripts, and
+//! [`page`], the small server-rendered page the invitation email links to (works without
+//! JavaScript).
+
+mod page;
 
 use axum::extract::State;
 use chrono::Utc;
@@ -26,7 +32,9 @@ use crate::{
 };
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(accept_invitation))
+    OpenApiRouter::new()
+        .routes(routes!(accept_invitation))
+        .routes(routes!(page::show_accept_page, page::submit_accept_page))
 }
 
 /// The emailed token and the new user's password.
@@ -105,7 +113,14 @@ async fn accept_invitation(
     ClientIp(ip): ClientIp,
     ValidJson(req): ValidJson<AcceptInvitation>,
 ) -> Result<ApiJson<Data<User>>> {
-    rate_limit::check(&s, "accept-ip", &ip, &s.settings.auth.accept_per_ip).await?;
+    Ok(ApiJson(Data::new(accept(&s, &ip, req).await?)))
+}
+
+const EXPIRED: &str = "the invitation has expired; ask for a new one";
+
+/// Accepts an invitation (see the module doc): the user, now ACTIVE.
+async fn accept(s: &AppState, ip: &str, req: Acceptance) -> Result<User> {
+    rate_limit::check(s, "accept-ip", ip, &s.settings.auth.accept_per_ip).await?;
     let token_hash = secrets::token_hash(&req.token);
     // A cheap look-up first: an unknown, used or expired token costs no Argon2 (the transaction
     // below checks again, under locks).
@@ -115,9 +130,7 @@ async fn accept_invitation(
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
         if invitation.expires_at <= Utc::now() {
-            return Err(ApiError::Gone(
-                "the invitation has expired; ask for a new one",
-            ));
+            return Err(ApiError::Gone(EXPIRED));
         }
     }
     let hash = passwords::hash(req.password).await?;
@@ -135,9 +148,7 @@ async fn accept_invitation(
         // resent or deleted (deactivation) meanwhile
         .ok_or(ApiError::NotFound("invitation"))?;
     if invitation.expires_at <= Utc::now() {
-        return Err(ApiError::Gone(
-            "the invitation has expired; ask for a new one",
-        ));
+        return Err(ApiError::Gone(EXPIRED));
     }
     if status != Some(UserStatus::Invited)
         || !db::users::activate(&mut tx, project, user_id, &hash, name).await?
@@ -159,5 +170,5 @@ async fn accept_invitation(
         .ok_or(ApiError::NotFound("invitation"))?;
     tx.commit().await?;
     tracing::info!(%user_id, invitation_id = %invitation.invitation_id, "invitation accepted");
-    Ok(ApiJson(Data::new(user)))
+    Ok(user)
 }
