@@ -89,6 +89,10 @@ pub struct AppState {
     pub outbox: shared::queue::OutboxWaker,
     /// Projects' settings, cached ([`project_settings`]).
     pub project_settings: Arc<project_settings::SettingsCache>,
+    /// Projects' outbox counts for the quota, memoised ([`quota::OutboxCounts`]).
+    pub outbox_counts: Arc<quota::OutboxCounts>,
+    /// Single ingested events, group-committed ([`routes::events::group_commit`]).
+    pub ingest: routes::events::group_commit::IngestWriter,
 }
 
 #[derive(OpenApi)]
@@ -247,6 +251,7 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     let queues = Queues::from_settings(&settings).context("Failed to configure the Redis queue")?;
     let webhooks = shared::webhooks::WebhookClient::new(&settings.webhooks)
         .context("Failed to build the webhook HTTP client")?;
+    let outbox = shared::queue::OutboxWaker::spawn(queues.clone());
     Ok(AppState {
         webhooks,
         pool,
@@ -254,8 +259,10 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
         revocations: Arc::default(),
         live: Arc::default(),
         streams: shared::inbox::streams::StreamStore::new(&queues),
-        outbox: shared::queue::OutboxWaker::spawn(queues.clone()),
+        ingest: routes::events::group_commit::spawn(pool.clone(), outbox.clone()),
+        outbox,
         project_settings: Arc::default(),
+        outbox_counts: Arc::default(),
         queues,
         settings: Arc::new(settings),
         metrics: {
@@ -305,6 +312,27 @@ fn metrics_at_zero() {
             "Request latency, by route",
             paths.into_iter().map(|r| vec![("route", r.clone())]),
         );
+        for (kind, name, help) in [
+            (
+                Histogram,
+                "comet_group_commit_batch_size",
+                "Writes committed together in one transaction, by writer",
+            ),
+            (
+                Counter,
+                "comet_group_commit_split_total",
+                "Group-commit batches that failed and were written again one item at a time, by writer",
+            ),
+        ] {
+            export_at_zero(
+                kind,
+                name,
+                help,
+                ["ingest"]
+                    .into_iter()
+                    .map(|w| vec![("writer", w.to_owned())]),
+            );
+        }
         export_at_zero(
             Counter,
             "comet_session_check_degraded_total",

@@ -18,8 +18,20 @@
 //! The check reads the counts, then the route enqueues: requests of one project in flight at
 //! once may all pass, so the quota can be overshot by the requests admitted within the moment
 //! between check and enqueue (at most one window of `RATE_LIMIT_ENQUEUE_PER_PROJECT`).
+//!
+//! The outbox half is counted in Postgres at most once per [`OUTBOX_COUNT_MAX_AGE`] per
+//! project in each API process ([`OutboxCounts`]): between two counts, the jobs this process
+//! admitted are added to the last count, so the estimate only errs high (the relay drains the
+//! outbox meanwhile) and other processes' admissions are seen at the next count. Counting per
+//! request cost a scan of up to `JOB_MAX_OPEN_PER_PROJECT` index entries whenever the relay
+//! lagged, the busiest statement of single-event ingestion (BENCHMARKS.md).
 
-use std::{fmt::Write as _, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use uuid::Uuid;
 
@@ -42,6 +54,47 @@ pub const METRIC_TOP_PROJECTS: usize = 10;
 /// without them (a route that follows no database write, like `ping`, keeps working while
 /// Postgres is down).
 const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long one count of a project's outbox rows is used (plus this process's admissions).
+pub const OUTBOX_COUNT_MAX_AGE: Duration = Duration::from_millis(250);
+
+/// Projects whose counts are kept; past it the memo starts over (a bound on memory).
+const OUTBOX_COUNT_PROJECTS: usize = 10_000;
+
+/// Each API process's memo of projects' outbox counts (see the module docs).
+#[derive(Debug, Default)]
+pub struct OutboxCounts {
+    entries: Mutex<HashMap<Uuid, (Instant, u64)>>,
+}
+
+impl OutboxCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Instant, u64)>> {
+        // a panic while holding the lock leaves a usable map
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, project: Uuid) -> Option<u64> {
+        self.lock()
+            .get(&project)
+            .filter(|(at, _)| at.elapsed() < OUTBOX_COUNT_MAX_AGE)
+            .map(|(_, n)| *n)
+    }
+
+    fn store(&self, project: Uuid, count: u64) {
+        let mut entries = self.lock();
+        if entries.len() >= OUTBOX_COUNT_PROJECTS {
+            entries.clear();
+        }
+        entries.insert(project, (Instant::now(), count));
+    }
+
+    /// Counts `jobs` admitted now against the project's last count.
+    fn admitted(&self, project: Uuid, jobs: u64) {
+        if let Some((_, n)) = self.lock().get_mut(&project) {
+            *n = n.saturating_add(jobs);
+        }
+    }
+}
 
 /// Admits one job of `project`: refuses with 429 `quota_exceeded` when the project already has
 /// `JOB_MAX_OPEN_PER_PROJECT` open jobs, then counts the job against the project's enqueue rate
@@ -82,16 +135,21 @@ pub async fn check_open_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<(
             retry_after: QUOTA_RETRY_AFTER_SECS,
         });
     }
+    s.outbox_counts.admitted(project, jobs);
     Ok(())
 }
 
 /// The project's open jobs as the quota counts them: those in Redis (exact, kept by the queue
-/// scripts) plus its rows still in the outbox (counted up to `limit`). A job being relayed may
+/// scripts) plus its rows still in the outbox (counted up to `limit`, at most once per
+/// [`OUTBOX_COUNT_MAX_AGE`]). A job being relayed may
 /// be counted twice for a moment; that errs on the side of refusing.
 async fn open_jobs(s: &AppState, project: Uuid, limit: u64) -> Result<u64> {
     let in_redis = s.queues.open_jobs(shared::jobs::QUEUES, project).await?;
     if in_redis >= limit {
         return Ok(in_redis);
+    }
+    if let Some(pending) = s.outbox_counts.fresh(project) {
+        return Ok(in_redis + pending);
     }
     let at_most = i64::try_from(limit).unwrap_or(i64::MAX);
     let pending = tokio::time::timeout(
@@ -100,7 +158,11 @@ async fn open_jobs(s: &AppState, project: Uuid, limit: u64) -> Result<u64> {
     )
     .await;
     let pending = match pending {
-        Ok(Ok(n)) => u64::try_from(n).unwrap_or(0),
+        Ok(Ok(n)) => {
+            let n = u64::try_from(n).unwrap_or(0);
+            s.outbox_counts.store(project, n);
+            n
+        }
         // the outbox holds only jobs of routes that passed this check themselves (and
         // revocations), so going on without them lets through at most that many
         Ok(Err(e)) => {

@@ -18,6 +18,8 @@
 //! - [`shutdown`]: the SIGINT/SIGTERM signal both binaries stop on.
 //! - [`email`]: the email templates (embedded, rendered with tera) and the mailer (SMTP or
 //!   `.eml` files).
+//! - [`group_commit`]: concurrent writes batched into one transaction and one commit
+//!   (`process_event`'s results, single ingested events).
 //! - [`inbox`]: the in-app inbox: delivery into recipients' inboxes, acknowledgements and
 //!   deletions, each pushed live (Redis pub/sub) to the users' streams; stream tickets.
 //! - [`telemetry`]: logging and metrics set-up.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod email;
+pub mod group_commit;
 pub mod inbox;
 pub mod jobs;
 pub mod permissions;

@@ -13,7 +13,13 @@ use shared::{
 };
 use sqlx::PgPool;
 
-use crate::rules_cache::RuleCache;
+use crate::{
+    jobs::{
+        deliver_notification::record::{self, AttemptWriter},
+        process_event::group_commit::{self, EventWriter},
+    },
+    rules_cache::RuleCache,
+};
 
 /// What every job handler gets: built once from the settings.
 #[derive(Clone)]
@@ -37,6 +43,10 @@ pub struct JobContext {
     /// Wakes the outbox relays: a job that enqueues through the outbox (`Job::enqueue` in its
     /// transaction) calls `wake()` after the commit.
     pub outbox: OutboxWaker,
+    /// `process_event`'s group commit: the process's one writer of events' results.
+    pub events: EventWriter,
+    /// `deliver_notification`'s group commit: the process's one writer of delivery attempts.
+    pub attempts: AttemptWriter,
 }
 
 impl JobContext {
@@ -46,12 +56,15 @@ impl JobContext {
         let mailer = Mailer::from_settings(&settings).context("Failed to configure email")?;
         let webhooks =
             WebhookClient::new(&settings.webhooks).context("Failed to build the webhook client")?;
+        let outbox = OutboxWaker::spawn(queues.clone());
         Ok(Self {
             sessions: Sessions::new(&queues),
             rules: Arc::default(),
             suppressor: Suppressor::new(&queues),
             webhooks,
-            outbox: OutboxWaker::spawn(queues.clone()),
+            outbox: outbox.clone(),
+            events: group_commit::spawn(pool.clone(), outbox.clone()),
+            attempts: record::spawn(pool.clone(), outbox),
             pool,
             queues,
             settings,

@@ -49,20 +49,31 @@ pub struct ToDeliver {
     pub data: Option<serde_json::Value>,
     /// Created.
     pub created_at: DateTime<Utc>,
+    /// The targets of the asked channel that are done (see [`done_targets`]): read with the
+    /// notification, in the same round trip.
+    pub done: Vec<Uuid>,
 }
 
-/// Reads a notification for delivery (with its event and rule, when it has them).
+/// Reads a notification for delivery (with its event and rule, when it has them), and the
+/// targets of `channel` that are done for job `job_id` (as [`done_targets`]).
 pub async fn to_deliver(
     pool: &PgPool,
     project_id: Uuid,
     notification_id: Uuid,
+    channel: Channel,
+    job_id: Uuid,
 ) -> Result<Option<ToDeliver>, sqlx::Error> {
     sqlx::query_as(
         r#"
         SELECT n.kind, n.rule_id, r.name AS rule_name, n.event_id, e.type AS event_type,
                e.source AS event_source, e.occurred_at AS event_occurred_at,
                e.payload AS event_payload, n.title, n.body, n.priority, n.sound, n.channels,
-               n.suppressed, n.data, n.created_at
+               n.suppressed, n.data, n.created_at,
+               ARRAY(SELECT DISTINCT a.target_id FROM delivery_attempts a
+                     WHERE a.project_id = n.project_id AND a.notification_id = n.notification_id
+                       AND a.channel = $3
+                       AND (a.outcome IN ('ok', 'skipped', 'permanent')
+                            OR (a.outcome = 'deferred' AND a.job_id = $4))) AS done
         FROM notifications n
         LEFT JOIN events e ON e.project_id = n.project_id AND e.event_id = n.event_id
         LEFT JOIN rules r ON r.project_id = n.project_id AND r.rule_id = n.rule_id
@@ -71,6 +82,8 @@ pub async fn to_deliver(
     )
     .bind(project_id)
     .bind(notification_id)
+    .bind(channel.as_str())
+    .bind(job_id)
     .fetch_optional(pool)
     .await
 }
@@ -171,6 +184,23 @@ pub struct NewAttempt {
     pub error: Option<String>,
 }
 
+/// One job attempt's results, to record with [`record_many`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The project.
+    pub project_id: Uuid,
+    /// The notification.
+    pub notification_id: Uuid,
+    /// The channel.
+    pub channel: Channel,
+    /// The job.
+    pub job_id: Uuid,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// One row per target.
+    pub rows: Vec<NewAttempt>,
+}
+
 /// Records one job attempt's results (one row per target); a re-recorded attempt (the same
 /// attempt number, after a crash between recording and acknowledging) keeps the first rows.
 pub async fn record(
@@ -182,31 +212,59 @@ pub async fn record(
     attempt: u32,
     rows: &[NewAttempt],
 ) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
+    let one = AttemptRecord {
+        project_id,
+        notification_id,
+        channel,
+        job_id,
+        attempt,
+        rows: rows.to_vec(),
+    };
+    record_many(conn, &[&one]).await
+}
+
+/// [`record`] for the attempts of many jobs in one statement (`deliver_notification`'s group
+/// commit).
+pub async fn record_many(
+    conn: &mut PgConnection,
+    records: &[&AttemptRecord],
+) -> Result<(), sqlx::Error> {
+    let rows = || records.iter().flat_map(|r| r.rows.iter().map(move |a| (*r, a)));
+    if rows().next().is_none() {
         return Ok(());
     }
-    let targets: Vec<Uuid> = rows.iter().map(|r| r.target_id).collect();
-    let started: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
-    let outcomes: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
-    let statuses: Vec<Option<i32>> = rows.iter().map(|r| r.http_status).collect();
-    let replies: Vec<Option<&str>> = rows.iter().map(|r| r.smtp_reply.as_deref()).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    let projects: Vec<Uuid> = rows().map(|(r, _)| r.project_id).collect();
+    let notifications: Vec<Uuid> = rows().map(|(r, _)| r.notification_id).collect();
+    let channels: Vec<&str> = rows().map(|(r, _)| r.channel.as_str()).collect();
+    let attempts: Vec<i32> = rows()
+        .map(|(r, _)| i32::try_from(r.attempt).unwrap_or(i32::MAX))
+        .collect();
+    let jobs: Vec<Uuid> = rows().map(|(r, _)| r.job_id).collect();
+    let targets: Vec<Uuid> = rows().map(|(_, a)| a.target_id).collect();
+    let started: Vec<DateTime<Utc>> = rows().map(|(_, a)| a.started_at).collect();
+    let outcomes: Vec<&str> = rows().map(|(_, a)| a.outcome.as_str()).collect();
+    let statuses: Vec<Option<i32>> = rows().map(|(_, a)| a.http_status).collect();
+    let replies: Vec<Option<&str>> = rows().map(|(_, a)| a.smtp_reply.as_deref()).collect();
+    let errors: Vec<Option<&str>> = rows().map(|(_, a)| a.error.as_deref()).collect();
     sqlx::query(
         r#"
         INSERT INTO delivery_attempts (project_id, notification_id, channel, target_id, attempt,
                                        job_id, started_at, outcome, http_status, smtp_reply, error)
-        SELECT $1, $2, $3, t.target, $4, $5, t.started, t.outcome, t.status, t.reply, t.error
-        FROM unnest($6::uuid[], $7::timestamptz[], $8::text[], $9::integer[], $10::text[],
-                    $11::text[]) AS t(target, started, outcome, status, reply, error)
+        SELECT t.project, t.notification, t.channel, t.target, t.attempt, t.job, t.started,
+               t.outcome, t.status, t.reply, t.error
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::integer[], $6::uuid[],
+                    $7::timestamptz[], $8::text[], $9::integer[], $10::text[], $11::text[])
+             AS t(project, notification, channel, target, attempt, job, started, outcome,
+                  status, reply, error)
         ON CONFLICT DO NOTHING
         "#,
     )
-    .bind(project_id)
-    .bind(notification_id)
-    .bind(channel.as_str())
-    .bind(attempt as i32)
-    .bind(job_id)
+    .bind(&projects)
+    .bind(&notifications)
+    .bind(&channels)
     .bind(&targets)
+    .bind(&attempts)
+    .bind(&jobs)
     .bind(&started)
     .bind(&outcomes)
     .bind(&statuses)

@@ -52,7 +52,7 @@ pub async fn accept(
     opts: &EnqueueOptions,
 ) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
     let projects = vec![project_id; events.len()];
-    accept_across(conn, &projects, events, opts).await
+    accept_each(conn, &projects, events, |_| opts.clone()).await
 }
 
 /// [`accept`] for events of several projects at once (`projects[i]` is `events[i]`'s): what
@@ -64,17 +64,30 @@ pub async fn accept_across(
     events: &[NewEvent],
     opts: &EnqueueOptions,
 ) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
+    accept_each(conn, projects, events, |_| opts.clone()).await
+}
+
+/// [`accept_across`] with each event's job options of its own (`opts(i)` for `events[i]`):
+/// events of several requests written together (the API's group commit), each job with its
+/// request id.
+pub async fn accept_each(
+    conn: &mut PgConnection,
+    projects: &[Uuid],
+    events: &[NewEvent],
+    opts: impl Fn(usize) -> EnqueueOptions,
+) -> Result<Vec<Accepted>, crate::jobs::EnqueueError> {
     debug_assert_eq!(projects.len(), events.len());
     let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let jobs: Vec<NewJob> = event_ids
         .iter()
         .zip(projects)
-        .map(|(&event_id, &project_id)| {
+        .enumerate()
+        .map(|(i, (&event_id, &project_id))| {
             ProcessEvent {
                 project_id,
                 event_id,
             }
-            .to_new_job(opts.clone())
+            .to_new_job(opts(i))
         })
         .collect::<Result<_, _>>()?;
     let job_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();

@@ -48,6 +48,17 @@ pub struct Created {
     pub new: Vec<ToEnqueue>,
 }
 
+/// One event's matches, to store with [`create_for_events`].
+#[derive(Debug, Clone)]
+pub struct EventMatches {
+    /// The event.
+    pub event_id: Uuid,
+    /// The notifications of the rules that matched (suppressed ones included).
+    pub new: Vec<NewNotification>,
+    /// Every rule that matched, for the event's `matched_rule_ids`.
+    pub matched: Vec<Uuid>,
+}
+
 /// Creates the event's notifications and their recipients (the ACTIVE users holding any of
 /// each rule's target roles now) and marks the event processed with the rules it matched and
 /// its counts (the first processing time is kept): one statement, one round trip, in the
@@ -60,42 +71,82 @@ pub async fn create_for_event(
     new: &[NewNotification],
     matched: &[Uuid],
 ) -> Result<Created, sqlx::Error> {
-    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
-    let rules: Vec<Uuid> = new.iter().map(|n| n.rule_id).collect();
-    let titles: Vec<&str> = new.iter().map(|n| n.title.as_str()).collect();
-    let bodies: Vec<&str> = new.iter().map(|n| n.body.as_str()).collect();
-    let priorities: Vec<i32> = new.iter().map(|n| n.priority).collect();
-    let sounds: Vec<Option<&str>> = new.iter().map(|n| n.sound.as_deref()).collect();
-    // text[] per row does not fit unnest: channels travel as comma lists
-    let channels: Vec<String> = new.iter().map(|n| n.channels.join(",")).collect();
-    // (rule, role) pairs: the recipients of each rule's notification
-    let (pair_rules, pair_roles): (Vec<Uuid>, Vec<Uuid>) = new
+    let events = [EventMatches {
+        event_id,
+        new: new.to_vec(),
+        matched: matched.to_vec(),
+    }];
+    let mut created = create_for_events(conn, project_id, &events).await?;
+    Ok(created.pop().map(|(_, c)| c).unwrap_or_default())
+}
+
+/// [`create_for_event`] for many events of one project in one statement (one plan, one round
+/// trip): what `process_event`'s group commit writes for the events of its batch. Returns one
+/// [`Created`] per event found in the project, in no particular order; an event that is not
+/// in the project is left out.
+pub async fn create_for_events(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    events: &[EventMatches],
+) -> Result<Vec<(Uuid, Created)>, sqlx::Error> {
+    let all = || events.iter().flat_map(|e| e.new.iter().map(move |n| (e.event_id, n)));
+    let ids: Vec<Uuid> = all().map(|_| Uuid::now_v7()).collect();
+    let note_events: Vec<Uuid> = all().map(|(e, _)| e).collect();
+    let rules: Vec<Uuid> = all().map(|(_, n)| n.rule_id).collect();
+    let titles: Vec<&str> = all().map(|(_, n)| n.title.as_str()).collect();
+    let bodies: Vec<&str> = all().map(|(_, n)| n.body.as_str()).collect();
+    let priorities: Vec<i32> = all().map(|(_, n)| n.priority).collect();
+    let sounds: Vec<Option<&str>> = all().map(|(_, n)| n.sound.as_deref()).collect();
+    // text[] per row does not fit unnest: channels and matched rules travel as comma lists
+    let channels: Vec<String> = all().map(|(_, n)| n.channels.join(",")).collect();
+    let periods: Vec<Option<i64>> = all().map(|(_, n)| n.suppressed_in).collect();
+    // (event, rule, role) triples: the recipients of each rule's notification
+    let mut pair_events = Vec::new();
+    let mut pair_rules = Vec::new();
+    let mut pair_roles = Vec::new();
+    for (event, n) in all().filter(|(_, n)| n.suppressed_in.is_none()) {
+        for role in &n.target_role_ids {
+            pair_events.push(event);
+            pair_rules.push(n.rule_id);
+            pair_roles.push(*role);
+        }
+    }
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let matched: Vec<String> = events
         .iter()
-        .filter(|n| n.suppressed_in.is_none())
-        .flat_map(|n| n.target_role_ids.iter().map(move |r| (n.rule_id, *r)))
-        .unzip();
+        .map(|e| {
+            e.matched
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
     // Every part of one statement sees the rows as they were before it: `earlier` (an earlier
     // run's notifications) and `added` never overlap, nor do `earlier_recipients` and `rec`.
-    let periods: Vec<Option<i64>> = new.iter().map(|n| n.suppressed_in).collect();
-    let (notifications, recipients, added): (i32, i32, Vec<Uuid>) = sqlx::query_as(
+    // Events are updated in id order (the caller's batches never meet in a different order).
+    let rows: Vec<(Uuid, i32, i32, Vec<Uuid>)> = sqlx::query_as(
         r#"
-        WITH added AS (
+        WITH ev AS (
+            SELECT e.event_id, e.matched FROM unnest($2::uuid[], $3::text[]) AS e(event_id, matched)
+        ),
+        added AS (
             INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title,
                                        body, priority, sound, channels, suppressed, data)
-            SELECT $1, n.id, $2, n.rule, n.title, n.body, n.priority, n.sound,
+            SELECT $1, n.id, n.event, n.rule, n.title, n.body, n.priority, n.sound,
                    coalesce(string_to_array(nullif(n.channels, ''), ','), '{}'),
                    n.period IS NOT NULL,
                    CASE WHEN n.period IS NOT NULL
                         THEN jsonb_build_object('period', n.period::text) END
-            FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::integer[],
-                        $8::text[], $9::text[], $13::bigint[])
-                 AS n(id, rule, title, body, priority, sound, channels, period)
+            FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::text[],
+                        $9::integer[], $10::text[], $11::text[], $12::bigint[])
+                 AS n(id, event, rule, title, body, priority, sound, channels, period)
             ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
-            RETURNING notification_id, rule_id, suppressed
+            RETURNING notification_id, event_id, rule_id, suppressed
         ),
         earlier AS (
-            SELECT notification_id, rule_id, suppressed FROM notifications
-            WHERE project_id = $1 AND event_id = $2
+            SELECT notification_id, event_id, rule_id, suppressed FROM notifications
+            WHERE project_id = $1 AND event_id = ANY($2)
         ),
         notes AS (
             SELECT * FROM added UNION ALL SELECT * FROM earlier
@@ -103,66 +154,93 @@ pub async fn create_for_event(
         rec AS (
             INSERT INTO notification_recipients (project_id, notification_id, user_id)
             SELECT DISTINCT $1, n.notification_id, ur.user_id
-            FROM unnest($10::uuid[], $11::uuid[]) AS t(rule_id, role_id)
-            JOIN notes n ON n.rule_id = t.rule_id
+            FROM unnest($13::uuid[], $14::uuid[], $15::uuid[]) AS t(event_id, rule_id, role_id)
+            JOIN notes n ON n.event_id = t.event_id AND n.rule_id = t.rule_id
             JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
             JOIN users u ON u.project_id = $1 AND u.user_id = ur.user_id AND u.status = 'ACTIVE'
             ON CONFLICT DO NOTHING
-            RETURNING 1
+            RETURNING notification_id
+        ),
+        rec_counts AS (
+            SELECT n.event_id, count(*) AS c FROM rec JOIN notes n USING (notification_id)
+            GROUP BY n.event_id
+        ),
+        earlier_rec_counts AS (
+            SELECT e.event_id, count(*) AS c FROM notification_recipients r
+            JOIN earlier e ON r.project_id = $1 AND r.notification_id = e.notification_id
+            GROUP BY e.event_id
+        ),
+        note_counts AS (
+            SELECT event_id, count(*) AS c,
+                   coalesce(array_agg(notification_id) FILTER (WHERE NOT suppressed
+                            AND notification_id IN (SELECT notification_id FROM added)), '{}')
+                       AS added
+            FROM notes GROUP BY event_id
         ),
         counts AS (
-            SELECT (SELECT count(*) FROM notes)::integer AS notifications,
-                   ((SELECT count(*) FROM rec)
-                    + (SELECT count(*) FROM notification_recipients r
-                       JOIN earlier e ON r.project_id = $1
-                                     AND r.notification_id = e.notification_id))::integer
-                       AS recipients,
-                   (SELECT coalesce(array_agg(notification_id), '{}') FROM added
-                    WHERE NOT suppressed) AS added
+            SELECT ev.event_id, ev.matched,
+                   coalesce(nc.c, 0)::integer AS notifications,
+                   (coalesce(rc.c, 0) + coalesce(erc.c, 0))::integer AS recipients,
+                   coalesce(nc.added, '{}') AS added
+            FROM ev
+            LEFT JOIN note_counts nc ON nc.event_id = ev.event_id
+            LEFT JOIN rec_counts rc ON rc.event_id = ev.event_id
+            LEFT JOIN earlier_rec_counts erc ON erc.event_id = ev.event_id
         )
-        UPDATE events SET processed_at = coalesce(processed_at, now()), matched_rule_ids = $12,
+        UPDATE events SET processed_at = coalesce(processed_at, now()),
+                          matched_rule_ids = coalesce(string_to_array(nullif(c.matched, ''), ',')::uuid[], '{}'),
                           notification_count = c.notifications, recipient_count = c.recipients
         FROM counts c
-        WHERE project_id = $1 AND event_id = $2
-        RETURNING c.notifications, c.recipients, c.added
+        WHERE project_id = $1 AND events.event_id = c.event_id
+        RETURNING c.event_id, c.notifications, c.recipients, c.added
         "#,
     )
     .bind(project_id)
-    .bind(event_id)
+    .bind(&event_ids)
+    .bind(&matched)
     .bind(&ids)
+    .bind(&note_events)
     .bind(&rules)
     .bind(&titles)
     .bind(&bodies)
     .bind(&priorities)
     .bind(&sounds)
     .bind(&channels)
+    .bind(&periods)
+    .bind(&pair_events)
     .bind(&pair_rules)
     .bind(&pair_roles)
-    .bind(matched)
-    .bind(&periods)
-    .fetch_optional(conn)
-    .await?
-    .unwrap_or_default();
+    .fetch_all(conn)
+    .await?;
     // the delivered notifications inserted now, with their rules' channels
     let channels_of: std::collections::HashMap<Uuid, &Vec<String>> = ids
         .iter()
-        .zip(new)
-        .map(|(id, n)| (*id, &n.channels))
+        .zip(all())
+        .map(|(id, (_, n))| (*id, &n.channels))
         .collect();
-    Ok(Created {
-        notifications,
-        recipients,
-        new: added
-            .into_iter()
-            .map(|notification_id| ToEnqueue {
-                notification_id,
-                channels: channels_of
-                    .get(&notification_id)
-                    .map(|c| c.to_vec())
-                    .unwrap_or_default(),
-            })
-            .collect(),
-    })
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, notifications, recipients, added)| {
+            let new = added
+                .into_iter()
+                .map(|notification_id| ToEnqueue {
+                    notification_id,
+                    channels: channels_of
+                        .get(&notification_id)
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            (
+                event_id,
+                Created {
+                    notifications,
+                    recipients,
+                    new,
+                },
+            )
+        })
+        .collect())
 }
 
 /// One notification an event created.

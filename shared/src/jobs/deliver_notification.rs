@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::Job;
-use crate::queue::RetryPolicy;
+use crate::queue::{NewJob, RetryPolicy};
 
 /// A delivery channel. A rule lists the channels its notifications go out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -132,6 +132,19 @@ pub async fn enqueue_deliveries(
     request_id: Option<&str>,
 ) -> Result<usize, super::EnqueueError> {
     let mut jobs = Vec::new();
+    delivery_jobs(project_id, created, request_id, &mut jobs)?;
+    crate::db::outbox::insert_many(conn, &jobs).await?;
+    Ok(jobs.len())
+}
+
+/// The jobs [`enqueue_deliveries`] writes, appended to `jobs`: for a caller that writes the
+/// deliveries of many events at once (`process_event`'s group commit).
+pub fn delivery_jobs(
+    project_id: Uuid,
+    created: &[crate::db::notifications::ToEnqueue],
+    request_id: Option<&str>,
+    jobs: &mut Vec<NewJob>,
+) -> Result<(), serde_json::Error> {
     for n in created {
         for channel in n.channels.iter().filter_map(|c| Channel::parse(c)) {
             let job = DeliverNotification {
@@ -147,6 +160,5 @@ pub async fn enqueue_deliveries(
             jobs.push(job.to_new_job(opts)?);
         }
     }
-    crate::db::outbox::insert_many(conn, &jobs).await?;
-    Ok(jobs.len())
+    Ok(())
 }

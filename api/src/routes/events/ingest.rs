@@ -25,6 +25,7 @@ use crate::{
     error::{ApiError, AuthRefusals, BodyRefusals, EnqueueRefusals, Result},
     extract::{ValidJson, Validate},
     quota, request_id,
+    routes::events::group_commit::{self, Ingest},
 };
 
 /// Largest `POST /api/v1/events/batch` body.
@@ -245,20 +246,11 @@ pub(super) async fn create_event(
         Ok(a) => a,
         Err(refusal) => return Ok(refusal),
     };
-    let mut tx = s.pool.begin().await?;
-    let accepted = db::events::accept(
-        &mut tx,
-        project_id,
-        std::slice::from_ref(&event),
-        &request_id::enqueue_options(),
-    )
-    .await?;
-    tx.commit().await?;
-    s.outbox.wake();
-    let a = accepted
-        .first()
-        .copied()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no event accepted")))?;
+    let a = s
+        .ingest
+        .write(Ingest::new(project_id, event, request_id::enqueue_options()))
+        .await
+        .map_err(group_commit::api_error)?;
     tracing::info!(event_id = %a.event_id, job_id = %a.job_id, created = a.created, "event accepted");
     let details = EventAccepted {
         event_id: a.event_id,

@@ -8,8 +8,10 @@
 //! project's quota of open jobs first (`quota::check_open_jobs`). Every query filters by the
 //! caller's project.
 //!
-//! [`ingest`] takes events in (one, or a batch); [`read`] lists them and reads one back.
+//! [`ingest`] takes events in (one, or a batch; single events of concurrent requests share a
+//! transaction, [`group_commit`]); [`read`] lists them and reads one back.
 
+pub mod group_commit;
 mod ingest;
 mod read;
 

@@ -17,6 +17,7 @@
 
 mod email;
 mod in_app;
+pub mod record;
 mod webhook;
 
 use std::{collections::HashSet, time::Duration};
@@ -27,7 +28,7 @@ use serde::Serialize;
 use shared::{
     db::{
         self,
-        deliveries::{NewAttempt, Outcome as TargetOutcome, ToDeliver},
+        deliveries::{AttemptRecord, NewAttempt, Outcome as TargetOutcome, ToDeliver},
     },
     jobs::{Channel, DeliverNotification, EnqueueOptions, Job as _},
     queue::backend::{JobHandle, backoff_delay},
@@ -115,9 +116,15 @@ pub async fn deliver(
     job: &DeliverNotification,
     handle: &JobHandle,
 ) -> Result<Outcome, BoxDynError> {
-    let notification = db::deliveries::to_deliver(&ctx.pool, job.project_id, job.notification_id)
-        .await
-        .context("Failed to read the notification")?;
+    let notification = db::deliveries::to_deliver(
+        &ctx.pool,
+        job.project_id,
+        job.notification_id,
+        job.channel,
+        handle.id,
+    )
+    .await
+    .context("Failed to read the notification")?;
     let Some(notification) = notification else {
         return Err(AbortError::new("the notification does not exist in the job's project").into());
     };
@@ -130,15 +137,7 @@ pub async fn deliver(
         outcome.note = Some("the notification does not go out on this channel");
         return Ok(outcome);
     }
-    let done = db::deliveries::done_targets(
-        &ctx.pool,
-        job.project_id,
-        job.notification_id,
-        job.channel,
-        handle.id,
-    )
-    .await
-    .context("Failed to read earlier attempts")?;
+    let done: HashSet<Uuid> = notification.done.iter().copied().collect();
     outcome.already_done = done.len();
     let delivery = Delivery {
         ctx,
@@ -212,26 +211,15 @@ fn summarize(what: &str, errors: &[String]) -> String {
     text
 }
 
-/// Records the attempt's rows and enqueues the deferred recipients' jobs, in one transaction.
+/// Records the attempt's rows and enqueues the deferred recipients' jobs, in one transaction
+/// shared with the other deliveries finishing now ([`record`]).
 async fn record(
     ctx: &JobContext,
     job: &DeliverNotification,
     handle: &JobHandle,
     results: &[TargetResult],
 ) -> anyhow::Result<()> {
-    let rows: Vec<NewAttempt> = results.iter().map(|r| r.attempt.clone()).collect();
-    let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
-    db::deliveries::record(
-        &mut tx,
-        job.project_id,
-        job.notification_id,
-        job.channel,
-        handle.id,
-        handle.attempt,
-        &rows,
-    )
-    .await
-    .context("Failed to record the delivery attempts")?;
+    let mut deferred = Vec::new();
     for r in results {
         let Some(until) = r.defer_until else { continue };
         let later = DeliverNotification {
@@ -245,16 +233,23 @@ async fn record(
             idempotency_key: Some(format!("{}:{}", later.idempotency_key(), until.timestamp())),
             ..later.enqueue_options()
         };
-        later
-            .enqueue(&mut tx, opts)
-            .await
-            .context("Failed to enqueue the deferred delivery")?;
+        deferred.push(
+            later
+                .to_new_job(opts)
+                .context("Failed to encode the deferred delivery")?,
+        );
     }
-    tx.commit()
+    ctx.attempts
+        .write(record::Record {
+            attempt: AttemptRecord {
+                project_id: job.project_id,
+                notification_id: job.notification_id,
+                channel: job.channel,
+                job_id: handle.id,
+                attempt: handle.attempt,
+                rows: results.iter().map(|r| r.attempt.clone()).collect(),
+            },
+            deferred,
+        })
         .await
-        .context("Failed to commit the delivery attempts")?;
-    if results.iter().any(|r| r.defer_until.is_some()) {
-        ctx.outbox.wake();
-    }
-    Ok(())
 }

@@ -10,10 +10,12 @@
 //! `comet_rule_evaluation_errors_total` and recorded on the rule (`lastError`), at most once a
 //! minute per rule (checked in the process first: no write per event).
 //!
-//! Round trips per event: the event's read, then one transaction holding one statement that
-//! writes the notifications, their recipients and the processed mark
-//! ([`db::notifications::create_for_event`]), and one that enqueues the deliveries; the rules
-//! come from the cache. An event that is not in the job's project sends the job dead.
+//! Round trips per event: the event's read; the rules come from the cache. The writes (the
+//! notifications, their recipients and the processed mark in one statement,
+//! [`db::notifications::create_for_events`], then the deliveries) are committed together with
+//! those of the other events being processed at the same moment ([`group_commit`]): one
+//! transaction and one statement per project for a batch. An event that is not in the job's
+//! project sends the job dead.
 //!
 //! Delivery: in the same transaction, one `deliver_notification` job per new notification and
 //! channel (notifications a re-run finds already stored were enqueued by the run that stored
@@ -21,24 +23,26 @@
 //! match is stored without recipients or delivery, and the match that opens a suppression period
 //! also enqueues the period's `rule_digest` job, to run when the period closes.
 
+pub mod group_commit;
+
 use anyhow::Context as _;
 use apalis_core::error::{AbortError, BoxDynError};
 use serde::Serialize;
 use shared::{
-    db::{self, notifications::NewNotification},
-    jobs::{EnqueueOptions, Job as _, ProcessEvent, RuleDigest, enqueue_deliveries},
+    db::{
+        self,
+        notifications::{EventMatches, NewNotification},
+    },
+    jobs::{ProcessEvent, RuleDigest},
     queue::backend::JobHandle,
     rules::{EventInput, EventView},
     suppression::Decision,
 };
 use uuid::Uuid;
 
+use self::group_commit::Write;
 use super::Handler;
 use crate::context::JobContext;
-
-/// A digest job runs this long after its period closes: matches decided just before the close
-/// have committed by then.
-const DIGEST_GRACE_MS: i64 = 2_000;
 
 /// Report progress every this many rules evaluated (large rule sets only).
 const PROGRESS_EVERY: usize = 100;
@@ -204,42 +208,27 @@ pub async fn process_event(
         }
     }
 
-    let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
-    // notifications, recipients and the processed mark: one statement
-    let created =
-        db::notifications::create_for_event(&mut tx, project_id, event_id, &new, &outcome.matched)
-            .await
-            .context("Failed to store the notifications and mark the event processed")?;
-    let deliveries = enqueue_deliveries(
-        &mut tx,
-        project_id,
-        &created.new,
-        handle.request_id.as_deref(),
-    )
-    .await
-    .context("Failed to enqueue the deliveries")?;
-    for digest in &digests {
-        // when the period closes, plus a moment for matches decided just before it to commit
-        let run_at = chrono::DateTime::from_timestamp_millis(digest.period_end_ms + DIGEST_GRACE_MS);
-        let opts = EnqueueOptions {
-            run_at,
-            idempotency_key: Some(digest.idempotency_key()),
+    // notifications, recipients, the processed mark, deliveries and digests: committed with
+    // the other events being processed now (see `group_commit`)
+    let proposed = new.len();
+    let written = ctx
+        .events
+        .write(Write {
+            project_id,
+            matches: EventMatches {
+                event_id,
+                new,
+                matched: outcome.matched.clone(),
+            },
+            digests,
             request_id: handle.request_id.clone(),
-            ..EnqueueOptions::default()
-        };
-        digest
-            .enqueue(&mut tx, opts)
-            .await
-            .context("Failed to enqueue the suppression digest")?;
-    }
-    tx.commit().await.context("Failed to commit")?;
-    if deliveries > 0 || !digests.is_empty() {
-        ctx.outbox.wake();
-    }
+        })
+        .await?;
+    let (created, deliveries) = (written.created, written.deliveries);
     outcome.notifications = created.notifications;
     outcome.recipients = created.recipients;
     outcome.deliveries = deliveries;
-    metrics::counter!("comet_notifications_created_total").increment(new.len() as u64);
+    metrics::counter!("comet_notifications_created_total").increment(proposed as u64);
     tracing::info!(
         evaluated = outcome.evaluated,
         matched = outcome.matched.len(),
