@@ -254,12 +254,12 @@ pub fn state(settings: Settings) -> anyhow::Result<AppState> {
     let outbox = shared::queue::OutboxWaker::spawn(queues.clone());
     Ok(AppState {
         webhooks,
-        pool,
+        pool: pool.clone(),
         sessions: shared::sessions::Sessions::new(&queues),
         revocations: Arc::default(),
         live: Arc::default(),
         streams: shared::inbox::streams::StreamStore::new(&queues),
-        ingest: routes::events::group_commit::spawn(pool.clone(), outbox.clone()),
+        ingest: routes::events::group_commit::spawn(pool, outbox.clone()),
         outbox,
         project_settings: Arc::default(),
         outbox_counts: Arc::default(),

@@ -19,12 +19,15 @@
 //! once may all pass, so the quota can be overshot by the requests admitted within the moment
 //! between check and enqueue (at most one window of `RATE_LIMIT_ENQUEUE_PER_PROJECT`).
 //!
-//! The outbox half is counted in Postgres at most once per [`OUTBOX_COUNT_MAX_AGE`] per
-//! project in each API process ([`OutboxCounts`]): between two counts, the jobs this process
-//! admitted are added to the last count, so the estimate only errs high (the relay drains the
-//! outbox meanwhile) and other processes' admissions are seen at the next count. Counting per
-//! request cost a scan of up to `JOB_MAX_OPEN_PER_PROJECT` index entries whenever the relay
-//! lagged, the busiest statement of single-event ingestion (BENCHMARKS.md).
+//! The outbox half is counted in Postgres on every check while it is short (the relay keeps
+//! up: an index scan of a few entries, exact). Once a count finds a backlog of at least
+//! [`OUTBOX_COUNT_MEMO_MIN`] rows (the relay lags or is down), that count is reused for
+//! [`OUTBOX_COUNT_MAX_AGE`] per project in each API process ([`OutboxCounts`]), with the jobs
+//! this process admitted meanwhile added to it, so the estimate errs high (the relay drains the
+//! outbox meanwhile, and a relayed job is then counted in Redis too) and other processes'
+//! admissions are seen at the next count. Counting per request cost a scan of up to
+//! `JOB_MAX_OPEN_PER_PROJECT` index entries whenever the relay lagged, the busiest statement of
+//! single-event ingestion (BENCHMARKS.md).
 
 use std::{
     collections::HashMap,
@@ -58,6 +61,10 @@ const OUTBOX_COUNT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long one count of a project's outbox rows is used (plus this process's admissions).
 pub const OUTBOX_COUNT_MAX_AGE: Duration = Duration::from_millis(250);
 
+/// The smallest outbox backlog whose count is reused (see the module docs): below it every
+/// check counts, exactly.
+pub const OUTBOX_COUNT_MEMO_MIN: u64 = 1_000;
+
 /// Projects whose counts are kept; past it the memo starts over (a bound on memory).
 const OUTBOX_COUNT_PROJECTS: usize = 10_000;
 
@@ -80,8 +87,13 @@ impl OutboxCounts {
             .map(|(_, n)| *n)
     }
 
+    /// Keeps a fresh count when it is a backlog; forgets the project's otherwise.
     fn store(&self, project: Uuid, count: u64) {
         let mut entries = self.lock();
+        if count < OUTBOX_COUNT_MEMO_MIN {
+            entries.remove(&project);
+            return;
+        }
         if entries.len() >= OUTBOX_COUNT_PROJECTS {
             entries.clear();
         }
@@ -224,4 +236,28 @@ pub async fn render_gauges(s: &AppState) -> Result<String> {
         s.settings.queue.max_open_per_project
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_outbox_is_counted_every_time_and_a_backlog_is_reused_with_admissions_added() {
+        let memo = OutboxCounts::default();
+        let (p, q) = (Uuid::now_v7(), Uuid::now_v7());
+        memo.store(p, OUTBOX_COUNT_MEMO_MIN - 1);
+        assert_eq!(memo.fresh(p), None, "below the backlog size: counted again");
+        memo.store(q, OUTBOX_COUNT_MEMO_MIN);
+        memo.admitted(q, 3);
+        memo.admitted(p, 3);
+        assert_eq!(memo.fresh(q), Some(OUTBOX_COUNT_MEMO_MIN + 3));
+        assert_eq!(memo.fresh(p), None, "admissions alone make no count");
+        // a later short count forgets the backlog
+        memo.store(q, 2);
+        assert_eq!(memo.fresh(q), None);
+        memo.store(q, OUTBOX_COUNT_MEMO_MIN);
+        std::thread::sleep(OUTBOX_COUNT_MAX_AGE);
+        assert_eq!(memo.fresh(q), None, "too old");
+    }
 }

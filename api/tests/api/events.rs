@@ -54,6 +54,61 @@ async fn an_event_and_its_job_are_written_together_and_a_repeated_key_answers_th
     assert_ne!(theirs["eventId"], first["eventId"]);
 }
 
+/// Single events posted at the same moment are group-committed (one transaction for many
+/// requests): each request still gets its own event and job, with its own request id, and a key
+/// repeated inside one group answers the first event, as across groups.
+#[tokio::test]
+async fn concurrent_single_events_each_get_their_own_row_and_job_and_a_shared_key_one_event() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let posts = (0..40).map(|i| {
+        let mut body = transfer(i);
+        if i % 2 == 0 {
+            body["idempotencyKey"] = json!("same-key");
+        }
+        let (app, token) = (&app, &token);
+        async move {
+            let resp = send(
+                app.authed(reqwest::Method::POST, "/api/v1/events", token)
+                    .header("x-request-id", format!("req-{i}"))
+                    .json(&body),
+            )
+            .await;
+            (
+                i,
+                json_with_status(resp, StatusCode::ACCEPTED).await["data"].clone(),
+            )
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+
+    let keyed: Vec<&Value> = answers
+        .iter()
+        .filter(|(i, _)| i % 2 == 0)
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(keyed.iter().filter(|a| a["created"] == true).count(), 1);
+    assert!(keyed.iter().all(|a| a["eventId"] == keyed[0]["eventId"]));
+    let unkeyed: std::collections::HashSet<&str> = answers
+        .iter()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, a)| a["eventId"].as_str().expect("id"))
+        .collect();
+    assert_eq!(unkeyed.len(), 20);
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 21);
+
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 21, "one job per stored event");
+    for (i, a) in answers.iter().filter(|(i, _)| i % 2 == 1) {
+        let job = outbox
+            .iter()
+            .find(|j| j.id.to_string() == a["jobId"].as_str().expect("job id"))
+            .expect("the answer's job is in the outbox");
+        assert_eq!(job.payload["eventId"], a["eventId"]);
+        assert_eq!(job.request_id.as_deref(), Some(format!("req-{i}").as_str()));
+    }
+}
+
 #[tokio::test]
 async fn bad_events_get_422_naming_every_field_and_store_nothing() {
     let app = TestApp::spawn().await;

@@ -229,7 +229,11 @@ pub async fn record_many(
     conn: &mut PgConnection,
     records: &[&AttemptRecord],
 ) -> Result<(), sqlx::Error> {
-    let rows = || records.iter().flat_map(|r| r.rows.iter().map(move |a| (*r, a)));
+    let rows = || {
+        records
+            .iter()
+            .flat_map(|r| r.rows.iter().map(move |a| (*r, a)))
+    };
     if rows().next().is_none() {
         return Ok(());
     }

@@ -89,7 +89,11 @@ pub async fn create_for_events(
     project_id: Uuid,
     events: &[EventMatches],
 ) -> Result<Vec<(Uuid, Created)>, sqlx::Error> {
-    let all = || events.iter().flat_map(|e| e.new.iter().map(move |n| (e.event_id, n)));
+    let all = || {
+        events
+            .iter()
+            .flat_map(|e| e.new.iter().map(move |n| (e.event_id, n)))
+    };
     let ids: Vec<Uuid> = all().map(|_| Uuid::now_v7()).collect();
     let note_events: Vec<Uuid> = all().map(|(e, _)| e).collect();
     let rules: Vec<Uuid> = all().map(|(_, n)| n.rule_id).collect();

@@ -76,8 +76,7 @@ impl BatchWrite for Writer {
         let events: Vec<NewEvent> = items.iter().map(|i| i.event.clone()).collect();
         let mut tx = self.pool.begin().await?;
         let accepted =
-            db::events::accept_each(&mut tx, &projects, &events, |k| items[k].opts.clone())
-                .await?;
+            db::events::accept_each(&mut tx, &projects, &events, |k| items[k].opts.clone()).await?;
         tx.commit().await?;
         self.outbox.wake();
         Ok(accepted)

@@ -248,7 +248,11 @@ pub(super) async fn create_event(
     };
     let a = s
         .ingest
-        .write(Ingest::new(project_id, event, request_id::enqueue_options()))
+        .write(Ingest::new(
+            project_id,
+            event,
+            request_id::enqueue_options(),
+        ))
         .await
         .map_err(group_commit::api_error)?;
     tracing::info!(event_id = %a.event_id, job_id = %a.job_id, created = a.created, "event accepted");
