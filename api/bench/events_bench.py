@@ -286,6 +286,13 @@ async def main():
             await asyncio.sleep(0.05)
         t_first = now()
         await asyncio.sleep(args.proc_skip)
+        # Statistics as a running deployment has them (autovacuum analyzes a growing table
+        # within a minute): a fresh database's backends otherwise keep the foreign-key checks'
+        # plans made while `notifications` was empty, which walk the project's rows by
+        # (project_id, created_at) instead of the primary key, until the next ANALYZE
+        # invalidates them. BENCHMARKS.md, "Events and rules".
+        sql.query("ANALYZE")
+        await asyncio.sleep(0.5)
         n1, t1, w1, pg1 = int(sql.query(done_q)[0]), now(), cpu_of(worker.pid), pg_cpu()
         while now() - t1 < args.proc_secs:
             await asyncio.sleep(0.5)
@@ -310,6 +317,7 @@ async def main():
         subprocess.run(args.clean, shell=True, check=True)
         sql.query(f"DELETE FROM job_outbox WHERE project_id = '{project}'")
         sql.query(f"DELETE FROM events WHERE project_id = '{project}' AND processed_at IS NULL")
+        sql.query("ANALYZE")
         worker = spawn("worker", [f"{args.bin}/comet-worker"], {"WORKER_PORT": "0"})
         await asyncio.sleep(2.0)
         answered = {}  # event id -> time of the 202

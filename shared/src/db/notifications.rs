@@ -149,8 +149,10 @@ pub async fn create_for_events(
             RETURNING notification_id, event_id, rule_id, suppressed
         ),
         earlier AS (
-            SELECT notification_id, event_id, rule_id, suppressed FROM notifications
-            WHERE project_id = $1 AND event_id = ANY($2)
+            -- a join on the events, not `event_id = ANY($2)`: the planner then always walks
+            -- the (project_id, event_id, rule_id) key per event, never the project's rows
+            SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed
+            FROM ev JOIN notifications n ON n.project_id = $1 AND n.event_id = ev.event_id
         ),
         notes AS (
             SELECT * FROM added UNION ALL SELECT * FROM earlier
