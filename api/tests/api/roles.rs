@@ -86,6 +86,42 @@ async fn roles_are_listed_with_their_permissions_and_user_counts() {
     assert_eq!(&one["data"], member);
 }
 
+/// The holder counts are kept by triggers in per-transaction shards: concurrent invitations,
+/// a removal and a deactivation leave them equal to a count of the holders.
+#[tokio::test]
+async fn kept_user_counts_match_the_holders_after_concurrent_invitations() {
+    let app = TestApp::spawn().await;
+    let (_, boss) = app.admin("boss@example.com").await;
+    let invites = (0..20).map(|i| {
+        let (app, boss) = (&app, &boss);
+        async move { app.invite_member(boss, &format!("m{i}@example.com")).await }
+    });
+    let invited = futures::future::join_all(invites).await;
+    assert_eq!(role_named(&app, &boss, "member").await["userCount"], 20);
+
+    let gone = invited[0]["user"]["id"].as_str().expect("id").to_owned();
+    sqlx::query("DELETE FROM users WHERE project_id = $1 AND user_id = $2")
+        .bind(app.project_id())
+        .bind(Uuid::parse_str(&gone).expect("uuid"))
+        .execute(&app.env.pool)
+        .await
+        .expect("delete");
+    assert_eq!(role_named(&app, &boss, "member").await["userCount"], 19);
+
+    let drift: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT role_id, sum(users) AS n FROM role_user_counts GROUP BY role_id
+         ) k FULL JOIN (
+             SELECT role_id, count(*) AS n FROM user_roles GROUP BY role_id
+         ) h USING (role_id)
+         WHERE coalesce(k.n, 0) <> coalesce(h.n, 0)",
+    )
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("compare");
+    assert_eq!(drift, 0, "every role's kept count equals its holders");
+}
+
 #[tokio::test]
 async fn the_permission_catalogue_lists_every_permission_with_its_description_and_scope() {
     let app = TestApp::spawn().await;
@@ -522,4 +558,12 @@ async fn a_held_role_is_deleted_only_when_its_holders_are_reassigned() {
     .expect("the entry");
     assert_eq!(entry["holders"], 1);
     assert_eq!(entry["reassignedTo"]["name"], "support");
+    // the kept count follows the holders that moved, and the deleted role's count is gone
+    assert_eq!(role_named(&app, &boss, "support").await["userCount"], 1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM role_user_counts WHERE role_id = $1")
+        .bind(Uuid::parse_str(&m).expect("uuid"))
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
 }

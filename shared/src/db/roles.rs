@@ -273,14 +273,15 @@ pub struct RoleDetail {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// A role's columns with its permissions and holder count, from `roles r`.
+/// A role's columns with its permissions and holder count, from `roles r` (the count is the
+/// sum of the role's shards in `role_user_counts`, kept by triggers on `user_roles`).
 const DETAIL: &str = r#"
     SELECT r.role_id AS id, r.name, r.description, r.created_at, r.updated_at,
            r.name = 'admin' AS built_in,
            coalesce((SELECT array_agg(rp.permission ORDER BY rp.permission)
                      FROM role_permissions rp WHERE rp.role_id = r.role_id), '{}') AS permissions,
-           (SELECT count(*) FROM user_roles ur
-            WHERE ur.project_id = r.project_id AND ur.role_id = r.role_id) AS user_count
+           (SELECT coalesce(sum(c.users), 0)::int8 FROM role_user_counts c
+            WHERE c.project_id = r.project_id AND c.role_id = r.role_id) AS user_count
     FROM roles r
 "#;
 
