@@ -18,10 +18,7 @@
 #      and by cursor (`after`, keyset)
 #   5. GET /api/v1/roles (every role with its permissions and user count, over the same USERS
 #      users) at ROLES_RATE (2000) req/s for ROLES_SECS (LIST_SECS/2) s with oha: p50/p99, errors
-#
-# Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
-#   ROLES_RATE (2000) ROLES_SECS (LIST_SECS/2)
-#   5. logins (Argon2id dominates): LOGIN_SEQ logins one at a time (each is one Argon2id
+#   6. logins (Argon2id dominates): LOGIN_SEQ logins one at a time (each is one Argon2id
 #      verification: its p50 is the hash time plus a round trip), then a closed-loop flood of
 #      LOGIN_CONNS logins in flight for LOGIN_SECS s (req/s sustained, p50/p99, how many were
 #      refused 503 `busy` by the Argon2 gate: one computation per core, 2 s wait), while
@@ -29,6 +26,7 @@
 #      against the same load without the flood (a login flood must not starve other routes)
 #
 # Env knobs: N (500) CONC (16) REPEATS (20) USERS (10000) LIST_RATE (2000) LIST_SECS (20)
+#   ROLES_RATE (2000) ROLES_SECS (LIST_SECS/2)
 #   LOGIN_SEQ (20) LOGIN_CONNS (32) LOGIN_SECS (15) ME_RATE (200)
 #   LIST_CONNS (64: oha connections)  DB (comet_bench_users; dropped and recreated)
 #   PG_URL (postgres://postgres@127.0.0.1:5432)  REDIS_URL (redis://127.0.0.1:6379)
