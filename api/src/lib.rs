@@ -312,27 +312,7 @@ fn metrics_at_zero() {
             "Request latency, by route",
             paths.into_iter().map(|r| vec![("route", r.clone())]),
         );
-        for (kind, name, help) in [
-            (
-                Histogram,
-                "comet_group_commit_batch_size",
-                "Writes committed together in one transaction, by writer",
-            ),
-            (
-                Counter,
-                "comet_group_commit_split_total",
-                "Group-commit batches that failed and were written again one item at a time, by writer",
-            ),
-        ] {
-            export_at_zero(
-                kind,
-                name,
-                help,
-                ["ingest"]
-                    .into_iter()
-                    .map(|w| vec![("writer", w.to_owned())]),
-            );
-        }
+        shared::group_commit::metrics_at_zero(&["ingest"]);
         export_at_zero(
             Counter,
             "comet_session_check_degraded_total",

@@ -59,6 +59,31 @@ pub fn unreachable(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Exports this module's metrics at zero for `writers` (the [`BatchWrite::name`]s a process
+/// runs), so they are on `/metrics` from start-up.
+pub fn metrics_at_zero(writers: &[&str]) {
+    use crate::telemetry::{MetricKind, export_at_zero};
+    for (kind, name, help) in [
+        (
+            MetricKind::Histogram,
+            "comet_group_commit_batch_size",
+            "Writes committed together in one transaction, by writer",
+        ),
+        (
+            MetricKind::Counter,
+            "comet_group_commit_split_total",
+            "Group-commit batches that failed and were written again one item at a time, by writer",
+        ),
+    ] {
+        export_at_zero(
+            kind,
+            name,
+            help,
+            writers.iter().map(|w| vec![("writer", (*w).to_owned())]),
+        );
+    }
+}
+
 type Reply<O> = oneshot::Sender<anyhow::Result<O>>;
 
 /// The handle callers write through: cheap to clone, one writer task behind it.

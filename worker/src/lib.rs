@@ -97,27 +97,7 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
     for (name, help) in counters {
         export_at_zero(Counter, name, help, per_queue(&queues));
     }
-    for (kind, name, help) in [
-        (
-            Histogram,
-            "comet_group_commit_batch_size",
-            "Writes committed together in one transaction, by writer",
-        ),
-        (
-            Counter,
-            "comet_group_commit_split_total",
-            "Group-commit batches that failed and were written again one item at a time, by writer",
-        ),
-    ] {
-        export_at_zero(
-            kind,
-            name,
-            help,
-            ["process_event", "deliver_notification"]
-                .into_iter()
-                .map(|w| vec![("writer", w.to_owned())]),
-        );
-    }
+    shared::group_commit::metrics_at_zero(&["process_event", "deliver_notification"]);
     export_at_zero(
         Counter,
         "comet_password_resets_total",
