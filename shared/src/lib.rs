@@ -33,6 +33,7 @@ pub mod db;
 pub mod domain;
 pub mod email;
 pub mod group_commit;
+pub mod imports;
 pub mod inbox;
 pub mod jobs;
 pub mod permissions;

@@ -20,6 +20,8 @@ pub struct UserSettings {
     /// `ALLOWED_INVITE_DOMAINS`: comma list of email domains invitees and inviters must use
     /// (empty: no restriction).
     pub allowed_invite_domains: Vec<String>,
+    /// `IMPORT_MAX_BYTES`: largest file `POST /api/v1/users/imports` takes (default 200 MiB).
+    pub import_max_bytes: u64,
     /// `INVITATION_EXPIRY_DAYS`: how long an invitation works (default 30).
     pub invitation_expiry_days: u32,
     /// `RATE_LIMIT_INVITE_PER_USER`: invites and resends per inviter (default `20/3600`).
@@ -60,6 +62,7 @@ impl UserSettings {
                 .filter(|d| !d.is_empty())
                 .collect(),
             invitation_expiry_days,
+            import_max_bytes: env.at_least("IMPORT_MAX_BYTES", 200 * 1024 * 1024, 1024)?,
             invite_per_user: env
                 .parse("RATE_LIMIT_INVITE_PER_USER", RateLimit::per_secs(20, 3600))?,
             invite_per_project: env.parse(

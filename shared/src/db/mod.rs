@@ -16,6 +16,7 @@ pub mod audit;
 pub mod buckets;
 pub mod deliveries;
 pub mod events;
+pub mod imports;
 pub mod inbox;
 pub mod inbox_items;
 pub mod invitations;

@@ -39,6 +39,7 @@ macro_rules! with_job_kinds {
             apply_retention::ApplyRetention,
             sweep_api_keys::SweepApiKeys,
             bucket_monitor::BucketMonitor,
+            bulk_import::BulkImport,
         }
     };
 }

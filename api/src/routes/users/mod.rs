@@ -12,18 +12,28 @@
 pub mod create;
 pub mod deactivate;
 pub mod detail;
+pub mod imports;
 pub mod invite;
 pub mod list;
 pub mod me;
 pub mod preferences;
 pub mod roles;
 
+use axum::extract::DefaultBodyLimit;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
+    // the upload streams its body and bounds it itself (`IMPORT_MAX_BYTES`)
+    let upload = OpenApiRouter::new()
+        .routes(routes!(imports::upload::upload, imports::list_imports))
+        .layer(DefaultBodyLimit::disable());
     OpenApiRouter::new()
+        .merge(upload)
+        .routes(routes!(imports::get_import))
+        .routes(routes!(imports::cancel_import))
+        .routes(routes!(imports::import_errors_csv))
         .routes(routes!(me::me, me::update_me))
         .routes(routes!(
             preferences::get_preferences,
