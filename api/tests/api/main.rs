@@ -18,6 +18,7 @@ mod hardening;
 mod harness;
 mod health;
 mod helpers;
+mod imports;
 mod inbox;
 mod inbox_stream;
 mod jobs;

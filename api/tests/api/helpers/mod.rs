@@ -5,7 +5,7 @@
 //!
 //! The endpoints' methods live by feature: `jobs` (jobs, queues, and draining the jobs a test
 //! caused), `users` (sessions, users, invitations, roles, and the users made straight in the
-//! database), `audit`, `buckets` (transfer buckets, and the monitor run in-process), `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
+//! database), `audit`, `imports` (bulk imports and the files they upload), `buckets` (transfer buckets, and the monitor run in-process), `inbox` (users' inboxes, in-app delivery, an SSE reader), `projects`
 //! (platform tokens, projects, API keys and their rows); `webhooks` (the endpoint routes, a
 //! loopback receiver and a signature verifier); `openapi` reads the served document.
 
@@ -13,6 +13,7 @@ mod audit;
 mod browser;
 mod buckets;
 mod events;
+mod imports;
 mod inbox;
 mod jobs;
 mod openapi;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 pub use browser::Browser;
 pub use events::rule_body;
+pub use imports::{ONE_CELL_SHEET, XLSX, workbook_parts, xlsx, zip};
 pub use inbox::{
     SseReader, deliver, inbox_user, new_notification, notify, open_stream, user_token,
 };
