@@ -4,6 +4,7 @@
 
 mod capacity;
 mod helpers;
+mod imports;
 mod metrics;
 mod open_counts;
 mod outbox;
