@@ -108,6 +108,14 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
     );
     export_at_zero(
         Counter,
+        "comet_import_rows_total",
+        "Rows bulk imports committed, by outcome",
+        ["created", "updated", "skipped", "failed"]
+            .into_iter()
+            .map(|o| vec![("outcome", o.to_owned())]),
+    );
+    export_at_zero(
+        Counter,
         "comet_bucket_monitor_changed_total",
         "Buckets whose low-balance state bucket_monitor changed, by change",
         ["alerted", "rearmed"]

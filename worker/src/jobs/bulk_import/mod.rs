@@ -155,7 +155,15 @@ async fn run(ctx: &JobContext, job: &BulkImport, handle: &JobHandle) -> Result<O
                 if counts.created > 0 && options.send_invitations {
                     ctx.outbox.wake();
                 }
-                metrics::counter!("comet_import_rows_total").increment(counts.rows as u64);
+                for (outcome, n) in [
+                    ("created", counts.created),
+                    ("updated", counts.updated),
+                    ("skipped", counts.skipped),
+                    ("failed", counts.failed),
+                ] {
+                    metrics::counter!("comet_import_rows_total", "outcome" => outcome)
+                        .increment(n as u64);
+                }
                 progress(ctx, job, handle).await;
             }
             Written::AlreadyDone => {}
