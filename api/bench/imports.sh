@@ -15,11 +15,13 @@
 #      roles), a project token with user:create and user:read for each
 #   1. smoke: a SMOKE_ROWS (200) CSV and a 10-row XLSX imported into the smoke project; the
 #      run stops unless both complete with the expected created / failed counts
-#   2. reference: the ROWS file's valid rows, de-duplicated, lower-cased, each with a new uuid,
+#   2. reference: the ROWS file's valid rows, de-duplicated, lower-cased, each with a new id,
 #      loaded with `\copy users (user_id, project_id, email, name, status) FROM` (psql's COPY
 #      FROM STDIN, one statement) into its project, then their roles with
-#      `\copy user_roles (project_id, user_id, role_id)`; timed from psql's start to its exit.
-#      Then `TRUNCATE users CASCADE`, so that the import writes into the same empty table.
+#      `\copy user_roles (project_id, user_id, role_id)`; each timed from psql's start to its
+#      exit. Twice, each time into the empty table (`TRUNCATE users CASCADE` before and after):
+#      with time-ordered UUIDv7 ids as the import makes them (`Uuid::now_v7()`: the reference),
+#      then with random uuid4 ids (every index insert on user_id lands on a random page).
 #   3. the ROWS (1,000,000) CSV: fresh API and worker processes; POST /api/v1/users/imports
 #      (raw body, text/csv, onDuplicate=skip, sendInvitations=false), then
 #      GET /api/v1/users/imports/{id} every POLL_MS (100) ms until it ends. Measures rows/s
@@ -29,7 +31,7 @@
 #      import), and the counts against the generator's.
 #   4. the XLSX_ROWS (100,000) XLSX (shared strings, as Excel writes them) the same way, into
 #      its own project (the users table then holds the CSV's users too).
-# A CHECKPOINT precedes 2, 3 and 4.
+# A CHECKPOINT precedes each COPY and each import.
 #
 # Env knobs: ROWS (1000000) XLSX_ROWS (100000) SMOKE_ROWS (200) POLL_MS (100) SEED (13)
 #   DB (comet_bench_imports; dropped and recreated)  PG_URL (postgres://postgres@127.0.0.1:5432)
@@ -267,7 +269,7 @@ measure() {
   python3 "$HERE/imports_gen.py" csv --rows "$SMOKE_ROWS" --seed "$SEED" --prefix s --out "$WORK/smoke.csv" --meta "$OUT/smoke-csv.meta.json" 2> /dev/null
   python3 "$HERE/imports_gen.py" xlsx --rows 10 --seed "$SEED" --prefix sx --out "$WORK/smoke.xlsx" --meta "$OUT/smoke-xlsx.meta.json" 2> /dev/null
   python3 "$HERE/imports_gen.py" csv --rows "$ROWS" --seed "$SEED" --out "$WORK/users.csv" --meta "$OUT/csv.meta.json" \
-    --copy-project "$copy_project" --roles "$roles" --copy-users "$WORK/users.copy" --copy-roles "$WORK/roles.copy" 2> /dev/null
+    --copy-project "$copy_project" --roles "$roles" --copy-out "$WORK/copy" 2> /dev/null
   python3 "$HERE/imports_gen.py" xlsx --rows "$XLSX_ROWS" --seed "$SEED" --prefix x --out "$WORK/users.xlsx" --meta "$OUT/xlsx.meta.json" 2> /dev/null
   ls -l "$WORK"/users.* > "$OUT/files.txt"
 
@@ -296,20 +298,24 @@ if bad:
     sys.exit(1)
 PY
 
-  # 2. the reference: COPY of the valid rows, then the table emptied again
-  echo "== reference: COPY" >&2
-  local t0 t1 t2
-  psql -w "$DATABASE_URL" -qc 'CHECKPOINT'
-  t0=$(date +%s%N)
-  psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "\\copy users (user_id, project_id, email, name, status) FROM '$WORK/users.copy' WITH (FORMAT csv)"
-  t1=$(date +%s%N)
-  psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "\\copy user_roles (project_id, user_id, role_id) FROM '$WORK/roles.copy' WITH (FORMAT csv)"
-  t2=$(date +%s%N)
-  psql -w "$DATABASE_URL" -AtF' ' -c "SELECT (SELECT count(*) FROM users WHERE project_id = '$copy_project'),
-    (SELECT count(*) FROM user_roles WHERE project_id = '$copy_project')" > "$OUT/copy.count"
-  echo "{\"users_s\": $(( (t1 - t0) / 1000 ))e-6, \"roles_s\": $(( (t2 - t1) / 1000 ))e-6, \"counts\": \"$(cat "$OUT/copy.count")\"}" > "$OUT/copy.json"
-  echo "   $(cat "$OUT/copy.json")" >&2
-  psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc 'TRUNCATE users CASCADE' -c 'CHECKPOINT' 2> /dev/null
+  # 2. the reference: COPY of the valid rows, with time-ordered ids (as the import makes them)
+  # then with random ones, each into the empty table, which is emptied again after
+  local t0 t1 t2 v
+  psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc 'TRUNCATE users CASCADE' 2> /dev/null
+  for v in v7 v4; do
+    echo "== reference: COPY ($v ids)" >&2
+    psql -w "$DATABASE_URL" -qc 'CHECKPOINT'
+    t0=$(date +%s%N)
+    psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "\\copy users (user_id, project_id, email, name, status) FROM '$WORK/copy.$v.users' WITH (FORMAT csv)"
+    t1=$(date +%s%N)
+    psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "\\copy user_roles (project_id, user_id, role_id) FROM '$WORK/copy.$v.roles' WITH (FORMAT csv)"
+    t2=$(date +%s%N)
+    psql -w "$DATABASE_URL" -AtF' ' -c "SELECT (SELECT count(*) FROM users WHERE project_id = '$copy_project'),
+      (SELECT count(*) FROM user_roles WHERE project_id = '$copy_project')" > "$OUT/copy-$v.count"
+    echo "{\"users_s\": $(( (t1 - t0) / 1000 ))e-6, \"roles_s\": $(( (t2 - t1) / 1000 ))e-6}" > "$OUT/copy-$v.json"
+    echo "   $(cat "$OUT/copy-$v.json") rows: $(cat "$OUT/copy-$v.count")" >&2
+    psql -w "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc 'TRUNCATE users CASCADE' 2> /dev/null
+  done
 
   # 3. the CSV, then 4. the XLSX: fresh API and worker for each
   local kind file ctype
@@ -364,11 +370,12 @@ def load(name):
         return None
 
 
-copy, meta, xmeta = load("copy.json"), load("csv.meta.json"), load("xlsx.meta.json")
+copy, copy4, meta, xmeta = load("copy-v7.json"), load("copy-v4.json"), load("csv.meta.json"), load("xlsx.meta.json")
 c, x = load("csv.json") or {}, load("xlsx.json") or {}
-copy_users, copy_roles = (int(n) for n in open(os.path.join(out, "copy.count")).read().split())
+copy_users, copy_roles = (int(n) for n in open(os.path.join(out, "copy-v7.count")).read().split())
 copy_rate = copy_users / copy["users_s"]
 copy_both = copy_users / (copy["users_s"] + copy["roles_s"])
+copy4_rate = copy_users / copy4["users_s"]
 
 
 def n(v, unit="", d=0):
@@ -402,12 +409,16 @@ cs, cok, cwant = counts(c, meta, "csv")
 xs, xok, xwant = counts(x, xmeta, "xlsx")
 rows = [
     (f"CSV, {meta['rows']:,} rows ({c.get('bytes', 0) / 1e6:,.1f} MB): rows processed / (finishedAt − startedAt)",
-     n(rate, " rows/s"), f"COPY users: {n(copy_rate, ' rows/s')} ({copy_users:,} valid rows in {copy['users_s']:.2f} s)",
+     n(rate, " rows/s"), f"COPY users: {n(copy_rate, ' rows/s')} ({copy_users:,} valid rows in {copy['users_s']:.2f} s; "
+     f"UUIDv7 ids, as the import's)",
      "≥ 50 % of COPY", met(pct >= 50 if pct else None)),
     ("CSV: Comet's rate as a share of COPY's", n(pct, " %", 1),
      f"created rows / s: {n(c.get('created_per_s'), ' rows/s')} = {n((c.get('created_per_s') or 0) / copy_rate * 100, ' %', 1)}; "
      f"COPY users + user_roles: {n(copy_both, ' rows/s')} ({copy['users_s'] + copy['roles_s']:.2f} s)", "≥ 50 %",
      met(pct >= 50 if pct else None)),
+    ("CSV: Comet's rate as a share of COPY's with random ids (uuid4)", n(rate / copy4_rate * 100 if rate else None, " %", 1),
+     f"COPY users: {n(copy4_rate, ' rows/s')} ({copy4['users_s']:.2f} s); + user_roles "
+     f"{copy4['users_s'] + copy4['roles_s']:.2f} s", "—", "—"),
     ("CSV: upload start → finishedAt (wall)", n(c.get("wall_s"), " s", 1),
      f"COPY users + user_roles: {copy['users_s'] + copy['roles_s']:.1f} s", "—", "—"),
     ("CSV: the upload request (202 answered)", n(c.get("upload_s"), " s", 2), "—", "—", "—"),

@@ -2,8 +2,7 @@
 """Generates the files of the bulk-import benchmark (api/bench/imports.sh). Python 3 stdlib only.
 
   imports_gen.py csv  --rows N --out users.csv --meta meta.json
-                      [--copy-project UUID --roles admin=UUID,member=UUID
-                       --copy-users users.copy --copy-roles user_roles.copy]
+                      [--copy-project UUID --roles admin=UUID,member=UUID --copy-out PREFIX]
   imports_gen.py xlsx --rows N --out users.xlsx --meta meta.json [--prefix x]
 
 The rows (header `email,name,roles`), deterministic for a given --seed and --prefix:
@@ -17,10 +16,13 @@ The rows (header `email,name,roles`), deterministic for a given --seed and --pre
 --meta gets the expected counters: rows, valid (= created in a fresh project), invalid,
 duplicates (failed = invalid + duplicates), role_grants (user_roles rows of the valid rows).
 
-With --copy-project, the valid rows also go to --copy-users as the CSV a plain
-`COPY users (user_id, project_id, email, name, status) FROM STDIN (FORMAT csv)` reads (a new
-uuid4 per user, the email lower-cased, status ACTIVE: what the import writes), and their roles
-to --copy-roles for `COPY user_roles (project_id, user_id, role_id)`.
+With --copy-project, the valid rows also go to PREFIX.v7.users and PREFIX.v4.users as the CSV a
+plain `COPY users (user_id, project_id, email, name, status) FROM STDIN (FORMAT csv)` reads (the
+email lower-cased, status ACTIVE: what the import writes), and their roles to PREFIX.v7.roles
+and PREFIX.v4.roles for `COPY user_roles (project_id, user_id, role_id)`. The two differ in the
+user ids only: v7 ones are time-ordered UUIDv7 in file order, as the import makes them
+(`Uuid::now_v7()`: each index on user_id grows at its right edge), v4 ones random (uuid4: every
+insert lands on a random leaf page).
 
 The XLSX is a minimal workbook written with zipfile: [Content_Types].xml, the relationships,
 xl/workbook.xml (one sheet, "Users"), xl/sharedStrings.xml (every text, as Excel writes them)
@@ -30,7 +32,9 @@ import argparse
 import csv
 import json
 import random
+import os
 import sys
+import time
 import unicodedata
 import uuid
 import zipfile
@@ -83,13 +87,34 @@ def rows(n, seed, prefix):
             yield email, name, roles, "valid", roles_list
 
 
+_last_ms = 0
+_seq = 0
+
+
+def uuid7():
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits, except that
+    within one millisecond the first 12 of them count up, so ids rise in generation order."""
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms, _seq = _last_ms, _seq + 1
+        if _seq > 0xFFF:
+            ms, _seq = ms + 1, 0
+    else:
+        _seq = 0
+    _last_ms = ms
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand_b)
+
+
 def gen_csv(a):
     roles = dict(kv.split("=", 1) for kv in a.roles.split(",")) if a.roles else {}
     counts = {"valid": 0, "invalid": 0, "dup": 0, "roles": 0}
-    cu = cr = None
+    copies = []
     if a.copy_project:
-        cu = csv.writer(open(a.copy_users, "w", newline="", encoding="utf-8"))
-        cr = csv.writer(open(a.copy_roles, "w", newline="", encoding="utf-8"))
+        for v, make in (("v7", uuid7), ("v4", uuid.uuid4)):
+            copies.append((make, csv.writer(open(f"{a.copy_out}.{v}.users", "w", newline="", encoding="utf-8")),
+                           csv.writer(open(f"{a.copy_out}.{v}.roles", "w", newline="", encoding="utf-8"))))
     with open(a.out, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["email", "name", "roles"])
@@ -97,8 +122,10 @@ def gen_csv(a):
             counts[kind] += 1
             counts["roles"] += len(role_l)
             w.writerow([email, name, role_s])
-            if cu and kind == "valid":
-                uid = str(uuid.uuid4())
+            if kind != "valid":
+                continue
+            for make, cu, cr in copies:
+                uid = str(make())
                 cu.writerow([uid, a.copy_project, email.lower(), name.strip(), "ACTIVE"])
                 for r in role_l:
                     cr.writerow([a.copy_project, uid, roles[r]])
@@ -179,7 +206,6 @@ ap.add_argument("--seed", type=int, default=13)
 ap.add_argument("--prefix", default="")
 ap.add_argument("--copy-project")
 ap.add_argument("--roles", default="")
-ap.add_argument("--copy-users")
-ap.add_argument("--copy-roles")
+ap.add_argument("--copy-out")
 args = ap.parse_args()
 (gen_csv if args.kind == "csv" else gen_xlsx)(args)

@@ -175,23 +175,29 @@ fn open(path: &Path) -> Result<File, FileError> {
     File::open(path).map_err(|e| FileError::unreadable(format!("the file could not be read: {e}")))
 }
 
-/// One data row: its number as a spreadsheet shows it (the header is row 1) and its cells
-/// (trimmed; a cell that is not UTF-8 is `Err` with the column's index).
+/// A cell that is not UTF-8 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotText;
+
+/// A cell: trimmed text, or [`NotText`].
+pub type Cell = Result<String, NotText>;
+
+/// One data row: its number as a spreadsheet shows it (the header is row 1) and its cells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// 2 for the first data row.
     pub number: u64,
     /// The cells, as many as the row has.
-    pub cells: Vec<Result<String, ()>>,
+    pub cells: Vec<Cell>,
 }
 
 impl Row {
     /// The cell at `index`, blank when the row is shorter; `Err` if it is not text.
-    pub fn cell(&self, index: usize) -> Result<&str, ()> {
+    pub fn cell(&self, index: usize) -> Result<&str, NotText> {
         match self.cells.get(index) {
             None => Ok(""),
             Some(Ok(s)) => Ok(s),
-            Some(Err(())) => Err(()),
+            Some(Err(e)) => Err(*e),
         }
     }
 }
@@ -226,12 +232,12 @@ pub fn for_each_row(
                 if number == 1 {
                     continue; // the header
                 }
-                let mut cells: Vec<Result<String, ()>> = record
+                let mut cells: Vec<Cell> = record
                     .iter()
                     .map(|b| {
                         std::str::from_utf8(b)
                             .map(|s| s.trim().to_owned())
-                            .map_err(|_| ())
+                            .map_err(|_| NotText)
                     })
                     .collect();
                 if cells.iter().all(|c| matches!(c, Ok(s) if s.is_empty())) {

@@ -27,7 +27,10 @@ use std::{
 
 use calamine::{DataRef, Reader as _, Xlsx};
 
-use super::{FileError, Format, Layout, MAX_COLUMNS, MAX_RECORD_BYTES, Row};
+use super::{Cell, FileError, Format, Layout, MAX_COLUMNS, MAX_RECORD_BYTES, Row};
+
+/// What [`rows`] calls with each row: its index, its cells, the sheet's last (row, column).
+type OnRow<'a> = dyn FnMut(u32, Vec<Cell>, (u32, u32)) -> ControlFlow<()> + 'a;
 
 /// Largest shared-strings part, uncompressed.
 pub const MAX_SHARED_STRINGS_BYTES: u64 = 32 * 1024 * 1024;
@@ -182,7 +185,7 @@ fn text(value: &DataRef<'_>) -> Cow<'static, str> {
 fn rows(
     path: &Path,
     sheet: Option<&str>,
-    mut f: impl FnMut(u32, Vec<Result<String, ()>>, (u32, u32)) -> ControlFlow<()>,
+    mut f: impl FnMut(u32, Vec<Cell>, (u32, u32)) -> ControlFlow<()>,
 ) -> Result<String, FileError> {
     let mut xlsx = open(path)?;
     let name = sheet_name(&xlsx, sheet)?;
@@ -190,21 +193,16 @@ fn rows(
     let dims = cells.dimensions();
     let end = (dims.end.0, dims.end.1);
     let mut current: Option<u32> = None;
-    let mut row: Vec<Result<String, ()>> = Vec::new();
-    let flush =
-        |index: Option<u32>,
-         row: &mut Vec<Result<String, ()>>,
-         f: &mut dyn FnMut(u32, Vec<Result<String, ()>>, (u32, u32)) -> ControlFlow<()>| {
-            match index {
-                Some(i) if row.iter().any(|c| matches!(c, Ok(s) if !s.is_empty())) => {
-                    f(i, std::mem::take(row), end)
-                }
-                _ => {
-                    row.clear();
-                    ControlFlow::Continue(())
-                }
-            }
-        };
+    let mut row: Vec<Cell> = Vec::new();
+    let flush = |index: Option<u32>, row: &mut Vec<Cell>, f: &mut OnRow<'_>| match index {
+        Some(i) if row.iter().any(|c| matches!(c, Ok(s) if !s.is_empty())) => {
+            f(i, std::mem::take(row), end)
+        }
+        _ => {
+            row.clear();
+            ControlFlow::Continue(())
+        }
+    };
     while let Some(cell) = cells.next_cell().map_err(damaged)? {
         let (r, c) = cell.get_position();
         if current != Some(r) {

@@ -28,7 +28,10 @@ async fn store_import(env: &TestEnv, path: &std::path::Path, options: &ImportOpt
         project_id: env.project_id,
         import_id,
     };
-    let job_id = job.enqueue(&mut tx, EnqueueOptions::default()).await.expect("enqueue");
+    let job_id = job
+        .enqueue(&mut tx, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
     db::imports::create(
         &mut tx,
         NewImport {
@@ -96,7 +99,10 @@ async fn an_import_killed_at_random_points_resumes_to_the_exact_counts() {
     let import_id = store_import(&env, file.path(), &options).await;
 
     // this worker runs imports only: the invitation jobs stay queued, to be counted
-    let extra = [("WORKER_QUEUES", "bulk_import"), ("JOB_MAX_OPEN_PER_PROJECT", "1000000")];
+    let extra = [
+        ("WORKER_QUEUES", "bulk_import"),
+        ("JOB_MAX_OPEN_PER_PROJECT", "1000000"),
+    ];
     let mut worker = WorkerProcess::spawn(&env, &extra);
     let mut kills_mid_import = 0;
     for _ in 0..3 {
@@ -132,12 +138,20 @@ async fn an_import_killed_at_random_points_resumes_to_the_exact_counts() {
         "every valid row once, none skipped"
     );
     assert_eq!(
-        scalar(&env, "SELECT count(*) FROM user_import_errors WHERE project_id = $1").await,
+        scalar(
+            &env,
+            "SELECT count(*) FROM user_import_errors WHERE project_id = $1"
+        )
+        .await,
         (ROWS - valid) as i64,
         "one error per refused row"
     );
     assert_eq!(
-        scalar(&env, "SELECT count(*) FROM user_invitations WHERE project_id = $1").await,
+        scalar(
+            &env,
+            "SELECT count(*) FROM user_invitations WHERE project_id = $1"
+        )
+        .await,
         valid as i64
     );
     // every invitation's job reached Redis once: the outbox drained, one job per invitation
@@ -150,7 +164,10 @@ async fn an_import_killed_at_random_points_resumes_to_the_exact_counts() {
         (outbox == 0).then_some(counts.waiting + counts.delayed)
     })
     .await;
-    assert_eq!(queued, valid as u64, "one send_invitation job per invitation");
+    assert_eq!(
+        queued, valid as u64,
+        "one send_invitation job per invitation"
+    );
     drop(worker);
     env.cleanup().await;
 }

@@ -236,7 +236,7 @@ fn read(
         }
         pending.rows.push(judged);
         pending.bytes_at = bytes_at;
-        if (i + 1) % CHUNK_ROWS == 0 {
+        if (i + 1).is_multiple_of(CHUNK_ROWS) {
             if bytes_at > 0 {
                 // rows so far times the file's size over the bytes read so far
                 pending.estimate = Some((index as f64 * file_bytes as f64 / bytes_at as f64).round() as u64);

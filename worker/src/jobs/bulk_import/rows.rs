@@ -14,7 +14,7 @@ use std::{
 use shared::{
     db::{imports::RowError, roles::Role, users::UserStatus},
     domain::{DisplayName, EmailAddress, domain_of},
-    imports::{ColumnMap, Field, ImportOptions, Row},
+    imports::{self, ColumnMap, Field, ImportOptions, Row},
 };
 use uuid::Uuid;
 
@@ -108,7 +108,7 @@ impl Judge {
     /// Judges `row`, and remembers its email if it is valid.
     pub fn judge(&mut self, row: &Row) -> Judged {
         let mut errors = Vec::new();
-        let cell = |field: Field| -> Option<Result<&str, ()>> {
+        let cell = |field: Field| -> Option<Result<&str, imports::NotText>> {
             self.map.index(field).map(|i| row.cell(i))
         };
         let not_text = |field: Field| RowError {
@@ -119,7 +119,7 @@ impl Judge {
         };
 
         let email = match cell(Field::Email) {
-            Some(Err(())) => {
+            Some(Err(_)) => {
                 errors.push(not_text(Field::Email));
                 None
             }
@@ -150,7 +150,7 @@ impl Judge {
         };
 
         let name = match cell(Field::Name) {
-            Some(Err(())) => {
+            Some(Err(_)) => {
                 errors.push(not_text(Field::Name));
                 None
             }
@@ -166,7 +166,7 @@ impl Judge {
 
         let mut role_ids = self.options.default_role_ids.clone();
         match cell(Field::Roles) {
-            Some(Err(())) => errors.push(not_text(Field::Roles)),
+            Some(Err(_)) => errors.push(not_text(Field::Roles)),
             Some(Ok(raw)) if !raw.is_empty() => {
                 let names: Vec<&str> = raw
                     .split([';', '|', ','])
@@ -208,7 +208,7 @@ impl Judge {
             UserStatus::Active
         };
         let status = match cell(Field::Status) {
-            Some(Err(())) => {
+            Some(Err(_)) => {
                 errors.push(not_text(Field::Status));
                 default_status
             }

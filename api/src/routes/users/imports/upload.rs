@@ -77,6 +77,20 @@ pub struct UploadParams {
     pub status_column: Option<String>,
 }
 
+/// A file's bytes, as the body.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // documents the body; the route streams it
+pub struct FileBytes(Vec<u8>);
+
+/// The form a browser sends: the file in its `file` part.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the body; the route streams it
+pub struct UploadForm {
+    /// The CSV or XLSX file (its name is kept as the import's `fileName`).
+    file: FileBytes,
+}
+
 /// The options checked.
 struct Checked {
     options: ImportOptions,
@@ -262,9 +276,9 @@ impl From<FileError> for ApiError {
     params(UploadParams),
     request_body(content(
         (String = "text/csv"),
-        (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-        (Vec<u8> = "application/octet-stream"),
-        (Vec<u8> = "multipart/form-data")),
+        (FileBytes = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (FileBytes = "application/octet-stream"),
+        (UploadForm = "multipart/form-data")),
         description = "The file, raw or as the `file` part of a form"),
     security(("bearer" = ["user:create"])),
     responses((status = 202, body = inline(Data<Accepted<ImportAccepted>>),
