@@ -48,6 +48,7 @@ pub async fn revoke_sessions(
         actor_id,
         reason: reason.to_owned(),
         revoked_before_ms: now_ms,
+        also: Vec::new(),
     }
     .enqueue(tx, request_id::enqueue_options())
     .await?;
@@ -85,6 +86,7 @@ pub async fn revoke_other_sessions(
         actor_id: Some(user_id),
         reason: reason.to_owned(),
         revoked_before_ms: before_ms,
+        also: Vec::new(),
     }
     .enqueue(tx, request_id::enqueue_options())
     .await?;

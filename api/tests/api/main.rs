@@ -7,6 +7,7 @@ mod admin_guards;
 mod audit;
 mod auth;
 mod buckets;
+mod bulk_users;
 mod clock;
 mod contract;
 mod deliveries;

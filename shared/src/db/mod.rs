@@ -14,6 +14,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod buckets;
+pub mod bulk_actions;
 pub mod deliveries;
 pub mod events;
 pub mod imports;

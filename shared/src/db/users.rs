@@ -221,7 +221,7 @@ pub(crate) fn like_pattern(search: &Option<String>) -> Option<String> {
 }
 
 const FILTER: &str = r#"
-    WHERE u.project_id = $1
+    WHERE u.project_id = $1 AND u.deleted_at IS NULL
       AND ($2::text IS NULL OR u.status = $2)
       AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM user_roles f
                                        WHERE f.project_id = u.project_id AND f.user_id = u.user_id AND f.role_id = $3))
@@ -405,7 +405,9 @@ fn push_filter(
     filter: &UserFilter,
     pattern: &Option<String>,
 ) {
-    qb.push(" WHERE u.project_id = ").push_bind(project_id);
+    // deleted users (a bulk `delete`) are hidden from lists
+    qb.push(" WHERE u.deleted_at IS NULL AND u.project_id = ")
+        .push_bind(project_id);
     if let Some(status) = filter.status {
         qb.push(" AND u.status = ").push_bind(status.as_str());
     }
@@ -498,14 +500,16 @@ pub async fn set_status(
     Ok(before.as_deref().and_then(UserStatus::parse))
 }
 
-/// The status of a user, locking its row for the rest of the transaction.
+/// The status of a user, locking its row for the rest of the transaction. A deleted user (bulk
+/// `delete`) is none: no single-user write applies to it any more.
 pub async fn lock_status(
     conn: &mut PgConnection,
     project_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<UserStatus>, sqlx::Error> {
     let s: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM users WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+        "SELECT status FROM users WHERE project_id = $1 AND user_id = $2 AND deleted_at IS NULL \
+         FOR UPDATE",
     )
     .bind(project_id)
     .bind(user_id)

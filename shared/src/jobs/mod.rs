@@ -40,6 +40,7 @@ macro_rules! with_job_kinds {
             sweep_api_keys::SweepApiKeys,
             bucket_monitor::BucketMonitor,
             bulk_import::BulkImport,
+            bulk_users::BulkUsers,
         }
     };
 }

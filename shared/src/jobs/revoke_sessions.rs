@@ -25,6 +25,10 @@ pub struct RevokeSessions {
     /// Tokens issued before this instant (ms) are revoked; the job re-asserts the API's marker
     /// in case Redis lost it.
     pub revoked_before_ms: i64,
+    /// More users of the project whose sessions this job revokes the same way (a bulk action
+    /// revokes a chunk of users with one job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<Uuid>,
 }
 
 impl Job for RevokeSessions {

@@ -38,9 +38,9 @@ impl Handler for RevokeSessions {
     }
 }
 
-/// Revokes every session of the job's user; see the module docs.
+/// Revokes every session of the job's users (`user_id`, then `also`); see the module docs.
 #[tracing::instrument(name = "revoke_sessions", skip_all, fields(
-    project_id = %job.project_id, user_id = %job.user_id, reason = %job.reason,
+    project_id = %job.project_id, user_id = %job.user_id, users = 1 + job.also.len(), reason = %job.reason,
 ))]
 pub async fn revoke_sessions(
     ctx: &JobContext,
@@ -52,23 +52,43 @@ pub async fn revoke_sessions(
         .acquire()
         .await
         .context("Failed to get a Postgres connection")?;
+    let mut total = None;
+    for user_id in std::iter::once(job.user_id).chain(job.also.iter().copied()) {
+        if let Some(count) = revoke_user(ctx, &mut conn, job, user_id, request_id.clone()).await? {
+            *total.get_or_insert(0) += count;
+        }
+    }
+    Ok(match total {
+        Some(count) => Outcome::Revoked { count },
+        None => Outcome::UnknownUser,
+    })
+}
+
+/// Revokes one user's sessions; `None` if the user is not the job's project's.
+async fn revoke_user(
+    ctx: &JobContext,
+    conn: &mut sqlx::PgConnection,
+    job: &RevokeSessions,
+    user_id: uuid::Uuid,
+    request_id: Option<String>,
+) -> anyhow::Result<Option<usize>> {
     // Session keys are per user, not per project: check the user is the job's tenant's.
-    if db::users::find(&mut conn, job.project_id, job.user_id)
+    if db::users::find(&mut *conn, job.project_id, user_id)
         .await
         .context("Failed to read the user")?
         .is_none()
     {
-        tracing::warn!("sessions not revoked: the user is not in the job's project");
-        return Ok(Outcome::UnknownUser);
+        tracing::warn!(%user_id, "sessions not revoked: the user is not in the job's project");
+        return Ok(None);
     }
 
     ctx.sessions
-        .revoke_user_before(job.user_id, job.revoked_before_ms, ctx.settings.auth.jwt_ttl)
+        .revoke_user_before(user_id, job.revoked_before_ms, ctx.settings.auth.jwt_ttl)
         .await
         .context("Failed to set the user's revocation marker")?;
     let sessions = ctx
         .sessions
-        .of_user(job.user_id)
+        .of_user(user_id)
         .await
         .context("Failed to list the user's sessions")?;
     // Only sessions that existed at the revocation: a login after it (a user whose role changed
@@ -80,21 +100,21 @@ pub async fn revoke_sessions(
     let count = sessions.len();
     for s in sessions {
         ctx.sessions
-            .revoke_jti(Some(job.user_id), s.jti, s.expires)
+            .revoke_jti(Some(user_id), s.jti, s.expires)
             .await
             .context("Failed to revoke a session")?;
     }
 
     db::audit::record(
-        &mut conn,
+        conn,
         NewEntry::new(job.project_id, "sessions.revoked")
             .actor(job.actor_id)
-            .user(job.user_id)
+            .user(user_id)
             .metadata(serde_json::json!({ "reason": job.reason, "count": count }))
             .request(request_id),
     )
     .await
     .context("Failed to audit the revocation")?;
-    tracing::info!(count, "sessions revoked");
-    Ok(Outcome::Revoked { count })
+    tracing::info!(%user_id, count, "sessions revoked");
+    Ok(Some(count))
 }

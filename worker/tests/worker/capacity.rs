@@ -26,6 +26,7 @@ async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
         actor_id: None,
         reason: "test".into(),
         revoked_before_ms: 0,
+        also: Vec::new(),
     };
     let other = revoke.to_new_job(EnqueueOptions::default()).unwrap();
     env.queues.push(&other).await.unwrap();

@@ -696,6 +696,7 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
         actor_id: Some(admin),
         reason: "deactivated".into(),
         revoked_before_ms: Utc::now().timestamp_millis(),
+        also: Vec::new(),
     };
     let id = enqueue(&env, &job, EnqueueOptions::default()).await;
 

@@ -62,7 +62,7 @@ impl PartialSchema for StatusFilter {
 impl ToSchema for StatusFilter {}
 
 impl UserFilterParams {
-    fn parse(self) -> Result<UserFilter, FieldErrors> {
+    pub(super) fn parse(self) -> Result<UserFilter, FieldErrors> {
         let mut errors = FieldErrors::new();
         let status = errors.check(
             "status",

@@ -9,6 +9,7 @@
 //! fails leaves no user, no audit entry and no job behind. A change that takes permissions away
 //! from an ACTIVE user revokes its tokens before the response ([`crate::revocation`]).
 
+pub mod bulk;
 pub mod create;
 pub mod deactivate;
 pub mod detail;
@@ -31,6 +32,9 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::disable());
     OpenApiRouter::new()
         .merge(upload)
+        .routes(routes!(bulk::bulk_users))
+        .routes(routes!(bulk::get_bulk))
+        .routes(routes!(bulk::bulk_results))
         .routes(routes!(imports::get_import))
         .routes(routes!(imports::cancel_import))
         .routes(routes!(imports::import_errors_csv))

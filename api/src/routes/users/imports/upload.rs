@@ -199,9 +199,13 @@ struct Spooled {
 }
 
 fn too_large(max: u64) -> ApiError {
+    let limit = if max >= 1 << 20 {
+        format!("{} MiB", max >> 20)
+    } else {
+        format!("{max} bytes")
+    };
     ApiError::invalid_file(format!(
-        "the file is over the {} MiB limit (IMPORT_MAX_BYTES)",
-        max >> 20
+        "the file is over the {limit} limit (IMPORT_MAX_BYTES)"
     ))
 }
 
