@@ -60,12 +60,23 @@ The rules the schema cannot hold, and what the hook does about each:
   unless `allowNegative` is true). The lists' `after` is a cursor the API issued: a generated
   one becomes empty (no cursor).
 
+- `/api/v1/users/{id}/roles/{roleId}`: the stateful phase follows a link from
+  `POST /api/v1/users/{id}/roles` and fills `{roleId}` with the user's id; it becomes the role
+  that request gave the user.
+- `POST /api/v1/users/imports`: the body is any bytes to the schema, but an importable file is
+  a CSV or XLSX with an email column: a generated body becomes a one-row CSV (a fresh email),
+  generated column mappings (headers the file does not have) are dropped, and generated
+  `defaultRoleIds` become one of the project's roles. The imports list's and the bulk results'
+  `after` are cursors the API issued: a generated one becomes empty.
+
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
 token of the user); a request naming one of them names a random id instead (a 404). The same
 for their roles (ST_ROLE_IDS, the built-in `admin` role among them) in `PUT` and `DELETE
 /api/v1/roles/{id}`: changing a role's permissions revokes its holders' tokens, and the admin
-role refuses to lose `role:*`/`user:*` (a `422` the schema cannot state).
+role refuses to lose `role:*`/`user:*` (a `422` the schema cannot state). A bulk action
+(`POST /api/v1/users/bulk`) naming them by id names random ids instead, and one that takes
+something away (deactivate, delete, remove-role) by filter gets a `search` that matches nobody.
 """
 
 from __future__ import annotations
@@ -150,7 +161,17 @@ def _without_nul(value):
 
 
 _AMOUNT = re.compile(r"^-?[0-9]{1,15}(\.[0-9]{1,4})?$")
-_BUCKET_LISTS = ("/api/v1/transfer-buckets", "/api/v1/transfer-buckets/{id}/transactions")
+_BUCKET_LISTS = (
+    "/api/v1/transfer-buckets",
+    "/api/v1/transfer-buckets/{id}/transactions",
+    "/api/v1/users/imports",
+    "/api/v1/users/bulk/{id}/results",
+)
+# the role each user was last given by `POST /api/v1/users/{id}/roles` in this run
+_GIVEN_ROLES: dict[str, str] = {}
+_IMPORT_COLUMNS = ("emailColumn", "nameColumn", "rolesColumn", "statusColumn")
+# bulk actions that take something away from users
+_BULK_TAKING = ("deactivate", "delete", "remove-role")
 
 
 def _fix_amount(body: dict, field: str, *, positive: bool = False, signed: bool = False) -> None:
@@ -223,6 +244,35 @@ def _fix_password(body: dict, field: str, other: str | None = None) -> None:
 
 
 @schemathesis.hook
+def _fix_import(case, query: dict | None) -> None:
+    """An upload: any bytes are schema-valid, an importable file is a CSV with an email column."""
+    csv = f"email\nst-{uuid.uuid4().hex[:12]}@example.com\n"
+    if isinstance(case.body, str):
+        case.body = csv
+    elif isinstance(case.body, (bytes, bytearray)):
+        case.body = csv.encode()
+    elif isinstance(case.body, dict) and isinstance(case.body.get("file"), (str, bytes, bytearray)):
+        case.body["file"] = csv.encode()
+    if query is None:
+        return
+    for name in _IMPORT_COLUMNS:
+        value = query.get(name)
+        if isinstance(value, str) and len(value) <= 200:
+            del query[name]
+    if isinstance(query.get("defaultRoleIds"), str):
+        query["defaultRoleIds"] = ",".join(_ROLE_IDS[:1])
+
+
+def _fix_bulk(body: dict) -> None:
+    """A bulk action never takes anything from the run's own users (protected ids become random
+    ones; a filter that could match them matches nobody)."""
+    ids = body.get("userIds")
+    if isinstance(ids, list):
+        body["userIds"] = [str(uuid.uuid4()) if isinstance(u, str) and u.lower() in _PROTECTED else u for u in ids]
+    if body.get("action") in _BULK_TAKING and isinstance(body.get("filter"), dict):
+        body["filter"]["search"] = "st-nobody-matches-this"
+
+
 def before_call(context, case, kwargs):
     path = case.operation.path
     method = case.operation.method.upper()
@@ -239,6 +289,15 @@ def before_call(context, case, kwargs):
         role = case.path_parameters.get("id")
         if isinstance(role, str) and role.lower() in {r.lower() for r in _ROLE_IDS}:
             case.path_parameters["id"] = str(uuid.uuid4())
+
+    if path == "/api/v1/users/{id}/roles" and method == "POST" and isinstance(case.body, dict):
+        user, role = (case.path_parameters or {}).get("id"), case.body.get("roleId")
+        if isinstance(user, str) and isinstance(role, str):
+            _GIVEN_ROLES[user.lower()] = role
+    if path == "/api/v1/users/{id}/roles/{roleId}" and isinstance(case.path_parameters, dict):
+        user, role = case.path_parameters.get("id"), case.path_parameters.get("roleId")
+        if isinstance(user, str) and role == user and user.lower() in _GIVEN_ROLES:
+            case.path_parameters["roleId"] = _GIVEN_ROLES[user.lower()]
 
     if path.startswith("/api/v1/notifications/{id}") and isinstance(case.path_parameters, dict):
         if case.path_parameters.get("id") in _NOTIFICATION_SIBLINGS:
@@ -263,6 +322,11 @@ def before_call(context, case, kwargs):
             start, end = _instant(query.get("from")), _instant(query.get("to"))
             if start is not None and end is not None and start > end:
                 query["from"], query["to"] = query["to"], query["from"]
+
+    if path == "/api/v1/users/imports" and method == "POST":
+        _fix_import(case, query)
+    if path == "/api/v1/users/bulk" and body is not None:
+        _fix_bulk(body)
 
     if body is None or method not in ("POST", "PUT"):
         return

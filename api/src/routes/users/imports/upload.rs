@@ -52,7 +52,8 @@ pub struct UploadParams {
     pub send_invitations: Option<bool>,
     /// Roles every row gets, comma-separated ids of the project's roles (at most 50).
     pub default_role_ids: Option<String>,
-    /// CSV separator: `comma`, `semicolon` or `tab` (default: detected from the header).
+    /// CSV separator: `comma`, `semicolon` or `tab` (empty or absent: detected from the header).
+    #[param(value_type = Option<DelimiterParam>, inline)]
     pub delimiter: Option<String>,
     /// XLSX: the sheet to read (default: the first).
     #[param(max_length = 100)]
@@ -76,6 +77,17 @@ pub struct UploadParams {
     #[param(max_length = 200)]
     pub status_column: Option<String>,
 }
+
+/// The OpenAPI schema of `delimiter`.
+pub struct DelimiterParam;
+
+impl utoipa::PartialSchema for DelimiterParam {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::filters::one_of_or_empty(["comma", "semicolon", "tab"])
+    }
+}
+
+impl ToSchema for DelimiterParam {}
 
 /// A file's bytes, as the body.
 #[derive(ToSchema)]
@@ -143,9 +155,9 @@ impl UploadParams {
         }
         let delimiter = match self.delimiter.as_deref() {
             None | Some("") => None,
-            Some("comma" | ",") => Some(b','),
-            Some("semicolon" | ";") => Some(b';'),
-            Some("tab" | "\t") => Some(b'\t'),
+            Some("comma") => Some(b','),
+            Some("semicolon") => Some(b';'),
+            Some("tab") => Some(b'\t'),
             Some(_) => {
                 errors.add("delimiter", "must be comma, semicolon or tab");
                 None
