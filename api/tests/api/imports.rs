@@ -536,3 +536,33 @@ async fn imports_are_scoped_to_their_project_and_permission() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_running_import_stops_at_a_chunk_boundary_when_cancelled() {
+    let mut app = TestApp::spawn().await;
+    let (_, token) = app.admin("owner@example.com").await;
+    let mut csv = String::from("email\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("c{i}@example.com\n"));
+    }
+    let id = app.upload_csv(&token, "", &csv).await;
+    app.start_worker().await;
+    shared::testing::eventually(std::time::Duration::from_secs(60), "the import has begun", || async {
+        let import = app.import(&token, &id).await;
+        (import["processed"].as_i64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let resp = app.cancel_import(&token, &id).await;
+    let body = json_with_status(resp, StatusCode::OK).await;
+    assert!(body["data"]["cancelRequestedAt"].is_string(), "{body}");
+    let import = app.wait_import(&token, &id).await;
+    assert_eq!(import["status"], "cancelled", "{import}");
+    let processed = import["processed"].as_i64().expect("processed");
+    assert!(processed < 100_000, "it stopped early: {processed}");
+    assert_eq!(processed % 5000, 0, "at a chunk boundary: {processed}");
+    // what committed stays, exactly
+    let users = count(&app, "SELECT count(*) FROM users WHERE project_id = $1 AND email LIKE 'c%@example.com'").await;
+    assert_eq!(users, processed);
+    assert_eq!(import["created"].as_i64(), Some(processed));
+    app.cleanup().await;
+}

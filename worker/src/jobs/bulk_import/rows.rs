@@ -329,6 +329,21 @@ mod tests {
     }
 
     #[test]
+    fn long_names_too_many_roles_and_cells_that_are_not_text_are_reported() {
+        let mut j = judge(ImportOptions::default(), &[]);
+        let long = "n".repeat(300);
+        let roles = vec!["viewer"; MAX_ROLES + 1].join(";");
+        let m = messages(j.judge(&row(2, &["a@x.io", &long, &roles])));
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[0].starts_with("name: "), "{m:?}");
+        assert!(m[1].contains("at most 50 roles"), "{m:?}");
+        let mut bad = row(3, &["b@x.io"]);
+        bad.cells.push(Err(imports::NotText));
+        let m = messages(j.judge(&bad));
+        assert_eq!(m, ["name: not valid UTF-8 text"]);
+    }
+
+    #[test]
     fn the_allowed_domains_bind_the_rows() {
         let mut j = judge(ImportOptions::default(), &["corp.io"]);
         assert!(matches!(j.judge(&row(2, &["a@corp.io"])), Judged::Valid(_)));
