@@ -66,7 +66,11 @@ The rules the schema cannot hold, and what the hook does about each:
 - `POST /api/v1/users/imports`: the body is any bytes to the schema, but an importable file is
   a CSV or XLSX with an email column: a generated body becomes a one-row CSV (a fresh email),
   generated column mappings (headers the file does not have) are dropped, and generated
-  `defaultRoleIds` become one of the project's roles. The imports list's and the bulk results'
+  `defaultRoleIds` become one of the project's roles (parts generated to break the schema are
+  left alone).
+- `POST /api/v1/users/bulk`: exactly one of `userIds` and `filter` (a second is dropped; with
+  neither, a filter matching nobody is added), `roleId` exactly for `add-role`/`remove-role`
+  (dropped for the others; for them, one of the project's roles). The imports list's and the bulk results'
   `after` are cursors the API issued: a generated one becomes empty.
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
@@ -243,16 +247,26 @@ def _fix_password(body: dict, field: str, other: str | None = None) -> None:
         body[field] = _STRONG_PASSWORD if body.get(other) != _STRONG_PASSWORD else _STRONG_PASSWORD + "!"
 
 
+def _negative(case, location: str) -> bool:
+    """Whether schemathesis generated this part of the request to break the schema (left alone)."""
+    meta = getattr(case, "meta", None)
+    if meta is None:
+        return False
+    return any(getattr(loc, "value", loc) == location and info.mode.is_negative for loc, info in meta.components.items())
+
+
 def _fix_import(case, query: dict | None) -> None:
     """An upload: any bytes are schema-valid, an importable file is a CSV with an email column."""
     csv = f"email\nst-{uuid.uuid4().hex[:12]}@example.com\n"
-    if isinstance(case.body, str):
+    if _negative(case, "body"):
+        pass
+    elif isinstance(case.body, str):
         case.body = csv
     elif isinstance(case.body, (bytes, bytearray)):
         case.body = csv.encode()
     elif isinstance(case.body, dict) and isinstance(case.body.get("file"), (str, bytes, bytearray)):
         case.body["file"] = csv.encode()
-    if query is None:
+    if query is None or _negative(case, "query"):
         return
     for name in _IMPORT_COLUMNS:
         value = query.get(name)
@@ -262,14 +276,29 @@ def _fix_import(case, query: dict | None) -> None:
         query["defaultRoleIds"] = ",".join(_ROLE_IDS[:1])
 
 
-def _fix_bulk(body: dict) -> None:
+def _fix_bulk(case, body: dict) -> None:
     """A bulk action never takes anything from the run's own users (protected ids become random
-    ones; a filter that could match them matches nobody)."""
+    ones; a filter that could match them matches nobody). A schema-valid body also names its
+    users one way (`userIds` or `filter`), a `roleId` exactly for the role actions, and a role of
+    the project."""
     ids = body.get("userIds")
     if isinstance(ids, list):
         body["userIds"] = [str(uuid.uuid4()) if isinstance(u, str) and u.lower() in _PROTECTED else u for u in ids]
     if body.get("action") in _BULK_TAKING and isinstance(body.get("filter"), dict):
         body["filter"]["search"] = "st-nobody-matches-this"
+    if _negative(case, "body"):
+        return
+    if isinstance(body.get("userIds"), list) and body["userIds"] and "filter" in body:
+        del body["filter"]
+    elif "userIds" in body and isinstance(body.get("filter"), dict):
+        del body["userIds"]
+    elif "userIds" not in body and "filter" not in body:
+        body["filter"] = {"search": "st-nobody-matches-this"}
+    if body.get("action") in ("add-role", "remove-role"):
+        if _ROLE_IDS and (not isinstance(body.get("roleId"), str) or body["roleId"] not in _ROLE_IDS):
+            body["roleId"] = _ROLE_IDS[-1]
+    elif "roleId" in body:
+        del body["roleId"]
 
 
 @schemathesis.hook
@@ -326,7 +355,7 @@ def before_call(context, case, kwargs):
     if path == "/api/v1/users/imports" and method == "POST":
         _fix_import(case, query)
     if path == "/api/v1/users/bulk" and body is not None:
-        _fix_bulk(body)
+        _fix_bulk(case, body)
 
     if body is None or method not in ("POST", "PUT"):
         return

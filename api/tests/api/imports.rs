@@ -547,10 +547,14 @@ async fn a_running_import_stops_at_a_chunk_boundary_when_cancelled() {
     }
     let id = app.upload_csv(&token, "", &csv).await;
     app.start_worker().await;
-    shared::testing::eventually(std::time::Duration::from_secs(60), "the import has begun", || async {
-        let import = app.import(&token, &id).await;
-        (import["processed"].as_i64().unwrap_or(0) > 0).then_some(())
-    })
+    shared::testing::eventually(
+        std::time::Duration::from_secs(60),
+        "the import has begun",
+        || async {
+            let import = app.import(&token, &id).await;
+            (import["processed"].as_i64().unwrap_or(0) > 0).then_some(())
+        },
+    )
     .await;
     let resp = app.cancel_import(&token, &id).await;
     let body = json_with_status(resp, StatusCode::OK).await;
@@ -561,7 +565,11 @@ async fn a_running_import_stops_at_a_chunk_boundary_when_cancelled() {
     assert!(processed < 100_000, "it stopped early: {processed}");
     assert_eq!(processed % 5000, 0, "at a chunk boundary: {processed}");
     // what committed stays, exactly
-    let users = count(&app, "SELECT count(*) FROM users WHERE project_id = $1 AND email LIKE 'c%@example.com'").await;
+    let users = count(
+        &app,
+        "SELECT count(*) FROM users WHERE project_id = $1 AND email LIKE 'c%@example.com'",
+    )
+    .await;
     assert_eq!(users, processed);
     assert_eq!(import["created"].as_i64(), Some(processed));
     app.cleanup().await;

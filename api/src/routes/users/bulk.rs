@@ -62,7 +62,7 @@ pub struct BulkRequest {
     /// The role, for `add-role` and `remove-role` (only for them).
     pub role_id: Option<Uuid>,
     /// The users, by id (1 to 10,000); or give `filter`.
-    #[schema(max_items = 10000)]
+    #[schema(min_items = 1, max_items = 10000)]
     pub user_ids: Option<Vec<Uuid>>,
     /// The users `GET /api/v1/users` lists with this filter (`{}`: every user); or give
     /// `userIds`.

@@ -101,22 +101,22 @@ pub async fn write(ctx: &JobContext, t: &Target<'_>, chunk: &Chunk) -> Result<Wr
         ..ChunkCounts::default()
     };
 
-    let emails: Vec<&str> = valid.iter().map(|v| v.email.as_str()).collect();
-    let mut existing: HashMap<String, Uuid> = existing_users(&mut tx, t.project_id, &emails).await?;
-    let fresh: Vec<&ValidRow> = valid.iter().copied().filter(|v| !existing.contains_key(&v.email)).collect();
-
+    let existing: HashMap<String, Uuid>;
     if t.options.dry_run {
-        counts.created = fresh.len() as i64;
+        let emails: Vec<&str> = valid.iter().map(|v| v.email.as_str()).collect();
+        existing = existing_users(&mut tx, t.project_id, &emails).await?;
+        counts.created = valid.iter().filter(|v| !existing.contains_key(&v.email)).count() as i64;
     } else {
-        let created = insert_users(&mut tx, t.project_id, &fresh).await?;
-        // a user created meanwhile (by an invitation) is an existing user for this row
-        for v in &fresh {
-            if !created.contains_key(&v.email)
-                && let Some(id) = existing_users(&mut tx, t.project_id, &[v.email.as_str()]).await?.remove(&v.email)
-            {
-                existing.insert(v.email.clone(), id);
-            }
-        }
+        // one statement inserts the chunk's users; the rows it leaves out (the email is taken)
+        // are the existing users, looked up in one more
+        let created = insert_users(&mut tx, t.project_id, &valid).await?;
+        let taken: Vec<&str> = valid
+            .iter()
+            .filter(|v| !created.contains_key(&v.email))
+            .map(|v| v.email.as_str())
+            .collect();
+        existing = existing_users(&mut tx, t.project_id, &taken).await?;
+        let fresh: Vec<&ValidRow> = valid.iter().copied().filter(|v| created.contains_key(&v.email)).collect();
         counts.created = created.len() as i64;
         let mut grants: Vec<(Uuid, Uuid)> = Vec::new();
         for v in &fresh {
