@@ -62,7 +62,8 @@ The rules the schema cannot hold, and what the hook does about each:
 
 - `/api/v1/users/{id}/roles/{roleId}`: the stateful phase follows a link from
   `POST /api/v1/users/{id}/roles` and fills `{roleId}` with the user's id; it becomes the role
-  that request gave the user.
+  that request gave the user (and a new role `PATCH` names by the user's id becomes another
+  role of the project).
 - `POST /api/v1/users/imports`: the body is any bytes to the schema, but an importable file is
   a CSV or XLSX with an email column: a generated body becomes a one-row CSV (a fresh email),
   generated column mappings (headers the file does not have) are dropped, and generated
@@ -265,7 +266,8 @@ def _fix_import(case, query: dict | None) -> None:
     elif isinstance(case.body, (bytes, bytearray)):
         case.body = csv.encode()
     elif isinstance(case.body, dict) and isinstance(case.body.get("file"), (str, bytes, bytearray)):
-        case.body["file"] = csv.encode()
+        # text: the form's schema says `string` (binary), which a bytes value does not match
+        case.body["file"] = csv
     if query is None or _negative(case, "query"):
         return
     for name in _IMPORT_COLUMNS:
@@ -280,19 +282,21 @@ def _fix_bulk(case, body: dict) -> None:
     """A bulk action never takes anything from the run's own users (protected ids become random
     ones; a filter that could match them matches nobody). A schema-valid body also names its
     users one way (`userIds` or `filter`), a `roleId` exactly for the role actions, and a role of
-    the project."""
+    the project. A body generated to break the schema is left alone (the API refuses it)."""
+    if _negative(case, "body"):
+        return
     ids = body.get("userIds")
     if isinstance(ids, list):
         body["userIds"] = [str(uuid.uuid4()) if isinstance(u, str) and u.lower() in _PROTECTED else u for u in ids]
     if body.get("action") in _BULK_TAKING and isinstance(body.get("filter"), dict):
         body["filter"]["search"] = "st-nobody-matches-this"
-    if _negative(case, "body"):
-        return
-    if isinstance(body.get("userIds"), list) and body["userIds"] and "filter" in body:
-        del body["filter"]
-    elif "userIds" in body and isinstance(body.get("filter"), dict):
-        del body["userIds"]
-    elif "userIds" not in body and "filter" not in body:
+    ids, filters = body.get("userIds"), body.get("filter")
+    if isinstance(ids, list) and ids:
+        body.pop("filter", None)
+    elif isinstance(filters, dict):
+        body.pop("userIds", None)
+    else:
+        body.pop("userIds", None)
         body["filter"] = {"search": "st-nobody-matches-this"}
     if body.get("action") in ("add-role", "remove-role"):
         if _ROLE_IDS and (not isinstance(body.get("roleId"), str) or body["roleId"] not in _ROLE_IDS):
@@ -327,6 +331,11 @@ def before_call(context, case, kwargs):
         user, role = case.path_parameters.get("id"), case.path_parameters.get("roleId")
         if isinstance(user, str) and role == user and user.lower() in _GIVEN_ROLES:
             case.path_parameters["roleId"] = _GIVEN_ROLES[user.lower()]
+        # the same link fills the new role of `PATCH` with the user's id too
+        if isinstance(user, str) and isinstance(case.body, dict) and case.body.get("roleId") == user:
+            others = [r for r in _ROLE_IDS if r != case.path_parameters.get("roleId")]
+            if others:
+                case.body["roleId"] = others[0]
 
     if path.startswith("/api/v1/notifications/{id}") and isinstance(case.path_parameters, dict):
         if case.path_parameters.get("id") in _NOTIFICATION_SIBLINGS:
