@@ -43,12 +43,14 @@ const CONFIRM_SECS: i64 = 600;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkFilter {
-    /// `INVITED`, `ACTIVE` or `DEACTIVATED` (or in lower case).
+    /// `INVITED`, `ACTIVE` or `DEACTIVATED` (or in lower case; empty: any).
+    #[schema(value_type = Option<super::list::StatusFilter>, inline)]
     pub status: Option<String>,
-    /// Holders of this role (a role id).
+    /// Holders of this role (a role id; empty: any).
+    #[schema(value_type = Option<crate::filters::UuidOrEmpty>, inline)]
     pub role: Option<String>,
     /// Substring of the email or name (case-insensitive).
-    #[schema(max_length = 100)]
+    #[schema(value_type = Option<shared::domain::SearchTerm>, inline)]
     pub search: Option<String>,
 }
 

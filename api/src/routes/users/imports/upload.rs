@@ -90,13 +90,14 @@ impl utoipa::PartialSchema for DelimiterParam {
 impl ToSchema for DelimiterParam {}
 
 /// A file's bytes, as the body.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[schema(value_type = String, format = Binary)]
 #[allow(dead_code)] // documents the body; the route streams it
 pub struct FileBytes(Vec<u8>);
 
-/// The form a browser sends: the file in its `file` part.
-#[derive(ToSchema)]
+/// The form a browser sends: the file in its `file` part, and no other part.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the body; the route streams it
 pub struct UploadForm {
     /// The CSV or XLSX file (its name is kept as the import's `fileName`).
@@ -361,7 +362,16 @@ pub(crate) async fn upload(
             ApiError::BadRequest(format!("the form does not read: {}", e.body_text()))
         })? {
             if field.name() != Some("file") {
-                continue;
+                let name: String = field
+                    .name()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(40)
+                    .collect();
+                return Err(ApiError::invalid_file(format!(
+                    "the form has a part named {name:?}; it takes only `file`"
+                )));
             }
             if checked.file_name.is_none() {
                 checked.file_name = field.file_name().map(|n| {
