@@ -1,10 +1,12 @@
 -- Bulk user imports (`POST /api/v1/users/imports`, the `bulk_import` job).
 --
 -- The uploaded file lives in Postgres, in 1 MiB parts, so that any worker can read it and the
--- API never holds it in memory; its parts are deleted once the import has finished. The import
--- row is also the job's checkpoint: every chunk of rows commits in one transaction with the
--- users it creates, their invitations and `send_invitation` jobs (outbox), its errors and the
--- new `rows_done` and counters, so an attempt that dies resumes from the last committed chunk.
+-- API never holds it in memory; its parts are deleted once the import has finished. The job's
+-- checkpoint is the set of committed chunks (`user_import_chunks`): every chunk of rows commits
+-- in one transaction with its row in that table, the users it creates, their invitations and
+-- `send_invitation` jobs (outbox), its errors and the import's counters, so an attempt that
+-- dies resumes with the chunks that did not commit. Chunks commit out of order (the job writes
+-- two at once), so the checkpoint is a set rather than a row count.
 
 CREATE TABLE user_imports (
     import_id uuid PRIMARY KEY,
@@ -24,7 +26,10 @@ CREATE TABLE user_imports (
     columns jsonb NOT NULL,
     total_rows bigint,
     total_estimated boolean NOT NULL DEFAULT true,
+    -- rows in committed chunks
     rows_done bigint NOT NULL DEFAULT 0,
+    -- rows per chunk, fixed by the first attempt (a resumed attempt cuts the file the same way)
+    chunk_rows integer CHECK (chunk_rows > 0),
     bytes_done bigint NOT NULL DEFAULT 0,
     created bigint NOT NULL DEFAULT 0,
     updated bigint NOT NULL DEFAULT 0,
@@ -39,6 +44,12 @@ CREATE TABLE user_imports (
     CONSTRAINT user_imports_project_import_key UNIQUE (project_id, import_id)
 );
 CREATE INDEX user_imports_project_created ON user_imports (project_id, created_at DESC, import_id);
+
+CREATE TABLE user_import_chunks (
+    import_id uuid NOT NULL REFERENCES user_imports (import_id) ON DELETE CASCADE,
+    chunk integer NOT NULL CHECK (chunk >= 0),
+    PRIMARY KEY (import_id, chunk)
+);
 
 CREATE TABLE user_import_parts (
     import_id uuid NOT NULL REFERENCES user_imports (import_id) ON DELETE CASCADE,

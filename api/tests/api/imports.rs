@@ -538,39 +538,65 @@ async fn imports_are_scoped_to_their_project_and_permission() {
 }
 
 #[tokio::test]
-async fn a_running_import_stops_at_a_chunk_boundary_when_cancelled() {
-    let mut app = TestApp::spawn().await;
+async fn a_running_import_waits_for_the_job_quota_and_stops_at_a_chunk_boundary_when_cancelled() {
+    // room for about one chunk of invitations, and no worker sends them: the import waits
+    let mut app = TestApp::spawn_with(|s| {
+        s.queue.max_open_per_project = 6000;
+        s.worker.queues = Some(vec!["bulk_import".into()]);
+    })
+    .await;
     let (_, token) = app.admin("owner@example.com").await;
     let mut csv = String::from("email\n");
-    for i in 0..100_000 {
+    for i in 0..20_000 {
         csv.push_str(&format!("c{i}@example.com\n"));
     }
-    let id = app.upload_csv(&token, "", &csv).await;
+    let id = app.upload_csv(&token, "?sendInvitations=true", &csv).await;
     app.start_worker().await;
     shared::testing::eventually(
         std::time::Duration::from_secs(60),
-        "the import has begun",
+        "the import starts",
         || async {
             let import = app.import(&token, &id).await;
             (import["processed"].as_i64().unwrap_or(0) > 0).then_some(())
         },
     )
     .await;
+    // the chunks in flight when the quota filled commit; then nothing moves
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    let waiting = app.import(&token, &id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let still = app.import(&token, &id).await;
+    assert_eq!(still["status"], "running", "{still}");
+    assert_eq!(
+        still["processed"], waiting["processed"],
+        "it waits for the quota"
+    );
     let resp = app.cancel_import(&token, &id).await;
     let body = json_with_status(resp, StatusCode::OK).await;
     assert!(body["data"]["cancelRequestedAt"].is_string(), "{body}");
     let import = app.wait_import(&token, &id).await;
     assert_eq!(import["status"], "cancelled", "{import}");
     let processed = import["processed"].as_i64().expect("processed");
-    assert!(processed < 100_000, "it stopped early: {processed}");
+    assert!(
+        (5000..20_000).contains(&processed),
+        "it stopped early: {processed}"
+    );
     assert_eq!(processed % 5000, 0, "at a chunk boundary: {processed}");
-    // what committed stays, exactly
+    // what committed stays, exactly, invitations included
     let users = count(
         &app,
         "SELECT count(*) FROM users WHERE project_id = $1 AND email LIKE 'c%@example.com'",
     )
     .await;
     assert_eq!(users, processed);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM user_invitations WHERE project_id = $1"
+        )
+        .await,
+        processed
+    );
     assert_eq!(import["created"].as_i64(), Some(processed));
     app.cleanup().await;
 }

@@ -40,8 +40,10 @@ pub struct Import {
     pub total_rows: Option<i64>,
     /// Whether `total_rows` is an estimate.
     pub total_estimated: bool,
-    /// Rows read and committed (the checkpoint).
+    /// Rows in committed chunks.
     pub rows_done: i64,
+    /// Rows per chunk, fixed by the first attempt.
+    pub chunk_rows: Option<i32>,
     /// Bytes of the file behind the checkpoint (CSV).
     pub bytes_done: i64,
     /// Users created (or, in a dry run, that would be).
@@ -69,7 +71,7 @@ pub struct Import {
 macro_rules! columns {
     () => {
         "SELECT import_id, project_id, created_by, job_id, status, file_name, file_sha256, \
-    file_bytes, format, options, columns, total_rows, total_estimated, rows_done, bytes_done, \
+    file_bytes, format, options, columns, total_rows, total_estimated, rows_done, chunk_rows, bytes_done, \
     created, updated, skipped, failed, error, cancel_requested_at, created_at, started_at, \
     progress_at, finished_at FROM user_imports "
     };
@@ -221,21 +223,69 @@ pub async fn list(
     .await
 }
 
-/// Marks the import running (its first start is kept).
+/// Marks the import running (its first start is kept) and fixes its rows per chunk (the first
+/// attempt's `chunk_rows`); returns the rows per chunk to use, `None` if it has ended.
 pub async fn mark_running(
     pool: &PgPool,
     project_id: Uuid,
     import_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE user_imports SET status = 'running', started_at = coalesce(started_at, now()) \
-         WHERE project_id = $1 AND import_id = $2 AND status IN ('queued', 'running')",
+    chunk_rows: i32,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE user_imports SET status = 'running', started_at = coalesce(started_at, now()), \
+           chunk_rows = coalesce(chunk_rows, $3) \
+         WHERE project_id = $1 AND import_id = $2 AND status IN ('queued', 'running') \
+         RETURNING chunk_rows",
     )
     .bind(project_id)
     .bind(import_id)
-    .execute(pool)
+    .bind(chunk_rows)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The chunks committed so far.
+pub async fn done_chunks(pool: &PgPool, import_id: Uuid) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT chunk FROM user_import_chunks WHERE import_id = $1")
+        .bind(import_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Claims chunk `chunk` in the caller's transaction: false if another transaction committed
+/// it (one still running makes this wait for its end).
+pub async fn claim_chunk(
+    conn: &mut PgConnection,
+    import_id: Uuid,
+    chunk: i32,
+) -> Result<bool, sqlx::Error> {
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO user_import_chunks (import_id, chunk) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING RETURNING chunk",
+    )
+    .bind(import_id)
+    .bind(chunk)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(claimed.is_some())
+}
+
+/// Whether the import has ended or been asked to stop (read without a lock: chunks run in
+/// parallel and must not queue on the import's row).
+pub async fn stopping(
+    conn: &mut PgConnection,
+    project_id: Uuid,
+    import_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<bool> = sqlx::query_scalar(
+        "SELECT finished_at IS NOT NULL OR cancel_requested_at IS NOT NULL FROM user_imports \
+         WHERE project_id = $1 AND import_id = $2",
+    )
+    .bind(project_id)
+    .bind(import_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.unwrap_or(true))
 }
 
 /// How a cancel request went.
@@ -296,7 +346,8 @@ pub struct ChunkCounts {
     pub total_rows: Option<i64>,
 }
 
-/// Moves the checkpoint past a chunk (in the chunk's transaction).
+/// Adds a chunk's counts to the import (the chunk's last statement, so that parallel chunks
+/// hold the import's row only while they commit).
 pub async fn advance(
     conn: &mut PgConnection,
     project_id: Uuid,

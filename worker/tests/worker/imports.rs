@@ -106,7 +106,7 @@ async fn an_import_killed_at_random_points_resumes_to_the_exact_counts() {
     let mut worker = WorkerProcess::spawn(&env, &extra);
     let mut kills_mid_import = 0;
     for _ in 0..3 {
-        let wait = rand::rng().random_range(1500..5000);
+        let wait = rand::rng().random_range(300..2500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let done = db::imports::get(&env.pool, env.project_id, import_id)
             .await

@@ -1,8 +1,9 @@
-//! Writing one chunk of an import in one transaction: the users (one `INSERT … SELECT FROM
-//! unnest` for the chunk, so the user-count triggers see one statement), their roles, their
-//! invitations and `send_invitation` jobs (outbox), the updates of existing users, the rows'
-//! errors, and the checkpoint. The import row is locked first: a chunk that another attempt
-//! already committed, or an import cancelled meanwhile, writes nothing.
+//! Writing one chunk of an import in one transaction: its claim in `user_import_chunks` (the
+//! checkpoint: a chunk another attempt committed, or an import cancelled meanwhile, writes
+//! nothing), the users (one `INSERT … SELECT FROM unnest` for the chunk, so the user-count
+//! triggers see one statement), their roles, their invitations and `send_invitation` jobs
+//! (outbox), the updates of existing users, the rows' errors, and last the import's counters
+//! (so that chunks written in parallel hold the import's row only while they commit).
 
 use std::collections::HashMap;
 
@@ -23,15 +24,15 @@ use uuid::Uuid;
 use super::rows::{Judged, ValidRow};
 use crate::context::JobContext;
 
-/// Rows the parser hands over at once (chunk boundaries fall on multiples of it, so a resumed
-/// attempt cuts the file where the first one did).
-pub const CHUNK_ROWS: u64 = 5000;
+/// Rows per chunk of a new import (an import keeps the size its first attempt used, so a
+/// resumed attempt cuts the file where the first one did).
+pub const CHUNK_ROWS: u32 = 5000;
 
 /// A chunk of judged rows.
 #[derive(Debug)]
 pub struct Chunk {
-    /// Index (0-based, among data rows) of the first row.
-    pub first: u64,
+    /// Its number: data rows `index × rows per chunk` onwards.
+    pub index: u32,
     /// The rows.
     pub rows: Vec<Judged>,
     /// Bytes of the file read up to the chunk's last row (CSV).
@@ -70,20 +71,13 @@ pub enum Written {
 /// Writes `chunk` (see the module docs).
 pub async fn write(ctx: &JobContext, t: &Target<'_>, chunk: &Chunk) -> Result<Written, sqlx::Error> {
     let mut tx = ctx.pool.begin().await?;
-    let Some(import) = db::imports::lock(&mut tx, t.project_id, t.import_id).await? else {
-        return Ok(Written::Stopped);
-    };
-    if import.finished_at.is_some() || import.cancel_requested_at.is_some() {
+    if db::imports::stopping(&mut tx, t.project_id, t.import_id).await? {
         return Ok(Written::Stopped);
     }
-    let done = u64::try_from(import.rows_done).unwrap_or(0);
-    let end = chunk.first + chunk.rows.len() as u64;
-    if end <= done {
+    if !db::imports::claim_chunk(&mut tx, t.import_id, chunk.index as i32).await? {
         return Ok(Written::AlreadyDone);
     }
-    // rows an earlier attempt committed (a chunk size changed between releases) are left out
-    let skip = done.saturating_sub(chunk.first) as usize;
-    let rows = &chunk.rows[skip..];
+    let rows = &chunk.rows[..];
 
     let mut errors: Vec<RowError> = Vec::new();
     let mut valid: Vec<&ValidRow> = Vec::with_capacity(rows.len());

@@ -1,19 +1,22 @@
 //! Runs `bulk_import`: copies the uploaded file from Postgres to a local temporary file, reads
 //! it row by row in a blocking thread ([`shared::imports::for_each_row`]), judges each row
 //! ([`rows`]) and writes chunks of [`chunk::CHUNK_ROWS`] rows, each in one transaction with its
-//! checkpoint ([`chunk`]).
+//! claim in the checkpoint ([`chunk`]), [`WRITERS`] chunks at a time: Postgres works on each
+//! on its own connection, so the import is not bound to one backend's speed.
 //!
 //! # Resuming
-//! The import row is the checkpoint. An attempt re-reads the file from the start (judging every
-//! row again rebuilds the in-file duplicate map, so a duplicate is found whichever attempt
-//! reads it) and writes only the rows past `rows_done`. A chunk commits its users, their
-//! invitations and their `send_invitation` jobs together with the new `rows_done`: a worker
-//! killed at any point leaves either the whole chunk or none of it, so no row is imported
-//! twice or skipped, and no invitation is sent twice.
+//! The checkpoint is the set of committed chunks (`user_import_chunks`). An attempt re-reads the
+//! file from the start (judging every row again rebuilds the in-file duplicate map, so a
+//! duplicate is found whichever attempt reads it) and writes only the chunks not committed,
+//! cutting the file with the rows per chunk the first attempt fixed. A chunk commits its claim,
+//! its users, their invitations and their `send_invitation` jobs together: a worker killed at any
+//! point leaves either the whole chunk or none of it, so no row is imported twice or skipped,
+//! and no invitation is sent twice. (A claim another transaction holds makes the second wait for
+//! it, then skip the chunk if it committed.)
 //!
 //! # Memory
-//! One part of the file (1 MiB) while copying it, two chunks of judged rows in flight (the
-//! channel), and the duplicate map (about 20 bytes a row).
+//! One part of the file (1 MiB) while copying it, up to four chunks of judged rows (two in the
+//! channel, two being written), and the duplicate map (about 20 bytes a row).
 //!
 //! # Back-pressure
 //! Invitations are jobs, counted against the project's open-jobs quota
@@ -29,11 +32,11 @@
 pub mod chunk;
 pub mod rows;
 
-use std::{io::Write as _, ops::ControlFlow, time::Duration};
+use std::{collections::HashSet, io::Write as _, ops::ControlFlow, time::Duration};
 
 use anyhow::Context as _;
 use apalis_core::error::{AbortError, BoxDynError};
-use futures::future::BoxFuture;
+use futures::{StreamExt as _, future::BoxFuture};
 use serde::Serialize;
 use shared::{
     db::{self, audit::NewEntry, imports::Import},
@@ -49,6 +52,9 @@ use self::{
 };
 use super::Handler;
 use crate::context::JobContext;
+
+/// Chunks written at once by one import (each in its own transaction and connection).
+pub const WRITERS: usize = 2;
 
 /// What a run did (kept as the job's result).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,7 +124,19 @@ async fn run(ctx: &JobContext, job: &BulkImport, handle: &JobHandle) -> Result<O
         Ok(s) => s,
         Err(e) => return fail(ctx, job, &format!("the import's layout does not read: {e}")).await,
     };
-    db::imports::mark_running(&ctx.pool, project, id).await.context("Failed to mark the import running")?;
+    let Some(chunk_rows) = db::imports::mark_running(&ctx.pool, project, id, CHUNK_ROWS as i32)
+        .await
+        .context("Failed to mark the import running")?
+    else {
+        return end(ctx, job, "cancelled", None, handle).await;
+    };
+    let chunk_rows = u32::try_from(chunk_rows).unwrap_or(CHUNK_ROWS).max(1);
+    let done: HashSet<u32> = db::imports::done_chunks(&ctx.pool, id)
+        .await
+        .context("Failed to read the committed chunks")?
+        .into_iter()
+        .filter_map(|c| u32::try_from(c).ok())
+        .collect();
 
     let roles = db::roles::list(&ctx.pool, project).await.context("Failed to read the roles")?;
     if let Some(gone) = options.default_role_ids.iter().find(|r| !roles.iter().any(|x| x.id == **r)) {
@@ -132,9 +150,10 @@ async fn run(ctx: &JobContext, job: &BulkImport, handle: &JobHandle) -> Result<O
         ctx.settings.users.allowed_invite_domains.clone(),
     );
     let (tx, mut rx) = mpsc::channel::<Chunk>(2);
-    let resume_at = u64::try_from(import.rows_done).unwrap_or(0);
     let (layout, file_bytes) = (stored.layout.clone(), import.file_bytes);
-    let reader = tokio::task::spawn_blocking(move || read(file, &layout, judge, resume_at, file_bytes, tx));
+    let reader = tokio::task::spawn_blocking(move || {
+        read(file, &layout, judge, Cut { chunk_rows, done }, file_bytes, tx)
+    });
 
     let target = Target {
         project_id: project,
@@ -144,13 +163,35 @@ async fn run(ctx: &JobContext, job: &BulkImport, handle: &JobHandle) -> Result<O
         request_id: handle.request_id.clone(),
         email_header: stored.map.header(imports::Field::Email).unwrap_or("email").to_owned(),
     };
-    let mut stopped = false;
-    while let Some(chunk) = rx.recv().await {
-        if options.send_invitations && !options.dry_run && !wait_for_quota(ctx, &target, chunk.rows.len()).await? {
-            stopped = true;
-            break;
+    let write_one = |chunk: Chunk| {
+        let target = &target;
+        async move {
+            if options.send_invitations
+                && !options.dry_run
+                && !wait_for_quota(ctx, target, chunk.rows.len()).await?
+            {
+                return Ok::<_, BoxDynError>(Written::Stopped);
+            }
+            Ok(chunk::write(ctx, target, &chunk).await.context("Failed to write a chunk")?)
         }
-        match chunk::write(ctx, &target, &chunk).await.context("Failed to write a chunk")? {
+    };
+    // WRITERS chunks in flight, each on its own connection: Postgres works on them in parallel
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    let (mut stopped, mut drained) = (false, false);
+    loop {
+        let written = tokio::select! {
+            biased;
+            Some(w) = inflight.next(), if !inflight.is_empty() => w?,
+            chunk = rx.recv(), if !stopped && !drained && inflight.len() < WRITERS => {
+                match chunk {
+                    Some(chunk) => inflight.push(write_one(chunk)),
+                    None => drained = true,
+                }
+                continue;
+            }
+            else => break,
+        };
+        match written {
             Written::Done(counts) => {
                 if counts.created > 0 && options.send_invitations {
                     ctx.outbox.wake();
@@ -167,10 +208,7 @@ async fn run(ctx: &JobContext, job: &BulkImport, handle: &JobHandle) -> Result<O
                 progress(ctx, job, handle).await;
             }
             Written::AlreadyDone => {}
-            Written::Stopped => {
-                stopped = true;
-                break;
-            }
+            Written::Stopped => stopped = true,
         }
     }
     drop(rx);
@@ -211,42 +249,53 @@ async fn download(ctx: &JobContext, import: &Import) -> Result<tempfile::NamedTe
 }
 
 /// The blocking reader: judges every row, hands over chunks of the rows past `resume_at`.
+/// How the file is cut: rows per chunk, and the chunks already committed (skipped).
+struct Cut {
+    chunk_rows: u32,
+    done: HashSet<u32>,
+}
+
+/// The blocking reader: judges every row (the duplicate map needs them all), hands over the
+/// chunks not committed yet.
 fn read(
     file: tempfile::NamedTempFile,
     layout: &Layout,
     mut judge: Judge,
-    resume_at: u64,
+    cut: Cut,
     file_bytes: i64,
     tx: mpsc::Sender<Chunk>,
 ) -> Result<(), imports::FileError> {
+    let per = u64::from(cut.chunk_rows);
     let mut index = 0u64;
-    let mut pending = Chunk {
-        first: resume_at,
-        rows: Vec::new(),
+    let new_chunk = |index: u32| Chunk {
+        index,
+        rows: Vec::with_capacity(cut.chunk_rows as usize),
         bytes_at: 0,
         estimate: None,
     };
+    let mut pending = new_chunk(0);
     let mut closed = false;
     imports::for_each_row(file.path(), layout, |row, bytes_at| {
         let judged = judge.judge(&row);
         let i = index;
         index += 1;
-        if i < resume_at {
+        let chunk = u32::try_from(i / per).unwrap_or(u32::MAX);
+        let last_of_chunk = (i + 1).is_multiple_of(per);
+        if cut.done.contains(&chunk) {
+            if last_of_chunk {
+                pending = new_chunk(chunk.saturating_add(1));
+            }
             return ControlFlow::Continue(());
         }
         pending.rows.push(judged);
         pending.bytes_at = bytes_at;
-        if (i + 1).is_multiple_of(CHUNK_ROWS) {
+        if last_of_chunk {
             if bytes_at > 0 {
                 // rows so far times the file's size over the bytes read so far
-                pending.estimate = Some((index as f64 * file_bytes as f64 / bytes_at as f64).round() as u64);
+                pending.estimate =
+                    Some((index as f64 * file_bytes as f64 / bytes_at as f64).round() as u64);
             }
-            let next = Chunk {
-                first: i + 1,
-                rows: Vec::with_capacity(CHUNK_ROWS as usize),
-                bytes_at,
-                estimate: None,
-            };
+            let next = new_chunk(chunk.saturating_add(1));
             if tx.blocking_send(std::mem::replace(&mut pending, next)).is_err() {
                 closed = true;
                 return ControlFlow::Break(());
