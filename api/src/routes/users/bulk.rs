@@ -286,14 +286,14 @@ pub enum BulkAnswer {
     /// `200`: the preview.
     Preview(ApiJson<Data<BulkPreview>>),
     /// `202`: started.
-    Started(Accepted<BulkStarted>),
+    Started(Box<Accepted<BulkStarted>>),
 }
 
 impl axum::response::IntoResponse for BulkAnswer {
     fn into_response(self) -> axum::response::Response {
         match self {
             Self::Preview(p) => p.into_response(),
-            Self::Started(s) => s.into_response(),
+            Self::Started(s) => (*s).into_response(),
         }
     }
 }
@@ -406,13 +406,13 @@ pub(super) async fn bulk_users(
     let action = db::bulk_actions::get(&s.pool, project, action_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the new bulk action vanished")))?;
-    Ok(BulkAnswer::Started(Accepted::job(
+    Ok(BulkAnswer::Started(Box::new(Accepted::job(
         job_id,
         BulkStarted {
             bulk_id: action_id,
             bulk: BulkView::new(action, Vec::new()),
         },
-    )))
+    ))))
 }
 
 /// A bulk action: status, counters and the first 100 results.

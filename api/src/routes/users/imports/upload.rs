@@ -357,34 +357,41 @@ pub(crate) async fn upload(
         let mut form = Multipart::from_request(request, &s).await.map_err(|e| {
             ApiError::BadRequest(format!("the form does not read: {}", e.body_text()))
         })?;
-        let mut found = None;
-        while let Some(field) = form.next_field().await.map_err(|e| {
+        let unreadable = |e: axum::extract::multipart::MultipartError| {
             ApiError::BadRequest(format!("the form does not read: {}", e.body_text()))
-        })? {
-            if field.name() != Some("file") {
-                let name: String = field
-                    .name()
-                    .unwrap_or_default()
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(40)
-                    .collect();
-                return Err(ApiError::invalid_file(format!(
-                    "the form has a part named {name:?}; it takes only `file`"
-                )));
-            }
-            if checked.file_name.is_none() {
-                checked.file_name = field.file_name().map(|n| {
-                    n.chars()
-                        .filter(|c| *c != '\0')
-                        .take(MAX_FILE_NAME)
-                        .collect()
-                });
-            }
-            found = Some(spool(Box::pin(field), max).await?);
-            break;
+        };
+        let field = form
+            .next_field()
+            .await
+            .map_err(unreadable)?
+            .ok_or_else(|| ApiError::invalid_file("the form has no `file` part"))?;
+        if field.name() != Some("file") {
+            let name: String = field
+                .name()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(40)
+                .collect();
+            return Err(ApiError::invalid_file(format!(
+                "the form has a part named {name:?}; it takes only `file`"
+            )));
         }
-        found.ok_or_else(|| ApiError::invalid_file("the form has no `file` part"))?
+        if checked.file_name.is_none() {
+            checked.file_name = field.file_name().map(|n| {
+                n.chars()
+                    .filter(|c| *c != '\0')
+                    .take(MAX_FILE_NAME)
+                    .collect()
+            });
+        }
+        let spooled = spool(Box::pin(field), max).await?;
+        if form.next_field().await.map_err(unreadable)?.is_some() {
+            return Err(ApiError::invalid_file(
+                "the form has a part after `file`; it takes only `file`",
+            ));
+        }
+        spooled
     } else {
         spool(Body::into_data_stream(request.into_body()), max).await?
     };
