@@ -328,6 +328,25 @@ async fn an_xlsx_sheet_is_imported_by_name_and_by_multipart() {
         (import["fileName"].as_str(), import["created"].as_i64()),
         (Some("team.csv"), Some(1))
     );
+    // a form takes only its `file` part
+    let csv = || reqwest::multipart::Part::bytes(b"email\nn@example.com\n".to_vec());
+    for form in [
+        reqwest::multipart::Form::new()
+            .text("note", "hi")
+            .part("file", csv()),
+        reqwest::multipart::Form::new()
+            .part("file", csv())
+            .text("note", "hi"),
+        reqwest::multipart::Form::new().text("note", "hi"),
+    ] {
+        let resp = send(
+            app.authed(Method::POST, "/api/v1/users/imports", &token)
+                .multipart(form),
+        )
+        .await;
+        let err = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(err.to_string().contains("file"), "{err}");
+    }
     app.cleanup().await;
 }
 

@@ -304,13 +304,15 @@ impl axum::response::IntoResponse for BulkAnswer {
 /// deactivated and hidden from lists). The `bulk_users` job applies it, 500 users per
 /// transaction, with a result per user; one `revoke_sessions` job per chunk revokes tokens.
 ///
-/// Permission: `user:deactivate` (deactivate, reactivate, delete) or `user:update` (roles);
-/// the route itself needs `user:read`. 409 when the set holds every active admin (for actions
+/// Permission: `user:read` for the route, and the action's own, checked once the body names
+/// it (403 naming it): `user:deactivate` for deactivate, reactivate and delete, `user:update`
+/// for add-role and remove-role. 409 when the set holds every active admin (for actions
 /// that take admins away), or when a destructive action over more than 100 users comes without
 /// a valid `confirmationToken` from its preview. 422 for an unknown role.
 #[utoipa::path(post, path = "/api/v1/users/bulk", tag = "users",
     request_body = BulkRequest,
-    security(("bearer" = ["user:read", "user:deactivate", "user:update"])),
+    // the route's own permission; the action's (named in the body) is checked after it
+    security(("bearer" = ["user:read"])),
     responses((status = 200, body = inline(Data<BulkPreview>), description = "The preview (dryRun)"),
               (status = 202, body = inline(Data<Accepted<BulkStarted>>),
                headers(("Location" = String, description = "The job's status URL"))),
