@@ -218,6 +218,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The whole application, ready to serve or to drive in tests.
 pub fn app(state: AppState) -> Router {
     let timeout = state.settings.http.request_timeout;
+    let upload_timeout = timeout.max(routes::users::imports::upload::UPLOAD_TIMEOUT);
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(|req: Request| async move {
@@ -230,8 +231,16 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
-                // inside the request-id middleware, so the envelope carries the request id
-                match tokio::time::timeout(timeout, next.run(req)).await {
+                // inside the request-id middleware, so the envelope carries the request id;
+                // an import's upload streams up to IMPORT_MAX_BYTES and gets longer
+                let limit = if req.method() == axum::http::Method::POST
+                    && req.uri().path() == routes::users::imports::upload::PATH
+                {
+                    upload_timeout
+                } else {
+                    timeout
+                };
+                match tokio::time::timeout(limit, next.run(req)).await {
                     Ok(resp) => resp,
                     Err(_) => {
                         ApiError::Unavailable("the service (request timed out)").into_response()

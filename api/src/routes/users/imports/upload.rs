@@ -34,6 +34,12 @@ use crate::{
     quota, request_id,
 };
 
+/// The upload's path.
+pub const PATH: &str = "/api/v1/users/imports";
+/// How long an upload may take (the other routes have `REQUEST_TIMEOUT_SECS`): 200 MiB at
+/// about 350 KB/s.
+pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Longest file name kept.
 const MAX_FILE_NAME: usize = 255;
 
