@@ -4,7 +4,7 @@
 # (Comet, the reference, the target) and records it in BENCHMARKS.md (between
 # <!-- bench:imports:start --> and <!-- bench:imports:end -->).
 #
-#   bash api/bench/imports.sh          (or BENCHES=imports ./dev bench, once listed there)
+#   bash api/bench/imports.sh          (or BENCHES=imports ./dev bench)
 #
 # The reference is Postgres's own `COPY`, not a peer: none of the peers in
 # ../shared/bench/peers (BullMQ, Celery, graphile-worker) has an import feature. The files are
