@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
             }
             // before the admin token: `./dev up` takes the last token printed as its $TOKEN
             println!(
-                "platform operator token (projects:manage, queues:read, schedules:*; no project; {}s):",
+                "platform operator token (projects:manage, queues:*, schedules:*; no project; {}s):",
                 settings.auth.jwt_ttl.as_secs()
             );
             println!("{platform}");
@@ -249,6 +249,7 @@ fn platform_permissions() -> Vec<String> {
     vec![
         "projects:manage".into(),
         "queues:read".into(),
+        "queues:write".into(),
         "schedules:read".into(),
         "schedules:manage".into(),
     ]

@@ -88,6 +88,7 @@ permissions! {
     RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
     RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
     QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", platform [];
+    QueuesWrite => "queues:write", "Platform operators: pause and resume queues", platform [];
     DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
     WebhooksManage => "webhooks:manage", "Manage the project's webhook endpoints and their secrets; told when one is disabled", project ["admin"];

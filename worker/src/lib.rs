@@ -231,6 +231,9 @@ pub async fn run(
             stop,
         )
     });
+    services.start("queue pauses", |stop| {
+        services::pauses::run(pool.clone(), queues.clone(), stop)
+    });
     services.start("on-dead hooks", |stop| {
         services::dead_hooks::run(
             ctx.clone(),

@@ -1,10 +1,12 @@
 //! Queue views for platform operators: counts per state, the jobs in one state, and the
-//! projects with the most open jobs (who is near `JOB_MAX_OPEN_PER_PROJECT`).
+//! projects with the most open jobs (who is near `JOB_MAX_OPEN_PER_PROJECT`); and pausing a
+//! queue (`queues:write`).
 //!
 //! `queues:read` is a platform-operator permission: these views span every project (like a
 //! Sidekiq or BullMQ dashboard). Tenant users hold `jobs:*`, which only ever see their project.
 
 use axum::extract::State;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{
     IntoParams, PartialSchema, ToSchema,
@@ -19,9 +21,9 @@ use shared::queue::{JobRecord, JobState, ProjectOpenJobs, QueueCounts};
 
 use crate::{
     AppState,
-    auth::{Authorized, QueuesRead},
+    auth::{Authorized, QueuesRead, QueuesWrite},
     envelope::{ApiJson, Data, List, PageParams},
-    error::{ApiError, AuthRefusals, Result},
+    error::{ApiError, AuthRefusals, ErrorEnvelope, Result},
     extract::{ApiPath, ApiQuery},
 };
 
@@ -30,6 +32,84 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_queues))
         .routes(routes!(list_queue_jobs))
         .routes(routes!(list_busiest_projects))
+        .routes(routes!(pause_queue))
+        .routes(routes!(resume_queue))
+}
+
+/// A queue's pause state.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuePause {
+    /// The queue.
+    pub queue: String,
+    /// Whether workers lease its jobs.
+    pub paused: bool,
+    /// Since when it is paused.
+    pub paused_at: Option<DateTime<Utc>>,
+}
+
+fn known_queue(queue: &str) -> Result<&'static str> {
+    shared::jobs::QUEUES
+        .iter()
+        .copied()
+        .find(|name| *name == queue)
+        .ok_or(ApiError::NotFound("queue"))
+}
+
+/// Pauses a queue: every worker stops leasing its jobs at its next fetch (within a second) and
+/// finishes the ones it holds; new jobs are still accepted and wait. The state is kept in
+/// Postgres and outlives restarts of the API, the workers and Redis. Pausing a paused queue
+/// changes nothing.
+///
+/// Permission: `queues:write` (platform operators). 404 for an unknown queue.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "jobs",
+    params(("queue" = String, Path, description = "Queue name")),
+    security(("bearer" = ["queues:write"])),
+    responses((status = 200, body = inline(Data<QueuePause>)),
+              (status = 404, body = ErrorEnvelope),
+              AuthRefusals))]
+async fn pause_queue(
+    auth: Authorized<QueuesWrite>,
+    State(s): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<ApiJson<Data<QueuePause>>> {
+    let queue = known_queue(&queue)?;
+    let mut conn = s.pool.acquire().await?;
+    let at = shared::db::queue_pauses::pause(&mut conn, queue, &auth.claims.sub).await?;
+    s.queues.set_paused(queue, true).await?;
+    tracing::info!(queue, by = %auth.claims.sub, "queue paused");
+    Ok(ApiJson(Data::new(QueuePause {
+        queue: queue.to_owned(),
+        paused: true,
+        paused_at: Some(at),
+    })))
+}
+
+/// Resumes a paused queue: workers lease its jobs again at once. Resuming a queue that is not
+/// paused changes nothing.
+///
+/// Permission: `queues:write` (platform operators). 404 for an unknown queue.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "jobs",
+    params(("queue" = String, Path, description = "Queue name")),
+    security(("bearer" = ["queues:write"])),
+    responses((status = 200, body = inline(Data<QueuePause>)),
+              (status = 404, body = ErrorEnvelope),
+              AuthRefusals))]
+async fn resume_queue(
+    auth: Authorized<QueuesWrite>,
+    State(s): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+) -> Result<ApiJson<Data<QueuePause>>> {
+    let queue = known_queue(&queue)?;
+    let mut conn = s.pool.acquire().await?;
+    shared::db::queue_pauses::resume(&mut conn, queue).await?;
+    s.queues.set_paused(queue, false).await?;
+    tracing::info!(queue, by = %auth.claims.sub, "queue resumed");
+    Ok(ApiJson(Data::new(QueuePause {
+        queue: queue.to_owned(),
+        paused: false,
+        paused_at: None,
+    })))
 }
 
 /// Job counts per queue and state.

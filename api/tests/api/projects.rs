@@ -211,6 +211,7 @@ async fn no_role_can_be_given_a_platform_permission() {
         [
             "projects:manage",
             "queues:read",
+            "queues:write",
             "schedules:manage",
             "schedules:read"
         ]
@@ -1396,6 +1397,7 @@ async fn comet_api_token_platform_mints_a_platform_operators_token() {
         [
             "projects:manage",
             "queues:read",
+            "queues:write",
             "schedules:read",
             "schedules:manage"
         ]

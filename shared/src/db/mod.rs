@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod password_resets;
 pub mod preferences;
 pub mod projects;
+pub mod queue_pauses;
 pub mod refresh_tokens;
 pub mod retention;
 pub mod roles;

@@ -26,6 +26,7 @@
 
 pub mod backend;
 mod outbox_wake;
+mod pause;
 mod policy;
 mod projects;
 mod record;
@@ -305,6 +306,9 @@ pub struct QueueCounts {
     pub dead: u64,
     /// Cancelled (within retention).
     pub cancelled: u64,
+    /// Paused: workers lease nothing from it (`POST /api/v1/queues/{queue}/pause`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A job that went dead, as its kind's on-dead hook sees it.
@@ -493,6 +497,7 @@ impl Queues {
         for (_, set) in JobState::REDIS {
             pipe.zcard(format!("{base}{set}"));
         }
+        pipe.exists(format!("{base}paused"));
         let mut conn = self.conn.clone();
         let c: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(QueueCounts {
@@ -504,6 +509,7 @@ impl Queues {
             completed: c[4],
             dead: c[5],
             cancelled: c[6],
+            paused: c[7] > 0,
         })
     }
 

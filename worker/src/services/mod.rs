@@ -11,9 +11,11 @@
 //! - [`relay`]: the outbox relay, Postgres → Redis.
 //! - [`dead_hooks`]: the on-dead hooks of the kinds this process runs.
 //! - [`scheduler`]: fires the schedules' ticks (`SCHEDULER_ENABLED`, default on).
+//! - [`pauses`]: copies the paused queues from Postgres into Redis.
 
 pub mod dead_hooks;
 pub mod http;
+pub mod pauses;
 pub mod relay;
 pub mod scheduler;
 

@@ -8,6 +8,7 @@ mod imports;
 mod metrics;
 mod open_counts;
 mod outbox;
+mod pauses;
 mod processes;
 mod queue;
 mod scheduler;

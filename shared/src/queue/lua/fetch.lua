@@ -10,6 +10,10 @@ local base = KEYS[1]
 local worker, n, lease, plimit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- a paused queue leases nothing (and promotes nothing: its due jobs stay where they are)
+if redis.call('EXISTS', base .. 'paused') == 1 then
+  return { -1, now }
+end
 local ready = base .. 'ready'
 for _, set in ipairs({ 'delayed', 'retry' }) do
   local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, plimit)

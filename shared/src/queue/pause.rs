@@ -1,0 +1,43 @@
+//! A queue's pause flag in Redis (`<base>paused`): the fetch script leases nothing from a queue
+//! that has it. Postgres (`db::queue_pauses`) holds the lasting state; workers copy it here
+//! (see the worker's `pauses` service), the pause route writes both.
+
+use super::{QueueError, Queues};
+
+impl Queues {
+    /// Sets or clears the queue's pause flag; clearing it wakes the queue's fetchers.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        let base = self.base(queue);
+        let mut conn = self.conn.clone();
+        if paused {
+            let _: () = redis::cmd("SET")
+                .arg(format!("{base}paused"))
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+        } else {
+            let removed: i64 = redis::cmd("DEL")
+                .arg(format!("{base}paused"))
+                .query_async(&mut conn)
+                .await?;
+            if removed > 0 {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(format!("{base}wake"))
+                    .arg("resume")
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the queue's pause flag is set (in Redis).
+    pub async fn is_paused(&self, queue: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(format!("{}paused", self.base(queue)))
+            .query_async(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+}
