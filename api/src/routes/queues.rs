@@ -73,15 +73,30 @@ async fn pause_queue(
     State(s): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<ApiJson<Data<QueuePause>>> {
-    let queue = known_queue(&queue)?;
+    set_paused(&s, &queue, true, &auth.claims.sub).await
+}
+
+/// Pauses or resumes `queue`: Postgres first (the lasting state), then the Redis flag.
+async fn set_paused(
+    s: &AppState,
+    queue: &str,
+    paused: bool,
+    by: &str,
+) -> Result<ApiJson<Data<QueuePause>>> {
+    let queue = known_queue(queue)?;
     let mut conn = s.pool.acquire().await?;
-    let at = shared::db::queue_pauses::pause(&mut conn, queue, &auth.claims.sub).await?;
-    s.queues.set_paused(queue, true).await?;
-    tracing::info!(queue, by = %auth.claims.sub, "queue paused");
+    let paused_at = if paused {
+        Some(shared::db::queue_pauses::pause(&mut conn, queue, by).await?)
+    } else {
+        shared::db::queue_pauses::resume(&mut conn, queue).await?;
+        None
+    };
+    s.queues.set_paused(queue, paused).await?;
+    tracing::info!(queue, paused, by, "queue pause set");
     Ok(ApiJson(Data::new(QueuePause {
         queue: queue.to_owned(),
-        paused: true,
-        paused_at: Some(at),
+        paused,
+        paused_at,
     })))
 }
 
@@ -100,16 +115,7 @@ async fn resume_queue(
     State(s): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<ApiJson<Data<QueuePause>>> {
-    let queue = known_queue(&queue)?;
-    let mut conn = s.pool.acquire().await?;
-    shared::db::queue_pauses::resume(&mut conn, queue).await?;
-    s.queues.set_paused(queue, false).await?;
-    tracing::info!(queue, by = %auth.claims.sub, "queue resumed");
-    Ok(ApiJson(Data::new(QueuePause {
-        queue: queue.to_owned(),
-        paused: false,
-        paused_at: None,
-    })))
+    set_paused(&s, &queue, false, &auth.claims.sub).await
 }
 
 /// Job counts per queue and state.
