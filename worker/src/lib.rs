@@ -215,7 +215,24 @@ pub async fn run(
         monitor,
         handles,
         dead_hooks,
+        queues: running,
     } = registry::monitor(&ctx, &name)?;
+    if let Err(e) = queues
+        .announce_worker(&shared::queue::WorkerAnnouncement {
+            name: &name,
+            host: &hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+            queues: &running,
+        })
+        .await
+    {
+        // the registry is for ops views: a worker runs without it
+        tracing::warn!(error = %e, "worker not announced in the registry");
+    }
     metrics_at_zero(&settings, &dead_hooks);
 
     // Every long-running loop of the process, from one list.

@@ -36,6 +36,8 @@ pub struct Registry {
     pub handles: Handles,
     /// The on-dead hooks of the kinds this process runs.
     pub dead_hooks: Vec<DeadHook>,
+    /// The queues this process runs, with their concurrency.
+    pub queues: Vec<(&'static str, usize)>,
 }
 
 /// Collects the registrations of one process: see the module docs.
@@ -48,8 +50,8 @@ pub struct Registrar<'a> {
     dead_hooks: Vec<DeadHook>,
     /// Every kind registered so far (run here or not).
     declared: Vec<&'static str>,
-    /// `queue×concurrency` of the kinds this process runs.
-    running: Vec<String>,
+    /// The queues this process runs, with their concurrency.
+    running: Vec<(&'static str, usize)>,
 }
 
 /// Turns a caught panic into the error of a failed attempt.
@@ -134,8 +136,7 @@ impl<'a> Registrar<'a> {
             policy: J::POLICY,
         };
         self.dead_hooks.extend(J::ON_DEAD.map(DeadHook::new::<J>));
-        self.running
-            .push(format!("{}×{}", J::QUEUE, opts.concurrency));
+        self.running.push((J::QUEUE, opts.concurrency));
         let (ctx, handles, process) = (
             self.ctx.clone(),
             self.handles.clone(),
@@ -184,11 +185,17 @@ impl<'a> Registrar<'a> {
         if self.running.is_empty() {
             anyhow::bail!("this worker runs no queue (WORKER_QUEUES is empty)");
         }
-        tracing::info!(queues = ?self.running, "job kinds registered");
+        let running: Vec<String> = self
+            .running
+            .iter()
+            .map(|(q, c)| format!("{q}×{c}"))
+            .collect();
+        tracing::info!(queues = ?running, "job kinds registered");
         Ok(Registry {
             monitor: self.monitor.unwrap_or_default(),
             handles: self.handles,
             dead_hooks: self.dead_hooks,
+            queues: self.running,
         })
     }
 }

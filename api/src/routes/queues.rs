@@ -34,6 +34,77 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_busiest_projects))
         .routes(routes!(pause_queue))
         .routes(routes!(resume_queue))
+        .routes(routes!(list_workers))
+        .routes(routes!(outbox_lag))
+}
+
+/// The worker processes of the registry, most recently heard from first: host, pid, version,
+/// start, the queues each runs with their concurrency and the jobs it holds (as of its last
+/// heartbeat), and whether it went silent (`lost`: no heartbeat for `JOB_LEASE_SECS`; its
+/// leases expire and maintenance takes its jobs back). A process unheard of for an hour is
+/// forgotten.
+///
+/// Permission: `queues:read` (platform operators).
+#[utoipa::path(get, path = "/api/v1/workers", tag = "jobs",
+    security(("bearer" = ["queues:read"])),
+    responses((status = 200, body = inline(Data<Vec<shared::queue::WorkerInfo>>)),
+              AuthRefusals))]
+async fn list_workers(
+    _auth: Authorized<QueuesRead>,
+    State(s): State<AppState>,
+) -> Result<ApiJson<Data<Vec<shared::queue::WorkerInfo>>>> {
+    let workers = s.queues.workers(s.settings.queue.lease).await?;
+    Ok(ApiJson(Data::new(workers)))
+}
+
+/// The outbox: jobs committed in Postgres and not yet in Redis.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxLag {
+    /// Rows waiting.
+    pub waiting: i64,
+    /// Rows waiting per queue.
+    pub by_queue: Vec<QueueWaiting>,
+    /// When the oldest waiting row was committed.
+    pub oldest_at: Option<DateTime<Utc>>,
+    /// Its age: how far behind the relays are (0 when the outbox is empty).
+    pub lag_seconds: f64,
+}
+
+/// Outbox rows of one queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueWaiting {
+    /// The queue.
+    pub queue: String,
+    /// Rows waiting.
+    pub waiting: i64,
+}
+
+/// Rows waiting in the outbox and the relays' lag (the oldest row's age).
+///
+/// Permission: `queues:read` (platform operators).
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "jobs",
+    security(("bearer" = ["queues:read"])),
+    responses((status = 200, body = inline(Data<OutboxLag>)),
+              AuthRefusals))]
+async fn outbox_lag(
+    _auth: Authorized<QueuesRead>,
+    State(s): State<AppState>,
+) -> Result<ApiJson<Data<OutboxLag>>> {
+    let (per_queue, oldest_at) = shared::db::outbox::waiting(&s.pool).await?;
+    let lag_seconds = oldest_at
+        .map(|at| ((Utc::now() - at).num_milliseconds().max(0) as f64) / 1000.0)
+        .unwrap_or(0.0);
+    Ok(ApiJson(Data::new(OutboxLag {
+        waiting: per_queue.iter().map(|(_, n)| n).sum(),
+        by_queue: per_queue
+            .into_iter()
+            .map(|(queue, waiting)| QueueWaiting { queue, waiting })
+            .collect(),
+        oldest_at,
+        lag_seconds,
+    })))
 }
 
 /// A queue's pause state.

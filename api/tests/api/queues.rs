@@ -357,3 +357,115 @@ async fn pausing_needs_queues_write_and_a_known_queue() {
     let body = json_with_status(pause(&app, &ops, "ping", "resume").await, StatusCode::OK).await;
     assert_eq!(body["data"]["paused"], false);
 }
+
+async fn ops_get(app: &TestApp, path: &str) -> Value {
+    let ops = app.platform_token_with(&["queues:read"]);
+    json_with_status(
+        crate::helpers::send(app.authed(reqwest::Method::GET, path, &ops)).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_workers_view_shows_each_process_its_queues_and_the_jobs_it_holds() {
+    let mut app = TestApp::spawn().await;
+    app.start_worker().await;
+    let id = app.enqueue_ping(&json!({"sleepMs": 4000})).await;
+    app.wait_for_state(&id, "active").await;
+    // the job shows as held after the worker's next heartbeat (a third of the 3 s lease)
+    let me = shared::testing::eventually(
+        std::time::Duration::from_secs(10),
+        "the worker holds the job",
+        || async {
+            let body = ops_get(&app, "/api/v1/workers").await;
+            let me = body["data"].as_array()?.first()?.clone();
+            let ping = me["queues"]
+                .as_array()?
+                .iter()
+                .find(|q| q["queue"] == "ping")?
+                .clone();
+            (ping["inFlight"] == 1).then_some(me)
+        },
+    )
+    .await;
+    assert_eq!(me["pid"], std::process::id(), "the in-process worker: {me}");
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(me["lost"], false);
+    assert!(
+        me["startedAt"].is_string() && me["lastHeartbeat"].is_string(),
+        "{me}"
+    );
+    let ping = me["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["queue"] == "ping")
+        .cloned()
+        .expect("ping");
+    assert_eq!(
+        ping["concurrency"],
+        shared::jobs::Kind::named("ping")
+            .expect("ping")
+            .policy
+            .concurrency
+    );
+    // a project's token never sees the fleet
+    let resp = crate::helpers::send(app.authed(
+        reqwest::Method::GET,
+        "/api/v1/workers",
+        &app.token(&["*"]),
+    ))
+    .await;
+    assert_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_workers_view_shows_a_silent_process_as_lost() {
+    let app = TestApp::spawn().await;
+    // a process last heard from a minute ago (the lease is 3 s in tests)
+    let mut redis = app.env.queues.connection();
+    let key = format!("{}:workers", app.env.queues.prefix());
+    let at = chrono::Utc::now().timestamp_millis() - 60_000;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&key)
+        .arg(at)
+        .arg("ping@gone-1-0000#0")
+        .query_async(&mut redis)
+        .await
+        .expect("zadd");
+    let body = ops_get(&app, "/api/v1/workers").await;
+    let gone = body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|w| w["name"] == "gone-1-0000")
+        .cloned()
+        .expect("listed");
+    assert_eq!(gone["lost"], true, "{gone}");
+}
+
+#[tokio::test]
+async fn the_outbox_view_counts_the_rows_waiting_and_their_age() {
+    let app = TestApp::spawn().await;
+    let empty = ops_get(&app, "/api/v1/outbox").await;
+    assert_eq!(empty["data"]["waiting"], 0);
+    assert_eq!(empty["data"]["lagSeconds"], 0.0);
+    // no worker relays them: two invitations' jobs wait in the outbox
+    let (_, token) = app.admin("owner@example.com").await;
+    app.invite_member(&token, "a@example.com").await;
+    app.invite_member(&token, "b@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let body = ops_get(&app, "/api/v1/outbox").await;
+    assert_eq!(body["data"]["waiting"], 2, "{body}");
+    assert_eq!(
+        body["data"]["byQueue"],
+        json!([{"queue": "send_invitation", "waiting": 2}])
+    );
+    assert!(
+        body["data"]["lagSeconds"].as_f64().unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    assert!(body["data"]["oldestAt"].is_string());
+}

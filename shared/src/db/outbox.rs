@@ -154,6 +154,20 @@ pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Rows waiting in the outbox per queue, and the oldest row's commit time (the relay's lag).
+pub async fn waiting(
+    pool: &PgPool,
+) -> Result<(Vec<(String, i64)>, Option<chrono::DateTime<chrono::Utc>>), sqlx::Error> {
+    let per_queue: Vec<(String, i64)> =
+        sqlx::query_as("SELECT queue, count(*) FROM job_outbox GROUP BY queue ORDER BY queue")
+            .fetch_all(pool)
+            .await?;
+    let oldest = sqlx::query_scalar("SELECT min(created_at) FROM job_outbox")
+        .fetch_one(pool)
+        .await?;
+    Ok((per_queue, oldest))
+}
+
 /// A project's rows waiting in the outbox (committed, not yet relayed), counted up to
 /// `at_most`: jobs its quota counts as open before Redis holds them. Bounded work (the
 /// `job_outbox_project` index, at most `at_most` entries), whatever the backlog.

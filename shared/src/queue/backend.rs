@@ -553,15 +553,24 @@ impl Shared {
         Ok(lost)
     }
 
-    /// The worker registry (for ops views): this worker's last heartbeat; names unseen for an
-    /// hour are dropped, so restarts do not grow it.
+    /// The worker registry (for ops views, see `queue::workers`): this worker's last heartbeat
+    /// and the jobs it holds in this queue; names unseen for an hour are dropped, so restarts
+    /// do not grow it.
     async fn register(&self) {
         let mut conn = self.queues.conn.clone();
         let now = chrono::Utc::now().timestamp_millis();
         let key = format!("{}:workers", self.queues.prefix);
+        let info = format!(
+            "{}:worker:{}",
+            self.queues.prefix,
+            super::workers::process_of(&self.worker)
+        );
+        let held = self.held.lock().expect("held").len();
         let registered: Result<(), redis::RedisError> = redis::pipe()
             .zadd(&key, &*self.worker, now)
             .zrembyscore(&key, "-inf", now - 3_600_000)
+            .hset(&info, format!("inflight:{}", self.queue), held)
+            .pexpire(&info, 3_600_000)
             .query_async(&mut conn)
             .await;
         if let Err(e) = registered {

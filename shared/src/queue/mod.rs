@@ -22,7 +22,9 @@
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
-//! | `p:workers` | zset | worker names by last heartbeat (ms); names unseen for an hour are dropped |
+//! | `p:{q}:paused` | string | present while the queue is paused: the fetch script leases nothing (`pause.rs`) |
+//! | `p:workers` | zset | `<queue>@<process>#<run>` by last heartbeat (ms); names unseen for an hour are dropped |
+//! | `p:worker:<process>` | hash | what a worker process announced (host, pid, version, start, queues) and its jobs held per queue (`workers.rs`) |
 
 pub mod backend;
 mod outbox_wake;
@@ -30,10 +32,12 @@ mod pause;
 mod policy;
 mod projects;
 mod record;
+mod workers;
 
 pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
+pub use workers::{WorkerAnnouncement, WorkerInfo, WorkerQueue};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
