@@ -18,7 +18,7 @@ use super::{QueueError, Queues};
 
 /// The process of a backend's worker name `<queue>@<process>#<run>` (the name itself if it has
 /// another form).
-pub(super) fn process_of(worker: &str) -> &str {
+pub(crate) fn process_of(worker: &str) -> &str {
     worker
         .split_once('@')
         .map(|(_, rest)| rest.rsplit_once('#').map_or(rest, |(p, _)| p))

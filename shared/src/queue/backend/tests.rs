@@ -1,0 +1,386 @@
+//! The backend's unit tests against the real Redis.
+
+use redis::AsyncCommands;
+
+use super::{
+    ack::{AckSummary, is_permanent},
+    *,
+};
+use crate::queue::{JobRecord, JobState};
+
+const POLICY: RetryPolicy = RetryPolicy {
+    max_attempts: 10,
+    backoff_base: Duration::from_millis(100),
+    backoff_cap: Duration::from_millis(1000),
+    timeout: Duration::from_secs(1),
+    concurrency: 4,
+    prefetch: 0,
+};
+
+#[test]
+fn backoff_is_spread_over_the_whole_range_from_zero_to_the_capped_ceiling() {
+    for attempt in 1..=10 {
+        let ceiling = (100u64 << (attempt - 1)).min(1000);
+        let delays: Vec<u64> = (0..2000)
+            .map(|_| backoff_delay(&POLICY, attempt).as_millis() as u64)
+            .collect();
+        let (min, max) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        let mean = delays.iter().sum::<u64>() as f64 / delays.len() as f64;
+        // full jitter: uniform in [0, ceiling]; neither a fixed delay nor none at all
+        assert!(*max <= ceiling, "attempt {attempt}: {max} > {ceiling}");
+        assert!(
+            *max >= ceiling * 9 / 10,
+            "attempt {attempt}: never near the ceiling"
+        );
+        assert!(*min <= ceiling / 10, "attempt {attempt}: never near zero");
+        let half = ceiling as f64 / 2.0;
+        assert!(
+            (mean - half).abs() < ceiling as f64 * 0.05,
+            "attempt {attempt}: mean {mean} is not about {half}"
+        );
+    }
+}
+
+/// A backend of queue `ping` under a prefix of its own, on the test Redis.
+struct Fixture {
+    shared: Arc<Shared>,
+    queues: Queues,
+    client: redis::Client,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-unit-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let client = redis::Client::open(url).expect("redis url");
+        let queues = Queues::new(
+            client.clone(),
+            &prefix,
+            crate::config::QueueSettings::default(),
+        )
+        .expect("queues");
+        let options = BackendOptions {
+            concurrency: 4,
+            policy: POLICY,
+            dead_hook: false,
+        };
+        let backend =
+            QueueBackend::<serde_json::Value>::new(queues.clone(), "ping", "worker-a", options);
+        Self {
+            shared: backend.shared.clone(),
+            queues,
+            client,
+        }
+    }
+
+    /// Writes a waiting job as the enqueue script would (the fields the scripts read).
+    async fn waiting(&self) -> Uuid {
+        let id = Uuid::new_v4();
+        let mut conn = self.queues.connection();
+        let seq: i64 = conn
+            .incr(format!("{}seq", self.shared.base), 1)
+            .await
+            .expect("seq");
+        let fields = [
+            ("id", id.to_string()),
+            ("kind", "ping".into()),
+            ("payload", "{}".into()),
+            ("state", "waiting".into()),
+            ("att", "0".into()),
+            ("max", "5".into()),
+            ("pri", "0".into()),
+            ("rs", seq.to_string()),
+            ("tok", "0".into()),
+        ];
+        let _: () = redis::pipe()
+            .hset_multiple(self.key(id), &fields)
+            .zadd(format!("{}ready", self.shared.base), id.to_string(), seq)
+            .query_async(&mut conn)
+            .await
+            .expect("job written");
+        id
+    }
+
+    fn key(&self, id: Uuid) -> String {
+        format!("{}job:{id}", self.shared.base)
+    }
+
+    /// Leases up to `n` jobs with the backend's own fetch; their tokens, by id.
+    async fn lease(&self, n: usize) -> HashMap<Uuid, u64> {
+        let (_, _, jobs) = self.shared.clone().fetch(n).await.expect("fetch");
+        jobs.into_iter().map(|j| (j.id, j.token)).collect()
+    }
+
+    fn held(&self) -> HashMap<Uuid, u64> {
+        self.shared.held.lock().expect("held").clone()
+    }
+
+    async fn job(&self, id: Uuid) -> JobRecord {
+        self.queues
+            .job("ping", id)
+            .await
+            .expect("job")
+            .expect("exists")
+    }
+
+    async fn lease_deadline(&self, id: Uuid) -> Option<i64> {
+        let mut conn = self.queues.connection();
+        conn.zscore(format!("{}active", self.shared.base), id.to_string())
+            .await
+            .expect("zscore")
+    }
+}
+
+/// Deletes the fixture's keys, also when its test panicked (a blocking connection: no
+/// runtime is needed in `drop`).
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Ok(mut conn) = self.client.get_connection() else {
+            return;
+        };
+        let pattern = format!("{}:*", self.queues.prefix());
+        let keys: Vec<String> = redis::Commands::scan_match(&mut conn, &pattern)
+            .map_or_else(|_| Vec::new(), |iter| iter.filter_map(Result::ok).collect());
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::Commands::del(&mut conn, keys);
+        }
+    }
+}
+
+fn outcome(id: Uuid, token: u64, kind: OutcomeKind) -> Outcome {
+    Outcome { id, token, kind }
+}
+
+/// The chaos run's false "leases lost": the heartbeat copied the held jobs, then the acker
+/// wrote one's outcome, then the heartbeat script ran on the copy.
+#[tokio::test]
+async fn a_heartbeat_does_not_report_a_job_whose_outcome_landed_after_the_copy_as_lost() {
+    let f = Fixture::new();
+    let id = f.waiting().await;
+    let token = f.lease(1).await[&id];
+    let copy = f.shared.held_copy();
+
+    let written = [outcome(id, token, OutcomeKind::Ok(Ok("1".into())))];
+    let summary = f.shared.write_outcomes(&written).await.expect("ack");
+    assert_eq!(summary.applied, 1);
+    // the acker has written the outcome but not yet forgotten the job when the heartbeat runs
+    assert_eq!(f.shared.heartbeat(&copy).await.expect("heartbeat"), 0);
+    f.shared.forget(&written);
+    assert!(f.held().is_empty());
+    assert_eq!(f.job(id).await.state, JobState::Completed);
+}
+
+/// The chaos run's lost heartbeat: the attempt failed, its retry was due at once and this
+/// worker fetched the job again (new token) between the heartbeat's copy and its script.
+#[tokio::test]
+async fn a_job_that_failed_and_was_fetched_again_meanwhile_stays_heartbeated() {
+    let f = Fixture::new();
+    let id = f.waiting().await;
+    let first = f.lease(1).await[&id];
+    let copy = f.shared.held_copy();
+
+    let retry = OutcomeKind::Retry {
+        delay: Duration::ZERO,
+        error: "boom".into(),
+    };
+    let written = [outcome(id, first, retry)];
+    assert_eq!(
+        f.shared
+            .write_outcomes(&written)
+            .await
+            .expect("ack")
+            .applied,
+        1
+    );
+    f.shared.forget(&written);
+    let second = f.lease(1).await[&id];
+    assert_ne!(first, second);
+    assert_eq!(f.held(), HashMap::from([(id, second)]));
+
+    // the heartbeat's copy still has the first attempt: that attempt's lease is gone, but
+    // the job is held under the second, which must stay held and heartbeated
+    assert_eq!(f.shared.heartbeat(&copy).await.expect("heartbeat"), 0);
+    assert_eq!(f.held(), HashMap::from([(id, second)]));
+    let mut conn = f.queues.connection();
+    let _: i64 = conn
+        .zadd(format!("{}active", f.shared.base), id.to_string(), 0)
+        .await
+        .expect("deadline moved back");
+    assert_eq!(
+        f.shared
+            .heartbeat(&f.shared.held_copy())
+            .await
+            .expect("heartbeat"),
+        0
+    );
+    let deadline = f.lease_deadline(id).await.expect("still leased");
+    assert!(
+        deadline > chrono::Utc::now().timestamp_millis(),
+        "lease extended"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_error_history_is_corrupt_goes_dead_alone_and_the_rest_of_its_batch_lands() {
+    let f = Fixture::new();
+    let (a, b, c) = (f.waiting().await, f.waiting().await, f.waiting().await);
+    let tokens = f.lease(3).await;
+    let mut conn = f.queues.connection();
+    let _: i64 = conn
+        .hset(f.key(b), "errors", "[{\"attempt\": 1, oops")
+        .await
+        .expect("corrupted");
+    let retry = |error: &str| OutcomeKind::Retry {
+        delay: Duration::from_secs(60),
+        error: error.into(),
+    };
+    let batch = [
+        outcome(a, tokens[&a], retry("a failed")),
+        outcome(b, tokens[&b], retry("b failed")),
+        outcome(c, tokens[&c], OutcomeKind::Ok(Ok("\"done\"".into()))),
+    ];
+    let summary = f.shared.write_outcomes(&batch).await.expect("ack");
+    assert_eq!(
+        summary,
+        AckSummary {
+            applied: 2,
+            stale: 0,
+            poisoned: 1
+        }
+    );
+
+    use JobState;
+    let (ja, jb, jc) = (f.job(a).await, f.job(b).await, f.job(c).await);
+    assert_eq!((ja.state, ja.errors.len()), (JobState::Retrying, 1));
+    assert_eq!(jc.state, JobState::Completed);
+    assert_eq!(jc.result, Some(serde_json::json!("done")));
+    assert_eq!(jb.state, JobState::Dead);
+    let reason = jb.last_error.expect("a reason");
+    assert!(
+        reason.starts_with("corrupt job: its error history is not JSON")
+            && reason.ends_with("(the attempt ended with: b failed)"),
+        "{reason}"
+    );
+    assert_eq!(jb.errors.len(), 1, "the unreadable history is replaced");
+    assert_eq!(jb.errors[0].error, reason);
+    let counts = f.queues.counts("ping").await.expect("counts");
+    assert_eq!(
+        (
+            counts.active,
+            counts.retrying,
+            counts.completed,
+            counts.dead
+        ),
+        (0, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_job_with_a_corrupt_attempt_count_goes_dead_and_its_batch_is_leased() {
+    let f = Fixture::new();
+    let (bad, good) = (f.waiting().await, f.waiting().await);
+    let mut conn = f.queues.connection();
+    let _: i64 = conn
+        .hset(f.key(bad), "att", "two")
+        .await
+        .expect("corrupted");
+    let leased = f.lease(2).await;
+    assert_eq!(leased.keys().collect::<Vec<_>>(), [&good]);
+    // (the record itself does not read: its `att` is still corrupt, and says so)
+    let (state, why): (String, String) = redis::cmd("HMGET")
+        .arg(f.key(bad))
+        .arg("state")
+        .arg("last_error")
+        .query_async(&mut conn)
+        .await
+        .expect("fields");
+    assert_eq!(state, "dead");
+    assert!(why.starts_with("corrupt job: its att or tok"), "{why}");
+    assert!(matches!(
+        f.queues.job("ping", bad).await,
+        Err(QueueError::Corrupt { field: "att", .. })
+    ));
+    let counts = f.queues.counts("ping").await.expect("counts");
+    assert_eq!((counts.waiting, counts.active, counts.dead), (0, 1, 1));
+}
+
+#[tokio::test]
+async fn the_acker_drops_an_outcome_the_script_refuses_and_writes_the_others() {
+    let f = Fixture::new();
+    let (a, b) = (f.waiting().await, f.waiting().await);
+    let tokens = f.lease(2).await;
+    // b's key is no longer a hash: reading it fails inside the script
+    let mut conn = f.queues.connection();
+    let _: () = redis::pipe()
+        .del(f.key(b))
+        .set(f.key(b), "not a hash")
+        .query_async(&mut conn)
+        .await
+        .expect("b broken");
+    let rx = f.shared.acks_rx.lock().expect("rx").take().expect("rx");
+    tokio::spawn(f.shared.clone().acker(rx));
+    for id in [b, a] {
+        let kind = OutcomeKind::Ok(Ok("1".into()));
+        let _ = f
+            .shared
+            .acks
+            .send(AckMsg::Outcome(outcome(id, tokens[&id], kind)));
+    }
+    let (tx, flushed) = oneshot::channel();
+    let _ = f.shared.acks.send(AckMsg::Flush(tx));
+    tokio::time::timeout(Duration::from_secs(10), flushed)
+        .await
+        .expect("the batch is not retried forever")
+        .expect("flushed");
+
+    assert_eq!(f.job(a).await.state, JobState::Completed);
+    assert!(
+        f.held().is_empty(),
+        "b is no longer heartbeated: its lease expires"
+    );
+}
+
+#[tokio::test]
+async fn a_result_that_cannot_be_serialised_is_an_error_on_the_completed_job_not_null() {
+    let f = Fixture::new();
+    let id = f.waiting().await;
+    let token = f.lease(1).await[&id];
+    let handle = JobHandle {
+        id,
+        queue: "ping",
+        attempt: 1,
+        max_attempts: 5,
+        project_id: None,
+        request_id: None,
+        worker: f.shared.worker.clone(),
+        token,
+        queues: f.queues.clone(),
+    };
+    // a map with non-string keys has no JSON form
+    let result: Result<HashMap<(u8, u8), u8>, BoxDynError> = Ok(HashMap::from([((1, 2), 3)]));
+    f.shared
+        .finish_attempt(&handle, &result, Duration::from_millis(5));
+    let mut rx = f.shared.acks_rx.lock().expect("rx").take().expect("rx");
+    let Some(AckMsg::Outcome(o)) = rx.recv().await else {
+        panic!("no outcome")
+    };
+    assert_eq!(f.shared.write_outcomes(&[o]).await.expect("ack").applied, 1);
+
+    let job = f.job(id).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.result, None);
+    let why = job.last_error.expect("why there is no result");
+    assert!(
+        why.starts_with("the job succeeded but its result could not be stored"),
+        "{why}"
+    );
+}
+
+#[test]
+fn abort_errors_are_permanent_wherever_they_sit_in_the_chain() {
+    let e: BoxDynError = Box::new(AbortError::new("bad payload"));
+    assert!(is_permanent(&e));
+    let e: BoxDynError = "transient".into();
+    assert!(!is_permanent(&e));
+}
