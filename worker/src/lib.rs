@@ -97,6 +97,19 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
     for (name, help) in counters {
         export_at_zero(Counter, name, help, per_queue(&queues));
     }
+    // the archiver copies every queue, whichever this process runs
+    export_at_zero(
+        Counter,
+        "comet_jobs_archived_total",
+        "Finished jobs copied from Redis to the Postgres job archive",
+        per_queue(shared::jobs::QUEUES),
+    );
+    export_at_zero(
+        Counter,
+        "comet_archive_errors_total",
+        "Job archive passes that failed (retried next period)",
+        per_queue(shared::jobs::QUEUES),
+    );
     shared::group_commit::metrics_at_zero(&["process_event", "deliver_notification"]);
     export_at_zero(
         Counter,
@@ -250,6 +263,15 @@ pub async fn run(
     });
     services.start("queue pauses", |stop| {
         services::pauses::run(pool.clone(), queues.clone(), stop)
+    });
+    services.start("job archiver", |stop| {
+        services::archiver::run(
+            pool.clone(),
+            queues.clone(),
+            name.clone(),
+            settings.queue.archive_interval,
+            stop,
+        )
     });
     services.start("on-dead hooks", |stop| {
         services::dead_hooks::run(

@@ -14,8 +14,15 @@ pub struct QueueSettings {
     pub completed_retention: Duration,
     /// `JOB_DEAD_RETENTION_SECS`: how long dead and cancelled jobs are kept (default 604800).
     pub dead_retention: Duration,
-    /// `JOB_MAX_COMPLETED`: completed jobs kept per queue at most (default 100000).
+    /// `JOB_MAX_COMPLETED`: completed jobs kept in Redis per queue at most, archived or not
+    /// (default 100000): the bound when the archiver is down or behind.
     pub max_completed: u64,
+    /// `JOB_REDIS_COMPLETED`: completed jobs kept in Redis per queue once archived to Postgres
+    /// (default 1000); the archive holds the rest (`GET /api/v1/jobs`).
+    pub redis_completed: u64,
+    /// `JOB_ARCHIVE_MS`: how often a worker's archiver copies finished jobs to Postgres
+    /// (default 500).
+    pub archive_interval: Duration,
     /// `JOB_IDEMPOTENCY_TTL_SECS`: how long an idempotency key maps to its job (default 86400).
     pub idempotency_ttl: Duration,
     /// `JOB_MAINTENANCE_MS`: period of the promote/reap/trim pass (default 1000).
@@ -49,6 +56,8 @@ impl QueueSettings {
             completed_retention: env.secs("JOB_COMPLETED_RETENTION_SECS", 86_400)?,
             dead_retention: env.secs("JOB_DEAD_RETENTION_SECS", 7 * 86_400)?,
             max_completed: env.parse("JOB_MAX_COMPLETED", 100_000)?,
+            redis_completed: env.parse("JOB_REDIS_COMPLETED", 1000)?,
+            archive_interval: Duration::from_millis(env.at_least("JOB_ARCHIVE_MS", 500, 10)?),
             idempotency_ttl: Duration::from_secs(env.at_least(
                 "JOB_IDEMPOTENCY_TTL_SECS",
                 86_400,

@@ -21,6 +21,7 @@ pub mod imports;
 pub mod inbox;
 pub mod inbox_items;
 pub mod invitations;
+pub mod job_archive;
 pub mod notifications;
 pub mod outbox;
 pub mod password_resets;

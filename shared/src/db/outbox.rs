@@ -136,6 +136,7 @@ pub async fn pending_job(
         run_at: r.run_at,
         errors: Vec::new(),
         last_error: None,
+        payload: Some(r.payload),
         progress: None,
         result: None,
         project_id: Some(r.project_id),

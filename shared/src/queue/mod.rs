@@ -22,11 +22,15 @@
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
+//! | `p:{q}:archive` | zset | finished jobs (and dead jobs retried) the archiver has not yet copied to Postgres, by change time (`archive.rs`) |
+//! | `p:{q}:archiver` | string | the worker process that archives the queue now, with a TTL |
 //! | `p:{q}:paused` | string | present while the queue is paused: the fetch script leases nothing (`pause.rs`) |
 //! | `p:workers` | zset | `<queue>@<process>#<run>` by last heartbeat (ms); names unseen for an hour are dropped |
 //! | `p:worker:<process>` | hash | what a worker process announced (host, pid, version, start, queues) and its jobs held per queue (`workers.rs`) |
 
+mod archive;
 pub mod backend;
+pub mod fingerprint;
 mod outbox_wake;
 mod pause;
 mod policy;
@@ -34,6 +38,7 @@ mod projects;
 mod record;
 mod workers;
 
+pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
 pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
@@ -67,6 +72,7 @@ pub(crate) struct Scripts {
     pub retry_dead: Script,
     pub cancel: Script,
     pub claim_dead: Script,
+    pub archived: Script,
 }
 
 impl Scripts {
@@ -81,6 +87,7 @@ impl Scripts {
             retry_dead: Script::new(&script_source("retry_dead")),
             cancel: Script::new(&script_source("cancel")),
             claim_dead: Script::new(&script_source("claim_dead")),
+            archived: Script::new(&script_source("archived")),
         }
     }
 }
@@ -102,6 +109,7 @@ pub fn script_source(name: &str) -> String {
         "retry_dead" => (&[OPEN], include_str!("lua/retry_dead.lua")),
         "cancel" => (&[OPEN], include_str!("lua/cancel.lua")),
         "claim_dead" => (&[], include_str!("lua/claim_dead.lua")),
+        "archived" => (&[], include_str!("lua/archived.lua")),
         other => panic!("no queue script {other:?}"),
     };
     let mut source = helpers.concat();
@@ -270,6 +278,10 @@ pub struct JobRecord {
     pub errors: Vec<AttemptError>,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// The job's arguments as enqueued (secrets in them are sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
     /// Progress reported by the running job, if any.
     #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,

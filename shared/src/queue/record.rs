@@ -137,6 +137,7 @@ impl JobHash<'_> {
             run_at: self.time("run_at")?,
             errors,
             last_error: self.text("last_error"),
+            payload: self.json("payload")?,
             progress: self.json("progress")?,
             result: self.json("result")?,
             project_id: self

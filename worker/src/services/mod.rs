@@ -12,7 +12,9 @@
 //! - [`dead_hooks`]: the on-dead hooks of the kinds this process runs.
 //! - [`scheduler`]: fires the schedules' ticks (`SCHEDULER_ENABLED`, default on).
 //! - [`pauses`]: copies the paused queues from Postgres into Redis.
+//! - [`archiver`]: copies finished jobs from Redis into the Postgres job archive.
 
+pub mod archiver;
 pub mod dead_hooks;
 pub mod http;
 pub mod pauses;

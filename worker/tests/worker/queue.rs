@@ -207,6 +207,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
         .arg(100_000)
         .arg(25)
         .arg(0)
+        .arg(1000)
         .invoke_async(&mut conn)
         .await
         .unwrap();

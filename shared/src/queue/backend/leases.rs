@@ -104,6 +104,7 @@ impl Shared {
                 .arg(s.max_completed)
                 .arg(KEPT_ERRORS)
                 .arg(u8::from(self.options.dead_hook))
+                .arg(s.redis_completed)
                 .invoke_async(&mut conn)
                 .await;
             match res {

@@ -87,6 +87,9 @@ for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
     redis.call('HINCRBY', base .. 'stats', set == 'retry' and 'retried' or set, #scored / 2)
   end
 end
+-- the archiver copies finished jobs to Postgres (`archive.rs`)
+if #done > 0 then redis.call('ZADD', base .. 'archive', unpack(done)) end
+if #dead > 0 then redis.call('ZADD', base .. 'archive', unpack(dead)) end
 count_open_all(base, closed)
 if hooked and #dead > 0 then redis.call('ZADD', base .. 'dead_hooks', unpack(dead)) end
 -- idle workers re-fetch, learn the retry's due time and sleep exactly until then

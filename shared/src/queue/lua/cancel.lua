@@ -16,6 +16,7 @@ if from[state] then
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
   redis.call('HINCRBY', jk, 'tok', 1)
   redis.call('ZADD', base .. 'cancelled', now, id)
+  redis.call('ZADD', base .. 'archive', now, id)
   count_open(base, cur[2], -1)
 end
 return state

@@ -6,11 +6,13 @@
 -- open (trimming deletes only finished jobs, which are not counted).
 -- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
 --   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
---   (a job that goes dead is then queued in `dead_hooks`).
+--   (a job that goes dead is then queued in `dead_hooks`), completed jobs kept in Redis once
+--   archived.
 -- Returns { promoted, reaped, dead_by_reap, trimmed }.
 local base = KEYS[1]
 local limit, keep_done, keep_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_done, keep_errs, hooked = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+local keep_hot = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ready = base .. 'ready'
@@ -48,6 +50,7 @@ for _, id in ipairs(expired) do
     if poison or att >= max then
       redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', poison or err)
       redis.call('ZADD', base .. 'dead', now, id)
+      redis.call('ZADD', base .. 'archive', now, id)
       redis.call('HINCRBY', base .. 'stats', 'dead', 1)
       if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       count_open(base, cur[6], -1)
@@ -60,24 +63,32 @@ for _, id in ipairs(expired) do
   end
 end
 if promoted + reaped - died > 0 then redis.call('PUBLISH', base .. 'wake', promoted + reaped - died) end
+local function forget(set, id)
+  redis.call('DEL', base .. 'job:' .. id)
+  redis.call('ZREM', base .. set, id)
+  redis.call('ZREM', base .. 'archive', id)
+  trimmed = trimmed + 1
+end
 local function trim(set, older_than)
   local old = redis.call('ZRANGEBYSCORE', base .. set, '-inf', older_than, 'LIMIT', 0, limit)
-  for _, id in ipairs(old) do
-    redis.call('DEL', base .. 'job:' .. id)
-    redis.call('ZREM', base .. set, id)
-    trimmed = trimmed + 1
-  end
+  for _, id in ipairs(old) do forget(set, id) end
 end
 trim('completed', now - keep_done)
 trim('dead', now - keep_dead)
 trim('cancelled', now - keep_dead)
+-- Past max_done, the oldest completed jobs leave Redis whether archived or not (an archiver that
+-- is down must not let Redis grow); past keep_hot, only those already archived (no longer in
+-- `archive`): their record lives on in Postgres.
 local extra = redis.call('ZCARD', base .. 'completed') - max_done
 if extra > 0 then
   local old = redis.call('ZRANGE', base .. 'completed', 0, math.min(extra, limit) - 1)
+  for _, id in ipairs(old) do forget('completed', id) end
+end
+extra = redis.call('ZCARD', base .. 'completed') - keep_hot
+if extra > 0 then
+  local old = redis.call('ZRANGE', base .. 'completed', 0, math.min(extra, limit) - 1)
   for _, id in ipairs(old) do
-    redis.call('DEL', base .. 'job:' .. id)
-    redis.call('ZREM', base .. 'completed', id)
-    trimmed = trimmed + 1
+    if not redis.call('ZSCORE', base .. 'archive', id) then forget('completed', id) end
   end
 end
 return { promoted, reaped, died, trimmed }

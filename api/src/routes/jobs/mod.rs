@@ -14,6 +14,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+mod search;
+
 use crate::{
     AppState,
     auth::{Authorized, JobsRead, JobsWrite},
@@ -25,6 +27,8 @@ use crate::{
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(search::search_jobs))
+        .routes(routes!(search::failure_groups))
         .routes(routes!(get_job))
         .routes(routes!(retry_job))
         .routes(routes!(cancel_job))
@@ -58,7 +62,11 @@ async fn find_job(s: &AppState, project_id: Uuid, id: Uuid) -> Result<JobRecord>
         }
         return Err(ApiError::NotFound("job"));
     }
-    shared::db::outbox::pending_job(&s.pool, project_id, id)
+    if let Some(job) = shared::db::outbox::pending_job(&s.pool, project_id, id).await? {
+        return Ok(job);
+    }
+    // a completed job dropped from Redis once archived (`JOB_REDIS_COMPLETED`)
+    shared::db::job_archive::get(&s.pool, Some(project_id), id)
         .await?
         .ok_or(ApiError::NotFound("job"))
 }

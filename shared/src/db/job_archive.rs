@@ -1,0 +1,350 @@
+//! The job archive's SQL (`job_archive`): finished jobs copied from Redis by the workers'
+//! archiver, the search operators run over them, and dead jobs grouped by error fingerprint.
+//!
+//! Every read takes an optional project: `Some` for a project's own callers (the rows of other
+//! projects are never read), `None` only for platform operators.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::queue::{AttemptError, JobRecord, JobState, fingerprint::fingerprint};
+
+/// Writes a batch in one transaction: finished jobs upserted (a later copy of the same job
+/// replaces an earlier one unless it is older), jobs open again (a dead job retried) deleted.
+/// Returns (written, deleted).
+pub async fn write(
+    pool: &PgPool,
+    finished: &[&JobRecord],
+    reopened: &[Uuid],
+) -> Result<(u64, u64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut written = 0;
+    if !finished.is_empty() {
+        let mut ids = Vec::with_capacity(finished.len());
+        let (mut queues, mut kinds, mut projects, mut states) = (vec![], vec![], vec![], vec![]);
+        let (mut attempts, mut maxes, mut priorities) = (vec![], vec![], vec![]);
+        let (mut payloads, mut results, mut progresses, mut errors) =
+            (vec![], vec![], vec![], vec![]);
+        let (mut last_errors, mut fingerprints, mut rids, mut workers) =
+            (vec![], vec![], vec![], vec![]);
+        let (mut run_ats, mut created, mut started, mut done) = (vec![], vec![], vec![], vec![]);
+        for j in finished {
+            ids.push(j.id);
+            queues.push(j.queue.clone());
+            kinds.push(j.kind.clone());
+            projects.push(j.project_id);
+            states.push(j.state.as_str());
+            attempts.push(j.attempts as i32);
+            maxes.push(j.max_attempts as i32);
+            priorities.push(j.priority);
+            payloads.push(j.payload.clone());
+            results.push(j.result.clone());
+            progresses.push(j.progress.clone());
+            errors.push(serde_json::to_value(&j.errors).unwrap_or_default());
+            fingerprints.push(
+                j.last_error
+                    .as_deref()
+                    .filter(|_| j.state == JobState::Dead)
+                    .map(fingerprint),
+            );
+            last_errors.push(j.last_error.clone());
+            rids.push(j.request_id.clone());
+            workers.push(j.worker.clone());
+            run_ats.push(j.run_at);
+            created.push(j.created_at);
+            started.push(j.started_at);
+            done.push(j.finished_at.unwrap_or_else(Utc::now));
+        }
+        written = sqlx::query(
+            r#"
+            INSERT INTO job_archive (job_id, queue, kind, project_id, state, attempts, max_attempts,
+                priority, payload, result, progress, errors, last_error, fingerprint, request_id,
+                worker, run_at, created_at, started_at, finished_at)
+            SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[],
+                $6::int4[], $7::int4[], $8::int2[], $9::jsonb[], $10::jsonb[], $11::jsonb[],
+                $12::jsonb[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[])
+            ON CONFLICT (job_id) DO UPDATE SET
+                state = EXCLUDED.state, attempts = EXCLUDED.attempts,
+                max_attempts = EXCLUDED.max_attempts, result = EXCLUDED.result,
+                progress = EXCLUDED.progress, errors = EXCLUDED.errors,
+                last_error = EXCLUDED.last_error, fingerprint = EXCLUDED.fingerprint,
+                worker = EXCLUDED.worker, started_at = EXCLUDED.started_at,
+                finished_at = EXCLUDED.finished_at, archived_at = now()
+            WHERE job_archive.finished_at <= EXCLUDED.finished_at
+            "#,
+        )
+        .bind(&ids)
+        .bind(&queues)
+        .bind(&kinds)
+        .bind(&projects)
+        .bind(&states)
+        .bind(&attempts)
+        .bind(&maxes)
+        .bind(&priorities)
+        .bind(&payloads)
+        .bind(&results)
+        .bind(&progresses)
+        .bind(&errors)
+        .bind(&last_errors)
+        .bind(&fingerprints)
+        .bind(&rids)
+        .bind(&workers)
+        .bind(&run_ats)
+        .bind(&created)
+        .bind(&started)
+        .bind(&done)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    let deleted = if reopened.is_empty() {
+        0
+    } else {
+        sqlx::query("DELETE FROM job_archive WHERE job_id = ANY($1)")
+            .bind(reopened)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    };
+    tx.commit().await?;
+    Ok((written, deleted))
+}
+
+/// What to look for in the archive. Every filter is optional; they combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveFilter {
+    /// Only this project's jobs (always set for a project's own callers).
+    pub project_id: Option<Uuid>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this finished state (completed, dead or cancelled).
+    pub state: Option<JobState>,
+    /// Last error containing this text (case-insensitive).
+    pub error: Option<String>,
+    /// Only dead jobs of this fingerprint.
+    pub fingerprint: Option<String>,
+    /// Job ids starting with these hex digits (dashes ignored).
+    pub id_prefix: Option<String>,
+    /// Finished at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Finished before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// The inclusive id range of the ids starting with `prefix` (hex digits, dashes ignored; at
+/// most 32): `None` if it is not hex.
+pub fn id_range(prefix: &str) -> Option<(Uuid, Uuid)> {
+    let hex: String = prefix.chars().filter(|c| *c != '-').collect();
+    if hex.is_empty() || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let lo = format!("{hex:0<32}");
+    let hi = format!("{hex:f<32}");
+    Some((Uuid::parse_str(&lo).ok()?, Uuid::parse_str(&hi).ok()?))
+}
+
+fn push_filter(q: &mut QueryBuilder<Postgres>, f: &ArchiveFilter) {
+    q.push(" WHERE true");
+    if let Some(p) = f.project_id {
+        q.push(" AND project_id = ").push_bind(p);
+    }
+    if let Some(queue) = &f.queue {
+        q.push(" AND queue = ").push_bind(queue);
+    }
+    if let Some(kind) = &f.kind {
+        q.push(" AND kind = ").push_bind(kind);
+    }
+    if let Some(state) = f.state {
+        q.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(pattern) = crate::db::users::like_pattern(&f.error) {
+        q.push(" AND last_error ILIKE ").push_bind(pattern);
+    }
+    if let Some(fp) = &f.fingerprint {
+        q.push(" AND state = 'dead' AND fingerprint = ")
+            .push_bind(fp);
+    }
+    if let Some((lo, hi)) = f.id_prefix.as_deref().and_then(id_range) {
+        q.push(" AND job_id BETWEEN ")
+            .push_bind(lo)
+            .push(" AND ")
+            .push_bind(hi);
+    }
+    if let Some(from) = f.from {
+        q.push(" AND finished_at >= ").push_bind(from);
+    }
+    if let Some(to) = f.to {
+        q.push(" AND finished_at < ").push_bind(to);
+    }
+}
+
+const COLUMNS: &str = "job_id, queue, kind, project_id, state, attempts, max_attempts, priority, \
+    result, progress, errors, last_error, request_id, worker, run_at, created_at, started_at, \
+    finished_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    job_id: Uuid,
+    queue: String,
+    kind: String,
+    project_id: Option<Uuid>,
+    state: String,
+    attempts: i32,
+    max_attempts: i32,
+    priority: i16,
+    #[sqlx(default)]
+    payload: Option<serde_json::Value>,
+    result: Option<serde_json::Value>,
+    progress: Option<serde_json::Value>,
+    errors: serde_json::Value,
+    last_error: Option<String>,
+    request_id: Option<String>,
+    worker: Option<String>,
+    run_at: Option<DateTime<Utc>>,
+    created_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn record(self) -> JobRecord {
+        let state = match self.state.as_str() {
+            "completed" => JobState::Completed,
+            "cancelled" => JobState::Cancelled,
+            _ => JobState::Dead,
+        };
+        JobRecord {
+            id: self.job_id,
+            kind: self.kind,
+            queue: self.queue,
+            state,
+            attempts: self.attempts.max(0) as u32,
+            max_attempts: self.max_attempts.max(0) as u32,
+            priority: self.priority,
+            run_at: self.run_at,
+            errors: serde_json::from_value::<Vec<AttemptError>>(self.errors).unwrap_or_default(),
+            last_error: self.last_error,
+            payload: self.payload,
+            progress: self.progress,
+            result: self.result,
+            project_id: self.project_id,
+            request_id: self.request_id,
+            worker: self.worker,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: Some(self.finished_at),
+        }
+    }
+}
+
+/// A page of the archive, newest first (by finish time, then id), from right after `after`:
+/// up to `limit + 1` jobs (the extra one says a next page exists). Payloads are left out (see
+/// [`get`]).
+pub async fn search(
+    pool: &PgPool,
+    filter: &ArchiveFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: u32,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM job_archive"));
+    push_filter(&mut q, filter);
+    if let Some((at, id)) = after {
+        q.push(" AND (finished_at, job_id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY finished_at DESC, job_id DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows: Vec<Row> = q.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(Row::record).collect())
+}
+
+/// One archived job with its payload; `project_id` scopes it (`None`: any project).
+pub async fn get(
+    pool: &PgPool,
+    project_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<Option<JobRecord>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, payload FROM job_archive
+         WHERE job_id = $1 AND ($2::uuid IS NULL OR project_id = $2)"
+    )))
+    .bind(id)
+    .bind(project_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Row::record))
+}
+
+/// Dead jobs sharing an error fingerprint.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureGroup {
+    /// The error with ids, numbers and quoted values masked.
+    pub fingerprint: String,
+    /// The queue.
+    pub queue: String,
+    /// Dead jobs in the group.
+    pub count: i64,
+    /// When the first of them died.
+    pub first_seen: DateTime<Utc>,
+    /// When the last of them died.
+    pub last_seen: DateTime<Utc>,
+    /// The most recent one's id.
+    pub sample_job_id: Uuid,
+    /// Its error, unmasked.
+    pub sample_error: Option<String>,
+}
+
+/// The dead jobs matching `filter` grouped by (queue, fingerprint), largest groups first; at
+/// most `limit` groups.
+pub async fn failure_groups(
+    pool: &PgPool,
+    filter: &ArchiveFilter,
+    limit: u32,
+) -> Result<Vec<FailureGroup>, sqlx::Error> {
+    let mut q = QueryBuilder::new(
+        "SELECT fingerprint, queue, count(*) AS count, min(finished_at) AS first_seen,
+                max(finished_at) AS last_seen,
+                (array_agg(job_id ORDER BY finished_at DESC))[1] AS sample_job_id,
+                (array_agg(last_error ORDER BY finished_at DESC))[1] AS sample_error
+         FROM job_archive",
+    );
+    push_filter(&mut q, filter);
+    q.push(" AND state = 'dead' AND fingerprint IS NOT NULL");
+    q.push(" GROUP BY fingerprint, queue ORDER BY count(*) DESC, max(finished_at) DESC LIMIT ")
+        .push_bind(i64::from(limit));
+    q.build_query_as().fetch_all(pool).await
+}
+
+/// One batch of archived jobs that finished before their retention: completed ones before
+/// `completed_before`, dead and cancelled ones before `dead_before`.
+pub async fn expire(
+    pool: &PgPool,
+    completed_before: DateTime<Utc>,
+    dead_before: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        r#"
+        DELETE FROM job_archive WHERE job_id IN (
+            (SELECT job_id FROM job_archive WHERE state = 'completed' AND finished_at < $1
+             ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+            UNION ALL
+            (SELECT job_id FROM job_archive WHERE state IN ('dead', 'cancelled') AND finished_at < $2
+             ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED))
+        "#,
+    )
+    .bind(completed_before)
+    .bind(dead_before)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,112 @@
+//! The job archiver: copies finished jobs from Redis to Postgres (`job_archive`), where
+//! operators search them (`GET /api/v1/jobs`), and lets Redis drop completed jobs once copied.
+//!
+//! Every worker process runs it for every queue; a per-queue lease in Redis (`archiver`, three
+//! periods long) lets one process at a time copy a queue, and another take over when it stops.
+//! Each pass takes the oldest marks (`shared::queue::archive`), writes their jobs in one
+//! transaction (finished jobs upserted, jobs open again deleted), then forgets the marks that
+//! did not change meanwhile. Copying is at least once: a process killed between the commit and
+//! the forget copies the same jobs again, which changes nothing. A failed pass (Postgres or
+//! Redis down) is logged and counted, and retried next period; Redis then keeps completed jobs
+//! up to `JOB_MAX_COMPLETED` as before.
+
+use std::time::Duration;
+
+use shared::{
+    db,
+    jobs::QUEUES,
+    queue::{ARCHIVE_BATCH, ArchivedJob, Queues},
+};
+use sqlx::PgPool;
+
+use super::Stop;
+
+/// What one pass over one queue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Finished jobs written.
+    pub written: u64,
+    /// Archived rows deleted (jobs open again).
+    pub reopened: u64,
+    /// Marks forgotten.
+    pub forgotten: u64,
+}
+
+/// Copies one batch of `queue`'s marked jobs (at most [`ARCHIVE_BATCH`]).
+pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow::Result<Pass> {
+    let batch = queues.archive_batch(queue, ARCHIVE_BATCH).await?;
+    if batch.marks.is_empty() {
+        return Ok(Pass::default());
+    }
+    let mut finished = Vec::new();
+    let mut reopened = Vec::new();
+    for job in &batch.jobs {
+        match job {
+            ArchivedJob::Job(j) if j.finished_at.is_some() && is_finished(j.state) => {
+                finished.push(&**j);
+            }
+            ArchivedJob::Job(j) => reopened.push(j.id),
+            ArchivedJob::Gone(_) => {}
+        }
+    }
+    let (written, reopened) = db::job_archive::write(pool, &finished, &reopened).await?;
+    let forgotten = queues.archived(queue, &batch.marks).await?;
+    metrics::counter!("comet_jobs_archived_total", "queue" => queue.to_owned()).increment(written);
+    Ok(Pass {
+        written,
+        reopened,
+        forgotten,
+    })
+}
+
+fn is_finished(state: shared::queue::JobState) -> bool {
+    use shared::queue::JobState::*;
+    matches!(state, Completed | Dead | Cancelled)
+}
+
+/// Archives every queue this process holds the lease of, every `period`, until stopped.
+pub async fn run(
+    pool: PgPool,
+    queues: Queues,
+    holder: String,
+    period: Duration,
+    stop: Stop,
+) -> anyhow::Result<()> {
+    let lease = period * 3 + Duration::from_secs(1);
+    loop {
+        for queue in QUEUES {
+            if let Err(e) = drain(&pool, &queues, &holder, queue, lease, &stop).await {
+                metrics::counter!("comet_archive_errors_total", "queue" => *queue).increment(1);
+                tracing::warn!(
+                    queue,
+                    error = format!("{e:#}"),
+                    "job archive pass failed; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            () = stop.clone().requested() => return Ok(()),
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Copies `queue`'s backlog in batches while this process holds its lease.
+async fn drain(
+    pool: &PgPool,
+    queues: &Queues,
+    holder: &str,
+    queue: &str,
+    lease: Duration,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    while !stop.is_requested() && queues.archive_lease(queue, holder, lease).await? {
+        let pass = archive_once(pool, queues, queue).await?;
+        if pass.written + pass.reopened + pass.forgotten == 0 {
+            break;
+        }
+    }
+    let backlog = queues.archive_backlog(queue).await?;
+    metrics::gauge!("comet_archive_backlog", "queue" => queue.to_owned()).set(backlog as f64);
+    Ok(())
+}
