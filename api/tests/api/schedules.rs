@@ -489,8 +489,44 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
     let old_notification = attach(old_gone, 40).await;
     let recent_notification = attach(old_kept, 1).await;
 
+    // archived jobs: completed kept JOB_COMPLETED_RETENTION_SECS (1 day), dead and cancelled
+    // JOB_DEAD_RETENTION_SECS (7 days)
+    let archived = |state: &'static str, age_hours: i32| async move {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO job_archive (job_id, queue, kind, project_id, state, attempts, max_attempts,
+                                      finished_at)
+             VALUES ($1, 'ping', 'ping', $2, $3, 1, 1, now() - make_interval(hours => $4))",
+        )
+        .bind(id)
+        .bind(project)
+        .bind(state)
+        .bind(age_hours)
+        .execute(pool)
+        .await
+        .expect("archived job");
+        id
+    };
+    let kept_jobs = [
+        archived("completed", 1).await,
+        archived("dead", 48).await,
+        archived("cancelled", 48).await,
+    ];
+    for (state, hours) in [("completed", 30), ("dead", 8 * 24), ("cancelled", 8 * 24)] {
+        archived(state, hours).await;
+    }
+
     let job = app.run_sweep("apply_retention").await;
     let r = &job["result"];
+    assert_eq!(r["archivedJobs"], 3, "{r}");
+    let mut left: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT job_id FROM job_archive WHERE finished_at < now() - interval '30 minutes'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("archive left");
+    left.sort_unstable();
+    assert_eq!(left, kept_jobs, "the recent ones stay");
     assert_eq!(r["auditLog"], 25, "{r}");
     assert_eq!(r["notifications"], 1, "{r}");
     assert_eq!(r["notificationRecipients"], 1, "{r}");

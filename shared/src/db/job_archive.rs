@@ -334,11 +334,10 @@ pub async fn expire(
     Ok(sqlx::query(
         r#"
         DELETE FROM job_archive WHERE job_id IN (
-            (SELECT job_id FROM job_archive WHERE state = 'completed' AND finished_at < $1
-             ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-            UNION ALL
-            (SELECT job_id FROM job_archive WHERE state IN ('dead', 'cancelled') AND finished_at < $2
-             ORDER BY finished_at LIMIT $3 FOR UPDATE SKIP LOCKED))
+            SELECT job_id FROM job_archive
+            WHERE (state = 'completed' AND finished_at < $1)
+               OR (state IN ('dead', 'cancelled') AND finished_at < $2)
+            LIMIT $3 FOR UPDATE SKIP LOCKED)
         "#,
     )
     .bind(completed_before)

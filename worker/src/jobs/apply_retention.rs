@@ -7,7 +7,10 @@
 //!   delivery attempts, then the notifications (webview actions cascade);
 //! - processed events older than `EVENT_RETENTION_DAYS` that no notification refers to;
 //! - inbox feed entries older than `INBOX_FEED_RETENTION_DAYS`;
-//! - schedule runs older than `SCHEDULER_HISTORY_DAYS` (each schedule's latest kept).
+//! - schedule runs older than `SCHEDULER_HISTORY_DAYS` (each schedule's latest kept);
+//! - archived jobs (`job_archive`): completed ones finished longer ago than
+//!   `JOB_COMPLETED_RETENTION_SECS`, dead and cancelled ones than `JOB_DEAD_RETENTION_SECS` (the
+//!   retention Redis applies to the same jobs).
 //!
 //! Cut-offs are computed once per run. Idempotent: a re-run deletes only what is still past.
 
@@ -37,6 +40,8 @@ pub struct Summary {
     pub inbox_feed: u64,
     /// Schedule runs.
     pub schedule_runs: u64,
+    /// Archived jobs.
+    pub archived_jobs: u64,
     /// Ticks missed before this run (catch-up `once`).
     pub missed_ticks: u64,
 }
@@ -80,6 +85,15 @@ async fn apply(ctx: &JobContext, handle: &JobHandle) -> anyhow::Result<Summary> 
     step!(events, r.event_days);
     step!(inbox_feed, r.inbox_feed_days);
     step!(schedule_runs, r.schedule_run_days);
+    let q = &ctx.settings.queue;
+    let (done_before, dead_before) = (
+        Utc::now() - q.completed_retention,
+        Utc::now() - q.dead_retention,
+    );
+    s.archived_jobs = sweeps::drain(handle, "apply_retention", "archived_jobs", size, max, || {
+        shared::db::job_archive::expire(pool, done_before, dead_before, batch)
+    })
+    .await?;
     tracing::info!(summary = ?s, "retention applied");
     Ok(s)
 }
