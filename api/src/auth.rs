@@ -169,16 +169,28 @@ pub fn blocked(block: Block) -> ApiError {
 }
 
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
-    let claims = shared::auth::verify(&state.settings.auth.jwt_secret, bearer(parts)?)
-        .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?;
-    match state.sessions.check(&claims).await {
+    // the ops console's session cookie counts only without an Authorization header and with
+    // its CSRF header (`crate::ops::session`); every other caller sends a Bearer token
+    let claims = match crate::ops::session::from_cookie(parts, state)? {
+        Some(claims) => claims,
+        None => shared::auth::verify(&state.settings.auth.jwt_secret, bearer(parts)?)
+            .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?,
+    };
+    check_session(state, &claims).await?;
+    Ok(claims)
+}
+
+/// The revocation and project-state check of verified claims (degraded when Redis fails, as the
+/// module doc says).
+pub(crate) async fn check_session(state: &AppState, claims: &Claims) -> Result<(), ApiError> {
+    match state.sessions.check(claims).await {
         Ok(Verdict::Valid) => {}
         Ok(Verdict::Revoked) => return Err(ApiError::Unauthorized("token revoked")),
         Ok(Verdict::Blocked(block)) => return Err(blocked(block)),
         Err(e) => {
             metrics::counter!("comet_session_check_degraded_total").increment(1);
             tracing::warn!(error = %e, "session check skipped: Redis unreachable (degraded mode)");
-            if state.revocations.is_revoked(&claims) {
+            if state.revocations.is_revoked(claims) {
                 return Err(ApiError::Unauthorized("token revoked"));
             }
             if let Some(block) = state.revocations.project_block(claims.project_id) {
@@ -186,7 +198,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Claims, ApiErro
             }
         }
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// Records the user's activity without delaying the response: at most once per 5 minutes per

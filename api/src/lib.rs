@@ -23,6 +23,8 @@
 //! - [`live`]: the inbox's live fan-out: one Redis pub/sub connection per process, to the
 //!   process's open notification streams.
 //! - [`client_ip`]: the client address behind `TRUSTED_PROXIES`, for per-IP limits and audits.
+//! - [`ops`]: the ops console at `/ops` (HTML and embedded assets; its session cookie is
+//!   accepted by [`auth`] only with its CSRF header).
 //! - [`app`] builds the router from an [`AppState`]; `main.rs` only serves it.
 
 pub mod admin_guard;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod extract;
 pub mod filters;
 pub mod live;
+pub mod ops;
 pub mod passwords;
 pub mod project_settings;
 pub mod project_state;
@@ -118,7 +121,8 @@ Each operation's `bearer` security scopes name the permission it needs; operatio
         (name = "webhooks", description = "Webhook endpoints: signed deliveries of notifications"),
         (name = "schedules", description = "Schedules and their sweeps (platform operators)"),
         (name = "transfer-buckets", description = "Transfer buckets: exact balances, credits and debits, low-balance alerts"),
-        (name = "ops", description = "Health and metrics")
+        (name = "ops", description = "Health and metrics"),
+        (name = "ops-console", description = "The ops console's pages (HTML, at /ops): sign-in, the console, sign-out")
     )
 )]
 struct ApiDoc;
@@ -167,6 +171,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::webhook_endpoints::router())
         .merge(routes::schedules::router())
         .merge(routes::buckets::router())
+        .merge(ops::router())
 }
 
 /// The OpenAPI document of every route (built once).

@@ -206,6 +206,54 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
         "Rule conditions that failed to evaluate on an event",
         unlabelled(),
     );
+    // the scheduler's, per schedule; also in a process that does not run the scheduler (they
+    // stay 0 there), so an alert on missed ticks sees 0 rather than no data
+    let schedules: Vec<&str> = settings
+        .scheduler
+        .schedules
+        .iter()
+        .map(shared::schedule::Resolved::name)
+        .collect();
+    let per_schedule = || {
+        schedules
+            .iter()
+            .map(|s| vec![("schedule", (*s).to_owned())])
+            .collect::<Vec<_>>()
+    };
+    export_at_zero(
+        Counter,
+        "comet_schedule_runs_total",
+        "Schedule ticks fired (one job each), by schedule",
+        per_schedule(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_schedule_missed_total",
+        "Schedule ticks no worker fired in time, by schedule",
+        per_schedule(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_schedule_skipped_total",
+        "Schedule ticks that fired nothing, by schedule and reason",
+        schedules.iter().flat_map(|s| {
+            ["paused", "missed", "overlap"]
+                .into_iter()
+                .map(|r| vec![("schedule", (*s).to_owned()), ("reason", r.to_owned())])
+        }),
+    );
+    export_at_zero(
+        Histogram,
+        "comet_schedule_tick_lateness_seconds",
+        "Enqueue time minus tick time, for ticks fired on time, by schedule",
+        per_schedule(),
+    );
+    export_at_zero(
+        Counter,
+        "comet_scheduler_errors_total",
+        "Failed scheduler passes (retried with backoff)",
+        unlabelled(),
+    );
 }
 
 /// Runs the worker until `shutdown` resolves, then stops fetching, lets running jobs finish

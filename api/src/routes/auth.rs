@@ -273,22 +273,41 @@ async fn login(
     headers: HeaderMap,
     ValidJson(req): ValidJson<LoginRequest>,
 ) -> Result<impl axum::response::IntoResponse> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (issued, me) = sign_in(&s, &ip, user_agent, req).await?;
+    // a token must never sit in a shared or browser cache
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    Ok((no_store, ApiJson(Data::new(LoginResponse::new(issued, me)))))
+}
+
+/// A login's work, shared with the ops console's sign-in form (`crate::ops`): the rate limits
+/// and lock-out, one Argon2 verification, the audit, and a new session (access token, session
+/// record, refresh family). Errors are the JSON route's (401, 429, 503).
+pub(crate) async fn sign_in(
+    s: &AppState,
+    ip: &str,
+    user_agent: &str,
+    req: Credentials,
+) -> Result<(tokens::Issued, Me)> {
     let email = req.email;
     let limits = &s.settings.auth;
-    rate_limit::check(&s, "login-ip", &ip, &limits.login_per_ip).await?;
+    rate_limit::check(s, "login-ip", ip, &limits.login_per_ip).await?;
     // Failures are limited per (email, client) strictly, and per email across clients loosely;
     // a client that logged in as this email before is not held back by other clients'
     // failures, so a stranger cannot lock the owner out (README, "Login limits").
     let subject = secrets::token_hash(&email);
     let pair = format!("{subject}:{ip}");
-    rate_limit::refuse_if_reached(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
+    rate_limit::refuse_if_reached(s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
     let known_client = s
         .sessions
-        .is_known_client(&subject, &ip)
+        .is_known_client(&subject, ip)
         .await
         .map_err(ApiError::session_store)?;
     if !known_client {
-        rate_limit::refuse_if_reached(&s, "login-email", &subject, &limits.login_per_email).await?;
+        rate_limit::refuse_if_reached(s, "login-email", &subject, &limits.login_per_email).await?;
     }
 
     let candidates = db::users::login_candidates(&s.pool, &email, req.project_id).await?;
@@ -314,15 +333,15 @@ async fn login(
                 // an active account of another project, not tried
                 continue;
             };
-            audit_failure(&s, c.project_id, Some(c.user_id), why, &ip).await?;
+            audit_failure(s, c.project_id, Some(c.user_id), why, ip).await?;
         }
         if candidates.is_empty()
             && let Some(project) = req.project_id
         {
-            audit_failure(&s, project, None, Failure::UnknownUser, &ip).await?;
+            audit_failure(s, project, None, Failure::UnknownUser, ip).await?;
         }
-        rate_limit::count(&s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
-        rate_limit::count(&s, "login-email", &subject, &limits.login_per_email).await?;
+        rate_limit::count(s, "login-email-ip", &pair, &limits.login_per_email_ip).await?;
+        rate_limit::count(s, "login-email", &subject, &limits.login_per_email).await?;
         tracing::info!(
             candidates = candidates.len(),
             "login refused: bad credentials"
@@ -346,7 +365,7 @@ async fn login(
     // waits for a deactivation or role change in flight
     if db::users::share_lock_status(&mut tx, project, user_id).await? != Some(UserStatus::Active) {
         drop(tx);
-        audit_failure(&s, project, Some(user_id), Failure::NotActive, &ip).await?;
+        audit_failure(s, project, Some(user_id), Failure::NotActive, ip).await?;
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
     }
     claims.permissions = db::roles::permissions_of(&mut tx, project, user_id).await?;
@@ -362,25 +381,19 @@ async fn login(
             .request(Some(request_id::current())),
     )
     .await?;
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let issued = tokens::issue(&s, &mut tx, &claims, user_id, None, user_agent, &ip).await?;
+    let issued = tokens::issue(s, &mut tx, &claims, user_id, None, user_agent, ip).await?;
     s.sessions
-        .remember_client(&subject, &ip, KNOWN_CLIENT_TTL)
+        .remember_client(&subject, ip, KNOWN_CLIENT_TTL)
         .await
         .map_err(ApiError::session_store)?;
     tx.commit().await?;
     tracing::info!(%user_id, %project, jti = %claims.jti, "user logged in");
-    // a token must never sit in a shared or browser cache
-    let no_store = [(header::CACHE_CONTROL, "no-store")];
     let me = Me {
         user,
         project_id: project,
         permissions: claims.permissions,
     };
-    Ok((no_store, ApiJson(Data::new(LoginResponse::new(issued, me)))))
+    Ok((issued, me))
 }
 
 /// A refresh token to exchange.
@@ -522,20 +535,27 @@ async fn refresh(
     responses((status = 204, description = "Logged out"),
               AuthRefusals))]
 async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<StatusCode> {
-    let c = &auth.claims;
+    sign_out(&s, &auth.claims).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A logout's work, shared with the ops console's sign-out (`crate::ops`): the token stops
+/// working at once on every process, with the refresh family of its sign-in; audited.
+pub(crate) async fn sign_out(s: &AppState, c: &Claims) -> Result<()> {
+    let user = Uuid::parse_str(&c.sub).ok();
     // this process refuses it even if Redis fails below
     s.revocations
         .note_jti(c.jti, shared::sessions::revocation_ttl(c.exp));
     s.sessions
-        .revoke_jti(auth.user_id(), c.jti, c.exp)
+        .revoke_jti(user, c.jti, c.exp)
         .await
         .map_err(ApiError::session_store)?;
-    if let Some(user_id) = auth.user_id() {
+    if let Some(user_id) = user {
         let mut tx = s.pool.begin().await?;
         let family = refresh_tokens::family_of_access(&mut tx, c.project_id, c.jti).await?;
         if let Some(family) = family {
             let accesses = refresh_tokens::revoke_family(&mut tx, family, "logout").await?;
-            tokens::revoke_accesses(&s, user_id, &accesses).await?;
+            tokens::revoke_accesses(s, user_id, &accesses).await?;
         }
         db::audit::record(
             &mut tx,
@@ -549,5 +569,5 @@ async fn logout(auth: Authenticated, State(s): State<AppState>) -> Result<Status
         tx.commit().await?;
     }
     tracing::info!(jti = %c.jti, "logged out");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

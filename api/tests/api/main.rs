@@ -27,6 +27,8 @@ mod jobs;
 mod login_limits;
 mod metrics;
 mod openapi;
+mod ops_console;
+mod ops_files;
 mod passwords;
 mod permissions;
 mod projects;

@@ -25,6 +25,12 @@ const PUBLIC: &[&str] = &[
     "/api/v1/invitations/accept",
     // the HTML page the invitation email links to, and its form
     "/invitations/accept",
+    // the ops console's pages (its session is a cookie, not a Bearer token) and assets
+    "/ops",
+    "/ops/login",
+    "/ops/login/token",
+    "/ops/logout",
+    "/ops/assets/{name}",
 ];
 
 /// Routes any valid token may call: they declare `bearer` with no scope.

@@ -1,8 +1,11 @@
 //! The worker's own HTTP surface: `/health` (alive), `/ready` (Postgres and Redis answer),
-//! `/metrics` (Prometheus).
+//! `/metrics` (Prometheus: this process's recorder, then the fleet-wide gauges of [`fleet`]).
+
+mod fleet;
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
 use shared::queue::Queues;
 use sqlx::PgPool;
 
@@ -12,6 +15,7 @@ use super::Stop;
 struct HttpState {
     pool: PgPool,
     queues: Queues,
+    metrics: PrometheusHandle,
 }
 
 /// The worker's router.
@@ -23,11 +27,21 @@ pub fn router(pool: PgPool, queues: Queues) -> Router {
             get(|| async { axum::Json(serde_json::json!({"data": {"status": "ok"}})) }),
         )
         .route("/ready", get(ready))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
-        .with_state(HttpState { pool, queues })
+        .route("/metrics", get(render_metrics))
+        .with_state(HttpState {
+            pool,
+            queues,
+            metrics,
+        })
+}
+
+async fn render_metrics(State(s): State<HttpState>) -> String {
+    let mut text = s.metrics.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&fleet::render(&s.pool, &s.queues).await);
+    text
 }
 
 async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
