@@ -22,6 +22,7 @@ mod helpers;
 mod imports;
 mod inbox;
 mod inbox_stream;
+mod job_controls;
 mod job_search;
 mod jobs;
 mod login_limits;

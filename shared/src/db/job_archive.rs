@@ -244,22 +244,44 @@ impl Row {
 /// A page of the archive, newest first (by finish time, then id), from right after `after`:
 /// up to `limit + 1` jobs (the extra one says a next page exists). Payloads are left out (see
 /// [`get`]).
+///
+/// Every page is a keyset scan of an index led by (queue or project and) state. Without a state
+/// filter, one scan per finished state (each stopping after `limit + 1` rows) merged by finish
+/// time: a single ORDER BY over every state would read and sort all the matching rows (about
+/// 0.5 s over a million).
 pub async fn search(
     pool: &PgPool,
     filter: &ArchiveFilter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: u32,
 ) -> Result<Vec<JobRecord>, sqlx::Error> {
-    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM job_archive"));
-    push_filter(&mut q, filter);
-    if let Some((at, id)) = after {
-        q.push(" AND (finished_at, job_id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
+    let states = match filter.state {
+        Some(state) => vec![state],
+        None => vec![JobState::Completed, JobState::Dead, JobState::Cancelled],
+    };
+    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ("));
+    for (k, state) in states.into_iter().enumerate() {
+        if k > 0 {
+            q.push(" UNION ALL ");
+        }
+        q.push(format!("(SELECT {COLUMNS} FROM job_archive"));
+        let branch = ArchiveFilter {
+            state: Some(state),
+            ..filter.clone()
+        };
+        push_filter(&mut q, &branch);
+        if let Some((at, id)) = after {
+            q.push(" AND (finished_at, job_id) < (")
+                .push_bind(at)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        q.push(" ORDER BY finished_at DESC, job_id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1)
             .push(")");
     }
-    q.push(" ORDER BY finished_at DESC, job_id DESC LIMIT ")
+    q.push(") page ORDER BY finished_at DESC, job_id DESC LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let rows: Vec<Row> = q.build_query_as().fetch_all(pool).await?;
     Ok(rows.into_iter().map(Row::record).collect())
@@ -280,6 +302,23 @@ pub async fn get(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(Row::record))
+}
+
+/// Deletes one archived job; `project_id` scopes it (`None`: any project). True if it was there.
+pub async fn delete(
+    pool: &PgPool,
+    project_id: Option<Uuid>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM job_archive WHERE job_id = $1 AND ($2::uuid IS NULL OR project_id = $2)",
+    )
+    .bind(id)
+    .bind(project_id)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        > 0)
 }
 
 /// Dead jobs sharing an error fingerprint.

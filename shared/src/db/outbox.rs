@@ -108,17 +108,18 @@ impl Row {
     }
 }
 
-/// A job still in the outbox (committed, not yet relayed), seen as `pending`.
+/// A job still in the outbox (committed, not yet relayed), seen as `pending`; `project_id`
+/// scopes it (`None`: any project, for platform operators).
 pub async fn pending_job(
     pool: &PgPool,
-    project_id: Uuid,
+    project_id: Option<Uuid>,
     job_id: Uuid,
 ) -> Result<Option<JobRecord>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(
         r#"
         SELECT job_id, queue, payload, run_at, priority, max_attempts, idempotency_key,
                project_id, request_id, created_at
-        FROM job_outbox WHERE job_id = $1 AND project_id = $2
+        FROM job_outbox WHERE job_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
         "#,
     )
     .bind(job_id)

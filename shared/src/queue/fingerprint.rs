@@ -85,8 +85,12 @@ fn mask_word(word: &str) -> String {
     // numbers, alone or glued to letters (`500ms`, `v2`, `row42`): each digit run is masked
     let mut out = String::with_capacity(word.len());
     let mut in_number = false;
-    for c in word.chars() {
-        if c.is_ascii_digit() || (in_number && (c == '.' || c == ',')) {
+    let chars: Vec<char> = word.chars().collect();
+    for (k, &c) in chars.iter().enumerate() {
+        // a '.' or ',' between digits is part of the number (`30.5`, `1,200`); another one
+        // is text (`mx3.host`)
+        let inner = (c == '.' || c == ',') && chars.get(k + 1).is_some_and(char::is_ascii_digit);
+        if c.is_ascii_digit() || (in_number && inner) {
             if !in_number {
                 out.push_str("<n>");
                 in_number = true;
@@ -121,6 +125,11 @@ mod tests {
             fingerprint("hash deadbeefcafe1234 mismatch"),
             "hash <id> mismatch"
         );
+        assert_eq!(
+            fingerprint("no route to mx3.host"),
+            "no route to mx<n>.host"
+        );
+        assert_eq!(fingerprint("took 1.5 s"), "took <n> s");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub(crate) struct Scripts {
     pub cancel: Script,
     pub claim_dead: Script,
     pub archived: Script,
+    pub delete: Script,
+    pub run_now: Script,
 }
 
 impl Scripts {
@@ -88,6 +90,8 @@ impl Scripts {
             cancel: Script::new(&script_source("cancel")),
             claim_dead: Script::new(&script_source("claim_dead")),
             archived: Script::new(&script_source("archived")),
+            delete: Script::new(&script_source("delete")),
+            run_now: Script::new(&script_source("run_now")),
         }
     }
 }
@@ -110,6 +114,8 @@ pub fn script_source(name: &str) -> String {
         "cancel" => (&[OPEN], include_str!("lua/cancel.lua")),
         "claim_dead" => (&[], include_str!("lua/claim_dead.lua")),
         "archived" => (&[], include_str!("lua/archived.lua")),
+        "delete" => (&[], include_str!("lua/delete.lua")),
+        "run_now" => (&[], include_str!("lua/run_now.lua")),
         other => panic!("no queue script {other:?}"),
     };
     let mut source = helpers.concat();
@@ -594,10 +600,34 @@ impl Queues {
     /// Cancels a job that has not started; returns its state before the call (`None`: no such
     /// job). Only waiting, delayed and retrying jobs become cancelled.
     pub async fn cancel(&self, queue: &str, id: Uuid) -> Result<Option<JobState>, QueueError> {
+        self.change(&self.scripts.cancel, queue, id).await
+    }
+
+    /// Deletes a finished (completed, dead or cancelled) job from Redis; returns its state
+    /// before the call (`None`: no such job). An open job is left as it is.
+    pub async fn delete_finished(
+        &self,
+        queue: &str,
+        id: Uuid,
+    ) -> Result<Option<JobState>, QueueError> {
+        self.change(&self.scripts.delete, queue, id).await
+    }
+
+    /// Makes a delayed or retrying job ready now; returns its state before the call (`None`:
+    /// no such job). A job in another state is left as it is.
+    pub async fn run_now(&self, queue: &str, id: Uuid) -> Result<Option<JobState>, QueueError> {
+        self.change(&self.scripts.run_now, queue, id).await
+    }
+
+    /// Runs a one-job script that answers the job's state before it ('' = no such job).
+    async fn change(
+        &self,
+        script: &Script,
+        queue: &str,
+        id: Uuid,
+    ) -> Result<Option<JobState>, QueueError> {
         let mut conn = self.conn.clone();
-        let before: String = self
-            .scripts
-            .cancel
+        let before: String = script
             .key(self.base(queue))
             .arg(id.to_string())
             .invoke_async(&mut conn)

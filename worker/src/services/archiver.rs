@@ -102,11 +102,12 @@ async fn drain(
 ) -> anyhow::Result<()> {
     while !stop.is_requested() && queues.archive_lease(queue, holder, lease).await? {
         let pass = archive_once(pool, queues, queue).await?;
+        // after every pass, so a long backlog shows as it drains
+        let backlog = queues.archive_backlog(queue).await?;
+        metrics::gauge!("comet_archive_backlog", "queue" => queue.to_owned()).set(backlog as f64);
         if pass.written + pass.reopened + pass.forgotten == 0 {
             break;
         }
     }
-    let backlog = queues.archive_backlog(queue).await?;
-    metrics::gauge!("comet_archive_backlog", "queue" => queue.to_owned()).set(backlog as f64);
     Ok(())
 }

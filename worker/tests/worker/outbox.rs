@@ -63,7 +63,7 @@ async fn a_job_committed_while_redis_is_down_runs_once_redis_is_back() {
     // Redis is down: the job waits in Postgres and shows as pending.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 1);
-    let pending = outbox::pending_job(&env.pool, env.project_id, job.id)
+    let pending = outbox::pending_job(&env.pool, Some(env.project_id), job.id)
         .await
         .unwrap()
         .unwrap();

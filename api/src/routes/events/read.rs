@@ -289,7 +289,7 @@ pub(super) async fn get_event(
             attempts: j.attempts,
             last_error: j.last_error,
         },
-        _ => match db::outbox::pending_job(&s.pool, project_id, job_id).await? {
+        _ => match db::outbox::pending_job(&s.pool, Some(project_id), job_id).await? {
             Some(_) => EventJob {
                 id: job_id,
                 state: JobState::Pending.as_str().to_owned(),

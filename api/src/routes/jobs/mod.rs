@@ -32,6 +32,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(retry_job))
         .routes(routes!(cancel_job))
+        .routes(routes!(delete_job))
+        .routes(routes!(run_job_now))
         .routes(routes!(enqueue_ping))
 }
 
@@ -55,25 +57,35 @@ fn accepted(job_id: Uuid, queue: &str, created: bool) -> Accepted<JobQueued> {
     )
 }
 
-async fn find_job(s: &AppState, project_id: Uuid, id: Uuid) -> Result<JobRecord> {
+/// The projects whose jobs a caller may see or act on: `None` (every project) for a platform
+/// operator holding `operator_permission` (`queues:read` to see, `queues:write` to act), else
+/// the caller's own project.
+pub(crate) fn job_scope(claims: &shared::auth::Claims, operator_permission: &str) -> Option<Uuid> {
+    (!(claims.platform && claims.has(operator_permission))).then_some(claims.project_id)
+}
+
+/// A job by id, wherever it is (Redis, the outbox, the archive), if `scope` may see it: another
+/// project's job is a 404.
+async fn find_job(s: &AppState, scope: Option<Uuid>, id: Uuid) -> Result<JobRecord> {
     if let Some(job) = s.queues.find_job(shared::jobs::QUEUES, id).await? {
-        if job.project_id == Some(project_id) {
+        if scope.is_none() || job.project_id == scope {
             return Ok(job);
         }
         return Err(ApiError::NotFound("job"));
     }
-    if let Some(job) = shared::db::outbox::pending_job(&s.pool, project_id, id).await? {
+    if let Some(job) = shared::db::outbox::pending_job(&s.pool, scope, id).await? {
         return Ok(job);
     }
     // a completed job dropped from Redis once archived (`JOB_REDIS_COMPLETED`)
-    shared::db::job_archive::get(&s.pool, Some(project_id), id)
+    shared::db::job_archive::get(&s.pool, scope, id)
         .await?
         .ok_or(ApiError::NotFound("job"))
 }
 
 /// A job's status: state, attempts, every attempt's error, progress and result.
 ///
-/// Permission: `jobs:read`. Jobs of other projects are not found.
+/// Permission: `jobs:read`. Jobs of other projects are not found, except by platform
+/// operators holding `queues:read`.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:read"])),
@@ -87,14 +99,14 @@ async fn get_job(
     PathId(id): PathId,
 ) -> Result<ApiJson<Data<JobRecord>>> {
     Ok(ApiJson(Data::new(
-        find_job(&s, auth.claims.project_id, id).await?,
+        find_job(&s, job_scope(&auth.claims, "queues:read"), id).await?,
     )))
 }
 
 /// Runs a dead job again with a fresh set of attempts (its error history is kept).
 ///
-/// Permission: `jobs:write`. 409 unless the job is dead. The job is open again, so it passes
-/// the project's quota like a new one: 429 with `Retry-After` past the enqueue rate or at
+/// Permission: `jobs:write` (platform operators with `queues:write`: any project's job). 409
+/// unless the job is dead. The job is open again, so it passes the project's quota like a new one: 429 with `Retry-After` past the enqueue rate or at
 /// `JOB_MAX_OPEN_PER_PROJECT` open jobs.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
@@ -111,7 +123,7 @@ async fn retry_job(
     State(s): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Accepted<JobQueued>> {
-    let job = find_job(&s, auth.claims.project_id, id).await?;
+    let job = find_job(&s, job_scope(&auth.claims, "queues:write"), id).await?;
     let not_dead = |state: JobState| {
         ApiError::Conflict(format!(
             "only dead jobs can be retried; this one is {}",
@@ -121,7 +133,7 @@ async fn retry_job(
     if job.state != JobState::Dead {
         return Err(not_dead(job.state));
     }
-    quota::admit(&s, auth.claims.project_id).await?;
+    quota::admit(&s, job.project_id.unwrap_or(auth.claims.project_id)).await?;
     if !s.queues.retry_dead(&job.queue, id).await? {
         return Err(not_dead(job.state));
     }
@@ -131,7 +143,8 @@ async fn retry_job(
 
 /// Cancels a job that has not started (waiting, delayed or retrying).
 ///
-/// Permission: `jobs:write`. 409 for a running or finished job.
+/// Permission: `jobs:write` (platform operators with `queues:write`: any project's job). 409
+/// for a running or finished job.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     security(("bearer" = ["jobs:write"])),
@@ -145,7 +158,7 @@ async fn cancel_job(
     State(s): State<AppState>,
     PathId(id): PathId,
 ) -> Result<ApiJson<Data<JobRecord>>> {
-    let job = find_job(&s, auth.claims.project_id, id).await?;
+    let job = find_job(&s, job_scope(&auth.claims, "queues:write"), id).await?;
     if job.state == JobState::Pending {
         return Err(ApiError::Conflict(
             "the job is still being handed to the queue; retry in a moment".into(),
@@ -162,6 +175,94 @@ async fn cancel_job(
         }
         None => return Err(ApiError::NotFound("job")),
     }
+    let job = s
+        .queues
+        .job(&job.queue, id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    Ok(ApiJson(Data::new(job)))
+}
+
+/// Deletes a finished job (completed, dead or cancelled): from Redis and from the archive. Its
+/// record is gone (`GET /api/v1/jobs/{id}` answers 404 afterwards).
+///
+/// Permission: `jobs:write` (platform operators with `queues:write`: any project's job). 409
+/// for a job still open (cancel it first).
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = ["jobs:write"])),
+    responses((status = 204, description = "Deleted"),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
+async fn delete_job(
+    auth: Authorized<JobsWrite>,
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> Result<axum::http::StatusCode> {
+    let scope = job_scope(&auth.claims, "queues:write");
+    let job = find_job(&s, scope, id).await?;
+    let finished = |state: JobState| {
+        matches!(
+            state,
+            JobState::Completed | JobState::Dead | JobState::Cancelled
+        )
+    };
+    if !finished(job.state) {
+        return Err(ApiError::Conflict(format!(
+            "only finished (completed, dead or cancelled) jobs can be deleted; this one is {}",
+            job.state.as_str()
+        )));
+    }
+    // Redis first: once the job is gone there, the archiver cannot copy it back
+    if let Some(state) = s.queues.delete_finished(&job.queue, id).await?
+        && !finished(state)
+    {
+        return Err(ApiError::Conflict(format!(
+            "the job changed meanwhile; it is {} now",
+            state.as_str()
+        )));
+    }
+    shared::db::job_archive::delete(&s.pool, scope, id).await?;
+    tracing::info!(job_id = %id, queue = %job.queue, "job deleted");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Runs a delayed or retrying job now, without waiting for its due time or backoff: it becomes
+/// `waiting` in its place in the queue. Answers the job.
+///
+/// Permission: `jobs:write` (platform operators with `queues:write`: any project's job). 409
+/// for a job in another state.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/run-now", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    security(("bearer" = ["jobs:write"])),
+    responses((status = 200, body = inline(Data<JobRecord>)),
+              (status = 400, body = crate::error::ErrorEnvelope),
+              (status = 404, body = crate::error::ErrorEnvelope),
+              (status = 409, body = crate::error::ErrorEnvelope),
+              AuthRefusals))]
+async fn run_job_now(
+    auth: Authorized<JobsWrite>,
+    State(s): State<AppState>,
+    PathId(id): PathId,
+) -> Result<ApiJson<Data<JobRecord>>> {
+    let job = find_job(&s, job_scope(&auth.claims, "queues:write"), id).await?;
+    let not_due = |state: JobState| {
+        ApiError::Conflict(format!(
+            "only delayed or retrying jobs can be run now; this one is {}",
+            state.as_str()
+        ))
+    };
+    if !matches!(job.state, JobState::Delayed | JobState::Retrying) {
+        return Err(not_due(job.state));
+    }
+    match s.queues.run_now(&job.queue, id).await? {
+        Some(JobState::Delayed | JobState::Retrying) => {}
+        Some(other) => return Err(not_due(other)),
+        None => return Err(ApiError::NotFound("job")),
+    }
+    tracing::info!(job_id = %id, queue = %job.queue, "job run now");
     let job = s
         .queues
         .job(&job.queue, id)

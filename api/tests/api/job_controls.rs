@@ -1,0 +1,201 @@
+//! Job controls by id: delete a finished job, run a delayed or retrying job now, and platform
+//! operators acting on any project's job (`queues:read` to see it, `queues:write` to act).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, json_with_status, later};
+
+async fn call(app: &TestApp, method: Method, path: &str, token: &str) -> reqwest::Response {
+    app.authed(method, path, token)
+        .send()
+        .await
+        .expect("the API answers")
+}
+
+async fn state_of(app: &TestApp, id: &str, token: &str) -> Value {
+    json_with_status(app.get_job(id, token).await, StatusCode::OK).await["data"]["state"].clone()
+}
+
+#[tokio::test]
+async fn a_finished_job_is_deleted_from_redis_and_the_archive_an_open_one_is_refused() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let done = app.enqueue_ping(&json!({})).await;
+    let dead = app.enqueue_ping(&json!({"failPermanently": true})).await;
+    app.drain_jobs().await;
+    comet_worker::services::archiver::archive_once(&app.env.pool, &app.env.queues, "ping")
+        .await
+        .expect("archive");
+    let open = app.enqueue_ping(&json!({"runAt": later()})).await;
+
+    for id in [&done, &dead] {
+        let resp = call(&app, Method::DELETE, &format!("/api/v1/jobs/{id}"), &token).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{id}");
+        assert_eq!(
+            app.get_job(id, &token).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let resp = call(&app, Method::DELETE, &format!("/api/v1/jobs/{id}"), &token).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "a second delete finds nothing"
+        );
+    }
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM job_archive")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+    assert_eq!(archived, 0);
+    let resp = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{open}"),
+        &token,
+    )
+    .await;
+    let body = json_with_status(resp, StatusCode::CONFLICT).await;
+    assert!(body.to_string().contains("delayed"), "{body}");
+    assert_eq!(state_of(&app, &open, &token).await, "delayed");
+
+    // another project's job is not found; a token without jobs:write is refused
+    let other = app.env.other_project("other").await;
+    let resp = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{open}"),
+        &app.admin_token_for(other),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let resp = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{open}"),
+        &app.token(&["jobs:read"]),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_delayed_or_retrying_job_runs_now_and_other_states_are_refused() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let delayed = app.enqueue_ping(&json!({"runAt": later()})).await;
+    let waiting = app.enqueue_ping(&json!({})).await;
+
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{delayed}/run-now"),
+        &token,
+    )
+    .await;
+    let job = json_with_status(resp, StatusCode::OK).await;
+    assert_eq!(job["data"]["state"], "waiting", "{job:#}");
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{waiting}/run-now"),
+        &token,
+    )
+    .await;
+    let body = json_with_status(resp, StatusCode::CONFLICT).await;
+    assert!(body.to_string().contains("waiting"), "{body}");
+
+    let drained = app.drain_jobs().await;
+    assert_eq!(
+        drained.job(&delayed).state,
+        shared::queue::JobState::Completed,
+        "it ran at once, not in an hour"
+    );
+
+    // a job waiting out its backoff runs at once too
+    let retrying = app.enqueue_ping(&json!({"failAttempts": 1})).await;
+    app.start_worker().await;
+    shared::testing::eventually(
+        std::time::Duration::from_secs(30),
+        "the first attempt fails",
+        || async { (state_of(&app, &retrying, &token).await == "retrying").then_some(()) },
+    )
+    .await;
+    app.stop_worker().await;
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{retrying}/run-now"),
+        &token,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(state_of(&app, &retrying, &token).await, "waiting");
+
+    let other = app.env.other_project("other").await;
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{retrying}/run-now"),
+        &app.admin_token_for(other),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn platform_operators_see_and_act_on_any_projects_jobs_with_the_queue_permissions() {
+    let mut app = TestApp::spawn().await;
+    let dead = app.enqueue_ping(&json!({"failPermanently": true})).await;
+    app.drain_jobs().await;
+    let delayed = app.enqueue_ping(&json!({"runAt": later()})).await;
+
+    // a platform token without the queue permissions stays in its own (empty) project
+    let plain = app.platform_token_with(&["jobs:read", "jobs:write"]);
+    assert_eq!(
+        app.get_job(&dead, &plain).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.retry_job(&dead, &plain).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // queues:read shows any project's job; acting needs queues:write
+    let reader = app.platform_token_with(&["jobs:read", "jobs:write", "queues:read"]);
+    assert_eq!(state_of(&app, &dead, &reader).await, "dead");
+    assert_eq!(
+        app.retry_job(&dead, &reader).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    let operator =
+        app.platform_token_with(&["jobs:read", "jobs:write", "queues:read", "queues:write"]);
+    assert_eq!(
+        app.retry_job(&dead, &operator).await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(state_of(&app, &dead, &app.admin_token()).await, "waiting");
+    let resp = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/jobs/{delayed}/run-now"),
+        &operator,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app.cancel_job(&dead, &operator).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = call(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/jobs/{dead}"),
+        &operator,
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_job(&dead, &app.admin_token()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
