@@ -31,6 +31,7 @@ pub mod admin_guard;
 pub mod auth;
 pub mod caller;
 pub mod client_ip;
+pub mod confirm;
 pub mod csv_export;
 pub mod envelope;
 pub mod error;

@@ -252,6 +252,9 @@ fn platform_permissions() -> Vec<String> {
         "queues:write".into(),
         "schedules:read".into(),
         "schedules:manage".into(),
+        // with queues:read/queues:write, every project's jobs (search, failures, controls)
+        "jobs:read".into(),
+        "jobs:write".into(),
     ]
 }
 

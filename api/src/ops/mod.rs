@@ -3,7 +3,11 @@
 //! itself. It reads and acts through the same `/api/v1` routes as every client, with the
 //! permissions of whoever signed in: `queues:read` for the queue, job-list, worker and outbox
 //! views, `queues:write` to pause and resume, `jobs:read` / `jobs:write` (the job's project) to
-//! open, retry and cancel a job.
+//! open, retry and cancel a job. `jobs:read` also opens the search over finished jobs
+//! (`GET /api/v1/jobs`, the Postgres archive) and the failure groups
+//! (`GET /api/v1/jobs/failures`): a project's own jobs, or every project's for a platform
+//! operator whose token holds `queues:read` too (the default platform token does not hold
+//! `jobs:read`: the page says so).
 //!
 //! - `GET /ops/login`, `POST /ops/login`: sign in with a Comet user's email and password, through
 //!   the very code of `POST /api/v1/auth/login` (its rate limits, lock-out and audit); or
@@ -465,6 +469,8 @@ struct ConsoleView {
     perms: String,
     expires_at: String,
     platform: bool,
+    /// Every queue, space-separated: the search's queue list, which needs no `queues:read`.
+    queues: String,
     who: String,
     who_title: String,
 }
@@ -525,6 +531,7 @@ async fn show_console(State(s): State<AppState>, headers: HeaderMap) -> Response
             .unwrap_or_default()
             .to_rfc3339(),
         platform: claims.platform,
+        queues: shared::jobs::QUEUES.join(" "),
         who,
         who_title,
     };

@@ -199,3 +199,190 @@ async fn platform_operators_see_and_act_on_any_projects_jobs_with_the_queue_perm
         StatusCode::NOT_FOUND
     );
 }
+
+async fn bulk(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.authed(Method::POST, "/api/v1/jobs/bulk", token)
+        .json(body)
+        .send()
+        .await
+        .expect("the API answers")
+}
+
+#[tokio::test]
+async fn dead_jobs_matching_a_filter_are_retried_in_bulk_within_the_callers_scope() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let mine: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(app.enqueue_ping(&json!({"failPermanently": true})).await);
+        }
+        ids
+    };
+    let other = app.env.other_project("other").await;
+    let theirs = app
+        .enqueue_ping_as(
+            &json!({"failPermanently": true}),
+            &app.admin_token_for(other),
+        )
+        .await;
+    app.drain_jobs().await;
+    comet_worker::services::archiver::archive_once(&app.env.pool, &app.env.queues, "ping")
+        .await
+        .expect("archive");
+
+    let filter = json!({"queue": "ping", "error": "permanent"});
+    let preview = bulk(
+        &app,
+        &token,
+        &json!({"action": "retry", "filter": filter, "dryRun": true}),
+    )
+    .await;
+    let preview = json_with_status(preview, StatusCode::OK).await;
+    assert_eq!(
+        preview["data"]["matched"], 3,
+        "only the caller's project: {preview:#}"
+    );
+    assert_eq!(preview["data"]["done"], 0);
+    assert_eq!(preview["data"]["confirmationRequired"], false);
+    for id in &mine {
+        assert_eq!(
+            state_of(&app, id, &token).await,
+            "dead",
+            "a dry run changes nothing"
+        );
+    }
+
+    let done = bulk(&app, &token, &json!({"action": "retry", "filter": filter})).await;
+    let done = json_with_status(done, StatusCode::OK).await;
+    assert_eq!(
+        (
+            done["data"]["done"].clone(),
+            done["data"]["skipped"].clone()
+        ),
+        (json!(3), json!(0)),
+        "{done:#}"
+    );
+    for id in &mine {
+        assert_eq!(state_of(&app, id, &token).await, "waiting");
+    }
+    assert_eq!(
+        state_of(&app, &theirs, &app.admin_token_for(other)).await,
+        "dead"
+    );
+
+    // a platform operator reaches the other project's, narrowed by projectId
+    let operator =
+        app.platform_token_with(&["jobs:read", "jobs:write", "queues:read", "queues:write"]);
+    let body = json!({"action": "retry", "filter": {"projectId": other}});
+    let done = json_with_status(bulk(&app, &operator, &body).await, StatusCode::OK).await;
+    assert_eq!(done["data"]["done"], 1, "{done:#}");
+    assert_eq!(
+        state_of(&app, &theirs, &app.admin_token_for(other)).await,
+        "waiting"
+    );
+
+    // a project's caller cannot name another project; a retry takes dead jobs only
+    let body = json!({"action": "retry", "filter": {"projectId": other, "state": "completed", "queue": "nope"}});
+    let refused = json_with_status(
+        bulk(&app, &token, &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    for field in ["filter.projectId", "filter.queue"] {
+        assert!(refused.to_string().contains(field), "{field}: {refused:#}");
+    }
+    let body = json!({"action": "retry", "filter": {"state": "completed"}});
+    let refused = json_with_status(
+        bulk(&app, &token, &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(refused.to_string().contains("filter.state"), "{refused:#}");
+    let resp = bulk(
+        &app,
+        &app.token(&["jobs:read"]),
+        &json!({"action": "retry"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+}
+
+/// `n` completed jobs of `project` written straight into the archive.
+async fn archived_completed(app: &TestApp, project: uuid::Uuid, n: i64, error: &str) {
+    sqlx::query(
+        "INSERT INTO job_archive (job_id, queue, kind, project_id, state, attempts, max_attempts,
+                                  last_error, finished_at)
+         SELECT gen_random_uuid(), 'ping', 'ping', $1, 'completed', 1, 1, $3,
+                now() - make_interval(secs => g)
+         FROM generate_series(1, $2) g",
+    )
+    .bind(project)
+    .bind(n)
+    .bind(error)
+    .execute(&app.env.pool)
+    .await
+    .expect("archived jobs");
+}
+
+#[tokio::test]
+async fn a_large_bulk_delete_needs_the_dry_runs_token_and_too_large_a_set_is_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    archived_completed(&app, app.project_id(), 101, "flaky").await;
+    let body = json!({"action": "delete", "filter": {"state": "completed", "error": "flaky"}});
+
+    let refused = json_with_status(
+        bulk(&app, &token, &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        refused.to_string().contains("confirmationToken"),
+        "{refused:#}"
+    );
+    let mut dry = body.clone();
+    dry["dryRun"] = json!(true);
+    let preview = json_with_status(bulk(&app, &token, &dry).await, StatusCode::OK).await;
+    assert_eq!(preview["data"]["matched"], 101);
+    assert_eq!(preview["data"]["confirmationRequired"], true);
+    let confirmation = preview["data"]["confirmationToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    // the token is bound to the action and the filter
+    let mut other_filter = body.clone();
+    other_filter["filter"]["error"] = json!("flak");
+    other_filter["confirmationToken"] = json!(confirmation);
+    let resp = bulk(&app, &token, &other_filter).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let mut forged = body.clone();
+    forged["confirmationToken"] = json!(format!("{}0", confirmation));
+    assert_eq!(
+        bulk(&app, &token, &forged).await.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let mut confirmed = body.clone();
+    confirmed["confirmationToken"] = json!(confirmation);
+    let done = json_with_status(bulk(&app, &token, &confirmed).await, StatusCode::OK).await;
+    assert_eq!(done["data"]["done"], 101, "{done:#}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_archive")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 0);
+
+    archived_completed(&app, app.project_id(), 10_001, "noisy").await;
+    let body = json!({"action": "delete", "filter": {"error": "noisy"}, "dryRun": true});
+    let refused = json_with_status(
+        bulk(&app, &token, &body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        refused.to_string().contains("more than 10000"),
+        "{refused:#}"
+    );
+}

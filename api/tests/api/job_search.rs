@@ -212,16 +212,12 @@ async fn a_project_sees_only_its_own_jobs_and_platform_operators_see_every_proje
     let mut app = TestApp::spawn().await;
     let other = app.env.other_project("other").await;
     let mine = app.enqueue_ping(&json!({"failPermanently": true})).await;
-    let resp = app
-        .ping(
+    let theirs = app
+        .enqueue_ping_as(
             &json!({"failPermanently": true}),
             &app.admin_token_for(other),
         )
         .await;
-    let theirs = json_with_status(resp, StatusCode::ACCEPTED).await["data"]["jobId"]
-        .as_str()
-        .expect("a job id")
-        .to_owned();
     app.drain_jobs().await;
     archive(&app).await;
 

@@ -1,7 +1,8 @@
 //! The ops console (`/ops`): in headless Chromium (sign in, watch counts change as jobs are
-//! enqueued and run, find a dead job and open it, pause a queue, retry the job, sign out and
-//! see the old cookie refused), with a screenshot of each step in
-//! `<target>/ops-screenshots/`; and over plain HTTP, the session cookie's rules (CSRF header on
+//! enqueued and run, find a dead job and open it, see its failure group, search the archive by
+//! its error text, pause a queue, retry the job, sign out and see the old cookie refused, and
+//! an operator without `jobs:read` told what the failures need), with a screenshot of each step
+//! in `<target>/ops-screenshots/`; and over plain HTTP, the session cookie's rules (CSRF header on
 //! every API call, anti-forgery tokens on the forms, revocation at sign-out).
 //!
 //! The browser test skips, saying so, only when Chromium or chromedriver is missing and `CI` is
@@ -70,6 +71,18 @@ fn screenshot_dir() -> PathBuf {
     target.join("ops-screenshots")
 }
 
+/// Removes the screenshots of an earlier run, so the numbered series is this run's only.
+fn clear_screenshots() {
+    let Ok(entries) = std::fs::read_dir(screenshot_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "png") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("a screenshot");
     let dir = screenshot_dir();
@@ -122,6 +135,35 @@ async fn type_into(c: &Client, css: &str, text: &str) {
         .await
         .unwrap_or_else(|e| panic!("{css} is on the page: {e}"));
     el.send_keys(text).await.expect("type");
+}
+
+/// Replaces the text of the input `css` with `text`.
+async fn retype(c: &Client, css: &str, text: &str) {
+    let el = c
+        .wait()
+        .at_most(PAGE_TIMEOUT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} is on the page: {e}"));
+    el.clear().await.expect("clear");
+    el.send_keys(text).await.expect("type");
+}
+
+/// Waits until the URL's fragment satisfies `ok`; returns it.
+async fn until_fragment(c: &Client, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let url = c.current_url().await.expect("url");
+        let fragment = url.fragment().unwrap_or_default().to_owned();
+        if ok(&fragment) {
+            return fragment;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; the fragment is {fragment:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Clicks `css`, whose action asks for confirmation, and confirms.
@@ -231,10 +273,14 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     }
     let mut app = TestApp::spawn().await;
     let (_, _user_token) = app.admin("ops.user@example.com").await;
-    let operator = app.platform_token_with(&["queues:read", "queues:write"]);
+    // jobs:read for the archive's search and failure groups (with queues:read: every project's)
+    let operator = app.platform_token_with(&["queues:read", "queues:write", "jobs:read"]);
 
+    clear_screenshots();
     let browser = Browser::start().await;
     let c = &browser.client;
+    // the size of the README's screenshots
+    c.set_window_size(1280, 800).await.expect("window size");
 
     // 1. not signed in: the console sends the browser to sign in; a platform operator signs in
     //    with a token
@@ -306,7 +352,89 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     until_text(c, "#job-state", "the job's state", |t| t == "dead").await;
     screenshot(c, "06-dead-job").await;
 
-    // 4. pause the queue: shown paused, and a new ping waits
+    // 4. the failure groups: the dead job's, once the worker's archiver has copied it to
+    //    Postgres (within about a second; the view refreshes every 5 s)
+    click(c, "#nav a[href='#/failures']").await;
+    let group = "#failures tr[data-queue='ping']";
+    until_text(
+        c,
+        &format!("{group} td.count"),
+        "the dead ping's failure group",
+        |t| t == "1",
+    )
+    .await;
+    let sample = text_of(c, group).await.unwrap_or_default();
+    assert!(
+        sample.contains("asked to fail"),
+        "the sample error: {sample}"
+    );
+    screenshot(c, "07-failures").await;
+
+    // 5. its jobs in the search (the group's literal error text as the filter), then the
+    //    search form: filters into the URL without reloading the page, a reload keeps them
+    click(c, &format!("{group} a.show-jobs")).await;
+    let found = format!("#search-results tr[data-job-id='{dead}']");
+    until_text(c, &found, "the dead job found by its group", |t| {
+        t.contains("asked to fail")
+    })
+    .await;
+    let fragment = until_fragment(c, "the group's search", |f| f.starts_with("/search?")).await;
+    for part in ["state=dead", "queue=ping", "asked+to+fail"] {
+        assert!(fragment.contains(part), "{part} in {fragment}");
+    }
+    c.execute("window.stillThisPage = true; return null;", vec![])
+        .await
+        .expect("mark the page");
+    retype(c, "#search-error", "no such failure").await;
+    click(c, "#search").await;
+    until_text(
+        c,
+        "#search-results tbody",
+        "no job for another error",
+        |t| t.contains("No jobs."),
+    )
+    .await;
+    retype(c, "#search-error", "ASKED TO FAIL").await;
+    click(c, "#search").await;
+    until_fragment(c, "the new filter in the URL", |f| {
+        f.contains("error=ASKED+TO+FAIL") && f.contains("state=dead")
+    })
+    .await;
+    until_text(c, &found, "the dead job found by its error text", |t| {
+        t.contains("asked to fail")
+    })
+    .await;
+    let same_page = c
+        .execute("return window.stillThisPage === true;", vec![])
+        .await
+        .expect("script");
+    assert_eq!(same_page, json!(true), "searching does not reload the page");
+    c.refresh().await.expect("reload");
+    until_text(c, &found, "the same search after a reload", |t| {
+        t.contains("asked to fail")
+    })
+    .await;
+    let kept = c
+        .find(Locator::Css("#search-error"))
+        .await
+        .expect("the error filter")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(
+        kept.as_deref(),
+        Some("ASKED TO FAIL"),
+        "the form shows the URL's filters"
+    );
+    screenshot(c, "08-search").await;
+    click(c, &format!("{found} a")).await;
+    until_text(c, "#job-state", "the found job", |t| t == "dead").await;
+    until_text(c, "#job-errors tbody", "its attempt's error", |t| {
+        t.contains("asked to fail")
+    })
+    .await;
+
+    // 6. pause the queue: shown paused, and a new ping waits
     click(c, "#nav a[href='#/']").await;
     click_and_confirm(c, "#pause-ping").await;
     until_text(
@@ -334,12 +462,12 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         text_of(c, &count_cell("ping", "waiting")).await.as_deref(),
         Some("1")
     );
-    screenshot(c, "07-paused").await;
+    screenshot(c, "09-paused").await;
 
-    // 5. the operator signs out: the old cookie no longer works
-    sign_out_and_check(&app, c, "/api/v1/queues", "08-operator-signed-out").await;
+    // 7. the operator signs out: the old cookie no longer works
+    sign_out_and_check(&app, c, "/api/v1/queues", "10-operator-signed-out").await;
 
-    // 6. a project user signs in with email and password, opens the dead job by id, retries it:
+    // 8. a project user signs in with email and password, opens the dead job by id, retries it:
     //    it waits in the paused queue, then runs (and fails again) once the queue resumes
     type_into(c, "#email", "ops.user@example.com").await;
     type_into(c, "#password", PASSWORD).await;
@@ -355,7 +483,11 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     type_into(c, "#open-job-id", &dead).await;
     click(c, "#open-job").await;
     until_text(c, "#job-state", "the dead job", |t| t == "dead").await;
-    screenshot(c, "09-user-dead-job").await;
+    until_text(c, "#job-payload", "its payload", |t| {
+        t.contains("\"failAttempts\": 1")
+    })
+    .await;
+    screenshot(c, "11-user-dead-job").await;
     click_and_confirm(c, "#retry").await;
     until_text(c, "#job-state", "the retried job waiting", |t| {
         t == "waiting"
@@ -365,7 +497,7 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         c.find(Locator::Css("#retry")).await.is_err(),
         "no retry for a waiting job"
     );
-    screenshot(c, "10-retried").await;
+    screenshot(c, "12-retried").await;
     // (the token the operator signed in with was revoked at sign-out: a new one)
     let operator = app.platform_token_with(&["queues:write"]);
     let resp = app
@@ -382,10 +514,31 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         t.matches("asked to fail").count() == 2
     })
     .await;
-    screenshot(c, "11-ran-again").await;
+    screenshot(c, "13-ran-again").await;
 
-    // 7. the user signs out: the old cookie no longer works
-    sign_out_and_check(&app, c, "/api/v1/users/me", "12-user-signed-out").await;
+    // 9. the user signs out: the old cookie no longer works
+    sign_out_and_check(&app, c, "/api/v1/users/me", "14-user-signed-out").await;
+
+    // 10. an operator whose token lacks jobs:read (as the default `comet-api token --platform`)
+    //     is told what Failures needs
+    let without = app.platform_token_with(&["queues:read", "queues:write"]);
+    click(c, "details summary").await;
+    type_into(c, "#token", &without).await;
+    click(c, "#sign-in-token").await;
+    until_text(c, &count_cell("ping", "dead"), "the queue table", |t| {
+        !t.is_empty()
+    })
+    .await;
+    click(c, "#nav a[href='#/failures']").await;
+    until_text(c, "#needs-jobs-read", "what Failures needs", |t| {
+        t.contains("jobs:read") && t.contains("comet-api token --platform")
+    })
+    .await;
+    assert!(
+        c.find(Locator::Css("#failures")).await.is_err(),
+        "no failure groups without jobs:read"
+    );
+    screenshot(c, "15-needs-jobs-read").await;
     browser.close().await;
 }
 

@@ -44,6 +44,7 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
     let empty = json!({
         "queue": "ping", "waiting": 0, "delayed": 0, "active": 0, "retrying": 0,
         "completed": 0, "dead": 0, "cancelled": 0, "paused": false,
+        "completedTotal": 0, "deadTotal": 0,
     });
     assert_eq!(ping_counts(&app).await, empty);
 
@@ -79,6 +80,8 @@ async fn queue_counts_show_completed_and_dead_jobs_once_a_worker_ran_them() {
     let counts = ping_counts(&app).await;
     assert_eq!(counts["completed"], 1, "{counts}");
     assert_eq!(counts["dead"], 1, "{counts}");
+    assert_eq!(counts["completedTotal"], 1, "{counts}");
+    assert_eq!(counts["deadTotal"], 1, "{counts}");
     assert_eq!(counts["waiting"], 0, "{counts}");
     assert_eq!(counts["active"], 0, "{counts}");
 }

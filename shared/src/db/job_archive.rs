@@ -287,6 +287,30 @@ pub async fn search(
     Ok(rows.into_iter().map(Row::record).collect())
 }
 
+/// A job a bulk action touches: its id, queue and project.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Target {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its queue.
+    pub queue: String,
+    /// Its project.
+    pub project_id: Option<Uuid>,
+}
+
+/// The jobs matching `filter`, newest first, at most `limit`.
+pub async fn targets(
+    pool: &PgPool,
+    filter: &ArchiveFilter,
+    limit: i64,
+) -> Result<Vec<Target>, sqlx::Error> {
+    let mut q = QueryBuilder::new("SELECT job_id, queue, project_id FROM job_archive");
+    push_filter(&mut q, filter);
+    q.push(" ORDER BY finished_at DESC, job_id DESC LIMIT ")
+        .push_bind(limit);
+    q.build_query_as().fetch_all(pool).await
+}
+
 /// One archived job with its payload; `project_id` scopes it (`None`: any project).
 pub async fn get(
     pool: &PgPool,

@@ -322,7 +322,8 @@ pub struct QueueCounts {
     pub active: u64,
     /// Waiting for a retry.
     pub retrying: u64,
-    /// Completed (within retention).
+    /// Completed, still in Redis: the newest `JOB_REDIS_COMPLETED` once archived, within
+    /// retention (`completedTotal` counts them all; `GET /api/v1/jobs` finds them).
     pub completed: u64,
     /// Dead (within retention).
     pub dead: u64,
@@ -331,6 +332,13 @@ pub struct QueueCounts {
     /// Paused: workers lease nothing from it (`POST /api/v1/queues/{queue}/pause`).
     #[serde(default)]
     pub paused: bool,
+    /// Jobs completed since the queue's Redis keys were made (`completed` counts only those
+    /// still in Redis: the newest, once archived).
+    #[serde(default)]
+    pub completed_total: u64,
+    /// Jobs that went dead since the queue's Redis keys were made.
+    #[serde(default)]
+    pub dead_total: u64,
 }
 
 /// A job that went dead, as its kind's on-dead hook sees it.
@@ -520,8 +528,11 @@ impl Queues {
             pipe.zcard(format!("{base}{set}"));
         }
         pipe.exists(format!("{base}paused"));
+        pipe.hget(format!("{base}stats"), "completed");
+        pipe.hget(format!("{base}stats"), "dead");
         let mut conn = self.conn.clone();
-        let c: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let c: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+        let c: Vec<u64> = c.into_iter().map(Option::unwrap_or_default).collect();
         Ok(QueueCounts {
             queue: queue.to_owned(),
             waiting: c[0],
@@ -532,6 +543,8 @@ impl Queues {
             dead: c[5],
             cancelled: c[6],
             paused: c[7] > 0,
+            completed_total: c[8],
+            dead_total: c[9],
         })
     }
 

@@ -34,7 +34,7 @@ async fn a_worker_runs_only_the_queues_named_in_worker_queues() {
     env.queues.push(&ping).await.unwrap();
 
     let worker = InProcessWorker::start(&env).await;
-    wait_finished(&env.queues, &[ping.id], Duration::from_secs(15)).await;
+    wait_finished(&env, &[ping.id], Duration::from_secs(15)).await;
     // every backend of a process heartbeats on the same period: once the ping backend has
     // heartbeated twice, any other backend would have registered too
     let key = format!("{}:workers", env.queues.prefix());
@@ -160,7 +160,7 @@ async fn the_worker_serves_health_readiness_that_follows_redis_and_its_metrics()
 
     let job = ping_job(&env, |_| {});
     env.queues.push(&job).await.unwrap();
-    wait_finished(&env.queues, &[job.id], Duration::from_secs(15)).await;
+    wait_finished(&env, &[job.id], Duration::from_secs(15)).await;
     let labels = [("queue", "ping"), ("outcome", "completed")];
     eventually(Duration::from_secs(10), "the job in /metrics", || async {
         let text = metrics(port).await?;

@@ -193,13 +193,19 @@ pub fn ping_job(env: &TestEnv, tweak: impl FnOnce(&mut Ping)) -> NewJob {
     shared::jobs::Job::to_new_job(&ping, EnqueueOptions::default()).expect("job")
 }
 
-/// Waits until every id is in a finished state; returns the records.
-pub async fn wait_finished(queues: &Queues, ids: &[Uuid], timeout: Duration) -> Vec<JobRecord> {
+/// Waits until every id is in a finished state; returns the records (from Redis, or from the
+/// job archive for a completed job already dropped from Redis).
+pub async fn wait_finished(env: &TestEnv, ids: &[Uuid], timeout: Duration) -> Vec<JobRecord> {
     eventually(timeout, "all jobs finished", || async {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             for id in chunk {
-                let job = queues.job("ping", *id).await.ok()??;
+                let job = match env.queues.job("ping", *id).await.ok()? {
+                    Some(job) => job,
+                    None => shared::db::job_archive::get(&env.pool, None, *id)
+                        .await
+                        .ok()??,
+                };
                 if !matches!(
                     job.state,
                     JobState::Completed | JobState::Dead | JobState::Cancelled

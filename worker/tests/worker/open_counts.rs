@@ -163,7 +163,7 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
         .map(|j| j.id)
         .chain([reaped.id, corrupt_history.id])
         .collect();
-    let done = wait_finished(&env.queues, &due, Duration::from_secs(30)).await;
+    let done = wait_finished(&env, &due, Duration::from_secs(30)).await;
     let dead = done.iter().filter(|j| j.state == JobState::Dead).count();
     assert_eq!(
         dead, 4,
@@ -199,7 +199,7 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
     assert!(env.queues.retry_dead("ping", dies.id).await.expect("retry"));
     assert_eq!(assert_exact(&env, "after a retry").await[&a], 3);
     let worker = InProcessWorker::start(&env).await;
-    wait_finished(&env.queues, &[dies.id], Duration::from_secs(30)).await;
+    wait_finished(&env, &[dies.id], Duration::from_secs(30)).await;
     assert_eq!(
         assert_exact(&env, "after the retried job died").await[&a],
         2

@@ -43,7 +43,7 @@ async fn a_pause_is_honoured_by_every_worker_and_a_resume_wakes_them() {
         .await
         .expect("resume");
     env.queues.set_paused("ping", false).await.expect("flag");
-    let done = wait_finished(&env.queues, &ids, Duration::from_secs(20)).await;
+    let done = wait_finished(&env, &ids, Duration::from_secs(20)).await;
     assert!(
         done.iter().all(|j| j.state == JobState::Completed),
         "{done:?}"

@@ -45,7 +45,7 @@ async fn jobs_held_by_a_worker_killed_with_sigkill_are_rerun_by_another_within_3
     a.wait(Duration::from_secs(5)).await;
     let killed_at = tokio::time::Instant::now();
     let _b = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=200")]);
-    let done = wait_finished(&env.queues, &ids(&jobs), Duration::from_secs(30)).await;
+    let done = wait_finished(&env, &ids(&jobs), Duration::from_secs(30)).await;
     assert!(killed_at.elapsed() <= Duration::from_secs(30));
 
     let runs = pongs(&env.queues).await;
@@ -100,7 +100,7 @@ async fn sigterm_lets_running_jobs_finish_and_hands_the_rest_back_without_losing
     );
 
     let _b = WorkerProcess::spawn(&env, &[("QUEUE_CONCURRENCY", "ping=50")]);
-    let done = wait_finished(&env.queues, &ids(&jobs), Duration::from_secs(30)).await;
+    let done = wait_finished(&env, &ids(&jobs), Duration::from_secs(30)).await;
     let runs = pongs(&env.queues).await;
     for job in &done {
         assert_eq!((job.state, job.attempts), (JobState::Completed, 1));
@@ -168,7 +168,7 @@ async fn three_worker_processes_on_one_queue_run_every_job_exactly_once() {
     for chunk in jobs.chunks(100) {
         env.queues.push_many("ping", chunk).await.unwrap();
     }
-    let done = wait_finished(&env.queues, &ids(&jobs), Duration::from_secs(120)).await;
+    let done = wait_finished(&env, &ids(&jobs), Duration::from_secs(120)).await;
     let runs = pongs(&env.queues).await;
     assert_eq!(runs.len(), 3000);
     let mut pids = HashSet::new();
@@ -233,7 +233,7 @@ async fn workers_recover_by_themselves_when_redis_restarts_under_load() {
     )
     .await;
     assert_eq!(enqueued.len(), 300);
-    let done = wait_finished(&env.queues, &ids(&after), Duration::from_secs(30)).await;
+    let done = wait_finished(&env, &ids(&after), Duration::from_secs(30)).await;
     assert!(done.iter().all(|j| j.state == JobState::Completed));
     assert!(
         w.child.try_wait().unwrap().is_none(),

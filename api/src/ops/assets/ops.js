@@ -1,12 +1,18 @@
 // Comet's ops console: a single-page app in plain JavaScript (no build step, no dependencies),
 // served by comet-api at /ops. It reads and acts through /api/v1 with the session cookie; every
 // request carries the session's CSRF token in X-CSRF-Token (the API refuses the cookie
-// without it). Views live in the URL hash, so a view (queue, state, page, job) can be shared:
+// without it). Views live in the URL hash, so a view (its filters, page or cursor) can be
+// shared and reloaded:
 //   #/                               overview: queues, outbox, workers
-//   #/jobs?queue=ping&state=dead&page=1
+//   #/jobs?queue=ping&state=dead&page=1          one queue's jobs in one state (Redis)
+//   #/search?state=dead&queue=ping&error=timeout  finished jobs (the Postgres archive), by
+//                                    state, queue, kind, error text, id prefix, finish time,
+//                                    project (operators); &after=<cursor> for later pages
+//   #/failures?queue=ping            dead jobs grouped by error fingerprint
 //   #/job/<id>
 //   #/workers
-// Views refresh every 2 s (not while the tab is hidden), without reloading the page.
+// Views refresh without reloading the page (not while the tab is hidden): every 2 s, the
+// archive's views every 5 s (the archive lags a finish by about a second anyway).
 (function () {
   'use strict';
 
@@ -18,14 +24,26 @@
   const view = document.getElementById('view');
   const statusBox = document.getElementById('status');
   const REFRESH_MS = 2000;
+  const ARCHIVE_REFRESH_MS = 5000;
   const STATES = ['waiting', 'delayed', 'active', 'retrying', 'completed', 'dead', 'cancelled'];
+  /** The states the archive (and so the search) holds. */
+  const FINISHED = ['completed', 'dead', 'cancelled'];
+  /** Every queue, from the server (the search's queue list needs no queues:read). */
+  const QUEUES = (body.dataset.queues || '').split(' ').filter(Boolean);
   const PER_PAGE = 20;
+  const SEARCH_LIMIT = 50;
+  /** The search's filters, as named in the URL and by GET /api/v1/jobs. */
+  const SEARCH_KEYS = ['state', 'queue', 'kind', 'error', 'idPrefix', 'from', 'to', 'projectId'];
+  const UUID_PATTERN = '[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}';
 
   // jobs seen in lists, by id: a platform operator's job detail falls back to them (job routes
   // by id answer only within the caller's project)
   const seen = new Map();
   let route = 0; // bumped on every navigation: a late answer of an old view is dropped
   let timer = null;
+  // the archive views' form and result box, built once per navigation: a refresh replaces the
+  // results only, so it never undoes what the user is typing
+  let shell = null;
   let sessionOver = false;
 
   // ---------------------------------------------------------------------------------------
@@ -121,8 +139,85 @@
   }
 
   function needs(permission, what) {
-    return h('p', { class: 'notice' }, what + ' needs the ', h('code', {}, permission),
-      ' permission' + (permission.startsWith('queues:') ? ' (platform operators: sign in with a platform token).' : '.'));
+    let hint = '.';
+    if (permission.startsWith('queues:')) {
+      hint = ' (platform operators: sign in with a platform token).';
+    } else if (permission === 'jobs:read' && PLATFORM) {
+      // the default platform token grants queues:* but not jobs:read
+      hint = [': this platform token does not hold it (the default of ', h('code', {}, 'comet-api token --platform'),
+        ' does not). Sign in with one minted with it as well, e.g. ',
+        h('code', {}, 'comet-api token --platform -p queues:read -p queues:write -p jobs:read'),
+        '; with queues:read it sees every project\'s jobs.'];
+    }
+    return h('p', { class: 'notice', id: 'needs-' + permission.replace(':', '-') }, what + ' needs the ',
+      h('code', {}, permission), ' permission', hint);
+  }
+
+  /** At most `n` characters of `text`, the whole in the tooltip. */
+  function clip(text, n) {
+    if (!text) return h('span', { class: 'muted' }, '—');
+    return text.length > n ? h('span', { title: text }, text.slice(0, n - 1) + '…') : h('span', {}, text);
+  }
+
+  /** An RFC 3339 instant as a datetime-local input shows it (the browser's zone). */
+  function toLocalInput(iso) {
+    if (!iso) return '';
+    const d = new Date(iso);
+    if (isNaN(d)) return '';
+    const p = (n) => String(n).padStart(2, '0');
+    return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' +
+      p(d.getMinutes()) + (d.getSeconds() ? ':' + p(d.getSeconds()) : '');
+  }
+
+  /** A datetime-local input's value (the browser's zone) as RFC 3339 UTC, '' when empty. */
+  function fromLocalInput(value) {
+    if (!value) return '';
+    const d = new Date(value); // a date-time without offset is local time
+    return isNaN(d) ? '' : d.toISOString().replace('.000Z', 'Z');
+  }
+
+  /** The search view's hash for `filters` (empty ones left out) from the cursor `after`. */
+  function searchHash(filters, after) {
+    const q = new URLSearchParams();
+    for (const k of SEARCH_KEYS) if (filters[k]) q.set(k, filters[k]);
+    if (after) q.set('after', after);
+    const query = q.toString();
+    return '#/search' + (query ? '?' + query : '');
+  }
+
+  /** The longest literal part of a failure group's error (what its fingerprint did not mask),
+   *  found in its sample error: an error text that finds the group's jobs; '' if none. */
+  function literalPart(fingerprint, sample) {
+    if (!sample) return '';
+    const lower = sample.toLowerCase();
+    const parts = (fingerprint || '').split(/'\?'|<id>|<email>|<n>/)
+      .map((p) => p.trim().slice(0, 120).trim())
+      .filter((p) => p.length >= 3)
+      .sort((a, b) => b.length - a.length);
+    for (const p of parts) if (lower.includes(p.toLowerCase())) return p;
+    // the fingerprint folds whitespace: fall back to the longest word without a value in it
+    const words = sample.split(/\s+/).filter((w) => w.length >= 4 && !/[0-9'"`]/.test(w))
+      .sort((a, b) => b.length - a.length);
+    return words[0] || '';
+  }
+
+  /** Builds the archive view's form and result box once per navigation; the result box. */
+  function archiveShell(token, title, form) {
+    if (!shell || shell.token !== token) {
+      shell = { token, results: h('div', { id: 'results' }, h('p', { class: 'muted' }, 'Loading…')) };
+      fill(view, h('h1', {}, title), form(), shell.results);
+    }
+    return shell.results;
+  }
+
+  /** Goes to `hash`; the same hash again (a form submitted twice) refreshes instead. */
+  function go(hash) {
+    if (location.hash === hash) refresh(); else location.hash = hash;
+  }
+
+  /** A labelled field of a filter form. */
+  function field(label, input) {
+    return h('div', { class: 'field' }, h('label', { for: input.id }, label), input);
   }
 
   function problem(e) {
@@ -224,7 +319,9 @@
     const state = params.get('state') || 'dead';
     const page = Math.max(1, parseInt(params.get('page') || '1', 10) || 1);
     if (!can('queues:read')) {
-      fill(view, h('h1', {}, 'Jobs'), needs('queues:read', 'Listing a queue\'s jobs'), openJobForm());
+      fill(view, h('h1', {}, 'Jobs'), needs('queues:read', 'Listing a queue\'s open jobs'),
+        can('jobs:read') ? h('p', {}, 'Your project\'s finished jobs: ', h('a', { href: '#/search' }, 'Search'), ', ',
+          h('a', { href: '#/failures' }, 'Failures'), '.') : null, openJobForm());
       return;
     }
     const queues = (await api('GET', '/queues')).data.map((q) => q.queue);
@@ -268,12 +365,178 @@
     fill(view, ...parts);
   }
 
+  function searchForm(f) {
+    const state = h('select', { id: 'search-state', name: 'state' }, h('option', { value: '' }, 'any finished'),
+      FINISHED.map((s) => h('option', { value: s, selected: s === f.state }, s)));
+    const queue = h('select', { id: 'search-queue', name: 'queue' }, h('option', { value: '' }, 'any queue'),
+      QUEUES.map((q) => h('option', { value: q, selected: q === f.queue }, q)));
+    const error = h('input', { id: 'search-error', name: 'error', type: 'search', value: f.error, maxlength: 300,
+      autocomplete: 'off', placeholder: 'text in the last error' });
+    const kind = h('input', { id: 'search-kind', name: 'kind', value: f.kind, size: 14, autocomplete: 'off' });
+    const idPrefix = h('input', { id: 'search-id', name: 'idPrefix', value: f.idPrefix, size: 14, autocomplete: 'off',
+      pattern: '[0-9a-fA-F-]{1,36}', title: 'The first hex digits of the job id', placeholder: '01a1fc' });
+    const from = h('input', { id: 'search-from', name: 'from', type: 'datetime-local', step: 1, value: toLocalInput(f.from) });
+    const to = h('input', { id: 'search-to', name: 'to', type: 'datetime-local', step: 1, value: toLocalInput(f.to) });
+    const project = PLATFORM ? h('input', { id: 'search-project', name: 'projectId', value: f.projectId, size: 38,
+      autocomplete: 'off', pattern: UUID_PATTERN, placeholder: 'every project' }) : null;
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+    return h('form', { class: 'filters', id: 'search-form', role: 'search', onsubmit: (ev) => {
+      ev.preventDefault();
+      go(searchHash({
+        state: state.value, queue: queue.value, kind: kind.value.trim(), error: error.value.trim(),
+        idPrefix: idPrefix.value.trim(), from: fromLocalInput(from.value), to: fromLocalInput(to.value),
+        projectId: project ? project.value.trim() : '',
+      }, ''));
+    } },
+    field('State', state), field('Queue', queue), field('Error contains', error), field('Kind', kind),
+    field('Id prefix', idPrefix), field('Finished from (' + zone + ')', from), field('Finished before', to),
+    project ? field('Project id', project) : null,
+    h('div', { class: 'field actions' }, h('button', { type: 'submit', id: 'search' }, 'Search'),
+      h('a', { href: '#/search', id: 'search-clear' }, 'Clear')));
+  }
+
+  function searchRow(j) {
+    seen.set(j.id, j);
+    return h('tr', { dataset: { jobId: j.id, state: j.state } },
+      h('td', {}, h('a', { href: '#/job/' + j.id, class: 'mono' }, j.id)),
+      h('td', {}, j.queue), h('td', {}, h('span', { class: 'badge state-' + j.state }, j.state)),
+      h('td', { class: 'n' }, j.attempts + '/' + j.maxAttempts),
+      h('td', { class: 'err' }, clip(j.lastError, 120)),
+      h('td', {}, time(j.finishedAt)),
+      PLATFORM ? h('td', { class: 'mono nowrap' }, j.projectId ? clip(j.projectId, 9) : '—') : null);
+  }
+
+  /** Finished jobs from the archive (GET /api/v1/jobs), the filters and cursor in the URL. */
+  async function search(token) {
+    const { params } = hashQuery();
+    const f = {};
+    for (const k of SEARCH_KEYS) f[k] = (params.get(k) || '').trim();
+    const after = params.get('after') || '';
+    if (!can('jobs:read')) {
+      fill(view, h('h1', {}, 'Search'), needs('jobs:read', 'Searching finished jobs'), openJobForm());
+      return;
+    }
+    const results = archiveShell(token, 'Search finished jobs', () => searchForm(f));
+    const q = new URLSearchParams();
+    for (const k of SEARCH_KEYS) if (f[k]) q.set(k, f[k]);
+    if (after) q.set('after', after);
+    q.set('limit', String(SEARCH_LIMIT));
+    let page;
+    try {
+      page = await api('GET', '/jobs?' + q.toString());
+    } catch (e) {
+      if (e.status === 401 || token !== route) return;
+      fill(results, e.status === 403 ? needs('jobs:read', 'Searching finished jobs') : problem(e));
+      return;
+    }
+    if (token !== route) return;
+    const next = page.meta && page.meta.nextCursor;
+    const n = page.data.length;
+    const cols = ['Id', 'Queue', 'State', 'Attempts', 'Last error', 'Finished'].concat(PLATFORM ? ['Project'] : []);
+    fill(results,
+      h('p', { id: 'search-summary', class: 'muted' }, (n ? n + ' finished job' + (n === 1 ? '' : 's') : 'No finished job') +
+        (after ? ' on this page' : '') + ' matching, newest first' + (next ? '; more on the next page.' : '.') +
+        ' Open jobs (waiting, delayed, active, retrying) are in ', h('a', { href: '#/jobs' }, 'Jobs'), '.'),
+      h('div', { class: 'scroll' }, h('table', { id: 'search-results' },
+        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, n ? page.data.map(searchRow) : h('tr', {}, h('td', { colspan: cols.length, class: 'muted' }, 'No jobs.'))))),
+      h('nav', { class: 'pager', 'aria-label': 'Pages' },
+        after ? h('a', { href: searchHash(f, ''), id: 'first-page' }, '← Newest') : null,
+        next ? h('a', { href: searchHash(f, next), id: 'next-page' }, 'Next page →') : null));
+  }
+
+  function failuresForm(queue, projectId) {
+    const select = h('select', { id: 'failures-queue', name: 'queue' }, h('option', { value: '' }, 'any queue'),
+      QUEUES.map((q) => h('option', { value: q, selected: q === queue }, q)));
+    const project = PLATFORM ? h('input', { id: 'failures-project', name: 'projectId', value: projectId, size: 38,
+      autocomplete: 'off', pattern: UUID_PATTERN, placeholder: 'every project' }) : null;
+    return h('form', { class: 'filters', id: 'failures-form', onsubmit: (ev) => {
+      ev.preventDefault();
+      const q = new URLSearchParams();
+      if (select.value) q.set('queue', select.value);
+      if (project && project.value.trim()) q.set('projectId', project.value.trim());
+      go('#/failures' + (q.toString() ? '?' + q.toString() : ''));
+    } }, field('Queue', select), project ? field('Project id', project) : null,
+    h('div', { class: 'field actions' }, h('button', { type: 'submit', id: 'show-failures' }, 'Show')));
+  }
+
+  /** Dead jobs grouped by error fingerprint (GET /api/v1/jobs/failures). */
+  async function failures(token) {
+    const { params } = hashQuery();
+    const queue = params.get('queue') || '';
+    const projectId = PLATFORM ? params.get('projectId') || '' : '';
+    if (!can('jobs:read')) {
+      fill(view, h('h1', {}, 'Failures'), needs('jobs:read', 'Seeing the failure groups'));
+      return;
+    }
+    const results = archiveShell(token, 'Failures', () => failuresForm(queue, projectId));
+    const q = new URLSearchParams({ limit: '100' });
+    if (queue) q.set('queue', queue);
+    if (projectId) q.set('projectId', projectId);
+    let groups;
+    try {
+      groups = (await api('GET', '/jobs/failures?' + q.toString())).data;
+    } catch (e) {
+      if (e.status === 401 || token !== route) return;
+      fill(results, e.status === 403 ? needs('jobs:read', 'Seeing the failure groups') : problem(e));
+      return;
+    }
+    if (token !== route) return;
+    const rows = groups.map((g) => {
+      const text = literalPart(g.fingerprint, g.sampleError);
+      const jobs = searchHash({ state: 'dead', queue: g.queue, error: text, projectId }, '');
+      return h('tr', { dataset: { queue: g.queue, sampleJobId: g.sampleJobId } },
+        h('td', { class: 'mono' }, clip(g.fingerprint, 90)),
+        h('td', {}, g.queue),
+        h('td', { class: 'n count' }, String(g.count)),
+        h('td', {}, time(g.firstSeen)), h('td', {}, time(g.lastSeen)),
+        h('td', { class: 'err' }, clip(g.sampleError, 120)),
+        h('td', {}, h('a', { href: '#/job/' + g.sampleJobId, class: 'mono sample', title: g.sampleJobId }, g.sampleJobId.slice(0, 8) + '…')),
+        h('td', {}, h('a', { href: jobs, class: 'show-jobs',
+          title: text ? 'Dead jobs of ' + g.queue + ' whose error contains “' + text + '”' : 'Dead jobs of ' + g.queue },
+        'show jobs')));
+    });
+    const cols = ['Fingerprint', 'Queue', 'Count', 'First seen', 'Last seen', 'Sample error', 'Sample job', 'Jobs'];
+    fill(results,
+      h('p', { class: 'muted' }, 'Dead jobs in the archive grouped by their last error with ids, numbers and quoted values masked; largest groups first.'),
+      h('div', { class: 'scroll' }, h('table', { id: 'failures' },
+        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col', class: c === 'Count' ? 'n' : null }, c)))),
+        h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: cols.length, class: 'muted' }, 'No dead jobs.'))))));
+  }
+
   function fact(label, value, id) {
     return h('div', {}, h('dt', {}, label), h('dd', id ? { id } : {}, value));
   }
 
-  function json(value) {
-    return h('pre', { class: 'json' }, value === null || value === undefined ? '—' : JSON.stringify(value, null, 2));
+  /** A JSON value pretty-printed (a string holding JSON too). */
+  function json(value, id) {
+    let v = value;
+    if (typeof v === 'string') {
+      try { v = JSON.parse(v); } catch (_) { /* shown as the string it is */ }
+    }
+    return h('pre', { class: 'json', id }, v === null || v === undefined ? '—' : JSON.stringify(v, null, 2));
+  }
+
+  /** A copy of job `id` from the lists a platform operator may read (GET /api/v1/jobs/{id}
+   *  answers within the caller's project only): the queue's list of the state last seen
+   *  (Redis, current), else the archive; else the last copy seen; null if none. */
+  async function listedCopy(id) {
+    const last = seen.get(id);
+    if (last && can('queues:read')) {
+      try {
+        const list = await api('GET', '/queues/' + encodeURIComponent(last.queue) + '/jobs?state=' + last.state + '&perPage=100');
+        list.data.forEach((j) => seen.set(j.id, j));
+        const found = list.data.find((j) => j.id === id);
+        if (found) return found;
+      } catch (e) { if (e.status === 401) throw e; }
+    }
+    if (can('jobs:read') && /^[0-9a-fA-F-]{36}$/.test(id)) {
+      try {
+        const found = (await api('GET', '/jobs?limit=1&idPrefix=' + id.replace(/-/g, ''))).data.find((j) => j.id === id);
+        if (found) return found;
+      } catch (e) { if (e.status === 401) throw e; }
+    }
+    return last || null;
   }
 
   async function job(token, id) {
@@ -283,24 +546,17 @@
       record = (await api('GET', '/jobs/' + encodeURIComponent(id))).data;
     } catch (e) {
       if (e.status === 401) return;
-      if ((e.status === 404 || e.status === 403) && seen.has(id)) {
-        record = seen.get(id);
-        fromList = true;
-      } else {
+      const copy = e.status === 404 || e.status === 403 ? await listedCopy(id) : null;
+      if (!copy) {
         if (token === route) fill(view, h('h1', {}, 'Job'), problem(e), openJobForm());
         return;
       }
-    }
-    if (fromList && can('queues:read')) {
-      // keep a platform operator's copy fresh from the list of the job's state
-      try {
-        const list = await api('GET', '/queues/' + encodeURIComponent(record.queue) + '/jobs?state=' + record.state + '&perPage=100');
-        list.data.forEach((j) => seen.set(j.id, j));
-        record = seen.get(id) || record;
-      } catch (_) { /* keep the last copy */ }
+      record = copy;
+      fromList = true;
     }
     if (token !== route) return;
     const j = record;
+    seen.set(j.id, j);
     const controls = [];
     if (!fromList && can('jobs:write')) {
       if (j.state === 'dead') {
@@ -313,12 +569,20 @@
       }
     }
     const errors = (j.errors || []).map((e) => h('tr', {},
-      h('td', { class: 'n' }, String(e.attempt)), h('td', {}, time(e.at)), h('td', { class: 'mono' }, e.worker || ''),
-      h('td', { class: 'err' }, e.error)));
+      h('td', { class: 'n' }, String(e.attempt)), h('td', {}, time(e.at)), h('td', { class: 'mono' }, e.worker || '—'),
+      h('td', { class: 'err chain' }, e.error)));
+    // back to the list the job is in: the queue's (operators), else the search (finished jobs)
+    let back = null;
+    if (can('queues:read')) {
+      back = h('a', { href: '#/jobs?queue=' + encodeURIComponent(j.queue) + '&state=' + j.state }, '← ' + j.queue + ' · ' + j.state);
+    } else if (can('jobs:read') && FINISHED.includes(j.state)) {
+      back = h('a', { href: searchHash({ queue: j.queue, state: j.state }, '') }, '← finished ' + j.queue + ' jobs · ' + j.state);
+    }
     fill(view,
-      h('p', {}, h('a', { href: '#/jobs?queue=' + encodeURIComponent(j.queue) + '&state=' + j.state }, '← ' + j.queue + ' · ' + j.state)),
+      back ? h('p', {}, back) : null,
       h('h1', {}, 'Job ', h('span', { class: 'mono' }, j.id)),
-      fromList ? h('p', { class: 'notice' }, 'Shown from the queue\'s job list: this job is not in your project, so its controls are not offered here.') : null,
+      fromList ? h('p', { class: 'notice', id: 'job-listed' }, 'Shown from the job lists: this job is not in your project ',
+        '(a job\'s own record, with its payload, answers within its project), so its controls are not offered here.') : null,
       h('dl', { class: 'facts' },
         fact('State', h('span', { class: 'badge state-' + j.state }, j.state), 'job-state'),
         fact('Kind', j.kind), fact('Queue', j.queue),
@@ -329,13 +593,15 @@
         fact('Worker', j.worker || '—'), fact('Project', j.projectId || '—'),
         fact('Request id', j.requestId || '—')),
       controls.length ? h('div', { class: 'controls' }, controls) : null,
-      h('h2', {}, 'Progress'), json(j.progress),
-      h('h2', {}, 'Result'), json(j.result),
-      'payload' in j ? [h('h2', {}, 'Payload'), json(j.payload)] : null,
+      h('h2', {}, 'Payload'),
+      'payload' in j ? json(j.payload, 'job-payload')
+        : h('p', { class: 'muted', id: 'job-payload' }, fromList ? 'Not in the lists: shown to the job\'s project.' : 'Not kept.'),
       h('h2', {}, 'Attempts that failed'),
       errors.length ? h('div', { class: 'scroll' }, h('table', { id: 'job-errors' },
         h('thead', {}, h('tr', {}, ['Attempt', 'At', 'Worker', 'Error'].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, errors))) : h('p', { class: 'muted', id: 'job-errors' }, 'None.'));
+        h('tbody', {}, errors))) : h('p', { class: 'muted', id: 'job-errors' }, 'None.'),
+      h('h2', {}, 'Progress'), json(j.progress, 'job-progress'),
+      h('h2', {}, 'Result'), json(j.result, 'job-result'));
   }
 
   async function workers(token) {
@@ -361,12 +627,15 @@
   // ---------------------------------------------------------------------------------------
   // Routing and polling
 
+  /** The view of the URL and how often it refreshes: [render(token), milliseconds]. */
   function current() {
     const { path } = hashQuery();
-    if (path.startsWith('/job/')) return (t) => job(t, decodeURIComponent(path.slice(5)));
-    if (path === '/jobs') return jobs;
-    if (path === '/workers') return workers;
-    return overview;
+    if (path.startsWith('/job/')) return [(t) => job(t, decodeURIComponent(path.slice(5))), REFRESH_MS];
+    if (path === '/jobs') return [jobs, REFRESH_MS];
+    if (path === '/search') return [search, ARCHIVE_REFRESH_MS];
+    if (path === '/failures') return [failures, ARCHIVE_REFRESH_MS];
+    if (path === '/workers') return [workers, REFRESH_MS];
+    return [overview, REFRESH_MS];
   }
 
   function markNav() {
@@ -382,19 +651,21 @@
     clearTimeout(timer);
     if (sessionOver) return;
     const token = route;
+    const [render, every] = current();
     if (!document.hidden) {
       try {
-        await current()(token);
+        await render(token);
         if (token === route) body.dataset.refreshedAt = new Date().toISOString();
       } catch (e) {
         if (e.status !== 401 && token === route) say(e.message, 'error');
       }
     }
-    if (token === route && !sessionOver) timer = setTimeout(refresh, REFRESH_MS);
+    if (token === route && !sessionOver) timer = setTimeout(refresh, every);
   }
 
   function navigate() {
     route += 1;
+    shell = null;
     say('', null);
     markNav();
     view.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));

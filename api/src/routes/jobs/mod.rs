@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+mod bulk;
 mod search;
 
 use crate::{
@@ -28,6 +29,7 @@ use crate::{
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(search::search_jobs))
+        .routes(routes!(bulk::bulk_jobs))
         .routes(routes!(search::failure_groups))
         .routes(routes!(get_job))
         .routes(routes!(retry_job))
@@ -67,14 +69,19 @@ pub(crate) fn job_scope(claims: &shared::auth::Claims, operator_permission: &str
 /// A job by id, wherever it is (Redis, the outbox, the archive), if `scope` may see it: another
 /// project's job is a 404.
 async fn find_job(s: &AppState, scope: Option<Uuid>, id: Uuid) -> Result<JobRecord> {
-    if let Some(job) = s.queues.find_job(shared::jobs::QUEUES, id).await? {
-        if scope.is_none() || job.project_id == scope {
+    // Redis, the outbox, then Redis again (a job relayed between the first two reads)
+    for second_look in [false, true] {
+        if let Some(job) = s.queues.find_job(shared::jobs::QUEUES, id).await? {
+            if scope.is_none() || job.project_id == scope {
+                return Ok(job);
+            }
+            return Err(ApiError::NotFound("job"));
+        }
+        if !second_look
+            && let Some(job) = shared::db::outbox::pending_job(&s.pool, scope, id).await?
+        {
             return Ok(job);
         }
-        return Err(ApiError::NotFound("job"));
-    }
-    if let Some(job) = shared::db::outbox::pending_job(&s.pool, scope, id).await? {
-        return Ok(job);
     }
     // a completed job dropped from Redis once archived (`JOB_REDIS_COMPLETED`)
     shared::db::job_archive::get(&s.pool, scope, id)

@@ -29,7 +29,7 @@ use crate::{
 const MAX_TEXT: usize = 300;
 
 /// Filters of the job search; every one optional, combined with AND.
-#[derive(Debug, Default, Deserialize, IntoParams)]
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct JobSearchParams {
@@ -43,6 +43,8 @@ pub struct JobSearchParams {
     pub project_id: Option<Uuid>,
     /// The last error contains this text (case-insensitive, at most 300 characters).
     pub error: Option<String>,
+    /// Only dead jobs of this error fingerprint (a group of `GET /api/v1/jobs/failures`).
+    pub fingerprint: Option<String>,
     /// Job ids starting with these hex digits (dashes ignored).
     pub id_prefix: Option<String>,
     /// Finished at or after this instant (RFC 3339).
@@ -72,13 +74,15 @@ fn text(errors: &mut FieldErrors, field: &str, value: Option<String>) -> Option<
     Some(value)
 }
 
-/// The archive filter of `params` for `auth`'s caller, every invalid field named.
-fn filter(
-    auth: &Authorized<JobsRead>,
+/// The archive filter of `params` for a caller, every invalid field named: a platform operator
+/// holding `operator_permission` spans projects, anyone else sees their own project only.
+pub(super) fn filter(
+    claims: &shared::auth::Claims,
+    operator_permission: &str,
     params: JobSearchParams,
 ) -> Result<ArchiveFilter, FieldErrors> {
     let mut errors = FieldErrors::new();
-    let operator = auth.claims.platform && auth.claims.has("queues:read");
+    let operator = super::job_scope(claims, operator_permission).is_none();
     let queue = text(&mut errors, "queue", params.queue);
     if let Some(q) = &queue
         && !shared::jobs::QUEUES.contains(&q.as_str())
@@ -121,13 +125,10 @@ fn filter(
     let project_id = if operator {
         params.project_id
     } else {
-        if params
-            .project_id
-            .is_some_and(|p| p != auth.claims.project_id)
-        {
+        if params.project_id.is_some_and(|p| p != claims.project_id) {
             errors.add("projectId", "must be your own project's id (or left out)");
         }
-        Some(auth.claims.project_id)
+        Some(claims.project_id)
     };
     let filter = ArchiveFilter {
         project_id,
@@ -135,7 +136,7 @@ fn filter(
         kind: text(&mut errors, "kind", params.kind),
         state,
         error: text(&mut errors, "error", params.error),
-        fingerprint: None,
+        fingerprint: text(&mut errors, "fingerprint", params.fingerprint),
         id_prefix,
         from,
         to,
@@ -167,7 +168,7 @@ pub(super) async fn search_jobs(
     ApiQuery(params): ApiQuery<JobSearchParams>,
 ) -> Result<ApiJson<CursorList<JobRecord>>> {
     let page = cursor_page(params.limit, params.after.as_deref());
-    let filter = filter(&auth, params);
+    let filter = filter(&auth.claims, "queues:read", params);
     let ((limit, after), filter) = FieldErrors::both(page, filter)?;
     let jobs = job_archive::search(&s.pool, &filter, after, limit).await?;
     Ok(ApiJson(CursorList::new(jobs, limit, |j| {
@@ -213,7 +214,8 @@ pub(super) async fn failure_groups(
 ) -> Result<ApiJson<Data<Vec<FailureGroup>>>> {
     let page = cursor_page(params.limit, None);
     let filter = filter(
-        &auth,
+        &auth.claims,
+        "queues:read",
         JobSearchParams {
             queue: params.queue,
             project_id: params.project_id,

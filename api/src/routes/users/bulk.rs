@@ -17,7 +17,6 @@ use shared::{
     },
     domain::{FieldErrors, required},
     jobs::{BulkUsers, Job as _},
-    secrets,
 };
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -160,32 +159,15 @@ fn bound_to(project: Uuid, caller: &str, b: &Bulk) -> String {
 }
 
 fn confirmation_token(s: &AppState, project: Uuid, caller: &str, b: &Bulk, expires: i64) -> String {
-    let mac = secrets::form_token(
-        &s.settings.auth.jwt_secret,
-        &format!("bulk-confirm:{expires}"),
-        &bound_to(project, caller, b),
-    );
-    format!("{expires}.{mac}")
+    crate::confirm::token(s, &bound_to(project, caller, b), expires)
 }
 
 fn confirmed(s: &AppState, project: Uuid, caller: &str, b: &Bulk) -> bool {
-    let Some((expires, mac)) = b
-        .confirmation_token
-        .as_deref()
-        .and_then(|t| t.split_once('.'))
-    else {
-        return false;
-    };
-    let Ok(expires) = expires.parse::<i64>() else {
-        return false;
-    };
-    expires > Utc::now().timestamp()
-        && secrets::form_token_matches(
-            &s.settings.auth.jwt_secret,
-            &format!("bulk-confirm:{expires}"),
-            &bound_to(project, caller, b),
-            mac,
-        )
+    crate::confirm::matches(
+        s,
+        b.confirmation_token.as_deref(),
+        &bound_to(project, caller, b),
+    )
 }
 
 /// A preview: how many users the action would touch now.

@@ -54,7 +54,12 @@ impl TestApp {
 
     /// Pings with `body` and returns the new job's id (asserting the 202).
     pub async fn enqueue_ping(&self, body: &Value) -> String {
-        let resp = self.ping(body, &self.admin_token()).await;
+        self.enqueue_ping_as(body, &self.admin_token()).await
+    }
+
+    /// [`TestApp::enqueue_ping`] with another caller's token.
+    pub async fn enqueue_ping_as(&self, body: &Value, token: &str) -> String {
+        let resp = self.ping(body, token).await;
         let body = json_with_status(resp, StatusCode::ACCEPTED).await;
         body["data"]["jobId"]
             .as_str()

@@ -1,0 +1,273 @@
+//! Bulk job controls (`POST /api/v1/jobs/bulk`): retry the dead jobs, or delete the finished
+//! jobs, that a search filter matches (the filters of `GET /api/v1/jobs`, plus a failure group's
+//! `fingerprint`), with a dry run that counts them first.
+//!
+//! The set is read from the job archive, newest first, and acted on job by job through the same
+//! scripts as the single-job routes, in the request: at most [`MAX_JOBS`] jobs (a larger set is
+//! refused with 422: narrow the filter, by time window for instance). Over [`CONFIRM_OVER`] jobs,
+//! the dry run's `confirmationToken` must come back. A retry reopens jobs, so it must fit under
+//! each project's open-jobs quota (all or nothing); it does not spend the projects' enqueue rate,
+//! which is for their own traffic.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{
+    db::job_archive::{self, ArchiveFilter},
+    domain::FieldErrors,
+    queue::JobState,
+};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{
+    job_scope,
+    search::{JobSearchParams, filter},
+};
+use crate::{
+    AppState,
+    auth::{Authorized, JobsWrite},
+    envelope::{ApiJson, Data},
+    error::{AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
+    extract::{ValidJson, Validate},
+    quota,
+};
+
+/// Most jobs one bulk action touches.
+pub const MAX_JOBS: i64 = 10_000;
+/// Over this many jobs, the dry run's confirmation token is needed.
+pub const CONFIRM_OVER: i64 = 100;
+/// How long a confirmation token works.
+const CONFIRM_FOR: Duration = Duration::minutes(10);
+
+/// What a bulk action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkJobAction {
+    /// Run the matched dead jobs again with fresh attempts.
+    Retry,
+    /// Delete the matched finished jobs from Redis and the archive.
+    Delete,
+}
+
+/// The jobs a bulk action targets: the filters of `GET /api/v1/jobs`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkJobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// `completed`, `dead` or `cancelled` (a retry takes dead jobs only).
+    pub state: Option<String>,
+    /// Only this project (platform operators).
+    pub project_id: Option<Uuid>,
+    /// The last error contains this text (case-insensitive).
+    #[schema(max_length = 300)]
+    pub error: Option<String>,
+    /// Only dead jobs of this error fingerprint (a failure group).
+    #[schema(max_length = 300)]
+    pub fingerprint: Option<String>,
+    /// Job ids starting with these hex digits.
+    #[schema(max_length = 36)]
+    pub id_prefix: Option<String>,
+    /// Finished at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Finished before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// A bulk action request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BulkJobRequest {
+    /// `retry` or `delete`.
+    pub action: BulkJobAction,
+    /// Which jobs.
+    #[serde(default)]
+    pub filter: BulkJobFilter,
+    /// Count the jobs and hand out a confirmation token; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The dry run's token, needed over 100 jobs.
+    #[schema(max_length = 200)]
+    pub confirmation_token: Option<String>,
+}
+
+impl Validate for BulkJobRequest {
+    type Valid = Self;
+
+    fn validate(self) -> std::result::Result<Self, FieldErrors> {
+        match &self.confirmation_token {
+            Some(t) if t.len() > 200 => Err(FieldErrors::one(
+                "confirmationToken",
+                "must be at most 200 characters",
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// `errors` of the filter, named as fields of the body's `filter`.
+fn in_filter(errors: FieldErrors) -> FieldErrors {
+    let mut named = FieldErrors::new();
+    for e in errors.into_vec() {
+        named.add(format!("filter.{}", e.field), e.message);
+    }
+    named
+}
+
+/// What a bulk action matched, and did.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkJobResult {
+    /// The action.
+    pub action: BulkJobAction,
+    /// Whether this was a dry run (nothing changed).
+    pub dry_run: bool,
+    /// Jobs the filter matches now.
+    pub matched: i64,
+    /// Jobs acted on (0 for a dry run).
+    pub done: i64,
+    /// Jobs that changed state meanwhile and were left alone.
+    pub skipped: i64,
+    /// Whether running it needs `confirmationToken`.
+    pub confirmation_required: bool,
+    /// The token to send back (dry run only).
+    pub confirmation_token: Option<String>,
+}
+
+/// What the confirmation token is bound to: the caller, the action and the filter as read.
+fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
+    format!("jobs-bulk|{caller}|{action:?}|{f:?}")
+}
+
+/// Retries the dead jobs, or deletes the finished jobs, a filter matches; a dry run counts them.
+///
+/// Permission: `jobs:write` over the caller's project; platform operators with `queues:write`
+/// over every project (`filter.projectId` narrows). 422 names every invalid field, and refuses
+/// a set over 10,000 jobs (narrow the filter) or a retry of another state than dead. Over 100
+/// jobs, `confirmationToken` from a dry run with the same action and filter (valid 10 minutes)
+/// is needed (422 without it). A retry must fit under every touched project's open-jobs quota
+/// (429, nothing retried). Jobs that changed state since they were archived are skipped.
+#[utoipa::path(post, path = "/api/v1/jobs/bulk", tag = "jobs",
+    request_body = BulkJobRequest,
+    security(("bearer" = ["jobs:write"])),
+    responses((status = 200, body = inline(Data<BulkJobResult>)),
+              (status = 422, body = ErrorEnvelope),
+              (status = 429, body = ErrorEnvelope),
+              BodyRefusals,
+              AuthRefusals))]
+pub(super) async fn bulk_jobs(
+    auth: Authorized<JobsWrite>,
+    State(s): State<AppState>,
+    ValidJson(req): ValidJson<BulkJobRequest>,
+) -> Result<ApiJson<Data<BulkJobResult>>> {
+    let f = req.filter;
+    let mut archive = filter(
+        &auth.claims,
+        "queues:write",
+        JobSearchParams {
+            queue: f.queue,
+            kind: f.kind,
+            state: f.state,
+            project_id: f.project_id,
+            error: f.error,
+            fingerprint: f.fingerprint,
+            id_prefix: f.id_prefix,
+            from: f.from,
+            to: f.to,
+            ..JobSearchParams::default()
+        },
+    )
+    .map_err(in_filter)?;
+    if req.action == BulkJobAction::Retry {
+        match archive.state {
+            None | Some(JobState::Dead) => archive.state = Some(JobState::Dead),
+            Some(other) => {
+                return Err(FieldErrors::one(
+                    "filter.state",
+                    format!("a retry takes dead jobs only, not {}", other.as_str()),
+                )
+                .into());
+            }
+        }
+    }
+    let targets = job_archive::targets(&s.pool, &archive, MAX_JOBS + 1).await?;
+    let matched = targets.len() as i64;
+    if matched > MAX_JOBS {
+        return Err(FieldErrors::one(
+            "filter",
+            format!(
+                "matches more than {MAX_JOBS} jobs; narrow it (a time window, a queue, an error)"
+            ),
+        )
+        .into());
+    }
+    let caller = auth.claims.sub.clone();
+    let bound = bound_to(&caller, req.action, &archive);
+    let confirmation_required = matched > CONFIRM_OVER;
+    let mut result = BulkJobResult {
+        action: req.action,
+        dry_run: req.dry_run,
+        matched,
+        done: 0,
+        skipped: 0,
+        confirmation_required,
+        confirmation_token: None,
+    };
+    if req.dry_run {
+        let expires = (Utc::now() + CONFIRM_FOR).timestamp();
+        result.confirmation_token = Some(crate::confirm::token(&s, &bound, expires));
+        return Ok(ApiJson(Data::new(result)));
+    }
+    if confirmation_required
+        && !crate::confirm::matches(&s, req.confirmation_token.as_deref(), &bound)
+    {
+        return Err(FieldErrors::one(
+            "confirmationToken",
+            format!("over {CONFIRM_OVER} jobs: send the token of a dry run with this action and filter (valid 10 minutes)"),
+        )
+        .into());
+    }
+    match req.action {
+        BulkJobAction::Retry => {
+            let mut per_project: HashMap<Uuid, u64> = HashMap::new();
+            for t in &targets {
+                *per_project
+                    .entry(t.project_id.unwrap_or_default())
+                    .or_default() += 1;
+            }
+            for (project, n) in &per_project {
+                quota::check_open_jobs(&s, *project, *n).await?;
+            }
+            for t in &targets {
+                if s.queues.retry_dead(&t.queue, t.job_id).await? {
+                    result.done += 1;
+                } else {
+                    result.skipped += 1;
+                }
+            }
+        }
+        BulkJobAction::Delete => {
+            let scope = job_scope(&auth.claims, "queues:write");
+            for t in &targets {
+                let state = s.queues.delete_finished(&t.queue, t.job_id).await?;
+                let finished = matches!(
+                    state,
+                    None | Some(JobState::Completed | JobState::Dead | JobState::Cancelled)
+                );
+                if finished && job_archive::delete(&s.pool, scope, t.job_id).await? {
+                    result.done += 1;
+                } else {
+                    result.skipped += 1;
+                }
+            }
+        }
+    }
+    tracing::info!(action = ?req.action, matched, done = result.done, skipped = result.skipped,
+        by = %caller, "bulk job action");
+    Ok(ApiJson(Data::new(result)))
+}
