@@ -558,7 +558,7 @@ pub struct SignOutForm {
     responses((status = 303, description = "Signed out: to the sign-in page, the cookie cleared",
                headers(("Location" = String, description = "`/ops/login`"),
                        ("Set-Cookie" = String, description = "The cleared session cookie"))),
-              (status = 400, content_type = "text/html", body = String, description = "Not a form"),
+              (status = 400, content_type = "text/html", body = String, description = "Not a form, or no CSRF token"),
               (status = 403, content_type = "text/html", body = String, description = "Not posted from the console (CSRF token)"),
               (status = 503, content_type = "text/html", body = String, description = "The revocation could not be recorded")))]
 async fn sign_out(
@@ -566,8 +566,9 @@ async fn sign_out(
     headers: HeaderMap,
     form: std::result::Result<Form<SignOutForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return sign_in_page(&s, &headers, StatusCode::BAD_REQUEST, NOT_A_FORM, "", false);
+    let form = match form {
+        Ok(Form(form)) if !form.csrf.is_empty() && form.csrf.len() <= 128 => form,
+        _ => return sign_in_page(&s, &headers, StatusCode::BAD_REQUEST, NOT_A_FORM, "", false),
     };
     let secure = session::secure(&s, &headers);
     let clear = session::set_cookie(session::COOKIE, "", "/", 0, secure);

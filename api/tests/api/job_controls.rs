@@ -112,16 +112,31 @@ async fn a_delayed_or_retrying_job_runs_now_and_other_states_are_refused() {
         "it ran at once, not in an hour"
     );
 
-    // a job waiting out its backoff runs at once too
-    let retrying = app.enqueue_ping(&json!({"failAttempts": 1})).await;
-    app.start_worker().await;
-    shared::testing::eventually(
-        std::time::Duration::from_secs(30),
-        "the first attempt fails",
-        || async { (state_of(&app, &retrying, &token).await == "retrying").then_some(()) },
-    )
-    .await;
-    app.stop_worker().await;
+    // a job waiting out its backoff runs at once too (made `retrying` as a failed attempt's ack
+    // leaves it, with an hour to wait: the real backoff is jittered down to milliseconds)
+    let retrying = app.enqueue_ping(&json!({})).await;
+    {
+        use redis::AsyncCommands as _;
+        let base = app.env.queues.base("ping");
+        let mut conn = app.env.queues.connection();
+        let due = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        let _: () = conn
+            .zrem(format!("{base}ready"), &retrying)
+            .await
+            .expect("zrem");
+        let _: () = conn
+            .zadd(format!("{base}retry"), &retrying, due)
+            .await
+            .expect("zadd");
+        let _: () = conn
+            .hset_multiple(
+                format!("{base}job:{retrying}"),
+                &[("state", "retrying"), ("run_at", due.to_string().as_str())],
+            )
+            .await
+            .expect("hset");
+    }
+    assert_eq!(state_of(&app, &retrying, &token).await, "retrying");
     let resp = call(
         &app,
         Method::POST,
@@ -282,14 +297,20 @@ async fn dead_jobs_matching_a_filter_are_retried_in_bulk_within_the_callers_scop
         "waiting"
     );
 
-    // a project's caller cannot name another project; a retry takes dead jobs only
-    let body = json!({"action": "retry", "filter": {"projectId": other, "state": "completed", "queue": "nope"}});
+    // a project's caller does not find another project; invalid filters are named; a retry
+    // takes dead jobs only
+    let body = json!({"action": "retry", "filter": {"projectId": other}});
+    assert_eq!(
+        bulk(&app, &token, &body).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let body = json!({"action": "retry", "filter": {"queue": "nope", "idPrefix": "xyz"}});
     let refused = json_with_status(
         bulk(&app, &token, &body).await,
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    for field in ["filter.projectId", "filter.queue"] {
+    for field in ["filter.queue", "filter.idPrefix"] {
         assert!(refused.to_string().contains(field), "{field}: {refused:#}");
     }
     let body = json!({"action": "retry", "filter": {"state": "completed"}});

@@ -147,7 +147,8 @@ fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
 /// Retries the dead jobs, or deletes the finished jobs, a filter matches; a dry run counts them.
 ///
 /// Permission: `jobs:write` over the caller's project; platform operators with `queues:write`
-/// over every project (`filter.projectId` narrows). 422 names every invalid field, and refuses
+/// over every project (`filter.projectId` narrows; another project's id is a 404 for anyone
+/// else). 422 names every invalid field, and refuses
 /// a set over 10,000 jobs (narrow the filter) or a retry of another state than dead. Over 100
 /// jobs, `confirmationToken` from a dry run with the same action and filter (valid 10 minutes)
 /// is needed (422 without it). A retry must fit under every touched project's open-jobs quota
@@ -156,6 +157,7 @@ fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
     request_body = BulkJobRequest,
     security(("bearer" = ["jobs:write"])),
     responses((status = 200, body = inline(Data<BulkJobResult>)),
+              (status = 404, body = ErrorEnvelope, description = "`filter.projectId` names another project"),
               (status = 422, body = ErrorEnvelope),
               (status = 429, body = ErrorEnvelope),
               BodyRefusals,
@@ -166,6 +168,7 @@ pub(super) async fn bulk_jobs(
     ValidJson(req): ValidJson<BulkJobRequest>,
 ) -> Result<ApiJson<Data<BulkJobResult>>> {
     let f = req.filter;
+    super::search::own_project(&auth.claims, "queues:write", f.project_id)?;
     let mut archive = filter(
         &auth.claims,
         "queues:write",

@@ -74,6 +74,22 @@ fn text(errors: &mut FieldErrors, field: &str, value: Option<String>) -> Option<
     Some(value)
 }
 
+/// 404 when a caller who sees only their own project names another in `projectId` (another
+/// project is not found, never forbidden).
+pub(super) fn own_project(
+    claims: &shared::auth::Claims,
+    operator_permission: &str,
+    project_id: Option<Uuid>,
+) -> Result<()> {
+    let scope = super::job_scope(claims, operator_permission);
+    match (scope, project_id) {
+        (Some(own), Some(named)) if own != named => {
+            Err(crate::error::ApiError::NotFound("project"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The archive filter of `params` for a caller, every invalid field named: a platform operator
 /// holding `operator_permission` spans projects, anyone else sees their own project only.
 pub(super) fn filter(
@@ -125,9 +141,6 @@ pub(super) fn filter(
     let project_id = if operator {
         params.project_id
     } else {
-        if params.project_id.is_some_and(|p| p != claims.project_id) {
-            errors.add("projectId", "must be your own project's id (or left out)");
-        }
         Some(claims.project_id)
     };
     let filter = ArchiveFilter {
@@ -153,13 +166,14 @@ pub(super) fn filter(
 /// the archive within about a second of finishing; payloads are shown by `GET /api/v1/jobs/{id}`.
 ///
 /// Permission: `jobs:read`: a project's callers see their own project's jobs; platform
-/// operators with `queues:read` see every project's (`projectId` narrows). 422 names every
-/// invalid filter.
+/// operators with `queues:read` see every project's (`projectId` narrows; another project's id
+/// is a 404 for anyone else). 422 names every invalid filter.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
     params(JobSearchParams),
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = inline(CursorList<JobRecord>)),
               (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope, description = "`projectId` names another project"),
               (status = 422, body = ErrorEnvelope),
               AuthRefusals))]
 pub(super) async fn search_jobs(
@@ -167,6 +181,7 @@ pub(super) async fn search_jobs(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<JobSearchParams>,
 ) -> Result<ApiJson<CursorList<JobRecord>>> {
+    own_project(&auth.claims, "queues:read", params.project_id)?;
     let page = cursor_page(params.limit, params.after.as_deref());
     let filter = filter(&auth.claims, "queues:read", params);
     let ((limit, after), filter) = FieldErrors::both(page, filter)?;
@@ -205,6 +220,7 @@ pub struct FailureParams {
     security(("bearer" = ["jobs:read"])),
     responses((status = 200, body = inline(Data<Vec<FailureGroup>>)),
               (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope, description = "`projectId` names another project"),
               (status = 422, body = ErrorEnvelope),
               AuthRefusals))]
 pub(super) async fn failure_groups(
@@ -212,6 +228,7 @@ pub(super) async fn failure_groups(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<FailureParams>,
 ) -> Result<ApiJson<Data<Vec<FailureGroup>>>> {
+    own_project(&auth.claims, "queues:read", params.project_id)?;
     let page = cursor_page(params.limit, None);
     let filter = filter(
         &auth.claims,
