@@ -35,6 +35,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_queue))
         .routes(routes!(resume_queue))
         .routes(routes!(list_workers))
+        .routes(routes!(queue_series))
         .routes(routes!(outbox_lag))
 }
 
@@ -205,6 +206,41 @@ async fn list_queues(
         out.push(s.queues.counts(q).await?);
     }
     Ok(ApiJson(Data::new(out)))
+}
+
+/// `?minutes=`: how far back a series goes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Minutes, 1 to 120 (default 60).
+    #[param(minimum = 1, maximum = 120, default = 60)]
+    pub minutes: Option<u32>,
+}
+
+/// A queue's throughput minute by minute over the last `minutes` (default 60, at most 120):
+/// jobs enqueued, completed, retried and gone dead in each minute, oldest first, the current
+/// minute (still counting) last. Counted by the queue's scripts as jobs move, by Redis's clock.
+///
+/// Permission: `queues:read` (platform operators). 404 for an unknown queue.
+#[utoipa::path(get, path = "/api/v1/queues/{queue}/series", tag = "jobs",
+    params(("queue" = String, Path, description = "Queue name"), SeriesQuery),
+    security(("bearer" = ["queues:read"])),
+    responses((status = 200, body = inline(Data<Vec<shared::queue::MinuteCounts>>)),
+              (status = 400, body = ErrorEnvelope),
+              (status = 404, body = ErrorEnvelope),
+              (status = 422, body = ErrorEnvelope),
+              AuthRefusals))]
+async fn queue_series(
+    _auth: Authorized<QueuesRead>,
+    State(s): State<AppState>,
+    ApiPath(queue): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<ApiJson<Data<Vec<shared::queue::MinuteCounts>>>> {
+    let queue = known_queue(&queue)?;
+    let minutes = shared::domain::within(q.minutes.unwrap_or(60), 1..=120)
+        .map_err(|e| shared::domain::FieldErrors::one("minutes", e.to_string()))?;
+    Ok(ApiJson(Data::new(s.queues.series(queue, minutes).await?)))
 }
 
 /// `?state=&page=&perPage=` (the page as in [`PageParams`]).

@@ -2,7 +2,7 @@
 //! jobs of one queue in one state), behind `queues:read`; pausing and resuming a queue, behind
 //! `queues:write`.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shared::queue::JobState;
 
@@ -44,7 +44,7 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
     let empty = json!({
         "queue": "ping", "waiting": 0, "delayed": 0, "active": 0, "retrying": 0,
         "completed": 0, "dead": 0, "cancelled": 0, "paused": false,
-        "completedTotal": 0, "deadTotal": 0,
+        "completedTotal": 0, "deadTotal": 0, "latencySeconds": 0.0,
     });
     assert_eq!(ping_counts(&app).await, empty);
 
@@ -52,10 +52,16 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
     app.enqueue_ping(&json!({})).await;
     app.enqueue_ping(&json!({"runAt": later()})).await;
 
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let counts = ping_counts(&app).await;
     assert_eq!(
         (counts["waiting"].as_u64(), counts["delayed"].as_u64()),
         (Some(2), Some(1))
+    );
+    let latency = counts["latencySeconds"].as_f64().expect("a latency");
+    assert!(
+        (0.3..60.0).contains(&latency),
+        "the oldest waiting job's age: {counts}"
     );
 
     let resp = app.cancel_job(&first, &app.admin_token()).await;
@@ -471,4 +477,76 @@ async fn the_outbox_view_counts_the_rows_waiting_and_their_age() {
         "{body}"
     );
     assert!(body["data"]["oldestAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_queues_series_counts_jobs_enqueued_completed_retried_and_dead_per_minute() {
+    let mut app = TestApp::spawn().await;
+    app.enqueue_ping(&json!({})).await;
+    app.enqueue_ping(&json!({"failAttempts": 1})).await;
+    app.enqueue_ping(&json!({"failPermanently": true})).await;
+    app.drain_jobs().await;
+
+    let token = app.platform_token_with(&["queues:read"]);
+    let series = json_with_status(
+        app.authed(Method::GET, "/api/v1/queues/ping/series?minutes=5", &token)
+            .send()
+            .await
+            .expect("answers"),
+        StatusCode::OK,
+    )
+    .await;
+    let minutes = series["data"].as_array().expect("a list");
+    assert_eq!(minutes.len(), 5, "{series:#}");
+    let sum = |field: &str| {
+        minutes
+            .iter()
+            .map(|m| m[field].as_u64().expect("a count"))
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (
+            sum("enqueued"),
+            sum("completed"),
+            sum("retried"),
+            sum("dead")
+        ),
+        (3, 2, 1, 1),
+        "{series:#}"
+    );
+    let starts: Vec<&str> = minutes
+        .iter()
+        .map(|m| m["minute"].as_str().expect("a time"))
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {starts:?}"
+    );
+    assert!(
+        starts.iter().all(|s| s.ends_with(":00Z")),
+        "whole minutes: {starts:?}"
+    );
+
+    for (query, status) in [
+        ("ping/series?minutes=0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("ping/series?minutes=121", StatusCode::UNPROCESSABLE_ENTITY),
+        ("nope/series", StatusCode::NOT_FOUND),
+    ] {
+        let resp = app
+            .authed(Method::GET, &format!("/api/v1/queues/{query}"), &token)
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(resp.status(), status, "{query}");
+    }
+    let resp = app
+        .authed(
+            Method::GET,
+            "/api/v1/queues/ping/series",
+            &app.admin_token(),
+        )
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "a project's token");
 }

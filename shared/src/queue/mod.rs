@@ -24,6 +24,7 @@
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
 //! | `p:{q}:archive` | zset | finished jobs (and dead jobs retried) the archiver has not yet copied to Postgres, by change time (`archive.rs`) |
 //! | `p:{q}:archiver` | string | the worker process that archives the queue now, with a TTL |
+//! | `p:{q}:minute:<m>` | hash | jobs enqueued, completed, retried and dead in minute `m` (Unix minutes), expiring after two hours (`series.rs`) |
 //! | `p:{q}:paused` | string | present while the queue is paused: the fetch script leases nothing (`pause.rs`) |
 //! | `p:workers` | zset | `<queue>@<process>#<run>` by last heartbeat (ms); names unseen for an hour are dropped |
 //! | `p:worker:<process>` | hash | what a worker process announced (host, pid, version, start, queues) and its jobs held per queue (`workers.rs`) |
@@ -36,12 +37,14 @@ mod pause;
 mod policy;
 mod projects;
 mod record;
+mod series;
 mod workers;
 
 pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
 pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
+pub use series::MinuteCounts;
 pub use workers::{WorkerAnnouncement, WorkerInfo, WorkerQueue};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -103,13 +106,14 @@ impl Scripts {
 pub fn script_source(name: &str) -> String {
     const HISTORY: &str = include_str!("lua/history.lua");
     const OPEN: &str = include_str!("lua/open.lua");
+    const SERIES: &str = include_str!("lua/series.lua");
     let (helpers, body): (&[&str], &str) = match name {
-        "enqueue" => (&[OPEN], include_str!("lua/enqueue.lua")),
-        "fetch" => (&[OPEN], include_str!("lua/fetch.lua")),
-        "ack" => (&[HISTORY, OPEN], include_str!("lua/ack.lua")),
+        "enqueue" => (&[OPEN, SERIES], include_str!("lua/enqueue.lua")),
+        "fetch" => (&[OPEN, SERIES], include_str!("lua/fetch.lua")),
+        "ack" => (&[HISTORY, OPEN, SERIES], include_str!("lua/ack.lua")),
         "heartbeat" => (&[], include_str!("lua/heartbeat.lua")),
         "release" => (&[], include_str!("lua/release.lua")),
-        "maintain" => (&[HISTORY, OPEN], include_str!("lua/maintain.lua")),
+        "maintain" => (&[HISTORY, OPEN, SERIES], include_str!("lua/maintain.lua")),
         "retry_dead" => (&[OPEN], include_str!("lua/retry_dead.lua")),
         "cancel" => (&[OPEN], include_str!("lua/cancel.lua")),
         "claim_dead" => (&[], include_str!("lua/claim_dead.lua")),
@@ -339,6 +343,10 @@ pub struct QueueCounts {
     /// Jobs that went dead since the queue's Redis keys were made.
     #[serde(default)]
     pub dead_total: u64,
+    /// How long the next job in line (the head of the ready set: highest priority, then
+    /// oldest) has been ready, in seconds; 0 when none waits.
+    #[serde(default)]
+    pub latency_seconds: f64,
 }
 
 /// A job that went dead, as its kind's on-dead hook sees it.
@@ -545,7 +553,31 @@ impl Queues {
             paused: c[7] > 0,
             completed_total: c[8],
             dead_total: c[9],
+            latency_seconds: if c[0] > 0 {
+                self.latency(queue, self.redis_now().await?).await?
+            } else {
+                0.0
+            },
         })
+    }
+
+    /// Redis's clock, the one every job time is written with (host clocks do not matter).
+    pub async fn redis_now(&self) -> Result<DateTime<Utc>, QueueError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        Ok(DateTime::from_timestamp(secs, (micros * 1000) as u32).unwrap_or_else(Utc::now))
+    }
+
+    /// How long the job at the head of `queue`'s ready set (the next one a worker takes:
+    /// highest priority, then oldest) has been ready at `now`, in seconds; 0 when none waits.
+    /// With one priority in use, the oldest ready job's age.
+    pub async fn latency(&self, queue: &str, now: DateTime<Utc>) -> Result<f64, QueueError> {
+        let (head, _) = self.list(queue, JobState::Waiting, 0, 1).await?;
+        Ok(head.first().map_or(0.0, |job| {
+            // ready since it was enqueued, or since its runAt (a delayed job, a retry's backoff)
+            let since = job.run_at.max(job.created_at).unwrap_or(now);
+            ((now - since).num_milliseconds().max(0) as f64) / 1000.0
+        }))
     }
 
     /// Jobs of one queue in one state, newest first for finished states, in run order otherwise;

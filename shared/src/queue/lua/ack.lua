@@ -85,6 +85,7 @@ for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
   if #scored > 0 then
     redis.call('ZADD', base .. set, unpack(scored))
     redis.call('HINCRBY', base .. 'stats', set == 'retry' and 'retried' or set, #scored / 2)
+    count_minute(base, now, set == 'retry' and 'retried' or set, #scored / 2)
   end
 end
 -- the archiver copies finished jobs to Postgres (`archive.rs`)

@@ -17,6 +17,7 @@ local woke = 0
 local seq0 = redis.call('INCRBY', base .. 'seq', n) - n
 local readies = {}
 local opened = {}
+local created = 0
 for i = 0, n - 1 do
   local o = 3 + i * 9
   local id, kind, payload = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -53,11 +54,13 @@ for i = 0, n - 1 do
       redis.call('SET', base .. 'idem:' .. idem, id, 'PX', idem_ttl)
     end
     opened[project] = (opened[project] or 0) + 1
+    created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1
   end
 end
 count_open_all(base, opened)
+count_minute(base, now, 'enqueued', created)
 if woke > 0 then
   redis.call('ZADD', base .. 'ready', unpack(readies))
   redis.call('PUBLISH', base .. 'wake', woke)

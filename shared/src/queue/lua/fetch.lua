@@ -41,6 +41,7 @@ for i = 1, #popped, 2 do
     redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'last_error', why)
     redis.call('ZADD', base .. 'dead', now, id)
     redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+    count_minute(base, now, 'dead', 1)
     count_open(base, f[4], -1)
   elseif f[2] then
     att, tok = att + 1, tok + 1

@@ -52,6 +52,7 @@ for _, id in ipairs(expired) do
       redis.call('ZADD', base .. 'dead', now, id)
       redis.call('ZADD', base .. 'archive', now, id)
       redis.call('HINCRBY', base .. 'stats', 'dead', 1)
+      count_minute(base, now, 'dead', 1)
       if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       count_open(base, cur[6], -1)
       died = died + 1

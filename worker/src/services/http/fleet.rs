@@ -20,8 +20,8 @@
 
 use std::{fmt::Write as _, future::Future, time::Duration};
 
-use chrono::{DateTime, Utc};
-use shared::queue::{JobState, Queues};
+use chrono::Utc;
+use shared::queue::Queues;
 use sqlx::PgPool;
 
 /// The most one section may take before it is left out of the scrape.
@@ -69,10 +69,7 @@ fn header(out: &mut String, name: &str, help: &str) {
 /// clock; 0 when none waits. With one priority in use that is the oldest ready job's age.
 /// And `comet_queue_paused{queue}`.
 async fn latency(queues: &Queues) -> anyhow::Result<String> {
-    let mut conn = queues.connection();
-    // Redis's clock, the one every job time is written with: host clocks do not matter
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-    let now = DateTime::from_timestamp(secs, (micros * 1000) as u32).unwrap_or_else(Utc::now);
+    let now = queues.redis_now().await?;
     let mut out = String::new();
     header(
         &mut out,
@@ -81,12 +78,7 @@ async fn latency(queues: &Queues) -> anyhow::Result<String> {
          0 when none waits",
     );
     for q in shared::jobs::QUEUES {
-        let (head, _) = queues.list(q, JobState::Waiting, 0, 1).await?;
-        let age = head.first().map_or(0.0, |job| {
-            // ready since it was enqueued, or since its runAt (a delayed job, a retry's backoff)
-            let since = job.run_at.max(job.created_at).unwrap_or(now);
-            ((now - since).num_milliseconds().max(0) as f64) / 1000.0
-        });
+        let age = queues.latency(q, now).await?;
         let _ = writeln!(out, "comet_queue_latency_seconds{{queue=\"{q}\"}} {age}");
     }
     // a paused queue's latency grows by design: alerts leave those out
