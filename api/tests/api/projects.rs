@@ -1399,7 +1399,9 @@ async fn comet_api_token_platform_mints_a_platform_operators_token() {
             "queues:read",
             "queues:write",
             "schedules:read",
-            "schedules:manage"
+            "schedules:manage",
+            "jobs:read",
+            "jobs:write"
         ]
     );
     assert_eq!(app.list_projects(&token, "").await.status(), StatusCode::OK);
