@@ -11,7 +11,7 @@
 #   bash .ci/schemathesis.sh          (./dev test runs it after `cargo test`; ./dev deps
 #                                      installs schemathesis into target/schemathesis-venv)
 #
-# Env knobs: ST_SEED (20261121), ST_MAX_EXAMPLES (50: per operation and phase), ST_TIMEOUT (240:
+# Env knobs: ST_SEED (20261121), ST_MAX_EXAMPLES (50: per operation and phase), ST_TIMEOUT (480:
 #   seconds per `st run` before it counts as failed), TEST_DATABASE_URL (the server the database
 #   is made on), TEST_REDIS_URL, CARGO_TARGET_DIR (target). Reports, logs and the processes' output
 #   are kept in $CARGO_TARGET_DIR/schemathesis/ (JUnit XML per caller).
@@ -25,7 +25,7 @@ BIN=$TARGET/debug
 OUT=$TARGET/schemathesis
 SEED=${ST_SEED:-20261121}
 MAX_EXAMPLES=${ST_MAX_EXAMPLES:-50}
-TIMEOUT=${ST_TIMEOUT:-240}
+TIMEOUT=${ST_TIMEOUT:-480}
 PG_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 REDIS=${TEST_REDIS_URL:-redis://127.0.0.1:6379}
 MAX_DELAY_SECS=7776000

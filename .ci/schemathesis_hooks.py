@@ -71,8 +71,9 @@ The rules the schema cannot hold, and what the hook does about each:
   left alone).
 - `POST /api/v1/users/bulk`: exactly one of `userIds` and `filter` (a second is dropped; with
   neither, a filter matching nobody is added), `roleId` exactly for `add-role`/`remove-role`
-  (dropped for the others; for them, one of the project's roles). The imports list's and the bulk results'
-  `after` are cursors the API issued: a generated one becomes empty.
+  (dropped for the others; for them, one of the project's roles). The imports list's, the bulk results'
+  and the job search's (`GET /api/v1/jobs`) `after` are cursors the API issued: a generated one
+  becomes empty.
 
 And one that keeps the run able to test anything: the users whose tokens the run uses
 (ST_PROTECTED_USERS) are never deactivated nor have their roles changed (either revokes every
@@ -171,6 +172,7 @@ _BUCKET_LISTS = (
     "/api/v1/transfer-buckets/{id}/transactions",
     "/api/v1/users/imports",
     "/api/v1/users/bulk/{id}/results",
+    "/api/v1/jobs",
 )
 # the role each user was last given by `POST /api/v1/users/{id}/roles` in this run
 _GIVEN_ROLES: dict[str, str] = {}

@@ -353,11 +353,7 @@ async fn a_large_bulk_delete_needs_the_dry_runs_token_and_too_large_a_set_is_ref
     archived_completed(&app, app.project_id(), 101, "flaky").await;
     let body = json!({"action": "delete", "filter": {"state": "completed", "error": "flaky"}});
 
-    let refused = json_with_status(
-        bulk(&app, &token, &body).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    let refused = json_with_status(bulk(&app, &token, &body).await, StatusCode::CONFLICT).await;
     assert!(
         refused.to_string().contains("confirmationToken"),
         "{refused:#}"
@@ -377,12 +373,12 @@ async fn a_large_bulk_delete_needs_the_dry_runs_token_and_too_large_a_set_is_ref
     other_filter["filter"]["error"] = json!("flak");
     other_filter["confirmationToken"] = json!(confirmation);
     let resp = bulk(&app, &token, &other_filter).await;
-    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
     let mut forged = body.clone();
     forged["confirmationToken"] = json!(format!("{}0", confirmation));
     assert_eq!(
         bulk(&app, &token, &forged).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
+        StatusCode::CONFLICT
     );
 
     let mut confirmed = body.clone();

@@ -168,11 +168,19 @@ fn push_filter(q: &mut QueryBuilder<Postgres>, f: &ArchiveFilter) {
         q.push(" AND state = 'dead' AND fingerprint = ")
             .push_bind(fp);
     }
-    if let Some((lo, hi)) = f.id_prefix.as_deref().and_then(id_range) {
-        q.push(" AND job_id BETWEEN ")
-            .push_bind(lo)
-            .push(" AND ")
-            .push_bind(hi);
+    if let Some(prefix) = f.id_prefix.as_deref() {
+        match id_range(prefix) {
+            Some((lo, hi)) => {
+                q.push(" AND job_id BETWEEN ")
+                    .push_bind(lo)
+                    .push(" AND ")
+                    .push_bind(hi);
+            }
+            // more than 32 hex digits (or none): no id starts with them
+            None => {
+                q.push(" AND false");
+            }
+        }
     }
     if let Some(from) = f.from {
         q.push(" AND finished_at >= ").push_bind(from);

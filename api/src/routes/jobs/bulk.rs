@@ -16,7 +16,7 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     db::job_archive::{self, ArchiveFilter},
-    domain::FieldErrors,
+    domain::{FieldErrors, SearchTerm},
     queue::JobState,
 };
 use utoipa::ToSchema;
@@ -24,13 +24,13 @@ use uuid::Uuid;
 
 use super::{
     job_scope,
-    search::{JobSearchParams, filter},
+    search::{FinishedStateFilter, IdPrefix, JobSearchParams, QueueFilter, filter},
 };
 use crate::{
     AppState,
     auth::{Authorized, JobsWrite},
     envelope::{ApiJson, Data},
-    error::{AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
+    error::{ApiError, AuthRefusals, BodyRefusals, ErrorEnvelope, Result},
     extract::{ValidJson, Validate},
     quota,
 };
@@ -57,25 +57,31 @@ pub enum BulkJobAction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkJobFilter {
     /// Only this queue.
+    #[schema(value_type = Option<QueueFilter>, inline)]
     pub queue: Option<String>,
     /// Only this kind.
+    #[schema(value_type = Option<QueueFilter>, inline)]
     pub kind: Option<String>,
     /// `completed`, `dead` or `cancelled` (a retry takes dead jobs only).
+    #[schema(value_type = Option<FinishedStateFilter>, inline)]
     pub state: Option<String>,
-    /// Only this project (platform operators).
-    pub project_id: Option<Uuid>,
+    /// Only this project (platform operators; another project's id is a 404 for anyone else).
+    #[schema(value_type = Option<crate::filters::UuidOrEmpty>, inline)]
+    pub project_id: Option<String>,
     /// The last error contains this text (case-insensitive).
-    #[schema(max_length = 300)]
+    #[schema(value_type = Option<SearchTerm>, inline)]
     pub error: Option<String>,
     /// Only dead jobs of this error fingerprint (a failure group).
-    #[schema(max_length = 300)]
+    #[schema(value_type = Option<SearchTerm>, inline)]
     pub fingerprint: Option<String>,
     /// Job ids starting with these hex digits.
-    #[schema(max_length = 36)]
+    #[schema(value_type = Option<IdPrefix>, inline)]
     pub id_prefix: Option<String>,
     /// Finished at or after (RFC 3339).
+    #[schema(value_type = Option<crate::filters::DateTimeOrEmpty>, inline)]
     pub from: Option<String>,
     /// Finished before (RFC 3339).
+    #[schema(value_type = Option<crate::filters::DateTimeOrEmpty>, inline)]
     pub to: Option<String>,
 }
 
@@ -151,12 +157,13 @@ fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
 /// else). 422 names every invalid field, and refuses
 /// a set over 10,000 jobs (narrow the filter) or a retry of another state than dead. Over 100
 /// jobs, `confirmationToken` from a dry run with the same action and filter (valid 10 minutes)
-/// is needed (422 without it). A retry must fit under every touched project's open-jobs quota
+/// is needed (409 without it). A retry must fit under every touched project's open-jobs quota
 /// (429, nothing retried). Jobs that changed state since they were archived are skipped.
 #[utoipa::path(post, path = "/api/v1/jobs/bulk", tag = "jobs",
     request_body = BulkJobRequest,
     security(("bearer" = ["jobs:write"])),
     responses((status = 200, body = inline(Data<BulkJobResult>)),
+              (status = 409, body = ErrorEnvelope, description = "Over 100 jobs without the dry run's confirmation token"),
               (status = 404, body = ErrorEnvelope, description = "`filter.projectId` names another project"),
               (status = 422, body = ErrorEnvelope),
               (status = 429, body = ErrorEnvelope),
@@ -168,7 +175,7 @@ pub(super) async fn bulk_jobs(
     ValidJson(req): ValidJson<BulkJobRequest>,
 ) -> Result<ApiJson<Data<BulkJobResult>>> {
     let f = req.filter;
-    super::search::own_project(&auth.claims, "queues:write", f.project_id)?;
+    super::search::own_project(&auth.claims, "queues:write", f.project_id.as_deref())?;
     let mut archive = filter(
         &auth.claims,
         "queues:write",
@@ -229,11 +236,10 @@ pub(super) async fn bulk_jobs(
     if confirmation_required
         && !crate::confirm::matches(&s, req.confirmation_token.as_deref(), &bound)
     {
-        return Err(FieldErrors::one(
-            "confirmationToken",
-            format!("over {CONFIRM_OVER} jobs: send the token of a dry run with this action and filter (valid 10 minutes)"),
-        )
-        .into());
+        return Err(ApiError::Conflict(format!(
+            "{matched} jobs need confirmation: send the same request with \"dryRun\": true, \
+             then again with its confirmationToken (valid 10 minutes)"
+        )));
     }
     match req.action {
         BulkJobAction::Retry => {

@@ -11,11 +11,16 @@ use axum::extract::State;
 use serde::Deserialize;
 use shared::{
     db::job_archive::{self, ArchiveFilter, FailureGroup},
-    domain::{FieldErrors, parse_instant},
+    domain::{FieldErrors, Invalid, SearchTerm},
     queue::{JobRecord, JobState},
 };
-use utoipa::IntoParams;
-use uuid::Uuid;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        RefOr,
+        schema::{ObjectBuilder, Schema, Type},
+    },
+};
 
 use crate::{
     AppState,
@@ -23,33 +28,42 @@ use crate::{
     envelope::{ApiJson, CursorList, Data, created_cursor, cursor_page},
     error::{AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
+    filters,
 };
 
-/// Longest text filter accepted (`error`, `fingerprint`).
-const MAX_TEXT: usize = 300;
-
-/// Filters of the job search; every one optional, combined with AND.
+/// Filters of the job search; every one optional (absent or empty: no filter), combined with
+/// AND.
 #[derive(Debug, Default, Clone, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct JobSearchParams {
     /// Only this queue.
+    #[param(value_type = Option<QueueFilter>, inline)]
     pub queue: Option<String>,
     /// Only this kind (today each queue runs one kind, named like it).
+    #[param(value_type = Option<QueueFilter>, inline)]
     pub kind: Option<String>,
     /// `completed`, `dead` or `cancelled` (open jobs: `GET /api/v1/queues/{queue}/jobs`).
+    #[param(value_type = Option<FinishedStateFilter>, inline)]
     pub state: Option<String>,
-    /// Only this project (platform operators; a project's callers always see only their own).
-    pub project_id: Option<Uuid>,
-    /// The last error contains this text (case-insensitive, at most 300 characters).
+    /// Only this project (platform operators; a project's callers see only their own, and
+    /// another project's id is a 404 for them).
+    #[param(value_type = Option<filters::UuidOrEmpty>, inline)]
+    pub project_id: Option<String>,
+    /// The last error contains this text (case-insensitive).
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub error: Option<String>,
     /// Only dead jobs of this error fingerprint (a group of `GET /api/v1/jobs/failures`).
+    #[param(value_type = Option<SearchTerm>, inline)]
     pub fingerprint: Option<String>,
-    /// Job ids starting with these hex digits (dashes ignored).
+    /// Job ids starting with these hex digits (dashes ignored; more than 32 match nothing).
+    #[param(value_type = Option<IdPrefix>, inline)]
     pub id_prefix: Option<String>,
     /// Finished at or after this instant (RFC 3339).
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub from: Option<String>,
     /// Finished before this instant (RFC 3339).
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub to: Option<String>,
     /// The previous page's `meta.nextCursor`; empty is no cursor.
     pub after: Option<String>,
@@ -58,20 +72,62 @@ pub struct JobSearchParams {
     pub limit: Option<u32>,
 }
 
-/// A text filter: trimmed, empty is none, bounded, no NUL.
-fn text(errors: &mut FieldErrors, field: &str, value: Option<String>) -> Option<String> {
-    let value = value
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())?;
-    if value.chars().count() > MAX_TEXT {
-        errors.add(field, format!("must be at most {MAX_TEXT} characters"));
-        return None;
+/// The OpenAPI schema of the `queue` and `kind` filters: a queue's name, or empty.
+pub struct QueueFilter;
+
+impl PartialSchema for QueueFilter {
+    fn schema() -> RefOr<Schema> {
+        filters::one_of_or_empty(shared::jobs::QUEUES.iter().copied())
     }
-    if value.contains('\0') {
-        errors.add(field, "must not contain NUL");
-        return None;
+}
+
+impl ToSchema for QueueFilter {}
+
+/// The finished states the archive holds.
+const FINISHED: [JobState; 3] = [JobState::Completed, JobState::Dead, JobState::Cancelled];
+
+/// The OpenAPI schema of the `state` filter: a finished state, or empty.
+pub struct FinishedStateFilter;
+
+impl PartialSchema for FinishedStateFilter {
+    fn schema() -> RefOr<Schema> {
+        filters::one_of_or_empty(FINISHED.iter().map(|s| s.as_str()))
     }
-    Some(value)
+}
+
+impl ToSchema for FinishedStateFilter {}
+
+/// The OpenAPI schema of `idPrefix`: hex digits and dashes, at most 36 characters, or empty.
+pub struct IdPrefix;
+
+impl PartialSchema for IdPrefix {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[0-9a-fA-F-]*$"))
+            .max_length(Some(36))
+            .into()
+    }
+}
+
+impl ToSchema for IdPrefix {}
+
+/// A filter that must be a queue's name, or empty.
+fn queue_name(raw: Option<&str>) -> std::result::Result<Option<String>, Invalid> {
+    filters::given(raw)
+        .map(|q| {
+            shared::jobs::QUEUES
+                .iter()
+                .find(|name| **name == q)
+                .map(|name| (*name).to_owned())
+                .ok_or_else(|| {
+                    Invalid::new(format!(
+                        "must be a queue: one of {}",
+                        shared::jobs::QUEUES.join(", ")
+                    ))
+                })
+        })
+        .transpose()
 }
 
 /// 404 when a caller who sees only their own project names another in `projectId` (another
@@ -79,10 +135,12 @@ fn text(errors: &mut FieldErrors, field: &str, value: Option<String>) -> Option<
 pub(super) fn own_project(
     claims: &shared::auth::Claims,
     operator_permission: &str,
-    project_id: Option<Uuid>,
+    project_id: Option<&str>,
 ) -> Result<()> {
     let scope = super::job_scope(claims, operator_permission);
-    match (scope, project_id) {
+    // an unreadable id is named by the filter's own check
+    let named = filters::uuid(project_id, "a project id").ok().flatten();
+    match (scope, named) {
         (Some(own), Some(named)) if own != named => {
             Err(crate::error::ApiError::NotFound("project"))
         }
@@ -99,60 +157,62 @@ pub(super) fn filter(
 ) -> Result<ArchiveFilter, FieldErrors> {
     let mut errors = FieldErrors::new();
     let operator = super::job_scope(claims, operator_permission).is_none();
-    let queue = text(&mut errors, "queue", params.queue);
-    if let Some(q) = &queue
-        && !shared::jobs::QUEUES.contains(&q.as_str())
-    {
-        errors.add(
-            "queue",
-            format!("is not a queue: one of {}", shared::jobs::QUEUES.join(", ")),
-        );
-    }
-    let state = match params
-        .state
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some("completed") => Some(JobState::Completed),
-        Some("dead") => Some(JobState::Dead),
-        Some("cancelled") => Some(JobState::Cancelled),
-        Some(_) => {
-            errors.add(
-                "state",
-                "must be completed, dead or cancelled (open jobs: /api/v1/queues/{queue}/jobs)",
-            );
-            None
-        }
+    let queue = errors.check("queue", queue_name(params.queue.as_deref()));
+    let kind = errors.check("kind", queue_name(params.kind.as_deref()));
+    let state = errors.check(
+        "state",
+        filters::given(params.state.as_deref())
+            .map(|s| {
+                FINISHED.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+                    Invalid::new(
+                        "must be completed, dead or cancelled (open jobs: /api/v1/queues/{queue}/jobs)",
+                    )
+                })
+            })
+            .transpose(),
+    );
+    let id_prefix = errors.check(
+        "idPrefix",
+        filters::given(params.id_prefix.as_deref())
+            .map(|p| {
+                if p.len() <= 36 && p.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                    Ok(p.to_owned())
+                } else {
+                    Err(Invalid::new(
+                        "must be hex digits and dashes, at most 36 characters",
+                    ))
+                }
+            })
+            .transpose(),
+    );
+    let from = errors.check("from", filters::instant(params.from.as_deref()));
+    let to = errors.check("to", filters::instant(params.to.as_deref()));
+    let named = errors.check(
+        "projectId",
+        filters::uuid(params.project_id.as_deref(), "a project id"),
+    );
+    let mut term = |field: &str, raw: Option<&str>| {
+        errors
+            .check(field, SearchTerm::parse_optional(raw))
+            .flatten()
+            .map(SearchTerm::into_string)
     };
-    let id_prefix = text(&mut errors, "idPrefix", params.id_prefix);
-    if let Some(p) = &id_prefix
-        && job_archive::id_range(p).is_none()
-    {
-        errors.add("idPrefix", "must be 1 to 32 hex digits (dashes ignored)");
-    }
-    let mut instant = |field: &str, raw: Option<String>| {
-        let raw = text(&mut errors, field, raw)?;
-        errors.check(field, parse_instant(&raw))
-    };
-    let from = instant("from", params.from);
-    let to = instant("to", params.to);
-    let project_id = if operator {
-        params.project_id
-    } else {
-        Some(claims.project_id)
-    };
+    let error = term("error", params.error.as_deref());
+    let fingerprint = term("fingerprint", params.fingerprint.as_deref());
     let filter = ArchiveFilter {
-        project_id,
-        queue,
-        kind: text(&mut errors, "kind", params.kind),
-        state,
-        error: text(&mut errors, "error", params.error),
-        fingerprint: text(&mut errors, "fingerprint", params.fingerprint),
-        id_prefix,
-        from,
-        to,
+        project_id: if operator {
+            named.flatten()
+        } else {
+            Some(claims.project_id)
+        },
+        queue: queue.flatten(),
+        kind: kind.flatten(),
+        state: state.flatten(),
+        error,
+        fingerprint,
+        id_prefix: id_prefix.flatten(),
+        from: from.flatten(),
+        to: to.flatten(),
     };
     if errors.is_empty() {
         Ok(filter)
@@ -181,7 +241,7 @@ pub(super) async fn search_jobs(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<JobSearchParams>,
 ) -> Result<ApiJson<CursorList<JobRecord>>> {
-    own_project(&auth.claims, "queues:read", params.project_id)?;
+    own_project(&auth.claims, "queues:read", params.project_id.as_deref())?;
     let page = cursor_page(params.limit, params.after.as_deref());
     let filter = filter(&auth.claims, "queues:read", params);
     let ((limit, after), filter) = FieldErrors::both(page, filter)?;
@@ -197,12 +257,16 @@ pub(super) async fn search_jobs(
 #[into_params(parameter_in = Query)]
 pub struct FailureParams {
     /// Only this queue.
+    #[param(value_type = Option<QueueFilter>, inline)]
     pub queue: Option<String>,
     /// Only this project (platform operators).
-    pub project_id: Option<Uuid>,
+    #[param(value_type = Option<filters::UuidOrEmpty>, inline)]
+    pub project_id: Option<String>,
     /// Died at or after this instant (RFC 3339).
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub from: Option<String>,
     /// Died before this instant (RFC 3339).
+    #[param(value_type = Option<filters::DateTimeOrEmpty>, inline)]
     pub to: Option<String>,
     /// Most groups answered, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
@@ -228,7 +292,7 @@ pub(super) async fn failure_groups(
     State(s): State<AppState>,
     ApiQuery(params): ApiQuery<FailureParams>,
 ) -> Result<ApiJson<Data<Vec<FailureGroup>>>> {
-    own_project(&auth.claims, "queues:read", params.project_id)?;
+    own_project(&auth.claims, "queues:read", params.project_id.as_deref())?;
     let page = cursor_page(params.limit, None);
     let filter = filter(
         &auth.claims,
