@@ -1,5 +1,6 @@
 //! The ops console (`/ops`): in headless Chromium (sign in, watch counts change as jobs are
-//! enqueued and run, find a dead job and open it, see its failure group, search the archive by
+//! enqueued and run, see the queue's chart of the last hour count them and its latency, find a
+//! dead job and open it, see its failure group, search the archive by
 //! its error text, pause a queue, retry the job, sign out and see the old cookie refused, and
 //! an operator without `jobs:read` told what the failures need), with a screenshot of each step
 //! in `<target>/ops-screenshots/`; and over plain HTTP, the session cookie's rules (CSRF header on
@@ -111,6 +112,36 @@ async fn until_text(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool
         if tokio::time::Instant::now() > deadline {
             panic!("timed out waiting for {what} ({css}); last text: {last:?}");
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the attribute `name` of `css` satisfies `ok`; panics with the last value after
+/// [`PAGE_TIMEOUT`].
+async fn until_attr(
+    c: &Client,
+    css: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
+    let mut last = None;
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await
+            && let Ok(Some(value)) = el.attr(name).await
+        {
+            last = Some(value);
+        }
+        if let Some(v) = &last
+            && ok(v)
+        {
+            return v.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what} ({css} [{name}]); last value: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -434,8 +465,46 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     })
     .await;
 
-    // 6. pause the queue: shown paused, and a new ping waits
+    // 6. back on the overview: ping's chart of the last hour counts the jobs that ran (the
+    //    page reads the series at most every 10 s, so it may take that long), the all-time
+    //    completed count and the latency are shown
     click(c, "#nav a[href='#/']").await;
+    let ping = "#queues tr[data-queue='ping']";
+    let label = until_attr(
+        c,
+        &format!("{ping} td.chart svg[role='img']"),
+        "aria-label",
+        "ping's chart of the last hour",
+        |t| t.contains(" 3 completed,") && t.contains(" 1 dead"),
+    )
+    .await;
+    assert!(label.starts_with("last hour: "), "{label}");
+    let title = c
+        .find(Locator::Css(&format!("{ping} td.chart svg title")))
+        .await
+        .expect("the chart's title (its tooltip)")
+        .prop("textContent")
+        .await
+        .expect("textContent");
+    assert_eq!(
+        title.as_deref(),
+        Some(label.as_str()),
+        "the tooltip says the same"
+    );
+    assert_eq!(
+        text_of(c, &format!("{ping} td.completed-total"))
+            .await
+            .as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        text_of(c, &format!("{ping} td.latency")).await.as_deref(),
+        Some("0 s"),
+        "no ping waits"
+    );
+
+    // 7. pause the queue: shown paused, and a new ping waits (its wait shows as the queue's
+    //    latency, not highlighted: the queue is paused)
     click_and_confirm(c, "#pause-ping").await;
     until_text(
         c,
@@ -462,12 +531,28 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         text_of(c, &count_cell("ping", "waiting")).await.as_deref(),
         Some("1")
     );
+    let latency = until_text(c, &format!("{ping} td.latency"), "the ping's wait", |t| {
+        t != "0 s"
+    })
+    .await;
+    assert!(latency.ends_with(" s"), "a wait of seconds: {latency}");
+    let class = c
+        .find(Locator::Css(&format!("{ping} td.latency")))
+        .await
+        .expect("the latency cell")
+        .attr("class")
+        .await
+        .expect("class");
+    assert!(
+        !class.unwrap_or_default().contains("bad"),
+        "a paused queue's latency is not highlighted"
+    );
     screenshot(c, "09-paused").await;
 
-    // 7. the operator signs out: the old cookie no longer works
+    // 8. the operator signs out: the old cookie no longer works
     sign_out_and_check(&app, c, "/api/v1/queues", "10-operator-signed-out").await;
 
-    // 8. a project user signs in with email and password, opens the dead job by id, retries it:
+    // 9. a project user signs in with email and password, opens the dead job by id, retries it:
     //    it waits in the paused queue, then runs (and fails again) once the queue resumes
     type_into(c, "#email", "ops.user@example.com").await;
     type_into(c, "#password", PASSWORD).await;
@@ -516,10 +601,10 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     .await;
     screenshot(c, "13-ran-again").await;
 
-    // 9. the user signs out: the old cookie no longer works
+    // 10. the user signs out: the old cookie no longer works
     sign_out_and_check(&app, c, "/api/v1/users/me", "14-user-signed-out").await;
 
-    // 10. an operator whose token lacks jobs:read (as the default `comet-api token --platform`)
+    // 11. an operator whose token lacks jobs:read (as the default `comet-api token --platform`)
     //     is told what Failures needs
     let without = app.platform_token_with(&["queues:read", "queues:write"]);
     click(c, "details summary").await;

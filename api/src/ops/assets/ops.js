@@ -3,7 +3,7 @@
 // request carries the session's CSRF token in X-CSRF-Token (the API refuses the cookie
 // without it). Views live in the URL hash, so a view (its filters, page or cursor) can be
 // shared and reloaded:
-//   #/                               overview: queues, outbox, workers
+//   #/                               overview: queues (counts, latency, last hour), outbox, workers
 //   #/jobs?queue=ping&state=dead&page=1          one queue's jobs in one state (Redis)
 //   #/search?state=dead&queue=ping&error=timeout  finished jobs (the Postgres archive), by
 //                                    state, queue, kind, error text, id prefix, finish time,
@@ -12,7 +12,9 @@
 //   #/job/<id>
 //   #/workers
 // Views refresh without reloading the page (not while the tab is hidden): every 2 s, the
-// archive's views every 5 s (the archive lags a finish by about a second anyway).
+// archive's views every 5 s (the archive lags a finish by about a second anyway). The
+// overview's per-queue charts of the last hour are read at most every 10 s (one request per
+// queue: at the table's 2 s that would be 7 requests a second for 15 queues).
 (function () {
   'use strict';
 
@@ -34,6 +36,12 @@
   const SEARCH_LIMIT = 50;
   /** The search's filters, as named in the URL and by GET /api/v1/jobs. */
   const SEARCH_KEYS = ['state', 'queue', 'kind', 'error', 'idPrefix', 'from', 'to', 'projectId'];
+  /** How often the overview reads every queue's last hour (GET /queues/{q}/series). */
+  const SERIES_MS = 10000;
+  const SERIES_MINUTES = 60;
+  /** A queue's latency (its next job's wait) past which the overview highlights it. */
+  const SLOW_SECONDS = 60;
+  const SVG_NS = 'http://www.w3.org/2000/svg';
   const UUID_PATTERN = '[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}';
 
   // jobs seen in lists, by id: a platform operator's job detail falls back to them (job routes
@@ -45,6 +53,10 @@
   // results only, so it never undoes what the user is typing
   let shell = null;
   let sessionOver = false;
+  // every queue's last hour, kept across refreshes and views so that the 2 s refresh of the
+  // overview reads it only every SERIES_MS: when it was last asked for, whether a read is under
+  // way, and the minutes by queue
+  const series = { at: 0, loading: false, byQueue: new Map() };
 
   // ---------------------------------------------------------------------------------------
   // Helpers
@@ -64,6 +76,35 @@
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
     return el;
+  }
+
+  /** An SVG element (createElementNS: the page never parses markup), as h() for HTML. */
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v !== null && v !== undefined && v !== false) el.setAttribute(k, String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  /** A count with the browser's digit grouping (1,204). */
+  function num(n) {
+    return (Number(n) || 0).toLocaleString();
+  }
+
+  /** A wait in seconds, readable: "0 s", "0.4 s", "42 s", "3 min", "5 h", "2 d". */
+  function duration(seconds) {
+    const s = Math.max(0, Number(seconds) || 0);
+    if (s === 0) return '0 s';
+    if (s < 10) return s.toFixed(1) + ' s';
+    if (s < 59.5) return Math.round(s) + ' s';
+    if (s < 3570) return Math.round(s / 60) + ' min';
+    if (s < 86400) return Math.round(s / 3600) + ' h';
+    return Math.round(s / 86400) + ' d';
   }
 
   /** A time in the browser's zone, UTC in its tooltip. */
@@ -256,15 +297,109 @@
     h('button', { type: 'submit', id: 'open-job' }, 'Open'));
   }
 
+  /** Reads every queue's last hour unless it was asked for less than SERIES_MS ago, in the
+   *  background (the table never waits for it), then redraws the charts on the page. A queue
+   *  whose series cannot be read shows no chart until the next read. */
+  function loadSeries() {
+    if (series.loading || Date.now() - series.at < SERIES_MS) return;
+    series.at = Date.now();
+    series.loading = true;
+    Promise.all(QUEUES.map((q) =>
+      api('GET', '/queues/' + encodeURIComponent(q) + '/series?minutes=' + SERIES_MINUTES).then(
+        (r) => [q, r.data],
+        () => [q, null]))) // a 401 has ended the session already
+      .then((answers) => {
+        for (const [q, minutes] of answers) {
+          if (minutes) series.byQueue.set(q, minutes); else series.byQueue.delete(q);
+        }
+        drawCharts();
+      })
+      .finally(() => { series.loading = false; });
+  }
+
+  /** Redraws the overview's charts (if it is showing) from the series read last. */
+  function drawCharts() {
+    for (const row of document.querySelectorAll('#queues tbody tr[data-queue]')) {
+      const cell = row.querySelector('td.chart');
+      if (cell) cell.replaceChildren(chart(row.dataset.queue, series.byQueue.get(row.dataset.queue)));
+    }
+  }
+
+  /** A queue's last hour as a small chart: a line of jobs completed per minute and bars of jobs
+   *  retried (upper, amber) and gone dead (lower, red) per minute, on one scale (a bar is at
+   *  least 1.5 px, so a single failure among thousands still shows); its text alternative
+   *  gives the hour's totals. */
+  function chart(queue, minutes) {
+    if (!minutes || !minutes.length) {
+      return h('span', { class: 'muted', title: 'The last hour of ' + queue + ': not read yet, or could not be read.' }, '—');
+    }
+    const W = 90;
+    const H = 28;
+    const TOP = 2;
+    const step = W / minutes.length;
+    let completed = 0;
+    let retried = 0;
+    let dead = 0;
+    let peak = 1;
+    let busiest = 0;
+    for (const m of minutes) {
+      completed += m.completed;
+      retried += m.retried;
+      dead += m.dead;
+      busiest = Math.max(busiest, m.completed);
+      peak = Math.max(peak, m.completed, m.retried + m.dead);
+    }
+    const height = (v) => (v > 0 ? Math.max(1.5, (v / peak) * (H - 1 - TOP)) : 0);
+    const label = 'last hour: ' + num(completed) + ' completed, ' + num(retried) + ' retried, ' + num(dead) + ' dead' +
+      (busiest ? '; at most ' + num(busiest) + ' completed a minute' : '');
+    const bars = [];
+    minutes.forEach((m, i) => {
+      const x = (i * step + step * 0.1).toFixed(2);
+      const width = (step * 0.8).toFixed(2);
+      const dh = height(m.dead);
+      const rh = height(m.retried);
+      if (dh) bars.push(svg('rect', { class: 'spark-dead', x, width, y: (H - 1 - dh).toFixed(2), height: dh.toFixed(2) }));
+      if (rh) bars.push(svg('rect', { class: 'spark-retried', x, width, y: (H - 1 - dh - rh).toFixed(2), height: rh.toFixed(2) }));
+    });
+    const line = minutes.map((m, i) => (i * step + step / 2).toFixed(2) + ',' + (H - 1 - (m.completed / peak) * (H - 1 - TOP)).toFixed(2));
+    return svg('svg', { class: 'spark', width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': label },
+      svg('title', {}, label),
+      svg('line', { class: 'spark-axis', x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }),
+      bars,
+      svg('polyline', { class: 'spark-completed', points: line.join(' ') }));
+  }
+
+  /** A queue's latency cell: highlighted past SLOW_SECONDS unless the queue is paused (then its
+   *  jobs wait by design). */
+  function latencyCell(q) {
+    const seconds = Number(q.latencySeconds) || 0;
+    const slow = seconds > SLOW_SECONDS && !q.paused;
+    let title = 'The next job in line has waited ' + seconds.toFixed(1) + ' s';
+    if (slow) title += ' (over ' + SLOW_SECONDS + ' s: too few workers, or stuck ones?)';
+    else if (q.paused && seconds > 0) title += ' (the queue is paused)';
+    return h('td', { class: 'n latency' + (slow ? ' bad' : '') + (q.paused ? ' muted' : ''), title,
+      dataset: { seconds: String(seconds) } }, duration(seconds));
+  }
+
+  const ALL_TIME = 'Jobs completed since the queue began. The completed column counts only those still in Redis: ' +
+    'once finished jobs are archived to Postgres, Redis keeps just the newest (JOB_REDIS_COMPLETED), so in a busy ' +
+    'system that count stops growing. Search finds every archived job.';
+
   function queueTable(queues) {
     const head = h('tr', {}, h('th', { scope: 'col' }, 'Queue'),
-      STATES.map((s) => h('th', { scope: 'col', class: 'n' }, s)),
+      STATES.flatMap((s) => [h('th', { scope: 'col', class: 'n', title: s === 'completed' ? ALL_TIME : null }, s),
+        s === 'completed' ? h('th', { scope: 'col', class: 'n wrap', title: ALL_TIME }, 'completed (all time)') : null]),
+      h('th', { scope: 'col', class: 'n', title: 'How long the next job in line has waited; highlighted past ' + SLOW_SECONDS + ' s unless the queue is paused' }, 'Latency'),
+      h('th', { scope: 'col', title: 'Per minute: the line jobs completed, the bars jobs retried (upper) and gone dead (lower)' }, 'Last hour'),
       h('th', { scope: 'col' }, 'Status'), can('queues:write') ? h('th', { scope: 'col' }, 'Control') : null);
     const rows = queues.map((q) => h('tr', { dataset: { queue: q.queue } },
       h('th', { scope: 'row' }, h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=waiting' }, q.queue)),
-      STATES.map((s) => h('td', { class: 'n' + (s === 'dead' && q[s] > 0 ? ' bad' : ''), dataset: { state: s } },
+      STATES.flatMap((s) => [h('td', { class: 'n' + (s === 'dead' && q[s] > 0 ? ' bad' : ''), dataset: { state: s } },
         h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s,
-          'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0)))),
+          'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0))),
+      s === 'completed' ? h('td', { class: 'n completed-total', title: ALL_TIME }, num(q.completedTotal)) : null]),
+      latencyCell(q),
+      h('td', { class: 'chart' }, chart(q.queue, series.byQueue.get(q.queue))),
       h('td', { class: 'paused-cell', dataset: { paused: String(!!q.paused) } },
         q.paused ? h('span', { class: 'badge warn' }, 'paused') : h('span', { class: 'badge ok' }, 'running')),
       can('queues:write') ? h('td', {}, q.paused
@@ -272,7 +407,9 @@
           () => api('POST', '/queues/' + encodeURIComponent(q.queue) + '/resume'), 'Queue ' + q.queue + ' resumed.') }, 'Resume')
         : h('button', { type: 'button', class: 'danger', id: 'pause-' + q.queue, onclick: () => act('Pause queue ' + q.queue + '? Workers stop leasing its jobs within a second (running jobs finish).',
           () => api('POST', '/queues/' + encodeURIComponent(q.queue) + '/pause'), 'Queue ' + q.queue + ' paused.') }, 'Pause')) : null));
-    return h('div', { class: 'scroll' }, h('table', { id: 'queues' }, h('caption', {}, 'Jobs per queue and state'),
+    return h('div', { class: 'scroll' }, h('table', { id: 'queues' },
+      h('caption', {}, 'Jobs per queue and state. Last hour, per minute on one scale: the line is jobs completed, ' +
+        'the bars jobs retried (upper, amber) and gone dead (lower, red).'),
       h('thead', {}, head), h('tbody', {}, rows)));
   }
 
@@ -301,6 +438,7 @@
         (lost ? ', ' + lost + ' lost' : '') + ' · ', h('a', { href: '#/workers' }, 'details')),
       openJobForm());
     fill(view, ...parts);
+    loadSeries(); // after the table: the counts never wait for the charts
   }
 
   function jobRow(j) {
