@@ -62,7 +62,8 @@ pub struct BulkJobFilter {
     /// Only this kind.
     #[schema(value_type = Option<QueueFilter>, inline)]
     pub kind: Option<String>,
-    /// `completed`, `dead` or `cancelled` (a retry takes dead jobs only).
+    /// `completed`, `dead` or `cancelled` (a retry takes dead jobs only: another state matches
+    /// nothing).
     #[schema(value_type = Option<FinishedStateFilter>, inline)]
     pub state: Option<String>,
     /// Only this project (platform operators; another project's id is a 404 for anyone else).
@@ -155,7 +156,8 @@ fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
 /// Permission: `jobs:write` over the caller's project; platform operators with `queues:write`
 /// over every project (`filter.projectId` narrows; another project's id is a 404 for anyone
 /// else). 422 names every invalid field, and refuses
-/// a set over 10,000 jobs (narrow the filter) or a retry of another state than dead. Over 100
+/// a set over 10,000 jobs (narrow the filter); a retry takes dead jobs only (with another
+/// `filter.state` it matches nothing). Over 100
 /// jobs, `confirmationToken` from a dry run with the same action and filter (valid 10 minutes)
 /// is needed (409 without it). A retry must fit under every touched project's open-jobs quota
 /// (429, nothing retried). Jobs that changed state since they were archived are skipped.
@@ -193,19 +195,17 @@ pub(super) async fn bulk_jobs(
         },
     )
     .map_err(in_filter)?;
+    // a retry takes dead jobs only: with another state, the filter matches nothing
+    let none_dead = req.action == BulkJobAction::Retry
+        && archive.state.is_some_and(|state| state != JobState::Dead);
     if req.action == BulkJobAction::Retry {
-        match archive.state {
-            None | Some(JobState::Dead) => archive.state = Some(JobState::Dead),
-            Some(other) => {
-                return Err(FieldErrors::one(
-                    "filter.state",
-                    format!("a retry takes dead jobs only, not {}", other.as_str()),
-                )
-                .into());
-            }
-        }
+        archive.state = Some(JobState::Dead);
     }
-    let targets = job_archive::targets(&s.pool, &archive, MAX_JOBS + 1).await?;
+    let targets = if none_dead {
+        Vec::new()
+    } else {
+        job_archive::targets(&s.pool, &archive, MAX_JOBS + 1).await?
+    };
     let matched = targets.len() as i64;
     if matched > MAX_JOBS {
         return Err(FieldErrors::one(
