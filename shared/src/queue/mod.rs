@@ -18,6 +18,8 @@
 //! | `p:{q}:idem:<key>` | string | idempotency key → first job id, with a TTL |
 //! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
 //! | `p:{q}:open_by_project` | zset | project id → its open (waiting, delayed, active, retrying) jobs of the queue; only projects with some (`projects.rs`) |
+//! | `p:{q}:project_states` | hash | `<project>\|<state>` → the project's jobs in that open state, and totals of those that finished (`tenant.rs`) |
+//! | `p:{q}:open_index` | zset | `<project>\|<created ms>\|<id>` of every open job with a project, all score 0: a project's open jobs, newest first, by lex range (`tenant.rs`) |
 //! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
@@ -38,6 +40,7 @@ mod policy;
 mod projects;
 mod record;
 mod series;
+mod tenant;
 mod workers;
 
 pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
@@ -45,6 +48,7 @@ pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 pub use series::MinuteCounts;
+pub use tenant::OPEN_STATES;
 pub use workers::{WorkerAnnouncement, WorkerInfo, WorkerQueue};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -112,14 +116,14 @@ pub fn script_source(name: &str) -> String {
         "fetch" => (&[OPEN, SERIES], include_str!("lua/fetch.lua")),
         "ack" => (&[HISTORY, OPEN, SERIES], include_str!("lua/ack.lua")),
         "heartbeat" => (&[], include_str!("lua/heartbeat.lua")),
-        "release" => (&[], include_str!("lua/release.lua")),
+        "release" => (&[OPEN], include_str!("lua/release.lua")),
         "maintain" => (&[HISTORY, OPEN, SERIES], include_str!("lua/maintain.lua")),
         "retry_dead" => (&[OPEN], include_str!("lua/retry_dead.lua")),
         "cancel" => (&[OPEN], include_str!("lua/cancel.lua")),
         "claim_dead" => (&[], include_str!("lua/claim_dead.lua")),
         "archived" => (&[], include_str!("lua/archived.lua")),
         "delete" => (&[], include_str!("lua/delete.lua")),
-        "run_now" => (&[], include_str!("lua/run_now.lua")),
+        "run_now" => (&[OPEN], include_str!("lua/run_now.lua")),
         other => panic!("no queue script {other:?}"),
     };
     let mut source = helpers.concat();

@@ -244,6 +244,30 @@ pub async fn assert_no_open_jobs(env: &TestEnv) {
         let key = format!("{}open_by_project", env.queues.base(q));
         let left: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await.expect("zrange");
         assert!(left.is_empty(), "{key} still counts {left:?}");
+        // and each project's own view: no open state counted, nothing in the open index
+        let base = env.queues.base(q);
+        let states: std::collections::HashMap<String, i64> = conn
+            .hgetall(format!("{base}project_states"))
+            .await
+            .expect("hgetall");
+        let open: Vec<_> = states
+            .iter()
+            .filter(|(f, _)| {
+                !f.ends_with("|completed") && !f.ends_with("|dead") && !f.ends_with("|cancelled")
+            })
+            .collect();
+        assert!(
+            open.is_empty(),
+            "{base}project_states still counts {open:?}"
+        );
+        let indexed: Vec<String> = conn
+            .zrange(format!("{base}open_index"), 0, -1)
+            .await
+            .expect("zrange");
+        assert!(
+            indexed.is_empty(),
+            "{base}open_index still holds {indexed:?}"
+        );
     }
     let open = env
         .queues

@@ -23,13 +23,14 @@ local ok_jk, ok_result, ok_err = {}, {}, {}
 local failed = {}
 local finished, done, retried, dead = {}, {}, {}, {}
 local closed = {} -- project id -> jobs of it that completed or went dead
+local moves, unindexed = {}, {}
 -- 1. Read and decide.
 for i = 0, n - 1 do
   local o = 4 + i * 6
   local id, tok, outcome = ARGV[o], ARGV[o + 1], ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local jk = base .. 'job:' .. id
-  local cur = redis.call('HMGET', jk, 'tok', 'state', 'project')
+  local cur = redis.call('HMGET', jk, 'tok', 'state', 'project', 'created')
   if cur[1] ~= tok or cur[2] ~= 'active' or seen[id] then
     codes[i + 1] = 's'
   else
@@ -43,6 +44,8 @@ for i = 0, n - 1 do
       done[#done + 1] = now
       done[#done + 1] = id
       if project then closed[project] = (closed[project] or 0) - 1 end
+      move(moves, project, 'active', 'completed')
+      index_job(unindexed, project, cur[4], id)
     else
       local more = redis.call('HMGET', jk, 'att', 'errors', 'worker')
       local entry = { attempt = tonumber(more[1]) or 0, error = err, at = now, worker = more[3] or '' }
@@ -57,11 +60,14 @@ for i = 0, n - 1 do
         failed[#failed + 1] = { jk, 'state', 'retrying', 'run_at', due, 'errors', encoded, 'last_error', err }
         retried[#retried + 1] = due
         retried[#retried + 1] = id
+        move(moves, project, 'active', 'retrying')
       else
         failed[#failed + 1] = { jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', err }
         dead[#dead + 1] = now
         dead[#dead + 1] = id
         if project then closed[project] = (closed[project] or 0) - 1 end
+        move(moves, project, 'active', 'dead')
+        index_job(unindexed, project, cur[4], id)
       end
     end
   end
@@ -92,6 +98,8 @@ end
 if #done > 0 then redis.call('ZADD', base .. 'archive', unpack(done)) end
 if #dead > 0 then redis.call('ZADD', base .. 'archive', unpack(dead)) end
 count_open_all(base, closed)
+apply_moves(base, moves)
+apply_index(base, unindexed, false)
 if hooked and #dead > 0 then redis.call('ZADD', base .. 'dead_hooks', unpack(dead)) end
 -- idle workers re-fetch, learn the retry's due time and sleep exactly until then
 if #retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end

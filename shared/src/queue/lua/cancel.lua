@@ -5,7 +5,7 @@
 local base = KEYS[1]
 local id = ARGV[1]
 local jk = base .. 'job:' .. id
-local cur = redis.call('HMGET', jk, 'state', 'project')
+local cur = redis.call('HMGET', jk, 'state', 'project', 'created')
 local state = cur[1]
 if not state then return '' end
 local from = { waiting = 'ready', delayed = 'delayed', retrying = 'retry' }
@@ -18,5 +18,10 @@ if from[state] then
   redis.call('ZADD', base .. 'cancelled', now, id)
   redis.call('ZADD', base .. 'archive', now, id)
   count_open(base, cur[2], -1)
+  local moves, unindexed = {}, {}
+  move(moves, cur[2], state, 'cancelled')
+  index_job(unindexed, cur[2], cur[3], id)
+  apply_moves(base, moves)
+  apply_index(base, unindexed, false)
 end
 return state

@@ -1,5 +1,6 @@
 -- Enqueue a batch of jobs into one queue (bounded: the caller sends at most 1000 per call).
--- Loaded after open.lua: every job created is counted as open for its project.
+-- Loaded after open.lua: every job created is counted as open for its project, in its state's
+-- count and in the project's open index.
 -- KEYS[1] = queue base "<prefix>:{<queue>}:" (every key below shares its hash tag)
 -- ARGV[1] = idempotency-key ttl ms, ARGV[2] = number of jobs, then 9 fields per job:
 --   id, kind, payload, run_at_ms (0 = now), priority, max_attempts, idempotency key ("" = none),
@@ -17,6 +18,7 @@ local woke = 0
 local seq0 = redis.call('INCRBY', base .. 'seq', n) - n
 local readies = {}
 local opened = {}
+local moves, indexed = {}, {}
 local created = 0
 for i = 0, n - 1 do
   local o = 3 + i * 9
@@ -54,12 +56,16 @@ for i = 0, n - 1 do
       redis.call('SET', base .. 'idem:' .. idem, id, 'PX', idem_ttl)
     end
     opened[project] = (opened[project] or 0) + 1
+    move(moves, project, nil, state)
+    index_job(indexed, project, now, id)
     created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1
   end
 end
 count_open_all(base, opened)
+apply_moves(base, moves)
+apply_index(base, indexed, true)
 count_minute(base, now, 'enqueued', created)
 if woke > 0 then
   redis.call('ZADD', base .. 'ready', unpack(readies))

@@ -15,15 +15,17 @@ if redis.call('EXISTS', base .. 'paused') == 1 then
   return { -1, now }
 end
 local ready = base .. 'ready'
+local moves, closed = {}, {}
 for _, set in ipairs({ 'delayed', 'retry' }) do
   local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, plimit)
   for _, id in ipairs(due) do
     local jk = base .. 'job:' .. id
-    local rs = redis.call('HGET', jk, 'rs')
+    local f = redis.call('HMGET', jk, 'rs', 'project')
     redis.call('ZREM', base .. set, id)
-    if rs then
-      redis.call('ZADD', ready, rs, id)
+    if f[1] then
+      redis.call('ZADD', ready, f[1], id)
       redis.call('HSET', jk, 'state', 'waiting')
+      move(moves, f[2], set == 'retry' and 'retrying' or set, 'waiting')
     end
   end
 end
@@ -33,7 +35,7 @@ local active = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local jk = base .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid', 'att', 'tok')
+  local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid', 'att', 'tok', 'created')
   local att, tok = tonumber(f[6]), tonumber(f[7])
   if f[2] and not (att and tok) then
     -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
@@ -43,9 +45,12 @@ for i = 1, #popped, 2 do
     redis.call('HINCRBY', base .. 'stats', 'dead', 1)
     count_minute(base, now, 'dead', 1)
     count_open(base, f[4], -1)
+    move(moves, f[4], 'waiting', 'dead')
+    index_job(closed, f[4], f[8], id)
   elseif f[2] then
     att, tok = att + 1, tok + 1
     redis.call('HSET', jk, 'att', att, 'tok', tok, 'state', 'active', 'started', now, 'worker', worker)
+    move(moves, f[4], 'waiting', 'active')
     active[#active + 1] = now + lease
     active[#active + 1] = id
     out[#out + 1] = id
@@ -59,6 +64,8 @@ for i = 1, #popped, 2 do
   end
 end
 if #active > 0 then redis.call('ZADD', base .. 'active', unpack(active)) end
+apply_moves(base, moves)
+apply_index(base, closed, false)
 if #popped == 0 then
   local nd = -1
   for _, set in ipairs({ 'delayed', 'retry' }) do

@@ -17,15 +17,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ready = base .. 'ready'
 local promoted, reaped, died, trimmed = 0, 0, 0, 0
+local moves, unindexed = {}, {}
 for _, set in ipairs({ 'delayed', 'retry' }) do
   local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
     local jk = base .. 'job:' .. id
-    local rs = redis.call('HGET', jk, 'rs')
+    local f = redis.call('HMGET', jk, 'rs', 'project')
     redis.call('ZREM', base .. set, id)
-    if rs then
-      redis.call('ZADD', ready, rs, id)
+    if f[1] then
+      redis.call('ZADD', ready, f[1], id)
       redis.call('HSET', jk, 'state', 'waiting')
+      move(moves, f[2], set == 'retry' and 'retrying' or set, 'waiting')
       promoted = promoted + 1
     end
   end
@@ -34,7 +36,7 @@ local expired = redis.call('ZRANGEBYSCORE', base .. 'active', '-inf', now, 'LIMI
 for _, id in ipairs(expired) do
   local jk = base .. 'job:' .. id
   redis.call('ZREM', base .. 'active', id)
-  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors', 'project')
+  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors', 'project', 'created')
   if cur[1] then
     reaped = reaped + 1
     redis.call('HINCRBY', jk, 'tok', 1)
@@ -55,9 +57,12 @@ for _, id in ipairs(expired) do
       count_minute(base, now, 'dead', 1)
       if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
       count_open(base, cur[6], -1)
+      move(moves, cur[6], 'active', 'dead')
+      index_job(unindexed, cur[6], cur[7], id)
       died = died + 1
     else
       redis.call('HSET', jk, 'state', 'waiting', 'errors', encoded, 'last_error', err)
+      move(moves, cur[6], 'active', 'waiting')
       redis.call('HDEL', jk, 'worker')
       redis.call('ZADD', ready, cur[3], id)
     end
@@ -92,4 +97,6 @@ if extra > 0 then
     if not redis.call('ZSCORE', base .. 'archive', id) then forget('completed', id) end
   end
 end
+apply_moves(base, moves)
+apply_index(base, unindexed, false)
 return { promoted, reaped, died, trimmed }

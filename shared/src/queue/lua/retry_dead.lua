@@ -5,7 +5,7 @@
 local base = KEYS[1]
 local id = ARGV[1]
 local jk = base .. 'job:' .. id
-local cur = redis.call('HMGET', jk, 'state', 'rs', 'project')
+local cur = redis.call('HMGET', jk, 'state', 'rs', 'project', 'created')
 if cur[1] ~= 'dead' then return 0 end
 redis.call('ZREM', base .. 'dead', id)
 redis.call('ZREM', base .. 'dead_hooks', id)
@@ -16,5 +16,10 @@ redis.call('ZADD', base .. 'ready', cur[2], id)
 local t = redis.call('TIME')
 redis.call('ZADD', base .. 'archive', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), id)
 count_open(base, cur[3], 1)
+local moves, indexed = {}, {}
+move(moves, cur[3], nil, 'waiting')
+index_job(indexed, cur[3], cur[4], id)
+apply_moves(base, moves)
+apply_index(base, indexed, true)
 redis.call('PUBLISH', base .. 'wake', 1)
 return 1

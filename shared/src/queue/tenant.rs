@@ -1,0 +1,164 @@
+//! A project's own view of a queue: its jobs' counts per state and its open jobs, newest first,
+//! read from the per-project state counts and open index the scripts keep (`lua/open.lua`:
+//! `p:{q}:project_states` and `p:{q}:open_index`). This is what a tenant's admin sees in place
+//! of the queue-wide views, which span every project.
+//!
+//! Both are exact for jobs enqueued since the index existed. A job already open when a
+//! deployment first ran this version is in neither until it finishes (its project's gauges
+//! start from 0 and are never taken below it); it still shows in the queue-wide views and, once
+//! finished, in the job archive.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{JobRecord, JobState, QueueCounts, QueueError, Queues, record};
+
+/// How many index entries one round trip of [`Queues::project_jobs`] reads.
+const CHUNK: usize = 256;
+
+/// The open states a project's index holds.
+pub const OPEN_STATES: [JobState; 4] = [
+    JobState::Waiting,
+    JobState::Delayed,
+    JobState::Active,
+    JobState::Retrying,
+];
+
+impl Queues {
+    /// `project`'s jobs in `queue` per state: the open states as they are now; `completed`,
+    /// `dead` and `cancelled` (and `completedTotal`, `deadTotal`) count every job of the project
+    /// that ever finished so since the index existed. `paused` and `latencySeconds` are the
+    /// queue's.
+    pub async fn project_counts(
+        &self,
+        queue: &str,
+        project: Uuid,
+    ) -> Result<QueueCounts, QueueError> {
+        let states = [
+            "waiting",
+            "delayed",
+            "active",
+            "retrying",
+            "completed",
+            "dead",
+            "cancelled",
+        ];
+        let fields: Vec<String> = states.iter().map(|s| format!("{project}|{s}")).collect();
+        let base = self.base(queue);
+        let mut conn = self.conn.clone();
+        let (c, paused, ready): (Vec<Option<i64>>, bool, u64) = redis::pipe()
+            .cmd("HMGET")
+            .arg(format!("{base}project_states"))
+            .arg(&fields)
+            .exists(format!("{base}paused"))
+            .zcard(format!("{base}ready"))
+            .query_async(&mut conn)
+            .await?;
+        let c: Vec<u64> = c
+            .into_iter()
+            .map(|n| n.unwrap_or_default().max(0) as u64)
+            .collect();
+        Ok(QueueCounts {
+            queue: queue.to_owned(),
+            waiting: c[0],
+            delayed: c[1],
+            active: c[2],
+            retrying: c[3],
+            completed: c[4],
+            dead: c[5],
+            cancelled: c[6],
+            paused,
+            completed_total: c[4],
+            dead_total: c[5],
+            latency_seconds: if ready > 0 {
+                self.latency(queue, self.redis_now().await?).await?
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// `project`'s open jobs in `queue`, newest first (by creation), in `state` if given (an open
+    /// state), skipping the first `offset` that match and returning at most `limit`. Reads the
+    /// project's index in chunks and each entry's state, so it costs one round trip per
+    /// [`CHUNK`] entries of the project's open jobs read (at most the project's open-jobs
+    /// quota); another project's jobs are never read.
+    pub async fn project_jobs(
+        &self,
+        queue: &str,
+        project: Uuid,
+        state: Option<JobState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let base = self.base(queue);
+        let index = format!("{base}open_index");
+        let floor = format!("[{project}|");
+        let mut ceiling = format!("[{project}|~");
+        let mut conn = self.conn.clone();
+        let (mut skipped, mut picked) = (0, Vec::new());
+        'chunks: loop {
+            let members: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(&ceiling)
+                .arg(&floor)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(CHUNK)
+                .query_async(&mut conn)
+                .await?;
+            let Some(last) = members.last() else { break };
+            ceiling = format!("({last}");
+            let ids: Vec<&str> = members
+                .iter()
+                .filter_map(|m| m.rsplit('|').next())
+                .collect();
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hget(format!("{base}job:{id}"), "state");
+            }
+            let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            for (id, s) in ids.iter().zip(states) {
+                let open = s
+                    .as_deref()
+                    .and_then(JobState::parse)
+                    .filter(|s| OPEN_STATES.contains(s));
+                let Some(s) = open else { continue };
+                if state.is_some_and(|want| want != s) {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                picked.push((*id).to_owned());
+                if picked.len() >= limit {
+                    break 'chunks;
+                }
+            }
+            if members.len() < CHUNK {
+                break;
+            }
+        }
+        if picked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &picked {
+            pipe.hgetall(format!("{base}job:{id}"));
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut jobs = Vec::with_capacity(maps.len());
+        for m in maps {
+            // a job trimmed between the round trips is simply left out, and so is one whose
+            // hash is corrupt (logged and counted by `read`): it must not hide the others
+            if let Ok(Some(job)) = record::read(queue, m) {
+                if job.project_id == Some(project) {
+                    jobs.push(job);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+}
