@@ -153,10 +153,10 @@ impl Queues {
         for m in maps {
             // a job trimmed between the round trips is simply left out, and so is one whose
             // hash is corrupt (logged and counted by `read`): it must not hide the others
-            if let Ok(Some(job)) = record::read(queue, m) {
-                if job.project_id == Some(project) {
-                    jobs.push(job);
-                }
+            if let Ok(Some(job)) = record::read(queue, m)
+                && job.project_id == Some(project)
+            {
+                jobs.push(job);
             }
         }
         Ok(jobs)
