@@ -5,13 +5,14 @@
 //! default roles that hold it.
 //!
 //! Scope `project` permissions are granted by a project's roles. Scope `platform` permissions
-//! (`projects:manage`, and `queues:read`, whose views span every project) belong to platform operators only: no role can hold one (the
+//! (`projects:manage`, `queues:write`, whose pause stops every project's jobs, ...) belong to platform operators only: no role can hold one (the
 //! `permissions` table marks them and a trigger on `role_permissions` refuses them), and a token
 //! grants one only when it is a platform token (`comet-api token --platform`, see
 //! [`crate::auth::Claims::platform`]), whatever its permission list says, `*` included. Everything else follows from this list: the `permissions` table is brought in
 //! line with it after every migration (`db::migrate`), a project's default roles are
 //! built from it (`db::roles::ensure_defaults`), and a permission added here is granted
-//! to the default roles of existing projects once, when it first appears.
+//! to the default roles of existing projects once, when it first appears (or stops being a
+//! platform permission).
 
 /// A permission a route needs.
 pub trait Permission {
@@ -87,7 +88,7 @@ permissions! {
     EventsRead => "events:read", "See events and what they matched", project ["admin", "member"];
     RuleRead => "rule:read", "See alert rules", project ["admin", "member"];
     RuleWrite => "rule:write", "Create, change and delete alert rules", project ["admin"];
-    QueuesRead => "queues:read", "Platform operators: queue counts and job lists across projects", platform [];
+    QueuesRead => "queues:read", "See the queues: the project's jobs per queue and state and its open jobs (platform operators: every project's, the workers, the outbox and throughput)", project ["admin"];
     QueuesWrite => "queues:write", "Platform operators: pause and resume queues", platform [];
     DeliveriesRead => "deliveries:read", "See notifications' delivery attempts (channel, outcome, HTTP status, SMTP reply)", project ["admin"];
     ApiKeysManage => "api-keys:manage", "Create, rotate and revoke the project's API keys", project ["admin"];
@@ -141,7 +142,8 @@ mod tests {
             }
         }
         assert!(of_default_role("admin").contains(&"user:create"));
-        assert!(!of_default_role("admin").contains(&"queues:read"));
+        assert!(of_default_role("admin").contains(&"queues:read"));
+        assert!(!of_default_role("admin").contains(&"queues:write"));
         assert_eq!(
             of_default_role("member"),
             [

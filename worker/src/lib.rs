@@ -110,6 +110,12 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
         "Job archive passes that failed (retried next period)",
         per_queue(shared::jobs::QUEUES),
     );
+    export_at_zero(
+        Counter,
+        "comet_dead_job_alerts_total",
+        "job.dead events raised: one per project, queue, error fingerprint and window",
+        [vec![]],
+    );
     shared::group_commit::metrics_at_zero(&["process_event", "deliver_notification"]);
     export_at_zero(
         Counter,

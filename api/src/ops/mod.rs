@@ -1,8 +1,9 @@
 //! The ops console at `/ops`: a small single-page app (plain JavaScript, no build step, every
 //! asset embedded in the binary, no CDN) for watching and steering the queues, served by the API
 //! itself. It reads and acts through the same `/api/v1` routes as every client, with the
-//! permissions of whoever signed in: `queues:read` for the queue, job-list, worker and outbox
-//! views, `queues:write` to pause and resume, `jobs:read` / `jobs:write` (the job's project) to
+//! permissions of whoever signed in: `queues:read` for the queue and job-list views (a project's
+//! admin sees its project's part of each queue; the charts, worker and outbox views, which span
+//! every project, are a platform operator's), `queues:write` to pause and resume, `jobs:read` / `jobs:write` (the job's project) to
 //! open, retry and cancel a job. `jobs:read` also opens the search over finished jobs
 //! (`GET /api/v1/jobs`, the Postgres archive) and the failure groups
 //! (`GET /api/v1/jobs/failures`): a project's own jobs, or every project's for a platform

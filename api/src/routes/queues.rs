@@ -1,9 +1,13 @@
-//! Queue views for platform operators: counts per state, the jobs in one state, and the
-//! projects with the most open jobs (who is near `JOB_MAX_OPEN_PER_PROJECT`); and pausing a
-//! queue (`queues:write`).
+//! Queue views: counts per state, the jobs in one state, the projects with the most open jobs
+//! (who is near `JOB_MAX_OPEN_PER_PROJECT`), throughput, workers and the outbox; and pausing a
+//! queue (`queues:write`, platform operators).
 //!
-//! `queues:read` is a platform-operator permission: these views span every project (like a
-//! Sidekiq or BullMQ dashboard). Tenant users hold `jobs:*`, which only ever see their project.
+//! `queues:read` is held by a project's admins and by platform operators, and what it shows
+//! follows the token: a platform token sees the queues whole, across every project (like a
+//! Sidekiq or BullMQ dashboard); a project's token sees its own project's part of each queue
+//! (counts per state and open jobs, from the per-project counts and index the queue scripts
+//! keep: `shared::queue::Queues::project_counts`) and is refused the fleet-wide views
+//! (throughput, workers, outbox, busiest projects), which have no per-project form.
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -45,15 +49,17 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// leases expire and maintenance takes its jobs back). A process unheard of for an hour is
 /// forgotten.
 ///
-/// Permission: `queues:read` (platform operators).
+/// Permission: `queues:read` with a platform token (a project's token gets 403).
 #[utoipa::path(get, path = "/api/v1/workers", tag = "jobs",
+    extensions(("x-platform-token" = json!(true))),
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(Data<Vec<shared::queue::WorkerInfo>>)),
               AuthRefusals))]
 async fn list_workers(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
 ) -> Result<ApiJson<Data<Vec<shared::queue::WorkerInfo>>>> {
+    platform_view(&auth.claims)?;
     let workers = s.queues.workers(s.settings.queue.lease).await?;
     Ok(ApiJson(Data::new(workers)))
 }
@@ -84,15 +90,17 @@ pub struct QueueWaiting {
 
 /// Rows waiting in the outbox and the relays' lag (the oldest row's age).
 ///
-/// Permission: `queues:read` (platform operators).
+/// Permission: `queues:read` with a platform token (a project's token gets 403).
 #[utoipa::path(get, path = "/api/v1/outbox", tag = "jobs",
+    extensions(("x-platform-token" = json!(true))),
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(Data<OutboxLag>)),
               AuthRefusals))]
 async fn outbox_lag(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
 ) -> Result<ApiJson<Data<OutboxLag>>> {
+    platform_view(&auth.claims)?;
     let (per_queue, oldest_at) = shared::db::outbox::waiting(&s.pool).await?;
     let lag_seconds = oldest_at
         .map(|at| ((Utc::now() - at).num_milliseconds().max(0) as f64) / 1000.0)
@@ -118,6 +126,19 @@ pub struct QueuePause {
     pub paused: bool,
     /// Since when it is paused.
     pub paused_at: Option<DateTime<Utc>>,
+}
+
+/// Refuses a project's token on a view that spans every project.
+fn platform_view(claims: &shared::auth::Claims) -> Result<()> {
+    if claims.platform {
+        Ok(())
+    } else {
+        Err(ApiError::Refused(
+            "this view spans every project (the worker fleet, the outbox, throughput, the \
+             busiest projects): platform operators only; a project's own queues are at \
+             GET /api/v1/queues and GET /api/v1/queues/{queue}/jobs",
+        ))
+    }
 }
 
 fn known_queue(queue: &str) -> Result<&'static str> {
@@ -190,7 +211,9 @@ async fn resume_queue(
     set_paused(&s, &queue, false, &auth.claims.sub).await
 }
 
-/// Job counts per queue and state.
+/// Job counts per queue and state. A platform token sees each queue whole; a project's token
+/// its own project's jobs in it: the open states as they are now, and `completed`, `dead`,
+/// `cancelled` (and the totals) counting every job of the project that ever finished so.
 ///
 /// Permission: `queues:read`.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "jobs",
@@ -198,12 +221,16 @@ async fn resume_queue(
     responses((status = 200, body = inline(Data<Vec<QueueCounts>>)),
               AuthRefusals))]
 async fn list_queues(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
 ) -> Result<ApiJson<Data<Vec<QueueCounts>>>> {
     let mut out = Vec::with_capacity(shared::jobs::QUEUES.len());
     for q in shared::jobs::QUEUES {
-        out.push(s.queues.counts(q).await?);
+        out.push(if auth.claims.platform {
+            s.queues.counts(q).await?
+        } else {
+            s.queues.project_counts(q, auth.claims.project_id).await?
+        });
     }
     Ok(ApiJson(Data::new(out)))
 }
@@ -222,8 +249,10 @@ pub struct SeriesQuery {
 /// jobs enqueued, completed, retried and gone dead in each minute, oldest first, the current
 /// minute (still counting) last. Counted by the queue's scripts as jobs move, by Redis's clock.
 ///
-/// Permission: `queues:read` (platform operators). 404 for an unknown queue.
+/// Permission: `queues:read` with a platform token (a project's token gets 403). 404 for an
+/// unknown queue.
 #[utoipa::path(get, path = "/api/v1/queues/{queue}/series", tag = "jobs",
+    extensions(("x-platform-token" = json!(true))),
     params(("queue" = String, Path, description = "Queue name"), SeriesQuery),
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(Data<Vec<shared::queue::MinuteCounts>>)),
@@ -232,11 +261,12 @@ pub struct SeriesQuery {
               (status = 422, body = ErrorEnvelope),
               AuthRefusals))]
 async fn queue_series(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(q): ApiQuery<SeriesQuery>,
 ) -> Result<ApiJson<Data<Vec<shared::queue::MinuteCounts>>>> {
+    platform_view(&auth.claims)?;
     let queue = known_queue(&queue)?;
     let minutes = shared::domain::within(q.minutes.unwrap_or(60), 1..=120)
         .map_err(|e| shared::domain::FieldErrors::one("minutes", e.to_string()))?;
@@ -282,9 +312,13 @@ fn twenty() -> u32 {
     20
 }
 
-/// The jobs of one queue in one state: finished states newest first, others in run order.
+/// The jobs of one queue in one state. A platform token lists the queue whole: finished states
+/// newest first, others in run order. A project's token lists its own project's open jobs
+/// (waiting, delayed, active, retrying), newest first, from the per-project index; its
+/// finished jobs are in the job archive (`GET /api/v1/jobs?queue=&state=`), so a finished
+/// state is a 422 naming it.
 ///
-/// Permission: `queues:read` (platform operators; spans every project).
+/// Permission: `queues:read`.
 #[utoipa::path(get, path = "/api/v1/queues/{queue}/jobs", tag = "jobs",
     params(("queue" = String, Path, description = "Queue name"), ListJobsQuery),
     security(("bearer" = ["queues:read"])),
@@ -294,7 +328,7 @@ fn twenty() -> u32 {
               (status = 422, body = crate::error::ErrorEnvelope),
               AuthRefusals))]
 async fn list_queue_jobs(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListJobsQuery>,
@@ -314,6 +348,34 @@ async fn list_queue_jobs(
         per_page: q.per_page,
     }
     .check()?;
+    if !auth.claims.platform {
+        let project = auth.claims.project_id;
+        let counts = s.queues.project_counts(queue, project).await?;
+        let total = match q.state {
+            JobState::Waiting => counts.waiting,
+            JobState::Delayed => counts.delayed,
+            JobState::Active => counts.active,
+            JobState::Retrying => counts.retrying,
+            _ => {
+                return Err(ApiError::invalid(
+                    "state",
+                    "a project's finished jobs are in the job archive: \
+                     GET /api/v1/jobs?queue=&state=",
+                ));
+            }
+        };
+        let jobs = s
+            .queues
+            .project_jobs(
+                queue,
+                project,
+                Some(q.state),
+                page.offset(),
+                page.per_page as usize,
+            )
+            .await?;
+        return Ok(ApiJson(page.list(jobs, total)));
+    }
     let (jobs, total) = s
         .queues
         .list(queue, q.state, page.offset(), page.per_page as usize)
@@ -352,8 +414,9 @@ pub struct BusiestProjects {
 /// The projects with the most open jobs (waiting, delayed, active, retrying) across every
 /// queue, and the per-project quota they count against.
 ///
-/// Permission: `queues:read` (platform operators; spans every project).
+/// Permission: `queues:read` with a platform token (a project's token gets 403).
 #[utoipa::path(get, path = "/api/v1/queues/projects", tag = "jobs",
+    extensions(("x-platform-token" = json!(true))),
     params(BusiestProjectsQuery),
     security(("bearer" = ["queues:read"])),
     responses((status = 200, body = inline(Data<BusiestProjects>)),
@@ -361,10 +424,11 @@ pub struct BusiestProjects {
               (status = 422, body = crate::error::ErrorEnvelope),
               AuthRefusals))]
 async fn list_busiest_projects(
-    _auth: Authorized<QueuesRead>,
+    auth: Authorized<QueuesRead>,
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<BusiestProjectsQuery>,
 ) -> Result<ApiJson<Data<BusiestProjects>>> {
+    platform_view(&auth.claims)?;
     if !(1..=100).contains(&q.limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 100"));
     }

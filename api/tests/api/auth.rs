@@ -140,11 +140,15 @@ async fn a_wildcard_token_grants_every_project_permission_but_no_platform_one() 
     let roles = app.get_roles(&star).await;
     let ping = app.ping(&json!({}), &star).await;
     let queues = app.queues(&star).await;
+    let pause = send(app.authed(Method::POST, "/api/v1/queues/ping/pause", &star)).await;
 
     assert_eq!(roles.status(), StatusCode::OK);
     assert_eq!(ping.status(), StatusCode::ACCEPTED);
-    // the queue views span every project: a platform token's, never a project's
-    assert_error(queues, StatusCode::FORBIDDEN, "forbidden").await;
+    // queues:read is a project permission (the project's part of each queue) ...
+    assert_eq!(queues.status(), StatusCode::OK);
+    // ... pausing a queue stops every project's jobs: a platform token's, never a project's
+    let error = assert_error(pause, StatusCode::FORBIDDEN, "forbidden").await;
+    assert!(error.to_string().contains("queues:write"), "{error}");
 }
 
 #[tokio::test]
@@ -222,10 +226,12 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
             continue;
         };
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        // a platform permission comes only with a platform token
-        let token = if scopes
-            .iter()
-            .any(|s| shared::permissions::is_platform_only(s))
+        // a platform permission comes only with a platform token, and a view that spans every
+        // project says it needs one
+        let token = if op.platform_token
+            || scopes
+                .iter()
+                .any(|s| shared::permissions::is_platform_only(s))
         {
             app.platform_token_with(&scopes)
         } else {
@@ -248,6 +254,29 @@ async fn every_secured_route_lets_a_token_with_its_scopes_through_auth() {
             resp.status()
         );
     }
+}
+
+#[tokio::test]
+async fn a_route_documented_as_needing_a_platform_token_refuses_a_projects_token_with_its_scopes() {
+    let app = TestApp::spawn().await;
+    let spec = served_spec(&app).await;
+    let mut seen = 0;
+    for op in operations(&spec).into_iter().filter(|op| op.platform_token) {
+        let scopes: Vec<&str> = op
+            .bearer_scopes
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let resp = send(op.request(&app, Some(&app.token(&scopes)))).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "{op} with a project's {scopes:?}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "workers, outbox, series, busiest projects");
 }
 
 #[tokio::test]

@@ -324,9 +324,14 @@ async fn dead_jobs_group_by_fingerprint_with_counts_and_first_and_last_seen() {
         });
     }
     let refs: Vec<&shared::queue::JobRecord> = jobs.iter().collect();
-    shared::db::job_archive::write(&app.env.pool, &refs, &[])
-        .await
-        .expect("write");
+    shared::db::job_archive::write(
+        &app.env.pool,
+        &refs,
+        &[],
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("write");
 
     let groups = failures(&app, &app.admin_token(), "").await;
     assert_eq!(groups.len(), 2, "{groups:#?}");

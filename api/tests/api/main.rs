@@ -32,6 +32,7 @@ mod ops_console;
 mod ops_files;
 mod passwords;
 mod permissions;
+mod project_queues;
 mod projects;
 mod queues;
 mod quota;

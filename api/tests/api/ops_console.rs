@@ -552,19 +552,34 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     // 8. the operator signs out: the old cookie no longer works
     sign_out_and_check(&app, c, "/api/v1/queues", "10-operator-signed-out").await;
 
-    // 9. a project user signs in with email and password, opens the dead job by id, retries it:
-    //    it waits in the paused queue, then runs (and fails again) once the queue resumes
+    // 9. a project's admin signs in with email and password: the overview is its project's part
+    //    of each queue (the dead job is its project's), the worker list is not its to see; it
+    //    opens the dead job by id, retries it: it waits in the paused queue, then runs (and
+    //    fails again) once the queue resumes
     type_into(c, "#email", "ops.user@example.com").await;
     type_into(c, "#password", PASSWORD).await;
     click(c, "#sign-in").await;
-    until_text(c, "#view .notice", "the permission notice", |t| {
-        t.contains("queues:read")
+    until_text(c, "#project-scope", "the project's own queues", |t| {
+        t.contains("Your project")
     })
     .await;
+    until_text(
+        c,
+        &count_cell("ping", "dead"),
+        "its dead job counted",
+        |t| t.parse::<u64>().is_ok_and(|n| n >= 1),
+    )
+    .await;
     assert!(
-        c.find(Locator::Css("#queues")).await.is_err(),
-        "no queue table without queues:read"
+        c.find(Locator::Css("#outbox")).await.is_err(),
+        "no outbox for a project's admin"
     );
+    click(c, "#nav a[href='#/workers']").await;
+    until_text(c, "#platform-only", "the worker list refused", |t| {
+        t.contains("platform operators")
+    })
+    .await;
+    click(c, "#nav a[href='#/']").await;
     type_into(c, "#open-job-id", &dead).await;
     click(c, "#open-job").await;
     until_text(c, "#job-state", "the dead job", |t| t == "dead").await;
@@ -753,11 +768,11 @@ async fn the_console_session_works_only_with_its_csrf_token_and_dies_at_sign_out
             .status(),
         StatusCode::OK
     );
-    let queues = with_cookie(&app, "/api/v1/queues", &cookie, Some(&csrf)).await;
+    let workers = with_cookie(&app, "/api/v1/workers", &cookie, Some(&csrf)).await;
     assert_eq!(
-        queues.status(),
+        workers.status(),
         StatusCode::FORBIDDEN,
-        "queues:read is for platform operators"
+        "the worker list is for platform operators"
     );
     // a Bearer token wins over the cookie: the Bearer path is unchanged
     let bearer = app

@@ -210,7 +210,6 @@ async fn no_role_can_be_given_a_platform_permission() {
         platform,
         [
             "projects:manage",
-            "queues:read",
             "queues:write",
             "schedules:manage",
             "schedules:read"
@@ -251,6 +250,45 @@ async fn a_permission_that_becomes_platform_only_leaves_every_role_at_the_next_m
     .await
     .unwrap();
     assert_eq!(held, 0);
+}
+
+#[tokio::test]
+async fn a_platform_permission_that_becomes_a_project_one_is_granted_to_its_default_roles_once() {
+    let app = TestApp::spawn().await;
+    let pool = &app.env.pool;
+    // as a deployment from before queues:read was a project permission: platform only, held by
+    // no role
+    sqlx::query("DELETE FROM role_permissions WHERE permission = 'queues:read'")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE permissions SET platform_only = true WHERE name = 'queues:read'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let holders = || async {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name FROM role_permissions rp JOIN roles r USING (role_id)
+             WHERE rp.permission = 'queues:read' AND r.project_id = $1 ORDER BY r.name",
+        )
+        .bind(app.project_id())
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        names
+    };
+    assert!(holders().await.is_empty());
+
+    shared::db::migrate(pool).await.expect("migrate again");
+    assert_eq!(holders().await, ["admin"], "the default role that names it");
+
+    // once: an admin who takes it away keeps it away at the next migration
+    sqlx::query("DELETE FROM role_permissions WHERE permission = 'queues:read'")
+        .execute(pool)
+        .await
+        .unwrap();
+    shared::db::migrate(pool).await.expect("migrate again");
+    assert!(holders().await.is_empty());
 }
 
 #[tokio::test]

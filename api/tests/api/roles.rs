@@ -291,7 +291,7 @@ async fn invalid_role_bodies_are_refused_naming_every_invalid_field() {
         .update_role(
             &token,
             &member,
-            &json!({"name": "a\u{0}b", "permissions": ["queues:read"], "extra": 1}),
+            &json!({"name": "a\u{0}b", "permissions": ["queues:write"], "extra": 1}),
         )
         .await;
     let error = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;

@@ -23,6 +23,10 @@ pub struct QueueSettings {
     /// `JOB_ARCHIVE_MS`: how often a worker's archiver copies finished jobs to Postgres
     /// (default 500).
     pub archive_interval: Duration,
+    /// `JOB_DEAD_ALERT_WINDOW_SECS`: dead jobs of one project, queue and error fingerprint are
+    /// counted per window of this length, and each window raises one `job.dead` event with the
+    /// count once it has closed (default 60, at least 1).
+    pub dead_alert_window: Duration,
     /// `JOB_IDEMPOTENCY_TTL_SECS`: how long an idempotency key maps to its job (default 86400).
     pub idempotency_ttl: Duration,
     /// `JOB_MAINTENANCE_MS`: period of the promote/reap/trim pass (default 1000).
@@ -58,6 +62,11 @@ impl QueueSettings {
             max_completed: env.parse("JOB_MAX_COMPLETED", 100_000)?,
             redis_completed: env.parse("JOB_REDIS_COMPLETED", 1000)?,
             archive_interval: Duration::from_millis(env.at_least("JOB_ARCHIVE_MS", 500, 10)?),
+            dead_alert_window: Duration::from_secs(env.at_least(
+                "JOB_DEAD_ALERT_WINDOW_SECS",
+                60,
+                1,
+            )?),
             idempotency_ttl: Duration::from_secs(env.at_least(
                 "JOB_IDEMPOTENCY_TTL_SECS",
                 86_400,

@@ -8,18 +8,22 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::job_dead_alerts::Death;
 use crate::queue::{AttemptError, JobRecord, JobState, fingerprint::fingerprint};
 
 /// Writes a batch in one transaction: finished jobs upserted (a later copy of the same job
-/// replaces an earlier one unless it is older), jobs open again (a dead job retried) deleted.
-/// Returns (written, deleted).
+/// replaces an earlier one unless it is older), jobs open again (a dead job retried) deleted,
+/// and each new death counted into its dead-job alert window (`job_dead_alerts`, windows of
+/// `dead_alert_window`). Returns (written, deleted).
 pub async fn write(
     pool: &PgPool,
     finished: &[&JobRecord],
     reopened: &[Uuid],
+    dead_alert_window: std::time::Duration,
 ) -> Result<(u64, u64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut written = 0;
+    let deaths = new_deaths(&mut tx, finished).await?;
     if !finished.is_empty() {
         let mut ids = Vec::with_capacity(finished.len());
         let (mut queues, mut kinds, mut projects, mut states) = (vec![], vec![], vec![], vec![]);
@@ -99,6 +103,7 @@ pub async fn write(
         .await?
         .rows_affected();
     }
+    super::job_dead_alerts::count(&mut tx, &deaths, dead_alert_window).await?;
     let deleted = if reopened.is_empty() {
         0
     } else {
@@ -110,6 +115,51 @@ pub async fn write(
     };
     tx.commit().await?;
     Ok((written, deleted))
+}
+
+/// The dead jobs among `finished` that went dead since the archive last saw them (not in it, in
+/// it in another state, or in it dead from an earlier death): each death is counted into the
+/// alerts once, though a batch may be archived again after a crash. Locks their rows.
+async fn new_deaths(
+    conn: &mut sqlx::PgConnection,
+    finished: &[&JobRecord],
+) -> Result<Vec<Death>, sqlx::Error> {
+    let dead: Vec<&JobRecord> = finished
+        .iter()
+        .copied()
+        .filter(|j| j.state == JobState::Dead && j.project_id.is_some())
+        .collect();
+    if dead.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = dead.iter().map(|j| j.id).collect();
+    let prior: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT job_id, state, finished_at FROM job_archive WHERE job_id = ANY($1)
+         ORDER BY job_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let prior: std::collections::HashMap<Uuid, (String, DateTime<Utc>)> =
+        prior.into_iter().map(|(id, s, at)| (id, (s, at))).collect();
+    Ok(dead
+        .into_iter()
+        .filter_map(|j| {
+            let at = j.finished_at.unwrap_or_else(Utc::now);
+            let seen = prior
+                .get(&j.id)
+                .is_some_and(|(state, was)| state == "dead" && *was >= at);
+            let error = j.last_error.clone().unwrap_or_default();
+            (!seen).then(|| Death {
+                project_id: j.project_id.unwrap_or_default(),
+                queue: j.queue.clone(),
+                fingerprint: fingerprint(&error),
+                job_id: j.id,
+                at,
+                error: error.chars().take(2000).collect(),
+            })
+        })
+        .collect())
 }
 
 /// What to look for in the archive. Every filter is optional; they combine with AND.

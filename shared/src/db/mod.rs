@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod inbox_items;
 pub mod invitations;
 pub mod job_archive;
+pub mod job_dead_alerts;
 pub mod notifications;
 pub mod outbox;
 pub mod password_resets;

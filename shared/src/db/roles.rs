@@ -63,7 +63,8 @@ pub async fn ensure_defaults(conn: &mut PgConnection, project_id: Uuid) -> Resul
 }
 
 /// Brings the `permissions` table in line with [`crate::permissions::ALL`]: adds new
-/// permissions (and grants each to the default roles that name it, in every project, once),
+/// permissions (and grants each to the default roles that name it, in every project, once;
+/// likewise a platform permission that became a project one),
 /// updates descriptions and platform flags, takes platform permissions away from every role,
 /// and deletes permissions the code no longer has (with their grants).
 pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -71,6 +72,11 @@ pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error
     let names: Vec<&str> = ALL.iter().map(|p| p.name).collect();
     let descriptions: Vec<&str> = ALL.iter().map(|p| p.description).collect();
     let platform: Vec<bool> = ALL.iter().map(|p| p.platform_only).collect();
+    // platform permissions that become project ones are granted like new ones
+    let was_platform: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM permissions WHERE platform_only")
+            .fetch_all(&mut *conn)
+            .await?;
     // `xmax = 0` tells a row this statement inserted from one it updated
     let changed: Vec<(String, bool)> = sqlx::query_as(
         r#"
@@ -93,7 +99,10 @@ pub async fn sync_permissions(conn: &mut PgConnection) -> Result<(), sqlx::Error
         .filter(|(_, inserted)| *inserted)
         .map(|(n, _)| n.as_str())
         .collect();
-    for p in ALL.iter().filter(|p| inserted.contains(&p.name)) {
+    let opened = |p: &&crate::permissions::PermissionInfo| {
+        inserted.contains(&p.name) || (!p.platform_only && was_platform.iter().any(|n| n == p.name))
+    };
+    for p in ALL.iter().filter(opened) {
         sqlx::query(
             r#"
             INSERT INTO role_permissions (role_id, permission)

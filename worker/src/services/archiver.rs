@@ -9,6 +9,11 @@
 //! the forget copies the same jobs again, which changes nothing. A failed pass (Postgres or
 //! Redis down) is logged and counted, and retried next period; Redis then keeps completed jobs
 //! up to `JOB_MAX_COMPLETED` as before.
+//!
+//! Archiving a dead job counts it into its dead-job alert window (`shared::db::job_dead_alerts`),
+//! and every period each process raises the windows that have closed: one `job.dead` event per
+//! (project, queue, error fingerprint) and window, with the count
+//! (`comet_dead_job_alerts_total`).
 
 use std::time::Duration;
 
@@ -49,7 +54,13 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
             ArchivedJob::Gone(_) => {}
         }
     }
-    let (written, reopened) = db::job_archive::write(pool, &finished, &reopened).await?;
+    let (written, reopened) = db::job_archive::write(
+        pool,
+        &finished,
+        &reopened,
+        queues.settings().dead_alert_window,
+    )
+    .await?;
     let forgotten = queues.archived(queue, &batch.marks).await?;
     metrics::counter!("comet_jobs_archived_total", "queue" => queue.to_owned()).increment(written);
     Ok(Pass {
@@ -84,9 +95,30 @@ pub async fn run(
                 );
             }
         }
+        raise_alerts(&pool).await;
         tokio::select! {
             () = stop.clone().requested() => return Ok(()),
             () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Raises the dead-job alert windows that have closed (any process may: windows are claimed
+/// with `SKIP LOCKED`), in batches of 100 until none is left; a failure is logged, counted and
+/// retried next period.
+async fn raise_alerts(pool: &PgPool) {
+    loop {
+        match db::job_dead_alerts::raise_closed(pool, 100).await {
+            Ok(0) => return,
+            Ok(n) => {
+                metrics::counter!("comet_dead_job_alerts_total").increment(n as u64);
+                tracing::info!(windows = n, "dead-job alerts raised");
+            }
+            Err(e) => {
+                metrics::counter!("comet_archive_errors_total", "queue" => "alerts").increment(1);
+                tracing::warn!(error = %e, "dead-job alerts not raised; retrying");
+                return;
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `comet-worker` binary.
 
 mod capacity;
+mod dead_alerts;
 mod helpers;
 mod imports;
 mod metrics;

@@ -30,6 +30,7 @@
   const STATES = ['waiting', 'delayed', 'active', 'retrying', 'completed', 'dead', 'cancelled'];
   /** The states the archive (and so the search) holds. */
   const FINISHED = ['completed', 'dead', 'cancelled'];
+  const OPEN = STATES.filter((s) => !FINISHED.includes(s));
   /** Every queue, from the server (the search's queue list needs no queues:read). */
   const QUEUES = (body.dataset.queues || '').split(' ').filter(Boolean);
   const PER_PAGE = 20;
@@ -179,10 +180,22 @@
     }
   }
 
+  /** The views that span every project (throughput, workers, outbox): a platform token with
+   *  queues:read. A project's queues:read shows its own part of each queue. */
+  function fleet() { return PLATFORM && can('queues:read'); }
+
+  function platformOnly(what) {
+    return h('p', { class: 'notice', id: 'platform-only' }, what + ' spans every project: platform operators only. ',
+      'Your project\'s part of each queue is on the ', h('a', { href: '#/' }, 'Overview'), ' and under ',
+      h('a', { href: '#/jobs' }, 'Jobs'), '.');
+  }
+
   function needs(permission, what) {
     let hint = '.';
-    if (permission.startsWith('queues:')) {
+    if (permission === 'queues:write') {
       hint = ' (platform operators: sign in with a platform token).';
+    } else if (permission === 'queues:read') {
+      hint = ' (a project\'s admin role holds it; platform operators\' tokens too).';
     } else if (permission === 'jobs:read' && PLATFORM) {
       // the default platform token grants queues:* but not jobs:read
       hint = [': this platform token does not hold it (the default of ', h('code', {}, 'comet-api token --platform'),
@@ -395,7 +408,8 @@
     const rows = queues.map((q) => h('tr', { dataset: { queue: q.queue } },
       h('th', { scope: 'row' }, h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=waiting' }, q.queue)),
       STATES.flatMap((s) => [h('td', { class: 'n' + (s === 'dead' && q[s] > 0 ? ' bad' : ''), dataset: { state: s } },
-        h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s,
+        h('a', { href: PLATFORM || OPEN.includes(s) ? '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s
+          : searchHash({ queue: q.queue, state: s }, ''),
           'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0))),
       s === 'completed' ? h('td', { class: 'n completed-total', title: ALL_TIME }, num(q.completedTotal)) : null]),
       latencyCell(q),
@@ -426,6 +440,15 @@
       fill(view, h('h1', {}, 'Overview'), needs('queues:read', 'The queue overview'), openJobForm());
       return;
     }
+    if (!fleet()) {
+      // a project's token: its own jobs in each queue; the fleet views are not its to see
+      const queues = await api('GET', '/queues');
+      if (token !== route) return;
+      fill(view, h('h1', {}, 'Overview'),
+        h('p', { id: 'project-scope' }, 'Your project\'s jobs in each queue: open ones now, finished ones since the queue began counting them.'),
+        queueTable(queues.data), openJobForm());
+      return;
+    }
     const [queues, outbox, workers] = await Promise.all([
       api('GET', '/queues'), api('GET', '/outbox'), api('GET', '/workers')]);
     if (token !== route) return;
@@ -454,7 +477,10 @@
   async function jobs(token) {
     const { params } = hashQuery();
     const queue = params.get('queue') || '';
-    const state = params.get('state') || 'dead';
+    // a project's token lists its open jobs here (its finished ones are in the search)
+    const states = PLATFORM ? STATES : OPEN;
+    const wanted = params.get('state') || (PLATFORM ? 'dead' : 'waiting');
+    const state = states.includes(wanted) ? wanted : states[0];
     const page = Math.max(1, parseInt(params.get('page') || '1', 10) || 1);
     if (!can('queues:read')) {
       fill(view, h('h1', {}, 'Jobs'), needs('queues:read', 'Listing a queue\'s open jobs'),
@@ -479,13 +505,17 @@
     const qSelect = h('select', { id: 'filter-queue', name: 'queue' },
       queues.map((q) => h('option', { value: q, selected: q === chosen }, q)));
     const sSelect = h('select', { id: 'filter-state', name: 'state' },
-      STATES.map((s) => h('option', { value: s, selected: s === state }, s)));
+      states.map((s) => h('option', { value: s, selected: s === state }, s)));
     const filters = h('form', { class: 'inline', id: 'job-filters', onsubmit: (ev) => {
       ev.preventDefault();
       location.hash = '#/jobs?queue=' + encodeURIComponent(qSelect.value) + '&state=' + encodeURIComponent(sSelect.value);
     } }, h('label', { for: 'filter-queue' }, 'Queue '), qSelect, ' ',
     h('label', { for: 'filter-state' }, 'State '), sSelect, ' ', h('button', { type: 'submit', id: 'apply-filters' }, 'Show'));
     const parts = [h('h1', {}, 'Jobs'), filters];
+    if (!PLATFORM) {
+      parts.push(h('p', { class: 'muted', id: 'finished-hint' }, 'Your project\'s open jobs, newest first. Finished ones: ',
+        h('a', { href: '#/search' }, 'Search'), ', ', h('a', { href: '#/failures' }, 'Failures'), '.'));
+    }
     if (failure) parts.push(problem(failure));
     if (list) {
       const total = list.meta && list.meta.pagination ? list.meta.pagination.total : list.data.length;
@@ -711,7 +741,7 @@
       h('td', { class: 'err chain' }, e.error)));
     // back to the list the job is in: the queue's (operators), else the search (finished jobs)
     let back = null;
-    if (can('queues:read')) {
+    if (can('queues:read') && (PLATFORM || OPEN.includes(j.state))) {
       back = h('a', { href: '#/jobs?queue=' + encodeURIComponent(j.queue) + '&state=' + j.state }, '← ' + j.queue + ' · ' + j.state);
     } else if (can('jobs:read') && FINISHED.includes(j.state)) {
       back = h('a', { href: searchHash({ queue: j.queue, state: j.state }, '') }, '← finished ' + j.queue + ' jobs · ' + j.state);
@@ -745,6 +775,10 @@
   async function workers(token) {
     if (!can('queues:read')) {
       fill(view, h('h1', {}, 'Workers'), needs('queues:read', 'The worker list'));
+      return;
+    }
+    if (!fleet()) {
+      fill(view, h('h1', {}, 'Workers'), platformOnly('The worker list'));
       return;
     }
     const [list, outbox] = await Promise.all([api('GET', '/workers'), api('GET', '/outbox')]);

@@ -19,6 +19,9 @@ pub struct Operation {
     pub bearer_scopes: Option<Vec<String>>,
     /// Whether it declares a request body.
     pub has_body: bool,
+    /// `x-platform-token`: its scopes must come with a platform token (the view spans every
+    /// project; a project's token holding them is refused).
+    pub platform_token: bool,
     /// The documented response statuses.
     pub responses: Vec<String>,
 }
@@ -83,6 +86,7 @@ pub fn operations(spec: &Value) -> Vec<Operation> {
                 concrete_path,
                 bearer_scopes,
                 has_body: op.get("requestBody").is_some(),
+                platform_token: op["x-platform-token"] == true,
                 responses: op["responses"]
                     .as_object()
                     .map(|r| r.keys().cloned().collect())
