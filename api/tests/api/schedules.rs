@@ -516,9 +516,39 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
         archived(state, hours).await;
     }
 
+    // dead-job alert windows: raised ones past JOB_DEAD_RETENTION_SECS go; a recent one, and an
+    // old one not raised yet, stay
+    let window = |age_hours: i32, raised: bool, fingerprint: &'static str| async move {
+        sqlx::query(
+            "INSERT INTO job_dead_alerts (project_id, queue, fingerprint, window_start,
+                 window_seconds, dead, first_job_id, last_job_id, first_at, last_at, sample_error,
+                 event_id)
+             VALUES ($1, 'ping', $2, now() - make_interval(hours => $3), 60, 1,
+                     gen_random_uuid(), gen_random_uuid(), now(), now(), 'boom',
+                     CASE WHEN $4 THEN gen_random_uuid() END)",
+        )
+        .bind(project)
+        .bind(fingerprint)
+        .bind(age_hours)
+        .bind(raised)
+        .execute(pool)
+        .await
+        .expect("alert window");
+    };
+    window(8 * 24, true, "old raised").await;
+    window(8 * 24, false, "old pending").await;
+    window(1, true, "recent").await;
+
     let job = app.run_sweep("apply_retention").await;
     let r = &job["result"];
     assert_eq!(r["archivedJobs"], 3, "{r}");
+    assert_eq!(r["deadJobAlerts"], 1, "{r}");
+    let mut windows: Vec<String> = sqlx::query_scalar("SELECT fingerprint FROM job_dead_alerts")
+        .fetch_all(pool)
+        .await
+        .expect("windows left");
+    windows.sort();
+    assert_eq!(windows, ["old pending", "recent"]);
     let mut left: Vec<Uuid> = sqlx::query_scalar(
         "SELECT job_id FROM job_archive WHERE finished_at < now() - interval '30 minutes'",
     )

@@ -207,3 +207,21 @@ fn event_of(w: &Window) -> NewEvent {
         )),
     }
 }
+
+/// One batch of raised windows that started before `before` (what `apply_retention` deletes;
+/// a window not raised yet is kept whatever its age).
+pub async fn expire(pool: &PgPool, before: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        r#"
+        DELETE FROM job_dead_alerts WHERE (project_id, queue, fingerprint, window_start) IN (
+            SELECT project_id, queue, fingerprint, window_start FROM job_dead_alerts
+            WHERE event_id IS NOT NULL AND window_start < $1
+            LIMIT $2 FOR UPDATE SKIP LOCKED)
+        "#,
+    )
+    .bind(before)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

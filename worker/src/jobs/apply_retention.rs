@@ -10,7 +10,8 @@
 //! - schedule runs older than `SCHEDULER_HISTORY_DAYS` (each schedule's latest kept);
 //! - archived jobs (`job_archive`): completed ones finished longer ago than
 //!   `JOB_COMPLETED_RETENTION_SECS`, dead and cancelled ones than `JOB_DEAD_RETENTION_SECS` (the
-//!   retention Redis applies to the same jobs).
+//!   retention Redis applies to the same jobs);
+//! - dead-job alert windows (`job_dead_alerts`) raised and older than `JOB_DEAD_RETENTION_SECS`.
 //!
 //! Cut-offs are computed once per run. Idempotent: a re-run deletes only what is still past.
 
@@ -42,6 +43,8 @@ pub struct Summary {
     pub schedule_runs: u64,
     /// Archived jobs.
     pub archived_jobs: u64,
+    /// Dead-job alert windows raised.
+    pub dead_job_alerts: u64,
     /// Ticks missed before this run (catch-up `once`).
     pub missed_ticks: u64,
 }
@@ -94,6 +97,11 @@ async fn apply(ctx: &JobContext, handle: &JobHandle) -> anyhow::Result<Summary> 
         shared::db::job_archive::expire(pool, done_before, dead_before, batch)
     })
     .await?;
+    s.dead_job_alerts =
+        sweeps::drain(handle, "apply_retention", "dead_job_alerts", size, max, || {
+            shared::db::job_dead_alerts::expire(pool, dead_before, batch)
+        })
+        .await?;
     tracing::info!(summary = ?s, "retention applied");
     Ok(s)
 }
