@@ -23,6 +23,7 @@ mod imports;
 mod inbox;
 mod inbox_stream;
 mod job_controls;
+mod job_dead_alerts;
 mod job_search;
 mod jobs;
 mod login_limits;
