@@ -209,6 +209,15 @@ impl From<shared::schedule::fire::FireError> for ApiError {
     }
 }
 
+impl From<shared::jobs::ActError> for ApiError {
+    fn from(e: shared::jobs::ActError) -> Self {
+        match e {
+            shared::jobs::ActError::Queue(e) => e.into(),
+            shared::jobs::ActError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl From<shared::queue::QueueError> for ApiError {
     fn from(e: shared::queue::QueueError) -> Self {
         match e {

@@ -390,7 +390,7 @@ async fn a_large_bulk_delete_needs_the_dry_runs_token_and_too_large_a_set_is_ref
         .expect("count");
     assert_eq!(left, 0);
 
-    archived_completed(&app, app.project_id(), 10_001, "noisy").await;
+    archived_completed(&app, app.project_id(), 100_001, "noisy").await;
     let body = json!({"action": "delete", "filter": {"error": "noisy"}, "dryRun": true});
     let refused = json_with_status(
         bulk(&app, &token, &body).await,
@@ -398,7 +398,57 @@ async fn a_large_bulk_delete_needs_the_dry_runs_token_and_too_large_a_set_is_ref
     )
     .await;
     assert!(
-        refused.to_string().contains("more than 10000"),
+        refused.to_string().contains("more than 100000"),
         "{refused:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_bulk_action_over_a_thousand_jobs_is_a_job_with_progress_confined_to_the_project() {
+    let mut app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let (_, other, _) = app.new_project("Other tenant").await;
+    archived_completed(&app, app.project_id(), 1_500, "batch").await;
+    archived_completed(&app, other, 20, "batch").await;
+    let body = json!({"action": "delete", "filter": {"state": "completed", "error": "batch"}});
+    let mut dry = body.clone();
+    dry["dryRun"] = json!(true);
+    let preview = json_with_status(bulk(&app, &token, &dry).await, StatusCode::OK).await;
+    assert_eq!(
+        preview["data"]["matched"], 1_500,
+        "the caller's project only"
+    );
+    let mut confirmed = body.clone();
+    confirmed["confirmationToken"] = preview["data"]["confirmationToken"].clone();
+
+    let queued = json_with_status(bulk(&app, &token, &confirmed).await, StatusCode::ACCEPTED).await;
+    assert_eq!(queued["data"]["matched"], 1_500);
+    assert_eq!(queued["data"]["done"], 0, "not in the request");
+    let job_id = queued["data"]["jobId"]
+        .as_str()
+        .expect("a job id")
+        .to_owned();
+    let job = json_with_status(app.get_job(&job_id, &token).await, StatusCode::OK).await;
+    assert_eq!(job["data"]["queue"], "bulk_jobs", "{job:#}");
+
+    app.run_pending_jobs().await;
+    let job = json_with_status(app.get_job(&job_id, &token).await, StatusCode::OK).await;
+    assert_eq!(job["data"]["state"], "completed", "{job:#}");
+    let summary = json!({"total": 1_500, "done": 1_500, "skipped": 0, "overQuota": 0});
+    assert_eq!(job["data"]["result"], summary, "{job:#}");
+    assert_eq!(
+        job["data"]["progress"], summary,
+        "the last progress is the whole"
+    );
+    let left: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+        "SELECT project_id, count(*) FROM job_archive WHERE queue = 'ping' GROUP BY project_id",
+    )
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        left,
+        [(other, 20)],
+        "the other project's jobs are untouched"
     );
 }

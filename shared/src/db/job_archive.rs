@@ -163,7 +163,9 @@ async fn new_deaths(
 }
 
 /// What to look for in the archive. Every filter is optional; they combine with AND.
-#[derive(Debug, Clone, Default)]
+/// Serialised (camelCase) into a `bulk_jobs` job's payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ArchiveFilter {
     /// Only this project's jobs (always set for a project's own callers).
     pub project_id: Option<Uuid>,

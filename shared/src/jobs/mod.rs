@@ -41,6 +41,7 @@ macro_rules! with_job_kinds {
             bucket_monitor::BucketMonitor,
             bulk_import::BulkImport,
             bulk_users::BulkUsers,
+            bulk_jobs::BulkJobs,
         }
     };
 }

@@ -3,21 +3,25 @@
 //! `fingerprint`), with a dry run that counts them first.
 //!
 //! The set is read from the job archive, newest first, and acted on job by job through the same
-//! scripts as the single-job routes, in the request: at most [`MAX_JOBS`] jobs (a larger set is
-//! refused with 422: narrow the filter, by time window for instance). Over [`CONFIRM_OVER`] jobs,
-//! the dry run's `confirmationToken` must come back. A retry reopens jobs, so it must fit under
-//! each project's open-jobs quota (all or nothing); it does not spend the projects' enqueue rate,
-//! which is for their own traffic.
+//! scripts as the single-job routes: in the request up to [`IN_REQUEST`] jobs, past that by a
+//! `bulk_jobs` job (answered `202` with its id; its progress and result are the job's), at most
+//! [`MAX_BULK_JOBS`] (a larger set is refused with 422: narrow the filter, by time window for
+//! instance). Over [`CONFIRM_OVER`] jobs, the dry run's `confirmationToken` must come back. A
+//! retry reopens jobs, so it must fit under each project's open-jobs quota (all or nothing); it
+//! does not spend the projects' enqueue rate, which is for their own traffic (the `bulk_jobs`
+//! job itself counts as one of the project's jobs).
 
 use std::collections::HashMap;
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     db::job_archive::{self, ArchiveFilter},
     domain::{FieldErrors, SearchTerm},
+    jobs::{BulkJobAction, BulkJobs, IN_REQUEST, Job as _, MAX_BULK_JOBS},
     queue::JobState,
+    schedule::PLATFORM,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -35,22 +39,10 @@ use crate::{
     quota,
 };
 
-/// Most jobs one bulk action touches.
-pub const MAX_JOBS: i64 = 10_000;
 /// Over this many jobs, the dry run's confirmation token is needed.
 pub const CONFIRM_OVER: i64 = 100;
 /// How long a confirmation token works.
 const CONFIRM_FOR: Duration = Duration::minutes(10);
-
-/// What a bulk action does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BulkJobAction {
-    /// Run the matched dead jobs again with fresh attempts.
-    Retry,
-    /// Delete the matched finished jobs from Redis and the archive.
-    Delete,
-}
 
 /// The jobs a bulk action targets: the filters of `GET /api/v1/jobs`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -136,10 +128,13 @@ pub struct BulkJobResult {
     pub dry_run: bool,
     /// Jobs the filter matches now.
     pub matched: i64,
-    /// Jobs acted on (0 for a dry run).
+    /// Jobs acted on (0 for a dry run, and for a set left to a `bulk_jobs` job).
     pub done: i64,
     /// Jobs that changed state meanwhile and were left alone.
     pub skipped: i64,
+    /// The `bulk_jobs` job acting on a set over 1,000 jobs (`GET /api/v1/jobs/{id}`: its
+    /// progress `{total, done, skipped, overQuota}` and, once done, the same as its result).
+    pub job_id: Option<Uuid>,
     /// Whether running it needs `confirmationToken`.
     pub confirmation_required: bool,
     /// The token to send back (dry run only).
@@ -156,15 +151,18 @@ fn bound_to(caller: &str, action: BulkJobAction, f: &ArchiveFilter) -> String {
 /// Permission: `jobs:write` over the caller's project; platform operators with `queues:write`
 /// over every project (`filter.projectId` narrows; another project's id is a 404 for anyone
 /// else). 422 names every invalid field, and refuses
-/// a set over 10,000 jobs (narrow the filter); a retry takes dead jobs only (with another
+/// a set over 100,000 jobs (narrow the filter); a retry takes dead jobs only (with another
 /// `filter.state` it matches nothing). Over 100
 /// jobs, `confirmationToken` from a dry run with the same action and filter (valid 10 minutes)
 /// is needed (409 without it). A retry must fit under every touched project's open-jobs quota
-/// (429, nothing retried). Jobs that changed state since they were archived are skipped.
+/// (429, nothing retried). Jobs that changed state since they were archived are skipped. Up to
+/// 1,000 jobs are acted on in the request (200); a larger set, up to 100,000, by a `bulk_jobs`
+/// job (202 with its `jobId`: `GET /api/v1/jobs/{id}` shows its progress and result).
 #[utoipa::path(post, path = "/api/v1/jobs/bulk", tag = "jobs",
     request_body = BulkJobRequest,
     security(("bearer" = ["jobs:write"])),
-    responses((status = 200, body = inline(Data<BulkJobResult>)),
+    responses((status = 200, body = inline(Data<BulkJobResult>), description = "Done in the request (up to 1,000 jobs), or a dry run"),
+              (status = 202, body = inline(Data<BulkJobResult>), description = "Over 1,000 jobs: a `bulk_jobs` job acts on them (`jobId`)"),
               (status = 409, body = ErrorEnvelope, description = "Over 100 jobs without the dry run's confirmation token"),
               (status = 404, body = ErrorEnvelope, description = "`filter.projectId` names another project"),
               (status = 422, body = ErrorEnvelope),
@@ -175,7 +173,7 @@ pub(super) async fn bulk_jobs(
     auth: Authorized<JobsWrite>,
     State(s): State<AppState>,
     ValidJson(req): ValidJson<BulkJobRequest>,
-) -> Result<ApiJson<Data<BulkJobResult>>> {
+) -> Result<(StatusCode, ApiJson<Data<BulkJobResult>>)> {
     let f = req.filter;
     super::search::own_project(&auth.claims, "queues:write", f.project_id.as_deref())?;
     let mut archive = filter(
@@ -204,14 +202,15 @@ pub(super) async fn bulk_jobs(
     let targets = if none_dead {
         Vec::new()
     } else {
-        job_archive::targets(&s.pool, &archive, MAX_JOBS + 1).await?
+        job_archive::targets(&s.pool, &archive, MAX_BULK_JOBS + 1).await?
     };
     let matched = targets.len() as i64;
-    if matched > MAX_JOBS {
+    if matched > MAX_BULK_JOBS {
         return Err(FieldErrors::one(
             "filter",
             format!(
-                "matches more than {MAX_JOBS} jobs; narrow it (a time window, a queue, an error)"
+                "matches more than {MAX_BULK_JOBS} jobs; narrow it (a time window, a queue, an \
+                 error)"
             ),
         )
         .into());
@@ -227,11 +226,12 @@ pub(super) async fn bulk_jobs(
         skipped: 0,
         confirmation_required,
         confirmation_token: None,
+        job_id: None,
     };
     if req.dry_run {
         let expires = (Utc::now() + CONFIRM_FOR).timestamp();
         result.confirmation_token = Some(crate::confirm::token(&s, &bound, expires));
-        return Ok(ApiJson(Data::new(result)));
+        return Ok((StatusCode::OK, ApiJson(Data::new(result))));
     }
     if confirmation_required
         && !crate::confirm::matches(&s, req.confirmation_token.as_deref(), &bound)
@@ -241,42 +241,46 @@ pub(super) async fn bulk_jobs(
              then again with its confirmationToken (valid 10 minutes)"
         )));
     }
-    match req.action {
-        BulkJobAction::Retry => {
-            let mut per_project: HashMap<Uuid, u64> = HashMap::new();
-            for t in &targets {
-                *per_project
-                    .entry(t.project_id.unwrap_or_default())
-                    .or_default() += 1;
-            }
-            for (project, n) in &per_project {
-                quota::check_open_jobs(&s, *project, *n).await?;
-            }
-            for t in &targets {
-                if s.queues.retry_dead(&t.queue, t.job_id).await? {
-                    result.done += 1;
-                } else {
-                    result.skipped += 1;
-                }
-            }
+    if req.action == BulkJobAction::Retry {
+        let mut per_project: HashMap<Uuid, u64> = HashMap::new();
+        for t in &targets {
+            *per_project
+                .entry(t.project_id.unwrap_or_default())
+                .or_default() += 1;
         }
-        BulkJobAction::Delete => {
-            let scope = job_scope(&auth.claims, "queues:write");
-            for t in &targets {
-                let state = s.queues.delete_finished(&t.queue, t.job_id).await?;
-                let finished = matches!(
-                    state,
-                    None | Some(JobState::Completed | JobState::Dead | JobState::Cancelled)
-                );
-                if finished && job_archive::delete(&s.pool, scope, t.job_id).await? {
-                    result.done += 1;
-                } else {
-                    result.skipped += 1;
-                }
-            }
+        for (project, n) in &per_project {
+            quota::check_open_jobs(&s, *project, *n).await?;
+        }
+    }
+    let scope = job_scope(&auth.claims, "queues:write");
+    if matched > IN_REQUEST {
+        // too many for one request: a job acts on them, reporting progress
+        let owner = scope.unwrap_or(PLATFORM);
+        if scope.is_some() {
+            quota::admit(&s, owner).await?;
+        }
+        let job = BulkJobs {
+            project_id: owner,
+            action: req.action,
+            filter: archive,
+            requested_by: caller.clone(),
+        };
+        let enqueued = job
+            .enqueue_now(&s.queues, crate::request_id::enqueue_options())
+            .await?;
+        tracing::info!(action = ?req.action, matched, job_id = %enqueued.id, by = %caller,
+            "bulk job action queued");
+        result.job_id = Some(enqueued.id);
+        return Ok((StatusCode::ACCEPTED, ApiJson(Data::new(result))));
+    }
+    for t in &targets {
+        if req.action.apply(&s.pool, &s.queues, t, scope).await? {
+            result.done += 1;
+        } else {
+            result.skipped += 1;
         }
     }
     tracing::info!(action = ?req.action, matched, done = result.done, skipped = result.skipped,
         by = %caller, "bulk job action");
-    Ok(ApiJson(Data::new(result)))
+    Ok((StatusCode::OK, ApiJson(Data::new(result))))
 }
