@@ -171,8 +171,10 @@ mod tests {
             );
         }
         let admin = of_default_role("admin");
-        // queue views span every project: a platform permission, never a role's
-        assert!(is_platform_only("queues:read"));
+        // pausing a queue stops every project's jobs: a platform permission, never a role's;
+        // the queue views follow the token, so a project's admin holds queues:read
+        assert!(is_platform_only("queues:write"));
+        assert!(!is_platform_only("queues:read"));
         for p in ALL.iter().filter(|p| !p.platform_only) {
             assert!(admin.contains(&p.name), "admin holds {}", p.name);
         }
