@@ -83,7 +83,14 @@ const LOGIN_NONCE_TTL: i64 = 3600;
 const MAX_TOKEN: usize = 4096;
 
 /// The permissions the console's views and buttons follow.
-const CONSOLE_PERMISSIONS: [&str; 4] = ["queues:read", "queues:write", "jobs:read", "jobs:write"];
+const CONSOLE_PERMISSIONS: [&str; 6] = [
+    "queues:read",
+    "queues:write",
+    "jobs:read",
+    "jobs:write",
+    "schedules:read",
+    "schedules:manage",
+];
 
 static TEMPLATES: LazyLock<tera::Tera> = LazyLock::new(|| {
     let mut tera = tera::Tera::new();

@@ -305,7 +305,13 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
     let mut app = TestApp::spawn().await;
     let (_, _user_token) = app.admin("ops.user@example.com").await;
     // jobs:read for the archive's search and failure groups (with queues:read: every project's)
-    let operator = app.platform_token_with(&["queues:read", "queues:write", "jobs:read"]);
+    let operator = app.platform_token_with(&[
+        "queues:read",
+        "queues:write",
+        "jobs:read",
+        "schedules:read",
+        "schedules:manage",
+    ]);
 
     clear_screenshots();
     let browser = Browser::start().await;
@@ -548,6 +554,56 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         "a paused queue's latency is not highlighted"
     );
     screenshot(c, "09-paused").await;
+
+    // 7b. the schedules: the canary's next fire shown; paused and resumed; run now enqueues
+    //     one ping
+    click(c, "#nav a[href='#/schedules']").await;
+    let canary = "#schedules tr[data-schedule='canary']";
+    until_text(
+        c,
+        &format!("{canary} td.next-fire"),
+        "the canary's next fire",
+        |t| !t.is_empty() && t != "—",
+    )
+    .await;
+    click_and_confirm(c, "#pause-schedule-canary").await;
+    until_text(
+        c,
+        &format!("{canary} td.schedule-status"),
+        "the canary paused",
+        |t| t == "paused",
+    )
+    .await;
+    let paused: bool = sqlx::query_scalar("SELECT paused FROM schedules WHERE name = 'canary'")
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("the canary's row");
+    assert!(paused, "kept in Postgres");
+    screenshot(c, "09b-schedules").await;
+    click_and_confirm(c, "#resume-schedule-canary").await;
+    until_text(
+        c,
+        &format!("{canary} td.schedule-status"),
+        "the canary on again",
+        |t| t == "on",
+    )
+    .await;
+    let runs_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM schedule_runs WHERE schedule = 'canary'")
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("runs");
+    click_and_confirm(c, "#trigger-canary").await;
+    shared::testing::eventually(Duration::from_secs(10), "the triggered run", || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM schedule_runs WHERE schedule = 'canary'")
+                .fetch_one(&app.env.pool)
+                .await
+                .ok()?;
+        (n == runs_before + 1).then_some(())
+    })
+    .await;
+    click(c, "#nav a[href='#/']").await;
 
     // 8. the operator signs out: the old cookie no longer works
     sign_out_and_check(&app, c, "/api/v1/queues", "10-operator-signed-out").await;

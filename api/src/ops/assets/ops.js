@@ -11,6 +11,7 @@
 //   #/failures?queue=ping            dead jobs grouped by error fingerprint
 //   #/job/<id>
 //   #/workers
+//   #/schedules                      the schedules: next and last fire, pause, resume, run now
 // Views refresh without reloading the page (not while the tab is hidden): every 2 s, the
 // archive's views every 5 s (the archive lags a finish by about a second anyway). The
 // overview's per-queue charts of the last hour are read at most every 10 s (one request per
@@ -192,7 +193,7 @@
 
   function needs(permission, what) {
     let hint = '.';
-    if (permission === 'queues:write') {
+    if (permission === 'queues:write' || permission.startsWith('schedules:')) {
       hint = ' (platform operators: sign in with a platform token).';
     } else if (permission === 'queues:read') {
       hint = ' (a project\'s admin role holds it; platform operators\' tokens too).';
@@ -796,6 +797,57 @@
       h('h2', {}, 'Outbox'), outboxCard(outbox.data));
   }
 
+  /** The schedules (GET /api/v1/schedules): expression, next and last fire, the latest run,
+   *  missed ticks; pause, resume and trigger with schedules:manage. */
+  async function schedules(token) {
+    if (!can('schedules:read')) {
+      fill(view, h('h1', {}, 'Schedules'), needs('schedules:read', 'The schedule list'));
+      return;
+    }
+    const list = await api('GET', '/schedules');
+    if (token !== route) return;
+    const manage = can('schedules:manage');
+    const control = (sc) => {
+      const path = '/schedules/' + encodeURIComponent(sc.name);
+      const buttons = [h('button', { type: 'button', id: 'trigger-' + sc.name,
+        onclick: () => act('Run ' + sc.name + ' now? One job is enqueued outside its tick sequence.',
+          () => api('POST', path + '/trigger'), 'Schedule ' + sc.name + ' triggered.') }, 'Run now')];
+      if (sc.paused) {
+        buttons.push(' ', h('button', { type: 'button', id: 'resume-schedule-' + sc.name,
+          onclick: () => act('Resume ' + sc.name + '? Its next tick fires as usual.',
+            () => api('POST', path + '/resume'), 'Schedule ' + sc.name + ' resumed.') }, 'Resume'));
+      } else if (sc.expression !== 'off') {
+        buttons.push(' ', h('button', { type: 'button', class: 'danger', id: 'pause-schedule-' + sc.name,
+          onclick: () => act('Pause ' + sc.name + '? Its ticks are skipped until it is resumed.',
+            () => api('POST', path + '/pause'), 'Schedule ' + sc.name + ' paused.') }, 'Pause'));
+      }
+      return h('td', { class: 'nowrap' }, buttons);
+    };
+    const status = (sc) => {
+      if (sc.paused) return h('span', { class: 'badge warn', title: 'by ' + (sc.pausedBy || '?') + ' ' + (sc.pausedAt || '') }, 'paused');
+      if (!sc.enabled) return h('span', { class: 'badge', title: 'SCHEDULE_' + sc.name.toUpperCase() + '=off' }, 'off');
+      return h('span', { class: 'badge ok' }, 'on');
+    };
+    const rows = list.data.map((sc) => h('tr', { dataset: { schedule: sc.name, paused: String(sc.paused) } },
+      h('th', { scope: 'row' }, sc.name),
+      h('td', { class: 'mono' }, sc.expression, sc.overridden ? h('span', { class: 'muted', title: 'from SCHEDULE_' + sc.name.toUpperCase() }, ' (env)') : null),
+      h('td', {}, sc.timeZone), h('td', {}, sc.queue),
+      h('td', { class: 'next-fire' }, time(sc.nextFireAt)),
+      h('td', {}, time(sc.lastFireAt), ' ', h('span', { class: 'muted' }, ago(sc.lastFireAt))),
+      h('td', {}, sc.lastJob ? [h('a', { href: '#/job/' + sc.lastJob.id, class: 'mono' }, sc.lastJob.id.slice(0, 8)), ' ',
+        h('span', { class: 'badge state-' + (sc.lastJob.state || 'gone') }, sc.lastJob.state || 'gone')] : h('span', { class: 'muted' }, '—')),
+      h('td', { class: 'n' + (sc.missedCount > 0 ? ' bad' : ''), title: 'catch-up ' + sc.catchUp + ', overlap ' + sc.overlap }, String(sc.missedCount)),
+      h('td', { class: 'schedule-status' }, status(sc)),
+      manage ? control(sc) : null));
+    fill(view, h('h1', {}, 'Schedules'),
+      h('p', { class: 'muted' }, 'Each tick enqueues one job, however many workers run the scheduler. Times in ',
+        Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time', '; UTC on hover.'),
+      h('div', { class: 'scroll' }, h('table', { id: 'schedules' },
+        h('thead', {}, h('tr', {}, ['Schedule', 'Expression', 'Zone', 'Queue', 'Next fire', 'Last fire', 'Latest run', 'Missed', 'Status']
+          .concat(manage ? ['Control'] : []).map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, rows))));
+  }
+
   // ---------------------------------------------------------------------------------------
   // Routing and polling
 
@@ -807,6 +859,7 @@
     if (path === '/search') return [search, ARCHIVE_REFRESH_MS];
     if (path === '/failures') return [failures, ARCHIVE_REFRESH_MS];
     if (path === '/workers') return [workers, REFRESH_MS];
+    if (path === '/schedules') return [schedules, REFRESH_MS];
     return [overview, REFRESH_MS];
   }
 
