@@ -1,6 +1,8 @@
 //! Job controls by id: delete a finished job, run a delayed or retrying job now, and platform
 //! operators acting on any project's job (`queues:read` to see it, `queues:write` to act).
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -451,4 +453,63 @@ async fn a_bulk_action_over_a_thousand_jobs_is_a_job_with_progress_confined_to_t
         [(other, 20)],
         "the other project's jobs are untouched"
     );
+}
+
+#[tokio::test]
+async fn jobs_not_started_are_cancelled_in_bulk_within_the_callers_project() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let (_, other, _) = app.new_project("Other tenant").await;
+    let theirs = app.admin_token_for(other);
+    let later = json!({"runAt": later()});
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(app.enqueue_ping(&later).await);
+    }
+    let mut their_jobs = Vec::new();
+    for _ in 0..2 {
+        their_jobs.push(app.enqueue_ping_as(&later, &theirs).await);
+    }
+    // relayed into Redis
+    shared::testing::eventually(Duration::from_secs(10), "the jobs in Redis", || async {
+        let c = app.env.queues.counts("ping").await.ok()?;
+        (c.delayed == 5).then_some(())
+    })
+    .await;
+
+    // a state or a finish time a cancel does not take matches nothing
+    for filter in [
+        json!({"state": "dead"}),
+        json!({"from": "2020-01-01T00:00:00Z"}),
+    ] {
+        let body = json!({"action": "cancel", "filter": filter, "dryRun": true});
+        let r = json_with_status(bulk(&app, &token, &body).await, StatusCode::OK).await;
+        assert_eq!(r["data"]["matched"], 0, "{filter}: {r:#}");
+    }
+    let body = json!({"action": "cancel", "filter": {"queue": "ping", "state": "delayed"}});
+    let done = json_with_status(bulk(&app, &token, &body).await, StatusCode::OK).await;
+    assert_eq!(
+        (&done["data"]["matched"], &done["data"]["done"]),
+        (&json!(3), &json!(3)),
+        "{done:#}"
+    );
+    for id in &mine {
+        assert_eq!(state_of(&app, id, &token).await, "cancelled");
+    }
+    for id in &their_jobs {
+        assert_eq!(
+            state_of(&app, id, &theirs).await,
+            "delayed",
+            "another project's job"
+        );
+    }
+    // a platform operator narrows to a project
+    let operator =
+        app.platform_token_with(&["jobs:read", "jobs:write", "queues:read", "queues:write"]);
+    let body = json!({"action": "cancel", "filter": {"projectId": other.to_string()}});
+    let done = json_with_status(bulk(&app, &operator, &body).await, StatusCode::OK).await;
+    assert_eq!(done["data"]["done"], 2, "{done:#}");
+    for id in &their_jobs {
+        assert_eq!(state_of(&app, id, &theirs).await, "cancelled");
+    }
 }

@@ -1,10 +1,12 @@
 //! `bulk_jobs`: a bulk job control too large for one request (`POST /api/v1/jobs/bulk` over
-//! [`IN_REQUEST`] jobs): retries the dead jobs, or deletes the finished jobs, that an archive
-//! filter matches, reporting progress as it goes.
+//! [`IN_REQUEST`] jobs): retries the dead jobs, deletes the finished jobs, or cancels the open
+//! jobs not yet started, that a filter matches, reporting progress as it goes; and
+//! [`targets`], the matching both the API and the job use.
 //!
 //! The payload carries the filter (a query, not data) and its scope. At least once: an attempt
 //! cut short runs again and matches only what is left (a retried job leaves the archive's dead
-//! set; a deleted one leaves the archive), so nothing is acted on twice.
+//! set, a deleted one the archive, a cancelled one the open states), so nothing is acted on
+//! twice.
 
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ pub enum BulkJobAction {
     Retry,
     /// Delete the matched finished jobs from Redis and the archive.
     Delete,
+    /// Cancel the matched jobs that have not started (waiting, delayed, retrying).
+    Cancel,
 }
 
 /// Why acting on one job failed.
@@ -48,6 +52,15 @@ pub enum ActError {
 }
 
 impl BulkJobAction {
+    /// The states the action takes (a filter naming another state matches nothing).
+    pub fn states(self) -> &'static [JobState] {
+        match self {
+            Self::Retry => &[JobState::Dead],
+            Self::Delete => &[JobState::Completed, JobState::Dead, JobState::Cancelled],
+            Self::Cancel => &[JobState::Waiting, JobState::Delayed, JobState::Retrying],
+        }
+    }
+
     /// Acts on one matched job; `scope` is the caller's project (`None`: every project).
     /// Returns false when the job changed state since it was archived (left alone: skipped).
     pub async fn apply(
@@ -67,11 +80,101 @@ impl BulkJobAction {
                 );
                 Ok(finished && job_archive::delete(pool, scope, target.job_id).await?)
             }
+            Self::Cancel => Ok(matches!(
+                queues.cancel(&target.queue, target.job_id).await?,
+                Some(JobState::Waiting | JobState::Delayed | JobState::Retrying)
+            )),
         }
     }
 }
 
-/// Retries or deletes, in the background, the jobs `filter` matches (see the module docs).
+/// The jobs `action` would act on among those `filter` matches, at most `limit` (the caller
+/// asks for one more than it accepts, to tell "too many"): retry and delete read the job archive
+/// newest first; cancel reads the open jobs in Redis (a project's from its open index, newest
+/// first; every project's from each state's set, in run order, 1,000 at a time). A filter
+/// naming a state the action does not take, or a finish time for a cancel (open jobs have not
+/// finished), matches nothing.
+pub async fn targets(
+    pool: &PgPool,
+    queues: &Queues,
+    action: BulkJobAction,
+    filter: &ArchiveFilter,
+    limit: i64,
+) -> Result<Vec<Target>, ActError> {
+    let states: Vec<JobState> = match filter.state {
+        Some(s) if action.states().contains(&s) => vec![s],
+        Some(_) => return Ok(Vec::new()),
+        None => action.states().to_vec(),
+    };
+    if action != BulkJobAction::Cancel {
+        let mut f = filter.clone();
+        if action == BulkJobAction::Retry {
+            f.state = Some(JobState::Dead);
+        }
+        return Ok(job_archive::targets(pool, &f, limit).await?);
+    }
+    if filter.from.is_some() || filter.to.is_some() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = match (filter.queue.as_deref(), filter.kind.as_deref()) {
+        (Some(q), Some(k)) if q != k => return Ok(Vec::new()),
+        (Some(q), _) | (None, Some(q)) => vec![q],
+        (None, None) => super::QUEUES.to_vec(),
+    };
+    let range = match filter.id_prefix.as_deref() {
+        Some(p) => match job_archive::id_range(p) {
+            Some(r) => Some(r),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
+    let error = filter.error.as_deref().map(str::to_lowercase);
+    let wanted = |j: &crate::queue::JobRecord| {
+        range.is_none_or(|(lo, hi)| j.id >= lo && j.id <= hi)
+            && error.as_deref().is_none_or(|e| {
+                j.last_error
+                    .as_deref()
+                    .is_some_and(|l| l.to_lowercase().contains(e))
+            })
+            && filter.fingerprint.as_deref().is_none_or(|f| {
+                j.last_error
+                    .as_deref()
+                    .is_some_and(|l| crate::queue::fingerprint::fingerprint(l) == f)
+            })
+    };
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    for queue in names {
+        for state in &states {
+            let mut offset = 0;
+            loop {
+                let want = limit + 1 - out.len().min(limit);
+                let jobs = match filter.project_id {
+                    // a project's open jobs are at most its quota: one read
+                    Some(p) => queues.project_jobs(queue, p, Some(*state), 0, want).await?,
+                    None => queues.list(queue, *state, offset, want.min(1000)).await?.0,
+                };
+                let read = jobs.len();
+                out.extend(jobs.into_iter().filter(|j| wanted(j)).map(|j| Target {
+                    job_id: j.id,
+                    queue: j.queue,
+                    project_id: j.project_id,
+                }));
+                if out.len() > limit {
+                    out.truncate(limit);
+                    return Ok(out);
+                }
+                offset += read;
+                if filter.project_id.is_some() || read < want.min(1000) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Retries, deletes or cancels, in the background, the jobs `filter` matches (see the module docs).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkJobs {

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use apalis_core::error::BoxDynError;
 use serde::Serialize;
 use shared::{
-    db::job_archive,
+
     jobs::{BulkJobAction, BulkJobs, MAX_BULK_JOBS},
-    queue::{JobState, backend::JobHandle},
+    queue::backend::JobHandle,
 };
 use uuid::Uuid;
 
@@ -46,10 +46,14 @@ impl Handler for BulkJobs {
         if let Some(project) = self.scope() {
             filter.project_id = Some(project);
         }
-        if self.action == BulkJobAction::Retry {
-            filter.state = Some(JobState::Dead);
-        }
-        let targets = job_archive::targets(&ctx.pool, &filter, MAX_BULK_JOBS).await?;
+        let targets = shared::jobs::targets(
+            &ctx.pool,
+            &ctx.queues,
+            self.action,
+            &filter,
+            MAX_BULK_JOBS,
+        )
+        .await?;
         let mut s = Summary {
             total: targets.len() as u64,
             ..Summary::default()

@@ -17,7 +17,7 @@ use axum::{extract::State, http::StatusCode};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
-    db::job_archive::{self, ArchiveFilter},
+    db::job_archive::ArchiveFilter,
     domain::{FieldErrors, SearchTerm},
     jobs::{BulkJobAction, BulkJobs, IN_REQUEST, Job as _, MAX_BULK_JOBS},
     queue::JobState,
@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::{
     job_scope,
-    search::{FinishedStateFilter, IdPrefix, JobSearchParams, QueueFilter, filter},
+    search::{IdPrefix, JobSearchParams, QueueFilter, filter},
 };
 use crate::{
     AppState,
@@ -54,9 +54,9 @@ pub struct BulkJobFilter {
     /// Only this kind.
     #[schema(value_type = Option<QueueFilter>, inline)]
     pub kind: Option<String>,
-    /// `completed`, `dead` or `cancelled` (a retry takes dead jobs only: another state matches
-    /// nothing).
-    #[schema(value_type = Option<FinishedStateFilter>, inline)]
+    /// A job state: a retry takes `dead`, a delete `completed`, `dead` or `cancelled`, a cancel
+    /// `waiting`, `delayed` or `retrying`; another state matches nothing.
+    #[schema(value_type = Option<BulkStateFilter>, inline)]
     pub state: Option<String>,
     /// Only this project (platform operators; another project's id is a 404 for anyone else).
     #[schema(value_type = Option<crate::filters::UuidOrEmpty>, inline)]
@@ -78,11 +78,23 @@ pub struct BulkJobFilter {
     pub to: Option<String>,
 }
 
+/// The OpenAPI schema of a bulk filter's `state`: any state a queue holds, or empty.
+pub struct BulkStateFilter;
+
+impl utoipa::PartialSchema for BulkStateFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::filters::one_of_or_empty(JobState::REDIS.iter().map(|(s, _)| s.as_str()))
+    }
+}
+
+impl ToSchema for BulkStateFilter {}
+
 /// A bulk action request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BulkJobRequest {
-    /// `retry` or `delete`.
+    /// `retry` (dead jobs), `delete` (finished jobs) or `cancel` (jobs not started: waiting,
+    /// delayed, retrying).
     pub action: BulkJobAction,
     /// Which jobs.
     #[serde(default)]
@@ -174,8 +186,25 @@ pub(super) async fn bulk_jobs(
     State(s): State<AppState>,
     ValidJson(req): ValidJson<BulkJobRequest>,
 ) -> Result<(StatusCode, ApiJson<Data<BulkJobResult>>)> {
-    let f = req.filter;
+    let mut f = req.filter;
     super::search::own_project(&auth.claims, "queues:write", f.project_id.as_deref())?;
+    // any queue state is schema-valid; the action decides which ones match (`targets`)
+    let state = match crate::filters::given(f.state.take().as_deref()) {
+        None => None,
+        Some(s) => Some(
+            JobState::REDIS
+                .iter()
+                .map(|(st, _)| *st)
+                .find(|st| st.as_str() == s)
+                .ok_or_else(|| {
+                    FieldErrors::one(
+                        "filter.state",
+                        "must be a job state: waiting, delayed, active, retrying, completed, \
+                         dead or cancelled",
+                    )
+                })?,
+        ),
+    };
     let mut archive = filter(
         &auth.claims,
         "queues:write",
@@ -193,17 +222,9 @@ pub(super) async fn bulk_jobs(
         },
     )
     .map_err(in_filter)?;
-    // a retry takes dead jobs only: with another state, the filter matches nothing
-    let none_dead = req.action == BulkJobAction::Retry
-        && archive.state.is_some_and(|state| state != JobState::Dead);
-    if req.action == BulkJobAction::Retry {
-        archive.state = Some(JobState::Dead);
-    }
-    let targets = if none_dead {
-        Vec::new()
-    } else {
-        job_archive::targets(&s.pool, &archive, MAX_BULK_JOBS + 1).await?
-    };
+    archive.state = state;
+    let targets =
+        shared::jobs::targets(&s.pool, &s.queues, req.action, &archive, MAX_BULK_JOBS + 1).await?;
     let matched = targets.len() as i64;
     if matched > MAX_BULK_JOBS {
         return Err(FieldErrors::one(
