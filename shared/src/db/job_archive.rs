@@ -347,6 +347,31 @@ pub async fn search(
     Ok(rows.into_iter().map(Row::record).collect())
 }
 
+/// An offset page of the archive in one state (`filter.state` must be set), newest first, and
+/// how many jobs match in all: a project's finished jobs in the queue views, which page by
+/// number. Deep pages cost their offset; the search pages by cursor instead.
+pub async fn page(
+    pool: &PgPool,
+    filter: &ArchiveFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<JobRecord>, u64), sqlx::Error> {
+    let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM job_archive"));
+    push_filter(&mut q, filter);
+    q.push(" ORDER BY finished_at DESC, job_id DESC OFFSET ")
+        .push_bind(offset)
+        .push(" LIMIT ")
+        .push_bind(limit);
+    let rows: Vec<Row> = q.build_query_as().fetch_all(pool).await?;
+    let mut c = QueryBuilder::new("SELECT count(*) FROM job_archive");
+    push_filter(&mut c, filter);
+    let total: i64 = c.build_query_scalar().fetch_one(pool).await?;
+    Ok((
+        rows.into_iter().map(Row::record).collect(),
+        u64::try_from(total).unwrap_or_default(),
+    ))
+}
+
 /// A job a bulk action touches: its id, queue and project.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Target {

@@ -31,7 +31,6 @@
   const STATES = ['waiting', 'delayed', 'active', 'retrying', 'completed', 'dead', 'cancelled'];
   /** The states the archive (and so the search) holds. */
   const FINISHED = ['completed', 'dead', 'cancelled'];
-  const OPEN = STATES.filter((s) => !FINISHED.includes(s));
   /** Every queue, from the server (the search's queue list needs no queues:read). */
   const QUEUES = (body.dataset.queues || '').split(' ').filter(Boolean);
   const PER_PAGE = 20;
@@ -409,8 +408,7 @@
     const rows = queues.map((q) => h('tr', { dataset: { queue: q.queue } },
       h('th', { scope: 'row' }, h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=waiting' }, q.queue)),
       STATES.flatMap((s) => [h('td', { class: 'n' + (s === 'dead' && q[s] > 0 ? ' bad' : ''), dataset: { state: s } },
-        h('a', { href: PLATFORM || OPEN.includes(s) ? '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s
-          : searchHash({ queue: q.queue, state: s }, ''),
+        h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s,
           'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0))),
       s === 'completed' ? h('td', { class: 'n completed-total', title: ALL_TIME }, num(q.completedTotal)) : null]),
       latencyCell(q),
@@ -478,9 +476,8 @@
   async function jobs(token) {
     const { params } = hashQuery();
     const queue = params.get('queue') || '';
-    // a project's token lists its open jobs here (its finished ones are in the search)
-    const states = PLATFORM ? STATES : OPEN;
-    const wanted = params.get('state') || (PLATFORM ? 'dead' : 'waiting');
+    const states = STATES;
+    const wanted = params.get('state') || 'dead';
     const state = states.includes(wanted) ? wanted : states[0];
     const page = Math.max(1, parseInt(params.get('page') || '1', 10) || 1);
     if (!can('queues:read')) {
@@ -514,7 +511,7 @@
     h('label', { for: 'filter-state' }, 'State '), sSelect, ' ', h('button', { type: 'submit', id: 'apply-filters' }, 'Show'));
     const parts = [h('h1', {}, 'Jobs'), filters];
     if (!PLATFORM) {
-      parts.push(h('p', { class: 'muted', id: 'finished-hint' }, 'Your project\'s open jobs, newest first. Finished ones: ',
+      parts.push(h('p', { class: 'muted', id: 'finished-hint' }, 'Your project\'s jobs, newest first. To search them: ',
         h('a', { href: '#/search' }, 'Search'), ', ', h('a', { href: '#/failures' }, 'Failures'), '.'));
     }
     if (failure) parts.push(problem(failure));
@@ -742,7 +739,7 @@
       h('td', { class: 'err chain' }, e.error)));
     // back to the list the job is in: the queue's (operators), else the search (finished jobs)
     let back = null;
-    if (can('queues:read') && (PLATFORM || OPEN.includes(j.state))) {
+    if (can('queues:read')) {
       back = h('a', { href: '#/jobs?queue=' + encodeURIComponent(j.queue) + '&state=' + j.state }, '← ' + j.queue + ' · ' + j.state);
     } else if (can('jobs:read') && FINISHED.includes(j.state)) {
       back = h('a', { href: searchHash({ queue: j.queue, state: j.state }, '') }, '← finished ' + j.queue + ' jobs · ' + j.state);
