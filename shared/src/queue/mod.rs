@@ -2,8 +2,10 @@
 //!
 //! This module owns the Redis key layout, the Lua scripts that move jobs between states, and
 //! [`Queues`], the client the API uses to enqueue and inspect jobs. [`backend`] adapts the same
-//! scripts to apalis' `Backend` trait for the worker; `projects.rs` reads the open jobs per
-//! project the scripts count (the API's quota, the ops views).
+//! scripts to apalis' `Backend` trait for the worker. [`Queues`]' methods are spread by use:
+//! enqueueing here, reading jobs and counts in `inspect.rs`, one-job controls in `controls.rs`,
+//! the open jobs per project the scripts count (the API's quota, the ops views) in
+//! `projects.rs`, a project's own view of a queue in `tenant.rs`.
 //!
 //! Key layout, per queue `q` under prefix `p` (every key of a queue shares the hash tag `{q}`, so
 //! a Redis Cluster keeps a queue on one slot and each script touches one slot):
@@ -33,7 +35,9 @@
 
 mod archive;
 pub mod backend;
+mod controls;
 pub mod fingerprint;
+mod inspect;
 mod outbox_wake;
 mod pause;
 mod policy;
@@ -51,7 +55,7 @@ pub use series::MinuteCounts;
 pub use tenant::OPEN_STATES;
 pub use workers::{WorkerAnnouncement, WorkerInfo, WorkerQueue};
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
@@ -206,7 +210,8 @@ impl JobState {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The state named `s` (as [`JobState::as_str`] writes it), if any.
+    pub fn parse(s: &str) -> Option<Self> {
         Self::REDIS
             .iter()
             .map(|(st, _)| *st)
@@ -501,196 +506,6 @@ impl Queues {
             }
         }
         Ok(out)
-    }
-
-    /// One job of one queue, or `None`.
-    pub async fn job(&self, queue: &str, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
-        let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn
-            .hgetall(format!("{}job:{}", self.base(queue), id))
-            .await?;
-        record::read(queue, map)
-    }
-
-    /// Finds a job by id across the given queues (one round trip).
-    pub async fn find_job(
-        &self,
-        queues: &[&str],
-        id: Uuid,
-    ) -> Result<Option<JobRecord>, QueueError> {
-        let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.hgetall(format!("{}job:{}", self.base(q), id));
-        }
-        let mut conn = self.conn.clone();
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        for (q, m) in queues.iter().zip(maps) {
-            if let Some(job) = record::read(q, m)? {
-                return Ok(Some(job));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Counts per state of one queue (one round trip).
-    pub async fn counts(&self, queue: &str) -> Result<QueueCounts, QueueError> {
-        let base = self.base(queue);
-        let mut pipe = redis::pipe();
-        for (_, set) in JobState::REDIS {
-            pipe.zcard(format!("{base}{set}"));
-        }
-        pipe.exists(format!("{base}paused"));
-        pipe.hget(format!("{base}stats"), "completed");
-        pipe.hget(format!("{base}stats"), "dead");
-        let mut conn = self.conn.clone();
-        let c: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        let c: Vec<u64> = c.into_iter().map(Option::unwrap_or_default).collect();
-        Ok(QueueCounts {
-            queue: queue.to_owned(),
-            waiting: c[0],
-            delayed: c[1],
-            active: c[2],
-            retrying: c[3],
-            completed: c[4],
-            dead: c[5],
-            cancelled: c[6],
-            paused: c[7] > 0,
-            completed_total: c[8],
-            dead_total: c[9],
-            latency_seconds: if c[0] > 0 {
-                self.latency(queue, self.redis_now().await?).await?
-            } else {
-                0.0
-            },
-        })
-    }
-
-    /// Redis's clock, the one every job time is written with (host clocks do not matter).
-    pub async fn redis_now(&self) -> Result<DateTime<Utc>, QueueError> {
-        let mut conn = self.conn.clone();
-        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        Ok(DateTime::from_timestamp(secs, (micros * 1000) as u32).unwrap_or_else(Utc::now))
-    }
-
-    /// How long the job at the head of `queue`'s ready set (the next one a worker takes:
-    /// highest priority, then oldest) has been ready at `now`, in seconds; 0 when none waits.
-    /// With one priority in use, the oldest ready job's age.
-    pub async fn latency(&self, queue: &str, now: DateTime<Utc>) -> Result<f64, QueueError> {
-        let (head, _) = self.list(queue, JobState::Waiting, 0, 1).await?;
-        Ok(head.first().map_or(0.0, |job| {
-            // ready since it was enqueued, or since its runAt (a delayed job, a retry's backoff)
-            let since = job.run_at.max(job.created_at).unwrap_or(now);
-            ((now - since).num_milliseconds().max(0) as f64) / 1000.0
-        }))
-    }
-
-    /// Jobs of one queue in one state, newest first for finished states, in run order otherwise;
-    /// returns the page and the total in that state.
-    pub async fn list(
-        &self,
-        queue: &str,
-        state: JobState,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<JobRecord>, u64), QueueError> {
-        let Some(set) = state.set() else {
-            return Ok((Vec::new(), 0));
-        };
-        let key = format!("{}{}", self.base(queue), set);
-        let newest_first = matches!(
-            state,
-            JobState::Completed | JobState::Dead | JobState::Cancelled
-        );
-        let (start, stop) = (offset as isize, (offset + limit.max(1)) as isize - 1);
-        let mut conn = self.conn.clone();
-        let (ids, total): (Vec<String>, u64) = if newest_first {
-            redis::pipe()
-                .zrevrange(&key, start, stop)
-                .zcard(&key)
-                .query_async(&mut conn)
-                .await?
-        } else {
-            redis::pipe()
-                .zrange(&key, start, stop)
-                .zcard(&key)
-                .query_async(&mut conn)
-                .await?
-        };
-        if ids.is_empty() {
-            // an empty pipeline is an error in the redis client: past the last page is no error
-            return Ok((Vec::new(), total));
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(format!("{}job:{}", self.base(queue), id));
-        }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let mut jobs = Vec::with_capacity(maps.len());
-        for m in maps {
-            // a job trimmed between the two round trips is simply left out
-            jobs.extend(record::read(queue, m)?);
-        }
-        Ok((jobs, total))
-    }
-
-    /// Puts a dead job back to waiting with fresh attempts; false if it is not dead.
-    pub async fn retry_dead(&self, queue: &str, id: Uuid) -> Result<bool, QueueError> {
-        let mut conn = self.conn.clone();
-        let n: i64 = self
-            .scripts
-            .retry_dead
-            .key(self.base(queue))
-            .arg(id.to_string())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(n == 1)
-    }
-
-    /// Cancels a job that has not started; returns its state before the call (`None`: no such
-    /// job). Only waiting, delayed and retrying jobs become cancelled.
-    pub async fn cancel(&self, queue: &str, id: Uuid) -> Result<Option<JobState>, QueueError> {
-        self.change(&self.scripts.cancel, queue, id).await
-    }
-
-    /// Deletes a finished (completed, dead or cancelled) job from Redis; returns its state
-    /// before the call (`None`: no such job). An open job is left as it is.
-    pub async fn delete_finished(
-        &self,
-        queue: &str,
-        id: Uuid,
-    ) -> Result<Option<JobState>, QueueError> {
-        self.change(&self.scripts.delete, queue, id).await
-    }
-
-    /// Makes a delayed or retrying job ready now; returns its state before the call (`None`:
-    /// no such job). A job in another state is left as it is.
-    pub async fn run_now(&self, queue: &str, id: Uuid) -> Result<Option<JobState>, QueueError> {
-        self.change(&self.scripts.run_now, queue, id).await
-    }
-
-    /// Runs a one-job script that answers the job's state before it ('' = no such job).
-    async fn change(
-        &self,
-        script: &Script,
-        queue: &str,
-        id: Uuid,
-    ) -> Result<Option<JobState>, QueueError> {
-        let mut conn = self.conn.clone();
-        let before: String = script
-            .key(self.base(queue))
-            .arg(id.to_string())
-            .invoke_async(&mut conn)
-            .await?;
-        if before.is_empty() {
-            return Ok(None);
-        }
-        JobState::parse(&before)
-            .map(Some)
-            .ok_or_else(|| QueueError::Corrupt {
-                job: format!("{queue}/{id}"),
-                field: "state",
-                detail: format!("is {before:?}, not a state"),
-            })
     }
 
     /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is

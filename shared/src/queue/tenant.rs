@@ -71,11 +71,7 @@ impl Queues {
             paused,
             completed_total: c[4],
             dead_total: c[5],
-            latency_seconds: if ready > 0 {
-                self.latency(queue, self.redis_now().await?).await?
-            } else {
-                0.0
-            },
+            latency_seconds: self.latency_if_ready(queue, ready).await?,
         })
     }
 

@@ -192,10 +192,8 @@ pub(super) async fn bulk_jobs(
     let state = match crate::filters::given(f.state.take().as_deref()) {
         None => None,
         Some(s) => Some(
-            JobState::REDIS
-                .iter()
-                .map(|(st, _)| *st)
-                .find(|st| st.as_str() == s)
+            JobState::parse(s)
+                .filter(|st| *st != JobState::Pending)
                 .ok_or_else(|| {
                     FieldErrors::one(
                         "filter.state",
