@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shared::config::RateLimit;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, rule_body, send};
+use crate::helpers::{TestApp, assert_error, error_fields, json_with_status, rule_body, send};
 
 fn transfer(amount: i64) -> Value {
     json!({"type": "transfer.failed", "source": "bank",
@@ -220,12 +220,7 @@ async fn a_batch_accepts_its_valid_events_and_reports_the_others_by_index() {
         "validation_failed",
     )
     .await;
-    let fields: Vec<&str> = err["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&err);
     assert_eq!(fields, ["events[0].payload", "events[1].type"]);
     // too many, or none
     let many = vec![transfer(1); 1001];

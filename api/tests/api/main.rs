@@ -25,6 +25,7 @@ mod inbox_stream;
 mod job_controls;
 mod job_dead_alerts;
 mod job_search;
+mod job_webhooks;
 mod jobs;
 mod login_limits;
 mod metrics;

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_error, json_with_status, rule_body};
+use crate::helpers::{TestApp, assert_error, error_fields, json_with_status, rule_body};
 
 #[tokio::test]
 async fn conditions_and_templates_that_do_not_compile_are_422_with_the_reason_and_position() {
@@ -57,12 +57,7 @@ async fn conditions_and_templates_that_do_not_compile_are_422_with_the_reason_an
         "validation_failed",
     )
     .await;
-    let fields: Vec<&str> = err["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&err);
     for f in ["name", "eventTypes", "title", "channels[0]", "priority"] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }

@@ -4,26 +4,42 @@
 //! Every read takes an optional project: `Some` for a project's own callers (the rows of other
 //! projects are never read), `None` only for platform operators.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::job_dead_alerts::Death;
 use crate::queue::{AttemptError, JobRecord, JobState, fingerprint::fingerprint};
 
+/// What [`write`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Finished jobs upserted.
+    pub written: u64,
+    /// Archived rows deleted (jobs open again).
+    pub deleted: u64,
+    /// Job lifecycle messages enqueued (`job_webhook` jobs, through the outbox).
+    pub messages: usize,
+}
+
 /// Writes a batch in one transaction: finished jobs upserted (a later copy of the same job
 /// replaces an earlier one unless it is older), jobs open again (a dead job retried) deleted,
-/// and each new death counted into its dead-job alert window (`job_dead_alerts`, windows of
-/// `dead_alert_window`). Returns (written, deleted).
+/// each new death counted into its dead-job alert window (`job_dead_alerts`, windows of
+/// `dead_alert_window`), and each new finish told to the endpoints of its project that
+/// subscribe to it (`job_webhook` jobs in the outbox; wake the relays after).
 pub async fn write(
     pool: &PgPool,
     finished: &[&JobRecord],
     reopened: &[Uuid],
     dead_alert_window: std::time::Duration,
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<Written, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut written = 0;
-    let deaths = new_deaths(&mut tx, finished).await?;
+    let fresh = new_finishes(&mut tx, finished).await?;
+    let deaths = deaths(&fresh);
+    let messages = crate::jobs::lifecycle_jobs(&fresh.jobs, &fresh.subscribers)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    super::outbox::insert_many(&mut tx, &messages).await?;
     if !finished.is_empty() {
         let mut ids = Vec::with_capacity(finished.len());
         let (mut queues, mut kinds, mut projects, mut states) = (vec![], vec![], vec![], vec![]);
@@ -114,25 +130,60 @@ pub async fn write(
             .rows_affected()
     };
     tx.commit().await?;
-    Ok((written, deleted))
+    Ok(Written {
+        written,
+        deleted,
+        messages: messages.len(),
+    })
 }
 
-/// The dead jobs among `finished` that went dead since the archive last saw them (not in it, in
-/// it in another state, or in it dead from an earlier death): each death is counted into the
-/// alerts once, though a batch may be archived again after a crash. Locks their rows.
-async fn new_deaths(
+/// The finishes of a batch that the archive has not seen yet, among the jobs someone listens
+/// to: dead jobs of a project (the dead-job alerts), and completed or dead jobs of the projects
+/// with endpoints subscribed to job messages.
+struct Finishes<'a> {
+    /// The jobs that finished so since the archive last saw them.
+    jobs: Vec<&'a JobRecord>,
+    /// The batch's projects' enabled endpoints that take job messages.
+    subscribers: Vec<(Uuid, super::webhook_endpoints::Endpoint)>,
+}
+
+/// Reads [`Finishes`]: a job's finish is new if the archive does not hold it, or holds it in
+/// another state, or from an earlier finish (a job retried and finished again). A batch
+/// archived again after a crash has none, so each finish is counted and told once. Locks the
+/// rows it reads.
+async fn new_finishes<'a>(
     conn: &mut sqlx::PgConnection,
-    finished: &[&JobRecord],
-) -> Result<Vec<Death>, sqlx::Error> {
-    let dead: Vec<&JobRecord> = finished
+    finished: &[&'a JobRecord],
+) -> Result<Finishes<'a>, sqlx::Error> {
+    let told = |j: &JobRecord| matches!(j.state, JobState::Completed | JobState::Dead);
+    let mut projects: Vec<Uuid> = finished
+        .iter()
+        .filter(|j| told(j))
+        .filter_map(|j| j.project_id)
+        .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    let subscribers = if projects.is_empty() {
+        Vec::new()
+    } else {
+        super::webhook_endpoints::job_subscribers(&mut *conn, &projects).await?
+    };
+    let listened: Vec<&JobRecord> = finished
         .iter()
         .copied()
-        .filter(|j| j.state == JobState::Dead && j.project_id.is_some())
+        .filter(|j| {
+            j.project_id.is_some_and(|p| {
+                j.state == JobState::Dead || (told(j) && subscribers.iter().any(|(sp, _)| *sp == p))
+            })
+        })
         .collect();
-    if dead.is_empty() {
-        return Ok(Vec::new());
+    if listened.is_empty() {
+        return Ok(Finishes {
+            jobs: Vec::new(),
+            subscribers,
+        });
     }
-    let ids: Vec<Uuid> = dead.iter().map(|j| j.id).collect();
+    let ids: Vec<Uuid> = listened.iter().map(|j| j.id).collect();
     let prior: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT job_id, state, finished_at FROM job_archive WHERE job_id = ANY($1)
          ORDER BY job_id FOR UPDATE",
@@ -142,24 +193,37 @@ async fn new_deaths(
     .await?;
     let prior: std::collections::HashMap<Uuid, (String, DateTime<Utc>)> =
         prior.into_iter().map(|(id, s, at)| (id, (s, at))).collect();
-    Ok(dead
+    let jobs = listened
         .into_iter()
-        .filter_map(|j| {
-            let at = j.finished_at.unwrap_or_else(Utc::now);
-            let seen = prior
+        .filter(|j| {
+            // as Postgres stores it (microseconds)
+            let at = j.finished_at.unwrap_or_else(Utc::now).trunc_subsecs(6);
+            !prior
                 .get(&j.id)
-                .is_some_and(|(state, was)| state == "dead" && *was >= at);
+                .is_some_and(|(state, was)| state == j.state.as_str() && *was >= at)
+        })
+        .collect();
+    Ok(Finishes { jobs, subscribers })
+}
+
+/// The new deaths among `fresh`, for their alert windows.
+fn deaths(fresh: &Finishes<'_>) -> Vec<Death> {
+    fresh
+        .jobs
+        .iter()
+        .filter(|j| j.state == JobState::Dead)
+        .map(|j| {
             let error = j.last_error.clone().unwrap_or_default();
-            (!seen).then(|| Death {
+            Death {
                 project_id: j.project_id.unwrap_or_default(),
                 queue: j.queue.clone(),
                 fingerprint: fingerprint(&error),
                 job_id: j.id,
-                at,
+                at: j.finished_at.unwrap_or_else(Utc::now),
                 error: error.chars().take(2000).collect(),
-            })
+            }
         })
-        .collect())
+        .collect()
 }
 
 /// What to look for in the archive. Every filter is optional; they combine with AND.

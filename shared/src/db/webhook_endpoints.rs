@@ -31,6 +31,12 @@ pub struct Endpoint {
     pub event_types: Vec<String>,
     /// Whether deliveries are made.
     pub enabled: bool,
+    /// Whether notifications go to it (false: job lifecycle messages only).
+    pub notifications: bool,
+    /// The job lifecycle messages it takes (`job.completed`, `job.dead`); empty: none.
+    pub job_events: Vec<String>,
+    /// The queues whose jobs' lifecycle it takes; empty: every queue.
+    pub job_queues: Vec<String>,
     /// The signing secret, sealed.
     pub secret_sealed: String,
     /// The previous secret, sealed, while a rotation's grace period lasts.
@@ -59,6 +65,9 @@ impl std::fmt::Debug for Endpoint {
             .field("endpoint_id", &self.endpoint_id)
             .field("enabled", &self.enabled)
             .field("event_types", &self.event_types)
+            .field("notifications", &self.notifications)
+            .field("job_events", &self.job_events)
+            .field("job_queues", &self.job_queues)
             .field("failing_since", &self.failing_since)
             .field("disabled_at", &self.disabled_at)
             .field("disabled_reason", &self.disabled_reason)
@@ -67,14 +76,22 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Whether its filter selects events of `event_type` (an empty filter selects all).
+    /// Whether it takes notifications of events of `event_type` (an empty filter selects all).
     pub fn selects(&self, event_type: &str) -> bool {
-        self.event_types.is_empty()
-            || self
-                .event_types
-                .iter()
-                .filter_map(|p| TypePattern::parse(p).ok())
-                .any(|p| p.matches(event_type))
+        self.notifications
+            && (self.event_types.is_empty()
+                || self
+                    .event_types
+                    .iter()
+                    .filter_map(|p| TypePattern::parse(p).ok())
+                    .any(|p| p.matches(event_type)))
+    }
+
+    /// Whether it takes the lifecycle message `event` (`job.completed`, `job.dead`) of a job
+    /// of `queue`.
+    pub fn takes_job(&self, event: &str, queue: &str) -> bool {
+        self.job_events.iter().any(|e| e == event)
+            && (self.job_queues.is_empty() || self.job_queues.iter().any(|q| q == queue))
     }
 }
 
@@ -89,12 +106,19 @@ pub struct EndpointFields {
     pub event_types: Vec<String>,
     /// Enabled.
     pub enabled: bool,
+    /// Takes notifications.
+    pub notifications: bool,
+    /// Job lifecycle messages taken.
+    pub job_events: Vec<String>,
+    /// Queues whose jobs' lifecycle it takes (empty: all).
+    pub job_queues: Vec<String>,
 }
 
 /// Why an endpoint disabled by hand is disabled.
 pub const DISABLED_BY_USER: &str = "disabled by a user";
 
-const COLUMNS: &str = "endpoint_id, url, description, event_types, enabled, secret_sealed, \
+const COLUMNS: &str = "endpoint_id, url, description, event_types, enabled, notifications, \
+    job_events, job_queues, secret_sealed, \
     previous_secret_sealed, previous_secret_expires_at, failing_since, last_success_at, \
     last_failure_at, disabled_at, disabled_reason, created_at, updated_at";
 
@@ -109,10 +133,11 @@ pub async fn insert(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"
         INSERT INTO webhook_endpoints (project_id, endpoint_id, url, description, event_types,
-            enabled, secret_sealed, disabled_at, disabled_reason, created_by)
+            enabled, secret_sealed, disabled_at, disabled_reason, created_by, notifications,
+            job_events, job_queues)
         VALUES ($1, $2, $3, $4, $5, $6, $7,
                 CASE WHEN $6 THEN NULL ELSE now() END,
-                CASE WHEN $6 THEN NULL ELSE $8 END, $9)
+                CASE WHEN $6 THEN NULL ELSE $8 END, $9, $10, $11, $12)
         RETURNING {COLUMNS}
         "#
     )))
@@ -125,6 +150,9 @@ pub async fn insert(
     .bind(secret_sealed)
     .bind(DISABLED_BY_USER)
     .bind(created_by)
+    .bind(f.notifications)
+    .bind(&f.job_events)
+    .bind(&f.job_queues)
     .fetch_one(conn)
     .await
 }
@@ -203,7 +231,8 @@ pub async fn update(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         r#"
         UPDATE webhook_endpoints
-        SET url = $3, description = $4, event_types = $5, enabled = $6,
+        SET url = $3, description = $4, event_types = $5, enabled = $6, notifications = $8,
+            job_events = $9, job_queues = $10,
             disabled_at = CASE WHEN $6 THEN NULL WHEN enabled THEN now() ELSE disabled_at END,
             disabled_reason = CASE WHEN $6 THEN NULL WHEN enabled THEN $7
                                    ELSE disabled_reason END,
@@ -219,6 +248,9 @@ pub async fn update(
     .bind(&f.event_types)
     .bind(f.enabled)
     .bind(DISABLED_BY_USER)
+    .bind(f.notifications)
+    .bind(&f.job_events)
+    .bind(&f.job_queues)
     .fetch_optional(conn)
     .await
 }
@@ -281,6 +313,32 @@ pub async fn matching(
     .fetch_all(pool)
     .await?;
     Ok(all.into_iter().filter(|e| e.selects(event_type)).collect())
+}
+
+/// The enabled endpoints of `projects` that take some job lifecycle message (for the job
+/// archiver, per batch).
+pub async fn job_subscribers(
+    conn: &mut PgConnection,
+    projects: &[Uuid],
+) -> Result<Vec<(Uuid, Endpoint)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        project_id: Uuid,
+        #[sqlx(flatten)]
+        endpoint: Endpoint,
+    }
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT project_id, {COLUMNS} FROM webhook_endpoints \
+         WHERE project_id = ANY($1) AND enabled AND cardinality(job_events) > 0 \
+         ORDER BY project_id, created_at, endpoint_id"
+    )))
+    .bind(projects)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.project_id, r.endpoint))
+        .collect())
 }
 
 /// What recording a delivery's result did.

@@ -42,6 +42,7 @@ macro_rules! with_job_kinds {
             bulk_import::BulkImport,
             bulk_users::BulkUsers,
             bulk_jobs::BulkJobs,
+            job_webhook::JobWebhook,
         }
     };
 }

@@ -10,6 +10,10 @@
 //! Redis down) is logged and counted, and retried next period; Redis then keeps completed jobs
 //! up to `JOB_MAX_COMPLETED` as before.
 //!
+//! Archiving a completed or dead job of a project whose webhook endpoints subscribe to job
+//! messages enqueues one `job_webhook` job per endpoint in the same transaction
+//! (`shared::jobs::job_webhook`), so each finish is told once however often it is archived.
+//!
 //! Archiving a dead job counts it into its dead-job alert window (`shared::db::job_dead_alerts`),
 //! and every period each process raises the windows that have closed: one `job.dead` event per
 //! (project, queue, error fingerprint) and window, with the count
@@ -54,13 +58,23 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
             ArchivedJob::Gone(_) => {}
         }
     }
-    let (written, reopened) = db::job_archive::write(
+    let db::job_archive::Written {
+        written,
+        deleted: reopened,
+        messages,
+    } = db::job_archive::write(
         pool,
         &finished,
         &reopened,
         queues.settings().dead_alert_window,
     )
     .await?;
+    if messages > 0 {
+        // the relays poll too: a lost wake only delays the messages
+        if let Err(e) = queues.publish_outbox_wake().await {
+            tracing::debug!(error = %e, "outbox wake for job messages not published");
+        }
+    }
     let forgotten = queues.archived(queue, &batch.marks).await?;
     metrics::counter!("comet_jobs_archived_total", "queue" => queue.to_owned()).increment(written);
     Ok(Pass {

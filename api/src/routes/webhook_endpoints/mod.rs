@@ -1,5 +1,6 @@
-//! A project's webhook endpoints (`/api/v1/webhook-endpoints`): where its notifications are
-//! POSTed, signed per Standard Webhooks 1.0. Create (the signing secret is shown once), list,
+//! A project's webhook endpoints (`/api/v1/webhook-endpoints`): where its notifications, and
+//! the lifecycle messages of its jobs it subscribes to (`jobEvents`: `job.completed`,
+//! `job.dead`), are POSTed, signed per Standard Webhooks 1.0. Create (the signing secret is shown once), list,
 //! read, replace, delete; rotate the secret (the previous one keeps signing for a grace
 //! period) and send a signed test message ([`secret_and_test`]).
 //!
@@ -77,6 +78,66 @@ pub struct EndpointRequest {
     /// Whether deliveries are made (default true). Enabling an endpoint that was disabled
     /// clears its failing streak.
     pub enabled: Option<bool>,
+    /// Whether the project's notifications go to it (default true; false: only the job
+    /// messages of `jobEvents`).
+    pub notifications: Option<bool>,
+    /// The job lifecycle messages it takes for the project's own jobs: `job.completed`,
+    /// `job.dead` (default none). Each finished job is POSTed, signed like every message,
+    /// about a second after it finishes (when it is archived).
+    #[schema(value_type = Option<Vec<shared::jobs::JobEvent>>, max_items = 2)]
+    pub job_events: Option<Vec<String>>,
+    /// Only jobs of these queues (default: every queue but `job_webhook`'s own).
+    #[schema(value_type = Option<Vec<JobQueue>>, max_items = 32)]
+    pub job_queues: Option<Vec<String>>,
+}
+
+/// The OpenAPI schema of a queue whose jobs an endpoint may follow: every queue but
+/// `job_webhook`.
+pub struct JobQueue;
+
+impl utoipa::PartialSchema for JobQueue {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(followed_queues()))
+            .into()
+    }
+}
+
+impl ToSchema for JobQueue {}
+
+/// The queues whose jobs' lifecycle an endpoint may take.
+fn followed_queues() -> impl Iterator<Item = &'static str> {
+    use shared::jobs::Job as _;
+    shared::jobs::QUEUES
+        .iter()
+        .copied()
+        .filter(|q| *q != shared::jobs::JobWebhook::QUEUE)
+}
+
+/// Validates a list of names (`field`), each one `known` accepts, without repeats.
+fn names(
+    errors: &mut FieldErrors,
+    field: &str,
+    given: Option<Vec<String>>,
+    most: usize,
+    known: impl Fn(&str) -> bool,
+    what: &str,
+) -> Vec<String> {
+    let given = given.unwrap_or_default();
+    if given.len() > most {
+        errors.add(field, format!("must hold at most {most} items"));
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (i, name) in given.into_iter().enumerate() {
+        if !known(&name) {
+            errors.add(format!("{field}[{i}]"), format!("must be {what}"));
+        } else if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// The OpenAPI schema of an endpoint URL.
@@ -135,6 +196,25 @@ impl Validate for EndpointRequest {
                 }
             }
         }
+        let job_events = names(
+            &mut errors,
+            "jobEvents",
+            self.job_events,
+            shared::jobs::JobEvent::ALL.len(),
+            |e| shared::jobs::JobEvent::parse(e).is_some(),
+            "job.completed or job.dead",
+        );
+        let job_queues = names(
+            &mut errors,
+            "jobQueues",
+            self.job_queues,
+            32,
+            |q| followed_queues().any(|k| k == q),
+            &format!(
+                "a queue: one of {}",
+                followed_queues().collect::<Vec<_>>().join(", ")
+            ),
+        );
         match (url, description) {
             (Some(url), Some(description)) if errors.is_empty() => Ok(ValidEndpoint {
                 fields: EndpointFields {
@@ -142,6 +222,9 @@ impl Validate for EndpointRequest {
                     description,
                     event_types,
                     enabled: self.enabled.unwrap_or(true),
+                    notifications: self.notifications.unwrap_or(true),
+                    job_events,
+                    job_queues,
                 },
             }),
             _ => Err(errors),
@@ -163,6 +246,13 @@ pub struct WebhookEndpoint {
     pub event_types: Vec<String>,
     /// Whether deliveries are made.
     pub enabled: bool,
+    /// Whether notifications go to it.
+    pub notifications: bool,
+    /// The job lifecycle messages it takes (`job.completed`, `job.dead`).
+    #[schema(value_type = Vec<shared::jobs::JobEvent>)]
+    pub job_events: Vec<String>,
+    /// The queues whose jobs it follows; empty: every queue.
+    pub job_queues: Vec<String>,
     /// Until when the previous secret also signs (after a rotation).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Start of the current run of failed deliveries (null: the last one succeeded).
@@ -190,6 +280,9 @@ impl From<Endpoint> for WebhookEndpoint {
             description: e.description,
             event_types: e.event_types,
             enabled: e.enabled,
+            notifications: e.notifications,
+            job_events: e.job_events,
+            job_queues: e.job_queues,
             previous_secret_expires_at: e.previous_secret_expires_at.filter(|at| *at > now),
             failing_since: e.failing_since,
             last_success_at: e.last_success_at,
@@ -239,6 +332,9 @@ fn audit_view(e: &Endpoint) -> serde_json::Value {
         "description": e.description,
         "eventTypes": e.event_types,
         "enabled": e.enabled,
+        "notifications": e.notifications,
+        "jobEvents": e.job_events,
+        "jobQueues": e.job_queues,
     })
 }
 
@@ -359,8 +455,8 @@ async fn get_endpoint(
     Ok(ApiJson(Data::new(row.into())))
 }
 
-/// Replaces an endpoint's URL, description, event types and `enabled` (the secret is changed
-/// by rotation only). Audited with the fields that changed.
+/// Replaces an endpoint's URL, description, event types, job subscriptions and `enabled` (the
+/// secret is changed by rotation only). Audited with the fields that changed.
 ///
 /// Permission: `webhooks:manage`. Another project's endpoint is not found.
 #[utoipa::path(put, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks",
@@ -387,17 +483,24 @@ async fn update_endpoint(
         .await?
         .ok_or(ApiError::NotFound("webhook endpoint"))?;
     let (b, a) = (audit_view(&before), audit_view(&after));
-    let changes: serde_json::Map<String, serde_json::Value> =
-        ["url", "description", "eventTypes", "enabled"]
-            .into_iter()
-            .filter(|k| b[k] != a[k])
-            .map(|k| {
-                (
-                    k.to_owned(),
-                    serde_json::json!({ "from": b[k], "to": a[k] }),
-                )
-            })
-            .collect();
+    let changes: serde_json::Map<String, serde_json::Value> = [
+        "url",
+        "description",
+        "eventTypes",
+        "enabled",
+        "notifications",
+        "jobEvents",
+        "jobQueues",
+    ]
+    .into_iter()
+    .filter(|k| b[k] != a[k])
+    .map(|k| {
+        (
+            k.to_owned(),
+            serde_json::json!({ "from": b[k], "to": a[k] }),
+        )
+    })
+    .collect();
     db::audit::record(
         &mut tx,
         NewEntry::new(project_id, "webhook_endpoint.updated")

@@ -41,7 +41,7 @@ pub use inbox::{
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;
 pub use users::PASSWORD;
-pub use webhooks::{Receiver, endpoint_body, verifies, verify_at};
+pub use webhooks::{Received, Receiver, endpoint_body, verifies, verify_at};
 
 /// The permissions of the default `member` role, sorted as the API lists them.
 pub fn member_permissions() -> Vec<&'static str> {
@@ -300,6 +300,16 @@ pub async fn assert_error(resp: Response, status: StatusCode, code: &str) -> Val
         "nothing but `error` at the top: {body:#}"
     );
     error.clone()
+}
+
+/// The fields a `validation_failed` error names, in order.
+pub fn error_fields(err: &Value) -> Vec<&str> {
+    err["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("a field"))
+        .collect()
 }
 
 /// The response's `Content-Type` (empty without one).

@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Receiver, TestApp, assert_error, endpoint_body, json_with_status, operations, send,
-    served_spec, verifies,
+    Receiver, TestApp, assert_error, endpoint_body, error_fields, json_with_status, operations,
+    send, served_spec, verifies,
 };
 
 #[tokio::test]
@@ -80,12 +80,7 @@ async fn invalid_fields_are_all_named() {
         "validation_failed",
     )
     .await;
-    let fields: Vec<&str> = err["details"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["field"].as_str().unwrap())
-        .collect();
+    let fields = error_fields(&err);
     assert_eq!(fields, ["url", "description", "eventTypes[0]"], "{err}");
     for url in ["https://user:pw@x.example/", "not a url"] {
         let err = assert_error(

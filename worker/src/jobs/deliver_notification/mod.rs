@@ -18,7 +18,7 @@
 mod email;
 mod in_app;
 pub mod record;
-mod webhook;
+pub(crate) mod webhook;
 
 use std::{collections::HashSet, time::Duration};
 

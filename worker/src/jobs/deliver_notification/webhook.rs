@@ -88,29 +88,41 @@ pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult
                 result.attempt.error = Some(error.clone());
             }
         }
-        let recorded = db::webhook_endpoints::record_result(
-            &ctx.pool,
-            project,
-            ep.endpoint_id,
-            sent.outcome.is_success(),
-            Utc::now(),
-            ctx.settings.webhooks.disable_after,
-        )
-        .await
-        .context("Failed to record the endpoint's result")?;
-        if let Some(notice) = recorded.notification_id {
-            let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
-            let created = ToEnqueue {
-                notification_id: notice,
-                channels: vec!["inApp".into()],
-            };
-            enqueue_deliveries(&mut tx, project, &[created], None)
-                .await
-                .context("Failed to enqueue the disabled endpoint's notice")?;
-            tx.commit().await.context("Failed to commit")?;
-            ctx.outbox.wake();
-        }
+        record_endpoint(ctx, project, ep.endpoint_id, sent.outcome.is_success()).await?;
         results.push(result);
     }
     Ok(results)
+}
+
+/// Feeds one delivery's result into the endpoint's failing streak; when it disables the
+/// endpoint, enqueues the in-app notice to the project's webhook managers.
+pub(crate) async fn record_endpoint(
+    ctx: &crate::context::JobContext,
+    project: uuid::Uuid,
+    endpoint: uuid::Uuid,
+    success: bool,
+) -> anyhow::Result<()> {
+    let recorded = db::webhook_endpoints::record_result(
+        &ctx.pool,
+        project,
+        endpoint,
+        success,
+        Utc::now(),
+        ctx.settings.webhooks.disable_after,
+    )
+    .await
+    .context("Failed to record the endpoint's result")?;
+    if let Some(notice) = recorded.notification_id {
+        let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
+        let created = ToEnqueue {
+            notification_id: notice,
+            channels: vec!["inApp".into()],
+        };
+        enqueue_deliveries(&mut tx, project, &[created], None)
+            .await
+            .context("Failed to enqueue the disabled endpoint's notice")?;
+        tx.commit().await.context("Failed to commit")?;
+        ctx.outbox.wake();
+    }
+    Ok(())
 }
