@@ -213,7 +213,9 @@ async fn resume_queue(
 
 /// Job counts per queue and state. A platform token sees each queue whole; a project's token
 /// its own project's jobs in it: the open states as they are now, and `completed`, `dead`,
-/// `cancelled` (and the totals) counting every job of the project that ever finished so.
+/// `cancelled` (and the totals) counting every job of the project that ever finished so. A
+/// platform token also gets each queue's `workers`: the live worker processes running it, their
+/// configured concurrency and the jobs they hold, summed from their last heartbeats.
 ///
 /// Permission: `queues:read`.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "jobs",
@@ -225,12 +227,17 @@ async fn list_queues(
     State(s): State<AppState>,
 ) -> Result<ApiJson<Data<Vec<QueueCounts>>>> {
     let mut out = Vec::with_capacity(shared::jobs::QUEUES.len());
-    for q in shared::jobs::QUEUES {
-        out.push(if auth.claims.platform {
-            s.queues.counts(q).await?
-        } else {
-            s.queues.project_counts(q, auth.claims.project_id).await?
-        });
+    if auth.claims.platform {
+        let fleet = s.queues.workers(s.settings.queue.lease).await?;
+        for q in shared::jobs::QUEUES {
+            let mut counts = s.queues.counts(q).await?;
+            counts.workers = Some(shared::queue::QueueFleet::of(&fleet, q));
+            out.push(counts);
+        }
+    } else {
+        for q in shared::jobs::QUEUES {
+            out.push(s.queues.project_counts(q, auth.claims.project_id).await?);
+        }
     }
     Ok(ApiJson(Data::new(out)))
 }

@@ -508,6 +508,18 @@ async fn an_operator_and_a_user_watch_pause_and_retry_jobs_in_headless_chromium(
         Some("0 s"),
         "no ping waits"
     );
+    // the fleet's share: no ping held now, of the one worker's slots
+    let slots = until_text(c, &format!("{ping} td.in-flight"), "ping's slots", |t| {
+        t.starts_with("0 / ")
+    })
+    .await;
+    assert!(
+        slots
+            .trim_start_matches("0 / ")
+            .parse::<u32>()
+            .is_ok_and(|n| n > 0),
+        "{slots}"
+    );
 
     // 7. pause the queue: shown paused, and a new ping waits (its wait shows as the queue's
     //    latency, not highlighted: the queue is paused)

@@ -45,6 +45,7 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
         "queue": "ping", "waiting": 0, "delayed": 0, "active": 0, "retrying": 0,
         "completed": 0, "dead": 0, "cancelled": 0, "paused": false,
         "completedTotal": 0, "deadTotal": 0, "latencySeconds": 0.0,
+        "workers": {"processes": 0, "concurrency": 0, "inFlight": 0},
     });
     assert_eq!(ping_counts(&app).await, empty);
 
@@ -419,7 +420,23 @@ async fn the_workers_view_shows_each_process_its_queues_and_the_jobs_it_holds() 
             .policy
             .concurrency
     );
-    // a project's token never sees the fleet
+    // the queue view sums the fleet per queue: this one process, its concurrency, the job
+    let queues = ops_get(&app, "/api/v1/queues").await;
+    let row = |name: &str| {
+        queues["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|q| q["queue"] == name)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(
+        row("ping")["workers"],
+        json!({"processes": 1, "concurrency": ping["concurrency"], "inFlight": 1}),
+    );
+    assert_eq!(row("bulk_import")["workers"]["inFlight"], 0);
+    // a project's token never sees the fleet, nor its share per queue
     let resp = crate::helpers::send(app.authed(
         reqwest::Method::GET,
         "/api/v1/workers",
@@ -427,6 +444,24 @@ async fn the_workers_view_shows_each_process_its_queues_and_the_jobs_it_holds() 
     ))
     .await;
     assert_error(resp, StatusCode::FORBIDDEN, "forbidden").await;
+    let own = json_with_status(
+        crate::helpers::send(app.authed(
+            reqwest::Method::GET,
+            "/api/v1/queues",
+            &app.admin_token(),
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(
+        own["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|q| q.get("workers").is_none()),
+        "{own}"
+    );
     app.cleanup().await;
 }
 
@@ -453,6 +488,16 @@ async fn the_workers_view_shows_a_silent_process_as_lost() {
         .cloned()
         .expect("listed");
     assert_eq!(gone["lost"], true, "{gone}");
+    // a lost process counts for no queue
+    let queues = ops_get(&app, "/api/v1/queues").await;
+    let ping = queues["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .find(|q| q["queue"] == "ping")
+        .cloned()
+        .expect("ping");
+    assert_eq!(ping["workers"]["processes"], 0, "{ping}");
 }
 
 #[tokio::test]

@@ -66,6 +66,7 @@ impl Queues {
             completed_total: c[8],
             dead_total: c[9],
             latency_seconds: self.latency_if_ready(queue, c[0]).await?,
+            workers: None,
         })
     }
 

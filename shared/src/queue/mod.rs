@@ -53,7 +53,7 @@ pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 pub use series::MinuteCounts;
 pub use tenant::OPEN_STATES;
-pub use workers::{WorkerAnnouncement, WorkerInfo, WorkerQueue};
+pub use workers::{QueueFleet, WorkerAnnouncement, WorkerInfo, WorkerQueue};
 
 use std::{sync::Arc, time::Duration};
 
@@ -356,6 +356,11 @@ pub struct QueueCounts {
     /// oldest) has been ready, in seconds; 0 when none waits.
     #[serde(default)]
     pub latency_seconds: f64,
+    /// The live worker processes running the queue, their configured concurrency and the jobs
+    /// they hold, summed from their last heartbeats. Platform operators only (a project's
+    /// view leaves it out: the fleet serves every project).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<workers::QueueFleet>,
 }
 
 /// A job that went dead, as its kind's on-dead hook sees it.

@@ -72,6 +72,7 @@ impl Queues {
             completed_total: c[4],
             dead_total: c[5],
             latency_seconds: self.latency_if_ready(queue, ready).await?,
+            workers: None,
         })
     }
 

@@ -78,6 +78,34 @@ pub struct WorkerInfo {
     pub queues: Vec<WorkerQueue>,
 }
 
+/// One queue's share of the live fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueFleet {
+    /// Live worker processes that run the queue (lost ones are not counted).
+    pub processes: u64,
+    /// Jobs they run at once, summed: the queue's configured concurrency across the fleet.
+    pub concurrency: u64,
+    /// Jobs they hold now (running, or fetched and about to run), summed from their last
+    /// heartbeats.
+    pub in_flight: u64,
+}
+
+impl QueueFleet {
+    /// `queue`'s share of `workers`, the live ones only.
+    pub fn of(workers: &[WorkerInfo], queue: &str) -> Self {
+        workers
+            .iter()
+            .filter(|w| !w.lost)
+            .flat_map(|w| w.queues.iter().filter(|q| q.queue == queue))
+            .fold(Self::default(), |f, q| Self {
+                processes: f.processes + 1,
+                concurrency: f.concurrency + q.concurrency,
+                in_flight: f.in_flight + q.in_flight,
+            })
+    }
+}
+
 impl Queues {
     fn worker_key(&self, name: &str) -> String {
         format!("{}:worker:{name}", self.prefix)

@@ -394,6 +394,16 @@
       dataset: { seconds: String(seconds) } }, duration(seconds));
   }
 
+  /** A queue's share of the fleet: jobs in flight of the live workers' summed concurrency;
+   *  flagged when no live worker runs the queue. */
+  function slotsCell(w) {
+    if (!w) return h('td', { class: 'n muted' }, '–');
+    if (!w.processes) return h('td', { class: 'n bad in-flight', title: 'No live worker process runs this queue' }, 'no workers');
+    return h('td', { class: 'n in-flight', dataset: { inFlight: String(w.inFlight), concurrency: String(w.concurrency) },
+      title: w.processes + ' live worker process' + (w.processes === 1 ? '' : 'es') + ', ' + w.concurrency + ' slots' },
+    w.inFlight + ' / ' + w.concurrency);
+  }
+
   const ALL_TIME = 'Jobs completed since the queue began. The completed column counts only those still in Redis: ' +
     'once finished jobs are archived to Postgres, Redis keeps just the newest (JOB_REDIS_COMPLETED), so in a busy ' +
     'system that count stops growing. Search finds every archived job.';
@@ -403,6 +413,7 @@
       STATES.flatMap((s) => [h('th', { scope: 'col', class: 'n', title: s === 'completed' ? ALL_TIME : null }, s),
         s === 'completed' ? h('th', { scope: 'col', class: 'n wrap', title: ALL_TIME }, 'completed (all time)') : null]),
       h('th', { scope: 'col', class: 'n', title: 'How long the next job in line has waited; highlighted past ' + SLOW_SECONDS + ' s unless the queue is paused' }, 'Latency'),
+      fleet() ? h('th', { scope: 'col', class: 'n', title: 'Jobs held now by the live workers running the queue, of their summed concurrency' }, 'In flight') : null,
       h('th', { scope: 'col', title: 'Per minute: the line jobs completed, the bars jobs retried (upper) and gone dead (lower)' }, 'Last hour'),
       h('th', { scope: 'col' }, 'Status'), can('queues:write') ? h('th', { scope: 'col' }, 'Control') : null);
     const rows = queues.map((q) => h('tr', { dataset: { queue: q.queue } },
@@ -412,6 +423,7 @@
           'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0))),
       s === 'completed' ? h('td', { class: 'n completed-total', title: ALL_TIME }, num(q.completedTotal)) : null]),
       latencyCell(q),
+      fleet() ? slotsCell(q.workers) : null,
       h('td', { class: 'chart' }, chart(q.queue, series.byQueue.get(q.queue))),
       h('td', { class: 'paused-cell', dataset: { paused: String(!!q.paused) } },
         q.paused ? h('span', { class: 'badge warn' }, 'paused') : h('span', { class: 'badge ok' }, 'running')),
