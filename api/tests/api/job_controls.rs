@@ -513,3 +513,88 @@ async fn jobs_not_started_are_cancelled_in_bulk_within_the_callers_project() {
         assert_eq!(state_of(&app, id, &theirs).await, "cancelled");
     }
 }
+
+#[tokio::test]
+async fn a_bulk_retry_job_stops_at_the_projects_quota_and_counts_the_rest_over_quota() {
+    use shared::jobs::{EnqueueOptions, Job as _, Ping};
+    const QUOTA: u64 = 1_050;
+    const DEAD: u64 = 1_001; // over the 1,000 done in the request: a bulk_jobs job
+    let mut app = TestApp::spawn_with(|s| s.queue.max_open_per_project = QUOTA).await;
+    let token = app.admin_token();
+    let project = app.project_id();
+    let dying: Vec<_> = (0..DEAD)
+        .map(|_| {
+            let ping = Ping {
+                fail_permanently: true,
+                ..Ping::new(project)
+            };
+            ping.to_new_job(EnqueueOptions::default()).expect("a job")
+        })
+        .collect();
+    // a worker of this test's own runs them and archives them, then stops
+    app.start_worker().await;
+    app.env
+        .queues
+        .push_many("ping", &dying)
+        .await
+        .expect("pushed");
+    app.drain_jobs().await;
+    shared::testing::eventually(Duration::from_secs(60), "the deaths archived", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM job_archive WHERE project_id = $1 AND state = 'dead'",
+        )
+        .bind(project)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("count");
+        (n as u64 == DEAD).then_some(())
+    })
+    .await;
+    app.stop_worker().await;
+
+    let body = json!({"action": "retry", "filter": {"queue": "ping", "state": "dead"}});
+    let mut dry = body.clone();
+    dry["dryRun"] = json!(true);
+    let preview = json_with_status(bulk(&app, &token, &dry).await, StatusCode::OK).await;
+    assert_eq!(preview["data"]["matched"], DEAD);
+    let mut confirmed = body.clone();
+    confirmed["confirmationToken"] = preview["data"]["confirmationToken"].clone();
+    // accepted: the project's 0 open jobs and the 1,001 fit under its quota
+    let queued = json_with_status(bulk(&app, &token, &confirmed).await, StatusCode::ACCEPTED).await;
+    let job_id = queued["data"]["jobId"]
+        .as_str()
+        .expect("a job id")
+        .to_owned();
+
+    // the project fills up before the job runs: 60 delayed pings
+    let later_at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let filler: Vec<_> = (0..60)
+        .map(|_| {
+            let opts = EnqueueOptions {
+                run_at: Some(later_at),
+                ..EnqueueOptions::default()
+            };
+            Ping::new(project).to_new_job(opts).expect("a job")
+        })
+        .collect();
+    app.env
+        .queues
+        .push_many("ping", &filler)
+        .await
+        .expect("pushed");
+    app.start_worker().await;
+    let job = shared::testing::eventually(Duration::from_secs(120), "the bulk job", || async {
+        let job = json_with_status(app.get_job(&job_id, &token).await, StatusCode::OK).await;
+        (job["data"]["state"] == "completed").then_some(job)
+    })
+    .await;
+    // open when it began: the 60 delayed and the bulk job itself; it retries until the
+    // project holds its quota, and counts every job it left dead
+    let done = QUOTA - 61;
+    assert_eq!(
+        job["data"]["result"],
+        json!({"total": DEAD, "done": done, "skipped": 0, "overQuota": DEAD - done}),
+        "{job:#}"
+    );
+    app.cleanup().await;
+}

@@ -61,18 +61,20 @@ impl Handler for BulkJobs {
         let quota = ctx.settings.queue.max_open_per_project;
         let mut open: HashMap<Uuid, u64> = HashMap::new();
         for (i, t) in targets.iter().enumerate() {
+            let project = t.project_id.unwrap_or_default();
             if self.action == BulkJobAction::Retry {
-                let project = t.project_id.unwrap_or_default();
                 let n = match open.get(&project) {
                     Some(n) => *n,
-                    None => ctx.queues.open_jobs(shared::jobs::QUEUES, project).await?,
+                    None => {
+                        let n = ctx.queues.open_jobs(shared::jobs::QUEUES, project).await?;
+                        open.insert(project, n);
+                        n
+                    }
                 };
                 if n >= quota {
                     s.over_quota += 1;
-                    open.insert(project, n);
                     continue;
                 }
-                open.insert(project, n + 1);
             }
             if self
                 .action
@@ -80,6 +82,10 @@ impl Handler for BulkJobs {
                 .await?
             {
                 s.done += 1;
+                // a retried job is open again (a skipped one opened nothing)
+                if let Some(n) = open.get_mut(&project) {
+                    *n += 1;
+                }
             } else {
                 s.skipped += 1;
             }
