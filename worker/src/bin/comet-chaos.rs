@@ -1,0 +1,654 @@
+//! `comet-chaos`: runs Comet under failure and counts what it lost (`./dev chaos`; a shortened
+//! run is a step of `./dev test`).
+//!
+//! It starts its own world: a private `redis-server` with AOF (`appendfsync always` by default,
+//! the setting under which an acknowledged write survives a Redis crash), its own Postgres
+//! database (created on `--database-url`'s server and dropped after), one `comet-api` and
+//! `--workers` `comet-worker` processes from `--bin-dir` (release builds for `./dev chaos`). It
+//! enqueues `--jobs` pings that take `--sleep-ms` through the API (each 2xx is an acknowledged
+//! job) while it kills a worker with SIGKILL every `--kill-every-ms` (round robin) and starts a
+//! new one in its place, and kills Redis with SIGKILL once (`--redis-restart-after-ms`) and
+//! restarts it on its AOF. Then it waits for every acknowledged job to finish and reads each
+//! one back (Redis, or the Postgres job archive), and prints:
+//!
+//! - enqueued (2xx), succeeded, dead, **lost** (acknowledged and never finished, or gone);
+//! - re-run: attempts beyond a job's first (every lease counts one, so a killed worker's
+//!   jobs, running or fetched, count), the price of at-least-once;
+//! - for each kill, the time until every job the killed worker held was running again under
+//!   another worker (or finished): bounded by the lease (`--lease-secs`) plus a maintenance pass.
+//!
+//! It exits non-zero on any loss. What it does not cover yet (issue 15): Redis Cluster (a master
+//! killed), and the API killed while it sends invitations (emails duplicated).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use shared::{
+    config::QueueSettings,
+    queue::{JobState, Queues},
+};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "comet-chaos",
+    about = "Comet under SIGKILLed workers and a Redis crash"
+)]
+struct Args {
+    /// Jobs to enqueue through the API.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// How long each job takes.
+    #[arg(long, default_value_t = 150)]
+    sleep_ms: u64,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// A worker is killed (SIGKILL) and replaced this often.
+    #[arg(long, default_value_t = 2_000)]
+    kill_every_ms: u64,
+    /// Redis is killed (SIGKILL) and restarted on its AOF this long after the first enqueue;
+    /// 0: never.
+    #[arg(long, default_value_t = 10_000)]
+    redis_restart_after_ms: u64,
+    /// Redis's `appendfsync` (`always`: no acknowledged write lost; `everysec`: up to a second
+    /// of writes may be).
+    #[arg(long, default_value = "always")]
+    appendfsync: String,
+    /// The workers' job lease (`JOB_LEASE_SECS`): how long a killed worker's jobs wait.
+    #[arg(long, default_value_t = 10)]
+    lease_secs: u64,
+    /// Where `comet-api` and `comet-worker` are (default: beside this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// A Postgres URL whose server gets a database of the run's own (its database only names
+    /// where to connect to create it).
+    #[arg(
+        long,
+        env = "CHAOS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Give up waiting for the jobs after this long.
+    #[arg(long, default_value_t = 900)]
+    deadline_secs: u64,
+    /// Enqueue requests in flight at once.
+    #[arg(long, default_value_t = 16)]
+    enqueue_par: usize,
+}
+
+/// A port no one listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+/// The private Redis: same port and directory across restarts, so it replays its AOF.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    appendfsync: String,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", &self.appendfsync])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("Failed to start redis-server (is it installed?)")?;
+        self.child = Some(child);
+        let client = redis::Client::open(self.url())?;
+        let started = Instant::now();
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("redis-server did not answer within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// What every Comet process of the run gets.
+struct World {
+    bin_dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl World {
+    fn command(&self, bin: &str) -> Command {
+        let mut cmd = Command::new(self.bin_dir.join(bin));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .command(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .with_context(|| format!("Failed to run {bin} {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "{bin} {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn spawn(&self, bin: &str, extra: &[(&str, String)]) -> anyhow::Result<Child> {
+        let mut cmd = self.command(bin);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("Failed to start {bin}"))
+    }
+}
+
+/// One kill: when, whose jobs, and how long until they all ran again.
+#[derive(Debug, Clone)]
+struct Kill {
+    held: usize,
+    recovered_after: Option<Duration>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory")?
+            .to_path_buf(),
+    };
+    for bin in ["comet-api", "comet-worker"] {
+        if !bin_dir.join(bin).exists() {
+            bail!("{} is missing: build it first", bin_dir.join(bin).display());
+        }
+    }
+    let dir = tempfile::tempdir().context("Failed to make a temporary directory")?;
+    let mut redis = Redis {
+        port: free_port()?,
+        dir: dir.path().to_path_buf(),
+        appendfsync: args.appendfsync.clone(),
+        child: None,
+    };
+    redis.start().await?;
+
+    let db_name = format!("comet_chaos_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&args.database_url)
+        .await
+        .context("Failed to connect to Postgres (--database-url)")?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        .await?;
+    let result = run(
+        &args,
+        &bin_dir,
+        &mut redis,
+        &with_database(&args.database_url, &db_name),
+    )
+    .await;
+    redis.kill().await;
+    let _ = admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+        )))
+        .await;
+    let lost = result?;
+    if lost > 0 {
+        eprintln!("comet-chaos: {lost} acknowledged job(s) lost");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The run; returns how many acknowledged jobs were lost.
+async fn run(
+    args: &Args,
+    bin_dir: &Path,
+    redis: &mut Redis,
+    database_url: &str,
+) -> anyhow::Result<usize> {
+    let api_port = free_port()?;
+    let secret: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let world = World {
+        bin_dir: bin_dir.to_path_buf(),
+        env: [
+            ("APP_ENV", "development".to_owned()),
+            ("DATABASE_URL", database_url.to_owned()),
+            ("DATABASE_MAX_CONNECTIONS", "10".to_owned()),
+            ("REDIS_URL", redis.url()),
+            ("REDIS_PREFIX", "chaos".to_owned()),
+            ("JWT_SECRET", secret),
+            ("PORT", api_port.to_string()),
+            ("WORKER_PORT", "0".to_owned()),
+            ("WORKER_QUEUES", "ping".to_owned()),
+            ("QUEUE_CONCURRENCY", format!("ping={}", args.concurrency)),
+            ("JOB_LEASE_SECS", args.lease_secs.to_string()),
+            ("RATE_LIMIT_ENQUEUE_PER_PROJECT", "1000000/1".to_owned()),
+            (
+                "JOB_MAX_OPEN_PER_PROJECT",
+                (args.jobs * 2).max(1000).to_string(),
+            ),
+            ("SCHEDULER_ENABLED", "false".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    };
+    world.run("comet-api", &["migrate"]).await?;
+    world.run("comet-api", &["seed"]).await?;
+    let token = world
+        .run(
+            "comet-api",
+            &[
+                "token",
+                "--permission",
+                "jobs:write",
+                "--permission",
+                "jobs:read",
+            ],
+        )
+        .await?
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .context("comet-api token printed nothing")?
+        .to_owned();
+    let _api = world.spawn("comet-api", &[("RUST_LOG", "error".into())])?;
+    let base = format!("http://127.0.0.1:{api_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let started = Instant::now();
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the API did not answer /health within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut workers: Vec<Child> = (0..args.workers)
+        .map(|_| world.spawn("comet-worker", &[]))
+        .collect::<anyhow::Result<_>>()?;
+
+    let queues = Queues::new(
+        redis::Client::open(redis.url())?,
+        "chaos",
+        QueueSettings::default(),
+    )?;
+    println!(
+        "comet chaos: {} pings of {} ms through the API; {} workers x {}; a worker SIGKILLed every {} ms; \
+         Redis (AOF, appendfsync {}) SIGKILLed {}; lease {} s",
+        args.jobs,
+        args.sleep_ms,
+        args.workers,
+        args.concurrency,
+        args.kill_every_ms,
+        args.appendfsync,
+        if args.redis_restart_after_ms == 0 {
+            "never".to_owned()
+        } else {
+            format!("once, {} ms in", args.redis_restart_after_ms)
+        },
+        args.lease_secs
+    );
+
+    // enqueue, concurrently with the chaos below
+    let acked: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+    let refused: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut enqueuers = Vec::new();
+    for _ in 0..args.enqueue_par {
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let (acked, refused, next) = (acked.clone(), refused.clone(), next.clone());
+        let (n, sleep_ms) = (args.jobs, args.sleep_ms);
+        enqueuers.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                // a refused or failed request is tried again: only a 2xx acknowledges a job
+                for attempt in 0.. {
+                    let sent = http
+                        .post(format!("{base}/api/v1/jobs/ping"))
+                        .bearer_auth(&token)
+                        .json(&json!({"sleepMs": sleep_ms}))
+                        .send()
+                        .await;
+                    let why = match sent {
+                        Ok(r) if r.status().is_success() => {
+                            let body: Value = r.json().await.unwrap_or_default();
+                            if let Some(id) =
+                                body["data"]["jobId"].as_str().and_then(|s| s.parse().ok())
+                            {
+                                acked.lock().expect("lock").push(id);
+                                break;
+                            }
+                            "2xx without a job id".to_owned()
+                        }
+                        // refused for good: no retry will change it
+                        Ok(r)
+                            if r.status().is_client_error()
+                                && !matches!(r.status().as_u16(), 408 | 429) =>
+                        {
+                            let status = r.status().as_u16();
+                            let body = r.text().await.unwrap_or_default();
+                            *refused
+                                .lock()
+                                .expect("lock")
+                                .entry(format!("HTTP {status}: {body}"))
+                                .or_default() += 1;
+                            return;
+                        }
+                        Ok(r) => format!("HTTP {}", r.status().as_u16()),
+                        Err(e) if e.is_timeout() => "timeout".to_owned(),
+                        Err(_) => "connection".to_owned(),
+                    };
+                    *refused.lock().expect("lock").entry(why).or_default() += 1;
+                    if attempt > 200 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }));
+    }
+
+    let t0 = Instant::now();
+    let kills: Arc<Mutex<Vec<Kill>>> = Arc::default();
+    let mut trackers = Vec::new();
+    let mut redis_restart: Option<(Duration, Duration)> = None;
+    let deadline = t0 + Duration::from_secs(args.deadline_secs);
+    let mut next_kill = t0 + Duration::from_millis(args.kill_every_ms);
+    let mut victim = 0;
+    let mut finished_at = None;
+    let mut next_report = t0;
+    loop {
+        let now = Instant::now();
+        if now >= next_report {
+            next_report += Duration::from_secs(5);
+            let c = queues.counts("ping").await.ok();
+            eprintln!(
+                "{:>5.1} s: {} acknowledged, refused {:?}; queue: {}",
+                t0.elapsed().as_secs_f64(),
+                acked.lock().expect("lock").len(),
+                refused.lock().expect("lock"),
+                c.map_or("unreachable".to_owned(), |c| format!(
+                    "{} waiting, {} active, {} retrying, {} completed, {} dead",
+                    c.waiting, c.active, c.retrying, c.completed_total, c.dead_total
+                ))
+            );
+        }
+        let enqueued = enqueuers.iter().all(|e| e.is_finished());
+        let acknowledged = acked.lock().expect("lock").len();
+        if enqueued && all_finished(&queues, acknowledged).await {
+            finished_at = Some(t0.elapsed());
+            break;
+        }
+        if now > deadline {
+            println!(
+                "deadline of {} s reached with jobs unfinished",
+                args.deadline_secs
+            );
+            break;
+        }
+        if args.redis_restart_after_ms > 0
+            && redis_restart.is_none()
+            && now >= t0 + Duration::from_millis(args.redis_restart_after_ms)
+        {
+            let at = t0.elapsed();
+            redis.kill().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let down = Instant::now();
+            redis.start().await?;
+            redis_restart = Some((at, down.elapsed() + Duration::from_secs(1)));
+        }
+        if now >= next_kill {
+            next_kill += Duration::from_millis(args.kill_every_ms);
+            let child = &mut workers[victim];
+            let pid = child.id().unwrap_or_default();
+            let held = held_by(&queues, pid).await.unwrap_or_default();
+            let _ = child.kill().await;
+            let killed_at = Instant::now();
+            workers[victim] = world.spawn("comet-worker", &[])?;
+            victim = (victim + 1) % workers.len();
+            let (queues, kills) = (queues.clone(), kills.clone());
+            let index = {
+                let mut k = kills.lock().expect("lock");
+                k.push(Kill {
+                    held: held.len(),
+                    recovered_after: None,
+                });
+                k.len() - 1
+            };
+            trackers.push(tokio::spawn(async move {
+                let marker = format!("-{pid}-");
+                let mut left = held;
+                while !left.is_empty() && killed_at.elapsed() < Duration::from_secs(300) {
+                    let mut still = Vec::new();
+                    for id in left {
+                        match queues.job("ping", id).await {
+                            // running again elsewhere, or finished
+                            Ok(Some(j))
+                                if j.state == JobState::Active
+                                    && !j.worker.as_deref().unwrap_or("").contains(&marker) => {}
+                            Ok(Some(j))
+                                if matches!(
+                                    j.state,
+                                    JobState::Completed | JobState::Dead | JobState::Cancelled
+                                ) => {}
+                            // gone from Redis: completed and archived
+                            Ok(None) => {}
+                            _ => still.push(id),
+                        }
+                    }
+                    left = still;
+                    if !left.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                if left.is_empty() {
+                    kills.lock().expect("lock")[index].recovered_after = Some(killed_at.elapsed());
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in trackers {
+        let _ = t.await;
+    }
+    for e in &enqueuers {
+        e.abort();
+    }
+
+    // every acknowledged job, read back
+    let database = sqlx::PgPool::connect(database_url).await?;
+    let acked = acked.lock().expect("lock").clone();
+    let (mut succeeded, mut dead, mut rerun, mut lost) = (0usize, 0usize, 0u64, Vec::new());
+    for id in &acked {
+        let job = match queues.job("ping", *id).await? {
+            Some(j) => Some(j),
+            None => shared::db::job_archive::get(&database, None, *id).await?,
+        };
+        match &job {
+            Some(j) if j.state == JobState::Completed => succeeded += 1,
+            Some(j) if j.state == JobState::Dead => dead += 1,
+            _ => lost.push(*id),
+        }
+        rerun += job.map_or(0, |j| u64::from(j.attempts.saturating_sub(1)));
+    }
+    for w in &mut workers {
+        let _ = w.kill().await;
+    }
+
+    let kills = kills.lock().expect("lock").clone();
+    let mut recoveries: Vec<f64> = kills
+        .iter()
+        .filter(|k| k.held > 0)
+        .filter_map(|k| k.recovered_after.map(|d| d.as_secs_f64()))
+        .collect();
+    recoveries.sort_by(f64::total_cmp);
+    let unrecovered = kills
+        .iter()
+        .filter(|k| k.held > 0 && k.recovered_after.is_none())
+        .count();
+    let pct = |p: f64| {
+        recoveries
+            .get(((recoveries.len() as f64 - 1.0) * p).round() as usize)
+            .map_or("-".to_owned(), |s| format!("{s:.1} s"))
+    };
+    let refused = refused.lock().expect("lock").clone();
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| enqueued (2xx) | {} of {} |", acked.len(), args.jobs);
+    println!(
+        "| enqueue requests refused or failed (retried) | {} {:?} |",
+        refused.values().sum::<usize>(),
+        refused
+    );
+    println!("| succeeded | {succeeded} |");
+    println!("| dead | {dead} |");
+    println!(
+        "| **lost** (acknowledged, never finished) | **{}** |",
+        lost.len()
+    );
+    println!(
+        "| re-run (attempts beyond a job's first: a killed worker's leases count) | {rerun} |"
+    );
+    println!(
+        "| workers killed (SIGKILL) | {} ({} holding jobs) |",
+        kills.len(),
+        kills.iter().filter(|k| k.held > 0).count()
+    );
+    println!(
+        "| kill to its jobs running again | p50 {}, p95 {}, max {} ({} kills not recovered) |",
+        pct(0.5),
+        pct(0.95),
+        pct(1.0),
+        unrecovered
+    );
+    match redis_restart {
+        Some((at, down)) => println!(
+            "| Redis SIGKILLed and restarted | at {:.1} s, down {:.1} s |",
+            at.as_secs_f64(),
+            down.as_secs_f64()
+        ),
+        None => println!("| Redis SIGKILLed and restarted | no |"),
+    }
+    println!(
+        "| all acknowledged jobs finished after | {} |",
+        finished_at.map_or("not within the deadline".to_owned(), |d| format!(
+            "{:.1} s",
+            d.as_secs_f64()
+        ))
+    );
+    if !lost.is_empty() {
+        println!("lost, first ten: {:?}", &lost[..lost.len().min(10)]);
+    }
+    Ok(lost.len())
+}
+
+/// Whether the queue has finished as many jobs as were acknowledged (the stats Redis keeps
+/// with each outcome, in the AOF), and holds none open.
+async fn all_finished(queues: &Queues, acked: usize) -> bool {
+    match queues.counts("ping").await {
+        Ok(c) => {
+            c.completed_total + c.dead_total >= acked as u64
+                && c.waiting + c.delayed + c.active + c.retrying == 0
+        }
+        Err(_) => false,
+    }
+}
+
+/// The ids of the jobs the worker process `pid` holds (active, leased by it).
+async fn held_by(queues: &Queues, pid: u32) -> anyhow::Result<Vec<Uuid>> {
+    let marker = format!("-{pid}-");
+    let (active, _) = queues.list("ping", JobState::Active, 0, 10_000).await?;
+    Ok(active
+        .into_iter()
+        .filter(|j| j.worker.as_deref().is_some_and(|w| w.contains(&marker)))
+        .map(|j| j.id)
+        .collect())
+}
