@@ -17,8 +17,15 @@
 //! - for each kill, the time until every job the killed worker held was running again under
 //!   another worker (or finished): bounded by the lease (`--lease-secs`) plus a maintenance pass.
 //!
-//! It exits non-zero on any loss. What it does not cover yet (issue 15): Redis Cluster (a master
-//! killed), and the API killed while it sends invitations (emails duplicated).
+//! Then, with `--invitations` (1,000 by default), a second phase: the demo admin invites that
+//! many addresses through the API (a loopback SMTP server receives the emails) while the API
+//! is SIGKILLed and restarted a third of the way and a worker two thirds of the way; a request
+//! that failed is sent again. It prints the acknowledged invitations, those made but
+//! unanswered (the API died after committing), the emails received, **the acknowledged ones
+//! without an email** (a loss) and the duplicate emails (a worker killed between the SMTP
+//! server's acceptance and the record of it sends again: at-least-once).
+//!
+//! It exits non-zero on any loss. Not covered yet (issue 15): Redis Cluster (a master killed).
 
 use std::{
     collections::HashMap,
@@ -34,6 +41,7 @@ use serde_json::{Value, json};
 use shared::{
     config::QueueSettings,
     queue::{JobState, Queues},
+    testing::smtp::SmtpServer,
 };
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::process::{Child, Command};
@@ -88,6 +96,10 @@ struct Args {
     /// Enqueue requests in flight at once.
     #[arg(long, default_value_t = 16)]
     enqueue_par: usize,
+    /// Invitations sent through the API in the second phase, while the API is SIGKILLed
+    /// (and restarted) once and a worker once; 0: no second phase.
+    #[arg(long, default_value_t = 1_000)]
+    invitations: usize,
 }
 
 /// A port no one listens on now.
@@ -284,6 +296,7 @@ async fn run(
     database_url: &str,
 ) -> anyhow::Result<usize> {
     let api_port = free_port()?;
+    let smtp = SmtpServer::start().await;
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
@@ -298,7 +311,10 @@ async fn run(
             ("JWT_SECRET", secret),
             ("PORT", api_port.to_string()),
             ("WORKER_PORT", "0".to_owned()),
-            ("WORKER_QUEUES", "ping".to_owned()),
+            ("WORKER_QUEUES", "ping,send_invitation".to_owned()),
+            ("SMTP_URL", smtp.url()),
+            ("RATE_LIMIT_INVITE_PER_USER", "1000000/1".to_owned()),
+            ("RATE_LIMIT_INVITE_PER_PROJECT", "1000000/1".to_owned()),
             ("QUEUE_CONCURRENCY", format!("ping={}", args.concurrency)),
             ("JOB_LEASE_SECS", args.lease_secs.to_string()),
             ("RATE_LIMIT_ENQUEUE_PER_PROJECT", "1000000/1".to_owned()),
@@ -315,7 +331,14 @@ async fn run(
         .collect(),
     };
     world.run("comet-api", &["migrate"]).await?;
-    world.run("comet-api", &["seed"]).await?;
+    let seeded = world.run("comet-api", &["seed"]).await?;
+    // the line after "demo admin token (…):" is the token of the demo admin user
+    let admin_token = seeded
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("demo admin token"))
+        .nth(1)
+        .map(|l| l.trim().to_owned())
+        .context("comet-api seed printed no demo admin token")?;
     let token = world
         .run(
             "comet-api",
@@ -334,23 +357,12 @@ async fn run(
         .find(|l| !l.is_empty())
         .context("comet-api token printed nothing")?
         .to_owned();
-    let _api = world.spawn("comet-api", &[("RUST_LOG", "error".into())])?;
+    let mut api = world.spawn("comet-api", &[("RUST_LOG", "error".into())])?;
     let base = format!("http://127.0.0.1:{api_port}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let started = Instant::now();
-    while http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .map_or(true, |r| !r.status().is_success())
-    {
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the API did not answer /health within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    healthy(&http, &base).await?;
     let mut workers: Vec<Child> = (0..args.workers)
         .map(|_| world.spawn("comet-worker", &[]))
         .collect::<anyhow::Result<_>>()?;
@@ -627,7 +639,231 @@ async fn run(
     if !lost.is_empty() {
         println!("lost, first ten: {:?}", &lost[..lost.len().min(10)]);
     }
-    Ok(lost.len())
+    let mut missing = 0;
+    if args.invitations > 0 {
+        let mut workers: Vec<Child> = (0..args.workers)
+            .map(|_| world.spawn("comet-worker", &[]))
+            .collect::<anyhow::Result<_>>()?;
+        let phase = Phase {
+            world: &world,
+            http: &http,
+            base: &base,
+            token: &admin_token,
+            queues: &queues,
+            smtp: &smtp,
+        };
+        missing = phase.invitations(args, &mut api, &mut workers).await?;
+        for w in &mut workers {
+            let _ = w.kill().await;
+        }
+    }
+    let _ = api.kill().await;
+    Ok(lost.len() + missing)
+}
+
+/// Waits until the API answers `/health`.
+async fn healthy(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success())
+    {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("the API did not answer /health within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// What the invitation phase works with.
+struct Phase<'a> {
+    world: &'a World,
+    http: &'a reqwest::Client,
+    base: &'a str,
+    token: &'a str,
+    queues: &'a Queues,
+    smtp: &'a SmtpServer,
+}
+
+/// How one invitation request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// 2xx: acknowledged, exactly one email is owed.
+    Acknowledged,
+    /// A retry found it done: an earlier request committed it but its answer was lost.
+    CommittedUnanswered,
+    /// Never accepted.
+    Refused,
+}
+
+impl Phase<'_> {
+    /// Sends the invitations while the API and a worker are SIGKILLed once each, waits for
+    /// their emails and prints what arrived; returns the acknowledged invitations without one.
+    async fn invitations(
+        &self,
+        args: &Args,
+        api: &mut Child,
+        workers: &mut [Child],
+    ) -> anyhow::Result<usize> {
+        let roles: Value = self
+            .http
+            .get(format!("{}/api/v1/roles", self.base))
+            .bearer_auth(self.token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let member = roles["data"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "member"))
+            .and_then(|r| r["id"].as_str())
+            .context("no member role")?
+            .to_owned();
+        let emails: Vec<String> = (0..args.invitations)
+            .map(|i| format!("chaos-{i}@example.com"))
+            .collect();
+        let outcomes: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for _ in 0..8 {
+            let (http, base, token) = (
+                self.http.clone(),
+                self.base.to_owned(),
+                self.token.to_owned(),
+            );
+            let (emails, outcomes, next, member) = (
+                emails.clone(),
+                outcomes.clone(),
+                next.clone(),
+                member.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(email) = emails.get(i) else { return };
+                    let mut outcome = Sent::Refused;
+                    for attempt in 0..600 {
+                        let sent = http
+                            .post(format!("{base}/api/v1/users/invite"))
+                            .bearer_auth(&token)
+                            .json(&json!({"email": email, "roleIds": [member]}))
+                            .send()
+                            .await;
+                        match sent.map(|r| r.status().as_u16()) {
+                            Ok(s) if (200..300).contains(&s) => {
+                                outcome = Sent::Acknowledged;
+                                break;
+                            }
+                            // the same address again: a request whose answer was lost made it
+                            Ok(409) if attempt > 0 => {
+                                outcome = Sent::CommittedUnanswered;
+                                break;
+                            }
+                            Ok(s) if (400..500).contains(&s) && s != 408 && s != 429 => break,
+                            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                    outcomes
+                        .lock()
+                        .expect("lock")
+                        .insert(email.clone(), outcome);
+                }
+            }));
+        }
+        // the API dies a third of the way, a worker two thirds of the way
+        let t0 = Instant::now();
+        let third = args.invitations / 3;
+        let count = |o: &Arc<Mutex<HashMap<String, Sent>>>| o.lock().expect("lock").len();
+        while count(&outcomes) < third && t0.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = api.kill().await;
+        let api_killed_at = count(&outcomes);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        *api = self
+            .world
+            .spawn("comet-api", &[("RUST_LOG", "error".into())])?;
+        healthy(self.http, self.base).await?;
+        while count(&outcomes) < 2 * third && t0.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = workers[0].kill().await;
+        workers[0] = self.world.spawn("comet-worker", &[])?;
+        for s in senders {
+            let _ = s.await;
+        }
+        let outcomes = outcomes.lock().expect("lock").clone();
+        let owed = outcomes
+            .values()
+            .filter(|o| matches!(o, Sent::Acknowledged | Sent::CommittedUnanswered))
+            .count();
+        // every invitation made has its job finished (sent, or dead)
+        let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+        loop {
+            let c = self.queues.counts("send_invitation").await.ok();
+            if c.is_some_and(|c| {
+                c.waiting + c.delayed + c.active + c.retrying == 0
+                    && c.completed_total + c.dead_total >= owed as u64
+            }) || Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut received: HashMap<String, usize> = HashMap::new();
+        for m in self.smtp.messages() {
+            for to in m.to {
+                *received.entry(to.to_lowercase()).or_default() += 1;
+            }
+        }
+        let acked: Vec<&String> = outcomes
+            .iter()
+            .filter(|(_, o)| **o == Sent::Acknowledged)
+            .map(|(e, _)| e)
+            .collect();
+        let missing: Vec<&&String> = acked
+            .iter()
+            .filter(|e| !received.contains_key(**e))
+            .collect();
+        let duplicates: usize = received.values().map(|n| n.saturating_sub(1)).sum();
+        let unanswered = outcomes
+            .values()
+            .filter(|o| **o == Sent::CommittedUnanswered)
+            .count();
+        let refused = outcomes.values().filter(|o| **o == Sent::Refused).count();
+        println!();
+        println!(
+            "| invitations (API SIGKILLed once after {api_killed_at} answers, a worker once) | value |"
+        );
+        println!("|---|---|");
+        println!(
+            "| acknowledged (2xx) | {} of {} |",
+            acked.len(),
+            args.invitations
+        );
+        println!(
+            "| made but unanswered (the API died before answering; a retry found it) | {unanswered} |"
+        );
+        println!("| never accepted | {refused} |");
+        println!("| emails received | {} |", received.values().sum::<usize>());
+        println!(
+            "| **acknowledged without an email** | **{}** |",
+            missing.len()
+        );
+        println!(
+            "| duplicate emails (a worker killed between the SMTP server's acceptance and the record of it) | {duplicates} |"
+        );
+        if !missing.is_empty() {
+            println!(
+                "without an email, first ten: {:?}",
+                &missing[..missing.len().min(10)]
+            );
+        }
+        Ok(missing.len())
+    }
 }
 
 /// Whether the queue has finished as many jobs as were acknowledged (the stats Redis keeps
