@@ -116,6 +116,22 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
         "job.dead events raised: one per project, queue, error fingerprint and window",
         [vec![]],
     );
+    export_at_zero(
+        Counter,
+        "comet_job_webhooks_total",
+        "Job lifecycle messages POSTed to subscribed endpoints, by type and outcome",
+        ["job.completed", "job.dead"].into_iter().flat_map(|event| {
+            ["ok", "failed"]
+                .into_iter()
+                .map(move |o| vec![("event", event.to_owned()), ("outcome", o.to_owned())])
+        }),
+    );
+    export_at_zero(
+        Counter,
+        "comet_job_webhooks_dropped_total",
+        "Job lifecycle messages not made: their project was at its open-jobs quota",
+        [vec![("reason", "quota".to_owned())]],
+    );
     shared::group_commit::metrics_at_zero(&["process_event", "deliver_notification"]);
     export_at_zero(
         Counter,

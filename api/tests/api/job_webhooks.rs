@@ -332,9 +332,15 @@ async fn a_finish_archived_again_is_told_once_and_a_later_finish_again() {
     let write = |job: shared::queue::JobRecord| {
         let pool = app.env.pool.clone();
         async move {
-            shared::db::job_archive::write(&pool, &[&job], &[], Duration::from_secs(60))
-                .await
-                .expect("write")
+            shared::db::job_archive::write(
+                &pool,
+                &[&job],
+                &[],
+                Duration::from_secs(60),
+                &Default::default(),
+            )
+            .await
+            .expect("write")
         }
     };
     let messages = || async {
@@ -361,5 +367,70 @@ async fn a_finish_archived_again_is_told_once_and_a_later_finish_again() {
     job.finished_at = Some(finished_at + chrono::Duration::seconds(5));
     assert_eq!(write(job.clone()).await.messages, 1);
     assert_eq!(messages().await, ["job.dead", "job.completed"]);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_project_at_its_open_jobs_quota_is_sent_no_job_messages_until_it_has_room() {
+    use shared::jobs::{EnqueueOptions, Job as _, Ping};
+    let receiver = Receiver::start().await;
+    let mut app = TestApp::spawn_with(|s| s.queue.max_open_per_project = 3).await;
+    let token = app.admin_token();
+    app.endpoint(
+        &token,
+        &subscribing(&receiver.url("/ok"), &["job.completed"], &[], false),
+    )
+    .await;
+    let project = app.project_id();
+    let ping = |run_at| {
+        let opts = EnqueueOptions {
+            run_at,
+            ..EnqueueOptions::default()
+        };
+        Ping::new(project).to_new_job(opts).expect("a job")
+    };
+    // three jobs wait for later: with the one that runs now the project is past its quota, and
+    // once that one completes it is at it, with no room for a message
+    let later_at = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+    let waiting: Vec<_> = (0..3).map(|_| ping(later_at)).collect();
+    app.env
+        .queues
+        .push_many("ping", &waiting)
+        .await
+        .expect("pushed");
+    let first = ping(None);
+    app.env.queues.push(&first).await.expect("pushed");
+    app.start_worker().await;
+    app.wait_for_state(&first.id.to_string(), "completed").await;
+    // archived without a message
+    shared::testing::eventually(Duration::from_secs(30), "the job archived", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_archive WHERE job_id = $1")
+            .bind(first.id)
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("count");
+        (n == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.received().is_empty(), "a message past the quota");
+
+    // room again: the next completion is told
+    for job in &waiting {
+        let resp = app.cancel_job(&job.id.to_string(), &token).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let second = ping(None);
+    app.env.queues.push(&second).await.expect("pushed");
+    let got = shared::testing::eventually(Duration::from_secs(30), "the message", || async {
+        let got = receiver.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        body_of(&got[0])["data"]["job"]["jobId"],
+        second.id.to_string()
+    );
     app.cleanup().await;
 }

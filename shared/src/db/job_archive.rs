@@ -12,7 +12,7 @@ use super::job_dead_alerts::Death;
 use crate::queue::{AttemptError, JobRecord, JobState, fingerprint::fingerprint};
 
 /// What [`write`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     /// Finished jobs upserted.
     pub written: u64,
@@ -20,26 +20,30 @@ pub struct Written {
     pub deleted: u64,
     /// Job lifecycle messages enqueued (`job_webhook` jobs, through the outbox).
     pub messages: usize,
+    /// Messages not made because their project was at its open-jobs quota, per project.
+    pub dropped: std::collections::HashMap<Uuid, u64>,
 }
 
 /// Writes a batch in one transaction: finished jobs upserted (a later copy of the same job
 /// replaces an earlier one unless it is older), jobs open again (a dead job retried) deleted,
 /// each new death counted into its dead-job alert window (`job_dead_alerts`, windows of
 /// `dead_alert_window`), and each new finish told to the endpoints of its project that
-/// subscribe to it (`job_webhook` jobs in the outbox; wake the relays after).
+/// subscribe to it (`job_webhook` jobs in the outbox; wake the relays after), within each
+/// project's `room` (see [`crate::jobs::lifecycle_jobs`]; a project not in it is not limited).
 pub async fn write(
     pool: &PgPool,
     finished: &[&JobRecord],
     reopened: &[Uuid],
     dead_alert_window: std::time::Duration,
+    room: &std::collections::HashMap<Uuid, u64>,
 ) -> Result<Written, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut written = 0;
     let fresh = new_finishes(&mut tx, finished).await?;
     let deaths = deaths(&fresh);
-    let messages = crate::jobs::lifecycle_jobs(&fresh.jobs, &fresh.subscribers)
+    let lifecycle = crate::jobs::lifecycle_jobs(&fresh.jobs, &fresh.subscribers, room)
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    super::outbox::insert_many(&mut tx, &messages).await?;
+    super::outbox::insert_many(&mut tx, &lifecycle.jobs).await?;
     if !finished.is_empty() {
         let mut ids = Vec::with_capacity(finished.len());
         let (mut queues, mut kinds, mut projects, mut states) = (vec![], vec![], vec![], vec![]);
@@ -133,7 +137,8 @@ pub async fn write(
     Ok(Written {
         written,
         deleted,
-        messages: messages.len(),
+        messages: lifecycle.jobs.len(),
+        dropped: lifecycle.dropped,
     })
 }
 
@@ -156,13 +161,7 @@ async fn new_finishes<'a>(
     finished: &[&'a JobRecord],
 ) -> Result<Finishes<'a>, sqlx::Error> {
     let told = |j: &JobRecord| matches!(j.state, JobState::Completed | JobState::Dead);
-    let mut projects: Vec<Uuid> = finished
-        .iter()
-        .filter(|j| told(j))
-        .filter_map(|j| j.project_id)
-        .collect();
-    projects.sort_unstable();
-    projects.dedup();
+    let projects = told_projects(finished);
     let subscribers = if projects.is_empty() {
         Vec::new()
     } else {
@@ -204,6 +203,19 @@ async fn new_finishes<'a>(
         })
         .collect();
     Ok(Finishes { jobs, subscribers })
+}
+
+/// The projects of the completed and dead jobs of `finished`, the ones that may be told of
+/// them (sorted, once each).
+pub fn told_projects(finished: &[&JobRecord]) -> Vec<Uuid> {
+    let mut projects: Vec<Uuid> = finished
+        .iter()
+        .filter(|j| matches!(j.state, JobState::Completed | JobState::Dead))
+        .filter_map(|j| j.project_id)
+        .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    projects
 }
 
 /// The new deaths among `fresh`, for their alert windows.

@@ -341,6 +341,20 @@ pub async fn job_subscribers(
         .collect())
 }
 
+/// Those of `projects` with an enabled endpoint that takes some job message.
+pub async fn job_subscriber_projects(
+    pool: &PgPool,
+    projects: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT project_id FROM webhook_endpoints \
+         WHERE project_id = ANY($1) AND enabled AND cardinality(job_events) > 0",
+    )
+    .bind(projects)
+    .fetch_all(pool)
+    .await
+}
+
 /// What recording a delivery's result did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Recorded {

@@ -10,7 +10,7 @@
 //! dead job retried, or deleted). Jobs of this queue never feed it, or one message would
 //! make another forever.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -191,11 +191,18 @@ impl Job for JobWebhook {
 /// the jobs of `finished` that completed or went dead, have a project and are not themselves
 /// `job_webhook` jobs. `subscribers`: the projects' enabled endpoints that take some job
 /// message. Each is keyed by its message and endpoint, so a second enqueue adds no job.
+///
+/// `room`: how many more open jobs each project may have (its quota less its open jobs; a
+/// project not in it is not limited). Messages past a project's room are not made: they are
+/// returned as dropped, for the caller to count and log, as a project at its quota gets no new
+/// job by any other path either.
 pub fn lifecycle_jobs(
     finished: &[&JobRecord],
     subscribers: &[(Uuid, Endpoint)],
-) -> Result<Vec<NewJob>, serde_json::Error> {
-    let mut jobs = Vec::new();
+    room: &HashMap<Uuid, u64>,
+) -> Result<Lifecycle, serde_json::Error> {
+    let mut made = Lifecycle::default();
+    let mut left = room.clone();
     for job in finished {
         let (Some(project), Some(event)) = (job.project_id, JobEvent::of(job.state)) else {
             continue;
@@ -208,6 +215,13 @@ pub fn lifecycle_jobs(
             .iter()
             .filter(|(p, e)| *p == project && e.takes_job(event.as_str(), &job.queue))
         {
+            if let Some(left) = left.get_mut(&project) {
+                if *left == 0 {
+                    *made.dropped.entry(project).or_default() += 1;
+                    continue;
+                }
+                *left -= 1;
+            }
             let message = JobWebhook {
                 project_id: project,
                 endpoint_id: endpoint.endpoint_id,
@@ -223,10 +237,19 @@ pub fn lifecycle_jobs(
                 request_id: job.request_id.clone(),
                 ..EnqueueOptions::default()
             };
-            jobs.push(message.to_new_job(opts)?);
+            made.jobs.push(message.to_new_job(opts)?);
         }
     }
-    Ok(jobs)
+    Ok(made)
+}
+
+/// What [`lifecycle_jobs`] made.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// The messages' jobs.
+    pub jobs: Vec<NewJob>,
+    /// Messages not made, per project at its open-jobs quota.
+    pub dropped: HashMap<Uuid, u64>,
 }
 
 #[cfg(test)]
@@ -297,7 +320,7 @@ mod tests {
             record(JobState::Dead, "ping", None),           // none: no project
         ];
         let refs: Vec<&JobRecord> = jobs.iter().collect();
-        let made = lifecycle_jobs(&refs, &subs).unwrap();
+        let made = lifecycle_jobs(&refs, &subs, &HashMap::new()).unwrap().jobs;
         let messages: Vec<JobWebhook> = made
             .iter()
             .map(|j| serde_json::from_value(j.payload.clone()).unwrap())
@@ -321,6 +344,29 @@ mod tests {
         // one message id per finish, whichever endpoint; idempotency keys per endpoint
         assert_eq!(messages[0].message_id(), messages[1].message_id());
         assert_ne!(made[0].idempotency_key, made[1].idempotency_key);
+    }
+
+    #[test]
+    fn a_project_at_its_quota_gets_no_more_messages_and_they_are_counted() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let subs = vec![
+            (a, endpoint(&["job.completed"], &[])),
+            (a, endpoint(&["job.completed"], &[])),
+            (b, endpoint(&["job.completed"], &[])),
+        ];
+        let jobs: Vec<JobRecord> = (0..3)
+            .map(|_| record(JobState::Completed, "ping", Some(a)))
+            .chain([record(JobState::Completed, "ping", Some(b))])
+            .collect();
+        let refs: Vec<&JobRecord> = jobs.iter().collect();
+        // a may open 4 more jobs: 4 of its 6 messages; b is not limited
+        let made = lifecycle_jobs(&refs, &subs, &HashMap::from([(a, 4)])).unwrap();
+        assert_eq!(made.jobs.iter().filter(|j| j.project_id == a).count(), 4);
+        assert_eq!(made.jobs.iter().filter(|j| j.project_id == b).count(), 1);
+        assert_eq!(made.dropped, HashMap::from([(a, 2)]));
+        let none = lifecycle_jobs(&refs, &subs, &HashMap::from([(a, 0), (b, 0)])).unwrap();
+        assert!(none.jobs.is_empty());
+        assert_eq!(none.dropped, HashMap::from([(a, 6), (b, 1)]));
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! (project, queue, error fingerprint) and window, with the count
 //! (`comet_dead_job_alerts_total`).
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use shared::{
     db,
@@ -58,17 +58,25 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
             ArchivedJob::Gone(_) => {}
         }
     }
+    let room = message_room(pool, queues, &finished).await?;
     let db::job_archive::Written {
         written,
         deleted: reopened,
         messages,
+        dropped,
     } = db::job_archive::write(
         pool,
         &finished,
         &reopened,
         queues.settings().dead_alert_window,
+        &room,
     )
     .await?;
+    for (project, n) in dropped {
+        metrics::counter!("comet_job_webhooks_dropped_total", "reason" => "quota").increment(n);
+        tracing::warn!(%project, messages = n, queue,
+            "job lifecycle messages not sent: the project is at its open-jobs quota");
+    }
     if messages > 0 {
         // the relays poll too: a lost wake only delays the messages
         if let Err(e) = queues.publish_outbox_wake().await {
@@ -82,6 +90,27 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
         reopened,
         forgotten,
     })
+}
+
+/// How many job lifecycle messages each project of the batch with subscribed endpoints may
+/// still be sent: its open-jobs quota (`JOB_MAX_OPEN_PER_PROJECT`) less its open jobs, as for
+/// any other job of it. One Postgres look-up per batch; one Redis round trip per such project.
+async fn message_room(
+    pool: &PgPool,
+    queues: &Queues,
+    finished: &[&shared::queue::JobRecord],
+) -> anyhow::Result<HashMap<uuid::Uuid, u64>> {
+    let projects = db::job_archive::told_projects(finished);
+    let mut room = HashMap::new();
+    if projects.is_empty() {
+        return Ok(room);
+    }
+    let quota = queues.settings().max_open_per_project;
+    for project in db::webhook_endpoints::job_subscriber_projects(pool, &projects).await? {
+        let open = queues.open_jobs(QUEUES, project).await?;
+        room.insert(project, quota.saturating_sub(open));
+    }
+    Ok(room)
 }
 
 fn is_finished(state: shared::queue::JobState) -> bool {
