@@ -1,9 +1,17 @@
 //! Sessions, revocation and rate limits, in Redis (shared by every API process).
 //!
 //! Keys under `<prefix>:auth:`:
-//! - `session:<jti>` hash (user, project, issued, expires, user agent, ip), expiring with the
-//!   token; `user-sessions:<user>` set of the user's jtis.
-//! - `revoked-jti:<jti>`: a logged-out or revoked token, kept for its remaining life.
+//! - `session:{u:<user>}:<jti>` hash (user, project, issued, expires, user agent, ip), expiring
+//!   with the token; `user-sessions:{u:<user>}` set of the user's jtis.
+//! - `revoked-jti:{u:<user>}:<jti>` (`revoked-jti:{t:<jti>}:<jti>` for a token without a user): a
+//!   logged-out or revoked token, kept for its remaining life.
+//!
+//!   A user's session records, session set and revocation markers share the hash tag
+//!   `{u:<user>}`, so the writes that touch several of them at once (`MULTI`: a login, a
+//!   revocation) stay on one Redis Cluster slot. Before 2026-12-05 they had no tag
+//!   (`session:<jti>`, `user-sessions:<user>`, `revoked-jti:<jti>`): those keys are still read
+//!   (a revocation marker, a session) and cleaned up, outside any `MULTI`, until they expire
+//!   with their tokens; [`LEGACY_KEYS_UNTIL`] says until when that reading is needed at most.
 //! - `revoked-before:<user>`: "tokens issued before T (ms) are revoked", written synchronously
 //!   by deactivation and role changes, kept for one token lifetime.
 //! - `project-states` hash: project id → `<state>@<version>` (`active`, `suspended` or
@@ -45,6 +53,13 @@ pub fn revocation_ttl(expires: i64) -> Duration {
         .max(1) as u64;
     Duration::from_secs(remaining).min(MAX_REVOCATION)
 }
+
+/// The untagged session keys of releases before 2026-12-05 live at most as long as the tokens
+/// they were written for: `JWT_TTL_SECS` for a login's token, longer only for tokens minted by
+/// hand with `comet-api token --ttl`. Reading them can be dropped once every such token has
+/// expired.
+pub const LEGACY_KEYS_UNTIL: &str =
+    "every token issued before the upgrade to 2026-12-05 has expired";
 
 /// The session store.
 #[derive(Clone)]
@@ -110,6 +125,29 @@ impl Sessions {
         format!("{}{kind}:{id}", self.prefix)
     }
 
+    /// A user's session record.
+    fn session_key(&self, user: Uuid, jti: Uuid) -> String {
+        format!("{}session:{{u:{user}}}:{jti}", self.prefix)
+    }
+
+    /// A user's set of session ids.
+    fn sessions_key(&self, user: Uuid) -> String {
+        format!("{}user-sessions:{{u:{user}}}", self.prefix)
+    }
+
+    /// A token's revocation marker: tagged with its user's tag, or its own id without a user.
+    fn revoked_key(&self, user: Option<Uuid>, jti: Uuid) -> String {
+        match user {
+            Some(u) => format!("{}revoked-jti:{{u:{u}}}:{jti}", self.prefix),
+            None => format!("{}revoked-jti:{{t:{jti}}}:{jti}", self.prefix),
+        }
+    }
+
+    /// A key of the untagged layout before 2026-12-05 (read until it expires).
+    fn legacy_key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        self.key(kind, id)
+    }
+
     /// The time on the shared clock, Redis `TIME`, in milliseconds since the epoch. Token issue
     /// times and revocation markers are both read from it, so API hosts whose clocks disagree
     /// still agree on which tokens a revocation covers.
@@ -140,14 +178,24 @@ impl Sessions {
             .query_async(&mut conn)
             .await?;
         let mut removed = 0;
+        let set_prefix = format!("{}user-sessions:", self.prefix);
         for key in &keys {
             let jtis: Vec<String> = conn.smembers(key).await?;
             if jtis.is_empty() {
                 continue;
             }
+            // `{u:<user>}`: the tagged layout; anything else: a legacy set, of legacy records
+            let user = key
+                .strip_prefix(&set_prefix)
+                .and_then(|rest| rest.strip_prefix("{u:"))
+                .and_then(|rest| rest.strip_suffix('}'))
+                .and_then(|u| Uuid::parse_str(u).ok());
             let mut pipe = redis::pipe();
             for jti in &jtis {
-                pipe.exists(format!("{}session:{jti}", self.prefix));
+                pipe.exists(match (user, Uuid::parse_str(jti)) {
+                    (Some(u), Ok(j)) => self.session_key(u, j),
+                    _ => self.legacy_key("session", jti),
+                });
             }
             let alive: Vec<bool> = pipe.query_async(&mut conn).await?;
             let dead: Vec<&String> = jtis
@@ -189,10 +237,12 @@ impl Sessions {
     ) -> redis::RedisResult<()> {
         let ttl = (claims.exp - claims.iat).max(1);
         let mut conn = self.conn.clone();
+        let record = self.session_key(user_id, claims.jti);
+        let set = self.sessions_key(user_id);
         redis::pipe()
             .atomic()
             .hset_multiple(
-                self.key("session", claims.jti),
+                &record,
                 &[
                     ("user", user_id.to_string()),
                     ("project", claims.project_id.to_string()),
@@ -203,9 +253,9 @@ impl Sessions {
                     ("ip", ip.to_owned()),
                 ],
             )
-            .expire(self.key("session", claims.jti), ttl)
-            .sadd(self.key("user-sessions", user_id), claims.jti.to_string())
-            .expire(self.key("user-sessions", user_id), ttl)
+            .expire(&record, ttl)
+            .sadd(&set, claims.jti.to_string())
+            .expire(&set, ttl)
             .query_async::<()>(&mut conn)
             .await
     }
@@ -213,29 +263,40 @@ impl Sessions {
     /// The live sessions of a user.
     pub async fn of_user(&self, user_id: Uuid) -> redis::RedisResult<Vec<Session>> {
         let mut conn = self.conn.clone();
-        let jtis: Vec<String> = conn.smembers(self.key("user-sessions", user_id)).await?;
         let mut out = Vec::new();
-        for jti in jtis {
-            let Ok(jti) = Uuid::parse_str(&jti) else {
-                continue;
+        // the tagged set, then the legacy one (sessions from before 2026-12-05)
+        for legacy in [false, true] {
+            let set = if legacy {
+                self.legacy_key("user-sessions", user_id)
+            } else {
+                self.sessions_key(user_id)
             };
-            let (expires, issued, issued_ms): (Option<i64>, Option<i64>, Option<i64>) =
-                redis::cmd("HMGET")
-                    .arg(self.key("session", jti))
-                    .arg(&["expires", "issued", "issued_ms"])
-                    .query_async(&mut conn)
-                    .await?;
-            match expires {
-                Some(expires) => out.push(Session {
-                    jti,
-                    user_id,
-                    expires,
-                    issued_ms: issued_ms.or(issued.map(|s| s * 1000)).unwrap_or(0),
-                }),
-                None => {
-                    let _: i64 = conn
-                        .srem(self.key("user-sessions", user_id), jti.to_string())
+            let jtis: Vec<String> = conn.smembers(&set).await?;
+            for jti in jtis {
+                let Ok(jti) = Uuid::parse_str(&jti) else {
+                    continue;
+                };
+                let record = if legacy {
+                    self.legacy_key("session", jti)
+                } else {
+                    self.session_key(user_id, jti)
+                };
+                let (expires, issued, issued_ms): (Option<i64>, Option<i64>, Option<i64>) =
+                    redis::cmd("HMGET")
+                        .arg(&record)
+                        .arg(&["expires", "issued", "issued_ms"])
+                        .query_async(&mut conn)
                         .await?;
+                match expires {
+                    Some(expires) => out.push(Session {
+                        jti,
+                        user_id,
+                        expires,
+                        issued_ms: issued_ms.or(issued.map(|s| s * 1000)).unwrap_or(0),
+                    }),
+                    None => {
+                        let _: i64 = conn.srem(&set, jti.to_string()).await?;
+                    }
                 }
             }
         }
@@ -253,13 +314,21 @@ impl Sessions {
         let remaining = revocation_ttl(expires).as_secs();
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
+        // one slot: the marker, the record and the set share the user's tag
         pipe.atomic()
-            .set_ex(self.key("revoked-jti", jti), 1, remaining)
-            .del(self.key("session", jti));
+            .set_ex(self.revoked_key(user_id, jti), 1, remaining);
         if let Some(u) = user_id {
-            pipe.srem(self.key("user-sessions", u), jti.to_string());
+            pipe.del(self.session_key(u, jti))
+                .srem(self.sessions_key(u), jti.to_string());
         }
-        pipe.query_async::<()>(&mut conn).await
+        pipe.query_async::<()>(&mut conn).await?;
+        // a session from before 2026-12-05, untagged: cleaned up outside the MULTI
+        let mut legacy = redis::pipe();
+        legacy.del(self.legacy_key("session", jti));
+        if let Some(u) = user_id {
+            legacy.srem(self.legacy_key("user-sessions", u), jti.to_string());
+        }
+        legacy.query_async::<()>(&mut conn).await
     }
 
     /// Marks every token of the user issued before `before_ms` as revoked, for `token_ttl`.
@@ -290,18 +359,21 @@ impl Sessions {
         let mut conn = self.conn.clone();
         let user = Uuid::parse_str(&claims.sub).ok();
         let mut pipe = redis::pipe();
-        pipe.exists(self.key("revoked-jti", claims.jti));
+        pipe.exists(self.revoked_key(user, claims.jti));
+        // a revocation written before 2026-12-05 (untagged), until it expires
+        pipe.exists(self.legacy_key("revoked-jti", claims.jti));
         pipe.hget(self.states_key(), claims.project_id.to_string());
         if let Some(u) = user {
             pipe.get(self.key("revoked-before", u));
         }
-        let (revoked, blocked, before): (bool, Option<String>, Option<i64>) = if user.is_some() {
-            pipe.query_async(&mut conn).await?
-        } else {
-            let (r, b): (bool, Option<String>) = pipe.query_async(&mut conn).await?;
-            (r, b, None)
-        };
-        if revoked || before.is_some_and(|t| claims.iat_ms < t) {
+        let (revoked, legacy, blocked, before): (bool, bool, Option<String>, Option<i64>) =
+            if user.is_some() {
+                pipe.query_async(&mut conn).await?
+            } else {
+                let (r, l, b): (bool, bool, Option<String>) = pipe.query_async(&mut conn).await?;
+                (r, l, b, None)
+            };
+        if revoked || legacy || before.is_some_and(|t| claims.iat_ms < t) {
             Ok(Verdict::Revoked)
         } else if let Some(block) = blocked
             .as_deref()

@@ -606,9 +606,12 @@ async fn the_session_sweep_removes_only_dead_ids_from_the_users_session_sets() {
     // one session's record expired with its token (the set member stays behind)
     let prefix = app.env.settings.redis.prefix.clone();
     let mut conn = app.env.queues.connection();
-    let _: i64 = redis::AsyncCommands::del(&mut conn, format!("{prefix}:auth:session:{}", jtis[0]))
-        .await
-        .expect("del");
+    let _: i64 = redis::AsyncCommands::del(
+        &mut conn,
+        format!("{prefix}:auth:session:{{u:{user}}}:{}", jtis[0]),
+    )
+    .await
+    .expect("del");
 
     let job = app.run_sweep("sweep_sessions").await;
     assert_eq!(job["result"]["removed"], 1, "{job}");
@@ -620,10 +623,12 @@ async fn the_session_sweep_removes_only_dead_ids_from_the_users_session_sets() {
         .into_iter()
         .map(|s| s.jti)
         .collect();
-    let members: Vec<String> =
-        redis::AsyncCommands::smembers(&mut conn, format!("{prefix}:auth:user-sessions:{user}"))
-            .await
-            .expect("members");
+    let members: Vec<String> = redis::AsyncCommands::smembers(
+        &mut conn,
+        format!("{prefix}:auth:user-sessions:{{u:{user}}}"),
+    )
+    .await
+    .expect("members");
     assert_eq!(members.len(), 2, "{members:?}");
     left.sort();
     let mut live = jtis[1..].to_vec();

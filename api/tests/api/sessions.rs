@@ -505,3 +505,111 @@ async fn without_trusted_proxies_x_forwarded_for_cannot_dodge_the_per_ip_limit()
         .collect();
     assert_eq!(ips, ["127.0.0.1", "127.0.0.1"]);
 }
+
+/// What Redis Cluster hashes of a key: the text inside its first `{…}` when not empty, else the
+/// whole key.
+fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|s| {
+            let rest = &key[s + 1..];
+            rest.find('}').filter(|e| *e > 0).map(|e| &rest[..e])
+        })
+        .unwrap_or(key)
+}
+
+#[tokio::test]
+async fn a_users_session_keys_share_one_cluster_slot_and_untagged_ones_from_before_still_count() {
+    use redis::AsyncCommands;
+    use shared::{
+        auth::Claims,
+        sessions::{Sessions, Verdict},
+    };
+    let app = TestApp::spawn().await;
+    let sessions = Sessions::new(&app.env.queues);
+    let user = Uuid::now_v7();
+    let claims = || Claims::new(&user.to_string(), app.project_id(), vec![], 600);
+    let (kept, revoked) = (claims(), claims());
+    for c in [&kept, &revoked] {
+        sessions
+            .create(c, user, "test", "127.0.0.1")
+            .await
+            .expect("session");
+    }
+    sessions
+        .revoke_jti(Some(user), revoked.jti, revoked.exp)
+        .await
+        .expect("revoke");
+    let auth = format!("{}:auth:", app.env.settings.redis.prefix);
+    let mut conn = app.env.queues.connection();
+    let keys: Vec<String> = conn.keys(format!("{auth}*")).await.expect("keys");
+    let mine: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains(&user.to_string()))
+        .collect();
+    // the record, the set and the marker: what a login and a revocation write in one MULTI
+    let kinds: Vec<&str> = mine
+        .iter()
+        .map(|k| k.trim_start_matches(&auth).split(':').next().unwrap_or(""))
+        .collect();
+    for kind in ["session", "user-sessions", "revoked-jti"] {
+        assert!(kinds.contains(&kind), "no {kind} key in {mine:?}");
+    }
+    let tag = format!("u:{user}");
+    for key in &mine {
+        assert_eq!(hash_tag(key), tag, "{key} is not on the user's slot");
+    }
+    assert_eq!(sessions.check(&revoked).await.unwrap(), Verdict::Revoked);
+    assert_eq!(sessions.check(&kept).await.unwrap(), Verdict::Valid);
+
+    // keys written before the tags (untagged): a revocation still refuses its token, a session
+    // is still listed, and revoking it cleans it up
+    let (old_revoked, old_session) = (claims(), claims());
+    let _: () = conn
+        .set_ex(format!("{auth}revoked-jti:{}", old_revoked.jti), 1, 600)
+        .await
+        .expect("set");
+    assert_eq!(
+        sessions.check(&old_revoked).await.unwrap(),
+        Verdict::Revoked
+    );
+    let record = format!("{auth}session:{}", old_session.jti);
+    let set = format!("{auth}user-sessions:{user}");
+    let _: () = conn
+        .hset_multiple(
+            &record,
+            &[
+                ("user", user.to_string()),
+                ("expires", old_session.exp.to_string()),
+                ("issued", old_session.iat.to_string()),
+            ],
+        )
+        .await
+        .expect("hset");
+    let _: () = conn
+        .sadd(&set, old_session.jti.to_string())
+        .await
+        .expect("sadd");
+    let listed: Vec<Uuid> = sessions
+        .of_user(user)
+        .await
+        .expect("sessions")
+        .into_iter()
+        .map(|s| s.jti)
+        .collect();
+    assert!(
+        listed.contains(&old_session.jti) && listed.contains(&kept.jti),
+        "{listed:?}"
+    );
+    sessions
+        .revoke_jti(Some(user), old_session.jti, old_session.exp)
+        .await
+        .expect("revoke");
+    assert_eq!(
+        sessions.check(&old_session).await.unwrap(),
+        Verdict::Revoked
+    );
+    let left: bool = conn.exists(&record).await.expect("exists");
+    assert!(!left, "the untagged record is deleted");
+    let members: Vec<String> = conn.smembers(&set).await.expect("smembers");
+    assert!(members.is_empty(), "{members:?}");
+}

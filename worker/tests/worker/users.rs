@@ -718,7 +718,7 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
     let auth = format!("{}:auth:", env.queues.prefix());
     for (claims, life) in [(&long, 3600), (&short, 600)] {
         let ttl: i64 = redis
-            .ttl(format!("{auth}revoked-jti:{}", claims.jti))
+            .ttl(format!("{auth}revoked-jti:{{u:{user}}}:{}", claims.jti))
             .await
             .unwrap();
         assert!(
@@ -726,7 +726,7 @@ async fn revoke_sessions_blacklists_every_live_token_of_the_user_for_its_remaini
             "ttl {ttl} for a {life} s token"
         );
         let record: bool = redis
-            .exists(format!("{auth}session:{}", claims.jti))
+            .exists(format!("{auth}session:{{u:{user}}}:{}", claims.jti))
             .await
             .unwrap();
         assert!(!record, "the session record is deleted");
