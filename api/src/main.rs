@@ -98,8 +98,10 @@ async fn main() -> anyhow::Result<()> {
             let claims = Claims::new(
                 &user.to_string(),
                 project,
+                // every project permission: a project's token cannot use a platform one
                 comet_api::auth::ALL
                     .iter()
+                    .filter(|p| !shared::permissions::is_platform_only(p))
                     .map(|p| (*p).to_owned())
                     .collect(),
                 settings.auth.jwt_ttl.as_secs() as i64,
