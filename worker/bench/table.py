@@ -42,6 +42,8 @@ def fmt(v, unit):
         return f"{v:.2f}"
     if unit == "MiB":
         return f"{v:.1f}"
+    if unit == "bytes":
+        return f"{v:,.0f}"
     return f"{v:.2f}"
 
 
@@ -126,6 +128,18 @@ def main():
     row("worker peak RSS (process runs, max over c)", "MiB", peak_rss(comet, "process"),
         peak_rss(bull, "process"), 0.25, False,
         peak_rss([r for r in ref if r.get("op") == "process-removeOnComplete"], "process"))
+
+    def waiting_bytes(rows):
+        # Redis bytes per waiting no-op job: MEMORY USAGE summed over the system's own keys
+        # after `fill`, before the run (median over the process runs)
+        vals = [r["redis_mb_before"] * 2 ** 20 / r["n"] for r in rows
+                if str(r.get("op", "")).startswith("process") and r.get("redis_mb_before")
+                and r.get("n")]
+        return statistics.median(vals) if vals else None
+
+    row("Redis bytes per waiting no-op job (after fill)", "bytes", waiting_bytes(comet),
+        waiting_bytes(bull), 1.0, False,
+        waiting_bytes([r for r in ref if r.get("op") == "process-removeOnComplete"]))
     table = "\n".join(lines)
 
     # Where the Redis time goes: per-job cost on the server, from INFO deltas.

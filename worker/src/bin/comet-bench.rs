@@ -161,6 +161,36 @@ struct RedisCounters {
     scripts: u64,
 }
 
+/// Bytes held by the bench's own keys: the sum of `MEMORY USAGE` over every key under the
+/// prefix, as the BullMQ peer measures its own (`prefixMemory`). Returns (bytes, keys).
+async fn prefix_memory(queues: &Queues) -> anyhow::Result<(u64, u64)> {
+    let mut conn = queues.connection();
+    let (mut cursor, mut bytes, mut keys) = (0u64, 0u64, 0u64);
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}:*", queues.prefix()))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !page.is_empty() {
+            let mut pipe = redis::pipe();
+            for k in &page {
+                pipe.cmd("MEMORY").arg("USAGE").arg(k);
+            }
+            let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+            bytes += sizes.into_iter().flatten().sum::<u64>();
+            keys += page.len() as u64;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok((bytes, keys));
+        }
+    }
+}
+
 async fn redis_counters(queues: &Queues) -> anyhow::Result<RedisCounters> {
     let mut conn = queues.connection();
     let info: String = redis::cmd("INFO").arg("all").query_async(&mut conn).await?;
@@ -382,6 +412,8 @@ async fn work(queues: &Queues, n: usize, concurrency: usize) -> anyhow::Result<(
     if w != n as u64 {
         bail!("expected {n} waiting jobs (run `fill` first), found {w}");
     }
+    // what the n waiting jobs hold, before any runs (the BullMQ peer's `redis_mb_before`)
+    let (waiting_bytes, waiting_keys) = prefix_memory(queues).await?;
     production_telemetry();
     let probe = Arc::new(Probe {
         ran: AtomicUsize::new(0),
@@ -403,6 +435,8 @@ async fn work(queues: &Queues, n: usize, concurrency: usize) -> anyhow::Result<(
         "op": "process-keepResults", "conc": concurrency, "n": n, "secs": secs,
         "jobs_per_s": n as f64 / secs, "fetch_batch": queues.settings().fetch_batch,
         "completed": c.completed, "runs": probe.ran.load(Ordering::SeqCst),
+        "redis_mb_before": waiting_bytes as f64 / f64::from(1u32 << 20),
+        "redis_keys_before": waiting_keys,
     });
     if let (Some(o), serde_json::Value::Object(f)) =
         (o.as_object_mut(), per_job(rc0, rc1, n as f64))
