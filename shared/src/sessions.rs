@@ -322,9 +322,13 @@ impl Sessions {
                 .srem(self.sessions_key(u), jti.to_string());
         }
         pipe.query_async::<()>(&mut conn).await?;
-        // a session from before 2026-12-05, untagged: cleaned up outside the MULTI
+        // a session from before 2026-12-05, untagged: cleaned up outside the MULTI; and the
+        // untagged marker too, which API processes of the previous release read (a rolling
+        // upgrade runs both): drop it in the release after this one
         let mut legacy = redis::pipe();
-        legacy.del(self.legacy_key("session", jti));
+        legacy
+            .set_ex(self.legacy_key("revoked-jti", jti), 1, remaining)
+            .del(self.legacy_key("session", jti));
         if let Some(u) = user_id {
             legacy.srem(self.legacy_key("user-sessions", u), jti.to_string());
         }

@@ -329,7 +329,7 @@ async fn dead_jobs_group_by_fingerprint_with_counts_and_first_and_last_seen() {
         &refs,
         &[],
         std::time::Duration::from_secs(60),
-        &Default::default(),
+        None,
     )
     .await
     .expect("write");

@@ -262,6 +262,23 @@ async fn job_subscriptions_are_validated_shown_and_changed_with_an_audit_entry()
     assert_eq!(plain["jobEvents"], json!([]));
     assert_eq!(plain["notifications"], true);
 
+    // job messages carry results and errors: following them needs jobs:read as well
+    let hooks_only = app.token(&["webhooks:manage"]);
+    let refused = assert_error(
+        app.create_endpoint(&hooks_only, &subscribing(url, &["job.dead"], &[], true))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    )
+    .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("jobs:read")),
+        "{refused}"
+    );
+    app.endpoint(&hooks_only, &endpoint_body(url, &[])).await;
+
     let id = created["id"].as_str().unwrap();
     let resp = send(
         app.authed(
@@ -332,15 +349,9 @@ async fn a_finish_archived_again_is_told_once_and_a_later_finish_again() {
     let write = |job: shared::queue::JobRecord| {
         let pool = app.env.pool.clone();
         async move {
-            shared::db::job_archive::write(
-                &pool,
-                &[&job],
-                &[],
-                Duration::from_secs(60),
-                &Default::default(),
-            )
-            .await
-            .expect("write")
+            shared::db::job_archive::write(&pool, &[&job], &[], Duration::from_secs(60), None)
+                .await
+                .expect("write")
         }
     };
     let messages = || async {

@@ -560,6 +560,16 @@ async fn a_users_session_keys_share_one_cluster_slot_and_untagged_ones_from_befo
     }
     assert_eq!(sessions.check(&revoked).await.unwrap(), Verdict::Revoked);
     assert_eq!(sessions.check(&kept).await.unwrap(), Verdict::Valid);
+    // API processes of the previous release read the untagged marker only: it is written too
+    // (a rolling upgrade runs both)
+    let legacy_marker: bool = conn
+        .exists(format!("{auth}revoked-jti:{}", revoked.jti))
+        .await
+        .expect("exists");
+    assert!(
+        legacy_marker,
+        "the untagged marker for the previous release"
+    );
 
     // keys written before the tags (untagged): a revocation still refuses its token, a session
     // is still listed, and revoking it cleans it up

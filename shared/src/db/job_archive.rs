@@ -29,13 +29,13 @@ pub struct Written {
 /// each new death counted into its dead-job alert window (`job_dead_alerts`, windows of
 /// `dead_alert_window`), and each new finish told to the endpoints of its project that
 /// subscribe to it (`job_webhook` jobs in the outbox; wake the relays after), within each
-/// project's `room` (see [`crate::jobs::lifecycle_jobs`]; a project not in it is not limited).
+/// project's `room` (see [`crate::jobs::lifecycle_jobs`]; `None`: not limited).
 pub async fn write(
     pool: &PgPool,
     finished: &[&JobRecord],
     reopened: &[Uuid],
     dead_alert_window: std::time::Duration,
-    room: &std::collections::HashMap<Uuid, u64>,
+    room: Option<&std::collections::HashMap<Uuid, u64>>,
 ) -> Result<Written, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut written = 0;

@@ -192,17 +192,18 @@ impl Job for JobWebhook {
 /// `job_webhook` jobs. `subscribers`: the projects' enabled endpoints that take some job
 /// message. Each is keyed by its message and endpoint, so a second enqueue adds no job.
 ///
-/// `room`: how many more open jobs each project may have (its quota less its open jobs; a
-/// project not in it is not limited). Messages past a project's room are not made: they are
-/// returned as dropped, for the caller to count and log, as a project at its quota gets no new
-/// job by any other path either.
+/// `room`: how many more open jobs each project may have (its quota less its open jobs);
+/// `None`: no limit (tests). With a room, a project missing from it has none (it subscribed
+/// after the room was read). Messages past a project's room are not made: they are returned as
+/// dropped, for the caller to count and log, as a project at its quota gets no new job by any
+/// other path either.
 pub fn lifecycle_jobs(
     finished: &[&JobRecord],
     subscribers: &[(Uuid, Endpoint)],
-    room: &HashMap<Uuid, u64>,
+    room: Option<&HashMap<Uuid, u64>>,
 ) -> Result<Lifecycle, serde_json::Error> {
     let mut made = Lifecycle::default();
-    let mut left = room.clone();
+    let mut left = room.cloned();
     for job in finished {
         let (Some(project), Some(event)) = (job.project_id, JobEvent::of(job.state)) else {
             continue;
@@ -215,7 +216,8 @@ pub fn lifecycle_jobs(
             .iter()
             .filter(|(p, e)| *p == project && e.takes_job(event.as_str(), &job.queue))
         {
-            if let Some(left) = left.get_mut(&project) {
+            if let Some(left) = left.as_mut() {
+                let left = left.entry(project).or_default();
                 if *left == 0 {
                     *made.dropped.entry(project).or_default() += 1;
                     continue;
@@ -320,7 +322,7 @@ mod tests {
             record(JobState::Dead, "ping", None),           // none: no project
         ];
         let refs: Vec<&JobRecord> = jobs.iter().collect();
-        let made = lifecycle_jobs(&refs, &subs, &HashMap::new()).unwrap().jobs;
+        let made = lifecycle_jobs(&refs, &subs, None).unwrap().jobs;
         let messages: Vec<JobWebhook> = made
             .iter()
             .map(|j| serde_json::from_value(j.payload.clone()).unwrap())
@@ -359,12 +361,14 @@ mod tests {
             .chain([record(JobState::Completed, "ping", Some(b))])
             .collect();
         let refs: Vec<&JobRecord> = jobs.iter().collect();
-        // a may open 4 more jobs: 4 of its 6 messages; b is not limited
-        let made = lifecycle_jobs(&refs, &subs, &HashMap::from([(a, 4)])).unwrap();
+        // a may open 4 more jobs: 4 of its 6 messages; b, 5
+        let room = HashMap::from([(a, 4), (b, 5)]);
+        let made = lifecycle_jobs(&refs, &subs, Some(&room)).unwrap();
         assert_eq!(made.jobs.iter().filter(|j| j.project_id == a).count(), 4);
         assert_eq!(made.jobs.iter().filter(|j| j.project_id == b).count(), 1);
         assert_eq!(made.dropped, HashMap::from([(a, 2)]));
-        let none = lifecycle_jobs(&refs, &subs, &HashMap::from([(a, 0), (b, 0)])).unwrap();
+        // a project missing from the room (it subscribed after it was read) has none
+        let none = lifecycle_jobs(&refs, &subs, Some(&HashMap::from([(a, 0)]))).unwrap();
         assert!(none.jobs.is_empty());
         assert_eq!(none.dropped, HashMap::from([(a, 6), (b, 1)]));
     }

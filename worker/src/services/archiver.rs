@@ -69,7 +69,7 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
         &finished,
         &reopened,
         queues.settings().dead_alert_window,
-        &room,
+        Some(&room),
     )
     .await?;
     for (project, n) in dropped {
@@ -93,8 +93,11 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
 }
 
 /// How many job lifecycle messages each project of the batch with subscribed endpoints may
-/// still be sent: its open-jobs quota (`JOB_MAX_OPEN_PER_PROJECT`) less its open jobs, as for
-/// any other job of it. One Postgres look-up per batch; one Redis round trip per such project.
+/// still be sent: its open-jobs quota (`JOB_MAX_OPEN_PER_PROJECT`) less its open jobs, those in
+/// Redis and those still in the outbox (messages of earlier batches not yet relayed), as the
+/// API counts them for any other job. One Postgres look-up per batch; one Redis round trip and
+/// one outbox count per such project. (Archivers of different queues read their rooms on their
+/// own, so the quota can be overshot by what they make at the same moment: a batch or two.)
 async fn message_room(
     pool: &PgPool,
     queues: &Queues,
@@ -108,7 +111,9 @@ async fn message_room(
     let quota = queues.settings().max_open_per_project;
     for project in db::webhook_endpoints::job_subscriber_projects(pool, &projects).await? {
         let open = queues.open_jobs(QUEUES, project).await?;
-        room.insert(project, quota.saturating_sub(open));
+        let left = quota.saturating_sub(open);
+        let pending = db::outbox::pending_of_project(pool, project, left as i64).await?;
+        room.insert(project, left.saturating_sub(pending.max(0) as u64));
     }
     Ok(room)
 }

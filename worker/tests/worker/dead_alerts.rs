@@ -127,13 +127,13 @@ async fn a_burst_of_identical_failures_makes_one_job_dead_event_per_fingerprint_
         .expect("kept");
     let window = Duration::from_secs(2);
     for _ in 0..2 {
-        shared::db::job_archive::write(&env.pool, &[&dead], &[], window, &Default::default())
+        shared::db::job_archive::write(&env.pool, &[&dead], &[], window, None)
             .await
             .expect("write");
     }
     let mut again = dead.clone();
     again.finished_at = dead.finished_at.map(|t| t + chrono::Duration::seconds(30));
-    shared::db::job_archive::write(&env.pool, &[&again], &[], window, &Default::default())
+    shared::db::job_archive::write(&env.pool, &[&again], &[], window, None)
         .await
         .expect("write");
     let open: Vec<i32> = sqlx::query_scalar(

@@ -307,6 +307,16 @@ pub struct WebhookEndpointWithSecret {
     pub secret: String,
 }
 
+/// Job messages carry the jobs' results and errors, which the jobs API shows only with
+/// `jobs:read`: subscribing an endpoint to them needs it too (403 otherwise).
+fn may_follow_jobs(claims: &shared::auth::Claims, f: &EndpointFields) -> Result<()> {
+    if f.job_events.is_empty() || claims.has("jobs:read") {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("jobs:read"))
+    }
+}
+
 /// Vets a URL's addresses (a 422 naming `url`).
 async fn vet(s: &AppState, url: &str) -> Result<()> {
     let w = &s.settings.webhooks;
@@ -341,7 +351,8 @@ fn audit_view(e: &Endpoint) -> serde_json::Value {
 /// Creates an endpoint and its signing secret, shown in this answer only. Audited (without the
 /// secret).
 ///
-/// Permission: `webhooks:manage`. 409 past 20 endpoints in the project.
+/// Permission: `webhooks:manage`, and `jobs:read` to subscribe it to job messages
+/// (`jobEvents`), which carry the jobs' results and errors. 409 past 20 endpoints in the project.
 #[utoipa::path(post, path = "/api/v1/webhook-endpoints", tag = "webhooks",
     request_body = EndpointRequest,
     security(("bearer" = ["webhooks:manage"])),
@@ -356,6 +367,7 @@ async fn create_endpoint(
     ValidJson(req): ValidJson<EndpointRequest>,
 ) -> Result<Created<WebhookEndpointWithSecret>> {
     let project_id = auth.claims.project_id;
+    may_follow_jobs(&auth.claims, &req.fields)?;
     vet(&s, &req.fields.url).await?;
     let (secret, sealed) = new_secret(&s);
     let mut tx = s.pool.begin().await?;
@@ -458,7 +470,8 @@ async fn get_endpoint(
 /// Replaces an endpoint's URL, description, event types, job subscriptions and `enabled` (the
 /// secret is changed by rotation only). Audited with the fields that changed.
 ///
-/// Permission: `webhooks:manage`. Another project's endpoint is not found.
+/// Permission: `webhooks:manage`, and `jobs:read` when `jobEvents` is not empty. Another
+/// project's endpoint is not found.
 #[utoipa::path(put, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks",
     params(("id" = Uuid, Path, description = "Endpoint id")),
     request_body = EndpointRequest,
@@ -474,6 +487,7 @@ async fn update_endpoint(
     ValidJson(req): ValidJson<EndpointRequest>,
 ) -> Result<ApiJson<Data<WebhookEndpoint>>> {
     let project_id = auth.claims.project_id;
+    may_follow_jobs(&auth.claims, &req.fields)?;
     vet(&s, &req.fields.url).await?;
     let mut tx = s.pool.begin().await?;
     let before = db::webhook_endpoints::lock(&mut tx, project_id, id)
