@@ -173,8 +173,9 @@ async fn run(
     redis: &mut Redis,
     database_url: &str,
 ) -> anyhow::Result<usize> {
-    let api_port = free_port()?;
+    // the SMTP server binds first: a port picked free before it could be handed to it
     let smtp = SmtpServer::start().await;
+    let api_port = free_port()?;
     let secret: String = (0..32)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect();
@@ -240,7 +241,15 @@ async fn run(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    healthy(&http, &base).await?;
+    if let Err(e) = healthy(&http, &base).await {
+        // say why: an API that exited (its port taken since it was picked?) or one that hangs
+        match api.try_wait() {
+            Ok(Some(status)) => {
+                bail!("comet-api exited at start-up ({status}) on port {api_port}: {e}")
+            }
+            _ => return Err(e),
+        }
+    }
     let mut workers: Vec<Child> = (0..args.workers)
         .map(|_| world.spawn("comet-worker", &[]))
         .collect::<anyhow::Result<_>>()?;
