@@ -192,8 +192,20 @@ async fn an_invitee_accepts_in_headless_chromium_from_the_emailed_link_and_logs_
         .click()
         .await
         .expect("click");
-    let outcome = c.find(Locator::Id("outcome")).await.expect("the outcome");
-    assert_eq!(outcome.text().await.expect("text"), "You're in");
+    // the submit navigates: until the answer page is in, an element found may go stale, so
+    // read the outcome again until it is the answer's (or 10 s pass)
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let outcome = loop {
+        let text = match c.find(Locator::Id("outcome")).await {
+            Ok(e) => e.text().await.ok(),
+            Err(_) => None,
+        };
+        if text.as_deref() == Some("You're in") || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(outcome.as_deref(), Some("You're in"));
     browser.screenshot("accept-3-done").await;
 
     // the new password logs in through the API
