@@ -63,7 +63,7 @@ impl JobContext {
             suppressor: Suppressor::new(&queues),
             webhooks,
             outbox: outbox.clone(),
-            events: group_commit::spawn(pool.clone(), outbox.clone()),
+            events: group_commit::spawn(pool.clone(), queues.clone(), outbox.clone()),
             attempts: record::spawn(pool.clone(), outbox),
             pool,
             queues,

@@ -35,7 +35,9 @@ pub struct DeliveryAttempt {
     pub target_id: Uuid,
     /// The job's attempt number (1-based).
     pub attempt: i32,
-    /// The delivery job.
+    /// The job that made the attempt: `deliver_notification`, or for a rule's in-app channel
+    /// the `process_event` job that stored the notification and delivered it in the same
+    /// transaction.
     pub job_id: Uuid,
     /// When the target's attempt started.
     pub started_at: DateTime<Utc>,

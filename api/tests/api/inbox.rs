@@ -10,7 +10,8 @@ use shared::inbox::InAppOutcome;
 use uuid::Uuid;
 
 use crate::helpers::{
-    TestApp, assert_error, deliver, inbox_user, json_with_status, new_notification, notify,
+    TestApp, assert_error, deliver, in_app_off, inbox_user, json_with_status, new_notification,
+    notify,
 };
 
 #[tokio::test]
@@ -20,14 +21,7 @@ async fn delivery_is_idempotent_and_skips_suppressed_notifications_preferences_a
     let (alice, _) = inbox_user(&app.env, p, "alice@example.com").await;
     let (bob, _) = inbox_user(&app.env, p, "bob@example.com").await;
     let (carol, _) = inbox_user(&app.env, p, "carol@example.com").await;
-    sqlx::query(
-        "INSERT INTO notification_preferences (project_id, user_id, in_app) VALUES ($1, $2, false)",
-    )
-    .bind(p)
-    .bind(bob)
-    .execute(&app.env.pool)
-    .await
-    .expect("bob turns in-app off");
+    in_app_off(&app.env, p, bob).await;
     let n = new_notification(&app.env, p, None, "b", &[alice, bob]).await;
 
     let first = deliver(&app.env, p, n, &[alice, bob, carol]).await;

@@ -20,6 +20,7 @@ mod harness;
 mod health;
 mod helpers;
 mod imports;
+mod in_app_delivery;
 mod inbox;
 mod inbox_stream;
 mod job_controls;

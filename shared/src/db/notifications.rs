@@ -5,6 +5,8 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::jobs::Channel;
+
 /// A notification to create for a matched rule.
 #[derive(Debug, Clone)]
 pub struct NewNotification {
@@ -44,8 +46,17 @@ pub struct Created {
     /// Their recipients.
     pub recipients: i32,
     /// The delivered (not suppressed) notifications this run created: their delivery jobs go
-    /// in the same transaction.
+    /// in the same transaction (every channel but in-app, delivered here already).
     pub new: Vec<ToEnqueue>,
+    /// (notification, user) pairs delivered in-app now, in feed order: the caller appends them
+    /// to the users' feeds in the same transaction.
+    pub in_app: Vec<(Uuid, Uuid)>,
+    /// In-app recipients skipped now (their in-app channel is off).
+    pub in_app_skipped: usize,
+    /// In-app notifications of this event stored by an earlier run (a re-run): their entries
+    /// may never have been published (a crash between the commit and the publish), so the
+    /// caller has them published again (streams drop what they have).
+    pub in_app_earlier: Vec<Uuid>,
 }
 
 /// One event's matches, to store with [`create_for_events`].
@@ -57,33 +68,26 @@ pub struct EventMatches {
     pub new: Vec<NewNotification>,
     /// Every rule that matched, for the event's `matched_rule_ids`.
     pub matched: Vec<Uuid>,
+    /// The `process_event` job and its attempt: the in-app delivery attempts' job.
+    pub job: (Uuid, i32),
 }
 
-/// Creates the event's notifications and their recipients (the ACTIVE users holding any of
-/// each rule's target roles now) and marks the event processed with the rules it matched and
-/// its counts (the first processing time is kept): one statement, one round trip, in the
-/// caller's transaction; a re-run adds nothing. The counts are the event's notifications and
-/// recipients, created now or by an earlier run.
-pub async fn create_for_event(
-    conn: &mut PgConnection,
-    project_id: Uuid,
-    event_id: Uuid,
-    new: &[NewNotification],
-    matched: &[Uuid],
-) -> Result<Created, sqlx::Error> {
-    let events = [EventMatches {
-        event_id,
-        new: new.to_vec(),
-        matched: matched.to_vec(),
-    }];
-    let mut created = create_for_events(conn, project_id, &events).await?;
-    Ok(created.pop().map(|(_, c)| c).unwrap_or_default())
-}
-
-/// [`create_for_event`] for many events of one project in one statement (one plan, one round
-/// trip): what `process_event`'s group commit writes for the events of its batch. Returns one
-/// [`Created`] per event found in the project, in no particular order; an event that is not
-/// in the project is left out.
+/// Creates the events' notifications and their recipients (the ACTIVE users holding any of
+/// each rule's target roles now) and marks the events processed with the rules they matched
+/// and their counts (the first processing time is kept): for many events of one project in one
+/// statement (one plan, one round trip), in the caller's transaction; what `process_event`'s
+/// group commit writes for the events of its batch. A re-run adds nothing. The counts are the
+/// event's notifications and recipients, created now or by an earlier run.
+///
+/// In-app delivery happens here too, for the notifications whose channels hold `inApp`: a
+/// recipient whose in-app channel is on is inserted delivered (in their inbox from the commit
+/// on; the unread counter's trigger creates and locks their `inbox_users` row), one who turned
+/// it off is not; each gets its `delivery_attempts` row (`ok` / `skipped`) under the event's
+/// job. The caller appends the delivered pairs ([`Created::in_app`]) to the users' feeds in the
+/// same transaction ([`crate::db::inbox::append`]) and publishes them after the commit.
+///
+/// Returns one [`Created`] per event found in the project, in no particular order; an event
+/// that is not in the project is left out.
 pub async fn create_for_events(
     conn: &mut PgConnection,
     project_id: Uuid,
@@ -126,13 +130,18 @@ pub async fn create_for_events(
                 .join(",")
         })
         .collect();
+    let job_ids: Vec<Uuid> = events.iter().map(|e| e.job.0).collect();
+    let attempts: Vec<i32> = events.iter().map(|e| e.job.1).collect();
     // Every part of one statement sees the rows as they were before it: `earlier` (an earlier
     // run's notifications) and `added` never overlap, nor do `earlier_recipients` and `rec`.
     // Events are updated in id order (the caller's batches never meet in a different order).
-    let rows: Vec<(Uuid, i32, i32, Vec<Uuid>)> = sqlx::query_as(
-        r#"
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(Uuid, i32, i32, Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, i64, Vec<Uuid>)> =
+        sqlx::query_as(
+            r#"
         WITH ev AS (
-            SELECT e.event_id, e.matched FROM unnest($2::uuid[], $3::text[]) AS e(event_id, matched)
+            SELECT * FROM unnest($2::uuid[], $3::text[], $16::uuid[], $17::integer[])
+                AS e(event_id, matched, job_id, attempt)
         ),
         added AS (
             INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title,
@@ -146,26 +155,56 @@ pub async fn create_for_events(
                         $9::integer[], $10::text[], $11::text[], $12::bigint[])
                  AS n(id, event, rule, title, body, priority, sound, channels, period)
             ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
-            RETURNING notification_id, event_id, rule_id, suppressed
+            RETURNING notification_id, event_id, rule_id, suppressed, channels
         ),
         earlier AS (
             -- a join on the events, not `event_id = ANY($2)`: the planner then always walks
             -- the (project_id, event_id, rule_id) key per event, never the project's rows
-            SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed
+            SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed, n.channels
             FROM ev JOIN notifications n ON n.project_id = $1 AND n.event_id = ev.event_id
         ),
         notes AS (
             SELECT * FROM added UNION ALL SELECT * FROM earlier
         ),
         rec AS (
-            INSERT INTO notification_recipients (project_id, notification_id, user_id)
-            SELECT DISTINCT $1, n.notification_id, ur.user_id
+            -- in-app delivery: a recipient whose in-app channel is on is in their inbox from
+            -- the commit on (the unread trigger creates and locks their inbox_users row)
+            INSERT INTO notification_recipients (project_id, notification_id, user_id,
+                                                 delivered_at)
+            SELECT DISTINCT $1, n.notification_id, ur.user_id,
+                   CASE WHEN 'inApp' = ANY(n.channels) AND coalesce(p.in_app, true)
+                        THEN now() END
             FROM unnest($13::uuid[], $14::uuid[], $15::uuid[]) AS t(event_id, rule_id, role_id)
             JOIN notes n ON n.event_id = t.event_id AND n.rule_id = t.rule_id
             JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
             JOIN users u ON u.project_id = $1 AND u.user_id = ur.user_id AND u.status = 'ACTIVE'
+            LEFT JOIN notification_preferences p
+              ON p.project_id = $1 AND p.user_id = ur.user_id
             ON CONFLICT DO NOTHING
-            RETURNING notification_id
+            RETURNING notification_id, user_id, delivered_at IS NOT NULL AS delivered
+        ),
+        rec_in_app AS (
+            SELECT n.event_id, r.notification_id, r.user_id, r.delivered
+            FROM rec r JOIN notes n USING (notification_id)
+            WHERE 'inApp' = ANY(n.channels)
+        ),
+        attempts AS (
+            INSERT INTO delivery_attempts (project_id, notification_id, channel, target_id,
+                                           attempt, job_id, started_at, outcome, error)
+            SELECT $1, r.notification_id, 'inApp', r.user_id, ev.attempt, ev.job_id, now(),
+                   CASE WHEN r.delivered THEN 'ok' ELSE 'skipped' END,
+                   CASE WHEN r.delivered THEN NULL ELSE 'in-app notifications off' END
+            FROM rec_in_app r JOIN ev USING (event_id)
+            ON CONFLICT DO NOTHING
+        ),
+        in_app AS (
+            SELECT event_id,
+                   coalesce(array_agg(notification_id ORDER BY notification_id, user_id)
+                            FILTER (WHERE delivered), '{}') AS notes,
+                   coalesce(array_agg(user_id ORDER BY notification_id, user_id)
+                            FILTER (WHERE delivered), '{}') AS users,
+                   count(*) FILTER (WHERE NOT delivered) AS skipped
+            FROM rec_in_app GROUP BY event_id
         ),
         rec_counts AS (
             SELECT n.event_id, count(*) AS c FROM rec JOIN notes n USING (notification_id)
@@ -180,45 +219,57 @@ pub async fn create_for_events(
             SELECT event_id, count(*) AS c,
                    coalesce(array_agg(notification_id) FILTER (WHERE NOT suppressed
                             AND notification_id IN (SELECT notification_id FROM added)), '{}')
-                       AS added
+                       AS added,
+                   coalesce(array_agg(notification_id) FILTER (WHERE NOT suppressed
+                            AND 'inApp' = ANY(channels)
+                            AND notification_id IN (SELECT notification_id FROM earlier)), '{}')
+                       AS earlier_in_app
             FROM notes GROUP BY event_id
         ),
         counts AS (
             SELECT ev.event_id, ev.matched,
                    coalesce(nc.c, 0)::integer AS notifications,
                    (coalesce(rc.c, 0) + coalesce(erc.c, 0))::integer AS recipients,
-                   coalesce(nc.added, '{}') AS added
+                   coalesce(nc.added, '{}') AS added,
+                   coalesce(ia.notes, '{}') AS in_app_notes,
+                   coalesce(ia.users, '{}') AS in_app_users,
+                   coalesce(ia.skipped, 0) AS in_app_skipped,
+                   coalesce(nc.earlier_in_app, '{}') AS earlier_in_app
             FROM ev
             LEFT JOIN note_counts nc ON nc.event_id = ev.event_id
             LEFT JOIN rec_counts rc ON rc.event_id = ev.event_id
             LEFT JOIN earlier_rec_counts erc ON erc.event_id = ev.event_id
+            LEFT JOIN in_app ia ON ia.event_id = ev.event_id
         )
         UPDATE events SET processed_at = coalesce(processed_at, now()),
                           matched_rule_ids = coalesce(string_to_array(nullif(c.matched, ''), ',')::uuid[], '{}'),
                           notification_count = c.notifications, recipient_count = c.recipients
         FROM counts c
         WHERE project_id = $1 AND events.event_id = c.event_id
-        RETURNING c.event_id, c.notifications, c.recipients, c.added
+        RETURNING c.event_id, c.notifications, c.recipients, c.added, c.in_app_notes,
+                  c.in_app_users, c.in_app_skipped, c.earlier_in_app
         "#,
-    )
-    .bind(project_id)
-    .bind(&event_ids)
-    .bind(&matched)
-    .bind(&ids)
-    .bind(&note_events)
-    .bind(&rules)
-    .bind(&titles)
-    .bind(&bodies)
-    .bind(&priorities)
-    .bind(&sounds)
-    .bind(&channels)
-    .bind(&periods)
-    .bind(&pair_events)
-    .bind(&pair_rules)
-    .bind(&pair_roles)
-    .fetch_all(conn)
-    .await?;
-    // the delivered notifications inserted now, with their rules' channels
+        )
+        .bind(project_id)
+        .bind(&event_ids)
+        .bind(&matched)
+        .bind(&ids)
+        .bind(&note_events)
+        .bind(&rules)
+        .bind(&titles)
+        .bind(&bodies)
+        .bind(&priorities)
+        .bind(&sounds)
+        .bind(&channels)
+        .bind(&periods)
+        .bind(&pair_events)
+        .bind(&pair_rules)
+        .bind(&pair_roles)
+        .bind(&job_ids)
+        .bind(&attempts)
+        .fetch_all(conn)
+        .await?;
+    // the delivered notifications inserted now, with their rules' channels but in-app (done)
     let channels_of: std::collections::HashMap<Uuid, &Vec<String>> = ids
         .iter()
         .zip(all())
@@ -226,26 +277,36 @@ pub async fn create_for_events(
         .collect();
     Ok(rows
         .into_iter()
-        .map(|(event_id, notifications, recipients, added)| {
-            let new = added
-                .into_iter()
-                .map(|notification_id| ToEnqueue {
-                    notification_id,
-                    channels: channels_of
-                        .get(&notification_id)
-                        .map(|c| c.to_vec())
-                        .unwrap_or_default(),
-                })
-                .collect();
-            (
-                event_id,
-                Created {
-                    notifications,
-                    recipients,
-                    new,
-                },
-            )
-        })
+        .map(
+            |(event_id, notifications, recipients, added, notes, users, skipped, earlier)| {
+                let new = added
+                    .into_iter()
+                    .map(|notification_id| ToEnqueue {
+                        notification_id,
+                        channels: channels_of
+                            .get(&notification_id)
+                            .map(|c| {
+                                c.iter()
+                                    .filter(|c| c.as_str() != Channel::InApp.as_str())
+                                    .cloned()
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                (
+                    event_id,
+                    Created {
+                        notifications,
+                        recipients,
+                        new,
+                        in_app: notes.into_iter().zip(users).collect(),
+                        in_app_skipped: usize::try_from(skipped).unwrap_or_default(),
+                        in_app_earlier: earlier,
+                    },
+                )
+            },
+        )
         .collect())
 }
 

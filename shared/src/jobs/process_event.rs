@@ -27,7 +27,9 @@ impl Job for ProcessEvent {
         backoff_base: Duration::from_millis(500),
         backoff_cap: Duration::from_secs(300),
         timeout: Duration::from_secs(60),
-        concurrency: 32,
+        // a handler mostly waits for its batch's commit (group commit): many in flight make
+        // large batches, one statement and one commit for up to 64 events (BENCHMARKS.md)
+        concurrency: 128,
         prefetch: 0,
     };
     fn project_id(&self) -> Uuid {

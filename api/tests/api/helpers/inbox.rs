@@ -29,6 +29,18 @@ pub async fn inbox_user(env: &TestEnv, project: Uuid, email: &str) -> (Uuid, Str
     (id, user_token(env, project, id))
 }
 
+/// The user turns their in-app channel off.
+pub async fn in_app_off(env: &TestEnv, project: Uuid, user: Uuid) {
+    sqlx::query(
+        "INSERT INTO notification_preferences (project_id, user_id, in_app) VALUES ($1, $2, false)",
+    )
+    .bind(project)
+    .bind(user)
+    .execute(&env.pool)
+    .await
+    .expect("the user turns in-app off");
+}
+
 /// A token of the user (no permissions: the inbox needs none).
 pub fn user_token(env: &TestEnv, project: Uuid, user: Uuid) -> String {
     let claims = Claims::new(&user.to_string(), project, vec![], 600);

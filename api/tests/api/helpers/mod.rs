@@ -36,7 +36,7 @@ pub use browser::Browser;
 pub use events::rule_body;
 pub use imports::{ONE_CELL_SHEET, XLSX, workbook_parts, xlsx, zip};
 pub use inbox::{
-    SseReader, deliver, inbox_user, new_notification, notify, open_stream, user_token,
+    SseReader, deliver, in_app_off, inbox_user, new_notification, notify, open_stream, user_token,
 };
 pub use openapi::{operations, served_spec};
 pub use process::ApiProcess;

@@ -8,16 +8,29 @@
 //! process's [`EventWriter`] and waits: its job succeeds only once its writes have committed,
 //! as before. Idempotency is unchanged: a batch is the union of what its events' runs would
 //! write alone, on the same unique keys; two runs of one event are never in one batch.
+//!
+//! In-app delivery is part of the batch: the recipients of in-app notifications are inserted
+//! delivered ([`db::notifications::create_for_events`]), their feed entries appended in the
+//! same transaction ([`db::inbox::append`]), and after the commit the entries are published to
+//! the users' streams ([`shared::inbox::publish`]). No `deliver_notification` job is made for
+//! the in-app channel of a rule's notification: it would cost a job, a relay pass and about ten
+//! Postgres round trips per notification for what one statement per batch does (BENCHMARKS.md,
+//! "Events and rules"). A publish that fails leaves the delivery committed; the notifications
+//! are then handed to `deliver_notification` in-app jobs, whose run publishes the committed
+//! entries again (streams drop what they have). A re-run of an event whose notifications an
+//! earlier run stored does the same, for a crash between that run's commit and its publish.
 
 use anyhow::Context as _;
 use shared::{
     db::{
         self,
+        inbox::{FeedEntry, NOTIFICATION},
         notifications::{Created, EventMatches},
     },
     group_commit::{BatchWrite, GroupCommit},
-    jobs::{EnqueueOptions, Job as _, RuleDigest, delivery_jobs},
-    queue::{NewJob, OutboxWaker},
+    inbox,
+    jobs::{Channel, DeliverNotification, EnqueueOptions, Job as _, RuleDigest, delivery_jobs},
+    queue::{NewJob, OutboxWaker, Queues},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -58,13 +71,23 @@ pub struct Written {
 pub type EventWriter = GroupCommit<Writer>;
 
 /// Starts the process's [`EventWriter`].
-pub fn spawn(pool: PgPool, outbox: OutboxWaker) -> EventWriter {
-    GroupCommit::spawn(Writer { pool, outbox }, MAX_BATCH, IN_FLIGHT)
+pub fn spawn(pool: PgPool, queues: Queues, outbox: OutboxWaker) -> EventWriter {
+    GroupCommit::spawn(
+        Writer {
+            pool,
+            queues,
+            outbox,
+        },
+        MAX_BATCH,
+        IN_FLIGHT,
+    )
 }
 
-/// Writes batches of events' results (see [`write_many`]), then wakes the relays.
+/// Writes batches of events' results (see [`write_many`]), wakes the relays, and publishes the
+/// in-app deliveries.
 pub struct Writer {
     pool: PgPool,
+    queues: Queues,
     outbox: OutboxWaker,
 }
 
@@ -78,10 +101,13 @@ impl BatchWrite for Writer {
     }
 
     async fn write(&self, writes: &[&Write]) -> anyhow::Result<Vec<Written>> {
-        let results = write_many(&self.pool, writes).await?;
+        let Batch { results, feeds } = write_many(&self.pool, writes).await?;
         if results.iter().any(|r| r.deliveries > 0) || writes.iter().any(|w| !w.digests.is_empty())
         {
             self.outbox.wake();
+        }
+        for (project_id, entries) in feeds {
+            self.publish(writes, project_id, &entries).await;
         }
         Ok(results)
     }
@@ -91,12 +117,76 @@ impl BatchWrite for Writer {
     }
 }
 
+impl Writer {
+    /// Publishes a project's committed in-app entries; on failure hands their notifications to
+    /// in-app delivery jobs, which publish them again (see the module docs).
+    async fn publish(&self, writes: &[&Write], project_id: Uuid, entries: &[FeedEntry]) {
+        let Err(e) = inbox::publish(&self.pool, &self.queues, project_id, entries).await else {
+            return;
+        };
+        metrics::counter!("comet_inbox_publish_failed_total").increment(1);
+        tracing::warn!(error = %e, %project_id, "in-app delivery committed but not pushed live");
+        let mut notifications: Vec<Uuid> = entries.iter().map(|e| e.notification_id).collect();
+        notifications.sort_unstable();
+        notifications.dedup();
+        let request_id = writes
+            .iter()
+            .find(|w| w.project_id == project_id)
+            .and_then(|w| w.request_id.as_deref());
+        let mut jobs = Vec::new();
+        let queued = async {
+            republish_jobs(project_id, &notifications, request_id, &mut jobs)?;
+            let mut tx = self.pool.begin().await?;
+            db::outbox::insert_many(&mut tx, &jobs).await?;
+            tx.commit().await?;
+            anyhow::Ok(())
+        };
+        match queued.await {
+            Ok(()) => self.outbox.wake(),
+            // the streams re-read their feeds when their own Redis subscription comes back
+            Err(e) => tracing::error!(error = %e, %project_id,
+                "could not queue the in-app entries' publish: streams see them at their next resync"),
+        }
+    }
+}
+
+/// In-app delivery jobs for `notifications`, delivered already: their run publishes the
+/// committed feed entries again.
+fn republish_jobs(
+    project_id: Uuid,
+    notifications: &[Uuid],
+    request_id: Option<&str>,
+    jobs: &mut Vec<NewJob>,
+) -> anyhow::Result<()> {
+    for &notification_id in notifications {
+        let job = DeliverNotification {
+            project_id,
+            notification_id,
+            channel: Channel::InApp,
+            user_id: None,
+        };
+        let opts = EnqueueOptions {
+            request_id: request_id.map(str::to_owned),
+            ..job.enqueue_options()
+        };
+        jobs.push(job.to_new_job(opts)?);
+    }
+    Ok(())
+}
+
+/// What a batch wrote: one result per write, and per project the feed entries to publish.
+struct Batch {
+    results: Vec<Written>,
+    feeds: Vec<(Uuid, Vec<FeedEntry>)>,
+}
+
 /// Writes `writes` (sorted by project, distinct events) in one transaction: per project one
-/// statement for the notifications, recipients and processed marks, then one insert of every
-/// delivery job, then the digests. Returns one result per write, in order.
-async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Vec<Written>> {
+/// statement for the notifications, recipients, in-app deliveries and processed marks and one
+/// for the feed entries, then one insert of every delivery job, then the digests.
+async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
     let mut tx = pool.begin().await.context("Failed to begin")?;
     let mut results = Vec::with_capacity(writes.len());
+    let mut feeds = Vec::new();
     let mut jobs: Vec<NewJob> = Vec::new();
     for group in writes.chunk_by(|a, b| a.project_id == b.project_id) {
         let project_id = group[0].project_id;
@@ -104,6 +194,7 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Vec<Writ
         let mut created = db::notifications::create_for_events(&mut tx, project_id, &matches)
             .await
             .context("Failed to store the notifications and mark the events processed")?;
+        let mut entries = Vec::new();
         for w in group {
             // an event no longer in the project (deleted since its read) wrote nothing
             let created = created
@@ -119,10 +210,30 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Vec<Writ
                 &mut jobs,
             )
             .context("Failed to build the delivery jobs")?;
+            republish_jobs(
+                project_id,
+                &created.in_app_earlier,
+                w.request_id.as_deref(),
+                &mut jobs,
+            )
+            .context("Failed to build the in-app publish jobs")?;
+            entries.extend(
+                created
+                    .in_app
+                    .iter()
+                    .map(|&(notification, user)| (user, NOTIFICATION, notification)),
+            );
             results.push(Written {
                 deliveries: jobs.len() - before,
                 created,
             });
+        }
+        // the users' inbox_users rows were created and locked by the recipients' insert
+        let appended = db::inbox::append(&mut tx, project_id, &entries)
+            .await
+            .context("Failed to append the in-app deliveries to the users' feeds")?;
+        if !appended.is_empty() {
+            feeds.push((project_id, appended));
         }
     }
     db::outbox::insert_many(&mut tx, &jobs)
@@ -146,5 +257,9 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Vec<Writ
         }
     }
     tx.commit().await.context("Failed to commit")?;
-    Ok(results)
+    let delivered: usize = feeds.iter().map(|(_, e)| e.len()).sum();
+    metrics::counter!("comet_inbox_delivered_total").increment(delivered as u64);
+    metrics::counter!("comet_deliveries_total", "channel" => "inApp", "outcome" => "ok")
+        .increment(delivered as u64);
+    Ok(Batch { results, feeds })
 }

@@ -17,9 +17,11 @@
 //! transaction and one statement per project for a batch. An event that is not in the job's
 //! project sends the job dead.
 //!
-//! Delivery: in the same transaction, one `deliver_notification` job per new notification and
-//! channel (notifications a re-run finds already stored were enqueued by the run that stored
-//! them). A rule with `suppression` asks [`shared::suppression`] about each match: a suppressed
+//! Delivery: in-app delivery is written in the same transaction (the recipients whose in-app
+//! channel is on get the notification in their inbox and feed; published to their streams
+//! after the commit, see [`group_commit`]); for the other channels, one `deliver_notification`
+//! job per new notification and channel, in the same transaction (notifications a re-run finds
+//! already stored were enqueued by the run that stored them). A rule with `suppression` asks [`shared::suppression`] about each match: a suppressed
 //! match is stored without recipients or delivery, and the match that opens a suppression period
 //! also enqueues the period's `rule_digest` job, to run when the period closes.
 
@@ -63,8 +65,10 @@ pub struct Outcome {
     pub recipients: i32,
     /// Matches folded into a suppression digest (stored, not delivered one by one).
     pub suppressed: usize,
-    /// Delivery jobs enqueued (one per new notification and channel).
+    /// Delivery jobs enqueued (one per new notification and channel but in-app).
     pub deliveries: usize,
+    /// Recipients whose inbox received a notification now (in-app, in this run's transaction).
+    pub delivered_in_app: usize,
 }
 
 impl Handler for ProcessEvent {
@@ -141,6 +145,7 @@ pub async fn process_event(
         recipients: 0,
         suppressed: 0,
         deliveries: 0,
+        delivered_in_app: 0,
     };
     let mut new = Vec::new();
     let mut digests = Vec::new();
@@ -219,6 +224,7 @@ pub async fn process_event(
                 event_id,
                 new,
                 matched: outcome.matched.clone(),
+                job: (handle.id, i32::try_from(handle.attempt).unwrap_or(i32::MAX)),
             },
             digests,
             request_id: handle.request_id.clone(),
@@ -228,6 +234,7 @@ pub async fn process_event(
     outcome.notifications = created.notifications;
     outcome.recipients = created.recipients;
     outcome.deliveries = deliveries;
+    outcome.delivered_in_app = created.in_app.len();
     metrics::counter!("comet_notifications_created_total").increment(proposed as u64);
     tracing::info!(
         evaluated = outcome.evaluated,

@@ -1,0 +1,107 @@
+//! A rule's in-app channel is delivered by `process_event` itself, in the transaction that
+//! stores the notification: the inbox, the feed, the unread count and the attempt rows, then the
+//! live push; no `deliver_notification` job. A re-run stores and delivers nothing twice and has
+//! the committed entries published again.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use shared::{
+    jobs::{Job as _, ProcessEvent},
+    queue::JobState,
+};
+use uuid::Uuid;
+
+use crate::helpers::{
+    SseReader, TestApp, inbox_user, json_with_status, open_stream, rule_body, send,
+};
+
+#[tokio::test]
+async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_nothing() {
+    let mut app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, alice_token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let (bob, bob_token) = inbox_user(&app.env, p, "bob@example.com").await;
+    in_app_off(&app.env, p, bob).await;
+    let member = app.role_id(p, "member").await.to_string();
+    app.rule(&admin, &rule_body("in-app", &["disk.*"], None, &[member]))
+        .await;
+    let mut stream = SseReader::new(open_stream(&app.address, Some(&alice_token), "", None).await);
+
+    let sent = app
+        .event(
+            &admin,
+            &json!({ "type": "disk.full", "payload": { "amount": 7 } }),
+        )
+        .await;
+    let drained = app.run_pending_jobs().await;
+    assert_eq!(
+        drained.kinds(),
+        ["process_event"],
+        "no delivery job for in-app"
+    );
+    let job_id = drained.jobs[0].id;
+    let event_id = Uuid::parse_str(sent["eventId"].as_str().expect("an id")).expect("a uuid");
+
+    let pushed = stream
+        .next(Duration::from_secs(10))
+        .await
+        .expect("alice's stream gets the notification");
+    assert_eq!(pushed.event, "notification");
+    assert_eq!(pushed.id, Some(1));
+    assert_eq!(pushed.data["eventId"], event_id.to_string());
+    let notification = Uuid::parse_str(pushed.data["id"].as_str().expect("an id")).expect("uuid");
+    assert_eq!(app.unread(&alice_token).await, 1);
+    assert_eq!(app.unread(&bob_token).await, 0, "bob turned in-app off");
+
+    // one attempt row per recipient, under the process_event job
+    let resp = send(app.authed(
+        Method::GET,
+        &format!("/api/v1/notifications/{notification}/deliveries"),
+        &admin,
+    ))
+    .await;
+    let rows = json_with_status(resp, StatusCode::OK).await["data"].clone();
+    let rows = rows.as_array().expect("a list");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (user, outcome) in [(alice, "ok"), (bob, "skipped")] {
+        let row = rows
+            .iter()
+            .find(|r| r["targetId"] == user.to_string())
+            .expect("a row per recipient");
+        assert_eq!(row["channel"], "inApp");
+        assert_eq!(row["outcome"], outcome, "{row}");
+        assert_eq!(row["jobId"], job_id.to_string(), "{row}");
+    }
+
+    // a re-run (a duplicate job, a retry after a crash before the publish)
+    ProcessEvent {
+        project_id: p,
+        event_id,
+    }
+    .enqueue_now(&app.env.queues, Default::default())
+    .await
+    .expect("enqueue a re-run");
+    let again = app.run_pending_jobs().await;
+    let republish = again.of_kind("deliver_notification");
+    assert_eq!(republish.len(), 1, "{:?}", again.kinds());
+    assert_eq!(republish[0].state, JobState::Completed);
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM notifications WHERE project_id = $1),
+                  (SELECT count(*) FROM inbox_feed WHERE project_id = $1),
+                  (SELECT count(*) FROM delivery_attempts WHERE project_id = $1)"#,
+    )
+    .bind(p)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("counts");
+    assert_eq!(counts, (1, 1, 2), "(notifications, feed entries, attempts)");
+    assert_eq!(app.unread(&alice_token).await, 1);
+    // the entry was published again; the stream drops what it has (no second event)
+    assert!(
+        stream.next(Duration::from_millis(500)).await.is_none(),
+        "a duplicate reached the stream"
+    );
+}
