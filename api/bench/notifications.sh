@@ -15,9 +15,11 @@
 # Measures (see notifications_bench.py): API memory per open stream (MEM_STREAMS, 1000);
 # event 202 -> `notification` on the SSE stream with 200 streams over two API processes, open
 # loop at LOW_RATE (100) then RATE (1000) events/s for SECS (10) s each; webhook deliveries per
-# second from one worker on a backlog of WH_N (20000) notifications.
+# second from one worker on a backlog of WH_N (20000) notifications. Before the live phases,
+# HISTORY (20000) events of their types are processed and delivered, then ANALYZE: the tables
+# of a deployment that has been running, not a new database's first minute.
 #
-# Env knobs: RATE LOW_RATE SECS DRAIN (60) USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS (above)
+# Env knobs: RATE LOW_RATE SECS DRAIN (60) USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS HISTORY (above)
 #   DB (comet_bench_notifications; dropped and recreated)  PG_URL (postgres://postgres@127.0.0.1:5432)
 #   REDIS_URL (redis://127.0.0.1:6379)  PREFIX (bench-notif; its keys deleted before and after)
 #   PORT_A (18101) PORT_B (18102) HOOK_PORT (18103)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)
@@ -37,6 +39,7 @@ USERS=${USERS:-200}
 NGROUPS=${NGROUPS:-20}
 MEM_STREAMS=${MEM_STREAMS:-1000}
 WH_N=${WH_N:-20000}
+HISTORY=${HISTORY:-20000}
 ENDPOINTS=${ENDPOINTS:-1}
 DB=${DB:-comet_bench_notifications}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
@@ -143,7 +146,7 @@ SQL
   python3 "$HERE/notifications_bench.py" --bin "$BIN" --logs "$OUT" --db "$DATABASE_URL" \
     --api-key "$key" --users "$OUT/users.jsonl" --port-a "$PORT_A" --port-b "$PORT_B" \
     --hook-port "$HOOK_PORT" --group $((USERS / NGROUPS)) --rate "$RATE" --low-rate "$LOW_RATE" \
-    --secs "$SECS" --drain "$DRAIN" --mem-streams "$MEM_STREAMS" --wh-n "$WH_N" \
+    --secs "$SECS" --drain "$DRAIN" --mem-streams "$MEM_STREAMS" --wh-n "$WH_N" --history "$HISTORY" \
     --endpoints "$ENDPOINTS" --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
   clean_redis
 }
@@ -154,7 +157,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 export -f measure clean_redis api
 export HERE OUT WORK BIN PG_URL DB PORT_A PORT_B HOOK_PORT PREFIX RHOST RPORT RATE LOW_RATE SECS DRAIN
-export USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS
+export USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS HISTORY
 GUARD=()
 [ -f "$PEERS/guard.py" ] && GUARD=(python3 "$PEERS/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --)
 if [ -n "$LOCK" ]; then
@@ -173,6 +176,6 @@ git diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT+dirty"
 python3 "$HERE/notifications_table.py" --driver "$OUT/driver.json" --md "$MD" --date "$DATE" \
   --commit "$COMMIT" --foreign "$FOREIGN" --load "before $LOAD_BEFORE, after $LOAD_AFTER (1/5/15 min)" \
   --minutes "$(( ($(date +%s) - T_START + 30) / 60 ))" \
-  --env "RATE=$RATE LOW_RATE=$LOW_RATE SECS=$SECS USERS=$USERS NGROUPS=$NGROUPS MEM_STREAMS=$MEM_STREAMS WH_N=$WH_N ENDPOINTS=$ENDPOINTS" \
+  --env "RATE=$RATE LOW_RATE=$LOW_RATE SECS=$SECS USERS=$USERS NGROUPS=$NGROUPS MEM_STREAMS=$MEM_STREAMS WH_N=$WH_N ENDPOINTS=$ENDPOINTS HISTORY=$HISTORY" \
   --machine "$(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB RAM, $(uname -sr)" \
   --versions "$(psql -w "$PG_URL/postgres" -Atqc 'SHOW server_version' | cut -d' ' -f1) / $(redis-cli -h "$RHOST" -p "$RPORT" INFO server | awk -F: '/^redis_version/{print $2}' | tr -d '\r') / $(rustc --version | cut -d' ' -f1-2)"

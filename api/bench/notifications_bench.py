@@ -361,7 +361,7 @@ def latencies(sent, got, group_of):
 
 STAGES_SQL = """
 WITH ev AS (SELECT event_id, received_at, processed_at, row_number() OVER (ORDER BY received_at) rn
-            FROM events WHERE type LIKE 'bench.g%%'),
+            FROM events WHERE type LIKE 'bench.g%%' AND source IS DISTINCT FROM 'history'),
 d AS (SELECT ev.rn, ev.received_at, ev.processed_at, max(r.delivered_at) AS delivered
       FROM ev JOIN notifications n ON n.event_id = ev.event_id
       JOIN notification_recipients r ON r.notification_id = n.notification_id GROUP BY 1, 2, 3)
@@ -433,6 +433,31 @@ async def main_role(a):
     # live: one stream per user, even users on A and odd on B
     worker = spawn(a, "worker", 0, common)
     await asyncio.sleep(1)
+    # history: the tables of a deployment that has been running (HISTORY events of the live
+    # phases' types, processed and delivered), then ANALYZE, as autovacuum does within a
+    # minute; without it the timed phases would measure a brand-new database's first minute,
+    # whose cached plans were made on empty tables (BENCHMARKS.md, "Notifications")
+    if a.history:
+        c = Conn(a.port_a, {"X-API-Key": a.api_key})
+        t0 = now()
+        for i in range(0, a.history, 1000):
+            evs = [{"type": f"bench.g{j % groups}", "source": "history", "payload": {"n": j}}
+                   for j in range(i, min(a.history, i + 1000))]
+            st, body = await c.request("POST", "/api/v1/events/batch",
+                                       json.dumps({"events": evs}).encode())
+            assert st == 202, body[:300]
+        c.close()
+        while True:
+            left = int(subprocess.check_output(["psql", "-X", "-w", "-Atqc",
+                                                "SELECT count(*) FROM events WHERE processed_at IS NULL",
+                                                a.db]).strip())
+            if left == 0 or now() - t0 > a.wh_prep_timeout:
+                break
+            await asyncio.sleep(0.5)
+        subprocess.check_output(["psql", "-X", "-w", "-Atqc", "ANALYZE", a.db])
+        res["history"] = {"events": a.history, "unprocessed": left, "secs": round(now() - t0, 1)}
+        print(f"history: {res['history']}", file=sys.stderr)
+        await asyncio.sleep(1)
     clients = []
     for side, port in (("a", a.port_a), ("b", a.port_b)):
         clients.append(await Child(["--role", "sse", "--port", str(port), "--users", files[side],
@@ -572,6 +597,7 @@ def main():
     ap.add_argument("--drain", type=float, default=60)
     ap.add_argument("--mem-streams", type=int, default=1000)
     ap.add_argument("--wh-n", type=int, default=20000)
+    ap.add_argument("--history", type=int, default=20000)
     ap.add_argument("--endpoints", type=int, default=1)
     ap.add_argument("--wh-prep-timeout", type=float, default=180)
     ap.add_argument("--wh-timeout", type=float, default=120)

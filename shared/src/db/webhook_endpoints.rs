@@ -368,7 +368,8 @@ pub struct Recorded {
 /// The audit action of an endpoint disabled for failing.
 pub const DISABLED_ACTION: &str = "webhook_endpoint.disabled";
 
-/// Records one delivery's result at `now`. A success ends the failing streak. A failure starts
+/// Records one delivery's result at `now`. A success ends the failing streak (and sets
+/// `last_success_at`, to the second while the endpoint stays healthy). A failure starts
 /// one or extends it; when the streak has lasted `disable_after`, the endpoint is disabled and,
 /// in the same transaction, audited ([`DISABLED_ACTION`]) and announced by a `system`
 /// notification (dedupe key `webhook-disabled:<endpointId>:<failing_since unix>`) whose
@@ -383,9 +384,14 @@ pub async fn record_result(
     disable_after: Duration,
 ) -> Result<Recorded, sqlx::Error> {
     if success {
+        // A healthy endpoint's success is written at most once a second: every delivery to
+        // the endpoint would otherwise update (and lock) its one row and commit (a WAL flush)
+        // per delivery. A success that ends a failing streak is always written.
         sqlx::query(
             "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $3 \
-             WHERE project_id = $1 AND endpoint_id = $2",
+             WHERE project_id = $1 AND endpoint_id = $2 \
+               AND (failing_since IS NOT NULL OR last_success_at IS NULL \
+                    OR last_success_at < $3 - interval '1 second')",
         )
         .bind(project_id)
         .bind(endpoint_id)

@@ -257,7 +257,8 @@ pub struct WebhookEndpoint {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Start of the current run of failed deliveries (null: the last one succeeded).
     pub failing_since: Option<DateTime<Utc>>,
-    /// Last delivered.
+    /// Last delivered (to the second: a healthy endpoint's successes are recorded at most once
+    /// a second).
     pub last_success_at: Option<DateTime<Utc>>,
     /// Last failed.
     pub last_failure_at: Option<DateTime<Utc>>,
