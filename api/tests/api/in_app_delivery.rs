@@ -14,7 +14,7 @@ use shared::{
 use uuid::Uuid;
 
 use crate::helpers::{
-    SseReader, TestApp, inbox_user, json_with_status, open_stream, rule_body, send,
+    SseReader, TestApp, in_app_off, inbox_user, json_with_status, open_stream, rule_body, send,
 };
 
 #[tokio::test]
