@@ -16,7 +16,10 @@ use sqlx::PgPool;
 use crate::{
     jobs::{
         deliver_notification::record::{self, AttemptWriter},
-        process_event::group_commit::{self, EventWriter},
+        process_event::{
+            group_commit::{self, EventWriter},
+            read::{self, EventReader},
+        },
     },
     rules_cache::RuleCache,
 };
@@ -45,6 +48,8 @@ pub struct JobContext {
     pub outbox: OutboxWaker,
     /// `process_event`'s group commit: the process's one writer of events' results.
     pub events: EventWriter,
+    /// `process_event`'s batched read of its event.
+    pub event_reads: EventReader,
     /// `deliver_notification`'s group commit: the process's one writer of delivery attempts.
     pub attempts: AttemptWriter,
 }
@@ -64,6 +69,7 @@ impl JobContext {
             webhooks,
             outbox: outbox.clone(),
             events: group_commit::spawn(pool.clone(), queues.clone(), outbox.clone()),
+            event_reads: read::spawn(pool.clone()),
             attempts: record::spawn(pool.clone(), outbox),
             pool,
             queues,

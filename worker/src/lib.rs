@@ -132,7 +132,11 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
         "Job lifecycle messages not made: their project was at its open-jobs quota",
         [vec![("reason", "quota".to_owned())]],
     );
-    shared::group_commit::metrics_at_zero(&["process_event", "deliver_notification"]);
+    shared::group_commit::metrics_at_zero(&[
+        "process_event",
+        "process_event_read",
+        "deliver_notification",
+    ]);
     export_at_zero(
         Counter,
         "comet_password_resets_total",

@@ -312,20 +312,38 @@ pub struct ToProcess {
     pub processed_at: Option<DateTime<Utc>>,
 }
 
-/// The event `process_event` works on.
-pub async fn to_process(
+/// The events `process_event` works on, many at once (one statement): `(project, event)` keys
+/// in, the events found out with their keys, in no particular order; an event not in its
+/// project is left out.
+pub async fn to_process_many(
     conn: &mut PgConnection,
-    project_id: Uuid,
-    event_id: Uuid,
-) -> Result<Option<ToProcess>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT type, source, payload, occurred_at, rules_version, processed_at \
-         FROM events WHERE project_id = $1 AND event_id = $2",
+    keys: &[(Uuid, Uuid)],
+) -> Result<Vec<(Uuid, Uuid, ToProcess)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        project_id: Uuid,
+        event_id: Uuid,
+        #[sqlx(flatten)]
+        event: ToProcess,
+    }
+    let projects: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let events: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        // a join driven by the keys: one primary-key look-up each, whatever the statistics
+        "SELECT e.project_id, e.event_id, e.type, e.source, e.payload, e.occurred_at, \
+                e.rules_version, e.processed_at \
+         FROM unnest($1::uuid[], $2::uuid[]) AS k(project_id, event_id) \
+         CROSS JOIN LATERAL (SELECT * FROM events e \
+                             WHERE e.project_id = k.project_id AND e.event_id = k.event_id) e",
     )
-    .bind(project_id)
-    .bind(event_id)
-    .fetch_optional(conn)
-    .await
+    .bind(&projects)
+    .bind(&events)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.project_id, r.event_id, r.event))
+        .collect())
 }
 
 #[cfg(test)]

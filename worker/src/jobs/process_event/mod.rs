@@ -10,7 +10,8 @@
 //! `comet_rule_evaluation_errors_total` and recorded on the rule (`lastError`), at most once a
 //! minute per rule (checked in the process first: no write per event).
 //!
-//! Round trips per event: the event's read; the rules come from the cache. The writes (the
+//! Round trips per event: none of its own. The event is read with those of the other jobs
+//! starting at the same moment ([`read`], one statement); the rules come from the cache. The writes (the
 //! notifications, their recipients and the processed mark in one statement,
 //! [`db::notifications::create_for_events`], then the deliveries) are committed together with
 //! those of the other events being processed at the same moment ([`group_commit`]): one
@@ -26,6 +27,7 @@
 //! also enqueues the period's `rule_digest` job, to run when the period closes.
 
 pub mod group_commit;
+pub mod read;
 
 use anyhow::Context as _;
 use apalis_core::error::{AbortError, BoxDynError};
@@ -100,16 +102,12 @@ pub async fn process_event(
     handle: &JobHandle,
 ) -> Result<Outcome, BoxDynError> {
     let (project_id, event_id) = (job.project_id, job.event_id);
-    let event = {
-        let mut conn = ctx
-            .pool
-            .acquire()
-            .await
-            .context("Failed to get a Postgres connection")?;
-        db::events::to_process(&mut conn, project_id, event_id)
-            .await
-            .context("Failed to read the event")?
-    };
+    // read with the events of the other jobs starting now (`read`)
+    let event = ctx
+        .event_reads
+        .write((project_id, event_id))
+        .await
+        .context("Failed to read the event")?;
     let Some(event) = event else {
         return Err(AbortError::new("the event does not exist in the job's project").into());
     };
