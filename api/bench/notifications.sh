@@ -16,8 +16,8 @@
 # event 202 -> `notification` on the SSE stream with 200 streams over two API processes, open
 # loop at LOW_RATE (100) then RATE (1000) events/s for SECS (10) s each; webhook deliveries per
 # second from one worker on a backlog of WH_N (20000) notifications. Before the live phases,
-# HISTORY (20000) events of their types are processed and delivered, then ANALYZE: the tables
-# of a deployment that has been running, not a new database's first minute.
+# HISTORY (20000) events of their types are processed and delivered (at most 180 s), then
+# ANALYZE: the tables of a deployment that has been running, not a new, never-analyzed database.
 #
 # Env knobs: RATE LOW_RATE SECS DRAIN (60) USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS HISTORY (above)
 #   DB (comet_bench_notifications; dropped and recreated)  PG_URL (postgres://postgres@127.0.0.1:5432)

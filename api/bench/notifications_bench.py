@@ -434,9 +434,10 @@ async def main_role(a):
     worker = spawn(a, "worker", 0, common)
     await asyncio.sleep(1)
     # history: the tables of a deployment that has been running (HISTORY events of the live
-    # phases' types, processed and delivered), then ANALYZE, as autovacuum does within a
-    # minute; without it the timed phases would measure a brand-new database's first minute,
-    # whose cached plans were made on empty tables (BENCHMARKS.md, "Notifications")
+    # phases' types, processed and delivered), then ANALYZE, as autovacuum does in a
+    # deployment (it is off on this machine's server); without it the timed phases would
+    # measure a new database whose cached plans were made on empty tables (BENCHMARKS.md,
+    # "Notifications"). The history gets at most --wh-prep-timeout seconds.
     if a.history:
         c = Conn(a.port_a, {"X-API-Key": a.api_key})
         t0 = now()

@@ -158,10 +158,15 @@ pub async fn create_for_events(
             RETURNING notification_id, event_id, rule_id, suppressed, channels
         ),
         earlier AS (
-            -- a join on the events, not `event_id = ANY($2)`: the planner then always walks
-            -- the (project_id, event_id, rule_id) key per event, never the project's rows
+            -- one (project_id, event_id, rule_id) key look-up per event, whatever the
+            -- statistics: a lateral subquery that is not flattened (OFFSET 0) is run per event
+            -- (with a plan made while the table was small, a join walked every notification
+            -- of the project: BENCHMARKS.md, "Notifications")
             SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed, n.channels
-            FROM ev JOIN notifications n ON n.project_id = $1 AND n.event_id = ev.event_id
+            FROM ev CROSS JOIN LATERAL (
+                SELECT * FROM notifications n
+                WHERE n.project_id = $1 AND n.event_id = ev.event_id OFFSET 0
+            ) n
         ),
         notes AS (
             SELECT * FROM added UNION ALL SELECT * FROM earlier
@@ -177,9 +182,15 @@ pub async fn create_for_events(
             FROM unnest($13::uuid[], $14::uuid[], $15::uuid[]) AS t(event_id, rule_id, role_id)
             JOIN notes n ON n.event_id = t.event_id AND n.rule_id = t.rule_id
             JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
-            JOIN users u ON u.project_id = $1 AND u.user_id = ur.user_id AND u.status = 'ACTIVE'
+            -- the user by primary key (a plan made on small tables walked the project's
+            -- users by status for each recipient)
+            CROSS JOIN LATERAL (
+                SELECT u.status FROM users u
+                WHERE u.project_id = $1 AND u.user_id = ur.user_id OFFSET 0
+            ) u
             LEFT JOIN notification_preferences p
               ON p.project_id = $1 AND p.user_id = ur.user_id
+            WHERE u.status = 'ACTIVE'
             ON CONFLICT DO NOTHING
             RETURNING notification_id, user_id, delivered_at IS NOT NULL AS delivered
         ),
