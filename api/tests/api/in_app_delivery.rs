@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
@@ -76,7 +78,19 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
         assert_eq!(row["jobId"], job_id.to_string(), "{row}");
     }
 
-    // a re-run (a duplicate job, a retry after a crash before the publish)
+    // a re-run (a duplicate job, a retry after a crash before the publish): listen on Alice's
+    // channel, as every API process does
+    let mut pubsub = app
+        .env
+        .queues
+        .client()
+        .get_async_pubsub()
+        .await
+        .expect("a pub/sub connection");
+    pubsub
+        .subscribe(shared::inbox::channel(app.env.queues.prefix(), p, alice))
+        .await
+        .expect("subscribe");
     ProcessEvent {
         project_id: p,
         event_id,
@@ -99,7 +113,16 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
     .expect("counts");
     assert_eq!(counts, (1, 1, 2), "(notifications, feed entries, attempts)");
     assert_eq!(app.unread(&alice_token).await, 1);
-    // the entry was published again; the stream drops what it has (no second event)
+    // the committed entry was published again, once more as seq 1
+    let message = tokio::time::timeout(Duration::from_secs(10), pubsub.on_message().next())
+        .await
+        .expect("the entry is published again")
+        .expect("a message");
+    let payload: serde_json::Value =
+        serde_json::from_str(&message.get_payload::<String>().expect("text")).expect("json");
+    assert_eq!(payload["seq"], 1, "{payload}");
+    assert_eq!(payload["data"]["id"], notification.to_string(), "{payload}");
+    // the stream drops what it has (no second event)
     assert!(
         stream.next(Duration::from_millis(500)).await.is_none(),
         "a duplicate reached the stream"

@@ -4,7 +4,10 @@
 //! **Lock order** (every writer follows it, so none deadlocks with another): the notification
 //! row, then the `inbox_users` rows of the users concerned in user-id order
 //! ([`lock_users`]), then recipient rows. The unread counter's triggers touch `inbox_users`
-//! rows the statement's caller has already locked.
+//! rows the statement's caller has already locked. `process_event`'s delivery
+//! ([`crate::db::notifications::create_for_events`]) inserts new notifications and recipient
+//! rows (invisible to every other writer until it commits), whose unread trigger then locks
+//! the users' rows in user order; then it appends to those users' feeds.
 //!
 //! **Feed sequence.** [`append`] advances `inbox_users.last_seq` of locked rows; a user's seqs
 //! therefore commit in order (the next writer waits for the lock), and a reader that sees seq

@@ -180,7 +180,10 @@ pub async fn create_for_events(
                    CASE WHEN 'inApp' = ANY(n.channels) AND coalesce(p.in_app, true)
                         THEN now() END
             FROM unnest($13::uuid[], $14::uuid[], $15::uuid[]) AS t(event_id, rule_id, role_id)
+            -- a suppressed match has no recipients (a re-run whose suppression decision
+            -- changed still finds it stored suppressed)
             JOIN notes n ON n.event_id = t.event_id AND n.rule_id = t.rule_id
+                        AND NOT n.suppressed
             JOIN user_roles ur ON ur.project_id = $1 AND ur.role_id = t.role_id
             -- the user by primary key (a plan made on small tables walked the project's
             -- users by status for each recipient)

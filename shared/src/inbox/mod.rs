@@ -316,14 +316,7 @@ pub async fn deliver_in_app(
 
     // an earlier run's entries, published again (the streams drop what they have)
     let mut to_publish = appended.clone();
-    to_publish.extend(states.iter().filter(|s| s.delivered).filter_map(|s| {
-        s.seq.map(|seq| FeedEntry {
-            user_id: s.user_id,
-            seq,
-            kind: feed::NOTIFICATION.to_owned(),
-            notification_id,
-        })
-    }));
+    to_publish.extend(delivered_entries(&states, notification_id));
     let outcomes = users
         .iter()
         .map(|u| {
@@ -345,6 +338,45 @@ pub async fn deliver_in_app(
     metrics::counter!("comet_inbox_delivered_total").increment(appended.len() as u64);
     publish(pool, queues, project_id, &to_publish).await?;
     Ok(outcomes)
+}
+
+/// The feed entries by which `states`' recipients who have the notification got it (those the
+/// feed still holds).
+fn delivered_entries(
+    states: &[feed::RecipientState],
+    notification_id: Uuid,
+) -> impl Iterator<Item = FeedEntry> + '_ {
+    states.iter().filter(|s| s.delivered).filter_map(move |s| {
+        s.seq.map(|seq| FeedEntry {
+            user_id: s.user_id,
+            seq,
+            kind: feed::NOTIFICATION.to_owned(),
+            notification_id,
+        })
+    })
+}
+
+/// Publishes again the entries by which `users` got the notification (those who have it): for
+/// a delivery that committed but whose publish may not have happened (`process_event`'s
+/// fallback; a crash between its commit and its publish). Streams drop what they have; nothing
+/// is written. Returns how many entries were published.
+pub async fn republish(
+    pool: &PgPool,
+    queues: &Queues,
+    project_id: Uuid,
+    notification_id: Uuid,
+    users: &[Uuid],
+) -> Result<usize, InboxError> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let states = {
+        let mut conn = pool.acquire().await?;
+        feed::recipients_state(&mut conn, project_id, notification_id, users).await?
+    };
+    let entries: Vec<FeedEntry> = delivered_entries(&states, notification_id).collect();
+    publish(pool, queues, project_id, &entries).await?;
+    Ok(entries.len())
 }
 
 fn all(users: &[Uuid], outcome: InAppOutcome) -> Vec<(Uuid, InAppOutcome)> {

@@ -1,7 +1,10 @@
 //! The in-app channel: the notification enters each recipient's inbox and is pushed to their
 //! open streams, wherever they are connected ([`shared::inbox::deliver_in_app`]: idempotent,
 //! preferences and status read in its transaction). A failure (Postgres, or the publish after
-//! the commit) retries every recipient not done; a retry delivers nothing twice.
+//! the commit) retries every recipient not done; a retry delivers nothing twice. The entries
+//! of recipients already done are published again on every run (streams drop duplicates):
+//! this is how a delivery committed by `process_event` whose publish failed reaches the
+//! streams.
 
 use anyhow::Context as _;
 use shared::{db, db::deliveries::Outcome, inbox};
@@ -17,11 +20,21 @@ pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult
     )
     .await
     .context("Failed to read the recipients")?;
-    let users: Vec<_> = recipients
+    let (done, users): (Vec<_>, Vec<_>) = recipients
         .iter()
         .map(|r| r.user_id)
-        .filter(|u| !d.done.contains(u))
-        .collect();
+        .partition(|u| d.done.contains(u));
+    // those done may have been delivered by a transaction whose publish never happened
+    // (`process_event` hands such notifications to this job): publish their entries again
+    inbox::republish(
+        &d.ctx.pool,
+        &d.ctx.queues,
+        d.job.project_id,
+        d.job.notification_id,
+        &done,
+    )
+    .await
+    .context("Failed to publish the delivered entries again")?;
     if users.is_empty() {
         return Ok(Vec::new());
     }

@@ -41,6 +41,9 @@ pub const MAX_BATCH: usize = 64;
 /// Batches written at the same time (each holds one Postgres connection while it commits).
 pub const IN_FLIGHT: usize = 2;
 
+/// How long a batch's publish may take before its entries are handed to re-publishing jobs.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A digest job runs this long after its period closes: matches decided just before the close
 /// have committed by then.
 const DIGEST_GRACE_MS: i64 = 2_000;
@@ -121,8 +124,16 @@ impl Writer {
     /// Publishes a project's committed in-app entries; on failure hands their notifications to
     /// in-app delivery jobs, which publish them again (see the module docs).
     async fn publish(&self, writes: &[&Write], project_id: Uuid, entries: &[FeedEntry]) {
-        let Err(e) = inbox::publish(&self.pool, &self.queues, project_id, entries).await else {
-            return;
+        // bounded: every event being processed waits for this batch's writer
+        let published = tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            inbox::publish(&self.pool, &self.queues, project_id, entries),
+        )
+        .await;
+        let e = match published {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
         };
         metrics::counter!("comet_inbox_publish_failed_total").increment(1);
         tracing::warn!(error = %e, %project_id, "in-app delivery committed but not pushed live");
@@ -167,6 +178,9 @@ fn republish_jobs(
         };
         let opts = EnqueueOptions {
             request_id: request_id.map(str::to_owned),
+            // not the delivery's key (`deliver:<n>:inApp`): that may be taken by an earlier
+            // job, and a second re-publish must run too (a duplicate one is harmless)
+            idempotency_key: None,
             ..job.enqueue_options()
         };
         jobs.push(job.to_new_job(opts)?);
@@ -210,6 +224,7 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
                 &mut jobs,
             )
             .context("Failed to build the delivery jobs")?;
+            let deliveries = jobs.len() - before;
             republish_jobs(
                 project_id,
                 &created.in_app_earlier,
@@ -224,7 +239,7 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
                     .map(|&(notification, user)| (user, NOTIFICATION, notification)),
             );
             results.push(Written {
-                deliveries: jobs.len() - before,
+                deliveries,
                 created,
             });
         }
