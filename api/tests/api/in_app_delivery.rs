@@ -12,6 +12,7 @@ use serde_json::json;
 use shared::{
     jobs::{Job as _, ProcessEvent},
     queue::JobState,
+    testing::eventually,
 };
 use uuid::Uuid;
 
@@ -127,4 +128,91 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
         stream.next(Duration::from_millis(500)).await.is_none(),
         "a duplicate reached the stream"
     );
+}
+
+#[tokio::test]
+async fn a_suppressed_match_gets_no_recipient_even_when_a_rerun_would_deliver_it() {
+    let mut app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, alice_token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let member = app.role_id(p, "member").await.to_string();
+    let mut body = rule_body("noisy", &["disk.*"], None, &[member]);
+    body["suppression"] = json!({ "maxFires": 1, "windowSeconds": 600 });
+    let rule = app.rule(&admin, &body).await;
+
+    // the suppression period's digest waits for its end: the test waits for the runs instead
+    app.start_worker().await;
+    let first = app
+        .event(&admin, &json!({ "type": "disk.full", "payload": {} }))
+        .await;
+    completed_runs(&app, 1).await;
+    let second = app
+        .event(&admin, &json!({ "type": "disk.full", "payload": {} }))
+        .await;
+    completed_runs(&app, 2).await;
+    let second_id = Uuid::parse_str(second["eventId"].as_str().expect("id")).expect("uuid");
+    assert_ne!(first["eventId"], second["eventId"]);
+    assert_eq!(
+        app.unread(&alice_token).await,
+        1,
+        "the second match is suppressed"
+    );
+
+    // Redis forgets the rule's suppression state (a flush, a failover, a memo expired): a
+    // re-run of the suppressed event now decides to deliver, but its match is stored
+    // suppressed and stays so
+    let mut conn = app.env.queues.connection();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:suppress:*{rule}*", app.env.queues.prefix()))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    assert!(!keys.is_empty(), "the rule's suppression keys");
+    let _: i64 = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+    ProcessEvent {
+        project_id: p,
+        event_id: second_id,
+    }
+    .enqueue_now(&app.env.queues, Default::default())
+    .await
+    .expect("enqueue a re-run");
+    completed_runs(&app, 3).await;
+
+    let (recipients, feed): (i64, i64) = sqlx::query_as(
+        r#"SELECT (SELECT count(*) FROM notification_recipients r
+                   JOIN notifications n USING (project_id, notification_id)
+                   WHERE n.project_id = $1 AND n.event_id = $2),
+                  (SELECT count(*) FROM inbox_feed WHERE project_id = $1 AND user_id = $3)"#,
+    )
+    .bind(p)
+    .bind(second_id)
+    .bind(alice)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("counts");
+    assert_eq!(
+        (recipients, feed),
+        (0, 1),
+        "(the suppressed match's recipients, Alice's feed)"
+    );
+    assert_eq!(app.unread(&alice_token).await, 1);
+}
+
+/// Waits until `n` `process_event` jobs have completed.
+async fn completed_runs(app: &TestApp, n: usize) {
+    eventually(Duration::from_secs(20), "process_event runs", || async {
+        let (page, _) = app
+            .env
+            .queues
+            .list("process_event", JobState::Completed, 0, 10)
+            .await
+            .ok()?;
+        (page.len() >= n).then_some(())
+    })
+    .await;
 }
