@@ -26,7 +26,10 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use shared::inbox::{StreamEvent, channel_pattern, parse_channel};
+use shared::{
+    inbox::{StreamEvent, channel_pattern, parse_channel},
+    redis_client::{Channel, RedisClient},
+};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -161,7 +164,7 @@ impl Hub {
 
     /// Listens on every user's channel until [`Hub::close`]; reconnects with backoff and
     /// resyncs the open streams after every connect.
-    pub async fn run(self: Arc<Self>, client: redis::Client, prefix: String) {
+    pub async fn run(self: Arc<Self>, client: RedisClient, prefix: String) {
         let pattern = channel_pattern(&prefix);
         let mut closing = self.closing();
         let mut backoff = Duration::from_millis(100);
@@ -170,15 +173,14 @@ impl Hub {
                 return;
             }
             let sub = async {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.psubscribe(&pattern).await?;
-                Ok::<_, redis::RedisError>(pubsub)
+                let channels = [Channel::Pattern(pattern.clone())];
+                client.subscribe(&channels).await
             };
             match tokio::time::timeout(Duration::from_secs(5), sub).await {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(messages)) => {
                     backoff = Duration::from_millis(100);
                     self.resync_all();
-                    let mut messages = pubsub.on_message();
+                    let mut messages = std::pin::pin!(messages);
                     loop {
                         tokio::select! {
                             msg = messages.next() => match msg {

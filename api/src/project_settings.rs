@@ -14,7 +14,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use shared::domain::ProjectSettings;
+use shared::{domain::ProjectSettings, redis_client::Channel};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -98,15 +98,14 @@ pub async fn listen(s: AppState) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let subscribe = async {
-            let mut pubsub = s.queues.client().get_async_pubsub().await?;
-            pubsub.subscribe(channel(&s)).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let channels = [Channel::Plain(channel(&s))];
+            s.queues.client().subscribe(&channels).await
         };
         match tokio::time::timeout(Duration::from_secs(5), subscribe).await {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(messages)) => {
                 backoff = Duration::from_millis(100);
                 s.project_settings.forget_all();
-                let mut messages = pubsub.into_on_message();
+                let mut messages = std::pin::pin!(messages);
                 while let Some(msg) = messages.next().await {
                     match msg
                         .get_payload::<String>()

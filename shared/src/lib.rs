@@ -38,6 +38,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod permissions;
 pub mod queue;
+pub mod redis_client;
 pub mod rules;
 pub mod schedule;
 pub mod secrets;

@@ -35,7 +35,9 @@
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use redis::AsyncCommands;
+
+use crate::redis_client::RedisConn;
 use uuid::Uuid;
 
 use crate::{auth::Claims, db::projects::Block, queue::Queues};
@@ -64,7 +66,7 @@ pub const LEGACY_KEYS_UNTIL: &str =
 /// The session store.
 #[derive(Clone)]
 pub struct Sessions {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
@@ -169,14 +171,9 @@ impl Sessions {
         count: usize,
     ) -> redis::RedisResult<(u64, u64, u64)> {
         let mut conn = self.conn.clone();
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}user-sessions:*", self.prefix))
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
+        // on a cluster, the walk goes over each master in turn (`RedisConn::scan`)
+        let pattern = format!("{}user-sessions:*", self.prefix);
+        let (next, keys) = conn.scan(cursor, &pattern, count).await?;
         let mut removed = 0;
         let set_prefix = format!("{}user-sessions:", self.prefix);
         for key in &keys {

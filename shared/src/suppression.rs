@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_client::RedisConn;
 use uuid::Uuid;
 
 use crate::queue::Queues;
@@ -83,7 +83,7 @@ return res
 /// Decides matches of suppressed rules (see the module docs).
 #[derive(Clone)]
 pub struct Suppressor {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     script: std::sync::Arc<redis::Script>,
 }

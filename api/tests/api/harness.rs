@@ -28,11 +28,9 @@ async fn database_exists(name: &str) -> bool {
 
 /// The Redis keys under `prefix`.
 async fn redis_keys(prefix: &str) -> Vec<String> {
-    let client = redis::Client::open(shared::testing::redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to Redis");
+    let client =
+        shared::redis_client::RedisClient::open(&shared::testing::redis_url()).expect("redis url");
+    let mut conn = client.connection().expect("connect to Redis");
     redis::cmd("KEYS")
         .arg(format!("{prefix}:*"))
         .query_async(&mut conn)

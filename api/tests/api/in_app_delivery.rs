@@ -81,17 +81,15 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
 
     // a re-run (a duplicate job, a retry after a crash before the publish): listen on Alice's
     // channel, as every API process does
-    let mut pubsub = app
+    let channel = shared::inbox::channel(app.env.queues.prefix(), p, alice);
+    let messages = app
         .env
         .queues
         .client()
-        .get_async_pubsub()
-        .await
-        .expect("a pub/sub connection");
-    pubsub
-        .subscribe(shared::inbox::channel(app.env.queues.prefix(), p, alice))
+        .subscribe(&[shared::redis_client::Channel::Plain(channel)])
         .await
         .expect("subscribe");
+    let mut messages = std::pin::pin!(messages);
     ProcessEvent {
         project_id: p,
         event_id,
@@ -115,7 +113,7 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
     assert_eq!(counts, (1, 1, 2), "(notifications, feed entries, attempts)");
     assert_eq!(app.unread(&alice_token).await, 1);
     // the committed entry was published again, once more as seq 1
-    let message = tokio::time::timeout(Duration::from_secs(10), pubsub.on_message().next())
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
         .await
         .expect("the entry is published again")
         .expect("a message");

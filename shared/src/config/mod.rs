@@ -286,7 +286,7 @@ impl Settings {
     }
 
     /// A Redis client for `REDIS_URL`.
-    pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+    pub fn redis_client(&self) -> redis::RedisResult<crate::redis_client::RedisClient> {
         self.redis.client()
     }
 }

@@ -3,6 +3,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{ConfigError, Env};
+use crate::redis_client::RedisClient;
 
 /// The Postgres connection.
 #[derive(Debug, Clone)]
@@ -29,7 +30,8 @@ impl DatabaseSettings {
 /// The Redis connection and key prefix.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `REDIS_URL`: Redis connection string (default `redis://127.0.0.1:6379`).
+    /// `REDIS_URL`: one Redis server (`redis://`, default `redis://127.0.0.1:6379`) or a Redis
+    /// Cluster's seed nodes (`redis+cluster://host1:port1,host2:port2`).
     pub url: SecretString,
     /// `REDIS_PREFIX`: prefix of every Redis key Comet writes (default `comet`).
     pub prefix: String,
@@ -40,8 +42,11 @@ impl RedisSettings {
         let url = env
             .get("REDIS_URL")
             .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        if redis::Client::open(url.as_str()).is_err() {
-            return Err(env.invalid("REDIS_URL", "not a valid redis:// URL"));
+        if RedisClient::open(url.as_str()).is_err() {
+            return Err(env.invalid(
+                "REDIS_URL",
+                "not a valid redis:// or redis+cluster://host:port,host:port URL",
+            ));
         }
         let prefix = env.get("REDIS_PREFIX").unwrap_or_else(|| "comet".into());
         if prefix.contains(['{', '}', ' ']) {
@@ -54,7 +59,7 @@ impl RedisSettings {
     }
 
     /// A client for [`Self::url`].
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.url.expose_secret())
+    pub fn client(&self) -> redis::RedisResult<RedisClient> {
+        RedisClient::open(self.url.expose_secret())
     }
 }

@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::redis_client::RedisConn;
 use uuid::Uuid;
 
 use crate::queue::Queues;
@@ -19,7 +21,7 @@ use crate::queue::Queues;
 /// Tickets and open-stream slots.
 #[derive(Clone)]
 pub struct StreamStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     open: std::sync::Arc<Script>,
     refresh: std::sync::Arc<Script>,

@@ -58,12 +58,15 @@ pub use workers::{QueueFleet, WorkerAnnouncement, WorkerInfo, WorkerQueue};
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::config::QueueSettings;
+use crate::{
+    config::QueueSettings,
+    redis_client::{RedisClient, RedisConn},
+};
 
 /// Most jobs one enqueue script call carries (bounded work per call).
 pub const ENQUEUE_CHUNK: usize = 1000;
@@ -89,29 +92,40 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    fn load() -> Self {
+    /// The scripts for one Redis server, or for a cluster (`cluster`: wake-ups are published
+    /// with `SPUBLISH`, so they stay on the queue's shard).
+    fn load(cluster: bool) -> Self {
+        let script = |name| Script::new(&script_source_for(name, cluster));
         Self {
-            enqueue: Script::new(&script_source("enqueue")),
-            fetch: Script::new(&script_source("fetch")),
-            ack: Script::new(&script_source("ack")),
-            heartbeat: Script::new(&script_source("heartbeat")),
-            release: Script::new(&script_source("release")),
-            maintain: Script::new(&script_source("maintain")),
-            retry_dead: Script::new(&script_source("retry_dead")),
-            cancel: Script::new(&script_source("cancel")),
-            claim_dead: Script::new(&script_source("claim_dead")),
-            archived: Script::new(&script_source("archived")),
-            delete: Script::new(&script_source("delete")),
-            run_now: Script::new(&script_source("run_now")),
+            enqueue: script("enqueue"),
+            fetch: script("fetch"),
+            ack: script("ack"),
+            heartbeat: script("heartbeat"),
+            release: script("release"),
+            maintain: script("maintain"),
+            retry_dead: script("retry_dead"),
+            cancel: script("cancel"),
+            claim_dead: script("claim_dead"),
+            archived: script("archived"),
+            delete: script("delete"),
+            run_now: script("run_now"),
         }
     }
 }
 
+/// The source of queue script `name` as it is loaded on one Redis server (see
+/// [`script_source_for`]). Public for tests that drive a script by hand, as a stalled or dying
+/// worker would.
+pub fn script_source(name: &str) -> String {
+    script_source_for(name, false)
+}
+
 /// The source of queue script `name` as it is loaded: the scripts that record a failure start
 /// with `history.lua`, and those that open or close a job with `open.lua` (a Redis script cannot
-/// include another). Public for tests that drive a script by hand, as a stalled or dying worker
-/// would.
-pub fn script_source(name: &str) -> String {
+/// include another); every one starts with `WAKE`, the command that publishes the queue's
+/// wake-up: `PUBLISH` on one server, `SPUBLISH` on a cluster (a sharded channel, delivered by
+/// the queue's own shard instead of broadcast to every node).
+pub fn script_source_for(name: &str, cluster: bool) -> String {
     const HISTORY: &str = include_str!("lua/history.lua");
     const OPEN: &str = include_str!("lua/open.lua");
     const SERIES: &str = include_str!("lua/series.lua");
@@ -130,7 +144,9 @@ pub fn script_source(name: &str) -> String {
         "run_now" => (&[OPEN], include_str!("lua/run_now.lua")),
         other => panic!("no queue script {other:?}"),
     };
-    let mut source = helpers.concat();
+    let wake = if cluster { "SPUBLISH" } else { "PUBLISH" };
+    let mut source = format!("local WAKE = '{wake}'\n");
+    source.push_str(&helpers.concat());
     source.push_str(body);
     source
 }
@@ -383,8 +399,8 @@ pub struct DeadJob {
 /// Cheap to clone; one multiplexed connection that reconnects by itself.
 #[derive(Clone)]
 pub struct Queues {
-    pub(crate) conn: ConnectionManager,
-    pub(crate) client: redis::Client,
+    pub(crate) conn: RedisConn,
+    pub(crate) client: RedisClient,
     pub(crate) prefix: Arc<str>,
     pub(crate) settings: Arc<QueueSettings>,
     pub(crate) scripts: Arc<Scripts>,
@@ -412,23 +428,17 @@ impl Queues {
     /// Connects lazily: the first command connects, and a lost connection is re-made with
     /// backoff, so a process starts (and stays up) while Redis is down.
     pub fn new(
-        client: redis::Client,
+        client: RedisClient,
         prefix: &str,
         settings: QueueSettings,
     ) -> Result<Self, QueueError> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let conn = client.connection()?;
         Ok(Self {
             conn,
+            scripts: Arc::new(Scripts::load(client.is_cluster())),
             client,
             prefix: prefix.into(),
             settings: Arc::new(settings),
-            scripts: Arc::new(Scripts::load()),
         })
     }
 
@@ -438,12 +448,12 @@ impl Queues {
     }
 
     /// The shared multiplexed connection (for job handlers' own Redis work).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
     /// The client, for connections of their own (pub/sub subscriptions).
-    pub fn client(&self) -> &redis::Client {
+    pub fn client(&self) -> &RedisClient {
         &self.client
     }
 
@@ -571,14 +581,7 @@ impl Queues {
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+            let (next, keys) = conn.scan(cursor, &pattern, 1000).await?;
             if !keys.is_empty() {
                 let n: u64 = conn.del(&keys).await?;
                 deleted += n;

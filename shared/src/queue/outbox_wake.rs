@@ -13,6 +13,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::{QueueError, Queues};
+use crate::redis_client::Channel;
 
 impl Queues {
     /// The outbox relays' wake channel of this deployment (under its key prefix).
@@ -35,9 +36,9 @@ impl Queues {
     /// stream ends when the connection is lost (subscribe again, and relay once: a wake may
     /// have been missed meanwhile).
     pub async fn outbox_wakes(&self) -> Result<impl Stream<Item = ()> + Send + use<>, QueueError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(self.outbox_wake_channel()).await?;
-        Ok(futures::StreamExt::map(pubsub.into_on_message(), |_| ()))
+        let channels = [Channel::Plain(self.outbox_wake_channel())];
+        let messages = self.client.subscribe(&channels).await?;
+        Ok(futures::StreamExt::map(messages, |_| ()))
     }
 }
 

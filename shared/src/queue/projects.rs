@@ -194,7 +194,7 @@ mod tests {
     /// Queues under a prefix of their own on the test Redis, deleted on drop.
     struct Fixture {
         queues: Queues,
-        client: redis::Client,
+        client: Option<redis::Client>,
     }
 
     impl Fixture {
@@ -202,9 +202,11 @@ mod tests {
             let url =
                 std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
             let prefix = format!("test-unit-{}", &Uuid::new_v4().simple().to_string()[..12]);
-            let client = redis::Client::open(url).expect("redis url");
+            // a blocking client for the clean-up in `drop` (none on a test cluster, which goes away
+            // with the tests)
+            let client = redis::Client::open(url.as_str()).ok();
             let queues = Queues::new(
-                client.clone(),
+                crate::redis_client::RedisClient::open(&url).expect("redis url"),
                 &prefix,
                 crate::config::QueueSettings::default(),
             )
@@ -233,7 +235,7 @@ mod tests {
 
     impl Drop for Fixture {
         fn drop(&mut self) {
-            let Ok(mut conn) = self.client.get_connection() else {
+            let Some(Ok(mut conn)) = self.client.as_ref().map(redis::Client::get_connection) else {
                 return;
             };
             let pattern = format!("{}:*", self.queues.prefix());

@@ -276,13 +276,12 @@ impl Drop for TestEnv {
 /// Waits (at most 10 s) until an outbox relay of the environment listens for wakes (see
 /// [`crate::queue::OutboxWaker`]), so that a wake sent now reaches it.
 pub async fn outbox_relay_subscribed(env: &TestEnv) {
-    let client = env.settings.redis_client().expect("a Redis client");
     let channel = env.queues.outbox_wake_channel();
     eventually(
         Duration::from_secs(10),
         "an outbox relay subscribes",
         || async {
-            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let mut conn = env.queues.connection();
             let (_, n): (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
                 .arg(&channel)

@@ -543,8 +543,8 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Work { n, .. } | Cmd::LatWorker { n, .. } = &cli.cmd {
         settings.max_completed = settings.max_completed.max(*n as u64);
     }
-    let client =
-        redis::Client::open(cli.redis_url.as_str()).context("Failed to parse the Redis URL")?;
+    let client = shared::redis_client::RedisClient::open(cli.redis_url.as_str())
+        .context("Failed to parse the Redis URL")?;
     let queues = Queues::new(client, &cli.prefix, settings).context("Failed to configure Redis")?;
     match cli.cmd {
         Cmd::Enqueue {

@@ -3,6 +3,7 @@
 //! expired leases, trim old jobs, the per-queue gauges) and the wake-up subscription.
 
 use super::*;
+use crate::redis_client::Channel;
 
 impl Shared {
     /// A copy of the jobs held now (the heartbeat sends it while the acker keeps writing).
@@ -159,15 +160,14 @@ impl Shared {
                 return;
             }
             let sub = async {
-                let mut pubsub = self.queues.client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
-                Ok::<_, redis::RedisError>(pubsub)
+                let channels = [Channel::Sharded(channel.clone())];
+                self.queues.client.subscribe(&channels).await
             };
             match tokio::time::timeout(Duration::from_secs(5), sub).await {
-                Ok(Ok(mut pubsub)) => {
+                Ok(Ok(stream)) => {
                     backoff = Duration::from_millis(100);
                     self.notify.notify_one();
-                    let mut stream = pubsub.on_message();
+                    let mut stream = std::pin::pin!(stream);
                     loop {
                         tokio::select! {
                             msg = stream.next() => match msg {

@@ -45,7 +45,7 @@ fn backoff_is_spread_over_the_whole_range_from_zero_to_the_capped_ceiling() {
 struct Fixture {
     shared: Arc<Shared>,
     queues: Queues,
-    client: redis::Client,
+    client: Option<redis::Client>,
 }
 
 impl Fixture {
@@ -53,9 +53,11 @@ impl Fixture {
         let url =
             std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-unit-{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let client = redis::Client::open(url).expect("redis url");
+        // a blocking client for the clean-up in `drop` (none on a test cluster, which goes away
+        // with the tests)
+        let client = redis::Client::open(url.as_str()).ok();
         let queues = Queues::new(
-            client.clone(),
+            crate::redis_client::RedisClient::open(&url).expect("redis url"),
             &prefix,
             crate::config::QueueSettings::default(),
         )
@@ -136,7 +138,7 @@ impl Fixture {
 /// runtime is needed in `drop`).
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let Ok(mut conn) = self.client.get_connection() else {
+        let Some(Ok(mut conn)) = self.client.as_ref().map(redis::Client::get_connection) else {
             return;
         };
         let pattern = format!("{}:*", self.queues.prefix());

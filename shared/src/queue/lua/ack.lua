@@ -102,6 +102,6 @@ apply_moves(base, moves)
 apply_index(base, unindexed, false)
 if hooked and #dead > 0 then redis.call('ZADD', base .. 'dead_hooks', unpack(dead)) end
 -- idle workers re-fetch, learn the retry's due time and sleep exactly until then
-if #retried > 0 then redis.call('PUBLISH', base .. 'wake', 0) end
+if #retried > 0 then redis.call(WAKE, base .. 'wake', 0) end
 reply[1] = table.concat(codes)
 return reply

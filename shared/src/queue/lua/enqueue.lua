@@ -69,6 +69,6 @@ apply_index(base, indexed, true)
 count_minute(base, now, 'enqueued', created)
 if woke > 0 then
   redis.call('ZADD', base .. 'ready', unpack(readies))
-  redis.call('PUBLISH', base .. 'wake', woke)
+  redis.call(WAKE, base .. 'wake', woke)
 end
 return out

@@ -68,7 +68,7 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if promoted + reaped - died > 0 then redis.call('PUBLISH', base .. 'wake', promoted + reaped - died) end
+if promoted + reaped - died > 0 then redis.call(WAKE, base .. 'wake', promoted + reaped - died) end
 local function forget(set, id)
   redis.call('DEL', base .. 'job:' .. id)
   redis.call('ZREM', base .. set, id)

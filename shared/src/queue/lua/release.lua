@@ -20,5 +20,5 @@ for i = 1, #ARGV, 2 do
   end
 end
 apply_moves(base, moves)
-if released > 0 then redis.call('PUBLISH', base .. 'wake', released) end
+if released > 0 then redis.call(WAKE, base .. 'wake', released) end
 return released

@@ -21,5 +21,5 @@ move(moves, cur[3], nil, 'waiting')
 index_job(indexed, cur[3], cur[4], id)
 apply_moves(base, moves)
 apply_index(base, indexed, true)
-redis.call('PUBLISH', base .. 'wake', 1)
+redis.call(WAKE, base .. 'wake', 1)
 return 1

@@ -16,6 +16,6 @@ if from[state] and cur[2] then
   local moves = {}
   move(moves, cur[3], state, 'waiting')
   apply_moves(base, moves)
-  redis.call('PUBLISH', base .. 'wake', 1)
+  redis.call(WAKE, base .. 'wake', 1)
 end
 return state

@@ -255,7 +255,7 @@ async fn run(
         .collect::<anyhow::Result<_>>()?;
 
     let queues = Queues::new(
-        redis::Client::open(redis.url())?,
+        shared::redis_client::RedisClient::open(&redis.url())?,
         "chaos",
         QueueSettings::default(),
     )?;
