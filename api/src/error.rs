@@ -225,6 +225,10 @@ impl From<shared::queue::QueueError> for ApiError {
                 tracing::error!(error = %r, "redis unreachable or failing");
                 ApiError::Unavailable("the job queue")
             }
+            e @ shared::queue::QueueError::NotReplicated { .. } => {
+                tracing::warn!(error = %e, "an enqueue was not replicated in time");
+                ApiError::Unavailable("the job queue")
+            }
             e => ApiError::Internal(anyhow::Error::new(e).context("job queue failed")),
         }
     }

@@ -27,7 +27,7 @@ use redis::{
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
-    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot},
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr},
 };
 use tokio::sync::OnceCell;
 
@@ -275,6 +275,29 @@ impl RedisConn {
         }
     }
 
+    /// `WAIT`: until `replicas` replicas of the master holding `key` have this connection's
+    /// writes to it so far, or `timeout`; returns how many have them. On a cluster it goes to
+    /// the master of `key`'s slot only (not every node).
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<u32> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(timeout.as_millis() as u64);
+        match self {
+            Self::Single(conn) => wait.query_async(conn).await,
+            Self::Cluster(lazy) => {
+                let mut conn = lazy.get().await?;
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = conn.route_command(wait, routing).await?;
+                redis::from_redis_value(reply).map_err(Into::into)
+            }
+        }
+    }
+
     /// The masters of the cluster (host, port), sorted; one server's own address otherwise.
     pub async fn masters(&mut self) -> RedisResult<Vec<(String, u16)>> {
         match self {
@@ -334,12 +357,20 @@ fn slot_of(cmd: &Cmd) -> Option<Slot> {
             }
             args.get(3)?
         }
-        b"TIME" | b"PING" | b"PUBLISH" | b"INFO" | b"SCRIPT" | b"CLUSTER" | b"DBSIZE" => {
+        b"TIME" | b"PING" | b"PUBLISH" | b"INFO" | b"SCRIPT" | b"CLUSTER" | b"DBSIZE" | b"WAIT" => {
             return None;
         }
         _ => args.get(1)?,
     };
     Some(Slot::for_key(key))
+}
+
+/// Where a pipeline part goes: its slot's master, or any master for keyless commands.
+fn route_to(slot: Option<Slot>) -> SingleNodeRoutingInfo {
+    match slot {
+        Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master)),
+        None => SingleNodeRoutingInfo::RandomPrimary,
+    }
 }
 
 /// Runs a pipeline on a cluster: as it is when it is a transaction or its keyed commands share
@@ -354,8 +385,14 @@ async fn cluster_pipeline(
     let slots: Vec<Option<Slot>> = pipe.cmd_iter().map(slot_of).collect();
     let first = slots.iter().flatten().next().copied();
     let one_slot = slots.iter().flatten().all(|s| Some(*s) == first);
-    if pipe.is_transaction() || one_slot {
+    if pipe.is_transaction() {
         return conn.req_packed_commands(pipe, offset, count).await;
+    }
+    // routed explicitly: the client's own routing would take a `PUBLISH`'s channel for a key
+    if one_slot {
+        return conn
+            .route_pipeline(pipe.clone(), offset, count, route_to(first))
+            .await;
     }
     // keyless commands go with the first slot's part
     let mut parts: Vec<(Option<Slot>, Pipeline, Vec<usize>)> = Vec::new();
@@ -371,9 +408,12 @@ async fn cluster_pipeline(
         part.1.add_command(cmd.clone());
         part.2.push(i);
     }
-    let replies = futures::future::try_join_all(parts.iter().map(|(_, part, _)| {
+    let replies = futures::future::try_join_all(parts.iter().map(|(slot, part, _)| {
         let mut conn = conn.clone();
-        async move { conn.req_packed_commands(part, 0, part.len()).await }
+        async move {
+            conn.route_pipeline(part.clone(), 0, part.len(), route_to(*slot))
+                .await
+        }
     }))
     .await?;
     let mut out = vec![Value::Nil; slots.len()];

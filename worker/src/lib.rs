@@ -216,6 +216,12 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
     );
     export_at_zero(
         Counter,
+        "comet_redis_wait_short_total",
+        "Writes fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged in time",
+        unlabelled(),
+    );
+    export_at_zero(
+        Counter,
         "comet_outbox_relayed_total",
         "Outbox rows moved to Redis",
         unlabelled(),

@@ -44,6 +44,16 @@ pub struct QueueSettings {
     /// still in the outbox) a project may have before the API refuses to enqueue more (default
     /// 100000, at least 1).
     pub max_open_per_project: u64,
+    /// `REDIS_WAIT_REPLICAS`: replicas that must have an enqueue (and a job's outcome) before
+    /// it counts as done (Redis `WAIT`; default 0: off). An enqueue that fewer replicas
+    /// acknowledged within `REDIS_WAIT_TIMEOUT_MS` fails (the API answers 503, the outbox
+    /// relay keeps the row and pushes it again: the job id makes that push a no-op if the first
+    /// survived); an outcome is only counted (`comet_redis_wait_short_total`), since losing one
+    /// re-runs the job rather than losing it.
+    pub wait_replicas: u32,
+    /// `REDIS_WAIT_TIMEOUT_MS`: how long an enqueue or an outcome waits for those replicas
+    /// (default 1000, at least 1).
+    pub wait_timeout: Duration,
 }
 
 impl Default for QueueSettings {
@@ -85,6 +95,8 @@ impl QueueSettings {
                 RateLimit::per_secs(200, 1),
             )?,
             max_open_per_project: env.at_least("JOB_MAX_OPEN_PER_PROJECT", 100_000, 1)?,
+            wait_replicas: env.parse("REDIS_WAIT_REPLICAS", 0)?,
+            wait_timeout: Duration::from_millis(env.at_least("REDIS_WAIT_TIMEOUT_MS", 1000, 1)?),
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));

@@ -166,6 +166,16 @@ pub enum QueueError {
     /// Redis answered something the scripts never return (a bug or a foreign key).
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    /// `REDIS_WAIT_REPLICAS` is set and fewer replicas acknowledged an enqueue in time: the
+    /// jobs are on the master but could be lost with it (push again: the job id makes a second
+    /// push of a job that survived a no-op).
+    #[error("only {acknowledged} of {wanted} Redis replicas acknowledged the write in time")]
+    NotReplicated {
+        /// Replicas required (`REDIS_WAIT_REPLICAS`).
+        wanted: u32,
+        /// Replicas that acknowledged.
+        acknowledged: u32,
+    },
     /// A job hash the scripts could not have written (edited by hand, or a bug).
     #[error("corrupt job {job}: `{field}` {detail}")]
     Corrupt {
@@ -510,6 +520,13 @@ impl Queues {
             }
             let mut conn = self.conn.clone();
             let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
+            let acknowledged = self.wait_for_replicas(&base).await?;
+            if acknowledged < self.settings.wait_replicas {
+                return Err(QueueError::NotReplicated {
+                    wanted: self.settings.wait_replicas,
+                    acknowledged,
+                });
+            }
             for pair in reply.chunks(2) {
                 let id: String = redis::from_redis_value_ref(&pair[0])?;
                 let created: i64 = redis::from_redis_value_ref(&pair[1])?;
@@ -521,6 +538,23 @@ impl Queues {
             }
         }
         Ok(out)
+    }
+
+    /// With `REDIS_WAIT_REPLICAS` set, waits (`WAIT`, at most `REDIS_WAIT_TIMEOUT_MS`) until
+    /// that many replicas of the master holding `key` have this connection's writes so far, and
+    /// returns how many did; without it, returns at once (`u32::MAX`).
+    pub(crate) async fn wait_for_replicas(&self, key: &str) -> Result<u32, QueueError> {
+        let wanted = self.settings.wait_replicas;
+        if wanted == 0 {
+            return Ok(u32::MAX);
+        }
+        let mut conn = self.conn.clone();
+        let timeout = self.settings.wait_timeout;
+        let acknowledged = conn.wait_replicas(key, wanted, timeout).await?;
+        if acknowledged < wanted {
+            metrics::counter!("comet_redis_wait_short_total").increment(1);
+        }
+        Ok(acknowledged)
     }
 
     /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is

@@ -3,6 +3,7 @@
 //! `comet-worker` binary.
 
 mod capacity;
+mod cluster;
 mod dead_alerts;
 mod helpers;
 mod imports;

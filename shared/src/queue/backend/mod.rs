@@ -190,6 +190,8 @@ fn is_refusal(err: &QueueError) -> bool {
         | QueueError::Parse(_)
         | QueueError::Protocol(_)
         | QueueError::Corrupt { .. } => true,
+        // the write landed on the master; a replica may catch up
+        QueueError::NotReplicated { .. } => false,
     }
 }
 
