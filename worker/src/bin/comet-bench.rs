@@ -83,6 +83,9 @@ struct Cli {
     /// Most jobs one fetch leases (`JOB_FETCH_BATCH`; default: the production default).
     #[arg(long, env = "JOB_FETCH_BATCH")]
     fetch_batch: Option<usize>,
+    /// Replicas every enqueue and outcome waits for (`REDIS_WAIT_REPLICAS`; default 0: off).
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    wait_replicas: u32,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -536,6 +539,7 @@ async fn lat_producer(queues: &Queues, rate: u64, duration: u64) -> anyhow::Resu
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = QueueSettings::default();
+    settings.wait_replicas = cli.wait_replicas;
     if let Some(b) = cli.fetch_batch {
         settings.fetch_batch = b.clamp(1, 1000);
     }
