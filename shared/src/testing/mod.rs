@@ -5,6 +5,7 @@
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server, `TEST_REDIS_URL`
 //! (default `redis://127.0.0.1:6379`) the Redis.
 
+pub mod cluster;
 pub mod metrics;
 pub mod smtp;
 

@@ -20,7 +20,9 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{PrivateCluster, WorkerProcess, ping_job};
+use shared::testing::cluster::PrivateCluster;
+
+use crate::helpers::{WorkerProcess, ping_job};
 
 /// What one failover run saw.
 struct Failover {

@@ -89,6 +89,66 @@ impl Redis {
     }
 }
 
+/// Where the run's Redis is: one private server on its AOF, or a private Redis Cluster.
+pub enum Store {
+    /// One server, restarted on its AOF after the crash.
+    Single(Redis),
+    /// 3 masters and 3 replicas; the crash is the `ping` queue's master.
+    Cluster(shared::testing::cluster::PrivateCluster),
+}
+
+impl Store {
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(r) => r.url(),
+            Self::Cluster(c) => c.url(),
+        }
+    }
+
+    /// What the crash is, for the report.
+    pub fn crash_name(&self) -> &'static str {
+        match self {
+            Self::Single(_) => "Redis SIGKILLed and restarted on its AOF",
+            Self::Cluster(_) => "the ping queue's master SIGKILLed, its replica promoted",
+        }
+    }
+
+    /// SIGKILLs Redis (one server: the server, restarted on its AOF a second later; a cluster:
+    /// the master of the `ping` queue's slot, restarted to rejoin as a replica once another
+    /// node serves the slot). Returns how long the queue had no master.
+    pub async fn crash(&mut self) -> anyhow::Result<Duration> {
+        let down = Instant::now();
+        match self {
+            Self::Single(redis) => {
+                redis.kill().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                redis.start().await?;
+            }
+            Self::Cluster(cluster) => {
+                let master = cluster
+                    .master_of("{ping}")
+                    .context("no master serves the ping queue")?;
+                cluster.kill(master);
+                while cluster.master_of("{ping}").is_none_or(|p| p == master) {
+                    if down.elapsed() > Duration::from_secs(60) {
+                        bail!("no replica took over in 60 s:\n{}", cluster.describe());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                cluster.restart(master);
+            }
+        }
+        Ok(down.elapsed())
+    }
+
+    pub async fn stop(&mut self) {
+        match self {
+            Self::Single(redis) => redis.kill().await,
+            Self::Cluster(_) => {} // stopped when dropped
+        }
+    }
+}
+
 /// What every Comet process of the run gets.
 pub struct World {
     pub bin_dir: PathBuf,
