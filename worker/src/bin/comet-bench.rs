@@ -538,8 +538,10 @@ async fn lat_producer(queues: &Queues, rate: u64, duration: u64) -> anyhow::Resu
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut settings = QueueSettings::default();
-    settings.wait_replicas = cli.wait_replicas;
+    let mut settings = QueueSettings {
+        wait_replicas: cli.wait_replicas,
+        ..QueueSettings::default()
+    };
     if let Some(b) = cli.fetch_batch {
         settings.fetch_batch = b.clamp(1, 1000);
     }
