@@ -336,6 +336,12 @@ fn metrics_at_zero() {
         );
         export_at_zero(
             Counter,
+            "comet_redis_wait_short_total",
+            "Writes fewer Redis replicas than REDIS_WAIT_REPLICAS acknowledged in time",
+            unlabelled(),
+        );
+        export_at_zero(
+            Counter,
             "comet_argon2_refused_total",
             "Requests refused with 503 busy: no password-hashing slot freed in time",
             unlabelled(),
