@@ -1,8 +1,8 @@
 //! The Redis client every part of Comet uses: one Redis server, or a Redis Cluster.
 //!
 //! `REDIS_URL` says which (`config::stores`): `redis://host:port` is one server;
-//! `redis+cluster://host1:port1,host2:port2` (or `rediss+cluster://` for TLS; user and password
-//! before the first host apply to every node) is a cluster reached through those seed nodes.
+//! `redis+cluster://host1:port1,host2:port2` (user and password before the first host apply to
+//! every node) is a cluster reached through those seed nodes.
 //!
 //! This module owns the differences, so the rest of the code does not see them:
 //! - [`RedisConn`] is a `ConnectionLike`: a lazily connected, reconnecting `ConnectionManager`
@@ -23,7 +23,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
 use redis::{
-    Cmd, ErrorKind, Msg, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, ErrorKind, Msg, Pipeline, PushKind, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster::{ClusterClient, ClusterClientBuilder},
     cluster_async::ClusterConnection,
@@ -31,9 +31,8 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-/// The scheme of a cluster `REDIS_URL` (`rediss+cluster://` for TLS).
+/// The scheme of a cluster `REDIS_URL`.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
-const CLUSTER_TLS_SCHEME: &str = "rediss+cluster://";
 
 /// How long to wait for a connection and for a reply, on one server and on a cluster.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,17 +70,13 @@ pub enum Channel {
 }
 
 impl RedisClient {
-    /// Parses `url`: a `redis+cluster://` (or `rediss+cluster://`) URL with comma-separated
-    /// hosts is a cluster, anything else one server.
+    /// Parses `url`: a `redis+cluster://` URL with comma-separated hosts is a cluster,
+    /// anything else one server.
     pub fn open(url: &str) -> RedisResult<Self> {
-        let (rest, scheme) = if let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) {
-            (rest, "redis://")
-        } else if let Some(rest) = url.strip_prefix(CLUSTER_TLS_SCHEME) {
-            (rest, "rediss://")
-        } else {
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
             return Ok(Self::Single(redis::Client::open(url)?));
         };
-        let seeds = cluster_seeds(scheme, rest)?;
+        let seeds = cluster_seeds("redis://", rest)?;
         // each seed must parse, and a client must build from them
         ClusterClient::new(seeds.clone())?;
         Ok(Self::Cluster(Arc::new(seeds)))
@@ -115,11 +110,9 @@ impl RedisClient {
         }
     }
 
-    /// A subscription on a connection of its own, as a stream of messages. On one server the
-    /// stream ends when the connection is lost (subscribe again; a message may have been missed
-    /// meanwhile). On a cluster the client re-subscribes by itself after a reconnection or a
-    /// failover, so the stream does not end; messages published meanwhile are missed, which
-    /// every subscriber covers by polling, as for a lost connection.
+    /// A subscription on a connection of its own, as a stream of messages. The stream ends when
+    /// a connection it listens on is lost (on a cluster also when a node gives up a channel's
+    /// slot, a failover): subscribe again, and catch up on what may have been missed meanwhile.
     pub async fn subscribe(
         &self,
         channels: &[Channel],
@@ -149,10 +142,20 @@ impl RedisClient {
                         Channel::Sharded(c) => conn.ssubscribe(c).await?,
                     }
                 }
-                // the connection lives as long as the stream: dropping it ends the subscription
+                // The connection lives as long as the stream: dropping it ends the subscription.
+                // The stream ends on a lost node connection or a server-side unsubscribe (a
+                // node giving up the channel's slot; Comet never unsubscribes): the client
+                // re-subscribes only on its old slot map, so the caller subscribes again with
+                // a fresh client, which reads the cluster's current one, and catches up.
                 let messages = futures::stream::unfold((rx, conn), |(mut rx, conn)| async move {
                     let push = rx.recv().await?;
-                    Some((Msg::from_push_info(push), (rx, conn)))
+                    match push.kind {
+                        PushKind::Disconnection
+                        | PushKind::Unsubscribe
+                        | PushKind::SUnsubscribe
+                        | PushKind::PUnsubscribe => None,
+                        _ => Some((Msg::from_push_info(push), (rx, conn))),
+                    }
                 })
                 .filter_map(|msg| async move { msg });
                 Ok(messages.right_stream())
@@ -275,30 +278,23 @@ impl RedisConn {
         }
     }
 
-    /// `WAIT`: until `replicas` replicas of the master holding `key` have this connection's
-    /// writes to it so far, or `timeout`; returns how many have them. On a cluster it goes to
-    /// the master of `key`'s slot only (not every node).
-    pub async fn wait_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> RedisResult<u32> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(timeout.as_millis() as u64);
+    /// Whether Redis answers: one server's `PING`; on a cluster, a `PING` to any master (the
+    /// client's own routing sends it to every node, so one master down, the moment of a
+    /// failover, would make every process unready at once).
+    pub async fn ping(&mut self) -> RedisResult<()> {
         match self {
-            Self::Single(conn) => wait.query_async(conn).await,
+            Self::Single(conn) => redis::cmd("PING").query_async(conn).await,
             Self::Cluster(lazy) => {
                 let mut conn = lazy.get().await?;
-                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                let reply = conn.route_command(wait, routing).await?;
-                redis::from_redis_value(reply).map_err(Into::into)
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+                conn.route_command(redis::cmd("PING"), routing)
+                    .await
+                    .map(|_| ())
             }
         }
     }
 
-    /// The masters of the cluster (host, port), sorted; one server's own address otherwise.
+    /// The masters of the cluster (host, port), sorted; none for one server.
     pub async fn masters(&mut self) -> RedisResult<Vec<(String, u16)>> {
         match self {
             Self::Single(_) => Ok(Vec::new()),

@@ -166,15 +166,49 @@ async fn a_lost_publish_is_recovered_from_the_feed_at_the_next_event_in_order() 
     );
 }
 
+/// The URL of every Redis server the tests use: the one server, or each live node of a
+/// cluster (a subscription lives on one node).
+async fn redis_servers(app: &TestApp) -> Vec<String> {
+    if !app.env.queues.client().is_cluster() {
+        return vec![shared::testing::redis_url()];
+    }
+    let mut conn = app.env.queues.connection();
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .expect("CLUSTER NODES");
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let addr = fields.get(1)?.split(['@', ',']).next()?;
+            (!fields.get(2)?.contains("fail")).then(|| format!("redis://{addr}"))
+        })
+        .collect()
+}
+
 /// Kills every pattern-subscribed Redis connection (the inbox hubs' only: queue wake-ups use
 /// plain `SUBSCRIBE`); returns how many. A hub that loses its connection resyncs by design.
 async fn kill_pattern_subscribers(app: &TestApp) -> usize {
-    let mut conn = app.env.queues.connection();
+    let mut killed = 0;
+    for url in redis_servers(app).await {
+        let client = redis::Client::open(url).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        killed += kill_pattern_subscribers_on(&mut conn).await;
+    }
+    killed
+}
+
+async fn kill_pattern_subscribers_on(conn: &mut redis::aio::MultiplexedConnection) -> usize {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("TYPE")
         .arg("pubsub")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .expect("CLIENT LIST");
     let mut killed = 0;
@@ -190,7 +224,7 @@ async fn kill_pattern_subscribers(app: &TestApp) -> usize {
                 .arg("KILL")
                 .arg("ID")
                 .arg(field("id="))
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await;
             killed += 1;
         }

@@ -44,15 +44,14 @@ pub struct QueueSettings {
     /// still in the outbox) a project may have before the API refuses to enqueue more (default
     /// 100000, at least 1).
     pub max_open_per_project: u64,
-    /// `REDIS_WAIT_REPLICAS`: replicas that must have an enqueue (and a job's outcome) before
-    /// it counts as done (Redis `WAIT`; default 0: off). An enqueue that fewer replicas
-    /// acknowledged within `REDIS_WAIT_TIMEOUT_MS` fails (the API answers 503, the outbox
-    /// relay keeps the row and pushes it again: the job id makes that push a no-op if the first
-    /// survived); an outcome is only counted (`comet_redis_wait_short_total`), since losing one
-    /// re-runs the job rather than losing it.
+    /// `REDIS_WAIT_REPLICAS`: replicas that must have an enqueue before it counts as done
+    /// (Redis `WAIT`; default 0: off). An enqueue that fewer replicas acknowledged within
+    /// `REDIS_WAIT_TIMEOUT_MS` fails although the master has its jobs (the API answers 503, the
+    /// outbox relay keeps the row and pushes it again: a no-op while the job is in Redis).
+    /// Outcomes do not wait: losing one re-runs its job rather than losing it.
     pub wait_replicas: u32,
-    /// `REDIS_WAIT_TIMEOUT_MS`: how long an enqueue or an outcome waits for those replicas
-    /// (default 1000, at least 1).
+    /// `REDIS_WAIT_TIMEOUT_MS`: how long an enqueue waits for those replicas (default 1000,
+    /// 1 to 4000: below the 5 s reply timeout).
     pub wait_timeout: Duration,
 }
 
@@ -100,6 +99,12 @@ impl QueueSettings {
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));
+        }
+        if queue.wait_timeout > Duration::from_millis(4000) {
+            return Err(env.invalid(
+                "REDIS_WAIT_TIMEOUT_MS",
+                "must be at most 4000 (below the 5 s reply timeout)",
+            ));
         }
         if queue.fetch_batch == 0 || queue.fetch_batch > 1000 {
             return Err(env.invalid("JOB_FETCH_BATCH", "must be between 1 and 1000"));

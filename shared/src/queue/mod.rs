@@ -151,6 +151,25 @@ pub fn script_source_for(name: &str, cluster: bool) -> String {
     source
 }
 
+/// Sends `pipe`, whose first command is an `EVALSHA` of `script`; when Redis does not have the
+/// script (a restarted or new server), loads it and sends the pipeline again.
+async fn with_script(
+    conn: &mut RedisConn,
+    script: &Script,
+    pipe: &redis::Pipeline,
+) -> Result<Vec<redis::Value>, redis::RedisError> {
+    match pipe.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            pipe.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
+/// How many connections of their own enqueues use when they `WAIT` for replicas.
+const WAIT_CONNECTIONS: usize = 4;
+
 /// Errors from the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -414,6 +433,9 @@ pub struct Queues {
     pub(crate) prefix: Arc<str>,
     pub(crate) settings: Arc<QueueSettings>,
     pub(crate) scripts: Arc<Scripts>,
+    /// With `REDIS_WAIT_REPLICAS` set, the enqueues' own connections (else empty).
+    wait_conns: Arc<Vec<RedisConn>>,
+    next_wait_conn: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -443,8 +465,17 @@ impl Queues {
         settings: QueueSettings,
     ) -> Result<Self, QueueError> {
         let conn = client.connection()?;
+        let wait_conns = if settings.wait_replicas > 0 {
+            (0..WAIT_CONNECTIONS)
+                .map(|_| client.connection())
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             conn,
+            wait_conns: Arc::new(wait_conns),
+            next_wait_conn: Arc::default(),
             scripts: Arc::new(Scripts::load(client.is_cluster())),
             client,
             prefix: prefix.into(),
@@ -480,7 +511,7 @@ impl Queues {
     /// Whether Redis answers (for `/ready`).
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        conn.ping().await?;
         Ok(())
     }
 
@@ -503,9 +534,14 @@ impl Queues {
         let base = self.base(queue);
         let ttl = self.settings.idempotency_ttl.as_millis() as u64;
         let mut out = Vec::with_capacity(jobs.len());
+        let wanted = self.settings.wait_replicas;
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
-            let mut inv = self.scripts.enqueue.key(&base);
-            inv.arg(ttl).arg(chunk.len());
+            let mut inv = redis::cmd("EVALSHA");
+            inv.arg(self.scripts.enqueue.get_hash())
+                .arg(1)
+                .arg(&base)
+                .arg(ttl)
+                .arg(chunk.len());
             for job in chunk {
                 debug_assert_eq!(job.queue, queue);
                 inv.arg(job.id.to_string())
@@ -518,14 +554,38 @@ impl Queues {
                     .arg(job.project_id.to_string())
                     .arg(job.request_id.as_deref().unwrap_or(""));
             }
-            let mut conn = self.conn.clone();
-            let reply: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
-            let acknowledged = self.wait_for_replicas(&base).await?;
-            if acknowledged < self.settings.wait_replicas {
-                return Err(QueueError::NotReplicated {
-                    wanted: self.settings.wait_replicas,
-                    acknowledged,
-                });
+            let mut pipe = redis::pipe();
+            pipe.add_command(inv);
+            // `REDIS_WAIT_REPLICAS`: the WAIT follows the script on the same connection, in the
+            // same pipeline (on a cluster, to the same master; a retry sends both again, and
+            // the job ids make a second enqueue a no-op). Those connections are the enqueues'
+            // own: a WAIT blocks the connection's later commands until it returns.
+            let mut conn = if wanted == 0 {
+                self.conn.clone()
+            } else {
+                pipe.cmd("WAIT")
+                    .arg(wanted)
+                    .arg(self.settings.wait_timeout.as_millis() as u64);
+                self.wait_conn()
+            };
+            let replies = with_script(&mut conn, &self.scripts.enqueue, &pipe).await?;
+            let mut replies = replies.into_iter();
+            let reply: Vec<redis::Value> = match replies.next() {
+                Some(r) => redis::from_redis_value(r)?,
+                None => return Err(QueueError::Protocol("empty enqueue reply".into())),
+            };
+            if wanted > 0 {
+                let acknowledged: u32 = match replies.next() {
+                    Some(r) => redis::from_redis_value(r)?,
+                    None => return Err(QueueError::Protocol("no WAIT reply".into())),
+                };
+                if acknowledged < wanted {
+                    metrics::counter!("comet_redis_wait_short_total").increment(1);
+                    return Err(QueueError::NotReplicated {
+                        wanted,
+                        acknowledged,
+                    });
+                }
             }
             for pair in reply.chunks(2) {
                 let id: String = redis::from_redis_value_ref(&pair[0])?;
@@ -540,21 +600,12 @@ impl Queues {
         Ok(out)
     }
 
-    /// With `REDIS_WAIT_REPLICAS` set, waits (`WAIT`, at most `REDIS_WAIT_TIMEOUT_MS`) until
-    /// that many replicas of the master holding `key` have this connection's writes so far, and
-    /// returns how many did; without it, returns at once (`u32::MAX`).
-    pub(crate) async fn wait_for_replicas(&self, key: &str) -> Result<u32, QueueError> {
-        let wanted = self.settings.wait_replicas;
-        if wanted == 0 {
-            return Ok(u32::MAX);
-        }
-        let mut conn = self.conn.clone();
-        let timeout = self.settings.wait_timeout;
-        let acknowledged = conn.wait_replicas(key, wanted, timeout).await?;
-        if acknowledged < wanted {
-            metrics::counter!("comet_redis_wait_short_total").increment(1);
-        }
-        Ok(acknowledged)
+    /// One of the enqueues' own connections (`REDIS_WAIT_REPLICAS` set), in turn.
+    fn wait_conn(&self) -> RedisConn {
+        let i = self
+            .next_wait_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.wait_conns[i % self.wait_conns.len()].clone()
     }
 
     /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is

@@ -33,8 +33,8 @@ impl Queues {
     }
 
     /// Subscribes to the outbox wake channel on a connection of its own: an item per wake; the
-    /// stream ends when the connection is lost (subscribe again, and relay once: a wake may
-    /// have been missed meanwhile).
+    /// stream ends when the subscription is lost (`RedisClient::subscribe`: subscribe again,
+    /// and relay once: a wake may have been missed meanwhile).
     pub async fn outbox_wakes(&self) -> Result<impl Stream<Item = ()> + Send + use<>, QueueError> {
         let channels = [Channel::Plain(self.outbox_wake_channel())];
         let messages = self.client.subscribe(&channels).await?;

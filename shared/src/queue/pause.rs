@@ -21,7 +21,13 @@ impl Queues {
                 .query_async(&mut conn)
                 .await?;
             if removed > 0 {
-                let _: i64 = redis::cmd("PUBLISH")
+                // sharded on a cluster, where the workers `SSUBSCRIBE` (`redis_client`)
+                let publish = if conn.is_cluster() {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                };
+                let _: i64 = redis::cmd(publish)
                     .arg(format!("{base}wake"))
                     .arg("resume")
                     .query_async(&mut conn)

@@ -1,7 +1,7 @@
 //! A private Redis Cluster for tests and `comet-chaos`: 3 masters and 3 replicas started from
 //! the `redis-server` binary on free ports (`--cluster-enabled yes`, `redis-cli --cluster
 //! create`), in a temporary directory, stopped when dropped. No persistence;
-//! `cluster-node-timeout` 1 s, so a dead master's replica takes over in 2-3 s.
+//! `cluster-node-timeout` 2 s, so a dead master's replica takes over in 3-5 s.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -60,16 +60,7 @@ impl PrivateCluster {
             )
             .await;
             // a replica that has not finished its first sync cannot take over: wait for it
-            eventually(
-                Duration::from_secs(30),
-                "the replicas are in sync",
-                || async move {
-                    let info: String = cluster_cmd(port, redis::cmd("INFO").arg("replication"))?;
-                    (info.contains("role:master") || info.contains("master_link_status:up"))
-                        .then_some(())
-                },
-            )
-            .await;
+            cluster.in_sync(port).await;
         }
         cluster
     }
@@ -128,6 +119,21 @@ impl PrivateCluster {
         node.1 = Some(child);
     }
 
+    /// Waits (at most 30 s) until the node on `port` is a master or a replica in sync with its
+    /// master.
+    pub async fn in_sync(&self, port: u16) {
+        eventually(
+            Duration::from_secs(30),
+            "the replica is in sync",
+            || async move {
+                let info: String = cluster_cmd(port, redis::cmd("INFO").arg("replication"))?;
+                (info.contains("role:master") || info.contains("master_link_status:up"))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// `CLUSTER NODES` as each live node sees it (for a failure's message).
     pub fn describe(&self) -> String {
         let mut out = String::new();
@@ -177,7 +183,9 @@ impl Drop for PrivateCluster {
 fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        // a replica (re)joining syncs at once, not after the default 5 s wait for others
+        .args(["--repl-diskless-sync-delay", "0"])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--logfile", &format!("node-{port}.log")])

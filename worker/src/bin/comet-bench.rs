@@ -551,6 +551,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let client = shared::redis_client::RedisClient::open(cli.redis_url.as_str())
         .context("Failed to parse the Redis URL")?;
+    // its memory, INFO and PUBSUB readings are one server's
+    if client.is_cluster() {
+        bail!("comet-bench measures one Redis server; a redis+cluster:// URL is not supported");
+    }
     let queues = Queues::new(client, &cli.prefix, settings).context("Failed to configure Redis")?;
     match cli.cmd {
         Cmd::Enqueue {

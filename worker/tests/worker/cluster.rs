@@ -37,7 +37,12 @@ struct Failover {
     completed: usize,
 }
 
+/// One failover at a time: two clusters electing at once on a small machine could miss their
+/// node timeouts.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn failover(wait_replicas: u32) -> Failover {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut cluster = PrivateCluster::start().await;
     let url = cluster.url();
     let env = TestEnv::with(|s| {
@@ -107,7 +112,8 @@ async fn failover(wait_replicas: u32) -> Failover {
     // the operator brings the dead node back: it rejoins as the new master's replica (until
     // then the slot has none, and with `REDIS_WAIT_REPLICAS=1` its enqueues are refused)
     cluster.restart(master);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.in_sync(master).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
     let acked = producer.await.expect("the producer");
 

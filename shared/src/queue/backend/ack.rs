@@ -157,8 +157,6 @@ impl Shared {
         }
         let mut conn = self.queues.conn.clone();
         let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
-        // counted when short (`comet_redis_wait_short_total`): a lost outcome re-runs the job
-        self.queues.wait_for_replicas(&self.base).await?;
         let (codes, mut reasons) = match reply.split_first() {
             Some((codes, reasons)) if codes.len() == batch.len() => (codes, reasons.iter()),
             _ => return Err(QueueError::Protocol(format!("ack reply {reply:?}"))),
