@@ -168,7 +168,7 @@ async fn with_script(
 }
 
 /// How many connections of their own enqueues use when they `WAIT` for replicas.
-const WAIT_CONNECTIONS: usize = 4;
+const WAIT_CONNECTIONS: usize = 16;
 
 /// Errors from the queue.
 #[derive(Debug, thiserror::Error)]
