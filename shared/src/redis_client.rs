@@ -293,14 +293,6 @@ impl RedisConn {
             }
         }
     }
-
-    /// The masters of the cluster (host, port), sorted; none for one server.
-    pub async fn masters(&mut self) -> RedisResult<Vec<(String, u16)>> {
-        match self {
-            Self::Single(_) => Ok(Vec::new()),
-            Self::Cluster(lazy) => masters(&mut lazy.get().await?).await,
-        }
-    }
 }
 
 /// The cluster's masters, from `CLUSTER NODES` (masters not flagged failed), sorted.

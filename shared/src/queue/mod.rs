@@ -187,7 +187,7 @@ pub enum QueueError {
     Protocol(String),
     /// `REDIS_WAIT_REPLICAS` is set and fewer replicas acknowledged an enqueue in time: the
     /// jobs are on the master but could be lost with it (push again: the job id makes a second
-    /// push of a job that survived a no-op).
+    /// push a no-op while the job is still in Redis).
     #[error("only {acknowledged} of {wanted} Redis replicas acknowledged the write in time")]
     NotReplicated {
         /// Replicas required (`REDIS_WAIT_REPLICAS`).
@@ -425,7 +425,8 @@ pub struct DeadJob {
 
 /// The client for Comet's Redis queues: enqueue, inspect, retry, cancel.
 ///
-/// Cheap to clone; one multiplexed connection that reconnects by itself.
+/// Cheap to clone; one multiplexed connection that reconnects by itself (and, with
+/// `REDIS_WAIT_REPLICAS` set, the enqueues' own connections).
 #[derive(Clone)]
 pub struct Queues {
     pub(crate) conn: RedisConn,
