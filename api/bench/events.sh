@@ -11,7 +11,8 @@
 # of 5 ACTIVE users (so 2 notifications and 10 recipient rows per event); the other 18 target a
 # role of 5 other users. Measures (see events_bench.py):
 #   1. single ingest (POST /api/v1/events, X-API-Key) open loop at SINGLE_RATE (2000) req/s for
-#      SINGLE_SECS (10) s: p50/p99 from each request's due time (queueing included)
+#      SINGLE_SECS (10) s: p50/p99 from each request's due time (queueing included), sent by
+#      `comet-bench http` (its per-request series in single-series.txt)
 #   2. batch ingest: BATCH_N (50,000) events in batches of 1000, BATCH_CONC (2) in flight
 #   3. process_event: one worker drains the backlog of 1 and 2: events/s over PROC_SECS (20) s
 #   4. ingest answer -> notification rows: LAT_RATE (100) ev/s for LAT_SECS (10) s, p50/p99
@@ -24,6 +25,7 @@
 #   REDIS_URL (redis://127.0.0.1:6379)  PREFIX (bench-events; its keys deleted before and after)
 #   PORT (18091)  MD (<repo>/BENCHMARKS.md; MD= leaves it alone)  PEER (1)
 #   INGEST_WORKER (0; 1 = the worker, and so the relay, runs during the ingest phases too)
+#   DRIVER (rust: `comet-bench http` sends the single events; python: events_bench.py's asyncio loop)
 #   PG_QUERY (appended as ?PG_QUERY to the processes' DATABASE_URL, e.g. Postgres options)
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
@@ -62,10 +64,10 @@ psql -w "$PG_URL/postgres" -Atqc 'SELECT 1' > /dev/null || { echo "Postgres not 
 
 if [ "${BUILD:-1}" = 1 ]; then
   echo "== building comet-api and comet-worker (release)" >&2
-  cargo build --release --quiet -p comet-api -p comet-worker >&2
+  cargo build --release --quiet -p comet-api -p comet-worker --bin comet-api --bin comet-worker --bin comet-bench >&2
 fi
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
+[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] && [ -x "$BIN/comet-bench" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
 
 PEERS=$ROOT/../shared/bench/peers
 [ -f "$PEERS/guard.py" ] || PEERS=/work/shared/bench/peers
@@ -133,6 +135,7 @@ SQL
     --project "$project" --api-key "$key" --single-rate "$SINGLE_RATE" --single-secs "$SINGLE_SECS" \
     --batch-n "$BATCH_N" --batch-conc "$BATCH_CONC" --proc-secs "$PROC_SECS" \
     --lat-rate "$LAT_RATE" --lat-secs "$LAT_SECS" --ingest-worker "${INGEST_WORKER:-0}" \
+    --driver "${DRIVER:-rust}" \
     --clean "redis-cli -h $RHOST -p $RPORT --scan --pattern '$PREFIX:*' | xargs -r -n 500 redis-cli -h $RHOST -p $RPORT del > /dev/null" \
     --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
   clean_redis

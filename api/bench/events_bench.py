@@ -112,6 +112,24 @@ async def open_loop(port, headers, rate, secs, body, max_conns, on_answer=None):
     return lats, statuses, opened
 
 
+async def rust_open_loop(args, body, rate, secs):
+    """`comet-bench http`: the same open loop as `open_loop`, from a Rust process (less CPU taken
+    from the API and Postgres on a small machine). Returns its JSON line."""
+    body_file = os.path.join(args.logs, "event.json")
+    with open(body_file, "wb") as f:
+        f.write(body)
+    p = await asyncio.create_subprocess_exec(
+        f"{args.bin}/comet-bench", "http", "--url", f"http://127.0.0.1:{args.port}/api/v1/events",
+        "--rate", str(int(rate)), "--secs", str(int(secs)), "--header", f"X-API-Key: {args.api_key}",
+        "--body-file", body_file, "--max-conns", str(args.single_conns),
+        "--series", os.path.join(args.logs, "single-series.txt"),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await p.communicate()
+    if p.returncode != 0:
+        raise RuntimeError(f"comet-bench http exited with {p.returncode}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 def summary(lats):
     return {"n": len(lats), "p50_ms": pct(lats, 50), "p99_ms": pct(lats, 99), "max_ms": max(lats)}
 
@@ -180,6 +198,8 @@ async def main():
     ap.add_argument("--single-rate", type=float, default=2000)
     ap.add_argument("--single-secs", type=float, default=10)
     ap.add_argument("--single-conns", type=int, default=256)
+    ap.add_argument("--driver", choices=["rust", "python"], default="rust",
+                    help="the single-ingest load generator: comet-bench http (default) or this script's asyncio one")
     ap.add_argument("--batch-n", type=int, default=50000)
     ap.add_argument("--batch-conc", type=int, default=2)
     ap.add_argument("--proc-skip", type=float, default=2)
@@ -230,16 +250,27 @@ async def main():
             await asyncio.sleep(1.0)
 
         # 1. single events, open loop
-        ru0, api0, pg0 = resource.getrusage(resource.RUSAGE_SELF), cpu_of(api.pid), pg_cpu()
-        t = now()
-        lats, statuses, conns = await open_loop(args.port, headers, args.single_rate, args.single_secs,
-                                                body, args.single_conns)
-        wall = now() - t
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        result["single"] = dict(summary(lats), offered=args.single_rate, worker=bool(args.ingest_worker), secs=args.single_secs,
-                                achieved=len(lats) / wall, statuses=statuses, conns=conns,
-                                api_cpu_s=cpu_of(api.pid) - api0, pg_cpu_s=pg_cpu() - pg0,
-                                driver_cpu_s=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+        api0, pg0 = cpu_of(api.pid), pg_cpu()
+        if args.driver == "rust":
+            r = await rust_open_loop(args, body, args.single_rate, args.single_secs)
+            result["single"] = dict(n=r["n"], p50_ms=r["p50_ms"], p99_ms=r["p99_ms"], max_ms=r["max_ms"],
+                                    offered=args.single_rate, worker=bool(args.ingest_worker),
+                                    secs=args.single_secs, achieved=r["achieved"],
+                                    statuses={int(k): v for k, v in r["statuses"].items()},
+                                    conns=r["max_conns"], driver="comet-bench http (Rust)",
+                                    driver_cpu_s=r["driver_cpu_s"])
+        else:
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            t = now()
+            lats, statuses, conns = await open_loop(args.port, headers, args.single_rate, args.single_secs,
+                                                    body, args.single_conns)
+            wall = now() - t
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            result["single"] = dict(summary(lats), offered=args.single_rate, worker=bool(args.ingest_worker),
+                                    secs=args.single_secs, achieved=len(lats) / wall, statuses=statuses,
+                                    conns=conns, driver="Python asyncio",
+                                    driver_cpu_s=ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime)
+        result["single"].update(api_cpu_s=cpu_of(api.pid) - api0, pg_cpu_s=pg_cpu() - pg0)
         print(f"single: {result['single']}", file=sys.stderr)
 
         # 2. batches of 1000

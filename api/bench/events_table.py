@@ -81,8 +81,8 @@ if args.md:
         f"- Postgres / Redis / rustc: {args.versions}; release builds; one API and one worker process",
         f"- share of the machine's CPU used by other processes during the run: {float(args.foreign):.2f}"
         if args.foreign not in ("", "null") else "- (no guard report)",
-        f"- single ingest: API CPU {s['api_cpu_s']:.1f} s, load generator (Python) CPU {s['driver_cpu_s']:.1f} s "
-        f"over {s['secs']:.0f} s; {s['conns']} connections; batch: API CPU {b['api_cpu_s']:.1f} s over {b['secs']:.1f} s",
+        f"- single ingest: API CPU {s['api_cpu_s']:.1f} s, load generator ({s.get('driver', 'Python asyncio')}) CPU {s['driver_cpu_s']:.1f} s "
+        f"over {s['secs']:.0f} s; {s['conns']} connections{' at most' if 'Rust' in s.get('driver', '') else ''}; batch: API CPU {b['api_cpu_s']:.1f} s over {b['secs']:.1f} s",
         (f"- Postgres backends of the bench's database, CPU: single ingest {s['pg_cpu_s']:.1f} s "
          f"({s['pg_cpu_s'] * 1000 / max(s['n'], 1):.2f} ms per request), batch {b['pg_cpu_s']:.1f} s, "
          f"process_event {p['pg_cpu_ms_per_event']:.2f} ms per event (worker {p['worker_cpu_ms_per_event']:.2f} ms)")

@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use shared::{auth::Claims, config::Settings};
 use uuid::Uuid;
 
+/// mimalloc: allocation-heavy request handling spends less CPU in the allocator than with
+/// glibc's malloc (BENCHMARKS.md, "Events and rules").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "comet-api",

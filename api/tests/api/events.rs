@@ -109,6 +109,70 @@ async fn concurrent_single_events_each_get_their_own_row_and_job_and_a_shared_ke
     }
 }
 
+/// Groups of events without idempotency keys are written by one statement (no explicit
+/// transaction): every answer still names its own stored event and its own queued job, with the
+/// event's fields, the project's rules version and the request's id; nothing is written twice.
+#[tokio::test]
+async fn concurrent_keyless_single_events_are_each_stored_with_their_job_in_one_statement() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token();
+    let posts = (0..48).map(|i| {
+        let (app, token) = (&app, &token);
+        async move {
+            let resp = send(
+                app.authed(reqwest::Method::POST, "/api/v1/events", token)
+                    .header("x-request-id", format!("keyless-{i}"))
+                    .json(&transfer(i)),
+            )
+            .await;
+            (
+                i,
+                json_with_status(resp, StatusCode::ACCEPTED).await["data"].clone(),
+            )
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM events").await, 48);
+    let outbox = app.outbox().await;
+    assert_eq!(outbox.len(), 48, "one job per event");
+    let version: i64 =
+        sqlx::query_scalar("SELECT rules_version FROM projects WHERE project_id = $1")
+            .bind(app.project_id())
+            .fetch_one(&app.env.pool)
+            .await
+            .expect("rules version");
+    for (i, a) in &answers {
+        assert_eq!(a["created"], true);
+        let event_id: Uuid = a["eventId"]
+            .as_str()
+            .expect("event id")
+            .parse()
+            .expect("uuid");
+        let job_id: Uuid = a["jobId"].as_str().expect("job id").parse().expect("uuid");
+        let (amount, stored_job, rules_version, project): (i64, Uuid, i64, Uuid) = sqlx::query_as(
+            "SELECT (payload->>'amount')::bigint, job_id, rules_version, project_id \
+             FROM events WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_one(&app.env.pool)
+        .await
+        .expect("the answer's event is stored");
+        assert_eq!((amount, stored_job, rules_version), (*i, job_id, version));
+        assert_eq!(project, app.project_id());
+        let job = outbox
+            .iter()
+            .find(|j| j.id == job_id)
+            .expect("the answer's job is in the outbox");
+        assert_eq!(job.queue, "process_event");
+        assert_eq!(job.payload["eventId"], a["eventId"]);
+        assert_eq!(job.payload["projectId"], app.project_id().to_string());
+        assert_eq!(
+            job.request_id.as_deref(),
+            Some(format!("keyless-{i}").as_str())
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_events_get_422_naming_every_field_and_store_nothing() {
     let app = TestApp::spawn().await;

@@ -46,16 +46,8 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(),
     if jobs.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let payloads: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.payload).collect();
-    let run_ats: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.run_at).collect();
-    let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts as i32).collect();
-    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.idempotency_key.as_deref()).collect();
-    let projects: Vec<Uuid> = jobs.iter().map(|j| j.project_id).collect();
-    let requests: Vec<Option<&str>> = jobs.iter().map(|j| j.request_id.as_deref()).collect();
-    sqlx::query(
+    let cols = Columns::of(jobs);
+    cols.bind(sqlx::query(
         r#"
         INSERT INTO job_outbox
             (job_id, queue, payload, run_at, priority, max_attempts,
@@ -63,19 +55,57 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(),
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[],
                              $5::smallint[], $6::integer[], $7::text[], $8::uuid[], $9::text[])
         "#,
-    )
-    .bind(&ids)
-    .bind(&queues)
-    .bind(&payloads)
-    .bind(&run_ats)
-    .bind(&priorities)
-    .bind(&max_attempts)
-    .bind(&keys)
-    .bind(&projects)
-    .bind(&requests)
+    ))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Jobs as the nine arrays of a multi-row outbox insert (`unnest` of `uuid[]`, `text[]`,
+/// `jsonb[]`, `timestamptz[]`, `smallint[]`, `integer[]`, `text[]`, `uuid[]`, `text[]`: job
+/// id, queue, payload, run at, priority, max attempts, idempotency key, project, request id).
+pub(crate) struct Columns<'a> {
+    ids: Vec<Uuid>,
+    queues: Vec<&'a str>,
+    payloads: Vec<&'a serde_json::Value>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    priorities: Vec<i16>,
+    max_attempts: Vec<i32>,
+    keys: Vec<Option<&'a str>>,
+    projects: Vec<Uuid>,
+    requests: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    pub(crate) fn of(jobs: &'a [NewJob]) -> Self {
+        Self {
+            ids: jobs.iter().map(|j| j.id).collect(),
+            queues: jobs.iter().map(|j| j.queue.as_str()).collect(),
+            payloads: jobs.iter().map(|j| &j.payload).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            priorities: jobs.iter().map(|j| j.priority).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts as i32).collect(),
+            keys: jobs.iter().map(|j| j.idempotency_key.as_deref()).collect(),
+            projects: jobs.iter().map(|j| j.project_id).collect(),
+            requests: jobs.iter().map(|j| j.request_id.as_deref()).collect(),
+        }
+    }
+
+    /// Binds the nine arrays, in the order above, as the query's next parameters.
+    pub(crate) fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.queues)
+            .bind(&self.payloads)
+            .bind(&self.run_ats)
+            .bind(&self.priorities)
+            .bind(&self.max_attempts)
+            .bind(&self.keys)
+            .bind(&self.projects)
+            .bind(&self.requests)
+    }
 }
 
 #[derive(sqlx::FromRow)]
