@@ -140,8 +140,21 @@ impl HostLookup for SystemLookup {
 }
 
 /// JSON Schema `pattern` of an endpoint URL: what [`parse_url`] requires of the text before
-/// it parses it.
-pub const URL_PATTERN: &str = r"^https?://[^\s@/?#]+([/?#]\S*)?$";
+/// it parses it. The excluded characters are spelled out rather than `\s`: regex engines
+/// disagree on what `\s` covers (a schema fuzzer sent U+0085, NEL, as a "non-space").
+pub const URL_PATTERN: &str = concat!(
+    r"^https?://[^",
+    r"\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
+    r"@/?#]+([/?#][^",
+    r"\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff",
+    r"]*)?$"
+);
+
+/// A character no endpoint URL may hold: a space of any kind (Rust's `char::is_whitespace`), a
+/// control character (C0, DEL, C1) or a byte-order mark; the ranges [`URL_PATTERN`] excludes.
+fn forbidden_in_url(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || c == '\u{feff}'
+}
 
 /// Checks a URL's form (not its addresses): scheme, length, host, no user info, no spaces, as
 /// [`URL_PATTERN`] says, then that it parses.
@@ -157,8 +170,10 @@ pub fn parse_url(raw: &str) -> Result<Url, Invalid> {
     else {
         return Err(Invalid::new("must be an http or https URL (`https://…`)"));
     };
-    if raw.chars().any(|c| c.is_whitespace() || c == '\u{feff}') {
-        return Err(Invalid::new("must not contain spaces"));
+    if raw.chars().any(forbidden_in_url) {
+        return Err(Invalid::new(
+            "must not contain spaces or control characters",
+        ));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() {
@@ -343,6 +358,36 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL));
         assert!(parse_url(&long).is_err());
+    }
+
+    /// The schema's pattern and the validator refuse the same characters, so a schema-valid URL
+    /// is never refused for its characters (and a refused one is schema-invalid).
+    #[test]
+    fn the_url_pattern_and_parse_url_refuse_the_same_characters() {
+        let pattern = regex::Regex::new(URL_PATTERN).expect("the pattern compiles");
+        let chars = (0..0x3100u32).chain([0xfeff, 0xfffd, 0x1f600]);
+        for c in chars.filter_map(char::from_u32) {
+            for url in [
+                format!("https://example.com/p{c}q"),
+                format!("https://example.com/?q={c}"),
+            ] {
+                let schema_valid = pattern.is_match(&url);
+                assert_eq!(
+                    schema_valid,
+                    !forbidden_in_url(c),
+                    "U+{:04X} in {url:?}",
+                    c as u32
+                );
+                if !schema_valid {
+                    assert!(parse_url(&url).is_err(), "U+{:04X} accepted", c as u32);
+                }
+            }
+        }
+        // what the fuzzer sent
+        let nel = "https://\u{85}0\u{cc}4?w";
+        assert!(!pattern.is_match(nel));
+        assert!(parse_url(nel).is_err());
+        assert!(pattern.is_match("https://hooks.example.com/x?y=1"));
     }
 
     /// Resolves every name to fixed addresses, without DNS.
