@@ -32,6 +32,9 @@
 //! expiry is pushed back by each new login, so a user who logs in every day keeps a set that
 //! only grows with the ids of sessions long expired. [`Sessions::sweep_session_sets`] removes
 //! those ids (the `sweep_sessions` job); nothing else needs sweeping.
+//!
+//! Each Lua script is a `static` built on first use: `redis::Script::new` hashes its source
+//! (SHA-1), which the per-request rate limits did on every call.
 
 use std::time::Duration;
 
@@ -341,12 +344,14 @@ impl Sessions {
     ) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         // never move the marker backwards (two revocations racing)
-        let script = redis::Script::new(
-            r"local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
               if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
               return 1",
-        );
-        let _: i64 = script
+            )
+        });
+        let _: i64 = SCRIPT
             .key(self.key("revoked-before", user_id))
             .arg(before_ms)
             .arg(token_ttl.as_secs().max(1) + 60)
@@ -410,8 +415,9 @@ impl Sessions {
         states: &[(Uuid, Option<Block>, i64)],
     ) -> redis::RedisResult<()> {
         // ARGV: (project, state, version) triples
-        let script = redis::Script::new(
-            r"for i = 1, #ARGV, 3 do
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"for i = 1, #ARGV, 3 do
                 local cur = redis.call('HGET', KEYS[1], ARGV[i])
                 local v = cur and tonumber(string.match(cur, '@(%-?%d+)$'))
                 if not v or v <= tonumber(ARGV[i + 2]) then
@@ -419,10 +425,11 @@ impl Sessions {
                 end
               end
               return 1",
-        );
+            )
+        });
         let mut conn = self.conn.clone();
         for chunk in states.chunks(500) {
-            let mut call = script.key(self.states_key());
+            let mut call = SCRIPT.key(self.states_key());
             for (id, block, version) in chunk {
                 call.arg(id.to_string())
                     .arg(block.map_or("active", Block::as_str))
@@ -504,8 +511,9 @@ impl Sessions {
         key: &str,
         window: Duration,
     ) -> redis::RedisResult<Option<u64>> {
-        let script = redis::Script::new(
-            r"if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"if redis.call('SET', KEYS[1], 1, 'NX', 'PX', ARGV[1]) then
                 local n = tonumber(redis.call('GET', KEYS[2]) or '0')
                 redis.call('DEL', KEYS[2])
                 return n
@@ -513,9 +521,10 @@ impl Sessions {
               redis.call('INCR', KEYS[2])
               redis.call('PEXPIRE', KEYS[2], ARGV[2])
               return -1",
-        );
+            )
+        });
         let mut conn = self.conn.clone();
-        let n: i64 = script
+        let n: i64 = SCRIPT
             .key(self.key("collapse", format!("{name}:{{{key}}}:gate")))
             .key(self.key("collapse", format!("{name}:{{{key}}}:count")))
             .arg(window.as_millis() as u64)
@@ -535,8 +544,9 @@ impl Sessions {
         limit: &crate::config::RateLimit,
         cost: u64,
     ) -> redis::RedisResult<Allowance> {
-        let script = redis::Script::new(
-            r"local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"local n = tonumber(redis.call('GET', KEYS[1]) or '0')
               local cost, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
               if n + cost > limit then
                 return { 0, n, redis.call('PTTL', KEYS[1]) }
@@ -544,9 +554,10 @@ impl Sessions {
               n = redis.call('INCRBY', KEYS[1], cost)
               if n == cost then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
               return { 1, n, redis.call('PTTL', KEYS[1]) }",
-        );
+            )
+        });
         let mut conn = self.conn.clone();
-        let (allowed, used, pttl): (i64, u64, i64) = script
+        let (allowed, used, pttl): (i64, u64, i64) = SCRIPT
             .key(self.key("rate", format!("{name}:{key}")))
             .arg(limit.window.as_millis() as u64)
             .arg(cost)
@@ -587,13 +598,15 @@ impl Sessions {
         limit: &crate::config::RateLimit,
         n: u64,
     ) -> redis::RedisResult<Result<(), Limited>> {
-        let script = redis::Script::new(
-            r"local n = redis.call('INCRBY', KEYS[1], ARGV[2])
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"local n = redis.call('INCRBY', KEYS[1], ARGV[2])
               if n == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
               return { n, redis.call('PTTL', KEYS[1]) }",
-        );
+            )
+        });
         let mut conn = self.conn.clone();
-        let (count, pttl): (u64, i64) = script
+        let (count, pttl): (u64, i64) = SCRIPT
             .key(self.key("rate", format!("{name}:{key}")))
             .arg(limit.window.as_millis() as u64)
             .arg(n.max(1))

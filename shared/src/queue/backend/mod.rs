@@ -83,12 +83,15 @@ impl JobHandle {
     /// Records progress (any JSON, e.g. `{"done": 40, "total": 100}`), shown by the jobs API.
     /// Only the attempt holding the job's current token can write it.
     pub async fn progress(&self, value: &serde_json::Value) -> Result<(), QueueError> {
-        let script = redis::Script::new(
-            r"if redis.call('HGET', KEYS[1], 'tok') == ARGV[1] then
+        // built once (`Script::new` hashes its source)
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                r"if redis.call('HGET', KEYS[1], 'tok') == ARGV[1] then
                 redis.call('HSET', KEYS[1], 'progress', ARGV[2]) return 1 end return 0",
-        );
+            )
+        });
         let mut conn = self.queues.conn.clone();
-        let _: i64 = script
+        let _: i64 = SCRIPT
             .key(format!("{}job:{}", self.queues.base(self.queue), self.id))
             .arg(self.token.to_string())
             .arg(serde_json::to_string(value)?)
