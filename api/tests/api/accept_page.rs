@@ -170,7 +170,13 @@ async fn an_invitee_accepts_in_headless_chromium_from_the_emailed_link_and_logs_
         .click()
         .await
         .expect("click");
-    let errors = c.find(Locator::Id("errors")).await.expect("the refusals");
+    // the submit navigates: the refusals are on the answer page, which may not be in yet
+    let errors = c
+        .wait()
+        .at_most(std::time::Duration::from_secs(10))
+        .for_element(Locator::Id("errors"))
+        .await
+        .expect("the refusals");
     assert!(
         errors.text().await.expect("text").contains("commonly used"),
         "the policy's refusal is shown"
