@@ -79,10 +79,12 @@ pub async fn accept_each(
     debug_assert_eq!(projects.len(), events.len());
     let (event_ids, jobs) = new_ids_and_jobs(projects, events, opts)?;
     let job_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let sources: Vec<Option<&str>> = events.iter().map(|e| e.source.as_deref()).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let EventColumns {
+        types,
+        sources,
+        payloads,
+        occurred,
+    } = EventColumns::of(events);
     let keys: Vec<Option<&str>> = events
         .iter()
         .map(|e| e.idempotency_key.as_deref())
@@ -174,6 +176,25 @@ pub async fn accept_each(
         .collect())
 }
 
+/// Events' type, source, payload and occurrence time as the arrays of a multi-row insert.
+struct EventColumns<'a> {
+    types: Vec<&'a str>,
+    sources: Vec<Option<&'a str>>,
+    payloads: Vec<&'a serde_json::Value>,
+    occurred: Vec<DateTime<Utc>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [NewEvent]) -> Self {
+        Self {
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            sources: events.iter().map(|e| e.source.as_deref()).collect(),
+            payloads: events.iter().map(|e| &e.payload).collect(),
+            occurred: events.iter().map(|e| e.occurred_at).collect(),
+        }
+    }
+}
+
 /// New ids for `events` (UUIDv7) and each one's `process_event` job (`opts(i)` for
 /// `events[i]`).
 fn new_ids_and_jobs(
@@ -212,10 +233,12 @@ pub async fn accept_each_keyless(
     debug_assert!(events.iter().all(|e| e.idempotency_key.is_none()));
     let (event_ids, jobs) = new_ids_and_jobs(projects, events, opts)?;
     let job_ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let sources: Vec<Option<&str>> = events.iter().map(|e| e.source.as_deref()).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
-    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let EventColumns {
+        types,
+        sources,
+        payloads,
+        occurred,
+    } = EventColumns::of(events);
     let cols = crate::db::outbox::Columns::of(&jobs);
     let q = sqlx::query(
         r#"
