@@ -130,10 +130,18 @@ async fn a_delayed_or_retrying_job_runs_now_and_other_states_are_refused() {
             .zadd(format!("{base}retry"), &retrying, due)
             .await
             .expect("zadd");
+        let raw: Vec<u8> = conn
+            .hget(format!("{base}jobs"), &retrying)
+            .await
+            .expect("record");
+        let mut fields = shared::queue::decode_job_fields(&raw).expect("decodes");
+        fields.insert("state".into(), "retrying".into());
+        fields.insert("run_at".into(), due.to_string());
         let _: () = conn
-            .hset_multiple(
-                format!("{base}job:{retrying}"),
-                &[("state", "retrying"), ("run_at", due.to_string().as_str())],
+            .hset(
+                format!("{base}jobs"),
+                &retrying,
+                shared::queue::encode_job_fields(&fields),
             )
             .await
             .expect("hset");

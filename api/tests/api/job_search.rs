@@ -158,7 +158,7 @@ async fn a_completed_job_dropped_from_redis_is_still_answered_from_the_archive_w
     // what maintenance does past JOB_REDIS_COMPLETED once a job is archived
     let base = app.env.queues.base("ping");
     let mut conn = app.env.queues.connection();
-    let _: () = conn.del(format!("{base}job:{ok}")).await.expect("del");
+    let _: () = conn.hdel(format!("{base}jobs"), &ok).await.expect("hdel");
     let _: () = conn
         .zrem(format!("{base}completed"), &ok)
         .await
@@ -429,10 +429,10 @@ async fn the_search_pages_newest_first_by_cursor_without_gaps_or_repeats() {
 /// Runs the maintenance script once over `ping` with `keep_hot` completed jobs kept once
 /// archived and `max_done` kept in any case.
 async fn maintain(app: &TestApp, keep_hot: u64, max_done: u64) {
-    let script = redis::Script::new(&shared::queue::script_source("maintain"));
+    let script = redis::Script::new(&shared::queue::script_source_checked("maintain"));
     let mut conn = app.env.queues.connection();
     let _: Vec<i64> = script
-        .key(app.env.queues.base("ping"))
+        .key(shared::queue::queue_keys(&app.env.queues.base("ping")))
         .arg(1000)
         .arg(86_400_000u64)
         .arg(86_400_000u64)

@@ -53,6 +53,11 @@ pub struct QueueSettings {
     /// `REDIS_WAIT_TIMEOUT_MS`: how long an enqueue waits for those replicas (default 1000,
     /// 1 to 4000: below the 5 s reply timeout).
     pub wait_timeout: Duration,
+    /// `QUEUE_CHECK_SCRIPT_KEYS`: load the queue scripts in their checking form, which fails a
+    /// script that touches a key it was not given in `KEYS` (`queue::script_source_checked`;
+    /// default false). The test harness always sets it; it costs a `COMMAND GETKEYS` per Redis
+    /// command a script runs, so leave it off in production.
+    pub check_script_keys: bool,
 }
 
 impl Default for QueueSettings {
@@ -96,6 +101,7 @@ impl QueueSettings {
             max_open_per_project: env.at_least("JOB_MAX_OPEN_PER_PROJECT", 100_000, 1)?,
             wait_replicas: env.parse("REDIS_WAIT_REPLICAS", 0)?,
             wait_timeout: Duration::from_millis(env.at_least("REDIS_WAIT_TIMEOUT_MS", 1000, 1)?),
+            check_script_keys: env.parse("QUEUE_CHECK_SCRIPT_KEYS", false)?,
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));

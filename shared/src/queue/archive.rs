@@ -9,7 +9,7 @@
 //! copied again. Copying is at least once and idempotent (an upsert by job id). Once a completed
 //! job's mark is gone, maintenance may drop it from Redis past `JOB_REDIS_COMPLETED`.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 
@@ -82,18 +82,18 @@ impl Queues {
         if marks.is_empty() {
             return Ok(ArchiveBatch::default());
         }
-        let mut pipe = redis::pipe();
-        for (id, _) in &marks {
-            pipe.hgetall(format!("{base}job:{id}"));
-        }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(format!("{base}jobs"))
+            .arg(marks.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
         let mut jobs = Vec::with_capacity(marks.len());
-        for ((id, _), map) in marks.iter().zip(maps) {
+        for ((id, _), raw) in marks.iter().zip(raws) {
             let Ok(uuid) = uuid::Uuid::parse_str(id) else {
                 continue; // not a job id: the mark is dropped with the batch
             };
-            // a corrupt hash is logged and counted by `record::read`; its mark is dropped
-            jobs.push(match record::read(queue, map) {
+            // a corrupt record is logged and counted by `record::read`; its mark is dropped
+            jobs.push(match record::decode(queue, id, raw) {
                 Ok(Some(job)) => ArchivedJob::Job(Box::new(job)),
                 Ok(None) | Err(QueueError::Corrupt { .. }) => ArchivedJob::Gone(uuid),
                 Err(e) => return Err(e),
@@ -107,7 +107,7 @@ impl Queues {
         let mut conn = self.conn.clone();
         let mut removed = 0;
         for chunk in marks.chunks(ARCHIVE_BATCH) {
-            let mut inv = self.scripts.archived.key(self.base(queue));
+            let mut inv = self.scripts.archived.key(self.keys(queue));
             for (id, score) in chunk {
                 inv.arg(id).arg(*score);
             }

@@ -13,7 +13,7 @@ impl Queues {
         let n: i64 = self
             .scripts
             .retry_dead
-            .key(self.base(queue))
+            .key(self.keys(queue))
             .arg(id.to_string())
             .invoke_async(&mut conn)
             .await?;
@@ -51,7 +51,7 @@ impl Queues {
     ) -> Result<Option<JobState>, QueueError> {
         let mut conn = self.conn.clone();
         let before: String = script
-            .key(self.base(queue))
+            .key(self.keys(queue))
             .arg(id.to_string())
             .invoke_async(&mut conn)
             .await?;

@@ -2,8 +2,6 @@
 //! the latency of the next job in line, Redis's clock, and a page of the jobs in one state. The
 //! operators' views and the API's job look-up are built on these.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use uuid::Uuid;
@@ -14,10 +12,9 @@ impl Queues {
     /// One job of one queue, or `None`.
     pub async fn job(&self, queue: &str, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
         let mut conn = self.conn.clone();
-        let map: HashMap<String, String> = conn
-            .hgetall(format!("{}job:{}", self.base(queue), id))
-            .await?;
-        record::read(queue, map)
+        let id = id.to_string();
+        let raw: Option<Vec<u8>> = conn.hget(format!("{}jobs", self.base(queue)), &id).await?;
+        record::decode(queue, &id, raw)
     }
 
     /// Finds a job by id across the given queues (one round trip).
@@ -26,14 +23,15 @@ impl Queues {
         queues: &[&str],
         id: Uuid,
     ) -> Result<Option<JobRecord>, QueueError> {
+        let id = id.to_string();
         let mut pipe = redis::pipe();
         for q in queues {
-            pipe.hgetall(format!("{}job:{}", self.base(q), id));
+            pipe.hget(format!("{}jobs", self.base(q)), &id);
         }
         let mut conn = self.conn.clone();
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        for (q, m) in queues.iter().zip(maps) {
-            if let Some(job) = record::read(q, m)? {
+        let raws: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        for (q, raw) in queues.iter().zip(raws) {
+            if let Some(job) = record::decode(q, &id, raw)? {
                 return Ok(Some(job));
             }
         }
@@ -138,15 +136,15 @@ impl Queues {
             // an empty pipeline is an error in the redis client: past the last page is no error
             return Ok((Vec::new(), total));
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(format!("{}job:{}", self.base(queue), id));
-        }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let mut jobs = Vec::with_capacity(maps.len());
-        for m in maps {
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(format!("{}jobs", self.base(queue)))
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
+        let mut jobs = Vec::with_capacity(raws.len());
+        for (id, raw) in ids.iter().zip(raws) {
             // a job trimmed between the two round trips is simply left out
-            jobs.extend(record::read(queue, m)?);
+            jobs.extend(record::decode(queue, id, raw)?);
         }
         Ok((jobs, total))
     }

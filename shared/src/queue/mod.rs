@@ -8,11 +8,14 @@
 //! `projects.rs`, a project's own view of a queue in `tenant.rs`.
 //!
 //! Key layout, per queue `q` under prefix `p` (every key of a queue shares the hash tag `{q}`, so
-//! a Redis Cluster keeps a queue on one slot and each script touches one slot):
+//! a Redis Cluster keeps a queue on one slot and each script touches one slot). A queue has a
+//! fixed set of keys ([`QUEUE_KEYS`]) whatever it holds, and every script is given all of them
+//! in `KEYS` (enqueue adds its idempotency keys): no script builds a key name it was not given
+//! (`script_source_checked` makes a test fail if one does).
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p:{q}:job:<id>` | hash | the job: payload, state, attempts, token, errors, progress, times |
+//! | `p:{q}:jobs` | hash | job id → the job's record (`lua/job.lua`, `record.rs`): payload, state, attempts, token, errors, progress, times, as a MessagePack array |
 //! | `p:{q}:ready` | zset | waiting jobs, by priority then FIFO sequence |
 //! | `p:{q}:delayed` / `p:{q}:retry` | zset | jobs not due yet, by due time (ms, Redis clock) |
 //! | `p:{q}:active` | zset | leased jobs, by lease deadline (ms) |
@@ -21,14 +24,15 @@
 //! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
 //! | `p:{q}:open_by_project` | zset | project id → its open (waiting, delayed, active, retrying) jobs of the queue; only projects with some (`projects.rs`) |
 //! | `p:{q}:project_states` | hash | `<project>\|<state>` → the project's jobs in that open state, and totals of those that finished (`tenant.rs`) |
-//! | `p:{q}:open_index` | zset | `<project>\|<created ms>\|<id>` of every open job with a project, all score 0: a project's open jobs, newest first, by lex range (`tenant.rs`) |
+//! | `p:{q}:open_index` | zset | `<project><created ms><id>` (38 bytes, binary: `lua/open.lua`) of every open job with a project, all score 0: a project's open jobs, newest first, by lex range (`tenant.rs`) |
 //! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
 //! | `p:{ping}:pongs` | hash | `ping` with `record` only: executions per job id (delivery checks) |
 //! | `p:{q}:archive` | zset | finished jobs (and dead jobs retried) the archiver has not yet copied to Postgres, by change time (`archive.rs`) |
 //! | `p:{q}:archiver` | string | the worker process that archives the queue now, with a TTL |
-//! | `p:{q}:minute:<m>` | hash | jobs enqueued, completed, retried and dead in minute `m` (Unix minutes), expiring after two hours (`series.rs`) |
+//! | `p:{q}:minutes` | hash | `<m>:<counter>` → jobs enqueued, completed, retried and dead in minute `m` (Unix minutes), older than two hours pruned (`series.rs`) |
+//! | `p:{q}:layout` | string | `records` once the queue's jobs of the per-job-hash layout are moved (`migrate.rs`); until then the fetch script leases nothing |
 //! | `p:{q}:paused` | string | present while the queue is paused: the fetch script leases nothing (`pause.rs`) |
 //! | `p:workers` | zset | `<queue>@<process>#<run>` by last heartbeat (ms); names unseen for an hour are dropped |
 //! | `p:worker:<process>` | hash | what a worker process announced (host, pid, version, start, queues) and its jobs held per queue (`workers.rs`) |
@@ -38,6 +42,7 @@ pub mod backend;
 mod controls;
 pub mod fingerprint;
 mod inspect;
+mod migrate;
 mod outbox_wake;
 mod pause;
 mod policy;
@@ -51,6 +56,9 @@ pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
 pub use outbox_wake::OutboxWaker;
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
+pub use record::{
+    JOB_FIELDS, decode_fields as decode_job_fields, encode_fields as encode_job_fields,
+};
 pub use series::MinuteCounts;
 pub use tenant::OPEN_STATES;
 pub use workers::{QueueFleet, WorkerAnnouncement, WorkerInfo, WorkerQueue};
@@ -75,6 +83,35 @@ pub(crate) const OUTCOME_CHUNK: usize = 500;
 /// Most errors kept per job (one per attempt, the oldest dropped first).
 pub(crate) const KEPT_ERRORS: usize = 25;
 
+/// The keys of one queue every script receives in `KEYS`, in this order (the scripts name them
+/// `K.<name>`): a script declares every key it touches, as Redis Cluster, key-routing proxies
+/// and other Redis-compatible servers require. Enqueue adds its idempotency keys after these.
+pub const QUEUE_KEYS: [&str; 18] = [
+    "jobs",
+    "ready",
+    "delayed",
+    "retry",
+    "active",
+    "completed",
+    "dead",
+    "cancelled",
+    "seq",
+    "stats",
+    "open_by_project",
+    "project_states",
+    "open_index",
+    "dead_hooks",
+    "archive",
+    "minutes",
+    "paused",
+    "layout",
+];
+
+/// The [`QUEUE_KEYS`] of the queue whose keys start with `base`.
+pub fn queue_keys(base: &str) -> Vec<String> {
+    QUEUE_KEYS.iter().map(|k| format!("{base}{k}")).collect()
+}
+
 /// The Lua scripts, loaded once per process (EVALSHA, re-sent on NOSCRIPT).
 pub(crate) struct Scripts {
     pub enqueue: Script,
@@ -89,13 +126,22 @@ pub(crate) struct Scripts {
     pub archived: Script,
     pub delete: Script,
     pub run_now: Script,
+    pub progress: Script,
+    pub migrate: Script,
 }
 
 impl Scripts {
     /// The scripts for one Redis server, or for a cluster (`cluster`: wake-ups are published
-    /// with `SPUBLISH`, so they stay on the queue's shard).
-    fn load(cluster: bool) -> Self {
-        let script = |name| Script::new(&script_source_for(name, cluster));
+    /// with `SPUBLISH`, so they stay on the queue's shard); `checked`: in the form that fails on
+    /// a key not given in `KEYS` ([`script_source_checked`], tests).
+    fn load(cluster: bool, checked: bool) -> Self {
+        let script = |name| {
+            Script::new(&if checked {
+                source(name, cluster, CHECKED_RCALL)
+            } else {
+                script_source_for(name, cluster)
+            })
+        };
         Self {
             enqueue: script("enqueue"),
             fetch: script("fetch"),
@@ -109,9 +155,29 @@ impl Scripts {
             archived: script("archived"),
             delete: script("delete"),
             run_now: script("run_now"),
+            progress: script("progress"),
+            migrate: script("migrate"),
         }
     }
 }
+
+/// The names of every queue script.
+pub const SCRIPT_NAMES: [&str; 14] = [
+    "enqueue",
+    "fetch",
+    "ack",
+    "heartbeat",
+    "release",
+    "maintain",
+    "retry_dead",
+    "cancel",
+    "claim_dead",
+    "archived",
+    "delete",
+    "run_now",
+    "progress",
+    "migrate",
+];
 
 /// The source of queue script `name` as it is loaded on one Redis server (see
 /// [`script_source_for`]). Public for tests that drive a script by hand, as a stalled or dying
@@ -120,12 +186,43 @@ pub fn script_source(name: &str) -> String {
     script_source_for(name, false)
 }
 
-/// The source of queue script `name` as it is loaded: the scripts that record a failure start
-/// with `history.lua`, and those that open or close a job with `open.lua` (a Redis script cannot
-/// include another); every one starts with `WAKE`, the command that publishes the queue's
-/// wake-up: `PUBLISH` on one server, `SPUBLISH` on a cluster (a sharded channel, delivered by
-/// the queue's own shard instead of broadcast to every node).
+/// The source of queue script `name` as it is loaded: a prelude (the wake-up command, the
+/// queue's keys as `K` from `KEYS`, the job record's fields), then the helpers it uses, then its
+/// body. The scripts that record a failure use `history.lua`, those that open or close a job
+/// `open.lua`, those that count per minute `series.lua`; every one reads records with `job.lua`
+/// (a Redis script cannot include another). `WAKE` publishes the queue's wake-up: `PUBLISH` on
+/// one server, `SPUBLISH` on a cluster (a sharded channel, delivered by the queue's own shard
+/// instead of broadcast to every node). Every Redis command goes through `rcall`.
 pub fn script_source_for(name: &str, cluster: bool) -> String {
+    source(name, cluster, "local rcall = redis.call\n")
+}
+
+/// [`script_source`] with a `rcall` that refuses (a Lua error naming it) any key a command
+/// touches that the script was not given in `KEYS`, as Redis reports the command's keys
+/// (`COMMAND GETKEYS`): what the tests run, so that a script touching an undeclared key fails
+/// them. Channels are not keys (`PUBLISH` has none).
+pub fn script_source_checked(name: &str) -> String {
+    source(name, false, CHECKED_RCALL)
+}
+
+/// The checking `rcall` of [`script_source_checked`].
+const CHECKED_RCALL: &str = r"local DECLARED = {}
+for _, k in ipairs(KEYS) do DECLARED[k] = true end
+local function rcall(...)
+  local ok, keys = pcall(redis.call, 'COMMAND', 'GETKEYS', ...)
+  if ok then
+    for _, k in ipairs(keys) do
+      if not DECLARED[k] then
+        error('undeclared key ' .. k .. ' touched by ' .. tostring((...)))
+      end
+    end
+  end
+  return redis.call(...)
+end
+";
+
+fn source(name: &str, cluster: bool, rcall: &str) -> String {
+    const JOB: &str = include_str!("lua/job.lua");
     const HISTORY: &str = include_str!("lua/history.lua");
     const OPEN: &str = include_str!("lua/open.lua");
     const SERIES: &str = include_str!("lua/series.lua");
@@ -142,10 +239,28 @@ pub fn script_source_for(name: &str, cluster: bool) -> String {
         "archived" => (&[], include_str!("lua/archived.lua")),
         "delete" => (&[], include_str!("lua/delete.lua")),
         "run_now" => (&[OPEN], include_str!("lua/run_now.lua")),
+        "progress" => (&[], include_str!("lua/progress.lua")),
+        "migrate" => (&[OPEN], include_str!("lua/migrate.lua")),
         other => panic!("no queue script {other:?}"),
     };
     let wake = if cluster { "SPUBLISH" } else { "PUBLISH" };
-    let mut source = format!("local WAKE = '{wake}'\n");
+    let quoted = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut source = format!(
+        "local WAKE = '{wake}'\n{rcall}local K = {{}}\nlocal QUEUE_KEY_NAMES = {{ {} }}\n\
+         for i, name in ipairs(QUEUE_KEY_NAMES) do K[name] = KEYS[i] end\n\
+         -- the queue's key prefix, for its channel and its idempotency keys' names\n\
+         local BASE = string.sub(KEYS[1], 1, -{})\nlocal FIELDS = {{ {} }}\n",
+        quoted(&QUEUE_KEYS),
+        QUEUE_KEYS[0].len() + 1,
+        quoted(&record::JOB_FIELDS),
+    );
+    source.push_str(JOB);
     source.push_str(&helpers.concat());
     source.push_str(body);
     source
@@ -477,7 +592,10 @@ impl Queues {
             conn,
             wait_conns: Arc::new(wait_conns),
             next_wait_conn: Arc::default(),
-            scripts: Arc::new(Scripts::load(client.is_cluster())),
+            scripts: Arc::new(Scripts::load(
+                client.is_cluster(),
+                settings.check_script_keys,
+            )),
             client,
             prefix: prefix.into(),
             settings: Arc::new(settings),
@@ -487,6 +605,11 @@ impl Queues {
     /// The key prefix (`<prefix>:{<queue>}:`) of one queue; the braces are the hash tag.
     pub fn base(&self, queue: &str) -> String {
         format!("{}:{{{}}}:", self.prefix, queue)
+    }
+
+    /// The keys every script of `queue` is given ([`QUEUE_KEYS`]).
+    pub(crate) fn keys(&self, queue: &str) -> Vec<String> {
+        queue_keys(&self.base(queue))
     }
 
     /// The shared multiplexed connection (for job handlers' own Redis work).
@@ -533,20 +656,28 @@ impl Queues {
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, QueueError> {
         let base = self.base(queue);
+        let keys = queue_keys(&base);
         let ttl = self.settings.idempotency_ttl.as_millis() as u64;
         let mut out = Vec::with_capacity(jobs.len());
         let wanted = self.settings.wait_replicas;
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
             let mut inv = redis::cmd("EVALSHA");
+            // the queue's keys, then every idempotency key of the chunk (declared: the script
+            // touches no key it was not given)
+            let idem_keys: Vec<String> = chunk
+                .iter()
+                .filter_map(|j| j.idempotency_key.as_deref())
+                .map(|k| format!("{base}idem:{k}"))
+                .collect();
             inv.arg(self.scripts.enqueue.get_hash())
-                .arg(1)
-                .arg(&base)
+                .arg(keys.len() + idem_keys.len())
+                .arg(&keys)
+                .arg(&idem_keys)
                 .arg(ttl)
                 .arg(chunk.len());
             for job in chunk {
                 debug_assert_eq!(job.queue, queue);
                 inv.arg(job.id.to_string())
-                    .arg(&job.queue)
                     .arg(serde_json::to_string(&job.payload)?)
                     .arg(job.run_at.map_or(0, |t| t.timestamp_millis()))
                     .arg(job.priority.clamp(-1000, 1000))
@@ -623,7 +754,7 @@ impl Queues {
         let flat: Vec<String> = self
             .scripts
             .claim_dead
-            .key(self.base(queue))
+            .key(self.keys(queue))
             .arg(limit.clamp(1, 1000))
             .arg(claim.as_millis() as u64)
             .invoke_async(&mut conn)

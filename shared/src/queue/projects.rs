@@ -208,7 +208,10 @@ mod tests {
             let queues = Queues::new(
                 crate::redis_client::RedisClient::open(&url).expect("redis url"),
                 &prefix,
-                crate::config::QueueSettings::default(),
+                crate::config::QueueSettings {
+                    check_script_keys: true,
+                    ..Default::default()
+                },
             )
             .expect("queues");
             Self { queues, client }

@@ -1,5 +1,11 @@
-//! Reading a job hash back into a [`JobRecord`], strictly: a field the scripts could not have
+//! Job records: the MessagePack array the scripts keep per job in `p:{q}:jobs` (`lua/job.lua`),
+//! and reading one back into a [`JobRecord`], strictly: a field the scripts could not have
 //! written is an error, never a plausible default.
+//!
+//! A record holds the fields of [`JOB_FIELDS`] by position (`false` or nothing for an absent
+//! one): no field name is stored per job, and the job id is the record's field in the hash, the
+//! kind its queue. The scripts get the same list (`FIELDS`) in their prelude, so the two cannot
+//! drift apart.
 
 use std::collections::HashMap;
 
@@ -7,6 +13,106 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use super::{AttemptError, JobRecord, JobState, QueueError};
+
+/// The fields of a job record, in the order the record stores them: the ones every job has
+/// first, the rarely set ones last (trailing absent fields take no bytes).
+pub const JOB_FIELDS: [&str; 19] = [
+    "payload",
+    "state",
+    "att",
+    "max",
+    "pri",
+    "rs",
+    "tok",
+    "created",
+    "run_at",
+    "project",
+    "rid",
+    "idem",
+    "started",
+    "worker",
+    "finished",
+    "errors",
+    "last_error",
+    "result",
+    "progress",
+];
+
+/// The fields of the record `raw` (as the scripts write it), by name, as text (numbers in
+/// decimal); absent fields left out.
+pub fn decode_fields(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+    let value =
+        rmpv::decode::read_value(&mut &raw[..]).map_err(|e| format!("not MessagePack: {e}"))?;
+    let rmpv::Value::Array(items) = value else {
+        return Err("not a MessagePack array".into());
+    };
+    if items.len() > JOB_FIELDS.len() {
+        return Err(format!(
+            "{} fields, more than the {} known",
+            items.len(),
+            JOB_FIELDS.len()
+        ));
+    }
+    let mut map = HashMap::with_capacity(items.len() + 2);
+    for (name, v) in JOB_FIELDS.iter().zip(items) {
+        let text = match v {
+            rmpv::Value::Nil | rmpv::Value::Boolean(false) => continue,
+            rmpv::Value::Integer(i) => i.to_string(),
+            rmpv::Value::F64(f) => f.to_string(),
+            rmpv::Value::F32(f) => f.to_string(),
+            rmpv::Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            rmpv::Value::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => return Err(format!("`{name}` is {other}, not a number or text")),
+        };
+        map.insert((*name).to_owned(), text);
+    }
+    Ok(map)
+}
+
+/// A record holding `fields` (by name, as text), as the scripts would write it: numbers as
+/// numbers. For tests and tools that write a job by hand (a corrupt one, say); fields not in
+/// [`JOB_FIELDS`] are ignored.
+pub fn encode_fields(fields: &HashMap<String, String>) -> Vec<u8> {
+    let mut items: Vec<rmpv::Value> = JOB_FIELDS
+        .iter()
+        .map(|name| match fields.get(*name) {
+            None => rmpv::Value::Boolean(false),
+            Some(v) => v
+                .parse::<i64>()
+                .map_or_else(|_| rmpv::Value::from(v.as_str()), rmpv::Value::from),
+        })
+        .collect();
+    while items.last() == Some(&rmpv::Value::Boolean(false)) {
+        items.pop();
+    }
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &rmpv::Value::Array(items))
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Reads the record `raw` of job `id` in `queue` (`None`: no such job), as [`read`] does.
+pub(super) fn decode(
+    queue: &str,
+    id: &str,
+    raw: Option<Vec<u8>>,
+) -> Result<Option<JobRecord>, QueueError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let mut map = decode_fields(&raw).map_err(|detail| {
+        metrics::counter!("comet_corrupt_jobs_total", "queue" => queue.to_owned()).increment(1);
+        tracing::error!(queue, job = id, error = %detail, "corrupt job record");
+        QueueError::Corrupt {
+            job: format!("{queue}/{id}"),
+            field: "record",
+            detail,
+        }
+    })?;
+    map.insert("id".to_owned(), id.to_owned());
+    map.insert("kind".to_owned(), queue.to_owned());
+    read(queue, map)
+}
 
 /// Reads a job hash: `None` for an empty one (no such job). A hash the scripts could not
 /// have written (an unknown state, a number, time or JSON field that does not parse) is a

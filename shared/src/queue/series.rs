@@ -1,6 +1,6 @@
 //! A queue's throughput minute by minute: jobs enqueued, completed, retried and gone dead in
 //! each of the last minutes, from the per-minute counters the scripts keep (`lua/series.lua`:
-//! `p:{q}:minute:<m>`, kept two hours). What the ops console charts.
+//! `p:{q}:minutes`, kept two hours). What the ops console charts.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -36,18 +36,17 @@ impl Queues {
         let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now = secs / 60;
         let base = self.base(queue);
-        let mut pipe = redis::pipe();
-        for m in now - minutes + 1..=now {
-            pipe.cmd("HMGET").arg(format!("{base}minute:{m}")).arg(&[
-                "enqueued",
-                "completed",
-                "retried",
-                "dead",
-            ]);
-        }
-        let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut conn).await?;
+        const COUNTERS: [&str; 4] = ["enqueued", "completed", "retried", "dead"];
+        let fields: Vec<String> = (now - minutes + 1..=now)
+            .flat_map(|m| COUNTERS.iter().map(move |c| format!("{m}:{c}")))
+            .collect();
+        let values: Vec<Option<u64>> = redis::cmd("HMGET")
+            .arg(format!("{base}minutes"))
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await?;
         Ok((now - minutes + 1..=now)
-            .zip(rows)
+            .zip(values.chunks(COUNTERS.len()))
             .map(|(m, r)| {
                 let at = |k: usize| r.get(k).copied().flatten().unwrap_or(0);
                 MinuteCounts {

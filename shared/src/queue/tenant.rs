@@ -8,8 +8,6 @@
 //! start from 0 and are never taken below it); it still shows in the queue-wide views and, once
 //! finished, in the job archive.
 
-use std::collections::HashMap;
-
 use uuid::Uuid;
 
 use super::{JobRecord, JobState, QueueCounts, QueueError, Queues, record};
@@ -91,12 +89,15 @@ impl Queues {
     ) -> Result<Vec<JobRecord>, QueueError> {
         let base = self.base(queue);
         let index = format!("{base}open_index");
-        let floor = format!("[{project}|");
-        let mut ceiling = format!("[{project}|~");
+        // members are `<project, 16 bytes><created ms, 6 bytes><job id, 16 bytes>` (`lua/open.lua`);
+        // no member of the project reaches the byte 0xff after its prefix (a creation time
+        // of 2^47 ms, in the year 6429)
+        let floor = [b"[".as_slice(), project.as_bytes()].concat();
+        let mut ceiling = [b"[".as_slice(), project.as_bytes(), &[0xff]].concat();
         let mut conn = self.conn.clone();
         let (mut skipped, mut picked) = (0, Vec::new());
         'chunks: loop {
-            let members: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+            let members: Vec<Vec<u8>> = redis::cmd("ZREVRANGEBYLEX")
                 .arg(&index)
                 .arg(&ceiling)
                 .arg(&floor)
@@ -106,18 +107,23 @@ impl Queues {
                 .query_async(&mut conn)
                 .await?;
             let Some(last) = members.last() else { break };
-            ceiling = format!("({last}");
-            let ids: Vec<&str> = members
+            ceiling = [b"(".as_slice(), last].concat();
+            let ids: Vec<String> = members
                 .iter()
-                .filter_map(|m| m.rsplit('|').next())
+                .filter_map(|m| m.get(22..38))
+                .filter_map(|id| Uuid::from_slice(id).ok())
+                .map(|id| id.to_string())
                 .collect();
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hget(format!("{base}job:{id}"), "state");
-            }
-            let states: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-            for (id, s) in ids.iter().zip(states) {
-                let open = s
+            let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(format!("{base}jobs"))
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            for (id, raw) in ids.iter().zip(raws) {
+                let found = raw
+                    .and_then(|r| record::decode_fields(&r).ok())
+                    .and_then(|mut f| f.remove("state"));
+                let open = found
                     .as_deref()
                     .and_then(JobState::parse)
                     .filter(|s| OPEN_STATES.contains(s));
@@ -141,16 +147,16 @@ impl Queues {
         if picked.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &picked {
-            pipe.hgetall(format!("{base}job:{id}"));
-        }
-        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        let mut jobs = Vec::with_capacity(maps.len());
-        for m in maps {
+        let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(format!("{base}jobs"))
+            .arg(&picked)
+            .query_async(&mut conn)
+            .await?;
+        let mut jobs = Vec::with_capacity(raws.len());
+        for (id, raw) in picked.iter().zip(raws) {
             // a job trimmed between the round trips is simply left out, and so is one whose
-            // hash is corrupt (logged and counted by `read`): it must not hide the others
-            if let Ok(Some(job)) = record::read(queue, m)
+            // record is corrupt (logged and counted by `decode`): it must not hide the others
+            if let Ok(Some(job)) = record::decode(queue, id, raw)
                 && job.project_id == Some(project)
             {
                 jobs.push(job);

@@ -113,6 +113,8 @@ impl TestEnv {
             lease: Duration::from_secs(3),
             maintenance_interval: Duration::from_millis(200),
             idle_poll: Duration::from_millis(500),
+            // every test runs the scripts in the form that fails on an undeclared key
+            check_script_keys: true,
             ..QueueSettings::default()
         };
         settings.worker.outbox_poll = Duration::from_millis(500);

@@ -38,10 +38,11 @@ async fn really_open_jobs(env: &TestEnv) -> Open {
                 .await
                 .expect("zrange");
             for id in ids {
-                let project: Option<String> = conn
-                    .hget(format!("{base}job:{id}"), "project")
-                    .await
-                    .expect("hget");
+                let raw: Option<Vec<u8>> =
+                    conn.hget(format!("{base}jobs"), &id).await.expect("hget");
+                let project = raw
+                    .and_then(|r| shared::queue::decode_job_fields(&r).ok())
+                    .and_then(|mut f| f.remove("project"));
                 if let Some(p) = project.and_then(|p| Uuid::parse_str(&p).ok()) {
                     out.entry((p, *q, state.as_str()))
                         .or_default()
@@ -228,14 +229,8 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
         .push_many("ping", &[corrupt_counter.clone(), corrupt_history.clone()])
         .await
         .expect("push");
-    let _: () = conn
-        .hset(format!("{base}job:{}", corrupt_counter.id), "att", "x")
-        .await
-        .expect("corrupt");
-    let _: () = conn
-        .hset(format!("{base}job:{}", corrupt_history.id), "errors", "{")
-        .await
-        .expect("corrupt");
+    corrupt_field(&mut conn, &base, corrupt_counter.id, "att", "x").await;
+    corrupt_field(&mut conn, &base, corrupt_history.id, "errors", "{").await;
     // a cancelled job is no longer open
     let cancelled = jobs[5].id;
     assert_eq!(
@@ -258,11 +253,12 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
         "permanent, out of attempts, reaped, corrupt history"
     );
     // a job with a corrupt counter cannot be read back as a record: its state is asked for
-    let state: Option<String> = conn
-        .hget(format!("{base}job:{}", corrupt_counter.id), "state")
+    let raw: Vec<u8> = conn
+        .hget(format!("{base}jobs"), corrupt_counter.id.to_string())
         .await
         .expect("hget");
-    assert_eq!(state.as_deref(), Some("dead"));
+    let fields = shared::queue::decode_job_fields(&raw).expect("a record");
+    assert_eq!(fields.get("state").map(String::as_str), Some("dead"));
     // the keyed job and the other kind's job finish too
     eventually(
         Duration::from_secs(30),
@@ -319,4 +315,28 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
     }
     assert_exact(&env, "after cancelling the rest").await;
     assert_no_open_jobs(&env).await;
+}
+
+/// Sets one field of a job's record to `value`, as a hand edit or a bug would.
+async fn corrupt_field(
+    conn: &mut shared::redis_client::RedisConn,
+    base: &str,
+    id: Uuid,
+    field: &str,
+    value: &str,
+) {
+    let raw: Vec<u8> = conn
+        .hget(format!("{base}jobs"), id.to_string())
+        .await
+        .expect("record");
+    let mut fields = shared::queue::decode_job_fields(&raw).expect("a record");
+    fields.insert(field.to_owned(), value.to_owned());
+    let _: () = conn
+        .hset(
+            format!("{base}jobs"),
+            id.to_string(),
+            shared::queue::encode_job_fields(&fields),
+        )
+        .await
+        .expect("corrupt");
 }

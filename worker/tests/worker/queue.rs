@@ -201,7 +201,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
         .await
         .unwrap();
     let _: Vec<i64> = maintain
-        .key(&base)
+        .key(shared::queue::queue_keys(&base))
         .arg(100)
         .arg(86_400_000u64)
         .arg(86_400_000u64)
@@ -216,7 +216,7 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
     assert_ne!(stale_token, fresh_token);
 
     let ack_one = |token: String, outcome: &'static str| {
-        let mut inv = ack.key(&base);
+        let mut inv = ack.key(shared::queue::queue_keys(&base));
         inv.arg(25)
             .arg(1)
             .arg(0)
@@ -276,7 +276,7 @@ async fn a_long_job_reports_progress_while_it_runs() {
 /// Acks one attempt of `id` as failed through the ack script, retry due at once.
 async fn fail_by_hand(env: &TestEnv, id: uuid::Uuid, token: String, error: &str) {
     let codes: Vec<String> = script("ack")
-        .key(env.queues.base("ping"))
+        .key(shared::queue::queue_keys(&env.queues.base("ping")))
         .arg(25)
         .arg(1)
         .arg(0)

@@ -585,7 +585,7 @@ async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
     let token = lease_by_hand(&env, SendInvitation::QUEUE, "worker-a", 60_000).await;
     let mut conn = env.queues.connection();
     let _: Vec<String> = script("ack")
-        .key(&base)
+        .key(shared::queue::queue_keys(&base))
         .arg(25)
         .arg(1)
         .arg(1) // the kind is hooked

@@ -135,7 +135,7 @@ impl Shared {
     /// Writes one batch of outcomes in one script call, and counts what the script made of
     /// each (`comet_jobs_total` only for outcomes it applied).
     pub(super) async fn write_outcomes(&self, batch: &[Outcome]) -> Result<AckSummary, QueueError> {
-        let mut inv = self.queues.scripts.ack.key(&self.base);
+        let mut inv = self.queues.scripts.ack.key(&self.keys);
         inv.arg(KEPT_ERRORS)
             .arg(batch.len())
             .arg(u8::from(self.options.dead_hook));

@@ -31,7 +31,7 @@ impl Shared {
     /// being held); a job that failed and was fetched again meanwhile is held under its new
     /// token, and stays heartbeated.
     pub(super) async fn heartbeat(&self, copy: &[(Uuid, u64)]) -> Result<usize, QueueError> {
-        let mut inv = self.queues.scripts.heartbeat.key(&self.base);
+        let mut inv = self.queues.scripts.heartbeat.key(&self.keys);
         inv.arg(self.queues.settings.lease.as_millis() as u64);
         for (id, tok) in copy {
             inv.arg(id.to_string()).arg(tok.to_string());
@@ -98,7 +98,7 @@ impl Shared {
                 .queues
                 .scripts
                 .maintain
-                .key(&self.base)
+                .key(&self.keys)
                 .arg(1000)
                 .arg(s.completed_retention.as_millis() as u64)
                 .arg(s.dead_retention.as_millis() as u64)

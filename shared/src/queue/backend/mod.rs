@@ -83,16 +83,13 @@ impl JobHandle {
     /// Records progress (any JSON, e.g. `{"done": 40, "total": 100}`), shown by the jobs API.
     /// Only the attempt holding the job's current token can write it.
     pub async fn progress(&self, value: &serde_json::Value) -> Result<(), QueueError> {
-        // built once (`Script::new` hashes its source)
-        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-            redis::Script::new(
-                r"if redis.call('HGET', KEYS[1], 'tok') == ARGV[1] then
-                redis.call('HSET', KEYS[1], 'progress', ARGV[2]) return 1 end return 0",
-            )
-        });
         let mut conn = self.queues.conn.clone();
-        let _: i64 = SCRIPT
-            .key(format!("{}job:{}", self.queues.base(self.queue), self.id))
+        let _: i64 = self
+            .queues
+            .scripts
+            .progress
+            .key(self.queues.keys(self.queue))
+            .arg(self.id.to_string())
             .arg(self.token.to_string())
             .arg(serde_json::to_string(value)?)
             .invoke_async(&mut conn)
@@ -134,6 +131,8 @@ struct Shared {
     queues: Queues,
     queue: &'static str,
     base: String,
+    /// The queue's keys, declared to every script ([`super::QUEUE_KEYS`]).
+    keys: Vec<String>,
     worker: Arc<str>,
     options: BackendOptions,
     /// Jobs this process holds a lease on (fetched, running, or acked but not yet written).
@@ -224,36 +223,46 @@ impl Shared {
         n: usize,
     ) -> Result<(Option<i64>, i64, Vec<FetchedJob>), QueueError> {
         let mut conn = self.queues.conn.clone();
-        let reply: Vec<redis::Value> = self
-            .queues
-            .scripts
-            .fetch
-            .key(&self.base)
-            .arg(&*self.worker)
-            .arg(n)
-            .arg(self.queues.settings.lease.as_millis() as u64)
-            .arg(1000)
-            .invoke_async(&mut conn)
-            .await?;
-        if reply.len() < 2 || !(reply.len() - 2).is_multiple_of(8) {
+        let mut reply: Vec<redis::Value> = Vec::new();
+        // the script leases nothing until the queue's jobs of the earlier layout are moved into
+        // records (`migrate.rs`): at the first fetch, and again after Redis lost its data
+        for _ in 0..2 {
+            reply = self
+                .queues
+                .scripts
+                .fetch
+                .key(&self.keys)
+                .arg(&*self.worker)
+                .arg(n)
+                .arg(self.queues.settings.lease.as_millis() as u64)
+                .arg(1000)
+                .invoke_async(&mut conn)
+                .await?;
+            if reply.first() != Some(&redis::Value::Int(-2)) {
+                break;
+            }
+            self.queues.migrate_legacy_jobs(self.queue).await?;
+        }
+        if reply.len() < 2 || !(reply.len() - 2).is_multiple_of(7) {
             return Err(QueueError::Protocol(format!(
                 "fetch reply of {} items",
                 reply.len()
             )));
         }
         let next_due: i64 = redis::from_redis_value_ref(&reply[0])?;
+        let next_due = next_due.max(-1);
         let now: i64 = redis::from_redis_value_ref(&reply[1])?;
-        let mut jobs = Vec::with_capacity((reply.len() - 2) / 8);
-        for f in reply[2..].chunks(8) {
+        let mut jobs = Vec::with_capacity((reply.len() - 2) / 7);
+        for f in reply[2..].chunks(7) {
             let id: String = redis::from_redis_value_ref(&f[0])?;
             jobs.push(FetchedJob {
                 id: Uuid::parse_str(&id).map_err(|e| QueueError::Protocol(e.to_string()))?,
-                payload: redis::from_redis_value_ref(&f[2])?,
-                attempt: redis::from_redis_value_ref(&f[3])?,
-                max_attempts: redis::from_redis_value_ref(&f[4])?,
-                token: redis::from_redis_value_ref(&f[5])?,
-                project: redis::from_redis_value_ref(&f[6])?,
-                request_id: redis::from_redis_value_ref(&f[7])?,
+                payload: redis::from_redis_value_ref(&f[1])?,
+                attempt: redis::from_redis_value_ref(&f[2])?,
+                max_attempts: redis::from_redis_value_ref(&f[3])?,
+                token: redis::from_redis_value_ref(&f[4])?,
+                project: redis::from_redis_value_ref(&f[5])?,
+                request_id: redis::from_redis_value_ref(&f[6])?,
             });
         }
         {
@@ -269,7 +278,7 @@ impl Shared {
     async fn release(&self, jobs: &[(Uuid, u64)]) -> usize {
         let mut released = 0;
         for chunk in jobs.chunks(OUTCOME_CHUNK) {
-            let mut inv = self.queues.scripts.release.key(&self.base);
+            let mut inv = self.queues.scripts.release.key(&self.keys);
             for (id, tok) in chunk {
                 inv.arg(id.to_string()).arg(tok.to_string());
             }
@@ -349,6 +358,7 @@ impl<J: JobArgs> QueueBackend<J> {
         let base = queues.base(queue);
         Self {
             shared: Arc::new(Shared {
+                keys: super::queue_keys(&base),
                 queues,
                 queue,
                 base,

@@ -59,7 +59,10 @@ impl Fixture {
         let queues = Queues::new(
             crate::redis_client::RedisClient::open(&url).expect("redis url"),
             &prefix,
-            crate::config::QueueSettings::default(),
+            crate::config::QueueSettings {
+                check_script_keys: true,
+                ..Default::default()
+            },
         )
         .expect("queues");
         let options = BackendOptions {
@@ -84,19 +87,24 @@ impl Fixture {
             .incr(format!("{}seq", self.shared.base), 1)
             .await
             .expect("seq");
-        let fields = [
-            ("id", id.to_string()),
-            ("kind", "ping".into()),
-            ("payload", "{}".into()),
+        let fields: HashMap<String, String> = [
+            ("payload", "{}".to_owned()),
             ("state", "waiting".into()),
             ("att", "0".into()),
             ("max", "5".into()),
             ("pri", "0".into()),
             ("rs", seq.to_string()),
             ("tok", "0".into()),
-        ];
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         let _: () = redis::pipe()
-            .hset_multiple(self.key(id), &fields)
+            .hset(
+                self.jobs(),
+                id.to_string(),
+                crate::queue::encode_job_fields(&fields),
+            )
             .zadd(format!("{}ready", self.shared.base), id.to_string(), seq)
             .query_async(&mut conn)
             .await
@@ -104,8 +112,33 @@ impl Fixture {
         id
     }
 
-    fn key(&self, id: Uuid) -> String {
-        format!("{}job:{id}", self.shared.base)
+    fn jobs(&self) -> String {
+        format!("{}jobs", self.shared.base)
+    }
+
+    /// Job `id`'s record fields, as text.
+    async fn fields(&self, id: Uuid) -> HashMap<String, String> {
+        let mut conn = self.queues.connection();
+        let raw: Vec<u8> = conn
+            .hget(self.jobs(), id.to_string())
+            .await
+            .expect("record");
+        crate::queue::decode_job_fields(&raw).expect("decodes")
+    }
+
+    /// Sets one field of job `id`'s record to `value` (as a hand edit or a bug would).
+    async fn corrupt(&self, id: Uuid, field: &str, value: &str) {
+        let mut fields = self.fields(id).await;
+        fields.insert(field.to_owned(), value.to_owned());
+        let mut conn = self.queues.connection();
+        let _: i64 = conn
+            .hset(
+                self.jobs(),
+                id.to_string(),
+                crate::queue::encode_job_fields(&fields),
+            )
+            .await
+            .expect("corrupted");
     }
 
     /// Leases up to `n` jobs with the backend's own fetch; their tokens, by id.
@@ -228,11 +261,7 @@ async fn a_job_whose_error_history_is_corrupt_goes_dead_alone_and_the_rest_of_it
     let f = Fixture::new();
     let (a, b, c) = (f.waiting().await, f.waiting().await, f.waiting().await);
     let tokens = f.lease(3).await;
-    let mut conn = f.queues.connection();
-    let _: i64 = conn
-        .hset(f.key(b), "errors", "[{\"attempt\": 1, oops")
-        .await
-        .expect("corrupted");
+    f.corrupt(b, "errors", "[{\"attempt\": 1, oops").await;
     let retry = |error: &str| OutcomeKind::Retry {
         delay: Duration::from_secs(60),
         error: error.into(),
@@ -282,22 +311,13 @@ async fn a_job_whose_error_history_is_corrupt_goes_dead_alone_and_the_rest_of_it
 async fn a_waiting_job_with_a_corrupt_attempt_count_goes_dead_and_its_batch_is_leased() {
     let f = Fixture::new();
     let (bad, good) = (f.waiting().await, f.waiting().await);
-    let mut conn = f.queues.connection();
-    let _: i64 = conn
-        .hset(f.key(bad), "att", "two")
-        .await
-        .expect("corrupted");
+    f.corrupt(bad, "att", "two").await;
     let leased = f.lease(2).await;
     assert_eq!(leased.keys().collect::<Vec<_>>(), [&good]);
     // (the record itself does not read: its `att` is still corrupt, and says so)
-    let (state, why): (String, String) = redis::cmd("HMGET")
-        .arg(f.key(bad))
-        .arg("state")
-        .arg("last_error")
-        .query_async(&mut conn)
-        .await
-        .expect("fields");
-    assert_eq!(state, "dead");
+    let fields = f.fields(bad).await;
+    assert_eq!(fields["state"], "dead");
+    let why = &fields["last_error"];
     assert!(why.starts_with("corrupt job: its att or tok"), "{why}");
     assert!(matches!(
         f.queues.job("ping", bad).await,
@@ -308,16 +328,16 @@ async fn a_waiting_job_with_a_corrupt_attempt_count_goes_dead_and_its_batch_is_l
 }
 
 #[tokio::test]
-async fn the_acker_drops_an_outcome_the_script_refuses_and_writes_the_others() {
+async fn an_outcome_whose_record_is_unreadable_is_stale_and_its_batch_is_written() {
+    // (with one key per job, an unreadable job failed the whole script and the acker wrote the
+    // batch one outcome at a time; a record that does not decode now reads as a job without
+    // fields, whose token no outcome matches)
     let f = Fixture::new();
     let (a, b) = (f.waiting().await, f.waiting().await);
     let tokens = f.lease(2).await;
-    // b's key is no longer a hash: reading it fails inside the script
     let mut conn = f.queues.connection();
-    let _: () = redis::pipe()
-        .del(f.key(b))
-        .set(f.key(b), "not a hash")
-        .query_async(&mut conn)
+    let _: i64 = conn
+        .hset(f.jobs(), b.to_string(), "not a record")
         .await
         .expect("b broken");
     let rx = f.shared.acks_rx.lock().expect("rx").take().expect("rx");
@@ -385,4 +405,148 @@ fn abort_errors_are_permanent_wherever_they_sit_in_the_chain() {
     assert!(is_permanent(&e));
     let e: BoxDynError = "transient".into();
     assert!(!is_permanent(&e));
+}
+
+#[tokio::test]
+async fn every_queue_script_loads_and_the_checked_form_refuses_a_key_it_was_not_given() {
+    let f = Fixture::new();
+    let mut conn = f.queues.connection();
+    for name in crate::queue::SCRIPT_NAMES {
+        for (form, source) in [
+            ("one server", crate::queue::script_source_for(name, false)),
+            ("cluster", crate::queue::script_source_for(name, true)),
+            ("checked", crate::queue::script_source_checked(name)),
+        ] {
+            redis::Script::new(&source)
+                .load_async(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{name} ({form}) does not load: {e}"));
+        }
+    }
+    // the checking `rcall` of the scripts the tests run, before a body that reads a per-job key
+    // (the layout before `p:{q}:jobs`) it was not given: the script fails, naming the key
+    let body = "rcall('HLEN', K.jobs)\nreturn rcall('HGET', BASE .. 'job:1', 'state')";
+    let source = crate::queue::script_source_checked("archived")
+        .split_once("local removed")
+        .expect("archived's body")
+        .0
+        .to_owned()
+        + body;
+    let keys = crate::queue::queue_keys(&f.shared.base);
+    let err = redis::Script::new(&source)
+        .key(&keys)
+        .invoke_async::<Option<String>>(&mut conn)
+        .await
+        .expect_err("an undeclared key is refused");
+    let undeclared = format!("undeclared key {}job:1 touched by HGET", f.shared.base);
+    assert!(err.to_string().contains(&undeclared), "{err}");
+    // the same body given that key runs
+    let ok: Option<String> = redis::Script::new(&source)
+        .key(&keys)
+        .key(format!("{}job:1", f.shared.base))
+        .invoke_async(&mut conn)
+        .await
+        .expect("a declared key is allowed");
+    assert_eq!(ok, None);
+}
+
+#[tokio::test]
+async fn jobs_of_the_per_job_hash_layout_are_moved_into_records_before_the_first_fetch() {
+    let f = Fixture::new();
+    let base = f.shared.base.clone();
+    let (waiting, dead, project) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let created = chrono::Utc::now().timestamp_millis() - 60_000;
+    // two jobs as the earlier Comet wrote them: a hash each, every value text, and a text
+    // member in the open index for the open one
+    let job = |id: Uuid, state: &str| {
+        vec![
+            ("id", id.to_string()),
+            ("kind", "ping".into()),
+            ("payload", "{\"n\":1}".into()),
+            ("state", state.into()),
+            ("att", "0".into()),
+            ("max", "5".into()),
+            ("pri", "0".into()),
+            ("rs", "1099511627777".into()),
+            ("tok", "0".into()),
+            ("created", created.to_string()),
+            ("run_at", created.to_string()),
+            ("project", project.to_string()),
+            ("rid", "req-1".into()),
+            ("idem", String::new()),
+        ]
+    };
+    let mut dead_fields = job(dead, "dead");
+    dead_fields.extend([
+        ("att", "5".into()),
+        ("finished", (created + 1000).to_string()),
+        ("last_error", "boom".into()),
+        (
+            "errors",
+            format!(r#"[{{"attempt":5,"error":"boom","at":{created},"worker":"w"}}]"#),
+        ),
+    ]);
+    let mut conn = f.queues.connection();
+    let _: () = redis::pipe()
+        .hset_multiple(format!("{base}job:{waiting}"), &job(waiting, "waiting"))
+        .hset_multiple(format!("{base}job:{dead}"), &dead_fields)
+        .zadd(
+            format!("{base}ready"),
+            waiting.to_string(),
+            1_099_511_627_777_i64,
+        )
+        .zadd(format!("{base}dead"), dead.to_string(), created + 1000)
+        .zadd(
+            format!("{base}open_index"),
+            format!("{project}|{created:013}|{waiting}"),
+            0,
+        )
+        .query_async(&mut conn)
+        .await
+        .expect("old layout written");
+
+    // the backend moves them before it fetches: the waiting job is leased, as written
+    assert_eq!(f.lease(5).await.keys().collect::<Vec<_>>(), [&waiting]);
+    let leased = f.job(waiting).await;
+    assert_eq!(
+        (
+            leased.state,
+            leased.attempts,
+            leased.project_id,
+            leased.request_id.as_deref()
+        ),
+        (JobState::Active, 1, Some(project), Some("req-1"))
+    );
+    assert_eq!(leased.payload, Some(serde_json::json!({"n": 1})));
+    assert_eq!(
+        leased.created_at.map(|t| t.timestamp_millis()),
+        Some(created)
+    );
+    let gone = f.job(dead).await;
+    assert_eq!((gone.state, gone.attempts), (JobState::Dead, 5));
+    assert_eq!(gone.errors.len(), 1);
+    assert_eq!(gone.last_error.as_deref(), Some("boom"));
+    // the old hashes are gone, and the open index holds the job's binary member only
+    let old: u64 = conn
+        .exists(&[format!("{base}job:{waiting}"), format!("{base}job:{dead}")])
+        .await
+        .expect("exists");
+    assert_eq!(old, 0);
+    let members: Vec<Vec<u8>> = conn
+        .zrange(format!("{base}open_index"), 0, -1)
+        .await
+        .expect("index");
+    assert_eq!(members.len(), 1);
+    assert_eq!(&members[0][..16], project.as_bytes());
+    let listed = f
+        .queues
+        .project_jobs("ping", project, None, 0, 10)
+        .await
+        .expect("project's jobs");
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [waiting]);
+    // a second pass (another backend starting) finds nothing to move
+    assert_eq!(
+        f.queues.migrate_legacy_jobs("ping").await.expect("again"),
+        0
+    );
 }

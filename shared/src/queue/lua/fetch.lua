@@ -1,75 +1,68 @@
 -- Lease up to N ready jobs to one worker (after promoting a bounded number of due jobs).
--- Loaded after open.lua: a corrupt job sent dead here is no longer open.
--- KEYS[1] = queue base. ARGV: worker name, max jobs, lease ms, promote limit.
+-- Loaded after job.lua, open.lua and series.lua: a corrupt job sent dead here is no longer open.
+-- KEYS = the queue's keys (`K`). ARGV: worker name, max jobs, lease ms, promote limit.
 -- Each fetch counts an attempt and bumps the job's fencing token. A popped job whose attempt
 -- count or token is not a number goes dead with the reason instead.
--- Returns { next_due_ms or -1, now_ms, then 8 fields per job:
---   id, kind, payload, attempts, max_attempts, token, project, request id }
+-- Returns { next_due_ms, or -1 for none, or -2 when the queue's layout marker is missing;
+--   now_ms, then 7 fields per job:
+--   id, payload, attempts, max_attempts, token, project, request id }
 -- Every unpack below is bounded: a fetch leases at most JOB_FETCH_BATCH (≤ 1000) jobs.
-local base = KEYS[1]
 local worker, n, lease, plimit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 -- a paused queue leases nothing (and promotes nothing: its due jobs stay where they are)
-if redis.call('EXISTS', base .. 'paused') == 1 then
+if rcall('EXISTS', K.paused) == 1 then
   return { -1, now }
 end
-local ready = base .. 'ready'
-local moves, closed = {}, {}
-for _, set in ipairs({ 'delayed', 'retry' }) do
-  local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, plimit)
-  for _, id in ipairs(due) do
-    local jk = base .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'rs', 'project')
-    redis.call('ZREM', base .. set, id)
-    if f[1] then
-      redis.call('ZADD', ready, f[1], id)
-      redis.call('HSET', jk, 'state', 'waiting')
-      move(moves, f[2], set == 'retry' and 'retrying' or set, 'waiting')
-    end
-  end
+-- nor does one whose jobs of the earlier layout may not be moved into records yet (`migrate.rs`;
+-- also a Redis that lost its data, or a new one): the caller moves them, then fetches again
+if rcall('GET', K.layout) ~= 'records' then
+  return { -2, now }
 end
+local moves, closed = {}, {}
+promote_due(now, plimit, moves)
 local out = { -1, now }
-local popped = redis.call('ZPOPMIN', ready, n)
+local popped = rcall('ZPOPMIN', K.ready, n)
 local active = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
-  local jk = base .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'kind', 'payload', 'max', 'project', 'rid', 'att', 'tok', 'created')
-  local att, tok = tonumber(f[6]), tonumber(f[7])
-  if f[2] and not (att and tok) then
-    -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
-    local why = 'corrupt job: its att or tok field is missing or not a number, so it goes dead'
-    redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'last_error', why)
-    redis.call('ZADD', base .. 'dead', now, id)
-    redis.call('HINCRBY', base .. 'stats', 'dead', 1)
-    count_minute(base, now, 'dead', 1)
-    count_open(base, f[4], -1)
-    move(moves, f[4], 'waiting', 'dead')
-    index_job(closed, f[4], f[8], id)
-  elseif f[2] then
-    att, tok = att + 1, tok + 1
-    redis.call('HSET', jk, 'att', att, 'tok', tok, 'state', 'active', 'started', now, 'worker', worker)
-    move(moves, f[4], 'waiting', 'active')
-    active[#active + 1] = now + lease
-    active[#active + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = f[1]
-    out[#out + 1] = f[2]
-    out[#out + 1] = att
-    out[#out + 1] = f[3]
-    out[#out + 1] = tok
-    out[#out + 1] = f[4] or ''
-    out[#out + 1] = f[5] or ''
+  local j = job_get(id)
+  if j then
+    local att, tok = tonumber(j.att), tonumber(j.tok)
+    if not (att and tok) then
+      -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
+      local why = 'corrupt job: its att or tok field is missing or not a number, so it goes dead'
+      j.state, j.finished, j.last_error = 'dead', now, why
+      job_put(id, j)
+      rcall('ZADD', K.dead, now, id)
+      rcall('HINCRBY', K.stats, 'dead', 1)
+      count_minute(now, 'dead', 1)
+      count_open(j.project, -1)
+      move(moves, j.project, 'waiting', 'dead')
+      index_job(closed, j.project, j.created, id)
+    else
+      att, tok = att + 1, tok + 1
+      j.att, j.tok, j.state, j.started, j.worker = att, tok, 'active', now, worker
+      job_put(id, j)
+      move(moves, j.project, 'waiting', 'active')
+      active[#active + 1] = now + lease
+      active[#active + 1] = id
+      out[#out + 1] = id
+      out[#out + 1] = j.payload or ''
+      out[#out + 1] = att
+      out[#out + 1] = j.max or ''
+      out[#out + 1] = tok
+      out[#out + 1] = j.project or ''
+      out[#out + 1] = j.rid or ''
+    end
   end
 end
-if #active > 0 then redis.call('ZADD', base .. 'active', unpack(active)) end
-apply_moves(base, moves)
-apply_index(base, closed, false)
+if #active > 0 then rcall('ZADD', K.active, unpack(active)) end
+apply_moves(moves)
+apply_index(closed, false)
 if #popped == 0 then
   local nd = -1
   for _, set in ipairs({ 'delayed', 'retry' }) do
-    local first = redis.call('ZRANGE', base .. set, 0, 0, 'WITHSCORES')
+    local first = rcall('ZRANGE', K[set], 0, 0, 'WITHSCORES')
     if first[2] then
       local s = tonumber(first[2])
       if nd < 0 or s < nd then nd = s end

@@ -1,82 +1,70 @@
 -- One bounded maintenance pass over a queue: promote due delayed/retry jobs, take back expired
 -- leases (the attempt stays counted; out of attempts means dead), trim finished jobs past their
--- retention. Safe to run from every worker process at once. Loaded after history.lua: a reaped
--- job whose hash is corrupt (unreadable `errors`, non-numeric attempts) goes dead with the reason
+-- retention. Safe to run from every worker process at once. Loaded after job.lua, series.lua and history.lua: a reaped
+-- job whose record is corrupt (unreadable `errors`, non-numeric attempts) goes dead with the reason
 -- instead of failing every pass; and after open.lua: a reaped job that goes dead is no longer
 -- open (trimming deletes only finished jobs, which are not counted).
--- KEYS[1] = queue base. ARGV: limit per step, completed retention ms, dead retention ms,
+-- KEYS = the queue's keys (`K`). ARGV: limit per step, completed retention ms, dead retention ms,
 --   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
 --   (a job that goes dead is then queued in `dead_hooks`), completed jobs kept in Redis once
 --   archived.
 -- Returns { promoted, reaped, dead_by_reap, trimmed }.
-local base = KEYS[1]
 local limit, keep_done, keep_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_done, keep_errs, hooked = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 local keep_hot = tonumber(ARGV[7])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ready = base .. 'ready'
+local now = now_ms()
+-- jobs of the earlier layout not yet moved into records (`migrate.rs`) would read as missing
+-- and be dropped from their sets: nothing is touched until the next fetch has moved them
+if rcall('GET', K.layout) ~= 'records' then return { 0, 0, 0, 0 } end
 local promoted, reaped, died, trimmed = 0, 0, 0, 0
 local moves, unindexed = {}, {}
-for _, set in ipairs({ 'delayed', 'retry' }) do
-  local due = redis.call('ZRANGEBYSCORE', base .. set, '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    local jk = base .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'rs', 'project')
-    redis.call('ZREM', base .. set, id)
-    if f[1] then
-      redis.call('ZADD', ready, f[1], id)
-      redis.call('HSET', jk, 'state', 'waiting')
-      move(moves, f[2], set == 'retry' and 'retrying' or set, 'waiting')
-      promoted = promoted + 1
-    end
-  end
-end
-local expired = redis.call('ZRANGEBYSCORE', base .. 'active', '-inf', now, 'LIMIT', 0, limit)
+promoted = promote_due(now, limit, moves)
+local expired = rcall('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
-  local jk = base .. 'job:' .. id
-  redis.call('ZREM', base .. 'active', id)
-  local cur = redis.call('HMGET', jk, 'att', 'max', 'rs', 'worker', 'errors', 'project', 'created')
-  if cur[1] then
+  rcall('ZREM', K.active, id)
+  local j = job_get(id)
+  if j then
     reaped = reaped + 1
-    redis.call('HINCRBY', jk, 'tok', 1)
-    local err = 'lease expired: worker ' .. (cur[4] or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
-    local att, max = tonumber(cur[1]), tonumber(cur[2])
-    local entry = { attempt = att or 0, error = err, at = now, worker = cur[4] or '' }
-    local encoded, poison = record_failure(cur[5], entry, keep_errs)
-    if not (att and max and cur[3]) then
+    j.tok = (tonumber(j.tok) or 0) + 1
+    local err = 'lease expired: worker ' .. (j.worker or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
+    local att, max = tonumber(j.att), tonumber(j.max)
+    local entry = { attempt = att or 0, error = err, at = now, worker = j.worker or '' }
+    local encoded, poison = record_failure(j.errors, entry, keep_errs)
+    if not (att and max and j.rs) then
       poison = 'corrupt job: its att, max or rs field is missing or not a number, so it goes dead ('
         .. err .. ')'
-      encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = cur[4] or '' } })
+      encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = j.worker or '' } })
     end
+    j.errors = encoded
     if poison or att >= max then
-      redis.call('HSET', jk, 'state', 'dead', 'finished', now, 'errors', encoded, 'last_error', poison or err)
-      redis.call('ZADD', base .. 'dead', now, id)
-      redis.call('ZADD', base .. 'archive', now, id)
-      redis.call('HINCRBY', base .. 'stats', 'dead', 1)
-      count_minute(base, now, 'dead', 1)
-      if hooked then redis.call('ZADD', base .. 'dead_hooks', now, id) end
-      count_open(base, cur[6], -1)
-      move(moves, cur[6], 'active', 'dead')
-      index_job(unindexed, cur[6], cur[7], id)
+      j.state, j.finished, j.last_error = 'dead', now, poison or err
+      job_put(id, j)
+      rcall('ZADD', K.dead, now, id)
+      rcall('ZADD', K.archive, now, id)
+      rcall('HINCRBY', K.stats, 'dead', 1)
+      count_minute(now, 'dead', 1)
+      if hooked then rcall('ZADD', K.dead_hooks, now, id) end
+      count_open(j.project, -1)
+      move(moves, j.project, 'active', 'dead')
+      index_job(unindexed, j.project, j.created, id)
       died = died + 1
     else
-      redis.call('HSET', jk, 'state', 'waiting', 'errors', encoded, 'last_error', err)
-      move(moves, cur[6], 'active', 'waiting')
-      redis.call('HDEL', jk, 'worker')
-      redis.call('ZADD', ready, cur[3], id)
+      j.state, j.last_error, j.worker = 'waiting', err, nil
+      job_put(id, j)
+      move(moves, j.project, 'active', 'waiting')
+      rcall('ZADD', K.ready, j.rs, id)
     end
   end
 end
-if promoted + reaped - died > 0 then redis.call(WAKE, base .. 'wake', promoted + reaped - died) end
+if promoted + reaped - died > 0 then rcall(WAKE, BASE .. 'wake', promoted + reaped - died) end
 local function forget(set, id)
-  redis.call('DEL', base .. 'job:' .. id)
-  redis.call('ZREM', base .. set, id)
-  redis.call('ZREM', base .. 'archive', id)
+  rcall('HDEL', K.jobs, id)
+  rcall('ZREM', K[set], id)
+  rcall('ZREM', K.archive, id)
   trimmed = trimmed + 1
 end
 local function trim(set, older_than)
-  local old = redis.call('ZRANGEBYSCORE', base .. set, '-inf', older_than, 'LIMIT', 0, limit)
+  local old = rcall('ZRANGEBYSCORE', K[set], '-inf', older_than, 'LIMIT', 0, limit)
   for _, id in ipairs(old) do forget(set, id) end
 end
 trim('completed', now - keep_done)
@@ -85,18 +73,19 @@ trim('cancelled', now - keep_dead)
 -- Past max_done, the oldest completed jobs leave Redis whether archived or not (an archiver that
 -- is down must not let Redis grow); past keep_hot, only those already archived (no longer in
 -- `archive`): their record lives on in Postgres.
-local extra = redis.call('ZCARD', base .. 'completed') - max_done
+local extra = rcall('ZCARD', K.completed) - max_done
 if extra > 0 then
-  local old = redis.call('ZRANGE', base .. 'completed', 0, math.min(extra, limit) - 1)
+  local old = rcall('ZRANGE', K.completed, 0, math.min(extra, limit) - 1)
   for _, id in ipairs(old) do forget('completed', id) end
 end
-extra = redis.call('ZCARD', base .. 'completed') - keep_hot
+extra = rcall('ZCARD', K.completed) - keep_hot
 if extra > 0 then
-  local old = redis.call('ZRANGE', base .. 'completed', 0, math.min(extra, limit) - 1)
+  local old = rcall('ZRANGE', K.completed, 0, math.min(extra, limit) - 1)
   for _, id in ipairs(old) do
-    if not redis.call('ZSCORE', base .. 'archive', id) then forget('completed', id) end
+    if not rcall('ZSCORE', K.archive, id) then forget('completed', id) end
   end
 end
-apply_moves(base, moves)
-apply_index(base, unindexed, false)
+apply_moves(moves)
+apply_index(unindexed, false)
+prune_minutes(now)
 return { promoted, reaped, died, trimmed }

@@ -1,24 +1,21 @@
 -- Give leased jobs back without using up their attempt (graceful shutdown, fetched-but-unstarted).
--- Loaded after open.lua: each moves from active to waiting in its project's state counts.
--- KEYS[1] = queue base. ARGV = pairs of id, token. Returns the number released.
-local base = KEYS[1]
+-- Loaded after job.lua and open.lua: each moves from active to waiting in its project's state
+-- counts.
+-- KEYS = the queue's keys (`K`). ARGV = pairs of id, token. Returns the number released.
 local released = 0
 local moves = {}
 for i = 1, #ARGV, 2 do
-  local id, tok = ARGV[i], ARGV[i + 1]
-  local jk = base .. 'job:' .. id
-  local cur = redis.call('HMGET', jk, 'tok', 'state', 'rs', 'project')
-  if cur[1] == tok and cur[2] == 'active' then
-    redis.call('ZREM', base .. 'active', id)
-    redis.call('HINCRBY', jk, 'att', -1)
-    redis.call('HINCRBY', jk, 'tok', 1)
-    redis.call('HSET', jk, 'state', 'waiting')
-    redis.call('HDEL', jk, 'worker')
-    redis.call('ZADD', base .. 'ready', cur[3], id)
-    move(moves, cur[4], 'active', 'waiting')
+  local id, tok = ARGV[i], tonumber(ARGV[i + 1])
+  local j = job_get(id)
+  if j and j.tok == tok and j.state == 'active' and j.rs then
+    rcall('ZREM', K.active, id)
+    j.att, j.tok, j.state, j.worker = (tonumber(j.att) or 1) - 1, tok + 1, 'waiting', nil
+    job_put(id, j)
+    rcall('ZADD', K.ready, j.rs, id)
+    move(moves, j.project, 'active', 'waiting')
     released = released + 1
   end
 end
-apply_moves(base, moves)
-if released > 0 then redis.call(WAKE, base .. 'wake', released) end
+apply_moves(moves)
+if released > 0 then rcall(WAKE, BASE .. 'wake', released) end
 return released

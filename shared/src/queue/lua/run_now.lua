@@ -1,21 +1,21 @@
 -- Run a delayed or retrying job now: it moves to `ready` in its place (its priority and FIFO
 -- score), as if its due time had come. Both states are open, so no open count changes (its
--- project's state counts do; loaded after open.lua).
--- KEYS[1] = queue base. ARGV[1] = job id. Returns the job's state before ('' = no such job).
-local base = KEYS[1]
+-- project's state counts do; loaded after job.lua and open.lua).
+-- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns the job's state before ('' = no such
+-- job).
 local id = ARGV[1]
-local jk = base .. 'job:' .. id
-local cur = redis.call('HMGET', jk, 'state', 'rs', 'project')
-local state = cur[1]
-if not state then return '' end
+local j = job_get(id)
+if not j or not j.state then return '' end
+local state = j.state
 local from = { delayed = 'delayed', retrying = 'retry' }
-if from[state] and cur[2] then
-  redis.call('ZREM', base .. from[state], id)
-  redis.call('HSET', jk, 'state', 'waiting')
-  redis.call('ZADD', base .. 'ready', cur[2], id)
+if from[state] and j.rs then
+  rcall('ZREM', K[from[state]], id)
+  j.state = 'waiting'
+  job_put(id, j)
+  rcall('ZADD', K.ready, j.rs, id)
   local moves = {}
-  move(moves, cur[3], state, 'waiting')
-  apply_moves(base, moves)
-  redis.call(WAKE, base .. 'wake', 1)
+  move(moves, j.project, state, 'waiting')
+  apply_moves(moves)
+  rcall(WAKE, BASE .. 'wake', 1)
 end
 return state

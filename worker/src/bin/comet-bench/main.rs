@@ -207,7 +207,7 @@ async fn prefix_memory(queues: &Queues) -> anyhow::Result<(u64, u64)> {
         if !page.is_empty() {
             let mut pipe = redis::pipe();
             for k in &page {
-                pipe.cmd("MEMORY").arg("USAGE").arg(k);
+                pipe.cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0);
             }
             let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
             bytes += sizes.into_iter().flatten().sum::<u64>();
