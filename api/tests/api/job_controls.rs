@@ -123,9 +123,9 @@ async fn a_delayed_or_retrying_job_runs_now_and_other_states_are_refused() {
         let mut conn = app.env.queues.connection();
         let due = chrono::Utc::now().timestamp_millis() + 3_600_000;
         let _: () = conn
-            .zrem(format!("{base}ready"), &retrying)
+            .lrem(format!("{base}wait"), 1, &retrying)
             .await
-            .expect("zrem");
+            .expect("lrem");
         let _: () = conn
             .zadd(format!("{base}retry"), &retrying, due)
             .await

@@ -48,9 +48,12 @@ impl Queues {
         pipe.exists(format!("{base}paused"));
         pipe.hget(format!("{base}stats"), "completed");
         pipe.hget(format!("{base}stats"), "dead");
+        pipe.llen(format!("{base}wait"));
         let mut conn = self.conn.clone();
         let c: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        let c: Vec<u64> = c.into_iter().map(Option::unwrap_or_default).collect();
+        let mut c: Vec<u64> = c.into_iter().map(Option::unwrap_or_default).collect();
+        // waiting: the other priorities' set and priority 0's list
+        c[0] += c[10];
         Ok(QueueCounts {
             queue: queue.to_owned(),
             waiting: c[0],
@@ -100,8 +103,9 @@ impl Queues {
         }))
     }
 
-    /// Jobs of one queue in one state, newest first for finished states, in run order otherwise;
-    /// returns the page and the total in that state.
+    /// Jobs of one queue in one state, newest first for finished states, in run order otherwise
+    /// (waiting: the line a fetch takes, see [`Queues::waiting_ids`]); returns the page and the
+    /// total in that state.
     pub async fn list(
         &self,
         queue: &str,
@@ -119,7 +123,9 @@ impl Queues {
         );
         let (start, stop) = (offset as isize, (offset + limit.max(1)) as isize - 1);
         let mut conn = self.conn.clone();
-        let (ids, total): (Vec<String>, u64) = if newest_first {
+        let (ids, total): (Vec<String>, u64) = if state == JobState::Waiting {
+            self.waiting_ids(queue, offset, limit.max(1)).await?
+        } else if newest_first {
             redis::pipe()
                 .zrevrange(&key, start, stop)
                 .zcard(&key)
@@ -147,5 +153,53 @@ impl Queues {
             jobs.extend(record::decode(queue, id, raw)?);
         }
         Ok((jobs, total))
+    }
+
+    /// Ids of `queue`'s waiting jobs in the order a fetch takes them (priorities above 0 from
+    /// `ready`, then priority 0's list `wait`, then priorities below 0), `limit` from `offset`,
+    /// and how many wait: one round trip to size the three parts, one for the page.
+    async fn waiting_ids(
+        &self,
+        queue: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<String>, u64), QueueError> {
+        const PRI0: &str = "(1099511627776000"; // scores below priority 0's: priorities above 0
+        let base = self.base(queue);
+        let (ready, wait) = (format!("{base}ready"), format!("{base}wait"));
+        let mut conn = self.conn.clone();
+        let (high, listed, all): (usize, usize, usize) = redis::pipe()
+            .zcount(&ready, "-inf", PRI0)
+            .llen(&wait)
+            .zcard(&ready)
+            .query_async(&mut conn)
+            .await?;
+        let total = (listed + all) as u64;
+        // the page's slice of each part, in line order: [0, high) of `ready`, the list, then
+        // [high, all) of `ready`
+        let (from, to) = (offset, offset + limit);
+        let part = |start: usize, len: usize| {
+            let (a, b) = (from.max(start), to.min(start + len));
+            (a < b).then(|| (a - start, b - start))
+        };
+        let mut pipe = redis::pipe();
+        let mut parts = 0;
+        if let Some((a, b)) = part(0, high) {
+            pipe.zrange(&ready, a as isize, b as isize - 1);
+            parts += 1;
+        }
+        if let Some((a, b)) = part(high, listed) {
+            pipe.lrange(&wait, a as isize, b as isize - 1);
+            parts += 1;
+        }
+        if let Some((a, b)) = part(high + listed, all.saturating_sub(high)) {
+            pipe.zrange(&ready, (high + a) as isize, (high + b) as isize - 1);
+            parts += 1;
+        }
+        if parts == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let pages: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        Ok((pages.into_iter().flatten().collect(), total))
     }
 }

@@ -16,7 +16,8 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:jobs` | hash | job id → the job's record (`lua/job.lua`, `record.rs`): payload, state, attempts, token, errors, progress, times, as a MessagePack array |
-//! | `p:{q}:ready` | zset | waiting jobs, by priority then FIFO sequence |
+//! | `p:{q}:wait` | list | waiting jobs of priority 0 (nearly all), FIFO (`lua/job.lua`) |
+//! | `p:{q}:ready` | zset | waiting jobs of another priority, by priority then FIFO sequence; a fetch takes those above 0, then `wait`, then those below 0 |
 //! | `p:{q}:delayed` / `p:{q}:retry` | zset | jobs not due yet, by due time (ms, Redis clock) |
 //! | `p:{q}:active` | zset | leased jobs, by lease deadline (ms) |
 //! | `p:{q}:completed` / `dead` / `cancelled` | zset | finished jobs, by finish time, trimmed |
@@ -86,8 +87,9 @@ pub(crate) const KEPT_ERRORS: usize = 25;
 /// The keys of one queue every script receives in `KEYS`, in this order (the scripts name them
 /// `K.<name>`): a script declares every key it touches, as Redis Cluster, key-routing proxies
 /// and other Redis-compatible servers require. Enqueue adds its idempotency keys after these.
-pub const QUEUE_KEYS: [&str; 18] = [
+pub const QUEUE_KEYS: [&str; 19] = [
     "jobs",
+    "wait",
     "ready",
     "delayed",
     "retry",

@@ -173,6 +173,7 @@ impl Queues {
             for set in ["ready", "delayed", "active", "retry"] {
                 pipe.zcard(format!("{base}{set}"));
             }
+            pipe.llen(format!("{base}wait"));
         }
         let mut conn = self.conn.clone();
         let sizes: Vec<u64> = pipe.query_async(&mut conn).await?;

@@ -45,12 +45,13 @@ impl Queues {
         let fields: Vec<String> = states.iter().map(|s| format!("{project}|{s}")).collect();
         let base = self.base(queue);
         let mut conn = self.conn.clone();
-        let (c, paused, ready): (Vec<Option<i64>>, bool, u64) = redis::pipe()
+        let (c, paused, ready, listed): (Vec<Option<i64>>, bool, u64, u64) = redis::pipe()
             .cmd("HMGET")
             .arg(format!("{base}project_states"))
             .arg(&fields)
             .exists(format!("{base}paused"))
             .zcard(format!("{base}ready"))
+            .llen(format!("{base}wait"))
             .query_async(&mut conn)
             .await?;
         let c: Vec<u64> = c
@@ -69,7 +70,7 @@ impl Queues {
             paused,
             completed_total: c[4],
             dead_total: c[5],
-            latency_seconds: self.latency_if_ready(queue, ready).await?,
+            latency_seconds: self.latency_if_ready(queue, ready + listed).await?,
             workers: None,
         })
     }

@@ -33,10 +33,18 @@ async fn really_open_jobs(env: &TestEnv) -> Open {
             ("active", JobState::Active),
             ("retry", JobState::Retrying),
         ] {
-            let ids: Vec<String> = conn
+            let mut ids: Vec<String> = conn
                 .zrange(format!("{base}{set}"), 0, -1)
                 .await
                 .expect("zrange");
+            if state == JobState::Waiting {
+                // priority 0 waits in a list of its own
+                let listed: Vec<String> = conn
+                    .lrange(format!("{base}wait"), 0, -1)
+                    .await
+                    .expect("lrange");
+                ids.extend(listed);
+            }
             for id in ids {
                 let raw: Option<Vec<u8>> =
                     conn.hget(format!("{base}jobs"), &id).await.expect("hget");
@@ -216,8 +224,10 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
     env.queues.push(&reaped).await.expect("push");
     let mut conn = env.queues.connection();
     let base = env.queues.base("ping");
-    let _: () = conn
-        .zadd(format!("{base}ready"), reaped.id.to_string(), -1)
+    let _: () = redis::pipe()
+        .lrem(format!("{base}wait"), 1, reaped.id.to_string())
+        .lpush(format!("{base}wait"), reaped.id.to_string())
+        .query_async(&mut conn)
         .await
         .expect("first in line");
     lease_by_hand(&env, "ping", "worker-that-dies", 100).await;

@@ -105,7 +105,7 @@ impl Fixture {
                 id.to_string(),
                 crate::queue::encode_job_fields(&fields),
             )
-            .zadd(format!("{}ready", self.shared.base), id.to_string(), seq)
+            .rpush(format!("{}wait", self.shared.base), id.to_string())
             .query_async(&mut conn)
             .await
             .expect("job written");
@@ -467,7 +467,7 @@ async fn jobs_of_the_per_job_hash_layout_are_moved_into_records_before_the_first
             ("att", "0".into()),
             ("max", "5".into()),
             ("pri", "0".into()),
-            ("rs", "1099511627777".into()),
+            ("rs", "1099511627776001".into()),
             ("tok", "0".into()),
             ("created", created.to_string()),
             ("run_at", created.to_string()),
@@ -493,7 +493,7 @@ async fn jobs_of_the_per_job_hash_layout_are_moved_into_records_before_the_first
         .zadd(
             format!("{base}ready"),
             waiting.to_string(),
-            1_099_511_627_777_i64,
+            1_099_511_627_776_001_i64,
         )
         .zadd(format!("{base}dead"), dead.to_string(), created + 1000)
         .zadd(
@@ -549,4 +549,60 @@ async fn jobs_of_the_per_job_hash_layout_are_moved_into_records_before_the_first
         f.queues.migrate_legacy_jobs("ping").await.expect("again"),
         0
     );
+}
+
+#[tokio::test]
+async fn the_waiting_line_is_higher_priorities_then_priority_0_in_order_then_lower_ones() {
+    let f = Fixture::new();
+    let project = Uuid::now_v7();
+    let job = |priority: i16| crate::queue::NewJob {
+        id: Uuid::now_v7(),
+        queue: "ping".into(),
+        payload: serde_json::json!({}),
+        run_at: None,
+        priority,
+        max_attempts: 1,
+        idempotency_key: None,
+        project_id: project,
+        request_id: None,
+    };
+    // enqueued out of line order; priority 0 waits in its list, the others in the sorted set
+    let jobs = [job(0), job(-5), job(0), job(5), job(0), job(7), job(-1)];
+    f.queues.push_many("ping", &jobs).await.expect("push");
+    let line: Vec<Uuid> = [5, 3, 0, 2, 4, 6, 1].iter().map(|&i| jobs[i].id).collect();
+
+    let (all, total) = f
+        .queues
+        .list("ping", JobState::Waiting, 0, 50)
+        .await
+        .expect("list");
+    assert_eq!(total, 7);
+    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), line);
+    // every page, of every size, is its slice of the line, across the three parts
+    for size in 1..=7 {
+        for offset in 0..=7 {
+            let (page, _) = f
+                .queues
+                .list("ping", JobState::Waiting, offset, size)
+                .await
+                .expect("page");
+            let want = &line[offset.min(7)..(offset + size).min(7)];
+            assert_eq!(
+                page.iter().map(|j| j.id).collect::<Vec<_>>(),
+                want,
+                "offset {offset}, size {size}"
+            );
+        }
+    }
+    assert_eq!(f.queues.counts("ping").await.expect("counts").waiting, 7);
+
+    // cancelling a job of the list takes it out of line
+    let cancelled = jobs[2].id;
+    f.queues.cancel("ping", cancelled).await.expect("cancel");
+    let line: Vec<Uuid> = line.into_iter().filter(|id| *id != cancelled).collect();
+    // a fetch takes them in the same order
+    let (_, _, fetched) = f.shared.clone().fetch(4).await.expect("fetch");
+    let (_, _, rest) = f.shared.clone().fetch(4).await.expect("fetch");
+    let taken: Vec<Uuid> = fetched.iter().chain(&rest).map(|j| j.id).collect();
+    assert_eq!(taken, line);
 }

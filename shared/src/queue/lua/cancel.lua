@@ -10,7 +10,7 @@ local state = j.state
 local from = { waiting = 'ready', delayed = 'delayed', retrying = 'retry' }
 if from[state] then
   local now = now_ms()
-  rcall('ZREM', K[from[state]], id)
+  if state == 'waiting' then remove_ready(id, j) else rcall('ZREM', K[from[state]], id) end
   j.state, j.finished, j.tok = 'cancelled', now, (tonumber(j.tok) or 0) + 1
   job_put(id, j)
   rcall('ZADD', K.cancelled, now, id)

@@ -15,7 +15,7 @@ local now = now_ms()
 local out = {}
 local woke = 0
 local seq0 = rcall('INCRBY', K.seq, n) - n
-local readies = {}
+local readies, listed = {}, {}
 local opened = {}
 local moves, indexed = {}, {}
 local created = 0
@@ -45,6 +45,9 @@ for i = 0, n - 1 do
       idem = idem })
     if state == 'delayed' then
       rcall('ZADD', K.delayed, run_at, id)
+    elseif pri == 0 then
+      listed[#listed + 1] = id
+      woke = woke + 1
     else
       readies[#readies + 1] = rs
       readies[#readies + 1] = id
@@ -65,8 +68,7 @@ count_open_all(opened)
 apply_moves(moves)
 apply_index(indexed, true)
 count_minute(now, 'enqueued', created)
-if woke > 0 then
-  rcall('ZADD', K.ready, unpack(readies))
-  rcall(WAKE, BASE .. 'wake', woke)
-end
+if #readies > 0 then rcall('ZADD', K.ready, unpack(readies)) end
+if #listed > 0 then rcall('RPUSH', K.wait, unpack(listed)) end
+if woke > 0 then rcall(WAKE, BASE .. 'wake', woke) end
 return out

@@ -21,10 +21,9 @@ end
 local moves, closed = {}, {}
 promote_due(now, plimit, moves)
 local out = { -1, now }
-local popped = rcall('ZPOPMIN', K.ready, n)
+local popped = take_ready(n)
 local active = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
+for _, id in ipairs(popped) do
   local j = job_get(id)
   if j then
     local att, tok = tonumber(j.att), tonumber(j.tok)

@@ -52,7 +52,7 @@ for _, id in ipairs(expired) do
       j.state, j.last_error, j.worker = 'waiting', err, nil
       job_put(id, j)
       move(moves, j.project, 'active', 'waiting')
-      rcall('ZADD', K.ready, j.rs, id)
+      put_ready(id, j, true)
     end
   end
 end

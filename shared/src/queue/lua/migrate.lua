@@ -1,6 +1,7 @@
 -- Moves jobs kept in the layout before `p:{q}:jobs` (one hash per job, `<base>job:<id>`, every
 -- value text) into records, and their entries of the open index from text members
--- (`<project>|<created ms, 13 digits>|<id>`) to binary ones. Loaded after job.lua and open.lua.
+-- (`<project>|<created ms, 13 digits>|<id>`) to binary ones, and waiting jobs of priority 0
+-- from the sorted set `ready` to the list `wait`. Loaded after job.lua and open.lua.
 -- KEYS = the queue's keys (`K`), then `<base>job:<id>` of each id of ARGV, in the same order.
 -- A job that already has a record, or no old hash, is left alone. Returns the jobs moved.
 local NUMERIC = { att = true, max = true, pri = true, rs = true, tok = true, created = true,
@@ -18,6 +19,11 @@ for i, id in ipairs(ARGV) do
     end
     job_put(id, j)
     moved = moved + 1
+    -- a waiting job of priority 0 joins the list, in the order the walk finds them (its
+    -- sequence's)
+    if j.state == 'waiting' and (tonumber(j.pri) or 0) == 0 and rcall('ZREM', K.ready, id) == 1 then
+      rcall('RPUSH', K.wait, id)
+    end
     if j.project and j.created then
       local text = j.project .. '|' .. string.format('%013d', j.created) .. '|' .. id
       if rcall('ZREM', K.open_index, text) == 1 then

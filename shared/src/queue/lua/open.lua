@@ -113,8 +113,9 @@ local function index_job(members, project, created, id)
   if m then members[#members + 1] = m end
 end
 
--- Moves up to `limit` due jobs of each of `delayed` and `retry` to `ready` (in their place: their
--- priority and FIFO score), recording the state moves in `moves`; returns how many moved.
+-- Moves up to `limit` due jobs of each of `delayed` and `retry` into line (at the back of their
+-- priority's: due time, then FIFO), recording the state moves in `moves`; returns how many
+-- moved.
 local function promote_due(now, limit, moves)
   local promoted = 0
   for _, set in ipairs({ 'delayed', 'retry' }) do
@@ -123,7 +124,7 @@ local function promote_due(now, limit, moves)
       local j = job_get(id)
       rcall('ZREM', K[set], id)
       if j and j.rs then
-        rcall('ZADD', K.ready, j.rs, id)
+        put_ready(id, j, false)
         j.state = 'waiting'
         job_put(id, j)
         move(moves, j.project, set == 'retry' and 'retrying' or set, 'waiting')

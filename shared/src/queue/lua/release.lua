@@ -11,7 +11,7 @@ for i = 1, #ARGV, 2 do
     rcall('ZREM', K.active, id)
     j.att, j.tok, j.state, j.worker = (tonumber(j.att) or 1) - 1, tok + 1, 'waiting', nil
     job_put(id, j)
-    rcall('ZADD', K.ready, j.rs, id)
+    put_ready(id, j, true)
     move(moves, j.project, 'active', 'waiting')
     released = released + 1
   end

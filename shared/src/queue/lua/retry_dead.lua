@@ -9,7 +9,7 @@ rcall('ZREM', K.dead, id)
 rcall('ZREM', K.dead_hooks, id)
 j.state, j.att, j.tok, j.finished, j.worker = 'waiting', 0, (tonumber(j.tok) or 0) + 1, nil, nil
 job_put(id, j)
-rcall('ZADD', K.ready, j.rs, id)
+put_ready(id, j, false)
 rcall('ZADD', K.archive, now_ms(), id)
 count_open(j.project, 1)
 local moves, indexed = {}, {}

@@ -1,5 +1,5 @@
--- Run a delayed or retrying job now: it moves to `ready` in its place (its priority and FIFO
--- score), as if its due time had come. Both states are open, so no open count changes (its
+-- Run a delayed or retrying job now: it goes into line at the back of its priority's, as if its
+-- due time had come. Both states are open, so no open count changes (its
 -- project's state counts do; loaded after job.lua and open.lua).
 -- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns the job's state before ('' = no such
 -- job).
@@ -12,7 +12,7 @@ if from[state] and j.rs then
   rcall('ZREM', K[from[state]], id)
   j.state = 'waiting'
   job_put(id, j)
-  rcall('ZADD', K.ready, j.rs, id)
+  put_ready(id, j, false)
   local moves = {}
   move(moves, j.project, state, 'waiting')
   apply_moves(moves)
