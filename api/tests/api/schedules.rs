@@ -300,6 +300,21 @@ async fn an_expired_invitation_is_swept_and_its_invitee_invited_again_end_to_end
     )
     .await;
 
+    // the email arrived, but the worker records it (delivery SENT) just after, holding the
+    // invitation's row meanwhile, and the sweep skips locked rows (the next run takes them):
+    // wait for the record, as a sweep an hour later would
+    eventually(
+        Duration::from_secs(30),
+        "the invitation is marked sent",
+        || async {
+            let delivery: String = sqlx::query_scalar("SELECT delivery FROM user_invitations")
+                .fetch_one(&app.env.pool)
+                .await
+                .ok()?;
+            (delivery == "SENT").then_some(())
+        },
+    )
+    .await;
     sqlx::query("UPDATE user_invitations SET expires_at = now() - interval '1 minute'")
         .execute(&app.env.pool)
         .await

@@ -246,22 +246,39 @@ fn source(name: &str, cluster: bool, rcall: &str) -> String {
         other => panic!("no queue script {other:?}"),
     };
     let wake = if cluster { "SPUBLISH" } else { "PUBLISH" };
-    let quoted = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("'{n}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names: Vec<String> = record::JOB_FIELDS
+        .iter()
+        .map(|f| format!("F_{}", f.to_uppercase()))
+        .collect();
+    let positions: Vec<String> = (1..=record::JOB_FIELDS.len())
+        .map(|i| i.to_string())
+        .collect();
     let mut source = format!(
-        "local WAKE = '{wake}'\n{rcall}local K = {{}}\nlocal QUEUE_KEY_NAMES = {{ {} }}\n\
-         for i, name in ipairs(QUEUE_KEY_NAMES) do K[name] = KEYS[i] end\n\
+        "local WAKE = '{wake}'\n{rcall}local NQK = {}\nlocal K = {{ {} }}\n\
          -- the queue's key prefix, for its channel and its idempotency keys' names\n\
-         local BASE = string.sub(KEYS[1], 1, -{})\nlocal FIELDS = {{ {} }}\n",
-        quoted(&QUEUE_KEYS),
+         local BASE = string.sub(KEYS[1], 1, -{})\n\
+         -- the job record's fields, by position\n\
+         local NF = {}\nlocal {} = {}\n",
+        QUEUE_KEYS.len(),
+        QUEUE_KEYS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = KEYS[{}]", i + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
         QUEUE_KEYS[0].len() + 1,
-        quoted(&record::JOB_FIELDS),
+        record::JOB_FIELDS.len(),
+        names.join(", "),
+        positions.join(", "),
     );
+    if name == "migrate" {
+        let index: Vec<String> = record::JOB_FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("{f} = {}", i + 1))
+            .collect();
+        source.push_str(&format!("local FIELD_INDEX = {{ {} }}\n", index.join(", ")));
+    }
     source.push_str(JOB);
     source.push_str(&helpers.concat());
     source.push_str(body);
@@ -686,7 +703,9 @@ impl Queues {
                     .arg(job.max_attempts.max(1))
                     .arg(job.idempotency_key.as_deref().unwrap_or(""))
                     .arg(job.project_id.to_string())
-                    .arg(job.request_id.as_deref().unwrap_or(""));
+                    .arg(job.request_id.as_deref().unwrap_or(""))
+                    .arg(job.project_id.as_bytes())
+                    .arg(job.id.as_bytes());
             }
             let mut pipe = redis::pipe();
             pipe.add_command(inv);

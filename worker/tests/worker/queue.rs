@@ -225,7 +225,10 @@ async fn an_outcome_from_a_stale_attempt_changes_nothing() {
             .arg(outcome)
             .arg(0)
             .arg("boom")
-            .arg("\"a\"");
+            .arg("\"a\"")
+            // the project's and the job's bytes: unknown (the script reads them from the job)
+            .arg("")
+            .arg("");
         inv
     };
     // one letter per outcome: `s` stale
@@ -285,6 +288,8 @@ async fn fail_by_hand(env: &TestEnv, id: uuid::Uuid, token: String, error: &str)
         .arg("retry")
         .arg(0)
         .arg(error)
+        .arg("")
+        .arg("")
         .arg("")
         .invoke_async(&mut env.queues.connection())
         .await

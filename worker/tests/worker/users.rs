@@ -595,6 +595,8 @@ async fn the_on_dead_hook_is_idempotent_and_skipped_for_jobs_retried_since() {
         .arg(0)
         .arg("boom")
         .arg("")
+        .arg("")
+        .arg("")
         .invoke_async(&mut conn)
         .await
         .expect("ack");

@@ -12,6 +12,9 @@ pub(super) enum AckMsg {
 pub(super) struct Outcome {
     pub(super) id: Uuid,
     pub(super) token: u64,
+    /// The job's project, as the fetch read it (the ack script finds the job's entry of the
+    /// open index with it).
+    pub(super) project: Option<Uuid>,
     pub(super) kind: OutcomeKind,
 }
 
@@ -153,7 +156,9 @@ impl Shared {
                 .arg(name)
                 .arg(delay)
                 .arg(err)
-                .arg(result);
+                .arg(result)
+                .arg(o.project.as_ref().map_or(&[][..], |p| p.as_bytes()))
+                .arg(o.id.as_bytes());
         }
         let mut conn = self.queues.conn.clone();
         let reply: Vec<String> = inv.invoke_async(&mut conn).await?;
@@ -340,6 +345,7 @@ impl Shared {
         let _ = self.acks.send(AckMsg::Outcome(Outcome {
             id: h.id,
             token: h.token,
+            project: h.project_id,
             kind,
         }));
     }

@@ -453,6 +453,7 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                                     let _ = self.shared.acks.send(AckMsg::Outcome(Outcome {
                                         id: job.id,
                                         token: job.token,
+                                        project: Uuid::parse_str(&job.project).ok(),
                                         kind: OutcomeKind::Dead(error),
                                     }));
                                 }

@@ -184,7 +184,12 @@ impl Drop for Fixture {
 }
 
 fn outcome(id: Uuid, token: u64, kind: OutcomeKind) -> Outcome {
-    Outcome { id, token, kind }
+    Outcome {
+        id,
+        token,
+        project: None,
+        kind,
+    }
 }
 
 /// The chaos run's false "leases lost": the heartbeat copied the held jobs, then the acker

@@ -2,8 +2,9 @@
 -- job.lua, history.lua, open.lua and series.lua: a job that completes or goes dead is no longer open.
 -- KEYS = the queue's keys (`K`). ARGV[1] = max kept errors per job, ARGV[2] = count, ARGV[3] = 1 when
 --   the job kind has an on-dead hook (a job that goes dead is then queued in `dead_hooks`), then
---   6 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text (for
---   'ok': why there is no result, '' = none), result json ('' = none)
+--   8 fields each: id, token, outcome ('ok' | 'retry' | 'dead'), retry delay ms, error text (for
+--   'ok': why there is no result, '' = none), result json ('' = none), the job's project and
+--   its id as 16 bytes each ('' when unknown: the open index's member, `open.lua`)
 -- An outcome whose token is not the job's current token, or whose job is no longer active (or
 -- already had an outcome earlier in the batch), is from a stale attempt (its lease expired and
 -- the job moved on): it changes nothing.
@@ -23,48 +24,49 @@ local closed = {} -- project id -> jobs of it that completed or went dead
 local moves, unindexed = {}, {}
 -- 1. Read and decide.
 for i = 0, n - 1 do
-  local o = 4 + i * 6
+  local o = 4 + i * 8
   local id, tok, outcome = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
+  local pbin, ibin = ARGV[o + 6], ARGV[o + 7]
   local j = job_get(id)
-  if not j or j.tok ~= tok or j.state ~= 'active' or seen[id] then
+  if not j or j[F_TOK] ~= tok or j[F_STATE] ~= 'active' or seen[id] then
     codes[i + 1] = 's'
   else
     seen[id] = true
     finished[#finished + 1] = id
     codes[i + 1] = 'a'
-    local project = j.project
+    local project = j[F_PROJECT]
     if outcome == 'ok' then
-      j.state, j.finished = 'completed', now
-      if result ~= '' then j.result = result end
-      if err ~= '' then j.last_error = err end
+      j[F_STATE], j[F_FINISHED] = 'completed', now
+      if result ~= '' then j[F_RESULT] = result end
+      if err ~= '' then j[F_LAST_ERROR] = err end
       done[#done + 1] = now
       done[#done + 1] = id
       if project then closed[project] = (closed[project] or 0) - 1 end
       move(moves, project, 'active', 'completed')
-      index_job(unindexed, project, j.created, id)
+      index_job(unindexed, project, j[F_CREATED], id, pbin, ibin)
     else
-      local entry = { attempt = tonumber(j.att) or 0, error = err, at = now, worker = j.worker or '' }
-      local encoded, poison = record_failure(j.errors, entry, keep)
+      local entry = { attempt = tonumber(j[F_ATT]) or 0, error = err, at = now, worker = j[F_WORKER] or '' }
+      local encoded, poison = record_failure(j[F_ERRORS], entry, keep)
       if poison then
         outcome, err = 'dead', poison
         codes[i + 1] = 'p'
         reply[#reply + 1] = poison
       end
-      j.errors, j.last_error = encoded, err
+      j[F_ERRORS], j[F_LAST_ERROR] = encoded, err
       if outcome == 'retry' then
         local due = now + delay
-        j.state, j.run_at = 'retrying', due
+        j[F_STATE], j[F_RUN_AT] = 'retrying', due
         retried[#retried + 1] = due
         retried[#retried + 1] = id
         move(moves, project, 'active', 'retrying')
       else
-        j.state, j.finished = 'dead', now
+        j[F_STATE], j[F_FINISHED] = 'dead', now
         dead[#dead + 1] = now
         dead[#dead + 1] = id
         if project then closed[project] = (closed[project] or 0) - 1 end
         move(moves, project, 'active', 'dead')
-        index_job(unindexed, project, j.created, id)
+        index_job(unindexed, project, j[F_CREATED], id, pbin, ibin)
       end
     end
     written_ids[#written_ids + 1] = id

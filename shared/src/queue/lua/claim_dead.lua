@@ -11,15 +11,15 @@ local due = rcall('ZRANGEBYSCORE', K.dead_hooks, '-inf', now, 'LIMIT', 0, limit)
 local out = {}
 for _, id in ipairs(due) do
   local j = job_get(id)
-  if not j or j.state ~= 'dead' then
+  if not j or j[F_STATE] ~= 'dead' then
     rcall('ZREM', K.dead_hooks, id)
   else
     rcall('ZADD', K.dead_hooks, now + claim, id)
     out[#out + 1] = id
-    out[#out + 1] = j.payload or ''
-    out[#out + 1] = tostring(j.att or 0)
-    out[#out + 1] = j.last_error or ''
-    out[#out + 1] = j.rid or ''
+    out[#out + 1] = j[F_PAYLOAD] or ''
+    out[#out + 1] = tostring(j[F_ATT] or 0)
+    out[#out + 1] = j[F_LAST_ERROR] or ''
+    out[#out + 1] = j[F_RID] or ''
   end
 end
 return out

@@ -4,8 +4,8 @@
 -- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns the job's state ('' = no such job).
 local id = ARGV[1]
 local j = job_get(id)
-if not j or not j.state then return '' end
-local state = j.state
+if not j or not j[F_STATE] then return '' end
+local state = j[F_STATE]
 if state == 'completed' or state == 'dead' or state == 'cancelled' then
   rcall('HDEL', K.jobs, id)
   rcall('ZREM', K[state], id)

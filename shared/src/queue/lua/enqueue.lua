@@ -3,9 +3,10 @@
 -- project, in its state's count and in the project's open index.
 -- KEYS = the queue's keys (`K`), then the key `<base>idem:<key>` of every idempotency key the
 --   batch carries (declared, so the script touches no key it was not given).
--- ARGV[1] = idempotency-key ttl ms, ARGV[2] = number of jobs, then 8 fields per job:
+-- ARGV[1] = idempotency-key ttl ms, ARGV[2] = number of jobs, then 10 fields per job:
 --   id, payload, run_at_ms (0 = now), priority, max_attempts, idempotency key ("" = none),
---   project id, request id
+--   project id, request id, then the project's and the job's ids as 16 bytes each (the open
+--   index's member, `open.lua`)
 -- Returns a flat array: id, created (1) or duplicate (0) per job; the id of a duplicate is the
 -- first job's id (same idempotency key) or the same id (a relay pushing a job twice).
 -- Every unpack below is bounded: the client sends at most 1000 jobs per call.
@@ -20,10 +21,11 @@ local opened = {}
 local moves, indexed = {}, {}
 local created = 0
 for i = 0, n - 1 do
-  local o = 3 + i * 8
+  local o = 3 + i * 10
   local id, payload = ARGV[o], ARGV[o + 1]
   local run_at, pri, max = tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
   local idem, project, rid = ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
+  local pbin, ibin = ARGV[o + 8], ARGV[o + 9]
   local existing = false
   if idem ~= '' then
     existing = rcall('GET', BASE .. 'idem:' .. idem)
@@ -40,9 +42,12 @@ for i = 0, n - 1 do
     local rs = (1000 - pri) * 1099511627776 + seq
     local state = 'waiting'
     if run_at > now then state = 'delayed' end
-    job_put(id, { payload = payload, state = state, att = 0, max = max, pri = pri, rs = rs,
-      tok = 0, created = now, run_at = math.max(run_at, now), project = project, rid = rid,
-      idem = idem })
+    local j = job_new()
+    j[F_PAYLOAD], j[F_STATE], j[F_ATT], j[F_MAX], j[F_PRI] = payload, state, 0, max, pri
+    j[F_RS], j[F_TOK], j[F_CREATED], j[F_RUN_AT] = rs, 0, now, math.max(run_at, now)
+    -- ('' is no project, request id or key: stored as absent)
+    j[F_PROJECT], j[F_RID], j[F_IDEM] = project ~= '' and project, rid ~= '' and rid, idem ~= '' and idem
+    job_put(id, j)
     if state == 'delayed' then
       rcall('ZADD', K.delayed, run_at, id)
     elseif pri == 0 then
@@ -58,7 +63,7 @@ for i = 0, n - 1 do
     end
     opened[project] = (opened[project] or 0) + 1
     move(moves, project, nil, state)
-    index_job(indexed, project, now, id)
+    index_job(indexed, project, now, id, pbin, ibin)
     created = created + 1
     out[#out + 1] = id
     out[#out + 1] = 1

@@ -26,32 +26,32 @@ local active = {}
 for _, id in ipairs(popped) do
   local j = job_get(id)
   if j then
-    local att, tok = tonumber(j.att), tonumber(j.tok)
+    local att, tok = tonumber(j[F_ATT]), tonumber(j[F_TOK])
     if not (att and tok) then
       -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
       local why = 'corrupt job: its att or tok field is missing or not a number, so it goes dead'
-      j.state, j.finished, j.last_error = 'dead', now, why
+      j[F_STATE], j[F_FINISHED], j[F_LAST_ERROR] = 'dead', now, why
       job_put(id, j)
       rcall('ZADD', K.dead, now, id)
       rcall('HINCRBY', K.stats, 'dead', 1)
       count_minute(now, 'dead', 1)
-      count_open(j.project, -1)
-      move(moves, j.project, 'waiting', 'dead')
-      index_job(closed, j.project, j.created, id)
+      count_open(j[F_PROJECT], -1)
+      move(moves, j[F_PROJECT], 'waiting', 'dead')
+      index_job(closed, j[F_PROJECT], j[F_CREATED], id)
     else
       att, tok = att + 1, tok + 1
-      j.att, j.tok, j.state, j.started, j.worker = att, tok, 'active', now, worker
+      j[F_ATT], j[F_TOK], j[F_STATE], j[F_STARTED], j[F_WORKER] = att, tok, 'active', now, worker
       job_put(id, j)
-      move(moves, j.project, 'waiting', 'active')
+      move(moves, j[F_PROJECT], 'waiting', 'active')
       active[#active + 1] = now + lease
       active[#active + 1] = id
       out[#out + 1] = id
-      out[#out + 1] = j.payload or ''
+      out[#out + 1] = j[F_PAYLOAD] or ''
       out[#out + 1] = att
-      out[#out + 1] = j.max or ''
+      out[#out + 1] = j[F_MAX] or ''
       out[#out + 1] = tok
-      out[#out + 1] = j.project or ''
-      out[#out + 1] = j.rid or ''
+      out[#out + 1] = j[F_PROJECT] or ''
+      out[#out + 1] = j[F_RID] or ''
     end
   end
 end

@@ -13,9 +13,9 @@ local lost = {}
 for i = 2, #ARGV, 2 do
   local id, tok = ARGV[i], tonumber(ARGV[i + 1])
   local j = job_get(id)
-  if not j or j.tok ~= tok then
+  if not j or j[F_TOK] ~= tok then
     lost[#lost + 1] = id
-  elseif j.state == 'active' then
+  elseif j[F_STATE] == 'active' then
     rcall('ZADD', K.active, 'XX', now + lease, id)
   end
 end

@@ -2,44 +2,47 @@
 -- another). A job is one field of `p:{q}:jobs` (the job id -> its record), not a key of its
 -- own, so every script declares every key it touches in KEYS (the queue's fixed keys, `K`
 -- below; enqueue adds its idempotency keys) and a queue costs one key however many jobs it
--- holds. A record is a MessagePack array of the fields of `FIELDS` (generated from
--- `record::JOB_FIELDS` in Rust, which decodes the same array), by position: no field names
--- repeated per job, `false` for an absent field, trailing absent fields left out. Numbers are
--- numbers (MessagePack integers), text is text.
--- `job_get` gives a record as a table of named fields; a record that does not decode reads as a
--- table without fields, and a field that is neither text nor a number as absent (written by hand:
--- the scripts then see a corrupt job, never a value that would make them fail).
+-- holds. A record is a MessagePack array of the job's fields by position, in the order of
+-- `record::JOB_FIELDS` in Rust (which decodes the same array): the prelude gives each position
+-- a name, `F_<FIELD>` (`F_STATE`, `F_ATT`, ...), and their number `NF`. No field names are
+-- stored per job; an absent field is `false` (false, like nil, fails a test), trailing absent
+-- fields are left out; numbers are MessagePack integers, text is text. The scripts read and
+-- write the array itself (`j[F_STATE]`): a table of named fields cost a microsecond per job
+-- more, in Lua, on Redis's one core.
+-- A record that does not decode reads as a record without fields (the scripts treat it as
+-- corrupt). Records are written only by these scripts (and `migrate.lua`), so a field always
+-- holds text, a number or false.
 
--- The record of job `id` as a table of named fields, or nil when there is no such job.
+-- The record of job `id` (an array, see above), or nil when there is no such job.
+-- Every position up to NF holds a value (false for an absent field), so the scripts set fields
+-- without leaving holes (a table with holes would be packed as a map): they clear one with false,
+-- never nil.
 local function job_get(id)
   local raw = rcall('HGET', K.jobs, id)
   if not raw then return nil end
-  local j = {}
-  local ok, arr = pcall(cmsgpack.unpack, raw)
-  if ok and type(arr) == 'table' then
-    for i, name in ipairs(FIELDS) do
-      local v = arr[i]
-      local t = type(v)
-      if t == 'string' or t == 'number' then j[name] = v end
-    end
-  end
+  local ok, j = pcall(cmsgpack.unpack, raw)
+  -- (not MessagePack, or not an array: a record without fields)
+  if not (ok and type(j) == 'table') or (j[1] == nil and next(j) ~= nil) then j = {} end
+  for i = #j + 1, NF do j[i] = false end
   return j
 end
 
--- Writes record `j` (a table of named fields; nil or '' fields are left out) for job `id`.
+-- A new record: every field absent.
+local function job_new()
+  local j = {}
+  for i = 1, NF do j[i] = false end
+  return j
+end
+
+-- Writes record `j` (every position up to NF set, see `job_get`) for job `id`; trailing absent
+-- fields are left out.
 local function job_put(id, j)
-  local arr, last = {}, 0
-  for i, name in ipairs(FIELDS) do
-    local v = j[name]
-    if v == nil or v == '' then
-      arr[i] = false
-    else
-      arr[i] = v
-      last = i
-    end
+  local n = NF
+  while n > 0 and not j[n] do
+    j[n] = nil
+    n = n - 1
   end
-  for i = last + 1, #FIELDS do arr[i] = nil end
-  rcall('HSET', K.jobs, id, cmsgpack.pack(arr))
+  rcall('HSET', K.jobs, id, cmsgpack.pack(j))
 end
 
 -- Redis's clock in milliseconds.
@@ -57,16 +60,16 @@ local PRI0 = '1099511627776000' -- 1000 * 2^40: the score of priority 0, sequenc
 -- Puts job `id` (record `j`) in line: at the back of its priority's line, or, for priority 0
 -- with `front`, at the front of the list (a job that was already in line and goes back).
 local function put_ready(id, j, front)
-  if (tonumber(j.pri) or 0) == 0 then
+  if (tonumber(j[F_PRI]) or 0) == 0 then
     rcall(front and 'LPUSH' or 'RPUSH', K.wait, id)
   else
-    rcall('ZADD', K.ready, j.rs, id)
+    rcall('ZADD', K.ready, j[F_RS], id)
   end
 end
 
 -- Takes job `id` (record `j`, waiting) out of line; 1 if it was in it.
 local function remove_ready(id, j)
-  if (tonumber(j.pri) or 0) == 0 then return rcall('LREM', K.wait, 1, id) end
+  if (tonumber(j[F_PRI]) or 0) == 0 then return rcall('LREM', K.wait, 1, id) end
   return rcall('ZREM', K.ready, id)
 end
 

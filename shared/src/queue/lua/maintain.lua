@@ -25,33 +25,33 @@ for _, id in ipairs(expired) do
   local j = job_get(id)
   if j then
     reaped = reaped + 1
-    j.tok = (tonumber(j.tok) or 0) + 1
-    local err = 'lease expired: worker ' .. (j.worker or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
-    local att, max = tonumber(j.att), tonumber(j.max)
-    local entry = { attempt = att or 0, error = err, at = now, worker = j.worker or '' }
-    local encoded, poison = record_failure(j.errors, entry, keep_errs)
-    if not (att and max and j.rs) then
+    j[F_TOK] = (tonumber(j[F_TOK]) or 0) + 1
+    local err = 'lease expired: worker ' .. (j[F_WORKER] or '?') .. ' stopped heartbeating (killed, crashed or stalled)'
+    local att, max = tonumber(j[F_ATT]), tonumber(j[F_MAX])
+    local entry = { attempt = att or 0, error = err, at = now, worker = j[F_WORKER] or '' }
+    local encoded, poison = record_failure(j[F_ERRORS], entry, keep_errs)
+    if not (att and max and j[F_RS]) then
       poison = 'corrupt job: its att, max or rs field is missing or not a number, so it goes dead ('
         .. err .. ')'
-      encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = j.worker or '' } })
+      encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = j[F_WORKER] or '' } })
     end
-    j.errors = encoded
+    j[F_ERRORS] = encoded
     if poison or att >= max then
-      j.state, j.finished, j.last_error = 'dead', now, poison or err
+      j[F_STATE], j[F_FINISHED], j[F_LAST_ERROR] = 'dead', now, poison or err
       job_put(id, j)
       rcall('ZADD', K.dead, now, id)
       rcall('ZADD', K.archive, now, id)
       rcall('HINCRBY', K.stats, 'dead', 1)
       count_minute(now, 'dead', 1)
       if hooked then rcall('ZADD', K.dead_hooks, now, id) end
-      count_open(j.project, -1)
-      move(moves, j.project, 'active', 'dead')
-      index_job(unindexed, j.project, j.created, id)
+      count_open(j[F_PROJECT], -1)
+      move(moves, j[F_PROJECT], 'active', 'dead')
+      index_job(unindexed, j[F_PROJECT], j[F_CREATED], id)
       died = died + 1
     else
-      j.state, j.last_error, j.worker = 'waiting', err, nil
+      j[F_STATE], j[F_LAST_ERROR], j[F_WORKER] = 'waiting', err, false
       job_put(id, j)
-      move(moves, j.project, 'active', 'waiting')
+      move(moves, j[F_PROJECT], 'active', 'waiting')
       put_ready(id, j, true)
     end
   end

@@ -8,26 +8,26 @@ local NUMERIC = { att = true, max = true, pri = true, rs = true, tok = true, cre
   run_at = true, started = true, finished = true }
 local moved = 0
 for i, id in ipairs(ARGV) do
-  local old = KEYS[#QUEUE_KEY_NAMES + i]
+  local old = KEYS[NQK + i]
   if rcall('HEXISTS', K.jobs, id) == 0 and rcall('EXISTS', old) == 1 then
     local flat = rcall('HGETALL', old)
-    local j = {}
+    local j = job_new()
     for k = 1, #flat, 2 do
       local name, v = flat[k], flat[k + 1]
       if NUMERIC[name] then v = tonumber(v) or v end
-      j[name] = v
+      if FIELD_INDEX[name] and v ~= '' then j[FIELD_INDEX[name]] = v end
     end
     job_put(id, j)
     moved = moved + 1
     -- a waiting job of priority 0 joins the list, in the order the walk finds them (its
     -- sequence's)
-    if j.state == 'waiting' and (tonumber(j.pri) or 0) == 0 and rcall('ZREM', K.ready, id) == 1 then
+    if j[F_STATE] == 'waiting' and (tonumber(j[F_PRI]) or 0) == 0 and rcall('ZREM', K.ready, id) == 1 then
       rcall('RPUSH', K.wait, id)
     end
-    if j.project and j.created then
-      local text = j.project .. '|' .. string.format('%013d', j.created) .. '|' .. id
+    if j[F_PROJECT] and j[F_CREATED] then
+      local text = j[F_PROJECT] .. '|' .. string.format('%013d', j[F_CREATED]) .. '|' .. id
       if rcall('ZREM', K.open_index, text) == 1 then
-        local m = index_member(j.project, j.created, id)
+        local m = index_member(j[F_PROJECT], j[F_CREATED], id)
         if m then rcall('ZADD', K.open_index, 0, m) end
       end
     end

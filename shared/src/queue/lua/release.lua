@@ -7,12 +7,12 @@ local moves = {}
 for i = 1, #ARGV, 2 do
   local id, tok = ARGV[i], tonumber(ARGV[i + 1])
   local j = job_get(id)
-  if j and j.tok == tok and j.state == 'active' and j.rs then
+  if j and j[F_TOK] == tok and j[F_STATE] == 'active' and j[F_RS] then
     rcall('ZREM', K.active, id)
-    j.att, j.tok, j.state, j.worker = (tonumber(j.att) or 1) - 1, tok + 1, 'waiting', nil
+    j[F_ATT], j[F_TOK], j[F_STATE], j[F_WORKER] = (tonumber(j[F_ATT]) or 1) - 1, tok + 1, 'waiting', false
     job_put(id, j)
     put_ready(id, j, true)
-    move(moves, j.project, 'active', 'waiting')
+    move(moves, j[F_PROJECT], 'active', 'waiting')
     released = released + 1
   end
 end

@@ -4,17 +4,17 @@
 -- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns 1 if retried, 0 if the job is not dead.
 local id = ARGV[1]
 local j = job_get(id)
-if not j or j.state ~= 'dead' or not j.rs then return 0 end
+if not j or j[F_STATE] ~= 'dead' or not j[F_RS] then return 0 end
 rcall('ZREM', K.dead, id)
 rcall('ZREM', K.dead_hooks, id)
-j.state, j.att, j.tok, j.finished, j.worker = 'waiting', 0, (tonumber(j.tok) or 0) + 1, nil, nil
+j[F_STATE], j[F_ATT], j[F_TOK], j[F_FINISHED], j[F_WORKER] = 'waiting', 0, (tonumber(j[F_TOK]) or 0) + 1, false, false
 job_put(id, j)
 put_ready(id, j, false)
 rcall('ZADD', K.archive, now_ms(), id)
-count_open(j.project, 1)
+count_open(j[F_PROJECT], 1)
 local moves, indexed = {}, {}
-move(moves, j.project, nil, 'waiting')
-index_job(indexed, j.project, j.created, id)
+move(moves, j[F_PROJECT], nil, 'waiting')
+index_job(indexed, j[F_PROJECT], j[F_CREATED], id)
 apply_moves(moves)
 apply_index(indexed, true)
 rcall(WAKE, BASE .. 'wake', 1)

@@ -5,16 +5,16 @@
 -- job).
 local id = ARGV[1]
 local j = job_get(id)
-if not j or not j.state then return '' end
-local state = j.state
+if not j or not j[F_STATE] then return '' end
+local state = j[F_STATE]
 local from = { delayed = 'delayed', retrying = 'retry' }
-if from[state] and j.rs then
+if from[state] and j[F_RS] then
   rcall('ZREM', K[from[state]], id)
-  j.state = 'waiting'
+  j[F_STATE] = 'waiting'
   job_put(id, j)
   put_ready(id, j, false)
   local moves = {}
-  move(moves, j.project, state, 'waiting')
+  move(moves, j[F_PROJECT], state, 'waiting')
   apply_moves(moves)
   rcall(WAKE, BASE .. 'wake', 1)
 end

@@ -4,7 +4,8 @@
 //! shape, so both systems are measured the same way:
 //!
 //! - `enqueue --mode bulk|single|single-par --n N [--chunk 1000] [--par 64]`
-//! - `fill --n N` (untimed bulk enqueue, for `work`)
+//! - `fill --n N [--pad P] [--report]` (untimed bulk enqueue, for `work`; `--report` prints the
+//!   Redis bytes per waiting job, `--pad` adds P bytes of text to each payload)
 //! - `work --n N --concurrency C` (one worker drains N jobs; timed from worker start to the N-th
 //!   completed ack written in Redis)
 //! - `lat-worker --n N --concurrency C` (prints `READY` on stderr once subscribed, then the
@@ -120,6 +121,13 @@ enum Cmd {
     Fill {
         #[arg(long, default_value_t = 50_000)]
         n: u64,
+        /// Adds a text field of this many bytes to every job's payload (what a bigger payload
+        /// costs in Redis).
+        #[arg(long, default_value_t = 0)]
+        pad: usize,
+        /// Prints the Redis bytes per waiting job (`MEMORY USAGE` over the prefix's keys).
+        #[arg(long)]
+        report: bool,
     },
     /// One worker drains N jobs at the given concurrency.
     Work {
@@ -264,11 +272,22 @@ async fn waiting(queues: &Queues) -> anyhow::Result<u64> {
 }
 
 async fn bulk(queues: &Queues, n: u64, chunk: u64) -> anyhow::Result<()> {
+    bulk_padded(queues, n, chunk, 0).await
+}
+
+/// [`bulk`] with `pad` bytes of text added to every payload (`p`).
+async fn bulk_padded(queues: &Queues, n: u64, chunk: u64, pad: usize) -> anyhow::Result<()> {
     let mut i = 0;
     while i < n {
         let end = n.min(i + chunk.max(1));
         let jobs = (i..end)
-            .map(|j| new_job(j, None))
+            .map(|j| {
+                let mut job = new_job(j, None)?;
+                if pad > 0 {
+                    job.payload["p"] = serde_json::Value::String("x".repeat(pad));
+                }
+                Ok(job)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         queues.push_many(BenchJob::QUEUE, &jobs).await?;
         i = end;
@@ -606,11 +625,18 @@ async fn main() -> anyhow::Result<()> {
             chunk,
             par,
         } => enqueue(&queues, mode, n, chunk, par).await,
-        Cmd::Fill { n } => {
-            bulk(&queues, n, 1000).await?;
+        Cmd::Fill { n, pad, report } => {
+            bulk_padded(&queues, n, 1000, pad).await?;
             let w = waiting(&queues).await?;
             if w != n {
                 bail!("expected {n} waiting jobs, found {w}");
+            }
+            if report {
+                let (bytes, keys) = prefix_memory(&queues).await?;
+                out(json!({
+                    "op": "fill", "n": n, "pad": pad, "redis_bytes": bytes, "redis_keys": keys,
+                    "bytes_per_job": bytes as f64 / n.max(1) as f64,
+                }));
             }
             Ok(())
         }
