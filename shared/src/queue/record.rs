@@ -240,7 +240,8 @@ impl JobHash<'_> {
             attempts: self.parse("att", self.required("att")?)?,
             max_attempts: self.parse("max", self.required("max")?)?,
             priority: self.num("pri")?.unwrap_or(0),
-            run_at: self.time("run_at")?,
+            // a job due at once stores no due time: its creation time
+            run_at: self.time("run_at")?.or(self.time("created")?),
             errors,
             last_error: self.text("last_error"),
             payload: self.json("payload")?,

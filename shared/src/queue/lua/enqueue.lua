@@ -44,7 +44,10 @@ for i = 0, n - 1 do
     if run_at > now then state = 'delayed' end
     local j = job_new()
     j[F_PAYLOAD], j[F_STATE], j[F_ATT], j[F_MAX], j[F_PRI] = payload, state, 0, max, pri
-    j[F_RS], j[F_TOK], j[F_CREATED], j[F_RUN_AT] = rs, 0, now, math.max(run_at, now)
+    -- the score only for a priority other than 0 (priority 0 waits in the list), the due time
+    -- only when it is not the creation time (`record.rs` reads one as the other)
+    j[F_RS], j[F_TOK], j[F_CREATED] = pri ~= 0 and rs, 0, now
+    j[F_RUN_AT] = run_at > now and run_at
     -- ('' is no project, request id or key: stored as absent)
     j[F_PROJECT], j[F_RID], j[F_IDEM] = project ~= '' and project, rid ~= '' and rid, idem ~= '' and idem
     job_put(id, j)

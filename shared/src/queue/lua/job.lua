@@ -57,7 +57,13 @@ end
 -- the jobs of priority above 0 first, then the list, then those below 0 (`take_ready`).
 local PRI0 = '1099511627776000' -- 1000 * 2^40: the score of priority 0, sequence 0
 
--- Puts job `id` (record `j`) in line: at the back of its priority's line, or, for priority 0
+-- Whether job `j` can go into line: priority 0 (the list), or another priority with its score
+-- (`rs`, stored only for those).
+local function lineable(j)
+  return (tonumber(j[F_PRI]) or 0) == 0 or tonumber(j[F_RS]) ~= nil
+end
+
+-- Puts job `id` (record `j`, `lineable`) in line: at the back of its priority's line, or, for priority 0
 -- with `front`, at the front of the list (a job that was already in line and goes back).
 local function put_ready(id, j, front)
   if (tonumber(j[F_PRI]) or 0) == 0 then

@@ -30,7 +30,7 @@ for _, id in ipairs(expired) do
     local att, max = tonumber(j[F_ATT]), tonumber(j[F_MAX])
     local entry = { attempt = att or 0, error = err, at = now, worker = j[F_WORKER] or '' }
     local encoded, poison = record_failure(j[F_ERRORS], entry, keep_errs)
-    if not (att and max and j[F_RS]) then
+    if not (att and max and lineable(j)) then
       poison = 'corrupt job: its att, max or rs field is missing or not a number, so it goes dead ('
         .. err .. ')'
       encoded = cjson.encode({ { attempt = att or 0, error = poison, at = now, worker = j[F_WORKER] or '' } })

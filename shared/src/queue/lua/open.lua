@@ -122,7 +122,7 @@ local function promote_due(now, limit, moves)
     for _, id in ipairs(due) do
       local j = job_get(id)
       rcall('ZREM', K[set], id)
-      if j and j[F_RS] then
+      if j and lineable(j) then
         put_ready(id, j, false)
         j[F_STATE] = 'waiting'
         job_put(id, j)

@@ -7,7 +7,7 @@ local moves = {}
 for i = 1, #ARGV, 2 do
   local id, tok = ARGV[i], tonumber(ARGV[i + 1])
   local j = job_get(id)
-  if j and j[F_TOK] == tok and j[F_STATE] == 'active' and j[F_RS] then
+  if j and j[F_TOK] == tok and j[F_STATE] == 'active' and lineable(j) then
     rcall('ZREM', K.active, id)
     j[F_ATT], j[F_TOK], j[F_STATE], j[F_WORKER] = (tonumber(j[F_ATT]) or 1) - 1, tok + 1, 'waiting', false
     job_put(id, j)

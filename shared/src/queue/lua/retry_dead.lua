@@ -4,7 +4,7 @@
 -- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns 1 if retried, 0 if the job is not dead.
 local id = ARGV[1]
 local j = job_get(id)
-if not j or j[F_STATE] ~= 'dead' or not j[F_RS] then return 0 end
+if not j or j[F_STATE] ~= 'dead' or not lineable(j) then return 0 end
 rcall('ZREM', K.dead, id)
 rcall('ZREM', K.dead_hooks, id)
 j[F_STATE], j[F_ATT], j[F_TOK], j[F_FINISHED], j[F_WORKER] = 'waiting', 0, (tonumber(j[F_TOK]) or 0) + 1, false, false

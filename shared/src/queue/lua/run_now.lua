@@ -8,7 +8,7 @@ local j = job_get(id)
 if not j or not j[F_STATE] then return '' end
 local state = j[F_STATE]
 local from = { delayed = 'delayed', retrying = 'retry' }
-if from[state] and j[F_RS] then
+if from[state] and lineable(j) then
   rcall('ZREM', K[from[state]], id)
   j[F_STATE] = 'waiting'
   job_put(id, j)
