@@ -76,6 +76,12 @@ impl Queues {
         let mut conn = self.conn.clone();
         let base = self.base(queue);
         let limit = limit.clamp(1, ARCHIVE_BATCH);
+        // before the queue's jobs of the earlier layout are records (`migrate.rs`), they would
+        // read as gone and their marks be dropped uncopied: nothing is read until then
+        let layout: Option<String> = conn.get(format!("{base}layout")).await?;
+        if layout.as_deref() != Some(super::migrate::LAYOUT) {
+            return Ok(ArchiveBatch::default());
+        }
         let marks: Vec<(String, f64)> = conn
             .zrange_withscores(format!("{base}archive"), 0, limit as isize - 1)
             .await?;

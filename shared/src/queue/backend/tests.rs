@@ -6,7 +6,7 @@ use super::{
     ack::{AckSummary, is_permanent},
     *,
 };
-use crate::queue::{JobRecord, JobState};
+use crate::queue::{ArchivedJob, JobRecord, JobState};
 
 const POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 10,
@@ -610,4 +610,111 @@ async fn the_waiting_line_is_higher_priorities_then_priority_0_in_order_then_low
     let (_, _, rest) = f.shared.clone().fetch(4).await.expect("fetch");
     let taken: Vec<Uuid> = fetched.iter().chain(&rest).map(|j| j.id).collect();
     assert_eq!(taken, line);
+}
+
+#[tokio::test]
+async fn a_paused_queue_of_many_old_layout_jobs_moves_them_all_in_order_and_archives_only_after() {
+    let f = Fixture::new();
+    let base = f.shared.base.clone();
+    let mut conn = f.queues.connection();
+    let created = chrono::Utc::now().timestamp_millis() - 60_000;
+    // 1,200 waiting jobs of priority 0 (more than a page of the walk), 3 of priority 5 and 2 of
+    // priority -1, as the earlier layout kept them: all in `ready`, by score
+    let mut jobs: Vec<(Uuid, i64, i64)> = Vec::new();
+    for seq in 1..=1205_i64 {
+        let pri = match seq {
+            1..=3 => 5,
+            4..=5 => -1,
+            _ => 0,
+        };
+        jobs.push((Uuid::now_v7(), pri, (1000 - pri) * (1_i64 << 40) + seq));
+    }
+    let mut pipe = redis::pipe();
+    for (id, pri, rs) in &jobs {
+        pipe.hset_multiple(
+            format!("{base}job:{id}"),
+            &[
+                ("id", id.to_string()),
+                ("kind", "ping".into()),
+                ("payload", "{}".into()),
+                ("state", "waiting".into()),
+                ("att", "0".into()),
+                ("max", "5".into()),
+                ("pri", pri.to_string()),
+                ("rs", rs.to_string()),
+                ("tok", "0".into()),
+                ("created", created.to_string()),
+                ("run_at", created.to_string()),
+                ("project", String::new()),
+            ],
+        )
+        .zadd(format!("{base}ready"), id.to_string(), *rs)
+        .ignore();
+    }
+    // a finished job's archive mark, and the queue paused for the upgrade
+    let done = Uuid::now_v7();
+    pipe.hset_multiple(
+        format!("{base}job:{done}"),
+        &[
+            ("id", done.to_string()),
+            ("kind", "ping".into()),
+            ("payload", "{}".into()),
+            ("state", "completed".into()),
+            ("att", "1".into()),
+            ("max", "5".into()),
+            ("pri", "0".into()),
+            ("rs", "1".into()),
+            ("tok", "1".into()),
+            ("created", created.to_string()),
+            ("finished", (created + 5).to_string()),
+        ],
+    )
+    .zadd(format!("{base}completed"), done.to_string(), created + 5)
+    .zadd(format!("{base}archive"), done.to_string(), created + 5)
+    .set(format!("{base}paused"), 1)
+    .ignore();
+    let _: () = pipe.query_async(&mut conn).await.expect("old layout");
+
+    // before the move, the archiver reads nothing (the mark would be dropped as gone)
+    let batch = f.queues.archive_batch("ping", 100).await.expect("batch");
+    assert!(batch.marks.is_empty() && batch.jobs.is_empty());
+    // a fetch on the paused queue moves the jobs, and leases none
+    assert!(f.lease(10).await.is_empty());
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{base}job:*"))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(left.is_empty(), "old hashes left: {}", left.len());
+    let batch = f.queues.archive_batch("ping", 100).await.expect("batch");
+    assert!(matches!(&batch.jobs[..], [ArchivedJob::Job(j)] if j.id == done));
+    // the whole line, in the order the old layout ran it
+    let line: Vec<Uuid> = jobs.iter().map(|(id, ..)| *id).collect();
+    let line: Vec<Uuid> = line[..3]
+        .iter()
+        .chain(&line[5..])
+        .chain(&line[3..5])
+        .copied()
+        .collect();
+    let (waiting, total) = f
+        .queues
+        .list("ping", JobState::Waiting, 0, 2000)
+        .await
+        .expect("list");
+    assert_eq!(total, 1205);
+    assert_eq!(waiting.iter().map(|j| j.id).collect::<Vec<_>>(), line);
+
+    // unpaused, a fetch takes the head of the line; released, the jobs go back to its front in
+    // their order
+    let _: () = conn.del(format!("{base}paused")).await.expect("resume");
+    let (_, _, fetched) = f.shared.clone().fetch(6).await.expect("fetch");
+    assert_eq!(fetched.iter().map(|j| j.id).collect::<Vec<_>>(), line[..6]);
+    let held: Vec<(Uuid, u64)> = fetched.iter().map(|j| (j.id, j.token)).collect();
+    assert_eq!(f.shared.release(&held).await, 6);
+    let (again, _) = f
+        .queues
+        .list("ping", JobState::Waiting, 0, 8)
+        .await
+        .expect("list");
+    assert_eq!(again.iter().map(|j| j.id).collect::<Vec<_>>(), line[..8]);
 }

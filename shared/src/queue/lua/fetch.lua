@@ -9,14 +9,15 @@
 -- Every unpack below is bounded: a fetch leases at most JOB_FETCH_BATCH (≤ 1000) jobs.
 local worker, n, lease, plimit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
+-- a queue whose jobs of the earlier layout may not be moved into records yet leases nothing
+-- (`migrate.rs`; also a Redis that lost its data, or a new one): the caller moves them, then
+-- fetches again (paused or not: the move is done at once)
+if rcall('GET', K.layout) ~= 'records' then
+  return { -2, now }
+end
 -- a paused queue leases nothing (and promotes nothing: its due jobs stay where they are)
 if rcall('EXISTS', K.paused) == 1 then
   return { -1, now }
-end
--- nor does one whose jobs of the earlier layout may not be moved into records yet (`migrate.rs`;
--- also a Redis that lost its data, or a new one): the caller moves them, then fetches again
-if rcall('GET', K.layout) ~= 'records' then
-  return { -2, now }
 end
 local moves, closed = {}, {}
 promote_due(now, plimit, moves)

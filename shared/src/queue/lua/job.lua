@@ -63,14 +63,22 @@ local function lineable(j)
   return (tonumber(j[F_PRI]) or 0) == 0 or tonumber(j[F_RS]) ~= nil
 end
 
--- Puts job `id` (record `j`, `lineable`) in line: at the back of its priority's line, or, for priority 0
--- with `front`, at the front of the list (a job that was already in line and goes back).
+-- Puts job `id` (record `j`, `lineable`) in line: another priority than 0 in its place by its
+-- score; priority 0 at the back of the list, or with `front` (a job that was already in line and
+-- goes back) into `front`, a list of ids the caller puts at the front with `put_front`.
 local function put_ready(id, j, front)
-  if (tonumber(j[F_PRI]) or 0) == 0 then
-    rcall(front and 'LPUSH' or 'RPUSH', K.wait, id)
-  else
+  if (tonumber(j[F_PRI]) or 0) ~= 0 then
     rcall('ZADD', K.ready, j[F_RS], id)
+  elseif front then
+    front[#front + 1] = id
+  else
+    rcall('RPUSH', K.wait, id)
   end
+end
+
+-- Puts the ids of `front` at the front of the list, in their order.
+local function put_front(front)
+  for i = #front, 1, -1 do rcall('LPUSH', K.wait, front[i]) end
 end
 
 -- Takes job `id` (record `j`, waiting) out of line; 1 if it was in it.

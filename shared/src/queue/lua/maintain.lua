@@ -20,6 +20,7 @@ local promoted, reaped, died, trimmed = 0, 0, 0, 0
 local moves, unindexed = {}, {}
 promoted = promote_due(now, limit, moves)
 local expired = rcall('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
+local front = {}
 for _, id in ipairs(expired) do
   rcall('ZREM', K.active, id)
   local j = job_get(id)
@@ -52,10 +53,11 @@ for _, id in ipairs(expired) do
       j[F_STATE], j[F_LAST_ERROR], j[F_WORKER] = 'waiting', err, false
       job_put(id, j)
       move(moves, j[F_PROJECT], 'active', 'waiting')
-      put_ready(id, j, true)
+      put_ready(id, j, front)
     end
   end
 end
+put_front(front)
 if promoted + reaped - died > 0 then rcall(WAKE, BASE .. 'wake', promoted + reaped - died) end
 local function forget(set, id)
   rcall('HDEL', K.jobs, id)

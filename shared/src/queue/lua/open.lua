@@ -112,9 +112,9 @@ local function index_job(members, project, created, id, pbin, ibin)
   if m then members[#members + 1] = m end
 end
 
--- Moves up to `limit` due jobs of each of `delayed` and `retry` into line (at the back of their
--- priority's: due time, then FIFO), recording the state moves in `moves`; returns how many
--- moved.
+-- Moves up to `limit` due jobs of each of `delayed` and `retry` into line (priority 0 at the
+-- back of the list; another priority in its place by its score), recording the state moves in
+-- `moves`; returns how many moved.
 local function promote_due(now, limit, moves)
   local promoted = 0
   for _, set in ipairs({ 'delayed', 'retry' }) do

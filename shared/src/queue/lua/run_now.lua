@@ -1,5 +1,5 @@
--- Run a delayed or retrying job now: it goes into line at the back of its priority's, as if its
--- due time had come. Both states are open, so no open count changes (its
+-- Run a delayed or retrying job now: it goes into line as if its due time had come (priority 0
+-- at the back of the list; another priority in its place by its score). Both states are open, so no open count changes (its
 -- project's state counts do; loaded after job.lua and open.lua).
 -- KEYS = the queue's keys (`K`). ARGV[1] = job id. Returns the job's state before ('' = no such
 -- job).
