@@ -129,6 +129,9 @@ async fn a_project_admin_sees_its_own_part_of_each_queue_and_never_another_proje
         assert_eq!(resp.status(), StatusCode::OK, "cancel {job}");
     }
     let mut app = app;
+    // a worker that keeps running after the drain: its archiver copies the finished jobs
+    // (every `JOB_ARCHIVE_MS`) for the views below
+    app.start_worker().await;
     app.drain_jobs().await;
     let c = counts(&app, &mine, "ping").await;
     assert_eq!(

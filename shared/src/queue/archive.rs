@@ -77,10 +77,11 @@ impl Queues {
         let base = self.base(queue);
         let limit = limit.clamp(1, ARCHIVE_BATCH);
         // before the queue's jobs of the earlier layout are records (`migrate.rs`), they would
-        // read as gone and their marks be dropped uncopied: nothing is read until then
+        // read as gone and their marks be dropped uncopied: the archiver moves them first (as a
+        // backend does before its first fetch), so a queue no process fetches is archived too
         let layout: Option<String> = conn.get(format!("{base}layout")).await?;
         if layout.as_deref() != Some(super::migrate::LAYOUT) {
-            return Ok(ArchiveBatch::default());
+            self.migrate_legacy_jobs(queue).await?;
         }
         let marks: Vec<(String, f64)> = conn
             .zrange_withscores(format!("{base}archive"), 0, limit as isize - 1)

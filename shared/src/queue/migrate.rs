@@ -7,8 +7,9 @@
 //! every node of a cluster) and hands the script each old key by name: it touches only keys it
 //! was given. Once a pass has walked every set, `p:{q}:layout` says so and later starts skip it;
 //! until then the fetch script leases nothing, so no worker pops a job whose record does not
-//! exist yet, and maintenance, the on-dead hooks and the archiver touch nothing (a paused queue
-//! is moved too: the move comes before the pause check). The backend runs the pass before its first fetch ([`super::backend`]).
+//! exist yet, and maintenance and the on-dead hooks touch nothing (a paused queue is moved too:
+//! the move comes before the pause check). The archiver moves a queue's jobs itself before it
+//! reads any, so a queue no process fetches is archived too. The backend runs the pass before its first fetch ([`super::backend`]).
 //! The old per-minute counters (`p:{q}:minute:<m>`) are not moved: the throughput chart of a
 //! queue restarts at the upgrade (they expire within two hours).
 //!
