@@ -163,9 +163,17 @@ pub async fn settings_of(pool: &PgPool, id: Uuid) -> Result<Option<ProjectSettin
 }
 
 /// A live project, locked until the transaction ends (changes to it and its keys wait).
+///
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: two holders still wait for each other, but the
+/// key-share locks every insert of a row that references the project takes (a user, an event,
+/// a notification) do not hold it up; with `FOR UPDATE` a request creating a webhook endpoint
+/// waited 30 s on the project's row and timed out while the worker imported users and
+/// processed events for that project (schemathesis, 2026-12-06). An update that changes a key
+/// column still takes the stronger lock itself.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Project>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM projects WHERE project_id = $1 AND deleted_at IS NULL FOR UPDATE"
+        "SELECT {COLUMNS} FROM projects WHERE project_id = $1 AND deleted_at IS NULL \
+         FOR NO KEY UPDATE"
     );
     one(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
