@@ -532,13 +532,15 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
     }
 
     // dead-job alert windows: raised ones past JOB_DEAD_RETENTION_SECS go; a recent one, and an
-    // old one not raised yet, stay
+    // old one not raised yet, stay (that one still open: the worker's archiver raises a closed
+    // window within a period, which would make it an old raised one before the sweep)
     let window = |age_hours: i32, raised: bool, fingerprint: &'static str| async move {
+        let open_for = if raised { 60 } else { 9 * 86_400 };
         sqlx::query(
             "INSERT INTO job_dead_alerts (project_id, queue, fingerprint, window_start,
                  window_seconds, dead, first_job_id, last_job_id, first_at, last_at, sample_error,
                  event_id)
-             VALUES ($1, 'ping', $2, now() - make_interval(hours => $3), 60, 1,
+             VALUES ($1, 'ping', $2, now() - make_interval(hours => $3), $5, 1,
                      gen_random_uuid(), gen_random_uuid(), now(), now(), 'boom',
                      CASE WHEN $4 THEN gen_random_uuid() END)",
         )
@@ -546,6 +548,7 @@ async fn retention_deletes_in_batches_only_what_is_older_than_its_setting() {
         .bind(fingerprint)
         .bind(age_hours)
         .bind(raised)
+        .bind(open_for)
         .execute(pool)
         .await
         .expect("alert window");
