@@ -33,6 +33,7 @@ mod metrics;
 mod openapi;
 mod ops_console;
 mod ops_files;
+mod partitions;
 mod passwords;
 mod permissions;
 mod project_queues;

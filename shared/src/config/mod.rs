@@ -360,6 +360,24 @@ mod tests {
     }
 
     #[test]
+    fn queue_partitions_are_parsed_and_bounded() {
+        let s = Settings::from_source(&source(&BASE)).unwrap();
+        assert!(s.queue.partitions.is_empty());
+        let mut pairs = BASE.to_vec();
+        pairs.push(("QUEUE_PARTITIONS", "process_event=4, ping=64"));
+        let s = Settings::from_source(&source(&pairs)).unwrap();
+        assert_eq!(s.queue.partitions["process_event"], 4);
+        assert_eq!(s.queue.partitions["ping"], 64);
+        for bad in ["ping=0", "ping=65", "ping", "=3", "ping=two"] {
+            pairs.pop();
+            pairs.push(("QUEUE_PARTITIONS", bad));
+            let err = Settings::from_source(&source(&pairs)).unwrap_err();
+            assert!(err.to_string().contains("QUEUE_PARTITIONS"), "{bad}: {err}");
+            assert!(err.to_string().contains("from 1 to 64"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn values_that_would_spin_or_always_fail_are_refused_by_name() {
         for name in [
             "JOB_MAINTENANCE_MS",

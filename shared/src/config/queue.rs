@@ -58,6 +58,12 @@ pub struct QueueSettings {
     /// default false). The test harness always sets it; it costs a `COMMAND GETKEYS` per Redis
     /// command a script runs, so leave it off in production.
     pub check_script_keys: bool,
+    /// `QUEUE_PARTITIONS`: queues split into partitions, `process_event=4,ping=2` (1 to 64 each;
+    /// default 1: unpartitioned). Each partition is a queue of its own keys and Redis Cluster
+    /// slot; producers spread jobs over them, workers fetch from them in turn, and every view
+    /// shows one queue (`queue::partitions`). API and worker processes must agree; raising it
+    /// is safe, and after lowering it the partitions dropped are still drained and shown.
+    pub partitions: HashMap<String, usize>,
 }
 
 impl Default for QueueSettings {
@@ -102,6 +108,7 @@ impl QueueSettings {
             wait_replicas: env.parse("REDIS_WAIT_REPLICAS", 0)?,
             wait_timeout: Duration::from_millis(env.at_least("REDIS_WAIT_TIMEOUT_MS", 1000, 1)?),
             check_script_keys: env.parse("QUEUE_CHECK_SCRIPT_KEYS", false)?,
+            partitions: per_queue(env, "QUEUE_PARTITIONS", 1..=crate::queue::MAX_PARTITIONS)?,
         };
         if queue.lease < Duration::from_secs(3) {
             return Err(env.invalid("JOB_LEASE_SECS", "must be at least 3"));
@@ -140,20 +147,7 @@ impl WorkerSettings {
         let queues = env
             .get("WORKER_QUEUES")
             .map(|_| env.list("WORKER_QUEUES").collect());
-        let mut concurrency = HashMap::new();
-        for pair in env.list("QUEUE_CONCURRENCY") {
-            let parsed = pair
-                .split_once('=')
-                .and_then(|(q, n)| Some((q.trim().to_owned(), n.trim().parse::<usize>().ok()?)))
-                .filter(|(_, n)| *n > 0);
-            let Some((q, n)) = parsed else {
-                return Err(env.invalid(
-                    "QUEUE_CONCURRENCY",
-                    format!("{pair:?}: expected queue=positive number"),
-                ));
-            };
-            concurrency.insert(q, n);
-        }
+        let concurrency = per_queue(env, "QUEUE_CONCURRENCY", 1..=usize::MAX)?;
         Ok(Self {
             port: env.parse("WORKER_PORT", 9090)?,
             shutdown_timeout: env.secs("SHUTDOWN_TIMEOUT_SECS", 30)?,
@@ -162,4 +156,32 @@ impl WorkerSettings {
             concurrency,
         })
     }
+}
+
+/// A `queue=number` list (`ping=64,send_invitation=8`), each number within `range`.
+fn per_queue(
+    env: &Env<'_>,
+    name: &'static str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<HashMap<String, usize>, ConfigError> {
+    let mut out = HashMap::new();
+    for pair in env.list(name) {
+        let parsed = pair
+            .split_once('=')
+            .and_then(|(q, n)| Some((q.trim().to_owned(), n.trim().parse::<usize>().ok()?)))
+            .filter(|(q, n)| !q.is_empty() && range.contains(n));
+        let Some((q, n)) = parsed else {
+            let number = if *range.end() == usize::MAX {
+                format!("at least {}", range.start())
+            } else {
+                format!("from {} to {}", range.start(), range.end())
+            };
+            return Err(env.invalid(
+                name,
+                format!("{pair:?}: expected queue=number, the number {number}"),
+            ));
+        };
+        out.insert(q, n);
+    }
+    Ok(out)
 }

@@ -255,10 +255,10 @@ pub async fn accept_each_keyless(
         ), jobs AS (
             INSERT INTO job_outbox
                 (job_id, queue, payload, run_at, priority, max_attempts,
-                 idempotency_key, project_id, request_id)
+                 idempotency_key, project_id, request_id, partition_key)
             SELECT * FROM unnest($8::uuid[], $9::text[], $10::jsonb[], $11::timestamptz[],
                                  $12::smallint[], $13::integer[], $14::text[], $15::uuid[],
-                                 $16::text[])
+                                 $16::text[], $17::text[])
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM jobs)

@@ -21,8 +21,8 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::E
         r#"
         INSERT INTO job_outbox
             (job_id, queue, payload, run_at, priority, max_attempts,
-             idempotency_key, project_id, request_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             idempotency_key, project_id, request_id, partition_key)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         "#,
     )
     .bind(job.id)
@@ -34,6 +34,7 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<(), sqlx::E
     .bind(&job.idempotency_key)
     .bind(job.project_id)
     .bind(&job.request_id)
+    .bind(&job.partition_key)
     .execute(conn)
     .await?;
     Ok(())
@@ -51,9 +52,10 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(),
         r#"
         INSERT INTO job_outbox
             (job_id, queue, payload, run_at, priority, max_attempts,
-             idempotency_key, project_id, request_id)
+             idempotency_key, project_id, request_id, partition_key)
         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[],
-                             $5::smallint[], $6::integer[], $7::text[], $8::uuid[], $9::text[])
+                             $5::smallint[], $6::integer[], $7::text[], $8::uuid[], $9::text[],
+                             $10::text[])
         "#,
     ))
     .execute(conn)
@@ -61,9 +63,10 @@ pub async fn insert_many(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(),
     Ok(())
 }
 
-/// Jobs as the nine arrays of a multi-row outbox insert (`unnest` of `uuid[]`, `text[]`,
-/// `jsonb[]`, `timestamptz[]`, `smallint[]`, `integer[]`, `text[]`, `uuid[]`, `text[]`: job
-/// id, queue, payload, run at, priority, max attempts, idempotency key, project, request id).
+/// Jobs as the ten arrays of a multi-row outbox insert (`unnest` of `uuid[]`, `text[]`,
+/// `jsonb[]`, `timestamptz[]`, `smallint[]`, `integer[]`, `text[]`, `uuid[]`, `text[]`,
+/// `text[]`: job id, queue, payload, run at, priority, max attempts, idempotency key, project,
+/// request id, partition key).
 pub(crate) struct Columns<'a> {
     ids: Vec<Uuid>,
     queues: Vec<&'a str>,
@@ -74,6 +77,7 @@ pub(crate) struct Columns<'a> {
     keys: Vec<Option<&'a str>>,
     projects: Vec<Uuid>,
     requests: Vec<Option<&'a str>>,
+    partition_keys: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -88,10 +92,11 @@ impl<'a> Columns<'a> {
             keys: jobs.iter().map(|j| j.idempotency_key.as_deref()).collect(),
             projects: jobs.iter().map(|j| j.project_id).collect(),
             requests: jobs.iter().map(|j| j.request_id.as_deref()).collect(),
+            partition_keys: jobs.iter().map(|j| j.partition_key.as_deref()).collect(),
         }
     }
 
-    /// Binds the nine arrays, in the order above, as the query's next parameters.
+    /// Binds the ten arrays, in the order above, as the query's next parameters.
     pub(crate) fn bind<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -105,6 +110,7 @@ impl<'a> Columns<'a> {
             .bind(&self.keys)
             .bind(&self.projects)
             .bind(&self.requests)
+            .bind(&self.partition_keys)
     }
 }
 
@@ -119,6 +125,7 @@ struct Row {
     idempotency_key: Option<String>,
     project_id: Uuid,
     request_id: Option<String>,
+    partition_key: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -134,6 +141,7 @@ impl Row {
             idempotency_key: self.idempotency_key,
             project_id: self.project_id,
             request_id: self.request_id,
+            partition_key: self.partition_key,
         }
     }
 }
@@ -148,7 +156,7 @@ pub async fn pending_job(
     let row: Option<Row> = sqlx::query_as(
         r#"
         SELECT job_id, queue, payload, run_at, priority, max_attempts, idempotency_key,
-               project_id, request_id, created_at
+               project_id, request_id, partition_key, created_at
         FROM job_outbox WHERE job_id = $1 AND ($2::uuid IS NULL OR project_id = $2)
         "#,
     )
@@ -223,7 +231,7 @@ pub async fn lock_batch(conn: &mut PgConnection, limit: i64) -> Result<Vec<NewJo
     let rows: Vec<Row> = sqlx::query_as(
         r#"
         SELECT job_id, queue, payload, run_at, priority, max_attempts, idempotency_key,
-               project_id, request_id, created_at
+               project_id, request_id, partition_key, created_at
         FROM job_outbox ORDER BY created_at, job_id
         LIMIT $1 FOR UPDATE SKIP LOCKED
         "#,

@@ -109,6 +109,7 @@ pub trait Job: JobArgs {
             priority: opts.priority,
             max_attempts: opts.max_attempts.unwrap_or(Self::POLICY.max_attempts),
             idempotency_key: opts.idempotency_key,
+            partition_key: opts.partition_key,
             project_id: self.project_id(),
             request_id: opts.request_id,
         })
@@ -155,6 +156,9 @@ pub struct EnqueueOptions {
     pub idempotency_key: Option<String>,
     /// The request that enqueues it (for logs).
     pub request_id: Option<String>,
+    /// On a partitioned queue, jobs with the same key share a partition and its line
+    /// (`queue::partitions`).
+    pub partition_key: Option<String>,
 }
 
 impl EnqueueOptions {

@@ -1,6 +1,9 @@
 //! The Redis half of the job archive: which finished jobs wait to be copied to Postgres, reading
 //! them, and forgetting their marks once copied.
 //!
+//! These calls take one partition of a partitioned queue (`partitions.rs`) as a queue of its own
+//! (the archiver leases and drains each); [`Queues::archive_backlog`] sums a queue's.
+//!
 //! Every script that finishes a job (ack, maintain's reap, cancel) or takes one back from dead
 //! (retry) adds it to `archive`, scored by the change time. A worker's archiver (in `comet-worker`)
 //! holds the queue's `archiver` lease, takes the oldest marks with [`Queues::archive_batch`],
@@ -124,9 +127,15 @@ impl Queues {
         Ok(removed)
     }
 
-    /// Marks waiting to be archived in the queue (the archiver's backlog).
+    /// Marks waiting to be archived in the queue, all its partitions together (the archiver's
+    /// backlog).
     pub async fn archive_backlog(&self, queue: &str) -> Result<u64, QueueError> {
+        let mut pipe = redis::pipe();
+        for part in self.parts(queue).await? {
+            pipe.zcard(format!("{}archive", self.base(&part)));
+        }
         let mut conn = self.conn.clone();
-        Ok(conn.zcard(format!("{}archive", self.base(queue))).await?)
+        let sizes: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(sizes.into_iter().sum())
     }
 }

@@ -1,5 +1,6 @@
 //! Operators' controls on one job (retry a dead one, cancel one not started, delete a finished
-//! one, run a delayed or retrying one now): each one script, answering the state it found.
+//! one, run a delayed or retrying one now): each one script, answering the state it found, run
+//! on the partition that holds the job (`partitions.rs`).
 
 use redis::Script;
 use uuid::Uuid;
@@ -9,11 +10,14 @@ use super::{JobState, QueueError, Queues};
 impl Queues {
     /// Puts a dead job back to waiting with fresh attempts; false if it is not dead.
     pub async fn retry_dead(&self, queue: &str, id: Uuid) -> Result<bool, QueueError> {
+        let Some(part) = self.part_holding(queue, &id.to_string()).await? else {
+            return Ok(false);
+        };
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts
             .retry_dead
-            .key(self.keys(queue))
+            .key(self.keys(&part))
             .arg(id.to_string())
             .invoke_async(&mut conn)
             .await?;
@@ -49,9 +53,12 @@ impl Queues {
         queue: &str,
         id: Uuid,
     ) -> Result<Option<JobState>, QueueError> {
+        let Some(part) = self.part_holding(queue, &id.to_string()).await? else {
+            return Ok(None);
+        };
         let mut conn = self.conn.clone();
         let before: String = script
-            .key(self.keys(queue))
+            .key(self.keys(&part))
             .arg(id.to_string())
             .invoke_async(&mut conn)
             .await?;

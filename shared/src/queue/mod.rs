@@ -45,6 +45,7 @@ pub mod fingerprint;
 mod inspect;
 mod migrate;
 mod outbox_wake;
+mod partitions;
 mod pause;
 mod policy;
 mod projects;
@@ -55,6 +56,7 @@ mod workers;
 
 pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
 pub use outbox_wake::OutboxWaker;
+pub use partitions::{MAX_PARTITIONS, partition_index, partition_name, partition_of, queue_of};
 pub use policy::RetryPolicy;
 pub use projects::{ProjectOpenJobs, TOP_DEPTH, TopProjects};
 pub use record::{
@@ -423,6 +425,11 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// A second enqueue with the same key returns the first job's id.
     pub idempotency_key: Option<String>,
+    /// On a partitioned queue, jobs with the same key go to the same partition (and wait in
+    /// line there, in order); without one a job's partition follows its idempotency key, else
+    /// its id (`partitions.rs`). Ignored on a queue of one partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
     /// The tenant the job belongs to.
     pub project_id: Uuid,
     /// The request that enqueued it, carried into the job's logs.
@@ -571,6 +578,8 @@ pub struct Queues {
     /// With `REDIS_WAIT_REPLICAS` set, the enqueues' own connections (else empty).
     wait_conns: Arc<Vec<RedisConn>>,
     next_wait_conn: Arc<std::sync::atomic::AtomicUsize>,
+    /// The partition counts recorded in Redis, as last read (`partitions.rs`).
+    pub(crate) recorded: Arc<partitions::Recorded>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -611,6 +620,7 @@ impl Queues {
             conn,
             wait_conns: Arc::new(wait_conns),
             next_wait_conn: Arc::default(),
+            recorded: Arc::default(),
             scripts: Arc::new(Scripts::load(
                 client.is_cluster(),
                 settings.check_script_keys,
@@ -668,13 +678,49 @@ impl Queues {
             .ok_or_else(|| QueueError::Protocol("empty enqueue reply".into()))
     }
 
-    /// Pushes many jobs of one queue, 1000 per script call.
+    /// Pushes many jobs of one queue, 1000 per script call (per partition, on a partitioned
+    /// queue: each job goes to the partition [`partition_of`] picks). Answers in `jobs`' order.
     pub async fn push_many(
         &self,
         queue: &str,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, QueueError> {
-        let base = self.base(queue);
+        let n = self.partitions(queue);
+        if n == 1 {
+            return self.push_part(queue, jobs.iter()).await;
+        }
+        // records the count before the first write with it (readers then see every partition)
+        self.partition_count(queue).await?;
+        let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, job) in jobs.iter().enumerate() {
+            by_part[partition_of(job, n)].push(i);
+        }
+        let mut out = vec![None; jobs.len()];
+        for (part, picked) in by_part.iter().enumerate() {
+            if picked.is_empty() {
+                continue;
+            }
+            let name = partition_name(queue, part);
+            let done = self
+                .push_part(&name, picked.iter().map(|&i| &jobs[i]))
+                .await?;
+            for (&i, e) in picked.iter().zip(done) {
+                out[i] = Some(e);
+            }
+        }
+        out.into_iter()
+            .map(|e| e.ok_or_else(|| QueueError::Protocol("a job got no enqueue reply".into())))
+            .collect()
+    }
+
+    /// Pushes jobs into one partition (a queue's own keys, `part` its name).
+    async fn push_part<'a>(
+        &self,
+        part: &str,
+        jobs: impl ExactSizeIterator<Item = &'a NewJob>,
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        let jobs: Vec<&NewJob> = jobs.collect();
+        let base = self.base(part);
         let keys = queue_keys(&base);
         let ttl = self.settings.idempotency_ttl.as_millis() as u64;
         let mut out = Vec::with_capacity(jobs.len());
@@ -695,7 +741,7 @@ impl Queues {
                 .arg(ttl)
                 .arg(chunk.len());
             for job in chunk {
-                debug_assert_eq!(job.queue, queue);
+                debug_assert_eq!(job.queue, queue_of(part));
                 inv.arg(job.id.to_string())
                     .arg(serde_json::to_string(&job.payload)?)
                     .arg(job.run_at.map_or(0, |t| t.timestamp_millis()))
@@ -761,55 +807,69 @@ impl Queues {
         self.wait_conns[i % self.wait_conns.len()].clone()
     }
 
-    /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due. A claimed job is
-    /// due again after `claim` unless [`Queues::dead_hook_done`] is called first, so a hook
-    /// that fails, or whose process dies, runs again (at least once). Jobs trimmed or retried
-    /// since they went dead are dropped from the hook queue.
+    /// Claims up to `limit` dead jobs of the queue whose on-dead hook is due (from each
+    /// partition in turn, up to `limit` in all). A claimed job is due again after `claim`
+    /// unless [`Queues::dead_hook_done`] is called first, so a hook that fails, or whose
+    /// process dies, runs again (at least once). Jobs trimmed or retried since they went dead
+    /// are dropped from the hook queue.
     pub async fn claim_dead_hooks(
         &self,
         queue: &str,
         limit: usize,
         claim: Duration,
     ) -> Result<Vec<DeadJob>, QueueError> {
+        let limit = limit.clamp(1, 1000);
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .scripts
-            .claim_dead
-            .key(self.keys(queue))
-            .arg(limit.clamp(1, 1000))
-            .arg(claim.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        flat.chunks(5)
-            .map(|f| match f {
-                [id, payload, attempts, last_error, rid] => Ok(DeadJob {
+        let mut out = Vec::new();
+        for part in self.parts(queue).await? {
+            if out.len() >= limit {
+                break;
+            }
+            let flat: Vec<String> = self
+                .scripts
+                .claim_dead
+                .key(self.keys(&part))
+                .arg(limit - out.len())
+                .arg(claim.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await?;
+            for f in flat.chunks(5) {
+                let [id, payload, attempts, last_error, rid] = f else {
+                    return Err(QueueError::Protocol("claim_dead reply not in fives".into()));
+                };
+                out.push(DeadJob {
                     id: Uuid::parse_str(id)
                         .map_err(|_| QueueError::Protocol(format!("bad job id {id:?}")))?,
                     payload: payload.clone(),
                     attempts: attempts.parse().unwrap_or(0),
                     last_error: last_error.clone(),
                     request_id: Some(rid.clone()).filter(|r| !r.is_empty()),
-                }),
-                _ => Err(QueueError::Protocol("claim_dead reply not in fives".into())),
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Marks a dead job's on-dead hook as done.
     pub async fn dead_hook_done(&self, queue: &str, id: Uuid) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        for part in self.parts(queue).await? {
+            pipe.zrem(format!("{}dead_hooks", self.base(&part)), id.to_string());
+        }
         let mut conn = self.conn.clone();
-        let _: i64 = conn
-            .zrem(format!("{}dead_hooks", self.base(queue)), id.to_string())
-            .await?;
+        let _: Vec<i64> = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
     /// How many dead jobs of the queue still wait for their on-dead hook.
     pub async fn dead_hooks_pending(&self, queue: &str) -> Result<u64, QueueError> {
+        let mut pipe = redis::pipe();
+        for part in self.parts(queue).await? {
+            pipe.zcard(format!("{}dead_hooks", self.base(&part)));
+        }
         let mut conn = self.conn.clone();
-        Ok(conn
-            .zcard(format!("{}dead_hooks", self.base(queue)))
-            .await?)
+        let n: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(n.into_iter().sum())
     }
 
     /// Deletes every key under this client's prefix (tests and benchmarks only).

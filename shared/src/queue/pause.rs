@@ -5,17 +5,20 @@
 use super::{QueueError, Queues};
 
 impl Queues {
-    /// Sets or clears the queue's pause flag; clearing it wakes the queue's fetchers.
+    /// Sets or clears the queue's pause flag (on every partition); clearing it wakes the
+    /// queue's fetchers.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
-        let base = self.base(queue);
         let mut conn = self.conn.clone();
-        if paused {
-            let _: () = redis::cmd("SET")
-                .arg(format!("{base}paused"))
-                .arg(1)
-                .query_async(&mut conn)
-                .await?;
-        } else {
+        for part in self.parts(queue).await? {
+            let base = self.base(&part);
+            if paused {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("{base}paused"))
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                continue;
+            }
             let removed: i64 = redis::cmd("DEL")
                 .arg(format!("{base}paused"))
                 .query_async(&mut conn)
@@ -37,13 +40,14 @@ impl Queues {
         Ok(())
     }
 
-    /// Whether the queue's pause flag is set (in Redis).
+    /// Whether the queue's pause flag is set (in Redis, on any of its partitions).
     pub async fn is_paused(&self, queue: &str) -> Result<bool, QueueError> {
+        let mut pipe = redis::pipe();
+        for part in self.parts(queue).await? {
+            pipe.exists(format!("{}paused", self.base(&part)));
+        }
         let mut conn = self.conn.clone();
-        let n: i64 = redis::cmd("EXISTS")
-            .arg(format!("{}paused", self.base(queue)))
-            .query_async(&mut conn)
-            .await?;
-        Ok(n > 0)
+        let set: Vec<bool> = pipe.query_async(&mut conn).await?;
+        Ok(set.into_iter().any(|p| p))
     }
 }

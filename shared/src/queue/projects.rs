@@ -55,8 +55,8 @@ impl Queues {
         }
         let member = project.to_string();
         let mut pipe = redis::pipe();
-        for q in queues {
-            pipe.zscore(self.open_key(q), &member);
+        for q in self.expand(queues).await? {
+            pipe.zscore(self.open_key(&q), &member);
         }
         let mut conn = self.conn.clone();
         let scores: Vec<Option<f64>> = pipe.query_async(&mut conn).await?;
@@ -82,6 +82,10 @@ impl Queues {
                 others_at_most: None,
             });
         }
+        // a partitioned queue's partitions rank their projects on their own: the search runs
+        // over partitions, and each project's counts are summed per queue at the end
+        let parts = self.expand(queues).await?;
+        let queues: Vec<&str> = parts.iter().map(String::as_str).collect();
         let mut seen: HashMap<Uuid, BTreeMap<String, u64>> = HashMap::new();
         let mut exhausted = vec![false; queues.len()];
         let (mut from, mut depth) = (0, n.min(TOP_DEPTH));
@@ -89,7 +93,7 @@ impl Queues {
         loop {
             // sorted access: ranks from..depth of every queue still being read
             let mut pipe = redis::pipe();
-            for q in queues {
+            for q in &queues {
                 pipe.zrevrange_withscores(self.open_key(q), from as isize, depth as isize - 1);
             }
             let slices: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
@@ -119,7 +123,7 @@ impl Queues {
             let mut pipe = redis::pipe();
             let mut asked = Vec::new();
             for id in &new {
-                for q in queues {
+                for q in &queues {
                     if !seen[id].contains_key(*q) {
                         pipe.zscore(self.open_key(q), id.to_string());
                         asked.push((*id, *q));
@@ -136,10 +140,18 @@ impl Queues {
             }
             let mut ranked: Vec<ProjectOpenJobs> = seen
                 .iter()
-                .map(|(id, by_queue)| ProjectOpenJobs {
-                    project_id: *id,
-                    open_jobs: by_queue.values().sum(),
-                    by_queue: by_queue.clone(),
+                .map(|(id, by_part)| {
+                    let mut by_queue = BTreeMap::new();
+                    for (part, n) in by_part {
+                        *by_queue
+                            .entry(super::queue_of(part).to_owned())
+                            .or_default() += n;
+                    }
+                    ProjectOpenJobs {
+                        project_id: *id,
+                        open_jobs: by_part.values().sum(),
+                        by_queue,
+                    }
                 })
                 .collect();
             ranked.sort_by(|a, b| {
@@ -168,8 +180,8 @@ impl Queues {
             return Ok(0);
         }
         let mut pipe = redis::pipe();
-        for q in queues {
-            let base = self.base(q);
+        for q in self.expand(queues).await? {
+            let base = self.base(&q);
             for set in ["ready", "delayed", "active", "retry"] {
                 pipe.zcard(format!("{base}{set}"));
             }
@@ -229,6 +241,7 @@ mod tests {
                     priority: 0,
                     max_attempts: 1,
                     idempotency_key: None,
+                    partition_key: None,
                     project_id: project,
                     request_id: None,
                 })

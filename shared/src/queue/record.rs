@@ -100,6 +100,8 @@ pub(super) fn decode(
     let Some(raw) = raw else {
         return Ok(None);
     };
+    // a partition's jobs are its queue's (`partitions.rs`)
+    let queue = super::queue_of(queue);
     let mut map = decode_fields(&raw).map_err(|detail| {
         metrics::counter!("comet_corrupt_jobs_total", "queue" => queue.to_owned()).increment(1);
         tracing::error!(queue, job = id, error = %detail, "corrupt job record");

@@ -35,16 +35,24 @@ impl Queues {
         let mut conn = self.conn.clone();
         let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         let now = secs / 60;
-        let base = self.base(queue);
         const COUNTERS: [&str; 4] = ["enqueued", "completed", "retried", "dead"];
         let fields: Vec<String> = (now - minutes + 1..=now)
             .flat_map(|m| COUNTERS.iter().map(move |c| format!("{m}:{c}")))
             .collect();
-        let values: Vec<Option<u64>> = redis::cmd("HMGET")
-            .arg(format!("{base}minutes"))
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await?;
+        // every partition's counters, summed
+        let mut values: Vec<Option<u64>> = vec![None; fields.len()];
+        for part in self.parts(queue).await? {
+            let part: Vec<Option<u64>> = redis::cmd("HMGET")
+                .arg(format!("{}minutes", self.base(&part)))
+                .arg(&fields)
+                .query_async(&mut conn)
+                .await?;
+            for (sum, n) in values.iter_mut().zip(part) {
+                if let Some(n) = n {
+                    *sum = Some(sum.unwrap_or(0) + n);
+                }
+            }
+        }
         Ok((now - minutes + 1..=now)
             .zip(values.chunks(COUNTERS.len()))
             .map(|(m, r)| {

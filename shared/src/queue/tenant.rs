@@ -43,21 +43,40 @@ impl Queues {
             "cancelled",
         ];
         let fields: Vec<String> = states.iter().map(|s| format!("{project}|{s}")).collect();
-        let base = self.base(queue);
+        let parts = self.parts(queue).await?;
+        let mut pipe = redis::pipe();
+        for part in &parts {
+            let base = self.base(part);
+            pipe.cmd("HMGET")
+                .arg(format!("{base}project_states"))
+                .arg(&fields)
+                .exists(format!("{base}paused"))
+                .zcard(format!("{base}ready"))
+                .llen(format!("{base}wait"));
+        }
         let mut conn = self.conn.clone();
-        let (c, paused, ready, listed): (Vec<Option<i64>>, bool, u64, u64) = redis::pipe()
-            .cmd("HMGET")
-            .arg(format!("{base}project_states"))
-            .arg(&fields)
-            .exists(format!("{base}paused"))
-            .zcard(format!("{base}ready"))
-            .llen(format!("{base}wait"))
-            .query_async(&mut conn)
-            .await?;
-        let c: Vec<u64> = c
-            .into_iter()
-            .map(|n| n.unwrap_or_default().max(0) as u64)
-            .collect();
+        let replies: Vec<(Vec<Option<i64>>, bool, u64, u64)> = {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            flat.chunks(4)
+                .map(|r| {
+                    Ok((
+                        redis::from_redis_value_ref(&r[0])?,
+                        redis::from_redis_value_ref(&r[1])?,
+                        redis::from_redis_value_ref(&r[2])?,
+                        redis::from_redis_value_ref(&r[3])?,
+                    ))
+                })
+                .collect::<Result<_, redis::ParsingError>>()?
+        };
+        let (mut c, mut paused, mut ready) = (vec![0i64; states.len()], false, 0);
+        for (counts, p, r, l) in replies {
+            for (sum, n) in c.iter_mut().zip(counts) {
+                *sum += n.unwrap_or_default().max(0);
+            }
+            paused |= p;
+            ready += r + l;
+        }
+        let c: Vec<u64> = c.into_iter().map(|n| n as u64).collect();
         Ok(QueueCounts {
             queue: queue.to_owned(),
             waiting: c[0],
@@ -70,7 +89,7 @@ impl Queues {
             paused,
             completed_total: c[4],
             dead_total: c[5],
-            latency_seconds: self.latency_if_ready(queue, ready + listed).await?,
+            latency_seconds: self.latency_if_ready(queue, ready).await?,
             workers: None,
         })
     }
@@ -79,7 +98,8 @@ impl Queues {
     /// state), skipping the first `offset` that match and returning at most `limit`. Reads the
     /// project's index in chunks and each entry's state, so it costs one round trip per
     /// [`CHUNK`] entries of the project's open jobs read (at most the project's open-jobs
-    /// quota); another project's jobs are never read.
+    /// quota); another project's jobs are never read. A partitioned queue's partitions are
+    /// each read to the page's end and merged by creation.
     pub async fn project_jobs(
         &self,
         queue: &str,
@@ -88,7 +108,67 @@ impl Queues {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        let base = self.base(queue);
+        let parts = self.parts(queue).await?;
+        let mut picked: Vec<(Vec<u8>, usize, String)> = Vec::new();
+        if let [part] = parts.as_slice() {
+            for (key, id) in self.open_ids(part, project, state, offset, limit).await? {
+                picked.push((key, 0, id));
+            }
+        } else {
+            for (p, part) in parts.iter().enumerate() {
+                for (key, id) in self
+                    .open_ids(part, project, state, 0, offset + limit)
+                    .await?
+                {
+                    picked.push((key, p, id));
+                }
+            }
+            // newest first: the index members' creation time and id, compared as bytes
+            picked.sort_by(|a, b| b.0.cmp(&a.0));
+            picked = picked.into_iter().skip(offset).take(limit).collect();
+        }
+        let mut jobs: Vec<Option<JobRecord>> = vec![None; picked.len()];
+        let mut conn = self.conn.clone();
+        for (p, part) in parts.iter().enumerate() {
+            let (at, ids): (Vec<usize>, Vec<&str>) = picked
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, q, _))| *q == p)
+                .map(|(i, (_, _, id))| (i, id.as_str()))
+                .unzip();
+            if ids.is_empty() {
+                continue;
+            }
+            let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(format!("{}jobs", self.base(part)))
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await?;
+            for ((i, id), raw) in at.into_iter().zip(&ids).zip(raws) {
+                // a job trimmed between the round trips is simply left out, and so is one whose
+                // record is corrupt (logged and counted by `decode`): it must not hide the others
+                if let Ok(Some(job)) = record::decode(part, id, raw)
+                    && job.project_id == Some(project)
+                {
+                    jobs[i] = Some(job);
+                }
+            }
+        }
+        Ok(jobs.into_iter().flatten().collect())
+    }
+
+    /// One partition's part of [`Queues::project_jobs`]: the ids of the project's open jobs in
+    /// `state` (if given), newest first, from `offset`, at most `limit`, each with its index
+    /// member's creation time and id (the order key).
+    async fn open_ids(
+        &self,
+        part: &str,
+        project: Uuid,
+        state: Option<JobState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String)>, QueueError> {
+        let base = self.base(part);
         let index = format!("{base}open_index");
         // members are `<project, 16 bytes><created ms, 6 bytes><job id, 16 bytes>` (`lua/open.lua`);
         // no member of the project reaches the byte 0xff after its prefix (a creation time
@@ -109,18 +189,17 @@ impl Queues {
                 .await?;
             let Some(last) = members.last() else { break };
             ceiling = [b"(".as_slice(), last].concat();
-            let ids: Vec<String> = members
+            let ids: Vec<(Vec<u8>, String)> = members
                 .iter()
-                .filter_map(|m| m.get(22..38))
-                .filter_map(|id| Uuid::from_slice(id).ok())
-                .map(|id| id.to_string())
+                .filter_map(|m| Some((m.get(16..38)?, Uuid::from_slice(m.get(22..38)?).ok()?)))
+                .map(|(key, id)| (key.to_vec(), id.to_string()))
                 .collect();
             let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(format!("{base}jobs"))
-                .arg(&ids)
+                .arg(ids.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
                 .query_async(&mut conn)
                 .await?;
-            for (id, raw) in ids.iter().zip(raws) {
+            for (entry, raw) in ids.into_iter().zip(raws) {
                 let found = raw
                     .and_then(|r| record::decode_fields(&r).ok())
                     .and_then(|mut f| f.remove("state"));
@@ -136,7 +215,7 @@ impl Queues {
                     skipped += 1;
                     continue;
                 }
-                picked.push((*id).to_owned());
+                picked.push(entry);
                 if picked.len() >= limit {
                     break 'chunks;
                 }
@@ -145,24 +224,6 @@ impl Queues {
                 break;
             }
         }
-        if picked.is_empty() {
-            return Ok(Vec::new());
-        }
-        let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-            .arg(format!("{base}jobs"))
-            .arg(&picked)
-            .query_async(&mut conn)
-            .await?;
-        let mut jobs = Vec::with_capacity(raws.len());
-        for (id, raw) in picked.iter().zip(raws) {
-            // a job trimmed between the round trips is simply left out, and so is one whose
-            // record is corrupt (logged and counted by `decode`): it must not hide the others
-            if let Ok(Some(job)) = record::decode(queue, id, raw)
-                && job.project_id == Some(project)
-            {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        Ok(picked)
     }
 }

@@ -24,7 +24,7 @@ use std::{collections::HashMap, time::Duration};
 use shared::{
     db,
     jobs::QUEUES,
-    queue::{ARCHIVE_BATCH, ArchivedJob, Queues},
+    queue::{ARCHIVE_BATCH, ArchivedJob, Queues, queue_of},
 };
 use sqlx::PgPool;
 
@@ -41,7 +41,8 @@ pub struct Pass {
     pub forgotten: u64,
 }
 
-/// Copies one batch of `queue`'s marked jobs (at most [`ARCHIVE_BATCH`]).
+/// Copies one batch of the marked jobs of `queue` (a queue, or one partition of a partitioned
+/// queue: `shared::queue::partition_name`), at most [`ARCHIVE_BATCH`].
 pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow::Result<Pass> {
     let batch = queues.archive_batch(queue, ARCHIVE_BATCH).await?;
     if batch.marks.is_empty() {
@@ -84,7 +85,8 @@ pub async fn archive_once(pool: &PgPool, queues: &Queues, queue: &str) -> anyhow
         }
     }
     let forgotten = queues.archived(queue, &batch.marks).await?;
-    metrics::counter!("comet_jobs_archived_total", "queue" => queue.to_owned()).increment(written);
+    metrics::counter!("comet_jobs_archived_total", "queue" => queue_of(queue).to_owned())
+        .increment(written);
     Ok(Pass {
         written,
         reopened,
@@ -134,13 +136,24 @@ pub async fn run(
     let lease = period * 3 + Duration::from_secs(1);
     loop {
         for queue in QUEUES {
-            if let Err(e) = drain(&pool, &queues, &holder, queue, lease, &stop).await {
-                metrics::counter!("comet_archive_errors_total", "queue" => *queue).increment(1);
-                tracing::warn!(
-                    queue,
-                    error = format!("{e:#}"),
-                    "job archive pass failed; retrying"
-                );
+            let parts = match queues.parts(queue).await {
+                Ok(parts) => parts,
+                Err(e) => {
+                    metrics::counter!("comet_archive_errors_total", "queue" => *queue).increment(1);
+                    tracing::warn!(queue, error = %e, "job archive pass failed; retrying");
+                    continue;
+                }
+            };
+            for part in parts {
+                if let Err(e) = drain(&pool, &queues, &holder, &part, lease, &stop).await {
+                    metrics::counter!("comet_archive_errors_total", "queue" => *queue).increment(1);
+                    tracing::warn!(
+                        queue,
+                        partition = part,
+                        error = format!("{e:#}"),
+                        "job archive pass failed; retrying"
+                    );
+                }
             }
         }
         raise_alerts(&pool).await;
@@ -171,7 +184,8 @@ async fn raise_alerts(pool: &PgPool) {
     }
 }
 
-/// Copies `queue`'s backlog in batches while this process holds its lease.
+/// Copies the backlog of `queue` (a queue or one partition: each has its own lease) in batches
+/// while this process holds its lease.
 async fn drain(
     pool: &PgPool,
     queues: &Queues,
@@ -183,6 +197,7 @@ async fn drain(
     while !stop.is_requested() && queues.archive_lease(queue, holder, lease).await? {
         let pass = archive_once(pool, queues, queue).await?;
         // after every pass, so a long backlog shows as it drains
+        let queue = queue_of(queue);
         let backlog = queues.archive_backlog(queue).await?;
         metrics::gauge!("comet_archive_backlog", "queue" => queue.to_owned()).set(backlog as f64);
         if pass.written + pass.reopened + pass.forgotten == 0 {

@@ -10,6 +10,7 @@ mod imports;
 mod metrics;
 mod open_counts;
 mod outbox;
+mod partitions;
 mod pauses;
 mod processes;
 mod queue;

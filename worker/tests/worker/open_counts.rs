@@ -182,6 +182,7 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
     };
     let keyed = || EnqueueOptions {
         idempotency_key: Some(format!("{a}:order-1")),
+        partition_key: None,
         ..Default::default()
     };
     let mut jobs = Vec::new();

@@ -12,6 +12,8 @@ pub(super) enum AckMsg {
 pub(super) struct Outcome {
     pub(super) id: Uuid,
     pub(super) token: u64,
+    /// The partition the job was fetched from.
+    pub(super) part: usize,
     /// The job's project, as the fetch read it (the ack script finds the job's entry of the
     /// open index with it).
     pub(super) project: Option<Uuid>,
@@ -68,36 +70,49 @@ impl Shared {
                     next = rx.try_recv().ok();
                 }
             }
-            let mut backoff = Duration::from_millis(50);
-            while !batch.is_empty() {
-                match self.write_outcomes(&batch).await {
-                    Ok(_) => {
-                        self.forget(&batch);
-                        batch.clear();
-                    }
-                    // One outcome the script refuses must not hold back the others (nor be
-                    // retried forever while its lease is heartbeated): write them one by one.
-                    Err(e) if is_refusal(&e) => {
-                        tracing::warn!(queue = self.queue, error = %e, outcomes = batch.len(),
-                            "the ack script refused a batch; writing its outcomes one by one");
-                        batch = self.write_each(std::mem::take(&mut batch)).await;
-                    }
-                    Err(e) => {
-                        record_redis_error(self.queue, "ack", &e);
-                        // Give up only when stopping with Redis gone for good: the leases then
-                        // expire and the jobs run again (at-least-once).
-                        if self.stopping.load(Ordering::SeqCst) && backoff > Duration::from_secs(2)
-                        {
-                            batch.clear();
-                            break;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+            // one script call per partition (each its own keys, on a cluster its own slot)
+            let mut parts: Vec<Vec<Outcome>> = Vec::new();
+            for o in batch.drain(..) {
+                match parts.iter_mut().find(|p| p[0].part == o.part) {
+                    Some(p) => p.push(o),
+                    None => parts.push(vec![o]),
                 }
+            }
+            for batch in parts {
+                self.write_batch(batch).await;
             }
             for tx in flushes.drain(..) {
                 let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Writes one partition's outcomes, retrying while Redis does not answer.
+    async fn write_batch(&self, mut batch: Vec<Outcome>) {
+        let mut backoff = Duration::from_millis(50);
+        while !batch.is_empty() {
+            match self.write_outcomes(&batch).await {
+                Ok(_) => {
+                    self.forget(&batch);
+                    batch.clear();
+                }
+                // One outcome the script refuses must not hold back the others (nor be
+                // retried forever while its lease is heartbeated): write them one by one.
+                Err(e) if is_refusal(&e) => {
+                    tracing::warn!(queue = self.queue, error = %e, outcomes = batch.len(),
+                        "the ack script refused a batch; writing its outcomes one by one");
+                    batch = self.write_each(std::mem::take(&mut batch)).await;
+                }
+                Err(e) => {
+                    record_redis_error(self.queue, "ack", &e);
+                    // Give up only when stopping with Redis gone for good: the leases then
+                    // expire and the jobs run again (at-least-once).
+                    if self.stopping.load(Ordering::SeqCst) && backoff > Duration::from_secs(2) {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }
@@ -107,7 +122,7 @@ impl Shared {
     pub(super) fn forget(&self, written: &[Outcome]) {
         let mut held = self.held.lock().expect("held");
         for o in written {
-            if held.get(&o.id) == Some(&o.token) {
+            if held.get(&o.id).map(|l| l.token) == Some(o.token) {
                 held.remove(&o.id);
             }
         }
@@ -135,10 +150,13 @@ impl Shared {
         again
     }
 
-    /// Writes one batch of outcomes in one script call, and counts what the script made of
+    /// Writes one batch of outcomes (of one partition) in one script call, and counts what the script made of
     /// each (`comet_jobs_total` only for outcomes it applied).
     pub(super) async fn write_outcomes(&self, batch: &[Outcome]) -> Result<AckSummary, QueueError> {
-        let mut inv = self.queues.scripts.ack.key(&self.keys);
+        let Some(first) = batch.first() else {
+            return Ok(AckSummary::default());
+        };
+        let mut inv = self.queues.scripts.ack.key(&self.part(first.part).keys);
         inv.arg(KEPT_ERRORS)
             .arg(batch.len())
             .arg(u8::from(self.options.dead_hook));
@@ -345,6 +363,7 @@ impl Shared {
         let _ = self.acks.send(AckMsg::Outcome(Outcome {
             id: h.id,
             token: h.token,
+            part: h.part.index,
             project: h.project_id,
             kind,
         }));

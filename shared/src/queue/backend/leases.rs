@@ -7,7 +7,7 @@ use crate::redis_client::Channel;
 
 impl Shared {
     /// A copy of the jobs held now (the heartbeat sends it while the acker keeps writing).
-    pub(super) fn held_copy(&self) -> Vec<(Uuid, u64)> {
+    pub(super) fn held_copy(&self) -> Vec<(Uuid, Lease)> {
         let held = self.held.lock().expect("held");
         held.iter().map(|(k, v)| (*k, *v)).collect()
     }
@@ -15,26 +15,46 @@ impl Shared {
     pub(super) async fn heartbeat_loop(self: Arc<Self>) {
         let period = self.queues.settings.lease / 3;
         while self.sleep_or_stop(period).await {
-            let held = self.held_copy();
-            for chunk in held.chunks(OUTCOME_CHUNK) {
-                if let Err(e) = self.heartbeat(chunk).await {
-                    record_redis_error(self.queue, "heartbeat", &e);
-                }
+            if let Err(e) = self.heartbeat(&self.held_copy()).await {
+                record_redis_error(self.queue, "heartbeat", &e);
             }
             self.register().await;
         }
     }
 
-    /// Extends the leases of `copy` (at most [`OUTCOME_CHUNK`] jobs, copied from the held set
-    /// while the acker may have written some of their outcomes since). Returns how many leases
+    /// Extends the leases of `copy` (copied from the held set while the acker may have written
+    /// some of their outcomes since): one script call per partition and [`OUTCOME_CHUNK`]
+    /// jobs, each tried even when another fails (the first error is returned). Returns how
+    /// many leases were lost (see [`Shared::heartbeat_part`]).
+    pub(super) async fn heartbeat(&self, copy: &[(Uuid, Lease)]) -> Result<usize, QueueError> {
+        let (mut lost, mut failed) = (0, None);
+        for (_, group) in by_part(copy, |(_, l)| l.part) {
+            for chunk in group.chunks(OUTCOME_CHUNK) {
+                match self.heartbeat_part(chunk).await {
+                    Ok(n) => lost += n,
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+        }
+        failed.map_or(Ok(lost), Err)
+    }
+
+    /// Extends the leases of `copy`, jobs of one partition. Returns how many leases
     /// were lost: only jobs still held under the token the script was given count (and stop
     /// being held); a job that failed and was fetched again meanwhile is held under its new
     /// token, and stays heartbeated.
-    pub(super) async fn heartbeat(&self, copy: &[(Uuid, u64)]) -> Result<usize, QueueError> {
-        let mut inv = self.queues.scripts.heartbeat.key(&self.keys);
+    async fn heartbeat_part(&self, copy: &[(Uuid, Lease)]) -> Result<usize, QueueError> {
+        let Some((_, first)) = copy.first() else {
+            return Ok(0);
+        };
+        let mut inv = self
+            .queues
+            .scripts
+            .heartbeat
+            .key(&self.part(first.part).keys);
         inv.arg(self.queues.settings.lease.as_millis() as u64);
-        for (id, tok) in copy {
-            inv.arg(id.to_string()).arg(tok.to_string());
+        for (id, lease) in copy {
+            inv.arg(id.to_string()).arg(lease.token.to_string());
         }
         let mut conn = self.queues.conn.clone();
         let lost: Vec<String> = inv.invoke_async(&mut conn).await?;
@@ -93,43 +113,49 @@ impl Shared {
         let s = self.queues.settings.clone();
         let mut period = s.maintenance_interval;
         while self.sleep_or_stop(period).await {
-            let mut conn = self.queues.conn.clone();
-            let res: Result<(u64, u64, u64, u64), _> = self
-                .queues
-                .scripts
-                .maintain
-                .key(&self.keys)
-                .arg(1000)
-                .arg(s.completed_retention.as_millis() as u64)
-                .arg(s.dead_retention.as_millis() as u64)
-                .arg(s.max_completed)
-                .arg(KEPT_ERRORS)
-                .arg(u8::from(self.options.dead_hook))
-                .arg(s.redis_completed)
-                .invoke_async(&mut conn)
-                .await;
-            match res {
-                Ok((promoted, reaped, died, trimmed)) => {
-                    if reaped > 0 {
-                        metrics::counter!("comet_jobs_lease_expired_total", "queue" => self.queue)
-                            .increment(reaped);
-                        tracing::warn!(
-                            queue = self.queue,
-                            reaped,
-                            dead = died,
-                            "took back jobs whose worker stopped heartbeating"
-                        );
-                    }
-                    // A full pass means more is due: go again at once.
-                    period = if promoted.max(reaped).max(trimmed) >= 1000 {
-                        Duration::from_millis(1)
-                    } else {
-                        s.maintenance_interval
-                    };
-                }
+            period = s.maintenance_interval;
+            let parts = match self.current_parts().await {
+                Ok(parts) => parts,
                 Err(e) => {
-                    record_redis_error(self.queue, "maintain", &e.into());
-                    period = s.maintenance_interval;
+                    record_redis_error(self.queue, "maintain", &e);
+                    continue;
+                }
+            };
+            for part in parts.iter() {
+                let mut conn = self.queues.conn.clone();
+                let res: Result<(u64, u64, u64, u64), _> = self
+                    .queues
+                    .scripts
+                    .maintain
+                    .key(&part.keys)
+                    .arg(1000)
+                    .arg(s.completed_retention.as_millis() as u64)
+                    .arg(s.dead_retention.as_millis() as u64)
+                    .arg(s.max_completed)
+                    .arg(KEPT_ERRORS)
+                    .arg(u8::from(self.options.dead_hook))
+                    .arg(s.redis_completed)
+                    .invoke_async(&mut conn)
+                    .await;
+                match res {
+                    Ok((promoted, reaped, died, trimmed)) => {
+                        if reaped > 0 {
+                            metrics::counter!("comet_jobs_lease_expired_total", "queue" => self.queue)
+                                .increment(reaped);
+                            tracing::warn!(
+                                queue = self.queue,
+                                partition = part.index,
+                                reaped,
+                                dead = died,
+                                "took back jobs whose worker stopped heartbeating"
+                            );
+                        }
+                        // A full pass means more is due: go again at once.
+                        if promoted.max(reaped).max(trimmed) >= 1000 {
+                            period = Duration::from_millis(1);
+                        }
+                    }
+                    Err(e) => record_redis_error(self.queue, "maintain", &e.into()),
                 }
             }
             match self.queues.counts(self.queue).await {
@@ -150,19 +176,24 @@ impl Shared {
         }
     }
 
-    /// Listens on the queue's wake channel; reconnects with backoff and wakes the fetcher after
+    /// Listens on the wake channels of the queue's partitions; reconnects with backoff and wakes the fetcher after
     /// every reconnect (a message may have been missed meanwhile).
     pub(super) async fn wake_loop(self: Arc<Self>) {
-        let channel = format!("{}wake", self.base);
         let mut backoff = Duration::from_millis(100);
         loop {
             if self.stopping.load(Ordering::SeqCst) {
                 return;
             }
-            let sub = async {
-                let channels = [Channel::Sharded(channel.clone())];
-                self.queues.client.subscribe(&channels).await
-            };
+            // every partition's channel (those known now: one a later raise adds is found by
+            // the idle poll until the next reconnect)
+            let channels: Vec<Channel> = self
+                .parts
+                .read()
+                .expect("parts")
+                .iter()
+                .map(|p| Channel::Sharded(format!("{}wake", p.base)))
+                .collect();
+            let sub = self.queues.client.subscribe(&channels);
             match tokio::time::timeout(Duration::from_secs(5), sub).await {
                 Ok(Ok(stream)) => {
                     backoff = Duration::from_millis(100);

@@ -76,6 +76,8 @@ pub struct JobHandle {
     /// The name of the worker running it.
     pub worker: Arc<str>,
     token: u64,
+    /// The partition it was fetched from (`queue` itself unless the queue is partitioned).
+    part: Arc<Part>,
     queues: Queues,
 }
 
@@ -88,13 +90,25 @@ impl JobHandle {
             .queues
             .scripts
             .progress
-            .key(self.queues.keys(self.queue))
+            .key(&self.part.keys)
             .arg(self.id.to_string())
             .arg(self.token.to_string())
             .arg(serde_json::to_string(value)?)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
+    }
+}
+
+impl JobHandle {
+    fn lease(&self) -> (Uuid, Lease) {
+        (
+            self.id,
+            Lease {
+                token: self.token,
+                part: self.part.index,
+            },
+        )
     }
 }
 
@@ -126,17 +140,49 @@ pub struct BackendOptions {
     pub dead_hook: bool,
 }
 
+/// One partition of the queue (the queue itself when it is not partitioned, see
+/// `queue::partitions`): its keys, declared to every script ([`super::QUEUE_KEYS`]).
+#[derive(Debug)]
+struct Part {
+    /// Its position among the queue's partitions.
+    index: usize,
+    base: String,
+    keys: Vec<String>,
+}
+
+impl Part {
+    fn new(queues: &Queues, queue: &str, index: usize) -> Self {
+        let base = queues.base(&super::partition_name(queue, index));
+        Self {
+            index,
+            keys: super::queue_keys(&base),
+            base,
+        }
+    }
+}
+
+/// A lease this process holds: the attempt's token and the partition of the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    token: u64,
+    part: usize,
+}
+
 /// State shared by a backend, its middleware and its background tasks.
 struct Shared {
     queues: Queues,
     queue: &'static str,
+    /// Partition 0's key prefix (the queue's own, the only one unless it is partitioned).
+    #[cfg_attr(not(test), allow(dead_code))]
     base: String,
-    /// The queue's keys, declared to every script ([`super::QUEUE_KEYS`]).
-    keys: Vec<String>,
+    /// The partitions fetched from, in order; only ever grows (`queue::partitions`).
+    parts: std::sync::RwLock<Arc<Vec<Arc<Part>>>>,
+    /// Where the next fetch starts (the partitions are taken in turn).
+    next_part: AtomicUsize,
     worker: Arc<str>,
     options: BackendOptions,
     /// Jobs this process holds a lease on (fetched, running, or acked but not yet written).
-    held: Mutex<HashMap<Uuid, u64>>,
+    held: Mutex<HashMap<Uuid, Lease>>,
     /// Jobs fetched and not yet finished by a handler (sizes the next fetch).
     inflight: AtomicUsize,
     notify: Notify,
@@ -157,7 +203,7 @@ impl BackendHandle {
     pub async fn release_held(&self) -> usize {
         self.0.stopping.store(true, Ordering::SeqCst);
         self.0.stop.notify_waiters();
-        let held: Vec<(Uuid, u64)> = self.0.held.lock().expect("held").drain().collect();
+        let held: Vec<(Uuid, Lease)> = self.0.held.lock().expect("held").drain().collect();
         self.0.release(&held).await
     }
 
@@ -218,8 +264,65 @@ pub fn backoff_delay(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 impl Shared {
+    /// The partitions to fetch from: those this process knows, and any more that
+    /// [`Queues::partition_count`] says may hold jobs now.
+    async fn current_parts(&self) -> Result<Arc<Vec<Arc<Part>>>, QueueError> {
+        let n = self.queues.partition_count(self.queue).await?;
+        let known = self.parts.read().expect("parts").clone();
+        if known.len() >= n {
+            return Ok(known);
+        }
+        let mut parts = self.parts.write().expect("parts");
+        let mut grown: Vec<Arc<Part>> = parts.iter().cloned().collect();
+        for i in grown.len()..n {
+            grown.push(Arc::new(Part::new(&self.queues, self.queue, i)));
+        }
+        *parts = Arc::new(grown);
+        Ok(parts.clone())
+    }
+
+    /// Leases up to `n` jobs: from one partition, the first of them (taken in turn, starting
+    /// one further at each call) that has some. Answers the earliest due time of a job not
+    /// ready yet (when none was leased), Redis's clock, and the jobs. A partition whose Redis
+    /// does not answer is passed over while another has jobs.
     async fn fetch(
         self: Arc<Self>,
+        n: usize,
+    ) -> Result<(Option<i64>, i64, Vec<FetchedJob>), QueueError> {
+        let parts = self.current_parts().await?;
+        let start = self.next_part.fetch_add(1, Ordering::Relaxed);
+        let (mut next_due, mut now, mut failed) = (None::<i64>, 0, None);
+        for k in 0..parts.len() {
+            let part = &parts[(start + k) % parts.len()];
+            match self.fetch_part(part, n).await {
+                Ok((due, at, jobs)) => {
+                    now = at;
+                    next_due = match (next_due, due) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if !jobs.is_empty() {
+                        return Ok((next_due, now, jobs));
+                    }
+                }
+                Err(e) if parts.len() > 1 => {
+                    record_redis_error(self.queue, "fetch", &e);
+                    failed = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match failed {
+            // every partition failed, or those that answered had nothing
+            Some(e) if now == 0 => Err(e),
+            _ => Ok((next_due, now, Vec::new())),
+        }
+    }
+
+    /// Leases up to `n` jobs of one partition.
+    async fn fetch_part(
+        &self,
+        part: &Arc<Part>,
         n: usize,
     ) -> Result<(Option<i64>, i64, Vec<FetchedJob>), QueueError> {
         let mut conn = self.queues.conn.clone();
@@ -231,7 +334,7 @@ impl Shared {
                 .queues
                 .scripts
                 .fetch
-                .key(&self.keys)
+                .key(&part.keys)
                 .arg(&*self.worker)
                 .arg(n)
                 .arg(self.queues.settings.lease.as_millis() as u64)
@@ -241,7 +344,9 @@ impl Shared {
             if reply.first() != Some(&redis::Value::Int(-2)) {
                 break;
             }
-            self.queues.migrate_legacy_jobs(self.queue).await?;
+            self.queues
+                .migrate_legacy_jobs(&super::partition_name(self.queue, part.index))
+                .await?;
         }
         if reply.len() < 2 || !(reply.len() - 2).is_multiple_of(7) {
             return Err(QueueError::Protocol(format!(
@@ -263,35 +368,44 @@ impl Shared {
                 token: redis::from_redis_value_ref(&f[4])?,
                 project: redis::from_redis_value_ref(&f[5])?,
                 request_id: redis::from_redis_value_ref(&f[6])?,
+                part: part.clone(),
             });
         }
         {
             let mut held = self.held.lock().expect("held");
             for j in &jobs {
-                held.insert(j.id, j.token);
+                held.insert(j.id, j.lease());
             }
         }
         self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
         Ok(((next_due >= 0).then_some(next_due), now, jobs))
     }
 
-    async fn release(&self, jobs: &[(Uuid, u64)]) -> usize {
+    /// The partition at `index` (known: a lease names only partitions fetched from).
+    fn part(&self, index: usize) -> Arc<Part> {
+        self.parts.read().expect("parts")[index].clone()
+    }
+
+    async fn release(&self, jobs: &[(Uuid, Lease)]) -> usize {
         let mut released = 0;
-        for chunk in jobs.chunks(OUTCOME_CHUNK) {
-            let mut inv = self.queues.scripts.release.key(&self.keys);
-            for (id, tok) in chunk {
-                inv.arg(id.to_string()).arg(tok.to_string());
-            }
-            for attempt in 0..3 {
-                let mut conn = self.queues.conn.clone();
-                match inv.invoke_async::<i64>(&mut conn).await {
-                    Ok(n) => {
-                        released += n as usize;
-                        break;
-                    }
-                    Err(e) => {
-                        record_redis_error(self.queue, "release", &e.into());
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        for (part, group) in by_part(jobs, |(_, l)| l.part) {
+            let part = self.part(part);
+            for chunk in group.chunks(OUTCOME_CHUNK) {
+                let mut inv = self.queues.scripts.release.key(&part.keys);
+                for (id, lease) in chunk {
+                    inv.arg(id.to_string()).arg(lease.token.to_string());
+                }
+                for attempt in 0..3 {
+                    let mut conn = self.queues.conn.clone();
+                    match inv.invoke_async::<i64>(&mut conn).await {
+                        Ok(n) => {
+                            released += n as usize;
+                            break;
+                        }
+                        Err(e) => {
+                            record_redis_error(self.queue, "release", &e.into());
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
                     }
                 }
             }
@@ -331,6 +445,29 @@ struct FetchedJob {
     token: u64,
     project: String,
     request_id: String,
+    part: Arc<Part>,
+}
+
+impl FetchedJob {
+    fn lease(&self) -> Lease {
+        Lease {
+            token: self.token,
+            part: self.part.index,
+        }
+    }
+}
+
+/// `items` grouped by partition (`part_of`), in the order each partition first appears.
+fn by_part<T: Copy>(items: &[T], part_of: impl Fn(&T) -> usize) -> Vec<(usize, Vec<T>)> {
+    let mut groups: Vec<(usize, Vec<T>)> = Vec::new();
+    for item in items {
+        let part = part_of(item);
+        match groups.iter_mut().find(|(p, _)| *p == part) {
+            Some((_, g)) => g.push(*item),
+            None => groups.push((part, vec![*item])),
+        }
+    }
+    groups
 }
 
 type FetchFuture = BoxFuture<'static, Result<(Option<i64>, i64, Vec<FetchedJob>), QueueError>>;
@@ -355,13 +492,16 @@ impl<J: JobArgs> QueueBackend<J> {
     /// A backend for `queue`, run by a worker with the given name (unique per process).
     pub fn new(queues: Queues, queue: &'static str, worker: &str, options: BackendOptions) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let base = queues.base(queue);
+        let parts: Vec<Arc<Part>> = (0..queues.partitions(queue))
+            .map(|i| Arc::new(Part::new(&queues, queue, i)))
+            .collect();
         Self {
             shared: Arc::new(Shared {
-                keys: super::queue_keys(&base),
+                base: parts[0].base.clone(),
+                parts: std::sync::RwLock::new(Arc::new(parts)),
+                next_part: AtomicUsize::new(0),
                 queues,
                 queue,
-                base,
                 worker: worker.into(),
                 options,
                 held: Mutex::new(HashMap::new()),
@@ -404,6 +544,7 @@ impl<J: JobArgs> QueueBackend<J> {
             request_id: (!job.request_id.is_empty()).then(|| job.request_id.clone()),
             worker: self.shared.worker.clone(),
             token: job.token,
+            part: job.part.clone(),
             queues: self.shared.queues.clone(),
         };
         Ok(TaskBuilder::new(args)
@@ -453,6 +594,7 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                                     let _ = self.shared.acks.send(AckMsg::Outcome(Outcome {
                                         id: job.id,
                                         token: job.token,
+                                        part: job.part.index,
                                         project: Uuid::parse_str(&job.project).ok(),
                                         kind: OutcomeKind::Dead(error),
                                     }));
@@ -522,10 +664,10 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
         if self.closing.is_none() {
             let shared = self.shared.clone();
             // Fetched but never started: give them back without using up an attempt.
-            let mut unstarted: Vec<(Uuid, u64)> = self
+            let mut unstarted: Vec<(Uuid, Lease)> = self
                 .buffer
                 .drain(..)
-                .filter_map(|t| t.ctx().data().get::<JobHandle>().map(|h| (h.id, h.token)))
+                .filter_map(|t| t.ctx().data().get::<JobHandle>().map(JobHandle::lease))
                 .collect();
             // A fetch in flight has leased its jobs in Redis already: wait for it and give
             // them back too, or they would sit leased until the reaper takes them (an attempt
@@ -541,7 +683,7 @@ impl<J: JobArgs> Backend for QueueBackend<J> {
                     if let Some(fut) = in_flight
                         && let Ok((_, _, jobs)) = fut.await
                     {
-                        unstarted.extend(jobs.iter().map(|j| (j.id, j.token)));
+                        unstarted.extend(jobs.iter().map(|j| (j.id, j.lease())));
                     }
                     if !unstarted.is_empty() {
                         shared.inflight.fetch_sub(unstarted.len(), Ordering::SeqCst);
