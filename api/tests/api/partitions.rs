@@ -38,7 +38,11 @@ async fn pings_on_a_partitioned_queue_are_spread_found_listed_cancelled_and_run(
         let mut holders = Vec::new();
         for p in 0..3 {
             let jobs = format!("{}jobs", app.env.queues.base(&partition_name("ping", p)));
-            if conn.hexists::<_, _, bool>(&jobs, id).await.expect("hexists") {
+            if conn
+                .hexists::<_, _, bool>(&jobs, id)
+                .await
+                .expect("hexists")
+            {
                 holders.push(p);
             }
         }
@@ -78,8 +82,14 @@ async fn pings_on_a_partitioned_queue_are_spread_found_listed_cancelled_and_run(
     app.wait_for_state(target, "cancelled").await;
 
     let drained = app.drain_jobs().await;
-    assert_eq!(drained.in_state(shared::queue::JobState::Completed).len(), 29);
-    assert_eq!(drained.job(target).state, shared::queue::JobState::Cancelled);
+    assert_eq!(
+        drained.in_state(shared::queue::JobState::Completed).len(),
+        29
+    );
+    assert_eq!(
+        drained.job(target).state,
+        shared::queue::JobState::Cancelled
+    );
     for id in &ids[..29] {
         let job = app.wait_for_state(id, "completed").await;
         assert_eq!(job["queue"], "ping");

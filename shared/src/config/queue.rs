@@ -61,8 +61,9 @@ pub struct QueueSettings {
     /// `QUEUE_PARTITIONS`: queues split into partitions, `process_event=4,ping=2` (1 to 64 each;
     /// default 1: unpartitioned). Each partition is a queue of its own keys and Redis Cluster
     /// slot; producers spread jobs over them, workers fetch from them in turn, and every view
-    /// shows one queue (`queue::partitions`). API and worker processes must agree; raising it
-    /// is safe, and after lowering it the partitions dropped are still drained and shown.
+    /// shows one queue (`queue::partitions`). The highest count any process was configured
+    /// with is recorded in Redis and used by all, so it can be raised at any time (set it on
+    /// every process) and only grows (README, "Partitioned queues").
     pub partitions: HashMap<String, usize>,
 }
 

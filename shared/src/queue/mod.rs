@@ -679,21 +679,27 @@ impl Queues {
     }
 
     /// Pushes many jobs of one queue, 1000 per script call (per partition, on a partitioned
-    /// queue: each job goes to the partition [`partition_of`] picks). Answers in `jobs`' order.
+    /// queue: each job goes to the partition `Queues::place` picks). Answers in `jobs`' order.
     pub async fn push_many(
         &self,
         queue: &str,
         jobs: &[NewJob],
     ) -> Result<Vec<Enqueued>, QueueError> {
-        let n = self.partitions(queue);
+        // the recorded count (written first if this process's own is higher), so that every
+        // process places a job alike
+        let layout = self.layout(queue).await?;
+        let n = layout.count;
         if n == 1 {
             return self.push_part(queue, jobs.iter()).await;
         }
-        // records the count before the first write with it (readers then see every partition)
-        self.partition_count(queue).await?;
         let mut by_part: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, job) in jobs.iter().enumerate() {
-            by_part[partition_of(job, n)].push(i);
+        for (i, p) in self
+            .place(queue, layout, jobs)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            by_part[p].push(i);
         }
         let mut out = vec![None; jobs.len()];
         for (part, picked) in by_part.iter().enumerate() {

@@ -7,16 +7,24 @@
 //!   has one (jobs of one key stay in one partition, in line), else by its idempotency key (a
 //!   repeated key meets the first job's mark), else by its id (spread evenly). A partition is
 //!   chosen by the first eight bytes of the key's SHA-256, modulo N: the same in every process.
+//!   Where an earlier push may have left the job or its key elsewhere (`Queues::place`), they
+//!   look first.
 //! - **Workers** fetch from the partitions in turn (`backend`): each fetch starts at the next
 //!   partition and goes on to the others while one is empty.
 //! - **Readers** (counts, the jobs API, the ops views, the quota, the archiver) read every
 //!   partition and show one queue; a job's record names the queue, never the partition.
 //!
 //! The number is set per queue (`QUEUE_PARTITIONS`, default 1: the layout of an unpartitioned
-//! queue, unchanged). Raising it is safe at any time. Lowering it would strand the jobs of the
-//! partitions dropped, so the highest number a process ever wrote with is recorded in Redis
-//! (`p:partitions`, queue → count), and readers and workers use that, not their own setting:
-//! the dropped partitions keep being fetched and shown (empty ones cost an empty fetch).
+//! queue, unchanged). What every process uses is the highest number any process was configured
+//! with, recorded in Redis (`p:partitions`, queue → count; read at most every few seconds), so a
+//! rolling change places, fetches and reads alike. The count only grows: raising it is safe at
+//! any time (jobs and idempotency keys placed under the old count are found where they are, for
+//! `JOB_IDEMPOTENCY_TTL_SECS` after the raise); a lower setting changes nothing. To lower it,
+//! drain the queue, then delete the queue's two fields of `p:partitions`.
+//!
+//! Not across partitions: priority (a fetch takes one partition's best), `JOB_MAX_COMPLETED`
+//! and `JOB_REDIS_COMPLETED` (each partition keeps as many), FIFO between jobs of different
+//! partitions.
 
 use std::{
     collections::HashMap,
@@ -27,7 +35,7 @@ use std::{
 use redis::Script;
 use sha2::{Digest, Sha256};
 
-use super::{NewJob, QueueError, Queues};
+use super::{ENQUEUE_CHUNK, NewJob, QueueError, Queues};
 
 /// Most partitions one queue may have.
 pub const MAX_PARTITIONS: usize = 64;
@@ -77,21 +85,42 @@ pub fn partition_of(job: &NewJob, n: usize) -> usize {
     partition_index(key, n)
 }
 
-/// The partition counts recorded in Redis, as this process last read them.
-#[derive(Default)]
-pub(crate) struct Recorded {
-    counts: Mutex<Option<(Instant, HashMap<String, usize>)>>,
+/// A queue's partitions as recorded in Redis (`p:partitions`: `<queue>` → the count,
+/// `<queue>:raised` → when it was last raised over a queue that had held jobs, ms, or 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Partitions that may hold jobs (and that producers place jobs in).
+    pub(crate) count: usize,
+    /// When the count was last raised over jobs (Unix ms; 0: never, or over an unused queue).
+    pub(crate) raised_ms: i64,
 }
 
-/// Raises a queue's recorded count to ARGV[2] if it is lower; answers the recorded count.
+/// The layouts recorded in Redis, as this process last read them.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    cache: Mutex<Option<(Instant, HashMap<String, Layout>)>>,
+}
+
+/// Raises a queue's recorded count to ARGV[2] if it is lower, noting when (unless ARGV[3] says
+/// the queue never held a job and nothing was recorded); answers {count, count before, raised}.
 const RECORD: &str = r"
 local n = tonumber(ARGV[2])
 local had = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if n > had then redis.call('HSET', KEYS[1], ARGV[1], n) return n end
-return had";
+if n <= had then
+  return {had, had, tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':raised') or '0')}
+end
+local raised = 0
+if ARGV[3] ~= '1' or had > 0 then
+  local t = redis.call('TIME')
+  raised = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+redis.call('HSET', KEYS[1], ARGV[1], n, ARGV[1] .. ':raised', raised)
+return {n, had, raised}";
 
 impl Queues {
-    /// The partitions producers write `queue`'s jobs to (`QUEUE_PARTITIONS`, default 1).
+    /// The partitions this process is configured with for `queue` (`QUEUE_PARTITIONS`,
+    /// default 1). Producers, workers and readers use [`Queues::partition_count`], which is
+    /// never less.
     pub fn partitions(&self, queue: &str) -> usize {
         self.settings
             .partitions
@@ -101,54 +130,168 @@ impl Queues {
             .clamp(1, MAX_PARTITIONS)
     }
 
-    /// The names of every partition of `queue` that may hold jobs: those this process writes
-    /// to and those a process configured with more once wrote to (recorded in Redis, read at
-    /// most every few seconds). What workers fetch from and readers read.
+    /// The names of every partition of `queue` ([`Queues::partition_count`] of them): what
+    /// workers fetch from and readers read.
     pub async fn parts(&self, queue: &str) -> Result<Vec<String>, QueueError> {
         let n = self.partition_count(queue).await?;
         Ok((0..n).map(|i| partition_name(queue, i)).collect())
     }
 
-    /// How many partitions of `queue` may hold jobs (see [`Queues::parts`]).
+    /// How many partitions `queue` has: the highest count any process was configured with
+    /// (recorded in Redis, read at most every few seconds), so every process places, fetches
+    /// and reads the same partitions whatever its own setting.
     pub async fn partition_count(&self, queue: &str) -> Result<usize, QueueError> {
+        Ok(self.layout(queue).await?.count)
+    }
+
+    /// `queue`'s [`Layout`]: recorded, raised first to this process's own count if that is
+    /// higher.
+    pub(crate) async fn layout(&self, queue: &str) -> Result<Layout, QueueError> {
         if queue_of(queue) != queue {
-            return Ok(1); // a partition's name: itself
+            // a partition's name: itself
+            return Ok(Layout {
+                count: 1,
+                raised_ms: 0,
+            });
         }
         let own = self.partitions(queue);
-        let fresh = {
-            let counts = self.recorded.counts.lock().expect("recorded");
-            counts
+        let cached = {
+            let cache = self.recorded.cache.lock().expect("recorded");
+            cache
                 .as_ref()
                 .filter(|(at, _)| at.elapsed() < RECORDED_TTL)
-                .map(|(_, c)| c.get(queue).copied().unwrap_or(0))
+                .map(|(_, c)| c.get(queue).copied().unwrap_or_default())
         };
-        let recorded = match fresh {
-            Some(n) => n,
+        let recorded = match cached {
+            Some(layout) => layout,
             None => {
                 let mut conn = self.conn.clone();
-                let all: HashMap<String, usize> = redis::cmd("HGETALL")
+                let fields: HashMap<String, i64> = redis::cmd("HGETALL")
                     .arg(self.partitions_key())
                     .query_async(&mut conn)
                     .await?;
-                let n = all.get(queue).copied().unwrap_or(0);
-                *self.recorded.counts.lock().expect("recorded") = Some((Instant::now(), all));
-                n
+                let mut all: HashMap<String, Layout> = HashMap::new();
+                for (field, v) in fields {
+                    match field.strip_suffix(":raised") {
+                        Some(q) => all.entry(q.to_owned()).or_default().raised_ms = v,
+                        None => all.entry(field).or_default().count = v.max(0) as usize,
+                    }
+                }
+                let layout = all.get(queue).copied().unwrap_or_default();
+                *self.recorded.cache.lock().expect("recorded") = Some((Instant::now(), all));
+                layout
             }
         };
-        if own > recorded {
-            // first write with more partitions than recorded (or Redis lost the record)
-            let mut conn = self.conn.clone();
-            let _: usize = Script::new(RECORD)
-                .key(self.partitions_key())
-                .arg(queue)
-                .arg(own)
-                .invoke_async(&mut conn)
+        let layout = if own > recorded.count {
+            self.raise(queue, own).await?
+        } else {
+            recorded
+        };
+        Ok(Layout {
+            count: layout.count.clamp(1, MAX_PARTITIONS),
+            ..layout
+        })
+    }
+
+    /// Records `n` partitions for `queue` (the first write with more than recorded, or after
+    /// Redis lost the record), copies a pause onto the partitions it adds (before any job is
+    /// placed in them), and answers the layout now recorded.
+    async fn raise(&self, queue: &str, n: usize) -> Result<Layout, QueueError> {
+        let mut conn = self.conn.clone();
+        // a queue that never held a job (no record, no job, no counters): no job or
+        // idempotency key can be in another partition than the new count places it in
+        let base = self.base(queue);
+        let used: u64 = redis::cmd("EXISTS")
+            .arg(format!("{base}jobs"))
+            .arg(format!("{base}stats"))
+            .query_async(&mut conn)
+            .await?;
+        let (count, had, raised_ms): (usize, usize, i64) = Script::new(RECORD)
+            .key(self.partitions_key())
+            .arg(queue)
+            .arg(n)
+            .arg(u8::from(used == 0))
+            .invoke_async(&mut conn)
+            .await?;
+        if count > had {
+            let paused: bool = redis::cmd("EXISTS")
+                .arg(format!("{base}paused"))
+                .query_async(&mut conn)
                 .await?;
-            if let Some((_, c)) = self.recorded.counts.lock().expect("recorded").as_mut() {
-                c.insert(queue.to_owned(), own);
+            if paused {
+                for i in had.max(1)..count {
+                    let _: () = redis::cmd("SET")
+                        .arg(format!("{}paused", self.base(&partition_name(queue, i))))
+                        .arg(1)
+                        .query_async(&mut conn)
+                        .await?;
+                }
             }
         }
-        Ok(own.max(recorded).min(MAX_PARTITIONS))
+        let layout = Layout { count, raised_ms };
+        if let Some((_, c)) = self.recorded.cache.lock().expect("recorded").as_mut() {
+            c.insert(queue.to_owned(), layout);
+        }
+        Ok(layout)
+    }
+
+    /// The partitions of `n` that `jobs` go to. Each job's own ([`partition_of`]), except
+    /// where an earlier push left it (or its idempotency key) in another partition: jobs with
+    /// both an idempotency key and a partition key are looked for in every partition, and so is
+    /// every job within `JOB_IDEMPOTENCY_TTL_SECS` after the count was raised over a queue
+    /// that had held jobs (a job pushed again by the outbox relay, or a live idempotency key,
+    /// may be where the earlier count put it). One round trip per [`ENQUEUE_CHUNK`] jobs
+    /// looked for; none in the steady state.
+    pub(crate) async fn place(
+        &self,
+        queue: &str,
+        layout: Layout,
+        jobs: &[NewJob],
+    ) -> Result<Vec<usize>, QueueError> {
+        let n = layout.count;
+        let mut placed: Vec<usize> = jobs.iter().map(|j| partition_of(j, n)).collect();
+        let ttl = self.settings.idempotency_ttl.as_millis() as i64;
+        let moved =
+            layout.raised_ms > 0 && chrono::Utc::now().timestamp_millis() < layout.raised_ms + ttl;
+        let look: Vec<usize> = (0..jobs.len())
+            .filter(|&i| {
+                moved || (jobs[i].idempotency_key.is_some() && jobs[i].partition_key.is_some())
+            })
+            .collect();
+        let bases: Vec<String> = (0..n)
+            .map(|p| self.base(&partition_name(queue, p)))
+            .collect();
+        let mut conn = self.conn.clone();
+        for chunk in look.chunks(ENQUEUE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for &i in chunk {
+                for base in &bases {
+                    if moved {
+                        pipe.hexists(format!("{base}jobs"), jobs[i].id.to_string());
+                    }
+                    if let Some(key) = &jobs[i].idempotency_key {
+                        pipe.exists(format!("{base}idem:{key}"));
+                    }
+                }
+            }
+            let found: Vec<bool> = pipe.query_async(&mut conn).await?;
+            let mut found = found.into_iter();
+            for &i in chunk {
+                let (mut by_id, mut by_key) = (None, None);
+                for p in 0..n {
+                    if moved && found.next() == Some(true) {
+                        by_id = by_id.or(Some(p));
+                    }
+                    if jobs[i].idempotency_key.is_some() && found.next() == Some(true) {
+                        by_key = by_key.or(Some(p));
+                    }
+                }
+                if let Some(p) = by_id.or(by_key) {
+                    placed[i] = p;
+                }
+            }
+        }
+        Ok(placed)
     }
 
     /// Every partition of every queue of `queues` (see [`Queues::parts`]), queue after queue.

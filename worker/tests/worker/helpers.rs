@@ -241,7 +241,11 @@ pub fn script(name: &str) -> redis::Script {
 pub async fn assert_no_open_jobs(env: &TestEnv) {
     use redis::AsyncCommands;
     let mut conn = env.queues.connection();
-    let parts = env.queues.expand(shared::jobs::QUEUES).await.expect("partitions");
+    let parts = env
+        .queues
+        .expand(shared::jobs::QUEUES)
+        .await
+        .expect("partitions");
     for q in &parts {
         let key = format!("{}open_by_project", env.queues.base(q));
         let left: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await.expect("zrange");

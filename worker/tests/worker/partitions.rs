@@ -26,7 +26,10 @@ async fn two_workers_run_every_job_of_a_partitioned_queue_once_and_archive_each_
         jobs.push(job);
     }
     env.queues.push_many("ping", &jobs).await.expect("push");
-    assert_eq!(env.queues.counts("ping").await.expect("counts").waiting, 2000);
+    assert_eq!(
+        env.queues.counts("ping").await.expect("counts").waiting,
+        2000
+    );
     // a pause holds every partition
     env.queues.set_paused("ping", true).await.expect("pause");
     let mut conn = env.queues.connection();
@@ -57,15 +60,17 @@ async fn two_workers_run_every_job_of_a_partitioned_queue_once_and_archive_each_
     assert_eq!((c.completed_total, c.waiting, c.active), (2000, 0, 0));
     // the archivers copy every partition, under the queue's name
     eventually(Duration::from_secs(60), "all 2000 archived", || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM job_archive WHERE queue = 'ping'")
-                .fetch_one(&env.pool)
-                .await
-                .ok()?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM job_archive WHERE queue = 'ping'")
+            .fetch_one(&env.pool)
+            .await
+            .ok()?;
         (n == 2000).then_some(())
     })
     .await;
-    assert_eq!(env.queues.archive_backlog("ping").await.expect("backlog"), 0);
+    assert_eq!(
+        env.queues.archive_backlog("ping").await.expect("backlog"),
+        0
+    );
     assert_no_open_jobs(&env).await;
     env.cleanup().await;
 }

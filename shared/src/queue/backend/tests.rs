@@ -940,7 +940,7 @@ async fn a_partitioned_queue_keeps_one_job_per_idempotency_key_and_controls_find
 }
 
 #[tokio::test]
-async fn lowering_the_partitions_still_drains_the_partitions_dropped() {
+async fn a_process_configured_with_fewer_partitions_still_drains_them_all() {
     let wide = Fixture::partitioned(4);
     let jobs = ping_jobs(40, |_| None);
     wide.queues.push_many("ping", &jobs).await.expect("push");
@@ -977,4 +977,129 @@ async fn lowering_the_partitions_still_drains_the_partitions_dropped() {
     }
     assert_eq!(leased, 40);
     assert_eq!(narrow.counts("ping").await.expect("counts").active, 40);
+}
+
+/// Queues on `prefix` configured with `partitions` partitions of `ping` (another process).
+fn queues_with(prefix: &str, partitions: usize) -> Queues {
+    Queues::new(
+        crate::redis_client::RedisClient::open(
+            &std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        )
+        .expect("url"),
+        prefix,
+        crate::config::QueueSettings {
+            check_script_keys: true,
+            partitions: [("ping".to_owned(), partitions)].into(),
+            ..Default::default()
+        },
+    )
+    .expect("queues")
+}
+
+// The next three were found by a review, each reproduced before the fix: two processes
+// configured with different counts (a rolling change) must still place a job and its
+// idempotency key alike, and a pause must hold the partitions a raise adds.
+
+#[tokio::test]
+async fn an_idempotency_key_holds_across_processes_with_different_partition_counts() {
+    let wide = Fixture::partitioned(4);
+    let narrow = queues_with(wide.queues.prefix(), 2);
+    let key = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| {
+            crate::queue::partition_index(k.as_bytes(), 2)
+                != crate::queue::partition_index(k.as_bytes(), 4)
+        })
+        .expect("a key placed apart");
+    let [mut a, mut b] = [
+        ping_jobs(1, |_| None).remove(0),
+        ping_jobs(1, |_| None).remove(0),
+    ];
+    a.idempotency_key = Some(key.clone());
+    b.idempotency_key = Some(key.clone());
+    let first = narrow.push(&a).await.expect("push a");
+    let second = wide.queues.push(&b).await.expect("push b");
+    assert!(first.created);
+    assert_eq!((second.created, second.id), (false, first.id));
+    assert_eq!(wide.queues.counts("ping").await.expect("counts").waiting, 1);
+    // and a retry of it with another partition key meets it too
+    let mut c = ping_jobs(1, |_| Some("other-key".into())).remove(0);
+    c.idempotency_key = Some(key);
+    let third = wide.queues.push(&c).await.expect("push c");
+    assert_eq!((third.created, third.id), (false, first.id));
+}
+
+#[tokio::test]
+async fn a_job_pushed_again_after_the_count_was_raised_is_not_stored_twice() {
+    let wide = Fixture::partitioned(4);
+    let narrow = queues_with(wide.queues.prefix(), 1);
+    let job = std::iter::repeat_with(|| ping_jobs(1, |_| None).remove(0))
+        .find(|j| crate::queue::partition_index(j.id.as_bytes(), 4) != 0)
+        .expect("a job placed elsewhere by four");
+    assert!(narrow.push(&job).await.expect("push").created);
+    // the outbox relay pushing the same row again, now with four partitions
+    assert!(!wide.queues.push(&job).await.expect("push again").created);
+    assert_eq!(wide.queues.counts("ping").await.expect("counts").waiting, 1);
+    let mut leased = 0;
+    for _ in 0..4 {
+        let (_, _, got) = wide.shared.clone().fetch(10).await.expect("fetch");
+        leased += got.iter().filter(|j| j.id == job.id).count();
+    }
+    assert_eq!(leased, 1);
+}
+
+#[tokio::test]
+async fn a_pause_holds_the_partitions_a_raise_adds() {
+    let wide = Fixture::partitioned(4);
+    let narrow = queues_with(wide.queues.prefix(), 1);
+    narrow.set_paused("ping", true).await.expect("pause");
+    wide.queues
+        .push_many("ping", &ping_jobs(20, |_| None))
+        .await
+        .expect("push");
+    let mut leased = 0;
+    for _ in 0..4 {
+        let (_, _, got) = wide.shared.clone().fetch(10).await.expect("fetch");
+        leased += got.len();
+    }
+    assert_eq!(leased, 0, "a paused queue leased jobs");
+    narrow.set_paused("ping", false).await.expect("resume");
+    let (_, _, got) = wide.shared.clone().fetch(10).await.expect("fetch");
+    assert!(!got.is_empty());
+}
+
+#[tokio::test]
+async fn every_page_of_a_partitioned_queue_holds_each_job_once() {
+    let f = Fixture::partitioned(4);
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mut jobs = ping_jobs(50, |_| None);
+    for j in jobs.iter_mut().take(30) {
+        j.run_at = Some(at);
+    }
+    f.queues.push_many("ping", &jobs).await.expect("push");
+    for (state, want) in [(JobState::Delayed, 30), (JobState::Waiting, 20)] {
+        let mut seen = std::collections::HashSet::new();
+        for page in 0..10 {
+            let (jobs, total) = f
+                .queues
+                .list("ping", state, page * 7, 7)
+                .await
+                .expect("list");
+            assert_eq!(total, want as u64);
+            assert!(jobs.iter().all(|j| seen.insert(j.id)), "{state:?} twice");
+        }
+        assert_eq!(seen.len(), want, "{state:?}");
+    }
+    for (state, per_page, want) in [(None, 7, 50), (Some(JobState::Delayed), 4, 30)] {
+        let mut seen = std::collections::HashSet::new();
+        for page in 0..15 {
+            let jobs = f
+                .queues
+                .project_jobs("ping", Uuid::from_u128(7), state, page * per_page, per_page)
+                .await
+                .expect("project jobs");
+            assert!(jobs.iter().all(|j| seen.insert(j.id)), "{state:?} twice");
+        }
+        assert_eq!(seen.len(), want, "{state:?}");
+    }
 }

@@ -8,6 +8,9 @@
 //!   Redis bytes per waiting job, `--pad` adds P bytes of text to each payload)
 //! - `work --n N --concurrency C` (one worker drains N jobs; timed from worker start to the N-th
 //!   completed ack written in Redis)
+//! - `--partitions P` (before the subcommand): the bench queue split into P partitions
+//!   (`QUEUE_PARTITIONS`); `fill` and `work` also run on a Redis Cluster (`redis+cluster://`),
+//!   without the one-server readings (memory, Redis CPU)
 //! - `lat-worker --n N --concurrency C` (prints `READY` on stderr once subscribed, then the
 //!   pickup-latency percentiles)
 //! - `lat-producer --rate R --duration S` (open-loop single enqueues at R jobs/s)
@@ -91,6 +94,10 @@ struct Cli {
     /// Replicas every enqueue and outcome waits for (`REDIS_WAIT_REPLICAS`; default 0: off).
     #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
     wait_replicas: u32,
+    /// Partitions of the bench queue (`QUEUE_PARTITIONS`; default 1).
+    #[arg(long, env = "BENCH_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    partitions: u16,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -461,7 +468,12 @@ async fn work(queues: &Queues, n: usize, concurrency: usize) -> anyhow::Result<(
         bail!("expected {n} waiting jobs (run `fill` first), found {w}");
     }
     // what the n waiting jobs hold, before any runs (the BullMQ peer's `redis_mb_before`)
-    let (waiting_bytes, waiting_keys) = prefix_memory(queues).await?;
+    let cluster = queues.client().is_cluster();
+    let (waiting_bytes, waiting_keys) = if cluster {
+        (0, 0) // one server's reading
+    } else {
+        prefix_memory(queues).await?
+    };
     production_telemetry();
     let probe = Arc::new(Probe {
         ran: AtomicUsize::new(0),
@@ -469,13 +481,20 @@ async fn work(queues: &Queues, n: usize, concurrency: usize) -> anyhow::Result<(
         all_ran: Notify::new(),
         pickups: Mutex::new(Vec::new()),
     });
-    let rc0 = redis_counters(queues).await?;
+    let counters = || async {
+        if cluster {
+            Ok(None)
+        } else {
+            redis_counters(queues).await.map(Some)
+        }
+    };
+    let rc0 = counters().await?;
     let t0 = Instant::now();
     let (secs, rc1) = with_worker(queues, concurrency, &probe, async {
         probe.all_ran.notified().await;
         completed(queues, n as u64, Duration::from_secs(60)).await?;
         let secs = t0.elapsed().as_secs_f64();
-        Ok((secs, redis_counters(queues).await?))
+        Ok((secs, counters().await?))
     })
     .await?;
     let c = queues.counts(BenchJob::QUEUE).await?;
@@ -485,9 +504,10 @@ async fn work(queues: &Queues, n: usize, concurrency: usize) -> anyhow::Result<(
         "completed": c.completed, "runs": probe.ran.load(Ordering::SeqCst),
         "redis_mb_before": waiting_bytes as f64 / f64::from(1u32 << 20),
         "redis_keys_before": waiting_keys,
+        "partitions": queues.partitions(BenchJob::QUEUE), "cluster": cluster,
     });
-    if let (Some(o), serde_json::Value::Object(f)) =
-        (o.as_object_mut(), per_job(rc0, rc1, n as f64))
+    if let (Some(o), Some(rc0), Some(rc1)) = (o.as_object_mut(), rc0, rc1)
+        && let serde_json::Value::Object(f) = per_job(rc0, rc1, n as f64)
     {
         o.extend(f);
     }
@@ -604,6 +624,9 @@ async fn main() -> anyhow::Result<()> {
         wait_replicas: cli.wait_replicas,
         ..QueueSettings::default()
     };
+    settings
+        .partitions
+        .insert(BenchJob::QUEUE.to_owned(), cli.partitions.into());
     if let Some(b) = cli.fetch_batch {
         settings.fetch_batch = b.clamp(1, 1000);
     }
@@ -613,9 +636,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let client = shared::redis_client::RedisClient::open(cli.redis_url.as_str())
         .context("Failed to parse the Redis URL")?;
-    // its memory, INFO and PUBSUB readings are one server's
-    if client.is_cluster() {
-        bail!("comet-bench measures one Redis server; a redis+cluster:// URL is not supported");
+    // its memory, INFO and PUBSUB readings are one server's: on a cluster, only the untimed fill,
+    // the processing run (throughput) and the clean-up
+    let cluster_ok = matches!(
+        cli.cmd,
+        Cmd::Fill { report: false, .. } | Cmd::Work { .. } | Cmd::Clean
+    );
+    if client.is_cluster() && !cluster_ok {
+        bail!(
+            "on a redis+cluster:// URL comet-bench runs only `fill` (no --report), `work` and `clean`"
+        );
     }
     let queues = Queues::new(client, &cli.prefix, settings).context("Failed to configure Redis")?;
     match cli.cmd {
