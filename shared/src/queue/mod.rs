@@ -35,6 +35,8 @@
 //! | `p:{q}:minutes` | hash | `<m>:<counter>` → jobs enqueued, completed, retried and dead in minute `m` (Unix minutes), older than two hours pruned (`series.rs`) |
 //! | `p:{q}:layout` | string | `records` once the queue's jobs of the per-job-hash layout are moved (`migrate.rs`); until then the fetch script leases nothing |
 //! | `p:{q}:paused` | string | present while the queue is paused: the fetch script leases nothing (`pause.rs`) |
+//! | `p:{q~i}:…` | | partition i of a partitioned queue: the keys above, of its own (`partitions.rs`) |
+//! | `p:partitions` | hash | queue → its partition count, the highest any process ran with; `<q>:raised` → when it was last raised over jobs |
 //! | `p:workers` | zset | `<queue>@<process>#<run>` by last heartbeat (ms); names unseen for an hour are dropped |
 //! | `p:worker:<process>` | hash | what a worker process announced (host, pid, version, start, queues) and its jobs held per queue (`workers.rs`) |
 
