@@ -54,9 +54,44 @@ pub(super) struct AckSummary {
 }
 
 impl Shared {
-    /// Writes attempt outcomes in batches: whatever has queued up while the previous batch was
-    /// in flight goes in the next call.
+    /// Hands each outcome to its partition's writer (one task per partition, started at its
+    /// first outcome), so a partition whose master is failing over holds back only its own
+    /// outcomes; a flush is answered once every writer has written what it had.
     pub(super) async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+        let mut writers: HashMap<usize, mpsc::UnboundedSender<AckMsg>> = HashMap::new();
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                AckMsg::Outcome(o) => {
+                    let writer = writers.entry(o.part).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(self.clone().part_acker(rx));
+                        tx
+                    });
+                    let _ = writer.send(AckMsg::Outcome(o));
+                }
+                AckMsg::Flush(done) => {
+                    let waits: Vec<oneshot::Receiver<()>> = writers
+                        .values()
+                        .map(|w| {
+                            let (tx, rx) = oneshot::channel();
+                            let _ = w.send(AckMsg::Flush(tx));
+                            rx
+                        })
+                        .collect();
+                    tokio::spawn(async move {
+                        for w in waits {
+                            let _ = w.await;
+                        }
+                        let _ = done.send(());
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes one partition's outcomes in batches: whatever has queued up while the previous
+    /// batch was in flight goes in the next call.
+    async fn part_acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
         let mut batch: Vec<Outcome> = Vec::new();
         let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
         while let Some(msg) = rx.recv().await {
@@ -70,17 +105,7 @@ impl Shared {
                     next = rx.try_recv().ok();
                 }
             }
-            // one script call per partition (each its own keys, on a cluster its own slot)
-            let mut parts: Vec<Vec<Outcome>> = Vec::new();
-            for o in batch.drain(..) {
-                match parts.iter_mut().find(|p| p[0].part == o.part) {
-                    Some(p) => p.push(o),
-                    None => parts.push(vec![o]),
-                }
-            }
-            for batch in parts {
-                self.write_batch(batch).await;
-            }
+            self.write_batch(std::mem::take(&mut batch)).await;
             for tx in flushes.drain(..) {
                 let _ = tx.send(());
             }

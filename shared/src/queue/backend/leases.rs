@@ -27,14 +27,24 @@ impl Shared {
     /// jobs, each tried even when another fails (the first error is returned). Returns how
     /// many leases were lost (see [`Shared::heartbeat_part`]).
     pub(super) async fn heartbeat(&self, copy: &[(Uuid, Lease)]) -> Result<usize, QueueError> {
-        let (mut lost, mut failed) = (0, None);
-        for (_, group) in by_part(copy, |(_, l)| l.part) {
+        // the partitions side by side: one whose master is failing over must not delay the
+        // others' heartbeats past their leases
+        let groups = by_part(copy, |(_, l)| l.part);
+        let results = futures::future::join_all(groups.iter().map(|(_, group)| async move {
+            let (mut lost, mut failed) = (0, None);
             for chunk in group.chunks(OUTCOME_CHUNK) {
                 match self.heartbeat_part(chunk).await {
                     Ok(n) => lost += n,
                     Err(e) => failed = failed.or(Some(e)),
                 }
             }
+            (lost, failed)
+        }))
+        .await;
+        let (mut lost, mut failed) = (0, None);
+        for (n, e) in results {
+            lost += n;
+            failed = failed.or(e);
         }
         failed.map_or(Ok(lost), Err)
     }

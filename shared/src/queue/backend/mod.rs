@@ -20,7 +20,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -148,7 +148,14 @@ struct Part {
     index: usize,
     base: String,
     keys: Vec<String>,
+    /// Until when fetches pass it over (ms since the backend started) after its Redis failed
+    /// to answer: a master failing over holds each call for seconds, and the other partitions
+    /// are fetched meanwhile.
+    down_until: AtomicU64,
 }
+
+/// How long a partition whose fetch failed is passed over while others can be fetched.
+const PART_DOWN: Duration = Duration::from_secs(3);
 
 impl Part {
     fn new(queues: &Queues, queue: &str, index: usize) -> Self {
@@ -157,6 +164,7 @@ impl Part {
             index,
             keys: super::queue_keys(&base),
             base,
+            down_until: AtomicU64::new(0),
         }
     }
 }
@@ -179,6 +187,8 @@ struct Shared {
     parts: std::sync::RwLock<Arc<Vec<Arc<Part>>>>,
     /// Where the next fetch starts (the partitions are taken in turn).
     next_part: AtomicUsize,
+    /// The clock of the partitions' `down_until`.
+    started_at: std::time::Instant,
     worker: Arc<str>,
     options: BackendOptions,
     /// Jobs this process holds a lease on (fetched, running, or acked but not yet written).
@@ -292,8 +302,18 @@ impl Shared {
         let parts = self.current_parts().await?;
         let start = self.next_part.fetch_add(1, Ordering::Relaxed);
         let (mut next_due, mut now, mut failed) = (None::<i64>, 0, None);
-        for k in 0..parts.len() {
-            let part = &parts[(start + k) % parts.len()];
+        let clock = self.started_at.elapsed().as_millis() as u64;
+        // partitions whose Redis just failed wait their turn behind the others
+        let order: Vec<&Arc<Part>> = {
+            let ring = (0..parts.len()).map(|k| &parts[(start + k) % parts.len()]);
+            let (up, down): (Vec<_>, Vec<_>) =
+                ring.partition(|p| p.down_until.load(Ordering::Relaxed) <= clock);
+            up.into_iter().chain(down).collect()
+        };
+        for part in order {
+            if now != 0 && part.down_until.load(Ordering::Relaxed) > clock {
+                break; // another partition answered: leave the failing one be for now
+            }
             match self.fetch_part(part, n).await {
                 Ok((due, at, jobs)) => {
                     now = at;
@@ -307,6 +327,9 @@ impl Shared {
                 }
                 Err(e) if parts.len() > 1 => {
                     record_redis_error(self.queue, "fetch", &e);
+                    let until = self.started_at.elapsed() + PART_DOWN;
+                    part.down_until
+                        .store(until.as_millis() as u64, Ordering::Relaxed);
                     failed = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -500,6 +523,7 @@ impl<J: JobArgs> QueueBackend<J> {
                 base: parts[0].base.clone(),
                 parts: std::sync::RwLock::new(Arc::new(parts)),
                 next_part: AtomicUsize::new(0),
+                started_at: std::time::Instant::now(),
                 queues,
                 queue,
                 worker: worker.into(),

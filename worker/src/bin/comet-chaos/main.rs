@@ -112,6 +112,10 @@ struct Args {
     /// SIGKILLed; its replica takes over and the node is started again to rejoin as a replica.
     #[arg(long)]
     cluster: bool,
+    /// Partitions of the `ping` queue (`QUEUE_PARTITIONS`, 1 to 64): with `--cluster`, the
+    /// master killed holds partition 0 while the others go on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    partitions: u16,
     /// Replicas every enqueue and outcome waits for (`REDIS_WAIT_REPLICAS`); default 1 with
     /// `--cluster` (without it, enqueues acknowledged just before the kill can be lost), else 0.
     #[arg(long)]
@@ -217,6 +221,7 @@ async fn run(
             ("RATE_LIMIT_INVITE_PER_USER", "1000000/1".to_owned()),
             ("RATE_LIMIT_INVITE_PER_PROJECT", "1000000/1".to_owned()),
             ("QUEUE_CONCURRENCY", format!("ping={}", args.concurrency)),
+            ("QUEUE_PARTITIONS", format!("ping={}", args.partitions)),
             ("JOB_LEASE_SECS", args.lease_secs.to_string()),
             ("RATE_LIMIT_ENQUEUE_PER_PROJECT", "1000000/1".to_owned()),
             (
@@ -279,7 +284,10 @@ async fn run(
     let queues = Queues::new(
         shared::redis_client::RedisClient::open(&redis.url())?,
         "chaos",
-        QueueSettings::default(),
+        QueueSettings {
+            partitions: [("ping".to_owned(), usize::from(args.partitions))].into(),
+            ..QueueSettings::default()
+        },
     )?;
     let store = if args.cluster {
         format!(
@@ -289,10 +297,11 @@ async fn run(
         format!("Redis (AOF, appendfsync {})", args.appendfsync)
     };
     println!(
-        "comet chaos: {} pings of {} ms through the API; {} workers x {}; a worker SIGKILLed every {} ms; \
+        "comet chaos: {} pings of {} ms through the API ({} partition(s)); {} workers x {}; a worker SIGKILLed every {} ms; \
          {store} SIGKILLed {}; lease {} s",
         args.jobs,
         args.sleep_ms,
+        args.partitions,
         args.workers,
         args.concurrency,
         args.kill_every_ms,
