@@ -64,6 +64,15 @@ async fn pings_on_a_partitioned_queue_are_spread_found_listed_cancelled_and_run(
         .expect("ping")
         .clone();
     assert_eq!(ping["waiting"], 30, "{ping}");
+    assert_eq!(ping["partitions"], 3, "{ping}");
+    let others = queues["data"].as_array().expect("queues");
+    assert!(
+        others
+            .iter()
+            .filter(|q| q["queue"] != "ping")
+            .all(|q| q["partitions"] == 1),
+        "{queues}"
+    );
     let mut listed = HashSet::new();
     for page in 1..=4 {
         let body = app

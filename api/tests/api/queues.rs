@@ -43,7 +43,7 @@ async fn queue_counts_follow_jobs_as_they_are_enqueued_and_cancelled() {
     let app = TestApp::spawn().await;
     let empty = json!({
         "queue": "ping", "waiting": 0, "delayed": 0, "active": 0, "retrying": 0,
-        "completed": 0, "dead": 0, "cancelled": 0, "paused": false,
+        "completed": 0, "dead": 0, "cancelled": 0, "paused": false, "partitions": 1,
         "completedTotal": 0, "deadTotal": 0, "latencySeconds": 0.0,
         "workers": {"processes": 0, "concurrency": 0, "inFlight": 0},
     });

@@ -72,6 +72,7 @@ impl Queues {
             cancelled: c[6],
             // set and cleared on every partition together (`pause.rs`)
             paused: c[7] > 0,
+            partitions: parts.len() as u32,
             completed_total: c[8],
             dead_total: c[9],
             latency_seconds: self.latency_if_ready(queue, c[0]).await?,

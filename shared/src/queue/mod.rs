@@ -533,6 +533,10 @@ pub struct QueueCounts {
     /// Paused: workers lease nothing from it (`POST /api/v1/queues/{queue}/pause`).
     #[serde(default)]
     pub paused: bool,
+    /// Its partitions (`QUEUE_PARTITIONS`; 1: not partitioned): every count here is summed
+    /// over them.
+    #[serde(default = "one_partition")]
+    pub partitions: u32,
     /// Jobs completed since the queue's Redis keys were made (`completed` counts only those
     /// still in Redis: the newest, once archived).
     #[serde(default)]
@@ -549,6 +553,10 @@ pub struct QueueCounts {
     /// view leaves it out: the fleet serves every project).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<workers::QueueFleet>,
+}
+
+fn one_partition() -> u32 {
+    1
 }
 
 /// A job that went dead, as its kind's on-dead hook sees it.

@@ -87,6 +87,7 @@ impl Queues {
             dead: c[5],
             cancelled: c[6],
             paused,
+            partitions: parts.len() as u32,
             completed_total: c[4],
             dead_total: c[5],
             latency_seconds: self.latency_if_ready(queue, ready).await?,

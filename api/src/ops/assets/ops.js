@@ -417,7 +417,8 @@
       h('th', { scope: 'col', title: 'Per minute: the line jobs completed, the bars jobs retried (upper) and gone dead (lower)' }, 'Last hour'),
       h('th', { scope: 'col' }, 'Status'), can('queues:write') ? h('th', { scope: 'col' }, 'Control') : null);
     const rows = queues.map((q) => h('tr', { dataset: { queue: q.queue } },
-      h('th', { scope: 'row' }, h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=waiting' }, q.queue)),
+      h('th', { scope: 'row' }, h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=waiting' }, q.queue),
+        q.partitions > 1 ? h('span', { class: 'muted', title: 'Split into ' + q.partitions + ' partitions (QUEUE_PARTITIONS); the counts are their sums' }, ' ×' + q.partitions) : null),
       STATES.flatMap((s) => [h('td', { class: 'n' + (s === 'dead' && q[s] > 0 ? ' bad' : ''), dataset: { state: s } },
         h('a', { href: '#/jobs?queue=' + encodeURIComponent(q.queue) + '&state=' + s,
           'aria-label': q[s] + ' ' + s + ' jobs in ' + q.queue }, String(q[s] ?? 0))),
