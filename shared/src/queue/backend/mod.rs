@@ -756,4 +756,6 @@ impl<J: JobArgs> BackendConfig for QueueBackend<J> {
 }
 
 #[cfg(test)]
+mod partition_tests;
+#[cfg(test)]
 mod tests;
