@@ -229,6 +229,13 @@ impl From<shared::queue::QueueError> for ApiError {
                 tracing::warn!(error = %e, "an enqueue was not replicated in time");
                 ApiError::Unavailable("the job queue")
             }
+            shared::queue::QueueError::TooDeep { max } => ApiError::invalid(
+                "page",
+                format!(
+                    "a partitioned queue is listed over its first {max} jobs in a state \
+                     (page × perPage); search the job archive or list one project's jobs"
+                ),
+            ),
             e => ApiError::Internal(anyhow::Error::new(e).context("job queue failed")),
         }
     }

@@ -84,6 +84,25 @@ async fn pings_on_a_partitioned_queue_are_spread_found_listed_cancelled_and_run(
         }
     }
     assert_eq!(listed, ids.iter().cloned().collect::<HashSet<_>>());
+    // a page past the merged listing's depth is refused by name, not read
+    let resp = app
+        .get_queue_jobs(
+            &app.platform_token_with(&["queues:read"]),
+            "ping",
+            "?state=waiting&perPage=100&page=101",
+        )
+        .await;
+    let err = assert_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(error_fields(&err), ["page"]);
+    // a bulk selection reads each partition: every waiting ping matches
+    let preview = app
+        .authed(reqwest::Method::POST, "/api/v1/jobs/bulk", &token)
+        .json(&json!({"action": "cancel", "filter": {"queue": "ping"}, "dryRun": true}))
+        .send()
+        .await
+        .expect("the API answers");
+    let preview = json_with_status(preview, StatusCode::OK).await;
+    assert_eq!(preview["data"]["matched"], 30, "{preview}");
     // a job of any partition is read and cancelled by id
     let target = &ids[ids.len() - 1];
     let resp = app.cancel_job(target, &token).await;

@@ -144,15 +144,20 @@ pub async fn targets(
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut out = Vec::new();
+    // partition by partition: a selection needs no merged order (`queue::partitions`)
+    let mut parts = Vec::new();
     for queue in names {
+        parts.extend(queues.parts(queue).await?);
+    }
+    for queue in &parts {
         for state in &states {
             let mut offset = 0;
             loop {
                 let want = limit + 1 - out.len().min(limit);
                 let jobs = match filter.project_id {
                     // a project's open jobs are at most its quota: one read
-                    Some(p) => queues.project_jobs(queue, p, Some(*state), 0, want).await?,
-                    None => queues.list(queue, *state, offset, want.min(1000)).await?.0,
+                    Some(p) => queues.project_jobs_in(queue, p, Some(*state), 0, want).await?,
+                    None => queues.list_in(queue, *state, offset, want.min(1000)).await?.0,
                 };
                 let read = jobs.len();
                 out.extend(jobs.into_iter().filter(|j| wanted(j)).map(|j| Target {

@@ -8,6 +8,11 @@ use uuid::Uuid;
 
 use super::{JobRecord, JobState, QueueCounts, QueueError, Queues, record};
 
+/// How deep the pages of a partitioned queue go (offset + page size): every partition is read
+/// from its start to the page's end and merged, so the cost grows with the depth times the
+/// partitions; past it a listing is refused ([`QueueError::TooDeep`]).
+pub const MAX_MERGED: usize = 10_000;
+
 impl Queues {
     /// One job of one queue, or `None`.
     pub async fn job(&self, queue: &str, id: Uuid) -> Result<Option<JobRecord>, QueueError> {
@@ -125,7 +130,8 @@ impl Queues {
     ///
     /// On a partitioned queue the partitions' pages are merged: by time for the sorted states,
     /// and for waiting jobs one from each partition in turn (as workers take them). Each
-    /// partition is read from its start to the page's end, so a deep page costs more there.
+    /// partition is read from its start to the page's end, so pages reach [`MAX_MERGED`] at
+    /// most there (a deeper one is [`QueueError::TooDeep`]).
     pub async fn list(
         &self,
         queue: &str,
@@ -136,9 +142,10 @@ impl Queues {
         let limit = limit.max(1);
         let parts = self.parts(queue).await?;
         if let [part] = parts.as_slice() {
-            let (ids, total) = self.list_part(part, state, offset, limit).await?;
-            let jobs = self.records(part, &ids).await?;
-            return Ok((jobs.into_iter().flatten().collect(), total));
+            return self.list_in(part, state, offset, limit).await;
+        }
+        if offset + limit > MAX_MERGED {
+            return Err(QueueError::TooDeep { max: MAX_MERGED });
         }
         let mut total = 0;
         let mut pages = Vec::with_capacity(parts.len());
@@ -184,6 +191,21 @@ impl Queues {
             }
         }
         // a job trimmed between the round trips is simply left out
+        Ok((jobs.into_iter().flatten().collect(), total))
+    }
+
+    /// [`Queues::list`] of one partition (`part`, a name of [`crate::queue::partition_name`];
+    /// partition 0's is the queue's own): what a selection that needs no merged order reads,
+    /// partition after partition.
+    pub async fn list_in(
+        &self,
+        part: &str,
+        state: JobState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<JobRecord>, u64), QueueError> {
+        let (ids, total) = self.list_part(part, state, offset, limit.max(1)).await?;
+        let jobs = self.records(part, &ids).await?;
         Ok((jobs.into_iter().flatten().collect(), total))
     }
 

@@ -59,6 +59,7 @@ mod tenant;
 mod workers;
 
 pub use archive::{ARCHIVE_BATCH, ArchiveBatch, ArchivedJob};
+pub use inspect::MAX_MERGED;
 pub use outbox_wake::OutboxWaker;
 pub use partitions::{MAX_PARTITIONS, partition_index, partition_name, partition_of, queue_of};
 pub use policy::RetryPolicy;
@@ -149,6 +150,13 @@ pub enum QueueError {
         wanted: u32,
         /// Replicas that acknowledged.
         acknowledged: u32,
+    },
+    /// A page past what a partitioned queue's merged listing reads (each partition is read from
+    /// its start to the page's end): narrow the listing (a project, the job search) instead.
+    #[error("a partitioned queue lists only its first {max} jobs in a state")]
+    TooDeep {
+        /// The deepest position a page may reach ([`MAX_MERGED`]).
+        max: usize,
     },
     /// A job hash the scripts could not have written (edited by hand, or a bug).
     #[error("corrupt job {job}: `{field}` {detail}")]

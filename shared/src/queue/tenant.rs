@@ -110,12 +110,43 @@ impl Queues {
         limit: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
         let parts = self.parts(queue).await?;
+        self.project_jobs_of(&parts, project, state, offset, limit)
+            .await
+    }
+
+    /// [`Queues::project_jobs`] of one partition (`part`, as [`Queues::list_in`] takes it).
+    pub async fn project_jobs_in(
+        &self,
+        part: &str,
+        project: Uuid,
+        state: Option<JobState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        self.project_jobs_of(&[part.to_owned()], project, state, offset, limit)
+            .await
+    }
+
+    /// A project's open jobs across `parts` (merged when there are several).
+    async fn project_jobs_of(
+        &self,
+        parts: &[String],
+        project: Uuid,
+        state: Option<JobState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
         let mut picked: Vec<(Vec<u8>, usize, String)> = Vec::new();
-        if let [part] = parts.as_slice() {
+        if let [part] = parts {
             for (key, id) in self.open_ids(part, project, state, offset, limit).await? {
                 picked.push((key, 0, id));
             }
         } else {
+            if offset + limit > super::MAX_MERGED {
+                return Err(QueueError::TooDeep {
+                    max: super::MAX_MERGED,
+                });
+            }
             for (p, part) in parts.iter().enumerate() {
                 for (key, id) in self
                     .open_ids(part, project, state, 0, offset + limit)

@@ -247,7 +247,8 @@ fn is_refusal(err: &QueueError) -> bool {
         QueueError::Payload(_)
         | QueueError::Parse(_)
         | QueueError::Protocol(_)
-        | QueueError::Corrupt { .. } => true,
+        | QueueError::Corrupt { .. }
+        | QueueError::TooDeep { .. } => true,
         // the write landed on the master; a replica may catch up
         QueueError::NotReplicated { .. } => false,
     }

@@ -352,3 +352,33 @@ async fn every_page_of_a_partitioned_queue_holds_each_job_once() {
         assert_eq!(seen.len(), want, "{state:?}");
     }
 }
+
+#[tokio::test]
+async fn a_page_past_the_merged_depth_of_a_partitioned_queue_is_refused() {
+    let f = Fixture::partitioned(2);
+    f.queues
+        .push_many("ping", &ping_jobs(3, |_| None))
+        .await
+        .expect("push");
+    let max = crate::queue::MAX_MERGED;
+    assert!(
+        f.queues
+            .list("ping", JobState::Waiting, max - 10, 10)
+            .await
+            .is_ok()
+    );
+    for (offset, limit) in [(max - 10, 11), (max, 1)] {
+        let err = f
+            .queues
+            .list("ping", JobState::Waiting, offset, limit)
+            .await
+            .expect_err("too deep");
+        assert!(matches!(err, QueueError::TooDeep { .. }), "{err}");
+        let err = f
+            .queues
+            .project_jobs("ping", Uuid::from_u128(7), None, offset, limit)
+            .await
+            .expect_err("too deep");
+        assert!(matches!(err, QueueError::TooDeep { .. }), "{err}");
+    }
+}
