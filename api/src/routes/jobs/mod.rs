@@ -311,8 +311,8 @@ pub struct PingRequest {
     pub idempotency_key: Option<String>,
     /// On a partitioned queue (`QUEUE_PARTITIONS`), pings with the same key go to the same
     /// partition and wait in line there in order; without one a ping's partition follows its
-    /// id. 1 to 200 printable characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// id. Bounded as an idempotency key.
+    #[schema(value_type = Option<IdempotencyKey>)]
     pub partition_key: Option<String>,
 }
 
