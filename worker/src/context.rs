@@ -15,7 +15,11 @@ use sqlx::PgPool;
 
 use crate::{
     jobs::{
-        deliver_notification::record::{self, AttemptWriter},
+        deliver_notification::{
+            read::{self as delivery_read, DeliveryReader},
+            record::{self, AttemptWriter},
+            webhook::SuccessMemo,
+        },
         process_event::{
             group_commit::{self, EventWriter},
             read::{self, EventReader},
@@ -52,6 +56,10 @@ pub struct JobContext {
     pub event_reads: EventReader,
     /// `deliver_notification`'s group commit: the process's one writer of delivery attempts.
     pub attempts: AttemptWriter,
+    /// `deliver_notification`'s batched read of its notification (and webhook endpoints).
+    pub delivery_reads: DeliveryReader,
+    /// The webhook endpoints whose success this process wrote a moment ago.
+    pub endpoint_successes: Arc<SuccessMemo>,
 }
 
 impl JobContext {
@@ -71,6 +79,8 @@ impl JobContext {
             events: group_commit::spawn(pool.clone(), queues.clone(), outbox.clone()),
             event_reads: read::spawn(pool.clone()),
             attempts: record::spawn(pool.clone(), outbox),
+            delivery_reads: delivery_read::spawn(pool.clone()),
+            endpoint_successes: Arc::default(),
             pool,
             queues,
             settings,

@@ -136,6 +136,7 @@ fn metrics_at_zero(settings: &Settings, dead_hooks: &[services::dead_hooks::Dead
         "process_event",
         "process_event_read",
         "deliver_notification",
+        "deliver_notification_read",
     ]);
     export_at_zero(
         Counter,

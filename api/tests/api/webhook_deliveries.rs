@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::{queue::JobState, testing::eventually};
+use shared::{
+    db::deliveries::{self, DeliveryKey},
+    jobs::Channel,
+    queue::JobState,
+    testing::eventually,
+};
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -14,7 +19,11 @@ use crate::helpers::{
 };
 
 async fn webhook_rule(app: &TestApp, token: &str) {
-    let member = app.role_id(app.project_id(), "member").await.to_string();
+    webhook_rule_in(app, token, app.project_id()).await;
+}
+
+async fn webhook_rule_in(app: &TestApp, token: &str, project: Uuid) {
+    let member = app.role_id(project, "member").await.to_string();
     let mut body = rule_body("hooks", &["alert.*"], None, &[member]);
     body["channels"] = json!(["webhook"]);
     app.rule(token, &body).await;
@@ -89,6 +98,112 @@ async fn a_webhook_rule_posts_one_signed_message_to_each_matching_endpoint() {
     assert_eq!(rows[0]["targetId"], alerts["id"]);
     assert_eq!(rows[0]["outcome"], "ok");
     assert_eq!(rows[0]["httpStatus"], 200);
+}
+
+/// The worker reads the notifications (and endpoints) of the deliveries starting together in
+/// one statement: many deliveries of two projects at once, each message goes to its own
+/// project's endpoint only, once, with its own notification.
+#[tokio::test]
+async fn deliveries_read_together_each_go_to_their_own_projects_endpoints_once() {
+    const N: usize = 40;
+    let receiver = Receiver::start().await;
+    let mut app = TestApp::spawn().await;
+    let (_, other, _) = app.new_project("Other tenant").await;
+    let mut notifications = Vec::new();
+    let mut keys = Vec::new();
+    for (project, path) in [(app.project_id(), "/status/200"), (other, "/status/201")] {
+        let token = app.admin_token_for(project);
+        app.active_user(
+            project,
+            &format!("bob{path}@example.com").replace('/', ""),
+            "member",
+        )
+        .await;
+        app.endpoint(&token, &endpoint_body(&receiver.url(path), &["alert.*"]))
+            .await;
+        // selects no event of the test
+        app.endpoint(
+            &token,
+            &endpoint_body(&receiver.url("/status/202"), &["billing.*"]),
+        )
+        .await;
+        webhook_rule_in(&app, &token, project).await;
+        let events: Vec<Value> = (0..N)
+            .map(|i| json!({"type": "alert.disk", "payload": {"n": i}}))
+            .collect();
+        let resp = app.send_batch(&token, &events).await;
+        json_with_status(resp, StatusCode::ACCEPTED).await;
+        notifications.push((project, path));
+    }
+    // every delivery job waits in its queue, then one worker starts them together
+    app.run_pending_jobs().await;
+
+    let got = receiver.received();
+    assert!(
+        got.iter().all(|r| r.path != "/status/202"),
+        "a filter that selects nothing got a message"
+    );
+    for (project, path) in notifications {
+        let mut ids: Vec<String> = sqlx::query_scalar(
+            "SELECT notification_id::text FROM notifications WHERE project_id = $1",
+        )
+        .bind(project)
+        .fetch_all(&app.env.pool)
+        .await
+        .expect("the notifications");
+        ids.sort();
+        assert_eq!(ids.len(), N);
+        let mut sent: Vec<String> = got
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+                assert_eq!(body["data"]["projectId"], project.to_string(), "{path}");
+                let id = body["data"]["notificationId"]
+                    .as_str()
+                    .expect("an id")
+                    .to_owned();
+                let simple = Uuid::parse_str(&id).expect("a uuid").simple().to_string();
+                assert_eq!(r.header("webhook-id"), format!("msg_{simple}"));
+                id
+            })
+            .collect();
+        sent.sort();
+        assert_eq!(
+            sent, ids,
+            "{path}: each of the project's notifications once"
+        );
+        keys.extend(
+            ids.iter()
+                .map(|id| (project, Uuid::parse_str(id).expect("a uuid"))),
+        );
+    }
+
+    // the batched read itself: one statement for every key, each answered with its own row
+    // (and the endpoint it was delivered to as done); a notification asked for under the other
+    // project's id, or one that does not exist, is not found
+    let job = Uuid::now_v7();
+    let mut asked: Vec<DeliveryKey> = keys
+        .iter()
+        .map(|(p, n)| (*p, *n, Channel::Webhook, job))
+        .collect();
+    let (mine, theirs) = (keys[0], keys[N]);
+    asked.push((mine.0, theirs.1, Channel::Webhook, job));
+    asked.push((mine.0, Uuid::now_v7(), Channel::Webhook, job));
+    let mut conn = app.env.pool.acquire().await.expect("a connection");
+    let found = deliveries::to_deliver_many(&mut conn, &asked)
+        .await
+        .expect("the read");
+    assert_eq!(
+        found.len(),
+        2 * N,
+        "only the existing notifications of their own project"
+    );
+    for (key, n) in &found {
+        assert!(keys.contains(&(key.0, key.1)), "{key:?}");
+        assert_eq!(n.event_type.as_deref(), Some("alert.disk"));
+        assert_eq!(n.done.len(), 1, "the endpoint it went to is done");
+    }
 }
 
 #[tokio::test]

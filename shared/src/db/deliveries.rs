@@ -63,29 +63,70 @@ pub async fn to_deliver(
     channel: Channel,
     job_id: Uuid,
 ) -> Result<Option<ToDeliver>, sqlx::Error> {
-    sqlx::query_as(
+    let mut conn = pool.acquire().await?;
+    let key = (project_id, notification_id, channel, job_id);
+    Ok(to_deliver_many(&mut conn, &[key])
+        .await?
+        .pop()
+        .map(|(_, n)| n))
+}
+
+/// One job's read for [`to_deliver_many`]: (project, notification, channel, job).
+pub type DeliveryKey = (Uuid, Uuid, Channel, Uuid);
+
+/// [`to_deliver`] for many jobs in one statement: the notifications of the jobs starting at
+/// the same moment (`deliver_notification`'s batched read). Returns the found ones with their
+/// keys, in no particular order; a key whose notification does not exist is left out.
+pub async fn to_deliver_many(
+    conn: &mut PgConnection,
+    keys: &[DeliveryKey],
+) -> Result<Vec<(DeliveryKey, ToDeliver)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        ix: i32,
+        #[sqlx(flatten)]
+        n: ToDeliver,
+    }
+    let projects: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let notifications: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+    let channels: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let jobs: Vec<Uuid> = keys.iter().map(|k| k.3).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        // driven by the keys (lateral, not flattened): primary-key look-ups whatever the
+        // statistics
         r#"
-        SELECT n.kind, n.rule_id, r.name AS rule_name, n.event_id, e.type AS event_type,
-               e.source AS event_source, e.occurred_at AS event_occurred_at,
-               e.payload AS event_payload, n.title, n.body, n.priority, n.sound, n.channels,
-               n.suppressed, n.data, n.created_at,
+        SELECT k.ix::int4 AS ix, n.kind, n.rule_id, r.name AS rule_name, n.event_id,
+               e.type AS event_type, e.source AS event_source,
+               e.occurred_at AS event_occurred_at, e.payload AS event_payload, n.title, n.body,
+               n.priority, n.sound, n.channels, n.suppressed, n.data, n.created_at,
                ARRAY(SELECT DISTINCT a.target_id FROM delivery_attempts a
                      WHERE a.project_id = n.project_id AND a.notification_id = n.notification_id
-                       AND a.channel = $3
+                       AND a.channel = k.channel
                        AND (a.outcome IN ('ok', 'skipped', 'permanent')
-                            OR (a.outcome = 'deferred' AND a.job_id = $4))) AS done
-        FROM notifications n
+                            OR (a.outcome = 'deferred' AND a.job_id = k.job_id))) AS done
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[])
+             WITH ORDINALITY AS k(project_id, notification_id, channel, job_id, ix)
+        CROSS JOIN LATERAL (SELECT * FROM notifications n
+                            WHERE n.project_id = k.project_id
+                              AND n.notification_id = k.notification_id
+                            OFFSET 0) n
         LEFT JOIN events e ON e.project_id = n.project_id AND e.event_id = n.event_id
         LEFT JOIN rules r ON r.project_id = n.project_id AND r.rule_id = n.rule_id
-        WHERE n.project_id = $1 AND n.notification_id = $2
         "#,
     )
-    .bind(project_id)
-    .bind(notification_id)
-    .bind(channel.as_str())
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await
+    .bind(&projects)
+    .bind(&notifications)
+    .bind(&channels)
+    .bind(&jobs)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let key = *keys.get(usize::try_from(r.ix).ok()?.checked_sub(1)?)?;
+            Some((key, r.n))
+        })
+        .collect())
 }
 
 /// A recipient as delivery sees it: address, status, channel preferences.

@@ -305,19 +305,18 @@ pub async fn matching(
     project_id: Uuid,
     event_type: &str,
 ) -> Result<Vec<Endpoint>, sqlx::Error> {
-    let all: Vec<Endpoint> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints WHERE project_id = $1 AND enabled \
-         ORDER BY created_at, endpoint_id"
-    )))
-    .bind(project_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(all.into_iter().filter(|e| e.selects(event_type)).collect())
+    let mut conn = pool.acquire().await?;
+    let all = enabled_of(&mut conn, &[project_id]).await?;
+    Ok(all
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.selects(event_type))
+        .collect())
 }
 
-/// The enabled endpoints of `projects` that take some job lifecycle message (for the job
-/// archiver, per batch).
-pub async fn job_subscribers(
+/// The enabled endpoints of each of `projects`, in [`matching`]'s order (one read for the
+/// webhook deliveries of many projects; filter each with [`Endpoint::selects`]).
+pub async fn enabled_of(
     conn: &mut PgConnection,
     projects: &[Uuid],
 ) -> Result<Vec<(Uuid, Endpoint)>, sqlx::Error> {
@@ -329,7 +328,7 @@ pub async fn job_subscribers(
     }
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT project_id, {COLUMNS} FROM webhook_endpoints \
-         WHERE project_id = ANY($1) AND enabled AND cardinality(job_events) > 0 \
+         WHERE project_id = ANY($1) AND enabled \
          ORDER BY project_id, created_at, endpoint_id"
     )))
     .bind(projects)
@@ -339,6 +338,17 @@ pub async fn job_subscribers(
         .into_iter()
         .map(|r| (r.project_id, r.endpoint))
         .collect())
+}
+
+/// The enabled endpoints of `projects` that take some job lifecycle message (for the job
+/// archiver, per batch).
+pub async fn job_subscribers(
+    conn: &mut PgConnection,
+    projects: &[Uuid],
+) -> Result<Vec<(Uuid, Endpoint)>, sqlx::Error> {
+    let mut all = enabled_of(conn, projects).await?;
+    all.retain(|(_, e)| !e.job_events.is_empty());
+    Ok(all)
 }
 
 /// Those of `projects` with an enabled endpoint that takes some job message.

@@ -17,8 +17,9 @@
 
 mod email;
 mod in_app;
+pub mod read;
 pub mod record;
-pub(crate) mod webhook;
+pub mod webhook;
 
 use std::{collections::HashSet, time::Duration};
 
@@ -27,8 +28,8 @@ use apalis_core::error::{AbortError, BoxDynError, RetryAfterError};
 use serde::Serialize;
 use shared::{
     db::{
-        self,
         deliveries::{AttemptRecord, NewAttempt, Outcome as TargetOutcome, ToDeliver},
+        webhook_endpoints::Endpoint,
     },
     jobs::{Channel, DeliverNotification, EnqueueOptions, Job as _},
     queue::backend::{JobHandle, backoff_delay},
@@ -94,6 +95,8 @@ pub(crate) struct Delivery<'a> {
     pub ctx: &'a JobContext,
     pub job: &'a DeliverNotification,
     pub notification: &'a ToDeliver,
+    /// The webhook endpoints that take it (webhook channel only), read with it.
+    pub endpoints: &'a [Endpoint],
     /// Targets done by earlier attempts (skip them).
     pub done: &'a HashSet<Uuid>,
 }
@@ -116,16 +119,16 @@ pub async fn deliver(
     job: &DeliverNotification,
     handle: &JobHandle,
 ) -> Result<Outcome, BoxDynError> {
-    let notification = db::deliveries::to_deliver(
-        &ctx.pool,
-        job.project_id,
-        job.notification_id,
-        job.channel,
-        handle.id,
-    )
-    .await
-    .context("Failed to read the notification")?;
-    let Some(notification) = notification else {
+    let read = ctx
+        .delivery_reads
+        .write((job.project_id, job.notification_id, job.channel, handle.id))
+        .await
+        .context("Failed to read the notification")?;
+    let Some(read::Read {
+        notification,
+        endpoints,
+    }) = read
+    else {
         return Err(AbortError::new("the notification does not exist in the job's project").into());
     };
     let mut outcome = Outcome::default();
@@ -143,6 +146,7 @@ pub async fn deliver(
         ctx,
         job,
         notification: &notification,
+        endpoints: &endpoints,
         done: &done,
     };
     let results = match job.channel {

@@ -8,6 +8,12 @@
 //! endpoint's failing streak: an endpoint failing for `WEBHOOK_DISABLE_AFTER_SECS` is disabled,
 //! audited, and its managers get a `system` notification, delivered in-app here.
 
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
 use anyhow::Context as _;
 use chrono::Utc;
 use serde_json::json;
@@ -16,6 +22,7 @@ use shared::{
     jobs::enqueue_deliveries,
     webhooks::{self, SendOutcome},
 };
+use uuid::Uuid;
 
 use super::{Delivery, TargetResult};
 
@@ -54,15 +61,10 @@ fn body(d: &Delivery<'_>) -> serde_json::Value {
 pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult>> {
     let ctx = d.ctx;
     let project = d.job.project_id;
-    // no event (a digest, a notice): only the endpoints that take every type
-    let event_type = d.notification.event_type.as_deref().unwrap_or("");
-    let endpoints = db::webhook_endpoints::matching(&ctx.pool, project, event_type)
-        .await
-        .context("Failed to read the webhook endpoints")?;
     let body = serde_json::to_vec(&body(d)).context("Failed to serialise the webhook body")?;
     let msg_id = webhooks::message_id(d.job.notification_id);
     let mut results = Vec::new();
-    for ep in endpoints.iter().filter(|e| !d.done.contains(&e.endpoint_id)) {
+    for ep in d.endpoints.iter().filter(|e| !d.done.contains(&e.endpoint_id)) {
         let mut result = TargetResult::new(ep.endpoint_id, Outcome::Ok);
         let sent = webhooks::deliver(
             &ctx.webhooks,
@@ -94,14 +96,54 @@ pub(super) async fn deliver(d: &Delivery<'_>) -> anyhow::Result<Vec<TargetResult
     Ok(results)
 }
 
+/// How long after this process wrote an endpoint's success it writes none again (unless it saw
+/// the endpoint fail since): the row's own condition allows one write a second, and asking it
+/// on every delivery cost a round trip each.
+const SUCCESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The endpoints whose success this process wrote in the last [`SUCCESS_EVERY`] and has not
+/// seen fail since. A failure recorded by another process is cleared by this one's next
+/// written success, at most [`SUCCESS_EVERY`] later (the disabling streak is measured in
+/// minutes: `WEBHOOK_DISABLE_AFTER_SECS`).
+#[derive(Debug, Default)]
+pub struct SuccessMemo(Mutex<HashMap<Uuid, Instant>>);
+
+impl SuccessMemo {
+    /// Whether a success of `endpoint` needs no write now.
+    fn fresh(&self, endpoint: Uuid, now: Instant) -> bool {
+        let memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        memo.get(&endpoint)
+            .is_some_and(|at| now.duration_since(*at) < SUCCESS_EVERY)
+    }
+
+    /// Notes a written result of `endpoint`.
+    fn note(&self, endpoint: Uuid, success: bool, now: Instant) {
+        let mut memo = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if success {
+            memo.insert(endpoint, now);
+            // endpoints deleted or not delivered to any more: forget them
+            if memo.len() > 10_000 {
+                memo.retain(|_, at| now.duration_since(*at) < SUCCESS_EVERY);
+            }
+        } else {
+            memo.remove(&endpoint);
+        }
+    }
+}
+
 /// Feeds one delivery's result into the endpoint's failing streak; when it disables the
-/// endpoint, enqueues the in-app notice to the project's webhook managers.
+/// endpoint, enqueues the in-app notice to the project's webhook managers. A success this
+/// process wrote less than [`SUCCESS_EVERY`] ago is not written again ([`SuccessMemo`]).
 pub(crate) async fn record_endpoint(
     ctx: &crate::context::JobContext,
-    project: uuid::Uuid,
-    endpoint: uuid::Uuid,
+    project: Uuid,
+    endpoint: Uuid,
     success: bool,
 ) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if success && ctx.endpoint_successes.fresh(endpoint, started) {
+        return Ok(());
+    }
     let recorded = db::webhook_endpoints::record_result(
         &ctx.pool,
         project,
@@ -112,6 +154,7 @@ pub(crate) async fn record_endpoint(
     )
     .await
     .context("Failed to record the endpoint's result")?;
+    ctx.endpoint_successes.note(endpoint, success, started);
     if let Some(notice) = recorded.notification_id {
         let mut tx = ctx.pool.begin().await.context("Failed to begin")?;
         let created = ToEnqueue {
