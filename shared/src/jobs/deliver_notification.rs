@@ -114,7 +114,10 @@ impl Job for DeliverNotification {
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(3600),
         timeout: Duration::from_secs(120),
-        concurrency: 64,
+        // a handler mostly waits on the endpoint, the mail server, or its batched read and
+        // group commit: more in flight make larger batches (4,2xx against 3,4xx webhook
+        // deliveries a second at 64, BENCHMARKS.md "Notifications")
+        concurrency: 128,
         prefetch: 16,
     };
     fn project_id(&self) -> Uuid {
