@@ -20,7 +20,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -45,9 +45,11 @@ use super::{KEPT_ERRORS, OUTCOME_CHUNK, QueueError, Queues, RetryPolicy};
 
 mod ack;
 mod leases;
+mod parts;
 
 pub use ack::{AckLayer, AckService};
 use ack::{AckMsg, Outcome, OutcomeKind};
+use parts::{FetchedJob, Lease, PART_DOWN, Part, by_part};
 
 /// Longest error text kept per attempt.
 const MAX_ERROR_LEN: usize = 2000;
@@ -138,42 +140,6 @@ pub struct BackendOptions {
     /// Whether the kind has an on-dead hook: a job that goes dead (last attempt failed, timed
     /// out, panicked, or its lease expired) is then queued for it in `dead_hooks`.
     pub dead_hook: bool,
-}
-
-/// One partition of the queue (the queue itself when it is not partitioned, see
-/// `queue::partitions`): its keys, declared to every script ([`super::QUEUE_KEYS`]).
-#[derive(Debug)]
-struct Part {
-    /// Its position among the queue's partitions.
-    index: usize,
-    base: String,
-    keys: Vec<String>,
-    /// Until when fetches pass it over (ms since the backend started) after its Redis failed
-    /// to answer: a master failing over holds each call for seconds, and the other partitions
-    /// are fetched meanwhile.
-    down_until: AtomicU64,
-}
-
-/// How long a partition whose fetch failed is passed over while others can be fetched.
-const PART_DOWN: Duration = Duration::from_secs(3);
-
-impl Part {
-    fn new(queues: &Queues, queue: &str, index: usize) -> Self {
-        let base = queues.base(&super::partition_name(queue, index));
-        Self {
-            index,
-            keys: super::queue_keys(&base),
-            base,
-            down_until: AtomicU64::new(0),
-        }
-    }
-}
-
-/// A lease this process holds: the attempt's token and the partition of the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Lease {
-    token: u64,
-    part: usize,
 }
 
 /// State shared by a backend, its middleware and its background tasks.
@@ -461,39 +427,6 @@ impl Shared {
     }
 }
 
-struct FetchedJob {
-    id: Uuid,
-    payload: String,
-    attempt: u32,
-    max_attempts: u32,
-    token: u64,
-    project: String,
-    request_id: String,
-    part: Arc<Part>,
-}
-
-impl FetchedJob {
-    fn lease(&self) -> Lease {
-        Lease {
-            token: self.token,
-            part: self.part.index,
-        }
-    }
-}
-
-/// `items` grouped by partition (`part_of`), in the order each partition first appears.
-fn by_part<T: Copy>(items: &[T], part_of: impl Fn(&T) -> usize) -> Vec<(usize, Vec<T>)> {
-    let mut groups: Vec<(usize, Vec<T>)> = Vec::new();
-    for item in items {
-        let part = part_of(item);
-        match groups.iter_mut().find(|(p, _)| *p == part) {
-            Some((_, g)) => g.push(*item),
-            None => groups.push((part, vec![*item])),
-        }
-    }
-    groups
-}
-
 type FetchFuture = BoxFuture<'static, Result<(Option<i64>, i64, Vec<FetchedJob>), QueueError>>;
 
 enum Phase {
@@ -756,6 +689,8 @@ impl<J: JobArgs> BackendConfig for QueueBackend<J> {
     }
 }
 
+#[cfg(test)]
+mod migrate_tests;
 #[cfg(test)]
 mod partition_tests;
 #[cfg(test)]
