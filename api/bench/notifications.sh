@@ -26,6 +26,7 @@
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 #   PERF (0; 1 = `perf record` the webhook-delivering worker into the raw results)
+#   PG_QUERY (appended as ?PG_QUERY to the processes' DATABASE_URL, e.g. Postgres options)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/../.." && pwd))
@@ -78,7 +79,7 @@ PEERS=$ROOT/../shared/bench/peers
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export APP_ENV=development LOG_FORMAT=json RUST_LOG=warn
-export DATABASE_URL=$PG_URL/$DB REDIS_URL REDIS_PREFIX=$PREFIX
+export DATABASE_URL=$PG_URL/$DB${PG_QUERY:+?$PG_QUERY} REDIS_URL REDIS_PREFIX=$PREFIX
 export JWT_SECRET=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 export APP_BASE_URL=http://bench.test EMAIL_OUTBOX_DIR=$WORK/outbox WEBHOOK_ALLOW_PRIVATE=true
 # the limits are not what is measured here
