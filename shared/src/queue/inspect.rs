@@ -317,7 +317,16 @@ impl Queues {
         if parts == 0 {
             return Ok((Vec::new(), total));
         }
-        let pages: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
-        Ok((pages.into_iter().flatten().collect(), total))
+        let pages: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        Ok((pages.into_iter().flatten().map(line_id).collect(), total))
+    }
+}
+
+/// The job id of an entry of the waiting line: the list `wait` holds ids as 16 bytes (and, from
+/// before, as text: `lua/job.lua`'s `line_id`), the sorted set `ready` as text.
+pub(crate) fn line_id(entry: Vec<u8>) -> String {
+    match <[u8; 16]>::try_from(entry.as_slice()) {
+        Ok(bytes) => uuid::Uuid::from_bytes(bytes).to_string(),
+        Err(_) => String::from_utf8_lossy(&entry).into_owned(),
     }
 }

@@ -17,7 +17,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p:{q}:jobs` | hash | job id → the job's record (`lua/job.lua`, `record.rs`): payload, state, attempts, token, errors, progress, times, as a MessagePack array |
-//! | `p:{q}:wait` | list | waiting jobs of priority 0 (nearly all), FIFO (`lua/job.lua`) |
+//! | `p:{q}:wait` | list | waiting jobs of priority 0 (nearly all), FIFO, by id as 16 bytes (`lua/job.lua`; entries of text from before are still read) |
 //! | `p:{q}:ready` | zset | waiting jobs of another priority, by priority then FIFO sequence; a fetch takes those above 0, then `wait`, then those below 0 |
 //! | `p:{q}:delayed` / `p:{q}:retry` | zset | jobs not due yet, by due time (ms, Redis clock) |
 //! | `p:{q}:active` | zset | leased jobs, by lease deadline (ms) |
@@ -26,7 +26,9 @@
 //! | `p:{q}:seq`, `p:{q}:stats` | string, hash | FIFO sequence; lifetime counters |
 //! | `p:{q}:open_by_project` | zset | project id → its open (waiting, delayed, active, retrying) jobs of the queue; only projects with some (`projects.rs`) |
 //! | `p:{q}:project_states` | hash | `<project>\|<state>` → the project's jobs in that open state, and totals of those that finished (`tenant.rs`) |
-//! | `p:{q}:open_index` | zset | `<project><created ms><id>` (38 bytes, binary: `lua/open.lua`) of every open job with a project, all score 0: a project's open jobs, newest first, by lex range (`tenant.rs`) |
+//! | `p:{q}:open_pages` | hash | the open index: `<project><lower bound>` (16 + 22 bytes) → a page of the project's open jobs' keys `<created ms><id>` (22 bytes each, binary, ascending; about 64 a page): a project's open jobs newest first (`lua/open.lua`, `tenant.rs`) |
+//! | `p:{q}:open_dir` | zset | the names of the pages of `open_pages`, all score 0: the page holding a key is the last name at or below it |
+//! | `p:{q}:open_index` | zset | `<project><created ms><id>` (38 bytes) of jobs opened by a call of fewer than 8, until maintenance moves them into pages (and what an earlier Comet indexed here) |
 //! | `p:{q}:dead_hooks` | zset | hooked kinds only: dead jobs whose on-dead hook has not run, by due time (a claim pushes it later) |
 //! | channel `p:{q}:wake` | pub/sub | "jobs became ready", wakes idle workers at once |
 //! | channel `p:outbox:wake` | pub/sub | "outbox rows committed", wakes the outbox relays (`outbox_wake.rs`) |
@@ -97,7 +99,7 @@ pub(crate) const KEPT_ERRORS: usize = 25;
 /// The keys of one queue every script receives in `KEYS`, in this order (the scripts name them
 /// `K.<name>`): a script declares every key it touches, as Redis Cluster, key-routing proxies
 /// and other Redis-compatible servers require. Enqueue adds its idempotency keys after these.
-pub const QUEUE_KEYS: [&str; 19] = [
+pub const QUEUE_KEYS: [&str; 21] = [
     "jobs",
     "wait",
     "ready",
@@ -112,6 +114,8 @@ pub const QUEUE_KEYS: [&str; 19] = [
     "open_by_project",
     "project_states",
     "open_index",
+    "open_pages",
+    "open_dir",
     "dead_hooks",
     "archive",
     "minutes",

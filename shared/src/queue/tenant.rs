@@ -1,6 +1,7 @@
 //! A project's own view of a queue: its jobs' counts per state and its open jobs, newest first,
 //! read from the per-project state counts and open index the scripts keep (`lua/open.lua`:
-//! `p:{q}:project_states` and `p:{q}:open_index`). This is what a tenant's admin sees in place
+//! `p:{q}:project_states`, and the open index: `p:{q}:open_dir` with `p:{q}:open_pages`, and
+//! `p:{q}:open_index`). This is what a tenant's admin sees in place
 //! of the queue-wide views, which span every project.
 //!
 //! Both are exact for jobs enqueued since the index existed. A job already open when a
@@ -8,12 +9,17 @@
 //! start from 0 and are never taken below it); it still shows in the queue-wide views and, once
 //! finished, in the job archive.
 
+use std::collections::VecDeque;
+
 use uuid::Uuid;
 
 use super::{JobRecord, JobState, QueueCounts, QueueError, Queues, record};
 
-/// How many index entries one round trip of [`Queues::project_jobs`] reads.
-const CHUNK: usize = 256;
+/// How many pages of the open index (about 64 jobs each) one round trip of
+/// [`Queues::project_jobs`] reads.
+const PAGES: usize = 4;
+/// The bytes of one key of the open index: creation time (6), job id (16).
+const KEY_LEN: usize = 22;
 
 /// The open states a project's index holds.
 pub const OPEN_STATES: [JobState; 4] = [
@@ -97,8 +103,8 @@ impl Queues {
 
     /// `project`'s open jobs in `queue`, newest first (by creation), in `state` if given (an open
     /// state), skipping the first `offset` that match and returning at most `limit`. Reads the
-    /// project's index in chunks and each entry's state, so it costs one round trip per
-    /// [`CHUNK`] entries of the project's open jobs read (at most the project's open-jobs
+    /// project's index [`PAGES`] pages at a time and each entry's state, so it costs two round
+    /// trips per [`PAGES`] pages (about 256 jobs) of the project's open jobs read (at most the project's open-jobs
     /// quota); another project's jobs are never read. A partitioned queue's partitions are
     /// each read to the page's end and merged by creation.
     pub async fn project_jobs(
@@ -155,7 +161,7 @@ impl Queues {
                     picked.push((key, p, id));
                 }
             }
-            // newest first: the index members' creation time and id, compared as bytes
+            // newest first: the index keys' creation time and id, compared as bytes
             picked.sort_by(|a, b| b.0.cmp(&a.0));
             picked = picked.into_iter().skip(offset).take(limit).collect();
         }
@@ -191,7 +197,8 @@ impl Queues {
 
     /// One partition's part of [`Queues::project_jobs`]: the ids of the project's open jobs in
     /// `state` (if given), newest first, from `offset`, at most `limit`, each with its index
-    /// member's creation time and id (the order key).
+    /// key (creation time and id: the order key). The index's pages and its sorted set of jobs
+    /// not yet in pages (`lua/open.lua`) are read in chunks and merged by key.
     async fn open_ids(
         &self,
         part: &str,
@@ -201,31 +208,31 @@ impl Queues {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, String)>, QueueError> {
         let base = self.base(part);
-        let index = format!("{base}open_index");
-        // members are `<project, 16 bytes><created ms, 6 bytes><job id, 16 bytes>` (`lua/open.lua`);
-        // no member of the project reaches the byte 0xff after its prefix (a creation time
-        // of 2^47 ms, in the year 6429)
-        let floor = [b"[".as_slice(), project.as_bytes()].concat();
-        let mut ceiling = [b"[".as_slice(), project.as_bytes(), &[0xff]].concat();
+        let mut pages = IndexCursor::new(&base, project, Source::Pages);
+        let mut buffered = IndexCursor::new(&base, project, Source::Buffered);
         let mut conn = self.conn.clone();
         let (mut skipped, mut picked) = (0, Vec::new());
         'chunks: loop {
-            let members: Vec<Vec<u8>> = redis::cmd("ZREVRANGEBYLEX")
-                .arg(&index)
-                .arg(&ceiling)
-                .arg(&floor)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(CHUNK)
-                .query_async(&mut conn)
-                .await?;
-            let Some(last) = members.last() else { break };
-            ceiling = [b"(".as_slice(), last].concat();
-            let ids: Vec<(Vec<u8>, String)> = members
-                .iter()
-                .filter_map(|m| Some((m.get(16..38)?, Uuid::from_slice(m.get(22..38)?).ok()?)))
-                .map(|(key, id)| (key.to_vec(), id.to_string()))
-                .collect();
+            // the next keys, newest first, from whichever source holds the newer one
+            let mut ids: Vec<(Vec<u8>, String)> = Vec::new();
+            while ids.len() < 256 {
+                pages.fill(&mut conn).await?;
+                buffered.fill(&mut conn).await?;
+                let from = match (pages.keys.front(), buffered.keys.front()) {
+                    (None, None) => break,
+                    (Some(_), None) => &mut pages,
+                    (None, Some(_)) => &mut buffered,
+                    (Some(a), Some(b)) if a >= b => &mut pages,
+                    _ => &mut buffered,
+                };
+                let key = from.keys.pop_front().expect("a front key");
+                if let Some(id) = key.get(6..).and_then(|b| Uuid::from_slice(b).ok()) {
+                    ids.push((key, id.to_string()));
+                }
+            }
+            if ids.is_empty() {
+                break;
+            }
             let raws: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(format!("{base}jobs"))
                 .arg(ids.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>())
@@ -252,10 +259,97 @@ impl Queues {
                     break 'chunks;
                 }
             }
-            if members.len() < CHUNK {
-                break;
-            }
         }
         Ok(picked)
+    }
+}
+
+/// Where [`IndexCursor`] reads a project's index keys from.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// `open_dir` and `open_pages`: [`PAGES`] pages a read.
+    Pages,
+    /// `open_index`, the jobs not yet in pages: 256 members a read.
+    Buffered,
+}
+
+/// One project's index keys (`<created ms, 6 bytes><job id, 16>`) from one [`Source`], newest
+/// first, read a chunk at a time.
+struct IndexCursor {
+    source: Source,
+    /// `open_dir` or `open_index`
+    set: String,
+    pages: String,
+    /// the prefix the project's names or members start with
+    project: Vec<u8>,
+    /// the lex range's upper end for the next read
+    ceiling: Vec<u8>,
+    keys: VecDeque<Vec<u8>>,
+    done: bool,
+}
+
+impl IndexCursor {
+    fn new(base: &str, project: Uuid, source: Source) -> Self {
+        let set = match source {
+            Source::Pages => format!("{base}open_dir"),
+            Source::Buffered => format!("{base}open_index"),
+        };
+        // names and members are `<project, 16 bytes><key, 22>`; no key reaches the byte 0xff
+        // (a creation time of 2^47 ms, in the year 6429)
+        Self {
+            source,
+            set,
+            pages: format!("{base}open_pages"),
+            project: project.as_bytes().to_vec(),
+            ceiling: [b"[".as_slice(), project.as_bytes(), &[0xff]].concat(),
+            keys: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Reads the next chunk if none is left and the source is not exhausted.
+    async fn fill(&mut self, conn: &mut crate::redis_client::RedisConn) -> Result<(), QueueError> {
+        while self.keys.is_empty() && !self.done {
+            let n = match self.source {
+                Source::Pages => PAGES,
+                Source::Buffered => 256,
+            };
+            let names: Vec<Vec<u8>> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&self.set)
+                .arg(&self.ceiling)
+                .arg([b"[".as_slice(), &self.project].concat())
+                .arg("LIMIT")
+                .arg(0)
+                .arg(n)
+                .query_async(conn)
+                .await?;
+            self.done = names.len() < n;
+            let Some(last) = names.last() else { break };
+            self.ceiling = [b"(".as_slice(), last].concat();
+            match self.source {
+                Source::Buffered => self.keys.extend(
+                    names
+                        .iter()
+                        .filter(|m| m.len() == 16 + KEY_LEN)
+                        .map(|m| m[16..].to_vec()),
+                ),
+                Source::Pages => {
+                    let pages: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                        .arg(&self.pages)
+                        .arg(&names)
+                        .query_async(conn)
+                        .await?;
+                    // each page's keys ascend: newest first is from its end
+                    self.keys.extend(
+                        pages
+                            .iter()
+                            .flatten()
+                            .flat_map(|page| page.chunks_exact(KEY_LEN).rev())
+                            .map(<[u8]>::to_vec),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }

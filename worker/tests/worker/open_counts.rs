@@ -38,12 +38,16 @@ async fn really_open_jobs(env: &TestEnv) -> Open {
                 .await
                 .expect("zrange");
             if state == JobState::Waiting {
-                // priority 0 waits in a list of its own
-                let listed: Vec<String> = conn
+                // priority 0 waits in a list of its own, of the ids' 16 bytes
+                let listed: Vec<Vec<u8>> = conn
                     .lrange(format!("{base}wait"), 0, -1)
                     .await
                     .expect("lrange");
-                ids.extend(listed);
+                ids.extend(
+                    listed
+                        .iter()
+                        .map(|e| Uuid::from_slice(e).expect("a job id").to_string()),
+                );
             }
             for id in ids {
                 let raw: Option<Vec<u8>> =
@@ -226,8 +230,8 @@ async fn the_open_count_of_each_project_equals_its_open_jobs_through_every_trans
     let mut conn = env.queues.connection();
     let base = env.queues.base("ping");
     let _: () = redis::pipe()
-        .lrem(format!("{base}wait"), 1, reaped.id.to_string())
-        .lpush(format!("{base}wait"), reaped.id.to_string())
+        .lrem(format!("{base}wait"), 1, reaped.id.as_bytes())
+        .lpush(format!("{base}wait"), reaped.id.as_bytes())
         .query_async(&mut conn)
         .await
         .expect("first in line");

@@ -133,7 +133,7 @@ impl Shared {
             };
             for part in parts.iter() {
                 let mut conn = self.queues.conn.clone();
-                let res: Result<(u64, u64, u64, u64), _> = self
+                let res: Result<(u64, u64, u64, u64, u64), _> = self
                     .queues
                     .scripts
                     .maintain
@@ -148,7 +148,7 @@ impl Shared {
                     .invoke_async(&mut conn)
                     .await;
                 match res {
-                    Ok((promoted, reaped, died, trimmed)) => {
+                    Ok((promoted, reaped, died, trimmed, indexed)) => {
                         if reaped > 0 {
                             metrics::counter!("comet_jobs_lease_expired_total", "queue" => self.queue)
                                 .increment(reaped);
@@ -161,7 +161,7 @@ impl Shared {
                             );
                         }
                         // A full pass means more is due: go again at once.
-                        if promoted.max(reaped).max(trimmed) >= 1000 {
+                        if promoted.max(reaped).max(trimmed).max(indexed) >= 1000 {
                             period = Duration::from_millis(1);
                         }
                     }

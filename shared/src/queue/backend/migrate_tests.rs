@@ -84,7 +84,8 @@ async fn jobs_of_the_per_job_hash_layout_are_moved_into_records_before_the_first
     assert_eq!((gone.state, gone.attempts), (JobState::Dead, 5));
     assert_eq!(gone.errors.len(), 1);
     assert_eq!(gone.last_error.as_deref(), Some("boom"));
-    // the old hashes are gone, and the open index holds the job's binary member only
+    // the old hashes are gone, and the job is indexed: as one job, in the sorted set of jobs
+    // not yet in pages (`lua/open.lua`), as `<project><created><id>`
     let old: u64 = conn
         .exists(&[format!("{base}job:{waiting}"), format!("{base}job:{dead}")])
         .await

@@ -690,6 +690,8 @@ impl<J: JobArgs> BackendConfig for QueueBackend<J> {
 }
 
 #[cfg(test)]
+mod index_tests;
+#[cfg(test)]
 mod migrate_tests;
 #[cfg(test)]
 mod partition_tests;

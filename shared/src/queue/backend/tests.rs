@@ -190,6 +190,22 @@ impl Drop for Fixture {
     }
 }
 
+/// A `ping` job of `project` carrying `payload`, waiting at once, priority 0, three attempts.
+pub(super) fn ping_job(project: Uuid, payload: serde_json::Value) -> crate::queue::NewJob {
+    crate::queue::NewJob {
+        id: Uuid::now_v7(),
+        queue: "ping".into(),
+        payload,
+        run_at: None,
+        priority: 0,
+        max_attempts: 3,
+        idempotency_key: None,
+        partition_key: None,
+        project_id: project,
+        request_id: None,
+    }
+}
+
 fn outcome(id: Uuid, token: u64, kind: OutcomeKind) -> Outcome {
     Outcome {
         id,
@@ -519,4 +535,55 @@ async fn the_waiting_line_is_higher_priorities_then_priority_0_in_order_then_low
     let (_, _, rest) = f.shared.clone().fetch(4).await.expect("fetch");
     let taken: Vec<Uuid> = fetched.iter().chain(&rest).map(|j| j.id).collect();
     assert_eq!(taken, line);
+}
+
+#[tokio::test]
+async fn the_list_holds_ids_as_16_bytes_and_still_reads_and_removes_entries_of_text() {
+    let f = Fixture::new();
+    let job = || ping_job(Uuid::now_v7(), serde_json::json!({}));
+    let first = [job(), job(), job()];
+    f.queues.push_many("ping", &first).await.expect("push");
+    // an entry of text, as the list held before
+    let (text, text_too) = (f.waiting().await, f.waiting().await);
+    let last = job();
+    f.queues.push(&last).await.expect("push one");
+    let mut conn = f.queues.connection();
+    let wait = format!("{}wait", f.shared.base);
+    let entries: Vec<Vec<u8>> = conn.lrange(&wait, 0, -1).await.expect("lrange");
+    let lens: Vec<usize> = entries.iter().map(Vec::len).collect();
+    assert_eq!(lens, [16, 16, 16, 36, 36, 16]);
+    assert_eq!(entries[0], first[0].id.as_bytes());
+
+    let line = [
+        first[0].id,
+        first[1].id,
+        first[2].id,
+        text,
+        text_too,
+        last.id,
+    ];
+    let (listed, total) = f
+        .queues
+        .list("ping", JobState::Waiting, 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(total, 6);
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), line);
+    // cancelling takes either kind of entry out of line
+    for id in [text, first[1].id] {
+        assert_eq!(
+            f.queues.cancel("ping", id).await.expect("cancel"),
+            Some(JobState::Waiting)
+        );
+    }
+    let left: u64 = conn.llen(&wait).await.expect("llen");
+    assert_eq!(left, 4);
+    // a fetch takes the rest in order, ids as text
+    let (_, _, taken) = f.shared.clone().fetch(10).await.expect("fetch");
+    assert_eq!(
+        taken.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [first[0].id, first[2].id, text_too, last.id]
+    );
+    let (_, _, none) = f.shared.clone().fetch(4).await.expect("fetch");
+    assert!(none.is_empty());
 }

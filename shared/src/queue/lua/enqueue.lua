@@ -54,7 +54,7 @@ for i = 0, n - 1 do
     if state == 'delayed' then
       rcall('ZADD', K.delayed, run_at, id)
     elseif pri == 0 then
-      listed[#listed + 1] = id
+      listed[#listed + 1] = line_entry(id, ibin)
       woke = woke + 1
     else
       readies[#readies + 1] = rs

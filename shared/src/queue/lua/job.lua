@@ -51,8 +51,33 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The 16 bytes of UUID text `s`; nil for anything else. The callers that know a job's (or its
+-- project's) bytes pass them (enqueue and ack: Rust has them). Four numbers packed, under a
+-- microsecond (a table from hex pairs to bytes, built per call, cost 48).
+local function uuid_bytes(s)
+  if type(s) ~= 'string' or #s ~= 36 then return nil end
+  local hex = string.gsub(s, '-', '')
+  if #hex ~= 32 or string.find(hex, '[^0-9a-f]') then return nil end
+  return struct.pack('>I4I4I4I4', tonumber(string.sub(hex, 1, 8), 16), tonumber(string.sub(hex, 9, 16), 16),
+    tonumber(string.sub(hex, 17, 24), 16), tonumber(string.sub(hex, 25, 32), 16))
+end
+
+-- A job's entry in the list `K.wait`: its id as 16 bytes (`bin` when the caller has them), or
+-- as text when it is not a UUID.
+local function line_entry(id, bin)
+  if bin and #bin == 16 then return bin end
+  return uuid_bytes(id) or id
+end
+
+-- The job id of list entry `e`: 16 bytes as UUID text; an entry of text (written before the
+-- list held bytes, or not a UUID) as it is.
+local function line_id(e)
+  if #e ~= 16 then return e end
+  return string.format('%08x-%04x-%04x-%04x-%04x%08x', struct.unpack('>I4I2I2I2I2I4', e))
+end
+
 -- The line of waiting jobs: jobs of priority 0 (nearly all) wait in the list `K.wait`, FIFO, an
--- entry of a few dozen bytes; the others in the sorted set `K.ready`, scored
+-- entry of 18 bytes (the id's 16, `line_entry`); the others in the sorted set `K.ready`, scored
 -- (1000 - priority) * 2^40 + seq, so higher priorities first and FIFO within one. A fetch takes
 -- the jobs of priority above 0 first, then the list, then those below 0 (`take_ready`).
 local PRI0 = '1099511627776000' -- 1000 * 2^40: the score of priority 0, sequence 0
@@ -72,18 +97,24 @@ local function put_ready(id, j, front)
   elseif front then
     front[#front + 1] = id
   else
-    rcall('RPUSH', K.wait, id)
+    rcall('RPUSH', K.wait, line_entry(id))
   end
 end
 
 -- Puts the ids of `front` at the front of the list, in their order.
 local function put_front(front)
-  for i = #front, 1, -1 do rcall('LPUSH', K.wait, front[i]) end
+  for i = #front, 1, -1 do rcall('LPUSH', K.wait, line_entry(front[i])) end
 end
 
 -- Takes job `id` (record `j`, waiting) out of line; 1 if it was in it.
 local function remove_ready(id, j)
-  if (tonumber(j[F_PRI]) or 0) == 0 then return rcall('LREM', K.wait, 1, id) end
+  if (tonumber(j[F_PRI]) or 0) == 0 then
+    local e = line_entry(id)
+    local n = rcall('LREM', K.wait, 1, e)
+    -- (an entry of text, from before the list held bytes)
+    if n == 0 and e ~= id then n = rcall('LREM', K.wait, 1, id) end
+    return n
+  end
   return rcall('ZREM', K.ready, id)
 end
 
@@ -94,7 +125,7 @@ local function take_ready(n)
   if #ids < n then
     local listed = rcall('LPOP', K.wait, n - #ids)
     if listed then
-      for _, id in ipairs(listed) do ids[#ids + 1] = id end
+      for _, e in ipairs(listed) do ids[#ids + 1] = line_id(e) end
     end
   end
   if #ids < n then

@@ -8,14 +8,15 @@
 --   max kept completed jobs, max kept errors per job, 1 when the job kind has an on-dead hook
 --   (a job that goes dead is then queued in `dead_hooks`), completed jobs kept in Redis once
 --   archived.
--- Returns { promoted, reaped, dead_by_reap, trimmed }.
+-- Returns { promoted, reaped, dead_by_reap, trimmed, indexed } (indexed: members of the open
+--   index's sorted set moved into its pages, `open.lua`).
 local limit, keep_done, keep_dead = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_done, keep_errs, hooked = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 local keep_hot = tonumber(ARGV[7])
 local now = now_ms()
 -- jobs of the earlier layout not yet moved into records (`migrate.rs`) would read as missing
 -- and be dropped from their sets: nothing is touched until the next fetch has moved them
-if rcall('GET', K.layout) ~= 'records' then return { 0, 0, 0, 0 } end
+if rcall('GET', K.layout) ~= 'records' then return { 0, 0, 0, 0, 0 } end
 local promoted, reaped, died, trimmed = 0, 0, 0, 0
 local moves, unindexed = {}, {}
 promoted = promote_due(now, limit, moves)
@@ -89,5 +90,6 @@ if extra > 0 then
 end
 apply_moves(moves)
 apply_index(unindexed, false)
+local indexed = compact_index(limit)
 prune_minutes(now)
-return { promoted, reaped, died, trimmed }
+return { promoted, reaped, died, trimmed, indexed }

@@ -3,10 +3,10 @@
 -- as text) to records. Loaded after job.lua and open.lua. Two modes (ARGV[1]):
 -- * 'records': ARGV[2..] = job ids; KEYS = the queue's keys (`K`), then `<base>job:<id>` of each
 --   id, in the same order. A job with an old hash and no record gets its record, and its open
---   index member is rewritten as binary; its old hash is deleted. A job that has both (a relay
---   pushed it again, as a new job, before the move) keeps its record, and the old layout's sets
---   lose it wherever the record does not say it is (it would otherwise run twice, or be trimmed
---   while it waits). Returns the jobs given records.
+--   index member (text) is indexed anew (`open.lua`); its old hash is deleted. A job that has both
+--   (a relay pushed it again, as a new job, before the move) keeps its record, and the old
+--   layout's sets lose it wherever the record does not say it is (it would otherwise run twice,
+--   or be trimmed while it waits). Returns the jobs given records.
 -- * 'line': moves up to 500 waiting jobs of priority 0 from `ready` (scores from 1000 * 2^40 up
 --   to 1001 * 2^40, which only the old layout gave: priority 0 now waits in the list) to the
 --   front of `wait`,
@@ -18,7 +18,7 @@ if mode == 'line' then
   for _, id in ipairs(ids) do
     rcall('ZREM', K.ready, id)
     local j = job_get(id)
-    if j and j[F_STATE] == 'waiting' then rcall('LPUSH', K.wait, id) end
+    if j and j[F_STATE] == 'waiting' then rcall('LPUSH', K.wait, line_entry(id)) end
   end
   return #ids
 end
@@ -32,7 +32,7 @@ local function set_of(j)
     dead = 'dead', cancelled = 'cancelled' }
   return sets[s]
 end
-local moved = 0
+local moved, indexed = 0, {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local old = KEYS[NQK + i - 1]
@@ -51,10 +51,7 @@ for i = 2, #ARGV do
       local created = tonumber(j[F_CREATED])
       if j[F_PROJECT] and created then
         local text = j[F_PROJECT] .. '|' .. string.format('%013d', created) .. '|' .. id
-        if rcall('ZREM', K.open_index, text) == 1 then
-          local m = index_member(j[F_PROJECT], created, id)
-          if m then rcall('ZADD', K.open_index, 0, m) end
-        end
+        if rcall('ZREM', K.open_index, text) == 1 then index_job(indexed, j[F_PROJECT], created, id) end
       end
     else
       local keep = set_of(current)
@@ -65,4 +62,5 @@ for i = 2, #ARGV do
     rcall('DEL', old)
   end
 end
+apply_index(indexed, true)
 return moved
