@@ -23,12 +23,15 @@ local finished, done, retried, dead = {}, {}, {}, {}
 local closed = {} -- project id -> jobs of it that completed or went dead
 local moves, unindexed = {}, {}
 -- 1. Read and decide.
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 8] end
+local records = jobs_get(ids)
 for i = 0, n - 1 do
   local o = 4 + i * 8
   local id, tok, outcome = ARGV[o], tonumber(ARGV[o + 1]), ARGV[o + 2]
   local delay, err, result = tonumber(ARGV[o + 3]), ARGV[o + 4], ARGV[o + 5]
   local pbin, ibin = ARGV[o + 6], ARGV[o + 7]
-  local j = job_get(id)
+  local j = records[i + 1]
   if not j or j[F_TOK] ~= tok or j[F_STATE] ~= 'active' or seen[id] then
     codes[i + 1] = 's'
   else
@@ -74,7 +77,7 @@ for i = 0, n - 1 do
   end
 end
 -- 2. Write.
-for k = 1, #written do job_put(written_ids[k], written[k]) end
+jobs_put(written_ids, written)
 if #finished > 0 then rcall('ZREM', K.active, unpack(finished)) end
 for set, scored in pairs({ completed = done, retry = retried, dead = dead }) do
   if #scored > 0 then

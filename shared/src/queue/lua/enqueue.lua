@@ -20,6 +20,8 @@ local readies, listed = {}, {}
 local opened = {}
 local moves, indexed = {}, {}
 local created = 0
+-- the records written, in one HSET at the end (`made`: the ids among them)
+local put_ids, put, made = {}, {}, {}
 for i = 0, n - 1 do
   local o = 3 + i * 10
   local id, payload = ARGV[o], ARGV[o + 1]
@@ -33,7 +35,7 @@ for i = 0, n - 1 do
   if existing then
     out[#out + 1] = existing
     out[#out + 1] = 0
-  elseif rcall('HEXISTS', K.jobs, id) == 1 then
+  elseif made[id] or rcall('HEXISTS', K.jobs, id) == 1 then
     out[#out + 1] = id
     out[#out + 1] = 0
   else
@@ -50,7 +52,9 @@ for i = 0, n - 1 do
     j[F_RUN_AT] = run_at > now and run_at
     -- ('' is no project, request id or key: stored as absent)
     j[F_PROJECT], j[F_RID], j[F_IDEM] = project ~= '' and project, rid ~= '' and rid, idem ~= '' and idem
-    job_put(id, j)
+    made[id] = true
+    put_ids[#put_ids + 1] = id
+    put[#put + 1] = j
     if state == 'delayed' then
       rcall('ZADD', K.delayed, run_at, id)
     elseif pri == 0 then
@@ -72,6 +76,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+jobs_put(put_ids, put)
 count_open_all(opened)
 apply_moves(moves)
 apply_index(indexed, true)

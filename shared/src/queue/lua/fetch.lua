@@ -24,15 +24,20 @@ promote_due(now, plimit, moves)
 local out = { -1, now }
 local popped = take_ready(n)
 local active = {}
-for _, id in ipairs(popped) do
-  local j = job_get(id)
-  if j then
+local records, seen = jobs_get(popped), {}
+local put_ids, put = {}, {}
+for k, id in ipairs(popped) do
+  local j = records[k]
+  -- (an id in line twice is leased once)
+  if j and not seen[id] then
+    seen[id] = true
+    put_ids[#put_ids + 1] = id
+    put[#put + 1] = j
     local att, tok = tonumber(j[F_ATT]), tonumber(j[F_TOK])
     if not (att and tok) then
       -- a corrupt job must not fail the call: the jobs popped with it would be lost to every index
       local why = 'corrupt job: its att or tok field is missing or not a number, so it goes dead'
       j[F_STATE], j[F_FINISHED], j[F_LAST_ERROR] = 'dead', now, why
-      job_put(id, j)
       rcall('ZADD', K.dead, now, id)
       rcall('HINCRBY', K.stats, 'dead', 1)
       count_minute(now, 'dead', 1)
@@ -42,7 +47,6 @@ for _, id in ipairs(popped) do
     else
       att, tok = att + 1, tok + 1
       j[F_ATT], j[F_TOK], j[F_STATE], j[F_STARTED], j[F_WORKER] = att, tok, 'active', now, worker
-      job_put(id, j)
       move(moves, j[F_PROJECT], 'waiting', 'active')
       active[#active + 1] = now + lease
       active[#active + 1] = id
@@ -56,6 +60,7 @@ for _, id in ipairs(popped) do
     end
   end
 end
+jobs_put(put_ids, put)
 if #active > 0 then rcall('ZADD', K.active, unpack(active)) end
 apply_moves(moves)
 apply_index(closed, false)

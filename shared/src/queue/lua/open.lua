@@ -79,22 +79,6 @@ local PAGE_CAP = 64
 local BUFFER_BELOW = 8
 local KEY_LEN = 22
 
--- Whether key `a` sorts before key `b`, byte by byte as Redis compares (Lua's `<` follows the
--- server's locale): as five big-endian numbers, the creation time's 6 bytes then the id's 16 in
--- fours (one C call each, where a loop over the bytes cost microseconds).
-local function before(a, b)
-  if a == b then return false end
-  -- (not a key: a corrupt page must not fail the call)
-  if #a ~= KEY_LEN or #b ~= KEY_LEN then return #a < #b end
-  local a1, a2, a3, a4, a5 = struct.unpack('>I6I4I4I4I4', a)
-  local b1, b2, b3, b4, b5 = struct.unpack('>I6I4I4I4I4', b)
-  if a1 ~= b1 then return a1 < b1 end
-  if a2 ~= b2 then return a2 < b2 end
-  if a3 ~= b3 then return a3 < b3 end
-  if a4 ~= b4 then return a4 < b4 end
-  return a5 < b5
-end
-
 -- One job opening (`add`) or closing, queued into `members` (the project's 16 bytes, then the
 -- job's key) when it has a project and UUID ids. `pbin` and `ibin`: the project's and the job's
 -- 16 bytes when the caller sent them ('' else).
@@ -106,227 +90,252 @@ local function index_job(members, project, created, id, pbin, ibin)
   members[#members + 1] = struct.pack('>I6', tonumber(created) or 0) .. ibin
 end
 
--- The keys of a page's string, one by one: the `i`-th (from 0).
-local function key_at(s, i)
-  return string.sub(s, i * KEY_LEN + 1, (i + 1) * KEY_LEN)
-end
-
--- Where `key` goes in page string `s` (sorted): the number of keys before it.
-local function rank(s, key)
-  local lo, hi = 0, #s / KEY_LEN
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if before(key, key_at(s, mid)) then hi = mid else lo = mid + 1 end
+-- The page functions, made on a script call's first use of them (`pages()`): closures cost
+-- Lua time at every call that creates them, and most calls (a single enqueue, a heartbeat) need
+-- none.
+local PAGES
+local function pages()
+  if PAGES then return PAGES end
+  -- Whether key `a` sorts before key `b`, byte by byte as Redis compares (Lua's `<` follows the
+  -- server's locale): as five big-endian numbers, the creation time's 6 bytes then the id's 16 in
+  -- fours (one C call each, where a loop over the bytes cost microseconds).
+  local function before(a, b)
+    if a == b then return false end
+    -- (not a key: a corrupt page must not fail the call)
+    if #a ~= KEY_LEN or #b ~= KEY_LEN then return #a < #b end
+    local a1, a2, a3, a4, a5 = struct.unpack('>I6I4I4I4I4', a)
+    local b1, b2, b3, b4, b5 = struct.unpack('>I6I4I4I4I4', b)
+    if a1 ~= b1 then return a1 < b1 end
+    if a2 ~= b2 then return a2 < b2 end
+    if a3 ~= b3 then return a3 < b3 end
+    if a4 ~= b4 then return a4 < b4 end
+    return a5 < b5
   end
-  return lo
-end
 
--- The position (from 1) of `key` in page string `s`, or nil. Looks for the key's last 8 bytes
--- (the id's random ones: few false starts, where its first bytes, the creation time, start
--- every key of the page).
-local function find_key(s, key)
-  local tail = string.sub(key, KEY_LEN - 7)
-  local from = 1
-  while true do
-    local at = string.find(s, tail, from, true)
-    if not at then return nil end
-    local start = at - (KEY_LEN - 8)
-    if start >= 1 and (start - 1) % KEY_LEN == 0 and string.sub(s, start, start + KEY_LEN - 1) == key then
-      return start
+  -- The keys of a page's string, one by one: the `i`-th (from 0).
+  local function key_at(s, i)
+    return string.sub(s, i * KEY_LEN + 1, (i + 1) * KEY_LEN)
+  end
+
+  -- Where `key` goes in page string `s` (sorted): the number of keys before it.
+  local function rank(s, key)
+    local lo, hi = 0, #s / KEY_LEN
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if before(key, key_at(s, mid)) then hi = mid else lo = mid + 1 end
     end
-    from = at + 1
+    return lo
   end
-end
 
--- The pages one call touches: name -> { name, s = its keys, o = as read }, read once and written
--- back by `flush_pages` (the directory, `open_dir`, is written at once, so that the lookups of
--- the same call see a page it made).
-local function page_of(pages, name)
-  local p = pages[name]
-  if not p then
-    local s = rcall('HGET', K.open_pages, name) or ''
-    p = { name = name, s = s, o = s }
+  -- The position (from 1) of `key` in page string `s`, or nil. Looks for the key's last 8 bytes
+  -- (the id's random ones: few false starts, where its first bytes, the creation time, start
+  -- every key of the page).
+  local function find_key(s, key)
+    local tail = string.sub(key, KEY_LEN - 7)
+    local from = 1
+    while true do
+      local at = string.find(s, tail, from, true)
+      if not at then return nil end
+      local start = at - (KEY_LEN - 8)
+      if start >= 1 and (start - 1) % KEY_LEN == 0 and string.sub(s, start, start + KEY_LEN - 1) == key then
+        return start
+      end
+      from = at + 1
+    end
+  end
+
+  -- The pages one call touches: name -> { name, s = its keys, o = as read }, read once and written
+  -- back by `flush_pages` (the directory, `open_dir`, is written at once, so that the lookups of
+  -- the same call see a page it made).
+  local function page_of(pages, name)
+    local p = pages[name]
+    if not p then
+      local s = rcall('HGET', K.open_pages, name) or ''
+      p = { name = name, s = s, o = s }
+      pages[name] = p
+    end
+    return p
+  end
+
+  -- A new page of project `pbin` holding `key`, its lower bound.
+  local function new_page(pages, pbin, key)
+    local p = { name = pbin .. key, s = key, o = '' }
+    pages[p.name] = p
+    rcall('ZADD', K.open_dir, 0, p.name)
+    return p
+  end
+
+  -- Page `p` renamed to `name` (its range extended down to a lower bound).
+  local function rename_page(pages, p, name)
+    pages[p.name] = nil
+    rcall('ZREM', K.open_dir, p.name)
+    rcall('HDEL', K.open_pages, p.name)
+    rcall('ZADD', K.open_dir, 0, name)
+    p.name, p.o = name, ''
     pages[name] = p
   end
-  return p
-end
 
--- A new page of project `pbin` holding `key`, its lower bound.
-local function new_page(pages, pbin, key)
-  local p = { name = pbin .. key, s = key, o = '' }
-  pages[p.name] = p
-  rcall('ZADD', K.open_dir, 0, p.name)
-  return p
-end
+  -- The name of the page of project `pbin` whose range holds `key`, or nil (before every page).
+  local function floor_page(pbin, key)
+    local found = rcall('ZREVRANGEBYLEX', K.open_dir, '[' .. pbin .. key, '[' .. pbin, 'LIMIT', 0, 1)
+    return found[1]
+  end
 
--- Page `p` renamed to `name` (its range extended down to a lower bound).
-local function rename_page(pages, p, name)
-  pages[p.name] = nil
-  rcall('ZREM', K.open_dir, p.name)
-  rcall('HDEL', K.open_pages, p.name)
-  rcall('ZADD', K.open_dir, 0, name)
-  p.name, p.o = name, ''
-  pages[name] = p
-end
+  -- `key` into page `p` in its place (unless it is there).
+  local function insert_key(p, key)
+    if find_key(p.s, key) then return end
+    local r = rank(p.s, key)
+    p.s = string.sub(p.s, 1, r * KEY_LEN) .. key .. string.sub(p.s, r * KEY_LEN + 1)
+  end
 
--- The name of the page of project `pbin` whose range holds `key`, or nil (before every page).
-local function floor_page(pbin, key)
-  local found = rcall('ZREVRANGEBYLEX', K.open_dir, '[' .. pbin .. key, '[' .. pbin, 'LIMIT', 0, 1)
-  return found[1]
-end
-
--- `key` into page `p` in its place (unless it is there).
-local function insert_key(p, key)
-  if find_key(p.s, key) then return end
-  local r = rank(p.s, key)
-  p.s = string.sub(p.s, 1, r * KEY_LEN) .. key .. string.sub(p.s, r * KEY_LEN + 1)
-end
-
--- Writes back the changed pages of `pages`: an empty one is deleted, one past twice PAGE_CAP
--- split into pages of PAGE_CAP (each named by its first key).
-local function flush_pages(pages)
-  for name, p in pairs(pages) do
-    local n = #p.s / KEY_LEN
-    if n == 0 then
-      rcall('HDEL', K.open_pages, name)
-      rcall('ZREM', K.open_dir, name)
-    elseif n > 2 * PAGE_CAP then
-      local pbin = string.sub(name, 1, 16)
-      for first = 0, n - 1, PAGE_CAP do
-        local piece = first == 0 and name or pbin .. key_at(p.s, first)
-        rcall('HSET', K.open_pages, piece, string.sub(p.s, first * KEY_LEN + 1, (first + PAGE_CAP) * KEY_LEN))
-        if first > 0 then rcall('ZADD', K.open_dir, 0, piece) end
+  -- Writes back the changed pages of `pages`: an empty one is deleted, one past twice PAGE_CAP
+  -- split into pages of PAGE_CAP (each named by its first key).
+  local function flush_pages(pages)
+    for name, p in pairs(pages) do
+      local n = #p.s / KEY_LEN
+      if n == 0 then
+        rcall('HDEL', K.open_pages, name)
+        rcall('ZREM', K.open_dir, name)
+      elseif n > 2 * PAGE_CAP then
+        local pbin = string.sub(name, 1, 16)
+        for first = 0, n - 1, PAGE_CAP do
+          local piece = first == 0 and name or pbin .. key_at(p.s, first)
+          rcall('HSET', K.open_pages, piece, string.sub(p.s, first * KEY_LEN + 1, (first + PAGE_CAP) * KEY_LEN))
+          if first > 0 then rcall('ZADD', K.open_dir, 0, piece) end
+        end
+      elseif p.s ~= p.o then
+        rcall('HSET', K.open_pages, name, p.s)
       end
-    elseif p.s ~= p.o then
-      rcall('HSET', K.open_pages, name, p.s)
     end
   end
-end
 
--- Adds the jobs queued in `members` (by `index_job`) to the index.
-local function index_add(members)
-  local pages, tails = {}, {}
-  for i = 1, #members, 2 do
-    local pbin, key = members[i], members[i + 1]
-    -- the project's last page, looked up once per call
-    local tail = tails[pbin]
-    if tail == nil then
-      local name = floor_page(pbin, '\255')
-      tail = name and page_of(pages, name) or false
-      tails[pbin] = tail
-    end
-    if not tail then
-      tails[pbin] = new_page(pages, pbin, key)
-    elseif not before(key, string.sub(tail.name, 17)) then
-      local n = #tail.s / KEY_LEN
-      if n == 0 or before(key_at(tail.s, n - 1), key) then
-        -- after every key of the project: a new job (the usual case)
-        if n < PAGE_CAP then
-          tail.s = tail.s .. key
+  -- Adds the jobs queued in `members` (by `index_job`) to the index.
+  local function index_add(members)
+    local pages, tails = {}, {}
+    for i = 1, #members, 2 do
+      local pbin, key = members[i], members[i + 1]
+      -- the project's last page, looked up once per call
+      local tail = tails[pbin]
+      if tail == nil then
+        local name = floor_page(pbin, '\255')
+        tail = name and page_of(pages, name) or false
+        tails[pbin] = tail
+      end
+      if not tail then
+        tails[pbin] = new_page(pages, pbin, key)
+      elseif not before(key, string.sub(tail.name, 17)) then
+        local n = #tail.s / KEY_LEN
+        if n == 0 or before(key_at(tail.s, n - 1), key) then
+          -- after every key of the project: a new job (the usual case)
+          if n < PAGE_CAP then
+            tail.s = tail.s .. key
+          else
+            tails[pbin] = new_page(pages, pbin, key)
+          end
         else
-          tails[pbin] = new_page(pages, pbin, key)
+          insert_key(tail, key)
         end
       else
-        insert_key(tail, key)
-      end
-    else
-      -- before the last page (keys out of order within a batch; a dead job retried keeps its
-      -- creation time)
-      local name = floor_page(pbin, key)
-      if name then
-        insert_key(page_of(pages, name), key)
-      else
-        -- before every page of the project: the first one's range is extended down to it
-        local first = rcall('ZRANGEBYLEX', K.open_dir, '[' .. pbin, '[' .. pbin .. '\255', 'LIMIT', 0, 1)[1]
-        local p = page_of(pages, first)
-        rename_page(pages, p, pbin .. key)
-        p.s = key .. p.s
+        -- before the last page (keys out of order within a batch; a dead job retried keeps its
+        -- creation time)
+        local name = floor_page(pbin, key)
+        if name then
+          insert_key(page_of(pages, name), key)
+        else
+          -- before every page of the project: the first one's range is extended down to it
+          local first = rcall('ZRANGEBYLEX', K.open_dir, '[' .. pbin, '[' .. pbin .. '\255', 'LIMIT', 0, 1)[1]
+          local p = page_of(pages, first)
+          rename_page(pages, p, pbin .. key)
+          p.s = key .. p.s
+        end
       end
     end
+    flush_pages(pages)
   end
-  flush_pages(pages)
-end
 
--- Removes the jobs queued in `members` (by `index_job`) from the index: those still in
--- `open_index` from it, the others from their pages. Each is looked for in the pages already
--- read (a batch's jobs are mostly of a few pages), else in the page whose range holds it; a page
--- is rewritten once, without the keys found in it.
-local function index_remove(members)
-  local full = {}
-  -- (nearly always empty where jobs are enqueued in batches)
-  if rcall('EXISTS', K.open_index) == 1 then
-    for i = 1, #members, 2 do full[#full + 1] = members[i] .. members[i + 1] end
-  end
-  local buffered, gone = {}, {}
-  for i = 1, #full, 500 do
-    local scores = rcall('ZMSCORE', K.open_index, unpack(full, i, math.min(i + 499, #full)))
-    for k, score in ipairs(scores) do
-      if score then
-        buffered[#buffered + 1] = full[i + k - 1]
-        gone[i + k - 1] = true
+  -- Removes the jobs queued in `members` (by `index_job`) from the index: those still in
+  -- `open_index` from it, the others from their pages. Each is looked for in the pages already
+  -- read (a batch's jobs are mostly of a few pages), else in the page whose range holds it; a page
+  -- is rewritten once, without the keys found in it.
+  local function index_remove(members)
+    local full = {}
+    -- (nearly always empty where jobs are enqueued in batches)
+    if rcall('EXISTS', K.open_index) == 1 then
+      for i = 1, #members, 2 do full[#full + 1] = members[i] .. members[i + 1] end
+    end
+    local buffered, gone = {}, {}
+    for i = 1, #full, 500 do
+      local scores = rcall('ZMSCORE', K.open_index, unpack(full, i, math.min(i + 499, #full)))
+      for k, score in ipairs(scores) do
+        if score then
+          buffered[#buffered + 1] = full[i + k - 1]
+          gone[i + k - 1] = true
+        end
       end
     end
-  end
-  for i = 1, #buffered, 500 do
-    rcall('ZREM', K.open_index, unpack(buffered, i, math.min(i + 499, #buffered)))
-  end
-  -- the pages read, and those of each project
-  local pages, found, read = {}, {}, {}
-  for i = 1, #members, 2 do
-    local pbin, key = members[i], members[i + 1]
-    local at, page
-    if not gone[(i + 1) / 2] then
-      local mine = read[pbin]
-      if mine then
-        for _, p in ipairs(mine) do
-          at = find_key(p.s, key)
-          if at then
-            page = p
-            break
+    for i = 1, #buffered, 500 do
+      rcall('ZREM', K.open_index, unpack(buffered, i, math.min(i + 499, #buffered)))
+    end
+    -- the pages read, and those of each project
+    local pages, found, read = {}, {}, {}
+    for i = 1, #members, 2 do
+      local pbin, key = members[i], members[i + 1]
+      local at, page
+      if not gone[(i + 1) / 2] then
+        local mine = read[pbin]
+        if mine then
+          for _, p in ipairs(mine) do
+            at = find_key(p.s, key)
+            if at then
+              page = p
+              break
+            end
           end
         end
-      end
-      if not at then
-        local name = floor_page(pbin, key)
-        if name and not pages[name] then
-          read[pbin] = read[pbin] or {}
-          table.insert(read[pbin], page_of(pages, name))
+        if not at then
+          local name = floor_page(pbin, key)
+          if name and not pages[name] then
+            read[pbin] = read[pbin] or {}
+            table.insert(read[pbin], page_of(pages, name))
+          end
+          page = name and pages[name]
+          at = page and find_key(page.s, key)
         end
-        page = name and pages[name]
-        at = page and find_key(page.s, key)
+      end
+      if at then
+        local f = found[page]
+        if not f then
+          f = {}
+          found[page] = f
+        end
+        f[#f + 1] = at
       end
     end
-    if at then
-      local f = found[page]
-      if not f then
-        f = {}
-        found[page] = f
+    for p, at in pairs(found) do
+      -- the kept runs between the keys found, in order
+      table.sort(at)
+      local kept, from = {}, 1
+      for _, a in ipairs(at) do
+        if a >= from then
+          kept[#kept + 1] = string.sub(p.s, from, a - 1)
+          from = a + KEY_LEN
+        end
       end
-      f[#f + 1] = at
+      kept[#kept + 1] = string.sub(p.s, from)
+      p.s = table.concat(kept)
     end
+    flush_pages(pages)
   end
-  for p, at in pairs(found) do
-    -- the kept runs between the keys found, in order
-    table.sort(at)
-    local kept, from = {}, 1
-    for _, a in ipairs(at) do
-      if a >= from then
-        kept[#kept + 1] = string.sub(p.s, from, a - 1)
-        from = a + KEY_LEN
-      end
-    end
-    kept[#kept + 1] = string.sub(p.s, from)
-    p.s = table.concat(kept)
-  end
-  flush_pages(pages)
+  PAGES = { add = index_add, remove = index_remove }
+  return PAGES
 end
 
 -- Adds (`add`) or removes the jobs queued in `members` to or from the index: a call of fewer
 -- than BUFFER_BELOW jobs adds them to `open_index`, a larger one into pages.
 local function apply_index(members, add)
   if #members == 0 then return end
-  if not add then return index_remove(members) end
-  if #members / 2 >= BUFFER_BELOW then return index_add(members) end
+  if not add then return pages().remove(members) end
+  if #members / 2 >= BUFFER_BELOW then return pages().add(members) end
   local args = {}
   for i = 1, #members, 2 do
     args[#args + 1] = 0
@@ -350,7 +359,7 @@ local function compact_index(limit)
   for i = 1, #taken, 500 do
     rcall('ZREM', K.open_index, unpack(taken, i, math.min(i + 499, #taken)))
   end
-  if #members > 0 then index_add(members) end
+  if #members > 0 then pages().add(members) end
   return #taken
 end
 
