@@ -127,21 +127,12 @@ local function pages()
     return lo
   end
 
-  -- The position (from 1) of `key` in page string `s`, or nil. Looks for the key's last 8 bytes
-  -- (the id's random ones: few false starts, where its first bytes, the creation time, start
-  -- every key of the page).
+  -- The position (from 1) of `key` in page string `s`, or nil: one plain `string.find` (no
+  -- string made), a match across two keys skipped.
   local function find_key(s, key)
-    local tail = string.sub(key, KEY_LEN - 7)
-    local from = 1
-    while true do
-      local at = string.find(s, tail, from, true)
-      if not at then return nil end
-      local start = at - (KEY_LEN - 8)
-      if start >= 1 and (start - 1) % KEY_LEN == 0 and string.sub(s, start, start + KEY_LEN - 1) == key then
-        return start
-      end
-      from = at + 1
-    end
+    local at = string.find(s, key, 1, true)
+    while at and (at - 1) % KEY_LEN ~= 0 do at = string.find(s, key, at + 1, true) end
+    return at
   end
 
   -- The pages one call touches: name -> { name, s = its keys, o = as read }, read once and written
@@ -284,10 +275,10 @@ local function pages()
       if not gone[(i + 1) / 2] then
         local mine = read[pbin]
         if mine then
-          for _, p in ipairs(mine) do
-            at = find_key(p.s, key)
+          for m = 1, #mine do
+            at = find_key(mine[m].s, key)
             if at then
-              page = p
+              page = mine[m]
               break
             end
           end
