@@ -25,7 +25,8 @@ end
 
 -- Per project, per state, and a per-project index of open jobs: what a project's own view of
 -- the queue reads (`projects.rs`: a tenant's admin sees their project's counts and jobs, never
--- another's). Both are one key each, shared by every project of the queue:
+-- another's). Both are fixed keys of the queue (one for the counts, three for the index),
+-- shared by every project:
 -- * `p:{q}:project_states`, a hash: `<project>|<state>` -> jobs of the project in that open
 --   state (waiting, delayed, active, retrying), and `<project>|completed`, `|dead`,
 --   `|cancelled` -> jobs of it that ever finished so (totals, never decremented). Scripts add up
