@@ -75,6 +75,12 @@ local function jobs_put(ids, js)
   rcall('HSET', K.jobs, unpack(args))
 end
 
+-- Runs `cmd` on `key` with the arguments `items`, in calls of at most 500 (an `unpack` of more
+-- could pass Lua's stack limit).
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 500 do rcall(cmd, key, unpack(items, i, math.min(i + 499, #items))) end
+end
+
 -- Redis's clock in milliseconds.
 local function now_ms()
   local t = rcall('TIME')

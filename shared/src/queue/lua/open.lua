@@ -265,9 +265,7 @@ local function pages()
         end
       end
     end
-    for i = 1, #buffered, 500 do
-      rcall('ZREM', K.open_index, unpack(buffered, i, math.min(i + 499, #buffered)))
-    end
+    call_chunked('ZREM', K.open_index, buffered)
     -- the pages read, and those of each project
     local pages, found, read = {}, {}, {}
     for i = 1, #members, 2 do
@@ -348,9 +346,7 @@ local function compact_index(limit)
       members[#members + 1] = string.sub(m, 17)
     end
   end
-  for i = 1, #taken, 500 do
-    rcall('ZREM', K.open_index, unpack(taken, i, math.min(i + 499, #taken)))
-  end
+  call_chunked('ZREM', K.open_index, taken)
   if #members > 0 then pages().add(members) end
   return #taken
 end

@@ -22,5 +22,5 @@ local function prune_minutes(now_ms)
     local m = tonumber(string.match(f, '^(%d+):'))
     if not m or m < oldest then old[#old + 1] = f end
   end
-  for i = 1, #old, 500 do rcall('HDEL', K.minutes, unpack(old, i, math.min(i + 499, #old))) end
+  call_chunked('HDEL', K.minutes, old)
 end
