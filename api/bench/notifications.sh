@@ -26,6 +26,8 @@
 #   BUILD (1; 0 = use the existing target/release binaries)
 #   LOCK (/tmp/bench.lock; LOCK= disables)  QUIET_WAIT (300)   [the peers' lock and guard.py]
 #   PERF (0; 1 = `perf record` the webhook-delivering worker into the raw results)
+#   DRIVER (rust: the SSE clients and the event poster are `comet-bench sse` / `post`;
+#     python: this folder's asyncio ones, as before 2026-12-06)
 #   PG_QUERY (appended as ?PG_QUERY to the processes' DATABASE_URL, e.g. Postgres options)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +44,7 @@ MEM_STREAMS=${MEM_STREAMS:-1000}
 WH_N=${WH_N:-20000}
 HISTORY=${HISTORY:-20000}
 ENDPOINTS=${ENDPOINTS:-1}
+DRIVER=${DRIVER:-rust}
 DB=${DB:-comet_bench_notifications}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -70,7 +73,7 @@ if [ "${BUILD:-1}" = 1 ]; then
   cargo build --release --quiet -p comet-api -p comet-worker >&2
 fi
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
-[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
+[ -x "$BIN/comet-api" ] && [ -x "$BIN/comet-worker" ] && [ -x "$BIN/comet-bench" ] || { echo "no release binaries in $BIN" >&2; exit 1; }
 
 PEERS=$ROOT/../shared/bench/peers
 [ -f "$PEERS/guard.py" ] || PEERS=/work/shared/bench/peers
@@ -148,7 +151,7 @@ SQL
     --api-key "$key" --users "$OUT/users.jsonl" --port-a "$PORT_A" --port-b "$PORT_B" \
     --hook-port "$HOOK_PORT" --group $((USERS / NGROUPS)) --rate "$RATE" --low-rate "$LOW_RATE" \
     --secs "$SECS" --drain "$DRAIN" --mem-streams "$MEM_STREAMS" --wh-n "$WH_N" --history "$HISTORY" \
-    --endpoints "$ENDPOINTS" --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
+    --endpoints "$ENDPOINTS" --driver "$DRIVER" --out "$OUT/driver.json" 2> "$OUT/driver.err" || { tail -n 30 "$OUT/driver.err" >&2; return 1; }
   clean_redis
 }
 
@@ -158,7 +161,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 export -f measure clean_redis api
 export HERE OUT WORK BIN PG_URL DB PORT_A PORT_B HOOK_PORT PREFIX RHOST RPORT RATE LOW_RATE SECS DRAIN
-export USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS HISTORY
+export USERS NGROUPS MEM_STREAMS WH_N ENDPOINTS HISTORY DRIVER
 GUARD=()
 [ -f "$PEERS/guard.py" ] && GUARD=(python3 "$PEERS/guard.py" --quiet-wait "$QUIET_WAIT" --report "$OUT/guard.json" --)
 if [ -n "$LOCK" ]; then

@@ -19,8 +19,10 @@ two `comet-api` processes (A and B) and one `comet-worker`, and measures:
             deliver_notification delivers them to a local receiver answering 204 at once.
             Deliveries per second counted by the receiver.
 
-The SSE clients and the webhook receiver are child processes of this script (`--role`), on the
-same monotonic clock. Writes one JSON object with the figures to --out.
+The SSE clients and the event poster are `comet-bench sse` and `comet-bench post` (Rust,
+`worker/src/bin/comet-bench/live.rs`; `--driver python`: this script's asyncio ones, children
+of it by `--role sse`); the webhook receiver is a child of this script (`--role hook`); all on
+the same monotonic clock. Writes one JSON object with the figures to --out.
 """
 import argparse
 import asyncio
@@ -250,7 +252,7 @@ class Child:
 
     def __init__(self, argv):
         self.p = None
-        self.argv = [sys.executable, os.path.abspath(__file__)] + argv
+        self.argv = argv
         self.last = {}
 
     async def start(self):
@@ -259,7 +261,7 @@ class Child:
         while "ready" not in self.last:
             line = await self.p.stdout.readline()
             if not line:
-                raise RuntimeError(f"child {self.argv[3:]} ended before ready")
+                raise RuntimeError(f"child {self.argv[1:]} ended before ready")
             self.last = json.loads(line)
         asyncio.create_task(self.pump())
         return self
@@ -275,6 +277,15 @@ class Child:
         self.p.stdin.write(b"stop\n")
         await self.p.stdin.drain()
         await self.p.wait()
+
+
+def sse_child(a, port, users, per_user, out):
+    """SSE clients for the users in the file: `comet-bench sse` (Rust; --driver python: this
+    script's asyncio clients)."""
+    args = ["--port", str(port), "--users", users, "--per-user", str(per_user), "--out", out]
+    if a.driver == "python":
+        return Child([sys.executable, os.path.abspath(__file__), "--role", "sse"] + args)
+    return Child([os.path.join(a.bin, "comet-bench"), "sse"] + args)
 
 
 def spawn(a, name, port, extra):
@@ -340,7 +351,19 @@ async def post_open_loop(ports, key, rate, secs, groups, sent):
 async def live_phase(a, clients, rate, group_of, groups):
     sent = {}
     base = sum(c.last.get("n", 0) for c in clients)
-    post = await post_open_loop([a.port_a, a.port_b], a.api_key, rate, a.secs, groups, sent)
+    if a.driver == "python":
+        post = await post_open_loop([a.port_a, a.port_b], a.api_key, rate, a.secs, groups, sent)
+    else:
+        out = os.path.join(a.logs, f"post-{int(rate)}.json")
+        p = await asyncio.create_subprocess_exec(
+            os.path.join(a.bin, "comet-bench"), "post", "--port", str(a.port_a), "--port",
+            str(a.port_b), "--api-key", a.api_key, "--rate", str(int(rate)), "--secs",
+            str(int(a.secs)), "--groups", str(groups), "--out", out)
+        if await p.wait() != 0:
+            raise RuntimeError("comet-bench post failed")
+        post = json.load(open(out))
+        for eid, t, g in post.pop("sent"):
+            sent[eid] = (t, g)
     expected = sum(a.group for _ in sent)
     t_end = now() + a.drain
     while now() < t_end and sum(c.last.get("n", 0) for c in clients) - base < expected:
@@ -413,14 +436,12 @@ async def main_role(a):
         for u in users:
             f.write(json.dumps(u) + "\n")
     # warm A: a ticket and a short stream through every code path once
-    warm = await Child(["--role", "sse", "--port", str(a.port_a), "--users", files["a"],
-                        "--per-user", "1", "--out", os.path.join(a.logs, "warm.json")]).start()
+    warm = await sse_child(a, a.port_a, files["a"], 1, os.path.join(a.logs, "warm.json")).start()
     await warm.stop()
     await asyncio.sleep(2)
     rss0 = rss_kib(api_a.pid)
     per_user = max(1, a.mem_streams // len(users))
-    mem = await Child(["--role", "sse", "--port", str(a.port_a), "--users", allf, "--per-user",
-                       str(per_user), "--out", os.path.join(a.logs, "mem.json")]).start()
+    mem = await sse_child(a, a.port_a, allf, per_user, os.path.join(a.logs, "mem.json")).start()
     await asyncio.sleep(3)
     rss1 = rss_kib(api_a.pid)
     await mem.stop()
@@ -479,9 +500,8 @@ async def main_role(a):
         await asyncio.sleep(1)
     clients = []
     for side, port in (("a", a.port_a), ("b", a.port_b)):
-        clients.append(await Child(["--role", "sse", "--port", str(port), "--users", files[side],
-                                    "--per-user", "1", "--out",
-                                    os.path.join(a.logs, f"sse-{side}.json")]).start())
+        clients.append(await sse_child(a, port, files[side], 1,
+                                       os.path.join(a.logs, f"sse-{side}.json")).start())
     phases = []
     for rate in (a.low_rate, a.rate):
         cpu0 = {n: cpu_secs(p.pid) for n, p in (("api_a", api_a), ("api_b", api_b), ("worker", worker))}
@@ -518,8 +538,8 @@ async def main_role(a):
     stop_proc(worker)
 
     # webhook: a backlog of webhook deliveries, then one worker delivering it
-    hook = await Child(["--role", "hook", "--port", str(a.hook_port), "--out",
-                        os.path.join(a.logs, "hook.json")]).start()
+    hook = await Child([sys.executable, os.path.abspath(__file__), "--role", "hook", "--port",
+                        str(a.hook_port), "--out", os.path.join(a.logs, "hook.json")]).start()
     c = Conn(a.port_a, {"X-API-Key": a.api_key})
     t0 = now()
     for i in range(0, a.wh_n, 1000):
@@ -620,6 +640,7 @@ def main():
     ap.add_argument("--endpoints", type=int, default=1)
     ap.add_argument("--wh-prep-timeout", type=float, default=180)
     ap.add_argument("--wh-timeout", type=float, default=120)
+    ap.add_argument("--driver", choices=("rust", "python"), default="rust")
     a = ap.parse_args()
     role = {"main": main_role, "sse": sse_role, "hook": hook_role}[a.role]
     asyncio.run(role(a))

@@ -20,6 +20,21 @@ use crate::helpers::{
     SseReader, TestApp, in_app_off, inbox_user, json_with_status, open_stream, rule_body, send,
 };
 
+/// The messages of a user's inbox channel, as every API process listens to them.
+async fn inbox_channel(
+    app: &TestApp,
+    project_id: Uuid,
+    user_id: Uuid,
+) -> impl futures::Stream<Item = redis::Msg> + use<> {
+    let channel = shared::inbox::channel(app.env.queues.prefix(), project_id, user_id);
+    app.env
+        .queues
+        .client()
+        .subscribe(&[shared::redis_client::Channel::Plain(channel)])
+        .await
+        .expect("subscribe")
+}
+
 #[tokio::test]
 async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_nothing() {
     let mut app = TestApp::spawn().await;
@@ -81,15 +96,7 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
 
     // a re-run (a duplicate job, a retry after a crash before the publish): listen on Alice's
     // channel, as every API process does
-    let channel = shared::inbox::channel(app.env.queues.prefix(), p, alice);
-    let messages = app
-        .env
-        .queues
-        .client()
-        .subscribe(&[shared::redis_client::Channel::Plain(channel)])
-        .await
-        .expect("subscribe");
-    let mut messages = std::pin::pin!(messages);
+    let mut messages = std::pin::pin!(inbox_channel(&app, p, alice).await);
     ProcessEvent {
         project_id: p,
         event_id,
@@ -213,4 +220,132 @@ async fn completed_runs(app: &TestApp, n: usize) {
         (page.len() >= n).then_some(())
     })
     .await;
+}
+
+/// `process_event` publishes the entries of the notifications it creates rendered from what it
+/// wrote, without reading them back: the message must be exactly what a read of the feed
+/// renders (what a stream resuming by `Last-Event-ID` receives), field for field.
+#[tokio::test]
+async fn what_process_event_publishes_is_what_a_read_of_the_feed_renders() {
+    let mut app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, _) = inbox_user(&app.env, p, "alice@example.com").await;
+    let member = app.role_id(p, "member").await.to_string();
+    let mut body = rule_body("rendered", &["disk.*"], None, &[member]);
+    body["sound"] = json!("chime");
+    body["priority"] = json!(7);
+    app.rule(&admin, &body).await;
+    let mut messages = std::pin::pin!(inbox_channel(&app, p, alice).await);
+
+    app.event(
+        &admin,
+        &json!({ "type": "disk.full", "source": "nas-3", "payload": { "amount": 42 } }),
+    )
+    .await;
+    app.run_pending_jobs().await;
+    let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("the entry is published")
+        .expect("a message");
+    let live: shared::inbox::StreamEvent =
+        serde_json::from_str(&message.get_payload::<String>().expect("text")).expect("json");
+    assert_eq!(live.event, "notification");
+    assert_eq!(live.data["title"], "disk.full: 42", "{live:?}");
+
+    let entry = shared::db::inbox::FeedEntry {
+        user_id: alice,
+        seq: live.seq,
+        kind: "notification".into(),
+        notification_id: Uuid::parse_str(live.data["id"].as_str().expect("an id")).expect("uuid"),
+    };
+    let read = shared::db::inbox::render(&app.env.pool, p, &[entry])
+        .await
+        .expect("render");
+    assert_eq!(read.len(), 1);
+    assert_eq!(shared::inbox::StreamEvent::from_rendered(&read[0]), live);
+}
+
+/// The delivery log and the feed have no per-row foreign key (a check per row cost a fifth of
+/// Postgres's time at 1,000 events/s): deleting their parents still takes them along, and the
+/// unread counters follow the recipients' rows.
+#[tokio::test]
+async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
+    let mut app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, alice_token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let (bob, _) = inbox_user(&app.env, p, "bob@example.com").await;
+    let member = app.role_id(p, "member").await.to_string();
+    app.rule(&admin, &rule_body("two", &["disk.*"], None, &[member]))
+        .await;
+    for n in 0..2 {
+        app.event(
+            &admin,
+            &json!({ "type": "disk.full", "payload": { "amount": n } }),
+        )
+        .await;
+    }
+    app.run_pending_jobs().await;
+    assert_eq!(app.unread(&alice_token).await, 2);
+    let count = |sql: &'static str| {
+        let pool = app.env.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(p)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM delivery_attempts WHERE project_id = $1").await,
+        4
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM inbox_feed WHERE project_id = $1").await,
+        4
+    );
+
+    // one notification deleted (as retention's last step does): its recipients cascade (the
+    // counters go down with them) and its attempts go by the trigger; the other stays whole
+    let gone: Uuid = sqlx::query_scalar(
+        "DELETE FROM notifications WHERE notification_id = (SELECT notification_id \
+         FROM notifications WHERE project_id = $1 ORDER BY notification_id LIMIT 1) \
+         AND project_id = $1 RETURNING notification_id",
+    )
+    .bind(p)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("delete one notification");
+    assert_eq!(
+        count("SELECT count(*) FROM delivery_attempts WHERE project_id = $1").await,
+        2
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM delivery_attempts WHERE project_id = $1 AND notification_id = $2",
+    )
+    .bind(p)
+    .bind(gone)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("count");
+    assert_eq!(left, 0);
+    assert_eq!(app.unread(&alice_token).await, 1);
+
+    // a user deleted: their inbox row cascades, their feed goes by the trigger
+    sqlx::query("DELETE FROM users WHERE project_id = $1 AND user_id = $2")
+        .bind(p)
+        .bind(bob)
+        .execute(&app.env.pool)
+        .await
+        .expect("delete bob");
+    let feeds: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FROM inbox_feed WHERE project_id = $1 GROUP BY user_id",
+    )
+    .bind(p)
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("feeds");
+    assert_eq!(feeds, vec![(alice, 2)]);
 }

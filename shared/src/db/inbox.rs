@@ -38,7 +38,7 @@ pub struct FeedEntry {
 }
 
 /// A notification as one recipient sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct InboxRow {
     /// Id.
     pub notification_id: Uuid,

@@ -2,10 +2,11 @@
 //! however often it runs (unique `(project, event, rule)`; recipients keyed by user), in one
 //! statement with the event's processed mark.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::jobs::Channel;
+use crate::{db::inbox::InboxRow, jobs::Channel};
 
 /// A notification to create for a matched rule.
 #[derive(Debug, Clone)]
@@ -57,6 +58,10 @@ pub struct Created {
     /// may never have been published (a crash between the commit and the publish), so the
     /// caller has them published again (streams drop what they have).
     pub in_app_earlier: Vec<Uuid>,
+    /// The delivered notifications this run created, as each of their in-app recipients sees
+    /// them at the commit (unread, unacknowledged, created and delivered at the transaction's
+    /// time): the caller publishes them without reading them back.
+    pub new_rows: Vec<InboxRow>,
 }
 
 /// One event's matches, to store with [`create_for_events`].
@@ -136,7 +141,17 @@ pub async fn create_for_events(
     // run's notifications) and `added` never overlap, nor do `earlier_recipients` and `rec`.
     // Events are updated in id order (the caller's batches never meet in a different order).
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(Uuid, i32, i32, Vec<Uuid>, Vec<Uuid>, Vec<Uuid>, i64, Vec<Uuid>)> =
+    let rows: Vec<(
+        Uuid,
+        i32,
+        i32,
+        Vec<Uuid>,
+        Vec<Uuid>,
+        Vec<Uuid>,
+        i64,
+        Vec<Uuid>,
+        DateTime<Utc>,
+    )> =
         sqlx::query_as(
             r#"
         WITH ev AS (
@@ -261,7 +276,7 @@ pub async fn create_for_events(
         FROM counts c
         WHERE project_id = $1 AND events.event_id = c.event_id
         RETURNING c.event_id, c.notifications, c.recipients, c.added, c.in_app_notes,
-                  c.in_app_users, c.in_app_skipped, c.earlier_in_app
+                  c.in_app_users, c.in_app_skipped, c.earlier_in_app, now()
         "#,
         )
         .bind(project_id)
@@ -283,29 +298,49 @@ pub async fn create_for_events(
         .bind(&attempts)
         .fetch_all(conn)
         .await?;
-    // the delivered notifications inserted now, with their rules' channels but in-app (done)
-    let channels_of: std::collections::HashMap<Uuid, &Vec<String>> = ids
+    // the notifications inserted now, with the event and the rule's match they came from
+    let made: std::collections::HashMap<Uuid, (Uuid, &NewNotification)> = ids
         .iter()
         .zip(all())
-        .map(|(id, (_, n))| (*id, &n.channels))
+        .map(|(id, (e, n))| (*id, (e, n)))
         .collect();
     Ok(rows
         .into_iter()
         .map(
-            |(event_id, notifications, recipients, added, notes, users, skipped, earlier)| {
-                let new = added
-                    .into_iter()
-                    .map(|notification_id| ToEnqueue {
+            |(event_id, notifications, recipients, added, notes, users, skipped, earlier, at)| {
+                let made_now = || added.iter().filter_map(|id| Some((*id, made.get(id)?)));
+                // every channel but in-app (delivered here already)
+                let new = made_now()
+                    .map(|(notification_id, (_, n))| ToEnqueue {
                         notification_id,
-                        channels: channels_of
-                            .get(&notification_id)
-                            .map(|c| {
-                                c.iter()
-                                    .filter(|c| c.as_str() != Channel::InApp.as_str())
-                                    .cloned()
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
+                        channels: n
+                            .channels
+                            .iter()
+                            .filter(|c| c.as_str() != Channel::InApp.as_str())
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect();
+                // what `notifications` and the recipient rows hold now: the columns' defaults
+                // and `now()` are the transaction's time
+                let new_rows = made_now()
+                    .filter(|(_, (_, n))| n.channels.iter().any(|c| c == Channel::InApp.as_str()))
+                    .map(|(notification_id, (event, n))| InboxRow {
+                        notification_id,
+                        kind: "rule".to_owned(),
+                        rule_id: Some(n.rule_id),
+                        event_id: Some(*event),
+                        title: n.title.clone(),
+                        body: n.body.clone(),
+                        priority: n.priority,
+                        sound: n.sound.clone(),
+                        data: None,
+                        created_at: at,
+                        delivered_at: Some(at),
+                        read_at: None,
+                        deleted_at: None,
+                        acknowledged_by: None,
+                        acknowledged_at: None,
                     })
                     .collect();
                 (
@@ -317,6 +352,7 @@ pub async fn create_for_events(
                         in_app: notes.into_iter().zip(users).collect(),
                         in_app_skipped: usize::try_from(skipped).unwrap_or_default(),
                         in_app_earlier: earlier,
+                        new_rows,
                     },
                 )
             },

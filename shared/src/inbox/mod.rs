@@ -188,8 +188,21 @@ pub async fn publish(
         return Ok(());
     }
     let rendered = feed::render(pool, project_id, entries).await?;
+    publish_rendered(queues, project_id, &rendered).await
+}
+
+/// Publishes entries rendered already (by their writer, from what it wrote): one pipeline, in
+/// the given order.
+pub async fn publish_rendered(
+    queues: &Queues,
+    project_id: Uuid,
+    rendered: &[RenderedEntry],
+) -> Result<(), InboxError> {
+    if rendered.is_empty() {
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
-    for r in &rendered {
+    for r in rendered {
         let payload = serde_json::to_string(&StreamEvent::from_rendered(r))
             .map_err(|e| InboxError::Encode(e.to_string()))?;
         pipe.cmd("PUBLISH")

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::out;
 
 /// This process's CPU time (user + system), in seconds, from `/proc/self/stat`.
-fn own_cpu_secs() -> f64 {
+pub(crate) fn own_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // the fields after the command name (which may hold spaces) start at state (field 3)
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);

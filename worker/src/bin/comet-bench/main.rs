@@ -17,6 +17,8 @@
 //! - `clean` (deletes every key under the bench prefix, and only those)
 //! - `http --url U --rate R --secs S [--header K:V] [--body-file F]` (an HTTP load generator for
 //!   the API benches: POSTs open loop, latency from each request's due time; no Redis)
+//! - `sse --port P --users F --out O` and `post --port P… --api-key K --rate R --secs S --out O`
+//!   (the notifications bench's SSE clients and event poster: `live.rs`; no Redis)
 //!
 //! Every timed subcommand prints one JSON line on stdout, starting `{"system":"comet"`.
 //!
@@ -53,6 +55,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 mod http;
+mod live;
 
 /// The no-op benchmark job: `i` is its number, `t` the producer's CLOCK_MONOTONIC (ns) taken
 /// just before the enqueue call (latency runs only).
@@ -180,6 +183,37 @@ enum Cmd {
         /// Writes each request's due offset and latency (ms, one line each) to this file.
         #[arg(long)]
         series: Option<std::path::PathBuf>,
+    },
+    /// The notifications bench's SSE clients: one stream per user of `users` (JSON lines with
+    /// `token` and `ix`), driven over stdin/stdout (`live.rs`).
+    Sse {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        users: std::path::PathBuf,
+        #[arg(long, default_value_t = 1)]
+        per_user: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// The notifications bench's event poster: open loop over the ports in turn (`live.rs`).
+    Post {
+        /// Repeatable: the API ports, used in turn.
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+        #[arg(long)]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 20)]
+        groups: u64,
+        /// Connections per port.
+        #[arg(long, default_value_t = 128)]
+        max_conns: usize,
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
 }
 
@@ -620,6 +654,24 @@ async fn main() -> anyhow::Result<()> {
         };
         return http::open_loop(url, rate, secs, headers, body, max_conns, series).await;
     }
+    match cli.cmd {
+        Cmd::Sse {
+            port,
+            users,
+            per_user,
+            out,
+        } => return live::sse(port, users, per_user, out).await,
+        Cmd::Post {
+            ports,
+            api_key,
+            rate,
+            secs,
+            groups,
+            max_conns,
+            out,
+        } => return live::post(ports, api_key, rate, secs, groups, max_conns, out).await,
+        _ => {}
+    }
     let mut settings = QueueSettings {
         wait_replicas: cli.wait_replicas,
         ..QueueSettings::default()
@@ -678,6 +730,6 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("deleted {deleted} keys under {}:*", cli.prefix);
             Ok(())
         }
-        Cmd::Http { .. } => unreachable!("answered above"),
+        Cmd::Http { .. } | Cmd::Sse { .. } | Cmd::Post { .. } => unreachable!("answered above"),
     }
 }

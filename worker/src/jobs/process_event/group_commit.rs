@@ -12,7 +12,10 @@
 //! In-app delivery is part of the batch: the recipients of in-app notifications are inserted
 //! delivered ([`db::notifications::create_for_events`]), their feed entries appended in the
 //! same transaction ([`db::inbox::append`]), and after the commit the entries are published to
-//! the users' streams ([`shared::inbox::publish`]). No `deliver_notification` job is made for
+//! the users' streams ([`shared::inbox::publish_rendered`]), rendered from what the batch wrote
+//! (a notification this run created is, at the commit, exactly that: no read back, so nothing
+//! stands between the commit and the publish that could let a later batch's publish overtake
+//! it, which costs every stream concerned a read of its feed). No `deliver_notification` job is made for
 //! the in-app channel of a rule's notification: it would cost a job, a relay pass and about ten
 //! Postgres round trips per notification for what one statement per batch does (BENCHMARKS.md,
 //! "Events and rules"). A publish that fails leaves the delivery committed; the notifications
@@ -24,7 +27,7 @@ use anyhow::Context as _;
 use shared::{
     db::{
         self,
-        inbox::{FeedEntry, NOTIFICATION},
+        inbox::{FeedEntry, InboxRow, NOTIFICATION, RenderedEntry},
         notifications::{Created, EventMatches},
     },
     group_commit::{BatchWrite, GroupCommit},
@@ -109,8 +112,8 @@ impl BatchWrite for Writer {
         {
             self.outbox.wake();
         }
-        for (project_id, entries) in feeds {
-            self.publish(writes, project_id, &entries).await;
+        for feed in feeds {
+            self.publish(writes, feed).await;
         }
         Ok(results)
     }
@@ -123,12 +126,18 @@ impl BatchWrite for Writer {
 impl Writer {
     /// Publishes a project's committed in-app entries; on failure hands their notifications to
     /// in-app delivery jobs, which publish them again (see the module docs).
-    async fn publish(&self, writes: &[&Write], project_id: Uuid, entries: &[FeedEntry]) {
+    async fn publish(&self, writes: &[&Write], feed: ProjectFeed) {
+        let ProjectFeed {
+            project_id,
+            rendered,
+            unrendered,
+        } = feed;
         // bounded: every event being processed waits for this batch's writer
-        let published = tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            inbox::publish(&self.pool, &self.queues, project_id, entries),
-        )
+        let published = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            inbox::publish_rendered(&self.queues, project_id, &rendered).await?;
+            // entries of notifications an earlier run created: read as they are now
+            inbox::publish(&self.pool, &self.queues, project_id, &unrendered).await
+        })
         .await;
         let e = match published {
             Ok(Ok(())) => return,
@@ -137,7 +146,10 @@ impl Writer {
         };
         metrics::counter!("comet_inbox_publish_failed_total").increment(1);
         tracing::warn!(error = %e, %project_id, "in-app delivery committed but not pushed live");
-        let mut notifications: Vec<Uuid> = entries.iter().map(|e| e.notification_id).collect();
+        let mut notifications: Vec<Uuid> = (rendered.iter().map(|r| &r.entry))
+            .chain(&unrendered)
+            .map(|e| e.notification_id)
+            .collect();
         notifications.sort_unstable();
         notifications.dedup();
         let request_id = writes
@@ -191,7 +203,16 @@ fn republish_jobs(
 /// What a batch wrote: one result per write, and per project the feed entries to publish.
 struct Batch {
     results: Vec<Written>,
-    feeds: Vec<(Uuid, Vec<FeedEntry>)>,
+    feeds: Vec<ProjectFeed>,
+}
+
+/// A project's feed entries written by a batch.
+struct ProjectFeed {
+    project_id: Uuid,
+    /// Entries of notifications the batch created, rendered from what it wrote.
+    rendered: Vec<RenderedEntry>,
+    /// Entries of notifications an earlier run created (a recipient added by a re-run).
+    unrendered: Vec<FeedEntry>,
 }
 
 /// Writes `writes` (sorted by project, distinct events) in one transaction: per project one
@@ -209,9 +230,10 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
             .await
             .context("Failed to store the notifications and mark the events processed")?;
         let mut entries = Vec::new();
+        let mut rows: std::collections::HashMap<Uuid, InboxRow> = std::collections::HashMap::new();
         for w in group {
             // an event no longer in the project (deleted since its read) wrote nothing
-            let created = created
+            let mut created = created
                 .iter()
                 .position(|(e, _)| *e == w.matches.event_id)
                 .map(|i| created.swap_remove(i).1)
@@ -232,6 +254,12 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
                 &mut jobs,
             )
             .context("Failed to build the in-app publish jobs")?;
+            rows.extend(
+                created
+                    .new_rows
+                    .drain(..)
+                    .map(|r| (r.notification_id, r)),
+            );
             entries.extend(
                 created
                     .in_app
@@ -248,7 +276,23 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
             .await
             .context("Failed to append the in-app deliveries to the users' feeds")?;
         if !appended.is_empty() {
-            feeds.push((project_id, appended));
+            let (mut rendered, mut unrendered) = (Vec::new(), Vec::new());
+            for entry in appended {
+                match rows.get(&entry.notification_id) {
+                    Some(row) => rendered.push(RenderedEntry {
+                        entry,
+                        row: Some(row.clone()),
+                    }),
+                    None => unrendered.push(entry),
+                }
+            }
+            // as a read would return them: by user, then seq
+            rendered.sort_by_key(|r| (r.entry.user_id, r.entry.seq));
+            feeds.push(ProjectFeed {
+                project_id,
+                rendered,
+                unrendered,
+            });
         }
     }
     db::outbox::insert_many(&mut tx, &jobs)
@@ -272,7 +316,10 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
         }
     }
     tx.commit().await.context("Failed to commit")?;
-    let delivered: usize = feeds.iter().map(|(_, e)| e.len()).sum();
+    let delivered: usize = feeds
+        .iter()
+        .map(|f| f.rendered.len() + f.unrendered.len())
+        .sum();
     metrics::counter!("comet_inbox_delivered_total").increment(delivered as u64);
     metrics::counter!("comet_deliveries_total", "channel" => "inApp", "outcome" => "ok")
         .increment(delivered as u64);
