@@ -118,11 +118,23 @@ async fn failover(wait_replicas: u32) -> Failover {
     let acked = producer.await.expect("the producer");
 
     // drained: nothing open any more (a lost lease is reaped after 3 s and its job runs again)
-    eventually(Duration::from_secs(90), "the queue drains", || async {
-        let c = env.queues.counts("ping").await.ok()?;
-        (c.waiting + c.active + c.retrying + c.delayed == 0).then_some(())
-    })
-    .await;
+    // (what is left, and the cluster, are printed if it does not: a failure to diagnose)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = env.queues.counts("ping").await;
+        if let Ok(c) = &counts
+            && c.waiting + c.active + c.retrying + c.delayed == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not drain in 90 s: {counts:?}; worker exited: {:?}\n{}",
+            worker.child.try_wait(),
+            cluster.describe()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         worker
             .child
