@@ -25,16 +25,44 @@ pub(crate) fn own_cpu_secs() -> f64 {
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
-/// `comet-bench http`: see `Cmd::Http`. Prints one JSON line.
-pub(crate) async fn open_loop(
+/// `comet-bench http`: POSTs a body open loop at `rate` per second for `secs` seconds; latency
+/// runs from each request's due time, so waiting for one of the `max_conns` connections counts.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[arg(long)]
     url: String,
+    #[arg(long, default_value_t = 2000)]
     rate: u64,
+    #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// `Name: value`, repeatable.
+    #[arg(long = "header")]
     headers: Vec<String>,
-    body: Vec<u8>,
+    /// The request body (JSON); empty without it.
+    #[arg(long)]
+    body_file: Option<std::path::PathBuf>,
+    #[arg(long, default_value_t = 256)]
     max_conns: usize,
+    /// Writes each request's due offset and latency (ms, one line each) to this file.
+    #[arg(long)]
     series: Option<std::path::PathBuf>,
-) -> anyhow::Result<()> {
+}
+
+/// `comet-bench http`: see [`Args`]. Prints one JSON line.
+pub(crate) async fn open_loop(args: Args) -> anyhow::Result<()> {
+    let Args {
+        url,
+        rate,
+        secs,
+        headers,
+        body_file,
+        max_conns,
+        series,
+    } = args;
+    let body = match body_file {
+        Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+        None => Vec::new(),
+    };
     let mut map = reqwest::header::HeaderMap::new();
     map.insert(
         reqwest::header::CONTENT_TYPE,

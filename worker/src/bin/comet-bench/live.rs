@@ -45,13 +45,28 @@ struct Stats {
 /// What the streams read: (event id, user index, arrival).
 type Got = Arc<Mutex<Vec<(String, i64, f64)>>>;
 
-/// `comet-bench sse`: see the module's documentation.
-pub(crate) async fn sse(
+/// `comet-bench sse`: one stream per user of `users` (JSON lines with `token` and `ix`), driven
+/// over stdin/stdout (the module's documentation).
+#[derive(Debug, clap::Args)]
+pub(crate) struct SseArgs {
+    #[arg(long)]
     port: u16,
+    #[arg(long)]
     users: std::path::PathBuf,
+    #[arg(long, default_value_t = 1)]
     per_user: usize,
+    #[arg(long)]
     out: std::path::PathBuf,
-) -> anyhow::Result<()> {
+}
+
+/// `comet-bench sse`: see [`SseArgs`].
+pub(crate) async fn sse(args: SseArgs) -> anyhow::Result<()> {
+    let SseArgs {
+        port,
+        users,
+        per_user,
+        out,
+    } = args;
     let text =
         std::fs::read_to_string(&users).with_context(|| format!("reading {}", users.display()))?;
     let users: Vec<Value> = text
@@ -224,16 +239,38 @@ fn read_event(event: &[u8], ix: i64, t: f64, got: &Got, last: &mut Option<String
     }
 }
 
-/// `comet-bench post`: see the module's documentation. Writes one JSON object to `out`.
-pub(crate) async fn post(
+/// `comet-bench post`: events open loop over the ports in turn (the module's documentation).
+#[derive(Debug, clap::Args)]
+pub(crate) struct PostArgs {
+    /// Repeatable: the API ports, used in turn.
+    #[arg(long = "port")]
     ports: Vec<u16>,
+    #[arg(long)]
     api_key: String,
+    #[arg(long, default_value_t = 1000)]
     rate: u64,
+    #[arg(long, default_value_t = 10)]
     secs: u64,
+    #[arg(long, default_value_t = 20)]
     groups: u64,
+    /// Connections per port.
+    #[arg(long, default_value_t = 128)]
     max_conns: usize,
+    #[arg(long)]
     out: std::path::PathBuf,
-) -> anyhow::Result<()> {
+}
+
+/// `comet-bench post`: see [`PostArgs`]. Writes one JSON object to `out`.
+pub(crate) async fn post(args: PostArgs) -> anyhow::Result<()> {
+    let PostArgs {
+        ports,
+        api_key,
+        rate,
+        secs,
+        groups,
+        max_conns,
+        out,
+    } = args;
     anyhow::ensure!(!ports.is_empty(), "no --port");
     let client = reqwest::Client::builder()
         .http1_only()

@@ -162,59 +162,12 @@ enum Cmd {
     },
     /// Deletes every key under the prefix.
     Clean,
-    /// POSTs a body open loop at `rate` per second for `secs` seconds (the API benches' load
-    /// generator); latency runs from each request's due time, so waiting for one of the
-    /// `max_conns` connections counts.
-    Http {
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value_t = 2000)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        secs: u64,
-        /// `Name: value`, repeatable.
-        #[arg(long = "header")]
-        headers: Vec<String>,
-        /// The request body (JSON); empty without it.
-        #[arg(long)]
-        body_file: Option<std::path::PathBuf>,
-        #[arg(long, default_value_t = 256)]
-        max_conns: usize,
-        /// Writes each request's due offset and latency (ms, one line each) to this file.
-        #[arg(long)]
-        series: Option<std::path::PathBuf>,
-    },
-    /// The notifications bench's SSE clients: one stream per user of `users` (JSON lines with
-    /// `token` and `ix`), driven over stdin/stdout (`live.rs`).
-    Sse {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        users: std::path::PathBuf,
-        #[arg(long, default_value_t = 1)]
-        per_user: usize,
-        #[arg(long)]
-        out: std::path::PathBuf,
-    },
-    /// The notifications bench's event poster: open loop over the ports in turn (`live.rs`).
-    Post {
-        /// Repeatable: the API ports, used in turn.
-        #[arg(long = "port")]
-        ports: Vec<u16>,
-        #[arg(long)]
-        api_key: String,
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        #[arg(long, default_value_t = 10)]
-        secs: u64,
-        #[arg(long, default_value_t = 20)]
-        groups: u64,
-        /// Connections per port.
-        #[arg(long, default_value_t = 128)]
-        max_conns: usize,
-        #[arg(long)]
-        out: std::path::PathBuf,
-    },
+    /// POSTs a body open loop (the API benches' load generator: `http.rs`).
+    Http(http::Args),
+    /// The notifications bench's SSE clients (`live.rs`).
+    Sse(live::SseArgs),
+    /// The notifications bench's event poster (`live.rs`).
+    Post(live::PostArgs),
 }
 
 /// CLOCK_MONOTONIC in ns: the same clock in every process (Node's `process.hrtime` too).
@@ -637,39 +590,11 @@ async fn lat_producer(queues: &Queues, rate: u64, duration: u64) -> anyhow::Resu
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // the HTTP load generator needs no Redis
-    if let Cmd::Http {
-        url,
-        rate,
-        secs,
-        headers,
-        body_file,
-        max_conns,
-        series,
-    } = cli.cmd
-    {
-        let body = match body_file {
-            Some(f) => std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
-            None => Vec::new(),
-        };
-        return http::open_loop(url, rate, secs, headers, body, max_conns, series).await;
-    }
+    // the HTTP load generators need no Redis
     match cli.cmd {
-        Cmd::Sse {
-            port,
-            users,
-            per_user,
-            out,
-        } => return live::sse(port, users, per_user, out).await,
-        Cmd::Post {
-            ports,
-            api_key,
-            rate,
-            secs,
-            groups,
-            max_conns,
-            out,
-        } => return live::post(ports, api_key, rate, secs, groups, max_conns, out).await,
+        Cmd::Http(args) => return http::open_loop(args).await,
+        Cmd::Sse(args) => return live::sse(args).await,
+        Cmd::Post(args) => return live::post(args).await,
         _ => {}
     }
     let mut settings = QueueSettings {
@@ -730,6 +655,6 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("deleted {deleted} keys under {}:*", cli.prefix);
             Ok(())
         }
-        Cmd::Http { .. } | Cmd::Sse { .. } | Cmd::Post { .. } => unreachable!("answered above"),
+        Cmd::Http(_) | Cmd::Sse(_) | Cmd::Post(_) => unreachable!("answered above"),
     }
 }
