@@ -10,9 +10,11 @@
 //! - The connection reconnects with backoff; after every (re)connect each open stream is told
 //!   to re-read its feed from Postgres, since messages published meanwhile were lost.
 //! - Every process receives every user's messages (a pattern subscription): simple, one
-//!   connection, and cheap at Comet's volumes (each message is parsed once per process). A
-//!   deployment with many API processes and heavy traffic would switch to per-user
-//!   `SUBSCRIBE` on the same connection.
+//!   connection, and cheap at Comet's volumes: a message for a user with no stream in this
+//!   process costs a look-up of its channel, and one that has streams is parsed once (its
+//!   `data` kept as the publisher's JSON text, which the streams send as it is: no tree of
+//!   values built, cloned per stream and printed again). A deployment with many API processes
+//!   and heavy traffic would switch to per-user `SUBSCRIBE` on the same connection.
 //! - [`Hub::close`] (at shutdown) ends every stream, so the server's graceful shutdown is not
 //!   held open by them.
 
@@ -26,6 +28,8 @@ use std::{
 };
 
 use futures::StreamExt as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use shared::{
     inbox::{StreamEvent, channel_pattern, parse_channel},
     redis_client::{Channel, RedisClient},
@@ -33,11 +37,34 @@ use shared::{
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+/// A stream event ready to send: [`StreamEvent`] with its `data` as JSON text (as published,
+/// or printed once from a read of the feed).
+#[derive(Debug, Deserialize)]
+pub struct LiveEvent {
+    /// The user's feed seq: the SSE `id`.
+    pub seq: i64,
+    /// The SSE `event`.
+    pub event: String,
+    /// The SSE `data`, JSON.
+    pub data: Box<RawValue>,
+}
+
+impl LiveEvent {
+    /// An event read from the feed.
+    pub fn from_event(e: &StreamEvent) -> serde_json::Result<Self> {
+        Ok(Self {
+            seq: e.seq,
+            event: e.event.clone(),
+            data: serde_json::value::to_raw_value(&e.data)?,
+        })
+    }
+}
+
 /// What the hub sends a stream.
 #[derive(Debug, Clone)]
 pub enum Signal {
     /// An event published on the stream's user's channel.
-    Event(Arc<StreamEvent>),
+    Event(Arc<LiveEvent>),
     /// Events may have been missed (the pub/sub connection was re-made): re-read the feed.
     Resync,
 }
@@ -210,10 +237,11 @@ impl Hub {
         let Some(key) = parse_channel(prefix, msg.get_channel_name()) else {
             return;
         };
-        let event = msg
-            .get_payload::<String>()
-            .ok()
-            .and_then(|p| serde_json::from_str::<StreamEvent>(&p).ok());
+        if !self.lock().contains_key(&key) {
+            // no stream of this user here (another process holds it, or none is open)
+            return;
+        }
+        let event = serde_json::from_slice::<LiveEvent>(msg.get_payload_bytes()).ok();
         match event {
             Some(e) => self.dispatch(key, &Signal::Event(Arc::new(e))),
             None => tracing::warn!("inbox pub/sub: a message that is not a stream event"),

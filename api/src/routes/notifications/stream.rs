@@ -14,7 +14,7 @@
 //! A keep-alive comment every `STREAM_KEEPALIVE_MS`, which also renews the cap slot. The
 //! stream ends when its buffer fills (a slow client: it resumes), and at shutdown.
 
-use std::{collections::VecDeque, convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -38,7 +38,7 @@ use crate::{
     envelope::{ApiJson, Data},
     error::{ApiError, AuthRefusals, ErrorEnvelope, Result},
     extract::ApiQuery,
-    live::{Registration, Signal},
+    live::{LiveEvent, Registration, Signal},
 };
 
 /// Feed entries read from Postgres per query.
@@ -283,7 +283,7 @@ struct Live {
     /// The last seq sent (or the starting point).
     last: i64,
     /// Events to send before waiting again.
-    pending: VecDeque<StreamEvent>,
+    pending: VecDeque<Arc<LiveEvent>>,
     /// The feed must be read (a gap, a resync, or a backlog longer than a page).
     more: bool,
     registration: Registration,
@@ -300,12 +300,14 @@ impl Live {
         let first = feed::first_seq(&self.pool, self.project_id, self.user_id).await?;
         if let Some(first) = first.filter(|f| *f > after + 1) {
             self.last = first - 1;
-            self.pending.push_back(StreamEvent {
+            self.pending.push_back(Arc::new(LiveEvent {
                 seq: self.last,
                 event: "reset".into(),
-                data: serde_json::json!({"reason": "the feed no longer holds the events \
-                    after Last-Event-ID: reload the inbox"}),
-            });
+                data: serde_json::value::to_raw_value(&serde_json::json!({
+                    "reason": "the feed no longer holds the events after Last-Event-ID: \
+                        reload the inbox"}))
+                .map_err(|e| sqlx::Error::Encode(e.into()))?,
+            }));
         }
         self.more = true;
         Ok(())
@@ -318,17 +320,19 @@ impl Live {
         self.more = rows.len() as i64 == PAGE;
         for r in &rows {
             self.last = r.entry.seq;
-            self.pending.push_back(StreamEvent::from_rendered(r));
+            let event = LiveEvent::from_event(&StreamEvent::from_rendered(r))
+                .map_err(|e| sqlx::Error::Encode(e.into()))?;
+            self.pending.push_back(Arc::new(event));
         }
         Ok(())
     }
 
-    fn accept(&mut self, event: &StreamEvent) {
+    fn accept(&mut self, event: Arc<LiveEvent>) {
         if event.seq <= self.last {
             metrics::counter!("comet_inbox_duplicates_dropped_total").increment(1);
         } else if event.seq == self.last + 1 && !self.more {
             self.last = event.seq;
-            self.pending.push_back(event.clone());
+            self.pending.push_back(event);
         } else {
             // a gap: an earlier seq is committed but its publish is late or lost
             self.more = true;
@@ -341,7 +345,7 @@ impl Live {
                 let event = Event::default()
                     .id(e.seq.to_string())
                     .event(&e.event)
-                    .data(e.data.to_string());
+                    .data(e.data.get());
                 return Some((Ok(event), self));
             }
             if self.more {
@@ -358,7 +362,7 @@ impl Live {
                     // the hub dropped this stream: its buffer filled
                     None => return None,
                     Some(Signal::Resync) => self.more = true,
-                    Some(Signal::Event(e)) => self.accept(&e),
+                    Some(Signal::Event(e)) => self.accept(e),
                 },
                 _ = self.renew.tick() => {
                     let s = &self.slot;
