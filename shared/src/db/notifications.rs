@@ -139,7 +139,21 @@ pub async fn create_for_events(
     let attempts: Vec<i32> = events.iter().map(|e| e.job.1).collect();
     // Every part of one statement sees the rows as they were before it: `earlier` (an earlier
     // run's notifications) and `added` never overlap, nor do `earlier_recipients` and `rec`.
+    // The per-event aggregates are MATERIALIZED: the planner estimates a data-modifying CTE's
+    // output at a row or so, and with that estimate it put an aggregate on the inner side of a
+    // nested loop over the batch's events, re-sorting and re-aggregating every recipient row
+    // once per event (a batch of 62 events spent 26 of its 29 ms there; BENCHMARKS.md,
+    // "Notifications"); a rescan of a materialized CTE reads its few rows back.
     // Events are updated in id order (the caller's batches never meet in a different order).
+    //
+    // Every table this statement reads it reads by key, a few rows per event; but on a small
+    // project's tables the planner prices a sequential scan below an index look-up and then
+    // runs it once per recipient (the active check walked the 200 users of the bench's project
+    // for each of a batch's 640 recipients: 14 of the statement's 20 ms). Sequential scans are
+    // therefore off for this statement alone.
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *conn)
+        .await?;
     #[allow(clippy::type_complexity)]
     let rows: Vec<(
         Uuid,
@@ -226,7 +240,7 @@ pub async fn create_for_events(
             FROM rec_in_app r JOIN ev USING (event_id)
             ON CONFLICT DO NOTHING
         ),
-        in_app AS (
+        in_app AS MATERIALIZED (
             SELECT event_id,
                    coalesce(array_agg(notification_id ORDER BY notification_id, user_id)
                             FILTER (WHERE delivered), '{}') AS notes,
@@ -235,16 +249,16 @@ pub async fn create_for_events(
                    count(*) FILTER (WHERE NOT delivered) AS skipped
             FROM rec_in_app GROUP BY event_id
         ),
-        rec_counts AS (
+        rec_counts AS MATERIALIZED (
             SELECT n.event_id, count(*) AS c FROM rec JOIN notes n USING (notification_id)
             GROUP BY n.event_id
         ),
-        earlier_rec_counts AS (
+        earlier_rec_counts AS MATERIALIZED (
             SELECT e.event_id, count(*) AS c FROM notification_recipients r
             JOIN earlier e ON r.project_id = $1 AND r.notification_id = e.notification_id
             GROUP BY e.event_id
         ),
-        note_counts AS (
+        note_counts AS MATERIALIZED (
             SELECT event_id, count(*) AS c,
                    coalesce(array_agg(notification_id) FILTER (WHERE NOT suppressed
                             AND notification_id IN (SELECT notification_id FROM added)), '{}')
@@ -296,7 +310,10 @@ pub async fn create_for_events(
         .bind(&pair_roles)
         .bind(&job_ids)
         .bind(&attempts)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
+        .await?;
+    sqlx::query("SET LOCAL enable_seqscan TO DEFAULT")
+        .execute(&mut *conn)
         .await?;
     // the notifications inserted now, with the event and the rule's match they came from
     let made: std::collections::HashMap<Uuid, (Uuid, &NewNotification)> = ids
