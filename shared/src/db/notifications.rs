@@ -8,6 +8,11 @@ use uuid::Uuid;
 
 use crate::{db::inbox::InboxRow, jobs::Channel};
 
+/// How a transaction that calls [`create_for_events`] begins: with sequential scans off for
+/// the transaction (set in the same round trip as its `BEGIN`). Its statements read by key;
+/// see the comment in [`create_for_events`] for the plan this prevents.
+pub const BEGIN_KEYED: &str = "BEGIN; SET LOCAL enable_seqscan = off";
+
 /// A notification to create for a matched rule.
 #[derive(Debug, Clone)]
 pub struct NewNotification {
@@ -149,11 +154,8 @@ pub async fn create_for_events(
     // Every table this statement reads it reads by key, a few rows per event; but on a small
     // project's tables the planner prices a sequential scan below an index look-up and then
     // runs it once per recipient (the active check walked the 200 users of the bench's project
-    // for each of a batch's 640 recipients: 14 of the statement's 20 ms). Sequential scans are
-    // therefore off for this statement alone.
-    sqlx::query("SET LOCAL enable_seqscan = off")
-        .execute(&mut *conn)
-        .await?;
+    // for each of a batch's 640 recipients: 14 of the statement's 20 ms). The caller's
+    // transaction therefore runs with sequential scans off ([`BEGIN_KEYED`]).
     #[allow(clippy::type_complexity)]
     let rows: Vec<(
         Uuid,
@@ -310,10 +312,7 @@ pub async fn create_for_events(
         .bind(&pair_roles)
         .bind(&job_ids)
         .bind(&attempts)
-        .fetch_all(&mut *conn)
-        .await?;
-    sqlx::query("SET LOCAL enable_seqscan TO DEFAULT")
-        .execute(&mut *conn)
+        .fetch_all(conn)
         .await?;
     // the notifications inserted now, with the event and the rule's match they came from
     let made: std::collections::HashMap<Uuid, (Uuid, &NewNotification)> = ids

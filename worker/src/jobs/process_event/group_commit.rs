@@ -219,7 +219,10 @@ struct ProjectFeed {
 /// statement for the notifications, recipients, in-app deliveries and processed marks and one
 /// for the feed entries, then one insert of every delivery job, then the digests.
 async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
-    let mut tx = pool.begin().await.context("Failed to begin")?;
+    let mut tx = pool
+        .begin_with(db::notifications::BEGIN_KEYED)
+        .await
+        .context("Failed to begin")?;
     let mut results = Vec::with_capacity(writes.len());
     let mut feeds = Vec::new();
     let mut jobs: Vec<NewJob> = Vec::new();
