@@ -349,3 +349,142 @@ async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
     .expect("feeds");
     assert_eq!(feeds, vec![(alice, 2)]);
 }
+
+/// The batch statement of `process_event` numbers each user's new feed entries after what the
+/// feed held and keeps the unread counter itself, in the same update as the feed's sequence
+/// (its transaction turns the insert trigger's count off): many events and rules in one
+/// statement, a user whose feed holds entries already, one whose in-app channel is off, and a
+/// second batch going on from the first.
+#[tokio::test]
+async fn a_batch_numbers_each_users_feed_after_its_earlier_entries_and_counts_unread_once() {
+    use shared::db::{
+        inbox::{self, FeedEntry},
+        notifications::{self, BEGIN_BATCH, EventMatches, NewNotification},
+    };
+    let app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, alice_token) = inbox_user(&app.env, p, "alice@example.com").await;
+    let (bob, bob_token) = inbox_user(&app.env, p, "bob@example.com").await;
+    let (carol, carol_token) = inbox_user(&app.env, p, "carol@example.com").await;
+    in_app_off(&app.env, p, carol).await;
+    let member = app.role_id(p, "member").await;
+    let rules: Vec<Uuid> = {
+        let mut rules = Vec::new();
+        for name in ["first", "second"] {
+            let body = rule_body(name, &["disk.*"], None, &[member.to_string()]);
+            rules.push(Uuid::parse_str(&app.rule(&admin, &body).await).expect("uuid"));
+        }
+        rules
+    };
+    // Alice's feed holds two entries already
+    let mut tx = app.env.pool.begin().await.expect("begin");
+    inbox::lock_users(&mut tx, p, &[alice]).await.expect("lock");
+    let earlier = [
+        (alice, inbox::ACKNOWLEDGED, Uuid::now_v7()),
+        (alice, inbox::DELETED, Uuid::now_v7()),
+    ];
+    inbox::append(&mut tx, p, &earlier).await.expect("append");
+    tx.commit().await.expect("commit");
+
+    let mut returned: Vec<FeedEntry> = Vec::new();
+    for batch in [3, 2] {
+        let mut matches = Vec::new();
+        for _ in 0..batch {
+            let sent = app
+                .event(&admin, &json!({ "type": "disk.full", "payload": {} }))
+                .await;
+            let event_id = Uuid::parse_str(sent["eventId"].as_str().expect("id")).expect("uuid");
+            let new = rules
+                .iter()
+                .map(|&rule_id| NewNotification {
+                    rule_id,
+                    title: "t".into(),
+                    body: "b".into(),
+                    priority: 0,
+                    sound: None,
+                    channels: vec!["inApp".into()],
+                    target_role_ids: vec![member],
+                    suppressed_in: None,
+                })
+                .collect();
+            matches.push(EventMatches {
+                event_id,
+                new,
+                matched: rules.clone(),
+                job: (Uuid::now_v7(), 1),
+            });
+        }
+        let mut tx = app.env.pool.begin_with(BEGIN_BATCH).await.expect("begin");
+        let created = notifications::create_for_events(&mut tx, p, &matches)
+            .await
+            .expect("the batch statement");
+        tx.commit().await.expect("commit");
+        assert_eq!(created.len(), batch);
+        for (_, c) in created {
+            assert_eq!(c.notifications, 2);
+            assert_eq!(c.in_app_skipped, 2, "Carol's two, in-app off");
+            returned.extend(c.in_app);
+        }
+    }
+
+    // what the statements returned is what the feed holds, and each user's seqs run 1, 2, …
+    // with no gap or repeat, the new entries in notification order within a batch
+    let feed: Vec<FeedEntry> = sqlx::query_as(
+        "SELECT user_id, seq, kind, notification_id FROM inbox_feed WHERE project_id = $1 \
+         ORDER BY user_id, seq",
+    )
+    .bind(p)
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("feed");
+    let mut users: Vec<Uuid> = feed.iter().map(|e| e.user_id).collect();
+    users.dedup();
+    for user in users {
+        let seqs: Vec<i64> = feed
+            .iter()
+            .filter(|e| e.user_id == user)
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "{user}");
+    }
+    let mut written: Vec<FeedEntry> = feed
+        .iter()
+        .filter(|e| e.kind == inbox::NOTIFICATION)
+        .cloned()
+        .collect();
+    returned.sort_by_key(|e| (e.user_id, e.seq));
+    written.sort_by_key(|e| (e.user_id, e.seq));
+    assert_eq!(returned, written);
+    let alice_feed: Vec<&FeedEntry> = feed.iter().filter(|e| e.user_id == alice).collect();
+    assert_eq!(
+        alice_feed.len(),
+        2 + 10,
+        "two earlier entries, then 5 events × 2 rules"
+    );
+    assert_eq!(alice_feed[1].kind, inbox::DELETED);
+    for batch in [&alice_feed[2..8], &alice_feed[8..]] {
+        assert!(batch.is_sorted_by_key(|e| e.notification_id), "{batch:?}");
+    }
+    assert!(
+        feed.iter().all(|e| e.user_id != carol),
+        "Carol's in-app is off"
+    );
+
+    // the counters: one per delivered, unread notification; the sequence at the last entry
+    assert_eq!(app.unread(&alice_token).await, 10);
+    assert_eq!(app.unread(&bob_token).await, 10);
+    assert_eq!(app.unread(&carol_token).await, 0);
+    let counters: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, last_seq, unread FROM inbox_users WHERE project_id = $1 \
+         AND user_id = ANY($2) ORDER BY user_id",
+    )
+    .bind(p)
+    .bind([alice, bob])
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("counters");
+    let mut expected = vec![(alice, 12, 10), (bob, 10, 10)];
+    expected.sort();
+    assert_eq!(counters, expected);
+}

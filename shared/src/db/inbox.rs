@@ -6,8 +6,9 @@
 //! ([`lock_users`]), then recipient rows. The unread counter's triggers touch `inbox_users`
 //! rows the statement's caller has already locked. `process_event`'s delivery
 //! ([`crate::db::notifications::create_for_events`]) inserts new notifications and recipient
-//! rows (invisible to every other writer until it commits), whose unread trigger then locks
-//! the users' rows in user order; then it appends to those users' feeds.
+//! rows (invisible to every other writer until it commits), then, in the same statement,
+//! updates the users' rows in user order (unread count and feed sequence at once: its
+//! transaction turns the insert trigger's count off) and appends to those users' feeds.
 //!
 //! **Feed sequence.** [`append`] advances `inbox_users.last_seq` of locked rows; a user's seqs
 //! therefore commit in order (the next writer waits for the lock), and a reader that sees seq

@@ -10,8 +10,8 @@
 //! write alone, on the same unique keys; two runs of one event are never in one batch.
 //!
 //! In-app delivery is part of the batch: the recipients of in-app notifications are inserted
-//! delivered ([`db::notifications::create_for_events`]), their feed entries appended in the
-//! same transaction ([`db::inbox::append`]), and after the commit the entries are published to
+//! delivered and their feed entries appended by the same statement
+//! ([`db::notifications::create_for_events`]), and after the commit the entries are published to
 //! the users' streams ([`shared::inbox::publish_rendered`]), rendered from what the batch wrote
 //! (a notification this run created is, at the commit, exactly that: no read back, so nothing
 //! stands between the commit and the publish that could let a later batch's publish overtake
@@ -27,7 +27,7 @@ use anyhow::Context as _;
 use shared::{
     db::{
         self,
-        inbox::{FeedEntry, InboxRow, NOTIFICATION, RenderedEntry},
+        inbox::{FeedEntry, InboxRow, RenderedEntry},
         notifications::{Created, EventMatches},
     },
     group_commit::{BatchWrite, GroupCommit},
@@ -216,11 +216,11 @@ struct ProjectFeed {
 }
 
 /// Writes `writes` (sorted by project, distinct events) in one transaction: per project one
-/// statement for the notifications, recipients, in-app deliveries and processed marks and one
-/// for the feed entries, then one insert of every delivery job, then the digests.
+/// statement for the notifications, recipients, in-app deliveries (counters and feed entries)
+/// and processed marks, then one insert of every delivery job, then the digests.
 async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
     let mut tx = pool
-        .begin_with(db::notifications::BEGIN_KEYED)
+        .begin_with(db::notifications::BEGIN_BATCH)
         .await
         .context("Failed to begin")?;
     let mut results = Vec::with_capacity(writes.len());
@@ -263,24 +263,15 @@ async fn write_many(pool: &PgPool, writes: &[&Write]) -> anyhow::Result<Batch> {
                     .drain(..)
                     .map(|r| (r.notification_id, r)),
             );
-            entries.extend(
-                created
-                    .in_app
-                    .iter()
-                    .map(|&(notification, user)| (user, NOTIFICATION, notification)),
-            );
+            entries.extend(created.in_app.iter().cloned());
             results.push(Written {
                 deliveries,
                 created,
             });
         }
-        // the users' inbox_users rows were created and locked by the recipients' insert
-        let appended = db::inbox::append(&mut tx, project_id, &entries)
-            .await
-            .context("Failed to append the in-app deliveries to the users' feeds")?;
-        if !appended.is_empty() {
+        if !entries.is_empty() {
             let (mut rendered, mut unrendered) = (Vec::new(), Vec::new());
-            for entry in appended {
+            for entry in entries {
                 match rows.get(&entry.notification_id) {
                     Some(row) => rendered.push(RenderedEntry {
                         entry,
