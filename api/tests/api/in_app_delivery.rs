@@ -1,5 +1,5 @@
 //! A rule's in-app channel is delivered by `process_event` itself, in the transaction that
-//! stores the notification: the inbox, the feed, the unread count and the attempt rows, then the
+//! stores the notification: the inbox, the feed, the unread count and the attempts, then the
 //! live push; no `deliver_notification` job. A re-run stores and delivers nothing twice and has
 //! the committed entries published again.
 
@@ -10,7 +10,8 @@ use futures::StreamExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared::{
-    jobs::{Job as _, ProcessEvent},
+    db::deliveries::{self, NewAttempt, Outcome},
+    jobs::{Channel, Job as _, ProcessEvent},
     queue::JobState,
     testing::eventually,
 };
@@ -111,13 +112,30 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
     let counts: (i64, i64, i64) = sqlx::query_as(
         r#"SELECT (SELECT count(*) FROM notifications WHERE project_id = $1),
                   (SELECT count(*) FROM inbox_feed WHERE project_id = $1),
-                  (SELECT count(*) FROM delivery_attempts WHERE project_id = $1)"#,
+                  (SELECT count(*) FROM notification_recipients WHERE project_id = $1)"#,
     )
     .bind(p)
     .fetch_one(&app.env.pool)
     .await
     .expect("counts");
-    assert_eq!(counts, (1, 1, 2), "(notifications, feed entries, attempts)");
+    assert_eq!(
+        counts,
+        (1, 1, 2),
+        "(notifications, feed entries, recipients)"
+    );
+    let attempts = shared::db::deliveries::attempts(&app.env.pool, p, notification, 100)
+        .await
+        .expect("attempts");
+    let seen: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.target_id, a.attempt, a.job_id, a.outcome.as_str()))
+        .collect();
+    let mut want = vec![(alice, 1, job_id, "ok"), (bob, 1, job_id, "skipped")];
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "still the first run's attempts, one per recipient"
+    );
     assert_eq!(app.unread(&alice_token).await, 1);
     // the committed entry was published again, once more as seq 1
     let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
@@ -266,9 +284,9 @@ async fn what_process_event_publishes_is_what_a_read_of_the_feed_renders() {
     assert_eq!(shared::inbox::StreamEvent::from_rendered(&read[0]), live);
 }
 
-/// The delivery log and the feed have no per-row foreign key (a check per row cost a fifth of
-/// Postgres's time at 1,000 events/s): deleting their parents still takes them along, and the
-/// unread counters follow the recipients' rows.
+/// The recipients, the delivery log and the feed have no per-row foreign key (a check per row
+/// cost a fifth of Postgres's time at 1,000 events/s): deleting their parents still takes them
+/// along, and the unread counters follow the recipients' rows.
 #[tokio::test]
 async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
     let mut app = TestApp::spawn().await;
@@ -298,8 +316,54 @@ async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
                 .expect("count")
         }
     };
+    // an email attempt per notification and recipient beside the in-app delivery (recorded
+    // on the notification and read from the recipients' rows)
+    let notes: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT notification_id FROM notifications WHERE project_id = $1 ORDER BY notification_id",
+    )
+    .bind(p)
+    .fetch_all(&app.env.pool)
+    .await
+    .expect("notifications");
+    assert_eq!(notes.len(), 2);
+    for n in &notes {
+        let rows: Vec<_> = [alice, bob]
+            .into_iter()
+            .map(|target_id| NewAttempt {
+                target_id,
+                started_at: chrono::Utc::now(),
+                outcome: Outcome::Ok,
+                http_status: None,
+                smtp_reply: Some("250 ok".into()),
+                error: None,
+            })
+            .collect();
+        let mut conn = app.env.pool.acquire().await.expect("a connection");
+        deliveries::record(&mut conn, p, *n, Channel::Email, Uuid::now_v7(), 1, &rows)
+            .await
+            .expect("record the email attempts");
+    }
+    let attempts_of = |n: Uuid| {
+        let pool = app.env.pool.clone();
+        async move {
+            let all = deliveries::attempts(&pool, p, n, 100)
+                .await
+                .expect("attempts");
+            let mut by_channel = std::collections::BTreeMap::<String, usize>::new();
+            for a in all {
+                *by_channel.entry(a.channel).or_default() += 1;
+            }
+            by_channel.into_iter().collect::<Vec<_>>()
+        }
+    };
+    for n in &notes {
+        assert_eq!(
+            attempts_of(*n).await,
+            [("email".to_owned(), 2), ("inApp".to_owned(), 2)]
+        );
+    }
     assert_eq!(
-        count("SELECT count(*) FROM delivery_attempts WHERE project_id = $1").await,
+        count("SELECT count(*) FROM notification_recipients WHERE project_id = $1").await,
         4
     );
     assert_eq!(
@@ -307,14 +371,15 @@ async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
         4
     );
 
-    // one notification deleted (as retention's last step does): its recipients cascade (the
-    // counters go down with them) and its attempts go by the trigger; the other stays whole
+    // one notification deleted (as retention's last step does): its recipients and its
+    // attempts go by the trigger (the counters go down with the recipients); the other stays
+    // whole
     let gone: Uuid = sqlx::query_scalar(
-        "DELETE FROM notifications WHERE notification_id = (SELECT notification_id \
-         FROM notifications WHERE project_id = $1 ORDER BY notification_id LIMIT 1) \
-         AND project_id = $1 RETURNING notification_id",
+        "DELETE FROM notifications WHERE notification_id = $2 AND project_id = $1 \
+         RETURNING notification_id",
     )
     .bind(p)
+    .bind(notes[0])
     .fetch_one(&app.env.pool)
     .await
     .expect("delete one notification");
@@ -322,15 +387,15 @@ async fn deleting_a_notification_or_a_user_takes_its_attempts_and_feed_along() {
         count("SELECT count(*) FROM delivery_attempts WHERE project_id = $1").await,
         2
     );
-    let left: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM delivery_attempts WHERE project_id = $1 AND notification_id = $2",
-    )
-    .bind(p)
-    .bind(gone)
-    .fetch_one(&app.env.pool)
-    .await
-    .expect("count");
-    assert_eq!(left, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM notification_recipients WHERE project_id = $1").await,
+        2
+    );
+    assert_eq!(attempts_of(gone).await, []);
+    assert_eq!(
+        attempts_of(notes[1]).await,
+        [("email".to_owned(), 2), ("inApp".to_owned(), 2)]
+    );
     assert_eq!(app.unread(&alice_token).await, 1);
 
     // a user deleted: their inbox row cascades, their feed goes by the trigger

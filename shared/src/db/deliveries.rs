@@ -4,7 +4,10 @@
 //!
 //! A target (a user, a webhook endpoint) is done once it has an `ok`, `skipped` or `permanent`
 //! row, or a `deferred` one (its delivery was handed to a later job): a retried attempt delivers
-//! only to the targets not done ([`done_targets`]).
+//! only to the targets not done ([`done_targets`]). A rule's in-app delivery is the exception:
+//! `process_event` delivers it to every recipient in the statement that stores the
+//! notification and records it once, on the notification (`in_app_job_id`, `in_app_attempt`);
+//! its per-recipient attempts are read from the recipients' rows ([`attempts`]).
 
 use std::collections::HashSet;
 
@@ -99,11 +102,17 @@ pub async fn to_deliver_many(
                e.type AS event_type, e.source AS event_source,
                e.occurred_at AS event_occurred_at, e.payload AS event_payload, n.title, n.body,
                n.priority, n.sound, n.channels, n.suppressed, n.data, n.created_at,
-               ARRAY(SELECT DISTINCT a.target_id FROM delivery_attempts a
+               ARRAY(SELECT a.target_id FROM delivery_attempts a
                      WHERE a.project_id = n.project_id AND a.notification_id = n.notification_id
                        AND a.channel = k.channel
                        AND (a.outcome IN ('ok', 'skipped', 'permanent')
-                            OR (a.outcome = 'deferred' AND a.job_id = k.job_id))) AS done
+                            OR (a.outcome = 'deferred' AND a.job_id = k.job_id))
+                     UNION
+                     -- a rule's in-app delivery, done by process_event for every recipient
+                     SELECT r.user_id FROM notification_recipients r
+                     WHERE k.channel = 'inApp' AND n.in_app_job_id IS NOT NULL
+                       AND r.project_id = n.project_id
+                       AND r.notification_id = n.notification_id) AS done
         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[])
              WITH ORDINALITY AS k(project_id, notification_id, channel, job_id, ix)
         CROSS JOIN LATERAL (SELECT * FROM notifications n
@@ -321,7 +330,8 @@ pub async fn record_many(
 }
 
 /// The targets of (notification, channel) that are done: delivered, skipped, failed for good,
-/// or deferred to a later job (by a job other than `job_id`, or by this one).
+/// or deferred to a later job (by a job other than `job_id`, or by this one); for the in-app
+/// channel of a rule's notification, every recipient (`process_event` delivered to all of them).
 pub async fn done_targets(
     pool: &PgPool,
     project_id: Uuid,
@@ -331,10 +341,17 @@ pub async fn done_targets(
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let rows: Vec<Uuid> = sqlx::query_scalar(
         r#"
-        SELECT DISTINCT target_id FROM delivery_attempts
+        SELECT target_id FROM delivery_attempts
         WHERE project_id = $1 AND notification_id = $2 AND channel = $3
           AND (outcome IN ('ok', 'skipped', 'permanent')
                OR (outcome = 'deferred' AND job_id = $4))
+        UNION
+        -- a rule's in-app delivery, done by process_event for every recipient at once
+        SELECT r.user_id FROM notifications n
+        JOIN notification_recipients r
+          ON r.project_id = n.project_id AND r.notification_id = n.notification_id
+        WHERE n.project_id = $1 AND n.notification_id = $2 AND $3 = 'inApp'
+          AND n.in_app_job_id IS NOT NULL
         "#,
     )
     .bind(project_id)
@@ -372,6 +389,12 @@ pub struct AttemptRow {
 }
 
 /// Every recorded attempt of a notification, by channel, target and attempt; at most `limit`.
+///
+/// A rule's in-app delivery is recorded once, on the notification (`in_app_job_id`,
+/// `in_app_attempt`: the `process_event` attempt that stored it and delivered it to every
+/// recipient in the same statement); each recipient's attempt is read from their row: `ok`
+/// when delivered, `skipped` when their in-app channel was off. Every other attempt is a row of
+/// `delivery_attempts`.
 pub async fn attempts(
     pool: &PgPool,
     project_id: Uuid,
@@ -384,6 +407,16 @@ pub async fn attempts(
                http_status, smtp_reply, error
         FROM delivery_attempts
         WHERE project_id = $1 AND notification_id = $2
+        UNION ALL
+        SELECT 'inApp', r.user_id, n.in_app_attempt, n.in_app_job_id, n.created_at,
+               coalesce(r.delivered_at, n.created_at),
+               CASE WHEN r.delivered_at IS NOT NULL THEN 'ok' ELSE 'skipped' END,
+               NULL, NULL,
+               CASE WHEN r.delivered_at IS NULL THEN 'in-app notifications off' END
+        FROM notifications n
+        JOIN notification_recipients r
+          ON r.project_id = n.project_id AND r.notification_id = n.notification_id
+        WHERE n.project_id = $1 AND n.notification_id = $2 AND n.in_app_job_id IS NOT NULL
         ORDER BY channel, target_id, attempt
         LIMIT $3
         "#,

@@ -97,8 +97,9 @@ pub struct EventMatches {
 ///
 /// In-app delivery happens here too, for the notifications whose channels hold `inApp`: a
 /// recipient whose in-app channel is on is inserted delivered (in their inbox from the commit
-/// on), one who turned it off is not; each gets its `delivery_attempts` row (`ok` / `skipped`)
-/// under the event's job. The users delivered to have their `inbox_users` row created or
+/// on), one who turned it off is not; the notification records the event's job and attempt as its
+/// in-app delivery (`in_app_job_id`, `in_app_attempt`), from which
+/// [`crate::db::deliveries::attempts`] shows each recipient's attempt (`ok` / `skipped`). The users delivered to have their `inbox_users` row created or
 /// locked, in user order, and updated once: unread count and feed sequence together (the
 /// transaction began with [`BEGIN_BATCH`], which turns the unread trigger's count off); their
 /// feed entries are appended (what [`crate::db::inbox::append`] does for the other writers)
@@ -184,16 +185,25 @@ pub async fn create_for_events(
                 AS e(event_id, matched, job_id, attempt)
         ),
         added AS (
+            -- a rule's in-app delivery is recorded here, once: the job and attempt that
+            -- delivers it to every recipient in this statement (`deliveries::attempts` reads
+            -- the per-recipient outcomes from the recipients' rows)
             INSERT INTO notifications (project_id, notification_id, event_id, rule_id, title,
-                                       body, priority, sound, channels, suppressed, data)
+                                       body, priority, sound, channels, suppressed, data,
+                                       in_app_job_id, in_app_attempt)
             SELECT $1, n.id, n.event, n.rule, n.title, n.body, n.priority, n.sound,
                    coalesce(string_to_array(nullif(n.channels, ''), ','), '{}'),
                    n.period IS NOT NULL,
                    CASE WHEN n.period IS NOT NULL
-                        THEN jsonb_build_object('period', n.period::text) END
-            FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::text[],
-                        $9::integer[], $10::text[], $11::text[], $12::bigint[])
-                 AS n(id, event, rule, title, body, priority, sound, channels, period)
+                        THEN jsonb_build_object('period', n.period::text) END,
+                   CASE WHEN n.in_app THEN e.job_id END,
+                   CASE WHEN n.in_app THEN e.attempt END
+            FROM (SELECT *, n.period IS NULL AND 'inApp' = ANY(string_to_array(n.channels, ','))
+                            AS in_app
+                  FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::text[],
+                              $9::integer[], $10::text[], $11::text[], $12::bigint[])
+                       AS n(id, event, rule, title, body, priority, sound, channels, period)) n
+            JOIN ev e ON e.event_id = n.event
             ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
             RETURNING notification_id, event_id, rule_id, suppressed, channels
         ),
@@ -241,15 +251,6 @@ pub async fn create_for_events(
             SELECT n.event_id, r.notification_id, r.user_id, r.delivered
             FROM rec r JOIN notes n USING (notification_id)
             WHERE 'inApp' = ANY(n.channels)
-        ),
-        attempts AS (
-            INSERT INTO delivery_attempts (project_id, notification_id, channel, target_id,
-                                           attempt, job_id, started_at, outcome, error)
-            SELECT $1, r.notification_id, 'inApp', r.user_id, ev.attempt, ev.job_id, now(),
-                   CASE WHEN r.delivered THEN 'ok' ELSE 'skipped' END,
-                   CASE WHEN r.delivered THEN NULL ELSE 'in-app notifications off' END
-            FROM rec_in_app r JOIN ev USING (event_id)
-            ON CONFLICT DO NOTHING
         ),
         numbered AS MATERIALIZED (
             -- each user's in-app deliveries of this statement, numbered in notification order
