@@ -19,15 +19,22 @@
 //! once may all pass, so the quota can be overshot by the requests admitted within the moment
 //! between check and enqueue (at most one window of `RATE_LIMIT_ENQUEUE_PER_PROJECT`).
 //!
-//! The outbox half is counted in Postgres on every check while it is short (the relay keeps
-//! up: an index scan of a few entries, exact). Once a count finds a backlog of at least
-//! [`OUTBOX_COUNT_MEMO_MIN`] rows (the relay lags or is down), that count is reused for
+//! The outbox half is counted in Postgres, and each count is reused for
 //! [`OUTBOX_COUNT_MAX_AGE`] per project in each API process ([`OutboxCounts`]), with the jobs
 //! this process admitted meanwhile added to it, so the estimate errs high (the relay drains the
 //! outbox meanwhile, and a relayed job is then counted in Redis too) and other processes'
-//! admissions are seen at the next count. Counting per request cost a scan of up to
-//! `JOB_MAX_OPEN_PER_PROJECT` index entries whenever the relay lagged, the busiest statement of
-//! single-event ingestion (BENCHMARKS.md).
+//! admissions are seen at the next count. It is reused in two cases only:
+//!
+//! - the project is far from its quota: the estimate with Redis's exact count is at most half
+//!   of `JOB_MAX_OPEN_PER_PROJECT`, so the exact figure could only change the answer if the
+//!   other processes had admitted the other half within [`OUTBOX_COUNT_MAX_AGE`]. Counting on
+//!   every request was two statements of every single event's three (the key's look-up, this
+//!   count, the insert) at 1,000 events/s (BENCHMARKS.md, "Notifications");
+//! - the outbox holds a backlog of at least [`OUTBOX_COUNT_MEMO_MIN`] rows (the relay lags or
+//!   is down): counting per request then cost a scan of up to `JOB_MAX_OPEN_PER_PROJECT` index
+//!   entries, the busiest statement of single-event ingestion (BENCHMARKS.md).
+//!
+//! Near the quota with a short outbox, every check counts, exactly.
 
 use std::{
     collections::HashMap,
@@ -80,20 +87,20 @@ impl OutboxCounts {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn fresh(&self, project: Uuid) -> Option<u64> {
+    /// The project's last count with this process's admissions since, if it is fresh and may
+    /// stand in for a count (see the module docs): a backlog, or, with `in_redis` open jobs,
+    /// at most half of `limit`.
+    fn fresh(&self, project: Uuid, in_redis: u64, limit: u64) -> Option<u64> {
         self.lock()
             .get(&project)
             .filter(|(at, _)| at.elapsed() < OUTBOX_COUNT_MAX_AGE)
             .map(|(_, n)| *n)
+            .filter(|&n| n >= OUTBOX_COUNT_MEMO_MIN || in_redis.saturating_add(n) <= limit / 2)
     }
 
-    /// Keeps a fresh count when it is a backlog; forgets the project's otherwise.
+    /// Keeps a fresh count.
     fn store(&self, project: Uuid, count: u64) {
         let mut entries = self.lock();
-        if count < OUTBOX_COUNT_MEMO_MIN {
-            entries.remove(&project);
-            return;
-        }
         if entries.len() >= OUTBOX_COUNT_PROJECTS {
             entries.clear();
         }
@@ -152,15 +159,16 @@ pub async fn check_open_jobs(s: &AppState, project: Uuid, jobs: u64) -> Result<(
 }
 
 /// The project's open jobs as the quota counts them: those in Redis (exact, kept by the queue
-/// scripts) plus its rows still in the outbox (counted up to `limit`, at most once per
-/// [`OUTBOX_COUNT_MAX_AGE`]). A job being relayed may
+/// scripts) plus its rows still in the outbox (counted up to `limit`; a count less than
+/// [`OUTBOX_COUNT_MAX_AGE`] old is reused when the project is far from `limit` or the outbox
+/// holds a backlog). A job being relayed may
 /// be counted twice for a moment; that errs on the side of refusing.
 async fn open_jobs(s: &AppState, project: Uuid, limit: u64) -> Result<u64> {
     let in_redis = s.queues.open_jobs(shared::jobs::QUEUES, project).await?;
     if in_redis >= limit {
         return Ok(in_redis);
     }
-    if let Some(pending) = s.outbox_counts.fresh(project) {
+    if let Some(pending) = s.outbox_counts.fresh(project, in_redis, limit) {
         return Ok(in_redis + pending);
     }
     let at_most = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -243,21 +251,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_short_outbox_is_counted_every_time_and_a_backlog_is_reused_with_admissions_added() {
+    fn a_count_is_reused_far_from_the_quota_or_for_a_backlog_with_admissions_added() {
         let memo = OutboxCounts::default();
-        let (p, q) = (Uuid::now_v7(), Uuid::now_v7());
-        memo.store(p, OUTBOX_COUNT_MEMO_MIN - 1);
-        assert_eq!(memo.fresh(p), None, "below the backlog size: counted again");
+        let (p, q, r) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let limit = 100;
+        assert_eq!(memo.fresh(p, 0, limit), None, "never counted");
+        memo.store(p, 10);
+        memo.admitted(p, 3);
+        assert_eq!(memo.fresh(p, 0, limit), Some(13), "far from the quota");
+        assert_eq!(
+            memo.fresh(p, 37, limit),
+            Some(13),
+            "50 open: half the quota"
+        );
+        assert_eq!(memo.fresh(p, 38, limit), None, "past half: counted again");
+        memo.admitted(r, 3);
+        assert_eq!(
+            memo.fresh(r, 0, limit),
+            None,
+            "admissions alone make no count"
+        );
         memo.store(q, OUTBOX_COUNT_MEMO_MIN);
         memo.admitted(q, 3);
-        memo.admitted(p, 3);
-        assert_eq!(memo.fresh(q), Some(OUTBOX_COUNT_MEMO_MIN + 3));
-        assert_eq!(memo.fresh(p), None, "admissions alone make no count");
-        // a later short count forgets the backlog
+        assert_eq!(
+            memo.fresh(q, 0, 10 * OUTBOX_COUNT_MEMO_MIN),
+            Some(OUTBOX_COUNT_MEMO_MIN + 3)
+        );
+        assert_eq!(
+            memo.fresh(q, 0, OUTBOX_COUNT_MEMO_MIN),
+            Some(OUTBOX_COUNT_MEMO_MIN + 3),
+            "a backlog is reused near the quota too"
+        );
+        // a later short count near the quota is not reused
         memo.store(q, 2);
-        assert_eq!(memo.fresh(q), None);
+        assert_eq!(memo.fresh(q, 0, 3), None);
         memo.store(q, OUTBOX_COUNT_MEMO_MIN);
         std::thread::sleep(OUTBOX_COUNT_MAX_AGE);
-        assert_eq!(memo.fresh(q), None, "too old");
+        assert_eq!(
+            memo.fresh(q, 0, 10 * OUTBOX_COUNT_MEMO_MIN),
+            None,
+            "too old"
+        );
     }
 }
