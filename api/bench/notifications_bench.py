@@ -383,31 +383,48 @@ def latencies(sent, got, group_of):
 
 
 STAGES_SQL = """
-WITH ev AS (SELECT event_id, received_at, processed_at, row_number() OVER (ORDER BY received_at) rn
+WITH ev AS (SELECT event_id, job_id, received_at, processed_at,
+                   row_number() OVER (ORDER BY received_at) rn
             FROM events WHERE type LIKE 'bench.g%%' AND source IS DISTINCT FROM 'history'),
-d AS (SELECT ev.rn, ev.received_at, ev.processed_at, max(r.delivered_at) AS delivered
-      FROM ev JOIN notifications n ON n.event_id = ev.event_id
-      JOIN notification_recipients r ON r.notification_id = n.notification_id GROUP BY 1, 2, 3)
-SELECT rn <= %d, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(processed_at - received_at))),
+d AS (SELECT ev.rn, ev.received_at, ev.processed_at, j.created_at AS queued, j.started_at
+      FROM ev LEFT JOIN job_archive j ON j.job_id = ev.job_id)
+SELECT rn <= %d, count(*), count(queued),
+  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(processed_at - received_at))),
   round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(processed_at - received_at))),
-  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(delivered - processed_at))),
-  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(delivered - processed_at)))
+  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(queued - received_at))),
+  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(queued - received_at))),
+  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(started_at - queued))),
+  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(started_at - queued))),
+  round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms(processed_at - started_at))),
+  round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms(processed_at - started_at)))
 FROM d GROUP BY 1
 """
 
 
-def stages(db, first_n):
-    """Per phase, from the rows' own clocks: ingest (received_at) -> process_event's transaction
-    (processed_at), and that -> the last recipient's in-app delivery (delivered_at), p50/p99 ms."""
+def stages(db, first_n, wait_s=20.0):
+    """Per phase, from the rows' own clocks, p50/p99 ms: ingest (the event's received_at) ->
+    process_event's transaction (processed_at), and its parts from the job's record in
+    job_archive: -> the job pushed to Redis by the outbox relay (created_at), -> the worker's
+    start (started_at), -> the transaction (processed_at: the batched read and the wait for the
+    writer). Waits up to wait_s for the archiver to have moved every phase's job."""
     sql = ("CREATE OR REPLACE FUNCTION pg_temp.ms(i interval) RETURNS numeric LANGUAGE sql AS "
            "'SELECT (extract(epoch FROM i) * 1000)::numeric';" + STAGES_SQL.replace("ms(", "pg_temp.ms(") % first_n)
-    out = subprocess.check_output(["psql", "-X", "-w", "-Atq", "-F", " ", "-c", sql, db], text=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = subprocess.check_output(["psql", "-X", "-w", "-Atq", "-F", " ", "-c", sql, db], text=True)
+        rows = [line.split() for line in out.strip().splitlines()]
+        if all(v[1] == v[2] for v in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     res = {}
-    for line in out.strip().splitlines():
-        v = line.split()
+    for v in rows:
+        num = lambda x: float(x) if x else None
         res["low" if v[0] == "t" else "high"] = {
-            "process_p50_ms": float(v[1]), "process_p99_ms": float(v[2]),
-            "deliver_p50_ms": float(v[3]), "deliver_p99_ms": float(v[4])}
+            "events": int(v[1]), "jobs_found": int(v[2]),
+            "process_p50_ms": num(v[3]), "process_p99_ms": num(v[4]),
+            "queued_p50_ms": num(v[5]), "queued_p99_ms": num(v[6]),
+            "started_p50_ms": num(v[7]), "started_p99_ms": num(v[8]),
+            "tx_p50_ms": num(v[9]), "tx_p99_ms": num(v[10])}
     return res
 
 

@@ -26,6 +26,22 @@ def met(ok):
     return "yes" if ok else "**no**"
 
 
+def stage_line(ph):
+    """A phase's stages from the rows' timestamps (the driver's `stages`), p50 / p99."""
+    st = ph["stages"]
+
+    def pair(name):
+        p50, p99 = st.get(f"{name}_p50_ms"), st.get(f"{name}_p99_ms")
+        return "—" if p50 is None or p99 is None else f"{p50:,.0f} / {p99:,.0f} ms"
+
+    parts = f"event received → process_event's transaction p50 / p99 {pair('process')}"
+    if "tx_p50_ms" in st:
+        parts += (f": → its job pushed to Redis by the outbox relay {pair('queued')}, → the worker's "
+                  f"start {pair('started')}, → the transaction (batched read, wait for the writer) "
+                  f"{pair('tx')} (jobs found in `job_archive`: {st['jobs_found']:,} of {st['events']:,})")
+    return f"- {ph['rate']:,.0f}/s, stages from the rows' timestamps: {parts}"
+
+
 NO_PEER = "none: no peer serves a live stream"
 rows = []
 for ph in d["live"]:
@@ -77,10 +93,7 @@ if args.md:
         f"- CPU used during each live phase (posting and draining): {cpu}; webhook delivery: worker {w['worker_cpu_s']} s, "
         f"Postgres backends {w.get('postgres_cpu_s', '?')} s"
         + (f" over {w['wall_s']} s (worker start to last delivery)" if "wall_s" in w else ""),
-        *[f"- {ph['rate']:,.0f}/s, stages from the rows' timestamps: event received → process_event's "
-          f"transaction p50 {ph['stages']['process_p50_ms']:,.0f} ms / p99 {ph['stages']['process_p99_ms']:,.0f} ms; "
-          f"→ last recipient's in-app delivery p50 {ph['stages']['deliver_p50_ms']:,.0f} ms / "
-          f"p99 {ph['stages']['deliver_p99_ms']:,.0f} ms" for ph in d["live"] if ph.get("stages")],
+        *[stage_line(ph) for ph in d["live"] if ph.get("stages")],
         f"- streams: {d['users']} users, {d['groups']} roles of {d['group']}; reconnects "
         f"{sum(s['reconnects'] for s in sse)}, ticket errors {sum(s['ticket_errors'] for s in sse)}, "
         f"stream errors {sum(s['stream_errors'] for s in sse)}",
