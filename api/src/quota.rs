@@ -28,8 +28,8 @@
 //! - the project is far from its quota: the estimate with Redis's exact count is at most half
 //!   of `JOB_MAX_OPEN_PER_PROJECT`, so the exact figure could only change the answer if the
 //!   other processes had admitted the other half within [`OUTBOX_COUNT_MAX_AGE`]. Counting on
-//!   every request was two statements of every single event's three (the key's look-up, this
-//!   count, the insert) at 1,000 events/s (BENCHMARKS.md, "Notifications");
+//!   every request was one of the three statements of every single event (the key's look-up,
+//!   this count, the insert) at 1,000 events/s (BENCHMARKS.md, "Notifications");
 //! - the outbox holds a backlog of at least [`OUTBOX_COUNT_MEMO_MIN`] rows (the relay lags or
 //!   is down): counting per request then cost a scan of up to `JOB_MAX_OPEN_PER_PROJECT` index
 //!   entries, the busiest statement of single-event ingestion (BENCHMARKS.md).
