@@ -97,13 +97,14 @@ pub struct EventMatches {
 ///
 /// In-app delivery happens here too, for the notifications whose channels hold `inApp`: a
 /// recipient whose in-app channel is on is inserted delivered (in their inbox from the commit
-/// on), one who turned it off is not; the notification records the event's job and attempt as its
-/// in-app delivery (`in_app_job_id`, `in_app_attempt`), from which
-/// [`crate::db::deliveries::attempts`] shows each recipient's attempt (`ok` / `skipped`). The users delivered to have their `inbox_users` row created or
-/// locked, in user order, and updated once: unread count and feed sequence together (the
-/// transaction began with [`BEGIN_BATCH`], which turns the unread trigger's count off); their
-/// feed entries are appended (what [`crate::db::inbox::append`] does for the other writers)
-/// and returned ([`Created::in_app`]) for the caller to publish after the commit.
+/// on), one who turned it off is not; the notification records the event's job and attempt as
+/// its in-app delivery (`in_app_job_id`, `in_app_attempt`), from which
+/// [`crate::db::deliveries::attempts`] shows each recipient's attempt (`ok` / `skipped`). The
+/// users delivered to have their `inbox_users` row created or locked, in user order, and
+/// updated once: unread count and feed sequence together (the transaction began with
+/// [`BEGIN_BATCH`], which turns the unread trigger's count off); their feed entries are
+/// appended (what [`crate::db::inbox::append`] does for the other writers) and returned
+/// ([`Created::in_app`]) for the caller to publish after the commit.
 ///
 /// Returns one [`Created`] per event found in the project, in no particular order; an event
 /// that is not in the project is left out.
