@@ -56,44 +56,49 @@ pub async fn relay_once(pool: &PgPool, queues: &Queues) -> anyhow::Result<usize>
     Ok(ids.len())
 }
 
-/// Runs the relay until `stop` resolves: drain, then wait for a wake (Redis pub/sub, see
-/// [`shared::queue::OutboxWaker`]) or the poll interval.
+/// Passes one relay runs at once. Two: a wake that arrives while a pass is running starts
+/// another at once instead of waiting for it (the wait was the relay's latency tail under load,
+/// BENCHMARKS.md, "Notifications"); `SKIP LOCKED` keeps their rows apart.
+const PASSES: usize = 2;
+
+/// Moves batches until the outbox has fewer than a batch left.
+async fn drain(pool: PgPool, queues: Queues) -> anyhow::Result<()> {
+    while relay_once(&pool, &queues).await? as i64 == BATCH {}
+    Ok(())
+}
+
+/// Runs the relay until `stop` resolves: drain, then again on each wake (Redis pub/sub, see
+/// [`shared::queue::OutboxWaker`]) or after the poll interval; at most [`PASSES`] drains at
+/// once, and a wake while they all run starts one more as soon as one ends. At the stop, the
+/// passes running are waited for.
 pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> anyhow::Result<()> {
     let stop = stop.requested();
     tokio::pin!(stop);
     let mut wakes: Option<Pin<Box<dyn Stream<Item = ()> + Send>>> = None;
     let mut backoff = Duration::from_millis(100);
+    let mut wait = poll;
+    let mut passes = tokio::task::JoinSet::new();
+    // a drain is due: at the start, and after every wake or poll
+    let mut due = true;
     loop {
         if wakes.is_none() {
             // subscribed before the pass below, so a wake sent during it is not lost
             let subscribe = tokio::time::timeout(Duration::from_secs(5), queues.outbox_wakes());
             match subscribe.await {
-                Ok(Ok(s)) => wakes = Some(Box::pin(s)),
+                Ok(Ok(s)) => {
+                    wakes = Some(Box::pin(s));
+                    // a wake may have been missed while unsubscribed
+                    due = true;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "outbox relay could not subscribe to wakes; polling")
                 }
                 Err(_) => tracing::warn!("outbox relay's subscription timed out; polling"),
             }
         }
-        let mut wait = poll;
-        loop {
-            match relay_once(&pool, &queues).await {
-                Ok(n) if n as i64 == BATCH => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    break;
-                }
-                Err(e) => {
-                    metrics::counter!("comet_outbox_relay_errors_total").increment(1);
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "outbox relay failed; retrying with backoff"
-                    );
-                    wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    break;
-                }
-            }
+        if due && passes.len() < PASSES {
+            due = false;
+            passes.spawn(drain(pool.clone(), queues.clone()));
         }
         let woken = async {
             match wakes.as_mut() {
@@ -102,11 +107,38 @@ pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> an
             }
         };
         tokio::select! {
-            () = &mut stop => return Ok(()),
-            () = tokio::time::sleep(wait) => {}
-            wake = woken => if wake.is_none() {
-                tracing::warn!("outbox wake subscription lost; subscribing again");
-                wakes = None;
+            () = &mut stop => {
+                while passes.join_next().await.is_some() {}
+                return Ok(());
+            }
+            () = tokio::time::sleep(wait) => due = true,
+            wake = woken => match wake {
+                Some(()) => due = true,
+                None => {
+                    tracing::warn!("outbox wake subscription lost; subscribing again");
+                    wakes = None;
+                }
+            },
+            Some(done) = passes.join_next() => match done {
+                Ok(Ok(())) => {
+                    backoff = Duration::from_millis(100);
+                    wait = poll;
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!("comet_outbox_relay_errors_total").increment(1);
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "outbox relay failed; retrying with backoff"
+                    );
+                    wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    metrics::counter!("comet_outbox_relay_errors_total").increment(1);
+                    tracing::error!(error = %e, "outbox relay pass panicked; retrying with backoff");
+                    wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             },
         }
     }
