@@ -1,9 +1,10 @@
 //! The outbox relay: moves committed outbox rows to their Redis queues.
 //!
-//! Runs in every worker process: drain in batches, then wait for a wake (a Redis `PUBLISH` that
-//! whoever committed outbox rows sends after the commit, see [`shared::queue::OutboxWaker`]) or
-//! the poll interval (`OUTBOX_POLL_MS`: the fallback for a wake never sent). Several relays share
-//! the backlog (`FOR UPDATE SKIP LOCKED`); a relay that dies between pushing and deleting pushes
+//! Runs in every worker process: drain in batches, then again on each wake (a Redis `PUBLISH`
+//! that whoever committed outbox rows sends after the commit, see
+//! [`shared::queue::OutboxWaker`]) or after the poll interval (`OUTBOX_POLL_MS`: the fallback for
+//! a wake never sent), with up to two drains at once. Several relays and passes share the
+//! backlog (`FOR UPDATE SKIP LOCKED`); a relay that dies between pushing and deleting pushes
 //! again harmlessly, because the job id is fixed in the row and the enqueue script ignores an id
 //! it already holds. Postgres or Redis being down is logged, counted and retried with backoff;
 //! the relay only returns when asked to stop. The SQL lives in [`shared::db::outbox`].
