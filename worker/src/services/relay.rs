@@ -120,23 +120,18 @@ pub async fn run(pool: PgPool, queues: Queues, poll: Duration, stop: Stop) -> an
                     wakes = None;
                 }
             },
-            Some(done) = passes.join_next() => match done {
-                Ok(Ok(())) => {
+            // a pass that panicked counts as a failed one
+            Some(done) = passes.join_next() => match done.map_err(anyhow::Error::from).and_then(|r| r) {
+                Ok(()) => {
                     backoff = Duration::from_millis(100);
                     wait = poll;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     metrics::counter!("comet_outbox_relay_errors_total").increment(1);
                     tracing::warn!(
                         error = format!("{e:#}"),
                         "outbox relay failed; retrying with backoff"
                     );
-                    wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => {
-                    metrics::counter!("comet_outbox_relay_errors_total").increment(1);
-                    tracing::error!(error = %e, "outbox relay pass panicked; retrying with backoff");
                     wait = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
