@@ -153,6 +153,77 @@ async fn process_event_delivers_in_app_in_its_own_transaction_and_a_rerun_adds_n
     );
 }
 
+/// A user given the rule's role between two runs of one event is a recipient the re-run adds:
+/// delivered by the re-run, so their in-app attempt names the re-run's job (the others keep
+/// the first run's), and the re-publishing job the re-run makes counts them done.
+#[tokio::test]
+async fn a_recipient_a_rerun_adds_has_its_attempt_under_the_rerun_and_is_delivered_once() {
+    let mut app = TestApp::spawn().await;
+    let p = app.project_id();
+    let admin = app.admin_token();
+    let (alice, _) = inbox_user(&app.env, p, "alice@example.com").await;
+    let member = app.role_id(p, "member").await.to_string();
+    app.rule(&admin, &rule_body("in-app", &["disk.*"], None, &[member]))
+        .await;
+    let sent = app
+        .event(&admin, &json!({ "type": "disk.full", "payload": {} }))
+        .await;
+    let first = app.run_pending_jobs().await.jobs[0].id;
+    let event_id = Uuid::parse_str(sent["eventId"].as_str().expect("an id")).expect("a uuid");
+    let notification: Uuid = sqlx::query_scalar(
+        "SELECT notification_id FROM notifications WHERE project_id = $1 AND event_id = $2",
+    )
+    .bind(p)
+    .bind(event_id)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("the notification");
+
+    // Carol gets the role, then the event runs again (a duplicate job, a retry)
+    let (carol, carol_token) = inbox_user(&app.env, p, "carol@example.com").await;
+    let rerun = ProcessEvent {
+        project_id: p,
+        event_id,
+    }
+    .enqueue_now(&app.env.queues, Default::default())
+    .await
+    .expect("enqueue a re-run")
+    .id;
+    let again = app.run_pending_jobs().await;
+    assert_eq!(
+        again.of_kind("deliver_notification").len(),
+        1,
+        "the re-publishing job: {:?}",
+        again.kinds()
+    );
+    assert!(again.jobs.iter().all(|j| j.state == JobState::Completed));
+
+    let attempts = deliveries::attempts(&app.env.pool, p, notification, 100)
+        .await
+        .expect("attempts");
+    let mut seen: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.target_id, a.attempt, a.job_id, a.outcome.as_str()))
+        .collect();
+    seen.sort();
+    let mut want = vec![(alice, 1, first, "ok"), (carol, 1, rerun, "ok")];
+    want.sort();
+    assert_eq!(
+        seen, want,
+        "one attempt each, under the run that delivered it"
+    );
+    let feed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM inbox_feed WHERE project_id = $1 AND user_id = $2",
+    )
+    .bind(p)
+    .bind(carol)
+    .fetch_one(&app.env.pool)
+    .await
+    .expect("Carol's feed");
+    assert_eq!(feed, 1, "delivered to Carol once");
+    assert_eq!(app.unread(&carol_token).await, 1);
+}
+
 #[tokio::test]
 async fn a_suppressed_match_gets_no_recipient_even_when_a_rerun_would_deliver_it() {
     let mut app = TestApp::spawn().await;

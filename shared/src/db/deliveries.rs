@@ -6,8 +6,9 @@
 //! row, or a `deferred` one (its delivery was handed to a later job): a retried attempt delivers
 //! only to the targets not done ([`done_targets`]). A rule's in-app delivery is the exception:
 //! `process_event` delivers it to every recipient in the statement that stores the
-//! notification and records it once, on the notification (`in_app_job_id`, `in_app_attempt`);
-//! its per-recipient attempts are read from the recipients' rows ([`attempts`]).
+//! notification and records it once, on the notification (`in_app_job_id`, `in_app_attempt`;
+//! a recipient a re-run adds names the re-run's on their own row); its per-recipient attempts
+//! are read from the recipients' rows ([`attempts`]).
 
 use std::collections::HashSet;
 
@@ -110,7 +111,8 @@ pub async fn to_deliver_many(
                      UNION
                      -- a rule's in-app delivery, done by process_event for every recipient
                      SELECT r.user_id FROM notification_recipients r
-                     WHERE k.channel = 'inApp' AND n.in_app_job_id IS NOT NULL
+                     WHERE k.channel = 'inApp'
+                       AND coalesce(r.in_app_job_id, n.in_app_job_id) IS NOT NULL
                        AND r.project_id = n.project_id
                        AND r.notification_id = n.notification_id) AS done
         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[])
@@ -351,7 +353,7 @@ pub async fn done_targets(
         JOIN notification_recipients r
           ON r.project_id = n.project_id AND r.notification_id = n.notification_id
         WHERE n.project_id = $1 AND n.notification_id = $2 AND $3 = 'inApp'
-          AND n.in_app_job_id IS NOT NULL
+          AND coalesce(r.in_app_job_id, n.in_app_job_id) IS NOT NULL
         "#,
     )
     .bind(project_id)
@@ -393,7 +395,9 @@ pub struct AttemptRow {
 /// A rule's in-app delivery is recorded once, on the notification (`in_app_job_id`,
 /// `in_app_attempt`: the `process_event` attempt that stored it and delivered it to every
 /// recipient in the same statement); each recipient's attempt is read from their row: `ok`
-/// when delivered, `skipped` when their in-app channel was off. Every other attempt is a row of
+/// when delivered, `skipped` when their in-app channel was off, under the job and attempt the
+/// row names when a re-run added it (a user given the rule's role between the runs), else the
+/// notification's. Every other attempt is a row of
 /// `delivery_attempts`.
 pub async fn attempts(
     pool: &PgPool,
@@ -408,7 +412,8 @@ pub async fn attempts(
         FROM delivery_attempts
         WHERE project_id = $1 AND notification_id = $2
         UNION ALL
-        SELECT 'inApp', r.user_id, n.in_app_attempt, n.in_app_job_id, n.created_at,
+        SELECT 'inApp', r.user_id, coalesce(r.in_app_attempt, n.in_app_attempt),
+               coalesce(r.in_app_job_id, n.in_app_job_id), n.created_at,
                coalesce(r.delivered_at, n.created_at),
                CASE WHEN r.delivered_at IS NOT NULL THEN 'ok' ELSE 'skipped' END,
                NULL, NULL,
@@ -416,7 +421,8 @@ pub async fn attempts(
         FROM notifications n
         JOIN notification_recipients r
           ON r.project_id = n.project_id AND r.notification_id = n.notification_id
-        WHERE n.project_id = $1 AND n.notification_id = $2 AND n.in_app_job_id IS NOT NULL
+        WHERE n.project_id = $1 AND n.notification_id = $2
+          AND coalesce(r.in_app_job_id, n.in_app_job_id) IS NOT NULL
         ORDER BY channel, target_id, attempt
         LIMIT $3
         "#,

@@ -206,14 +206,15 @@ pub async fn create_for_events(
                        AS n(id, event, rule, title, body, priority, sound, channels, period)) n
             JOIN ev e ON e.event_id = n.event
             ON CONFLICT (project_id, event_id, rule_id) DO NOTHING
-            RETURNING notification_id, event_id, rule_id, suppressed, channels
+            RETURNING notification_id, event_id, rule_id, suppressed, channels, false AS earlier
         ),
         earlier AS (
             -- one (project_id, event_id, rule_id) key look-up per event, whatever the
             -- statistics: a lateral subquery that is not flattened (OFFSET 0) is run per event
             -- (with a plan made while the table was small, a join walked every notification
             -- of the project: BENCHMARKS.md, "Notifications")
-            SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed, n.channels
+            SELECT n.notification_id, n.event_id, n.rule_id, n.suppressed, n.channels,
+                   true AS earlier
             FROM ev CROSS JOIN LATERAL (
                 SELECT * FROM notifications n
                 WHERE n.project_id = $1 AND n.event_id = ev.event_id OFFSET 0
@@ -224,13 +225,18 @@ pub async fn create_for_events(
         ),
         rec AS (
             -- in-app delivery: a recipient whose in-app channel is on is in their inbox from
-            -- the commit on (the unread trigger creates and locks their inbox_users row)
+            -- the commit on (the unread trigger creates and locks their inbox_users row); one
+            -- this run adds to an earlier run's notification names this run's job and attempt
+            -- (the notification names the earlier one's)
             INSERT INTO notification_recipients (project_id, notification_id, user_id,
-                                                 delivered_at)
+                                                 delivered_at, in_app_job_id, in_app_attempt)
             SELECT DISTINCT $1, n.notification_id, ur.user_id,
                    CASE WHEN 'inApp' = ANY(n.channels) AND coalesce(p.in_app, true)
-                        THEN now() END
+                        THEN now() END,
+                   CASE WHEN n.earlier AND 'inApp' = ANY(n.channels) THEN e.job_id END,
+                   CASE WHEN n.earlier AND 'inApp' = ANY(n.channels) THEN e.attempt END
             FROM unnest($13::uuid[], $14::uuid[], $15::uuid[]) AS t(event_id, rule_id, role_id)
+            JOIN ev e ON e.event_id = t.event_id
             -- a suppressed match has no recipients (a re-run whose suppression decision
             -- changed still finds it stored suppressed)
             JOIN notes n ON n.event_id = t.event_id AND n.rule_id = t.rule_id
